@@ -1,0 +1,128 @@
+"""SQLite response cache: every finished model call is written through at once, so a killed run resumes.
+
+The key covers everything that changes the output: the model fingerprint (weights, adapter, dtype, device
+type), the messages (role prompts included), the sampling parameters, the run seed (not for greedy decoding,
+where it cannot matter) and the replica index (the i-th sample of the same prompt).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from moco.models.base import GenRequest, GenResult
+
+
+def cache_dir() -> Path:
+    """MOCO_CACHE_DIR, else the user's cache directory (~/.cache/moco)."""
+    env = os.environ.get("MOCO_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "moco"
+
+
+def request_key(fingerprint: str, request: GenRequest, run_seed: int, replica: int = 0) -> str:
+    """Stable hex key of one model call."""
+    payload = {
+        "fp": fingerprint,
+        "messages": [list(m) for m in request.messages],
+        "prefix": request.assistant_prefix,
+        "sampling": request.sampling.key(),
+        "replica": replica,
+    }
+    if not request.sampling.greedy:
+        payload["seed"] = run_seed
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def seed_from_key(key: str) -> int:
+    """A per-request sampling seed, so each row samples independently of its batch neighbours."""
+    return int(key[:15], 16)
+
+
+@dataclass
+class CachedResponse:
+    text: str
+    tokens_in: int
+    tokens_out: int
+    finish_reason: str
+    latency_s: float
+
+
+class ResponseCache:
+    """Thread-safe write-through cache. Failed calls are never stored, so a re-run retries them."""
+
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path is not None else cache_dir() / "responses.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, fingerprint TEXT, text TEXT,"
+            " tokens_in INTEGER, tokens_out INTEGER, finish_reason TEXT, latency_s REAL, created REAL)"
+        )
+
+    def get_many(self, keys: list[str]) -> dict[str, CachedResponse]:
+        out: dict[str, CachedResponse] = {}
+        uniq = list(dict.fromkeys(keys))
+        with self._lock:
+            for i in range(0, len(uniq), 500):
+                chunk = uniq[i : i + 500]
+                q = "SELECT key, text, tokens_in, tokens_out, finish_reason, latency_s FROM responses WHERE key IN (%s)"
+                for row in self._db.execute(q % ",".join("?" * len(chunk)), chunk):
+                    out[row[0]] = CachedResponse(row[1], row[2], row[3], row[4], row[5])
+        return out
+
+    def put_many(self, items: list[tuple[str, str, GenResult]]) -> None:
+        """Store (key, fingerprint, result) rows in one transaction: a batch is cached whole or not at all."""
+        rows = [
+            (k, fp, r.text, r.tokens_in, r.tokens_out, r.finish_reason, r.latency_s, time.time())
+            for k, fp, r in items
+            if not r.failed
+        ]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class NullCache(ResponseCache):
+    """A cache that stores nothing (benchmarks, `--no-cache`)."""
+
+    def __init__(self) -> None:  # noqa: D107 - nothing to open
+        pass
+
+    def get_many(self, keys: list[str]) -> dict[str, CachedResponse]:
+        return {}
+
+    def put_many(self, items: list[tuple[str, str, GenResult]]) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,282 @@
+"""Experiment config: one file (YAML or JSON) says models, task, method, generation and hardware.
+
+Our schema is strict (unknown keys are errors that suggest the nearest valid key). The reference
+implementation's JSON configs (`method`, `task`, `task_type`, `gpu_ids`, `model_names`, `hyperparameters`)
+are read unchanged: generation keys go to `generation`, the rest to the method's typed `params`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from moco.errors import ConfigError, did_you_mean
+
+REFERENCE_KEYS = {"method", "task", "task_type", "gpu_ids", "model_names", "hyperparameters"}
+REFERENCE_GENERATION_KEYS = {"max_response_length", "temperature", "top_p", "batch_size", "big_model_mode"}
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are rejected with a did-you-mean suggestion."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+    # keys of the reference implementation whose meaning differs from ours: key -> (our field, converter)
+    reference_keys: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for ref, (fname, convert) in cls.reference_keys.items():
+                if ref in data:
+                    if fname in data:
+                        raise ValueError(f"give either '{ref}' (reference key) or '{fname}', not both")
+                    value = data[ref]
+                    data = {k: v for k, v in data.items() if k != ref}
+                    data[fname] = convert(value)
+            valid: set[str] = set(cls.reference_keys)
+            for fname, f in cls.model_fields.items():
+                valid.add(fname)
+                if f.alias:
+                    valid.add(f.alias)
+                if f.validation_alias and isinstance(f.validation_alias, str):
+                    valid.add(f.validation_alias)
+            for key in data:
+                if not isinstance(key, str):
+                    raise ValueError(f"keys must be strings, got {key!r}")
+                if key not in valid:
+                    public = sorted(v for v in valid if not v.startswith("_"))
+                    raise ValueError(f"unknown key '{key}'{did_you_mean(key, public)}")
+        return data
+
+
+class EndpointSpec(StrictModel):
+    """An OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, OpenAI)."""
+
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, description="served model name; default: the spec's `model`")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    concurrency: int = Field(8, ge=1, le=1024)
+    timeout_s: float = Field(120.0, gt=0, le=86400)
+    max_retries: int = Field(4, ge=0, le=20)
+    seeded: bool = Field(False, description="the server honours per-request seeds (vLLM does)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got '{v}'")
+        return v
+
+
+class ScriptRule(StrictModel):
+    match: str
+    reply: str | list[str]
+
+
+class ScriptSpec(StrictModel):
+    """Replies of a scripted model: the first rule whose regex matches the last user message wins."""
+
+    rules: list[ScriptRule] = Field(default_factory=list)
+    default: str | list[str] = ""
+
+
+class ModelSpec(StrictModel):
+    """One collaborator. `model` is an embedded name, a Hub id, a local folder, or `scripted[:name]`."""
+
+    model: str = Field(min_length=1)
+    name: str | None = Field(None, description="display name, unique in the pool")
+    role_prompt: str | None = Field(None, description="system prompt that makes a pseudo-expert")
+    description: str | None = Field(None, description="what this model is good at (for routers)")
+    adapter: str | None = Field(None, description="LoRA adapter folder applied on top of `model`")
+    revision: str | None = None
+    backend: Literal["auto", "hf", "openai", "scripted"] = "auto"
+    endpoint: EndpointSpec | None = None
+    script: ScriptSpec | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str | None = Field(None, description="cpu, cuda:N; default from hardware.gpu_ids")
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSpec":
+        if self.backend == "openai" and self.endpoint is None:
+            raise ValueError(f"model '{self.model}': backend openai needs an `endpoint` with base_url")
+        if self.script is not None and self.kind != "scripted":
+            raise ValueError(f"model '{self.model}': `script` is only for scripted models")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        if self.endpoint is not None:
+            return "openai"
+        if self.model == "scripted" or self.model.startswith("scripted:"):
+            return "scripted"
+        return "hf"
+
+
+class GenerationSettings(StrictModel):
+    """Decoding shared by every model call of a run (methods may override per call)."""
+
+    max_new_tokens: int = Field(512, ge=1, le=131072, alias="max_response_length",
+                                description="maximum new tokens per call")
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="0 = greedy")
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    batch_size: int = Field(16, ge=1, le=4096, description="rows per forward pass (HF backends)")
+    big_model_mode: bool = Field(False, description="shard each model over all gpu_ids (device_map=auto)")
+
+
+class HardwareSettings(StrictModel):
+    """Where models run. Empty `gpu_ids` means CPU."""
+
+    gpu_ids: list[int] = Field(default_factory=list)
+    memory_budget_gb: float | None = Field(None, gt=0, description="refuse to load models beyond this budget")
+
+    @field_validator("gpu_ids")
+    @classmethod
+    def _ids(cls, v: list[int]) -> list[int]:
+        if any(i < 0 for i in v):
+            raise ValueError("gpu_ids must be non-negative integers")
+        if len(set(v)) != len(v):
+            raise ValueError("gpu_ids has duplicates")
+        return v
+
+
+class TaskSettings(StrictModel):
+    """The dataset: a registered name, or a file of your own with a field mapping."""
+
+    name: str = Field(min_length=1)
+    task_type: str | None = Field(None, description="override the dataset's task type")
+    data_dir: str | None = None
+    dev_limit: int | None = Field(None, ge=0, description="use only the first N dev items")
+    test_limit: int | None = Field(None, ge=1, description="use only the first N test items")
+
+
+class ExperimentConfig(StrictModel):
+    """A whole experiment."""
+
+    method: str = Field(min_length=1)
+    task: TaskSettings
+    models: list[ModelSpec] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    hardware: HardwareSettings = Field(default_factory=HardwareSettings)
+    roles: dict[str, str | int | ModelSpec] = Field(default_factory=dict,
+                                                    description="role -> pool model name/index or a new model")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    name: str | None = None
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"model": m} if isinstance(m, str) else m for m in v]
+        return v
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: ({"model": s["model"], **s} if isinstance(s, dict) else s) for k, s in v.items()}
+        return v
+
+
+# ------------------------------------------------------------------------------------------- loading
+def from_reference(raw: dict[str, Any]) -> dict[str, Any]:
+    """Translate a reference-implementation JSON config into our schema (keys accepted as they are)."""
+    unknown = set(raw) - REFERENCE_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"config: unknown key '{key}'{did_you_mean(key, sorted(REFERENCE_KEYS))}")
+    for key in ("method", "task", "model_names"):
+        if key not in raw:
+            raise ConfigError(f"config: missing required key '{key}'")
+    hp = raw.get("hyperparameters") or {}
+    if not isinstance(hp, dict):
+        raise ConfigError("config: 'hyperparameters' must be an object")
+    names = raw["model_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError("config: 'model_names' must be a list of strings")
+    task: dict[str, Any] = {"name": raw["task"]}
+    if raw.get("task_type"):
+        task["task_type"] = raw["task_type"]
+    return {
+        "method": raw["method"],
+        "task": task,
+        "models": names,
+        "generation": {k: v for k, v in hp.items() if k in REFERENCE_GENERATION_KEYS},
+        "params": {k: v for k, v in hp.items() if k not in REFERENCE_GENERATION_KEYS},
+        "hardware": {"gpu_ids": raw.get("gpu_ids") or []},
+    }
+
+
+def is_reference_format(raw: dict[str, Any]) -> bool:
+    return "model_names" in raw or "hyperparameters" in raw or "gpu_ids" in raw
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse YAML or JSON into a dict, with one-line errors."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    if not text.strip():
+        raise ConfigError(f"config file is empty: {p}")
+    try:
+        if p.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the config must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a config dict (ours or the reference's) into an ExperimentConfig."""
+    if is_reference_format(raw):
+        raw = from_reference(raw)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "config")) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    return parse_config(read_config_file(path))
+
+
+def format_validation_error(e: ValidationError, prefix: str) -> str:
+    """The first pydantic error as one line naming the key."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] == "missing":
+        msg = "missing required key"
+    where = f"{prefix}: {loc}: " if loc else f"{prefix}: "
+    more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
+    return f"{where}{msg}{more}"
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (what the run directory stores)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=False, exclude_none=True), sort_keys=False)

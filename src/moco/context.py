@@ -1,0 +1,218 @@
+"""RunContext: everything a method may use — models by index or role, examples, scorer, and `generate`.
+
+`generate` takes a whole batch of calls (any mix of models), serves what it can from the response cache,
+groups the rest by loaded backend (so pseudo-experts sharing weights share forward passes), runs them in
+length-sorted batches, writes each finished batch to the cache and to calls.jsonl, and returns responses
+aligned with the calls. Methods never loop over single prompts against a backend.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moco.cache import ResponseCache, request_key, seed_from_key
+from moco.config import GenerationSettings
+from moco.models.base import GenRequest, GenResult, Message, SamplingParams
+from moco.models.pool import ModelHandle, ModelPool
+from moco.progress import Progress
+from moco.scoring.base import Scorer, ScoreResult
+from moco.tasks.base import Example, Task
+from moco.trace import CallRecorder
+
+ModelRef = "int | str | ModelHandle"
+
+
+@dataclass
+class Call:
+    """One prompt for one model. `prompt` is a user message, or a list of (role, content) messages."""
+
+    model: Any  # int | str | ModelHandle
+    prompt: str | Sequence[Message]
+    sampling: SamplingParams | None = None
+    replica: int = 0  # i-th independent sample of the same prompt
+    prefix: str = ""  # assistant text the answer must continue
+
+
+@dataclass
+class Response:
+    text: str
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cached: bool = False
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class Output:
+    """A method's final answer for one test example. `answer` skips extraction (e.g. a voted answer)."""
+
+    text: str
+    answer: str | None = None
+    use_answer: bool = False
+    trace: dict[str, Any] | None = None
+    failed: bool = False
+
+
+class RunContext:
+    def __init__(self, *, pool: ModelPool, task: Task, scorer: Scorer, cache: ResponseCache,
+                 recorder: CallRecorder, generation: GenerationSettings, seed: int = 0,
+                 artifacts_dir: Path | None = None, progress: Progress | None = None,
+                 roles: dict[str, ModelHandle] | None = None):
+        self.pool = pool
+        self.task = task
+        self.scorer = scorer
+        self.cache = cache
+        self.recorder = recorder
+        self.generation = generation
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.artifacts_dir = artifacts_dir
+        self.progress = progress or Progress()
+        self.roles = roles or {}
+        self._dev_scores: dict[int, list[ScoreResult]] = {}
+        self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
+        self._batch_id = 0
+
+    # ------------------------------------------------------------------ models and data
+    @property
+    def models(self) -> list[ModelHandle]:
+        return self.pool.handles
+
+    @property
+    def dev(self) -> list[Example]:
+        return self.task.dev
+
+    @property
+    def test(self) -> list[Example]:
+        return self.task.test
+
+    def model(self, ref: Any) -> ModelHandle:
+        return self.pool.handle(ref)
+
+    def role(self, name: str) -> ModelHandle | None:
+        """The model bound to a role in the config (`roles:`), or None when unbound."""
+        return self.roles.get(name)
+
+    def sampling(self, **overrides: Any) -> SamplingParams:
+        g = self.generation
+        base = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p}
+        base.update(overrides)
+        return SamplingParams(**base)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Account calls and wall time to `name` (dev or test) inside the block."""
+        prev = self.recorder.phase
+        self.recorder.phase = name
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.recorder.stats(name).wall_s += time.time() - t0
+            self.recorder.phase = prev
+
+    # ------------------------------------------------------------------ generation
+    def _request(self, handle: ModelHandle, call: Call) -> tuple[str, GenRequest]:
+        msgs: list[Message] = [("user", call.prompt)] if isinstance(call.prompt, str) else [tuple(m) for m in call.prompt]
+        if handle.role_prompt:
+            if msgs and msgs[0][0] == "system":
+                msgs[0] = ("system", f"{handle.role_prompt}\n\n{msgs[0][1]}")
+            else:
+                msgs.insert(0, ("system", handle.role_prompt))
+        sampling = call.sampling or self.sampling()
+        req = GenRequest(tuple(msgs), sampling, 0, call.prefix)
+        key = request_key(self.pool.fingerprint(handle), req, self.seed, call.replica + handle.replica_offset)
+        return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix)
+
+    def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
+        """Run many calls at once; responses come back in the order of `calls`."""
+        handles = [self.pool.handle(c.model) for c in calls]
+        prepared = [self._request(h, c) for h, c in zip(handles, calls)]
+        unique: dict[str, tuple[ModelHandle, GenRequest]] = {}
+        for h, (key, req) in zip(handles, prepared):
+            unique.setdefault(key, (h, req))
+        done: dict[str, tuple[GenResult, bool]] = {}
+        for key, hit in self.cache.get_many(list(unique)).items():
+            done[key] = (GenResult(hit.text, hit.tokens_in, hit.tokens_out, hit.finish_reason, hit.latency_s), True)
+        todo = [k for k in unique if k not in done]
+        bar = self.progress.task(f"{self.recorder.phase} {tag}".strip(), len(unique)) if unique else None
+        self.progress.advance(bar, len(unique) - len(todo))
+        by_backend: dict[str, list[str]] = {}
+        for key in unique:  # plan over all requests of a backend, cached ones included (see _run_backend)
+            by_backend.setdefault(unique[key][0].backend_key, []).append(key)
+        for keys in by_backend.values():
+            if any(k not in done for k in keys):
+                self._run_backend(keys, unique, done, bar)
+        self.progress.done(bar)
+        out: list[Response] = []
+        for h, (key, _req) in zip(handles, prepared):
+            res, cached = done[key]
+            self.recorder.record(model=h.name, key=key, tag=tag, tokens_in=res.tokens_in, tokens_out=res.tokens_out,
+                                 latency=res.latency_s, cached=cached, finish=res.finish_reason, error=res.error,
+                                 batch=None if cached else getattr(res, "_batch", None))
+            out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error))
+        return out
+
+    def _run_backend(self, keys: list[str], unique: dict, done: dict, bar: Any) -> None:
+        """Batches are planned over every request of the call, cached or not, and a batch is cached whole;
+        so a resumed run forms the same batches and recomputes exactly what an uninterrupted run would."""
+        handle = unique[keys[0]][0]
+        backend = self.pool.backend(handle)
+        fp = self.pool.fingerprint(handle)
+        reqs = [unique[k][1] for k in keys]
+        for batch in backend.plan_batches(reqs):
+            missing = [i for i in batch if keys[i] not in done]
+            if not missing:
+                continue
+            results = backend.generate([reqs[i] for i in missing])
+            self._batch_id += 1
+            for i, r in zip(missing, results):
+                r._batch = self._batch_id  # type: ignore[attr-defined]
+                done[keys[i]] = (r, False)
+            self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
+            self.progress.advance(bar, len(missing))
+
+    def ask(self, model: Any, prompts: Sequence[str], tag: str = "", sampling: SamplingParams | None = None,
+            replica: int = 0) -> list[Response]:
+        """One model, many prompts."""
+        return self.generate([Call(model, p, sampling, replica) for p in prompts], tag=tag)
+
+    def answer_all(self, examples: Sequence[Example], tag: str = "answer",
+                   models: Sequence[ModelHandle] | None = None) -> list[list[Response]]:
+        """Every model answers every example's prompt, in one batched call: out[model_index][example_index]."""
+        ms = list(models) if models is not None else self.models
+        calls = [Call(m, ex.prompt) for m in ms for ex in examples]
+        flat = self.generate(calls, tag=tag)
+        n = len(examples)
+        return [flat[i * n:(i + 1) * n] for i in range(len(ms))]
+
+    # ------------------------------------------------------------------ scoring and dev selection
+    def score(self, example: Example, text: str) -> ScoreResult:
+        return self.scorer.score(example, text)
+
+    def dev_scores(self) -> list[float]:
+        """Mean dev score of every model (generated once per run and cached; ties keep pool order)."""
+        missing = [m for m in self.models if m.index not in self._dev_scores]
+        if missing:
+            if not self.dev:
+                raise ValueError(f"task {self.task.name} has no dev split; dev-based selection is impossible")
+            with self.phase("dev"):
+                answers = self.answer_all(self.dev, tag="answer", models=missing)
+            for m, outs in zip(missing, answers):
+                self._dev_scores[m.index] = [self.scorer.score(ex, r.text) for ex, r in zip(self.dev, outs)]
+        return [sum(s.score for s in self._dev_scores[m.index]) / max(1, len(self.dev)) for m in self.models]
+
+    def dev_best(self) -> ModelHandle:
+        """The model with the best mean dev score (first in pool order on ties)."""
+        scores = self.dev_scores()
+        return self.models[max(range(len(scores)), key=lambda i: (scores[i], -i))]

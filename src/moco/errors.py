@@ -1,0 +1,33 @@
+"""User-facing errors: one line, exit code 2, no traceback unless --debug."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MocoError(Exception):
+    """An error caused by the user's input (config, data, models, endpoints), not a bug in MoCo."""
+
+    exit_code = 2
+
+
+class ConfigError(MocoError):
+    """The config file is malformed or asks for something that cannot run."""
+
+
+class DataError(MocoError):
+    """A dataset file or row is malformed."""
+
+
+class ModelError(MocoError):
+    """A model cannot be found, loaded or reached."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest candidate, or '' when nothing is close."""
+    pool = list(candidates)
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in pool}
+        close = [lowered[w] for w in difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,45 @@
+"""single_model: each model answers alone. The baseline every collaboration must beat.
+
+All models answer the test set in one batched call (these answers are shared, through the cache, with every
+method that starts from independent answers). The run's final output is the model chosen on dev (or the
+one given by `model`); metrics also list each model's test score and the best of them (the paper's
+"best single model", an oracle choice).
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from moco.context import Output, RunContext
+from moco.methods.registry import MethodParams, method
+
+
+class Params(MethodParams):
+    model: int | str | None = Field(None, description="the model whose answers are the output; None: dev-best (or the only model)")
+
+
+@method("single_model", params=Params, level="baseline", aliases=("single",),
+        summary="Each model answers alone; output = the dev-best model (per-model test scores reported)")
+def run(ctx: RunContext, params: Params) -> list[Output]:
+    if params.model is not None:
+        chosen = ctx.model(params.model)
+    elif len(ctx.models) == 1:
+        chosen = ctx.models[0]
+    else:
+        chosen = ctx.dev_best()
+    with ctx.phase("test"):
+        answers = ctx.answer_all(ctx.test)
+    per_model_scores = {}
+    for m in ctx.models:
+        scored = [ctx.score(ex, answers[m.index][j].text) for j, ex in enumerate(ctx.test) if ex.answer is not None]
+        if scored:
+            per_model_scores[m.name] = sum(s.score for s in scored) / len(scored)
+    if per_model_scores:
+        ctx.extra_metrics["per_model_test"] = per_model_scores
+        ctx.extra_metrics["best_single_test"] = max(per_model_scores.values())
+    ctx.extra_metrics["chosen_model"] = chosen.name
+    outputs = []
+    for j, ex in enumerate(ctx.test):
+        per_model = {m.name: answers[m.index][j].text for m in ctx.models}
+        r = answers[chosen.index][j]
+        outputs.append(Output(r.text, trace={"chosen": chosen.name, "answers": per_model}, failed=r.failed))
+    return outputs

@@ -1,0 +1,107 @@
+"""text_multiagent_refine: multi-agent debate (Du et al., 2023).
+
+1. Every model answers the question independently (round 0).
+2. For `rounds` rounds, every model sees the question, its own previous answer and the other models'
+   previous answers (anonymous), and writes an updated answer. All models of a round are one batched call.
+3. A summarizer (the `summarizer` role if bound, else the model with the best dev score) writes the final
+   answer from the last round's answers; or, with `final: vote`, the plurality of the final answers wins.
+
+The reference implementation's key `round` counts all rounds including the first (`round: 3` = 2 revisions).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from moco.context import Call, Output, RunContext
+from moco.methods.registry import MethodParams, method
+from moco.methods.text.majority_vote import plurality
+
+
+def _from_total_rounds(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise ValueError("round must be >= 1 (it counts the first, independent answer)")
+        return v - 1
+    return v
+
+
+class Params(MethodParams):
+    reference_keys = {"round": ("rounds", _from_total_rounds)}
+
+    rounds: int = Field(2, ge=0, le=20, description="revision rounds after the first answers "
+                        "(reference key `round` = rounds + 1)")
+    final: Literal["summarizer", "vote"] = Field("summarizer", description="how the final answer is made")
+    summarizer: int | str | None = Field(None, description="model (index or name) that summarizes; "
+                                         "default: the `summarizer` role, else the dev-best model")
+
+
+def refine_prompt(question: str, own: str, others: list[str]) -> str:
+    shown = "\n\n".join(f"- Agent answer: {o}" for o in others) or "(no other answers)"
+    return (f"Question:\n{question}\n\nYour previous answer:\n{own}\n\nAnswers from other agents:\n{shown}\n\n"
+            "Use the other agents' answers as additional information: check them and your own answer, "
+            "then give your updated answer. Keep the answer format the question asks for.")
+
+
+def summary_prompt(question: str, answers: list[str]) -> str:
+    shown = "\n\n".join(f"- Agent answer: {a}" for a in answers)
+    return (f"Question:\n{question}\n\nAnswers from a team of agents:\n{shown}\n\n"
+            "Write one final answer to the question, using the best reasoning in the answers above. "
+            "Keep the answer format the question asks for.")
+
+
+@method("text_multiagent_refine", params=Params, level="text", aliases=("multiagent_refine", "debate"),
+        min_models=2, roles={"summarizer": "writes the final answer (default: dev-best model)"},
+        paper="Du et al. 2023, Improving factuality and reasoning through multiagent debate",
+        summary="Models answer, then revise for `rounds` rounds seeing the others' answers; a summarizer concludes")
+def run(ctx: RunContext, params: Params) -> list[Output]:
+    models = ctx.models
+    summarizer = None
+    if params.final == "summarizer":
+        summarizer = (ctx.model(params.summarizer) if params.summarizer is not None
+                      else ctx.role("summarizer") or ctx.dev_best())
+    test = ctx.test
+    with ctx.phase("test"):
+        current = ctx.answer_all(test)  # current[model][example]
+        history = [[{"output": current[m.index][j].text, "saw": []} for m in models] for j in range(len(test))]
+        rounds_log: list[list[list[dict]]] = [[[h] for h in row] for row in history]
+        for r in range(1, params.rounds + 1):
+            calls, seen = [], []
+            for m in models:
+                for j, ex in enumerate(test):
+                    others = [(o, current[o.index][j]) for o in models if o.index != m.index]
+                    others = [(o, resp) for o, resp in others if not resp.failed]
+                    calls.append(Call(m, refine_prompt(ex.prompt, current[m.index][j].text, [resp.text for _, resp in others])))
+                    seen.append([o.name for o, _ in others])
+            flat = ctx.generate(calls, tag=f"round {r}")
+            n = len(test)
+            current = [flat[i * n:(i + 1) * n] for i in range(len(models))]
+            for i, m in enumerate(models):
+                for j in range(n):
+                    rounds_log[j][i].append({"output": current[i][j].text, "saw": seen[i * n + j]})
+        outputs: list[Output] = []
+        if summarizer is not None:
+            prompts = [summary_prompt(ex.prompt, [current[m.index][j].text for m in models if not current[m.index][j].failed])
+                       for j, ex in enumerate(test)]
+            finals = ctx.ask(summarizer, prompts, tag="summary")
+            for j, fr in enumerate(finals):
+                outputs.append(Output(fr.text, failed=fr.failed, trace=_trace(models, rounds_log[j], summarizer.name, fr.text)))
+        else:
+            rank = list(range(len(models)))
+            for j, ex in enumerate(test):
+                votes = [ctx.scorer.extract(ex, current[m.index][j].text) for m in models]
+                winner, _ = plurality(votes, "model-order", rank, ctx.rng)
+                text = next((current[i][j].text for i, v in enumerate(votes) if v == winner and winner), "")
+                outputs.append(Output(text, answer=winner, use_answer=True, trace=_trace(models, rounds_log[j], None, text)))
+    return outputs
+
+
+def _trace(models, log_row, summarizer: str | None, final: str) -> dict:
+    """rounds[r][model] = {output, saw}: what each model wrote in round r and whose answers it saw."""
+    n_rounds = len(log_row[0])
+    return {
+        "rounds": [{m.name: log_row[i][r] for i, m in enumerate(models)} for r in range(n_rounds)],
+        "summarizer": summarizer,
+        "final": final,
+    }

@@ -1,0 +1,93 @@
+"""The backend protocol: what a method may ask of a model, and what each backend declares it can do."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+Message = tuple[str, str]
+"""A chat message as (role, content); a tuple so requests are hashable and cache keys are stable."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode. temperature == 0 means greedy (then the seed does not matter)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.9
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def key(self) -> dict:
+        d = {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature), "stop": list(self.stop)}
+        if not self.greedy:
+            d["top_p"] = float(self.top_p)
+        return d
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One prompt for one model. `assistant_prefix` is text the answer must continue (a partial response)."""
+
+    messages: tuple[Message, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int = 0
+    assistant_prefix: str = ""
+
+
+@dataclass
+class GenResult:
+    """The model's continuation; `error` is set (and text empty) when the call failed after retries."""
+
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str = "stop"  # stop | length | error
+    latency_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; methods declare what they need and validation checks it before loading."""
+
+    chat: bool = True
+    logprobs: bool = False  # per-token log-probabilities of generated tokens
+    logits: bool = False  # full next-token distributions, log-likelihood of given text
+    weights: bool = False  # parameters can be read and replaced in memory
+    lora: bool = False  # LoRA adapters can be attached and trained
+    seeded: bool = False  # sampling is reproducible per request seed
+    images: bool = False
+
+    def missing(self, needed: "Capabilities") -> list[str]:
+        return [k for k, v in needed.__dict__.items() if v and not getattr(self, k)]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model. `generate` takes a batch and returns results aligned with it."""
+
+    fingerprint: str
+    capabilities: Capabilities
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]: ...
+
+    def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
+        """Split requests (by index) into the batches `generate` should receive; deterministic."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def chunk_plan(n: int, batch_size: int, order: list[int] | None = None) -> list[list[int]]:
+    """Fixed-size batches over `order` (default 0..n-1)."""
+    idx = list(range(n)) if order is None else order
+    bs = max(1, batch_size)
+    return [idx[i : i + bs] for i in range(0, len(idx), bs)]

@@ -1,0 +1,358 @@
+"""Hugging Face transformers backend: loaded once, batched by length, per-row seeds, logits available.
+
+Decoding is our own loop over the model's forward with a KV cache rather than `generate`, for three
+reasons: every row samples from its own seeded generator (so a prompt's output does not depend on its
+batch neighbours' random draws), finished rows leave the batch at once (their KV cache rows are dropped),
+and methods that need token-level control (fusion, nudging, deferral) share the same machinery.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moco.errors import ModelError
+from moco.models.base import Capabilities, GenRequest, GenResult
+
+log = logging.getLogger(__name__)
+
+PLAIN_TEMPLATE_NOTE = "no chat template: plain 'User:/Assistant:' format used"
+
+
+def pick_device(device: str | None) -> str:
+    """'auto' or None -> cuda:0 when a GPU exists, else cpu."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device} requested but no CUDA GPU is visible")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    """fp32 on CPU (bf16 is ~3x slower there); bf16 on GPUs that support it, else fp16."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def folder_fingerprint(path: Path) -> str:
+    """Cheap content fingerprint of a model folder: config, file names and sizes, head/tail bytes of weights."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if rel.startswith(".") or "/." in rel:
+            continue
+        size = f.stat().st_size
+        h.update(f"{rel}:{size}".encode())
+        with open(f, "rb") as fh:
+            if size <= 2 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(size - (1 << 20))
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class _Row:
+    index: int  # position in the request list
+    ids: list[int]
+    gen: Any  # torch.Generator
+    out: list[int]
+    stop_text: tuple[str, ...]
+
+
+class HFBackend:
+    """A causal LM from a local folder or the Hub, with its tokenizer and chat template."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        fingerprint: str,
+        device: str = "cpu",
+        dtype: str = "auto",
+        revision: str | None = None,
+        adapter: str | None = None,
+        batch_size: int = 16,
+        max_batch_tokens: int = 32768,
+        device_map: str | dict | None = None,
+        trust_remote_code: bool = False,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.source = source
+        self.device = pick_device(device)
+        self.torch_dtype = pick_dtype(dtype, self.device)
+        self.fingerprint = fingerprint
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        t0 = time.time()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+            kwargs: dict[str, Any] = {"dtype": self.torch_dtype, "revision": revision, "trust_remote_code": trust_remote_code}
+            if device_map is not None:
+                kwargs["device_map"] = device_map
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as e:
+            raise ModelError(f"cannot load model '{source}': {str(e).splitlines()[0]}") from None
+        if adapter:
+            try:
+                from peft import PeftModel
+            except ImportError:
+                raise ModelError("LoRA adapters need peft: pip install peft") from None
+            model = PeftModel.from_pretrained(model, adapter)
+            model = model.merge_and_unload()
+        if device_map is None:
+            model = model.to(self.device)
+        self.model = model.eval()
+        self.load_seconds = time.time() - t0
+        tok = self.tokenizer
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"
+        self.eos_ids = self._eos_ids()
+        self.has_template = bool(getattr(tok, "chat_template", None))
+        if not self.has_template:
+            log.warning("%s: %s", source, PLAIN_TEMPLATE_NOTE)
+        self.capabilities = Capabilities(chat=True, logprobs=True, logits=True, weights=True, lora=True, seeded=True)
+
+    # ---------------------------------------------------------------- prompts
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gc = getattr(self.model, "generation_config", None)
+        eos = getattr(gc, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        for special in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(special)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
+                ids.add(tid)
+        return ids
+
+    def render(self, req: GenRequest) -> str:
+        """The exact prompt text the model sees (chat template + generation prompt + assistant prefix)."""
+        msgs = [{"role": r, "content": c} for r, c in req.messages]
+        if self.has_template:
+            try:
+                text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            except Exception:  # templates that refuse a system role: fold it into the first user turn
+                text = self.tokenizer.apply_chat_template(_fold_system(msgs), tokenize=False, add_generation_prompt=True)
+        else:
+            text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs) + "Assistant:"
+        return text + req.assistant_prefix
+
+    def encode(self, req: GenRequest) -> list[int]:
+        text = self.render(req)
+        ids = self.tokenizer(text, add_special_tokens=not self.has_template)["input_ids"]
+        return list(ids)
+
+    def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
+        """Longest prompts first (an out-of-memory error shows up in the first batch), chunked by size and tokens."""
+        lengths = [len(self.encode(r)) + r.sampling.max_new_tokens for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: (-lengths[i], i))
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            widest = lengths[cur[0]] if cur else lengths[i]
+            if cur and (len(cur) >= self.batch_size or widest * (len(cur) + 1) > self.max_batch_tokens):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        return batches
+
+    # ---------------------------------------------------------------- decoding
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        if not requests:
+            return []
+        results: list[GenResult | None] = [None] * len(requests)
+        # requests in one call may differ in sampling; decode groups of identical sampling together
+        groups: dict[Any, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.sampling, []).append(i)
+        for sampling, idx in groups.items():
+            t0 = time.time()
+            outs = self._decode([requests[i] for i in idx], sampling)
+            dt = time.time() - t0
+            total = sum(o.tokens_out + 1 for o in outs) or 1
+            for i, o in zip(idx, outs):
+                o.latency_s = dt * (o.tokens_out + 1) / total
+                results[i] = o
+        return [r for r in results if r is not None]
+
+    def _decode(self, requests: list[GenRequest], sampling) -> list[GenResult]:
+        import torch
+
+        with torch.no_grad():
+            return self._decode_nograd(requests, sampling)
+
+    def _decode_nograd(self, requests: list[GenRequest], sampling) -> list[GenResult]:
+        import torch
+
+        dev = self.model.device if hasattr(self.model, "device") else torch.device(self.device)
+        gen_device = "cuda" if str(dev).startswith("cuda") else "cpu"
+        rows = [
+            _Row(i, self.encode(r), torch.Generator(device=gen_device).manual_seed(r.seed), [], r.sampling.stop)
+            for i, r in enumerate(requests)
+        ]
+        width = max(len(r.ids) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in rows], device=dev)
+        attn = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache = _new_cache(self.model)
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :]
+        last_pos = pos[:, -1]
+        alive = list(range(len(rows)))
+        finish = ["length"] * len(rows)
+        eos = self.eos_ids
+        for step in range(sampling.max_new_tokens):
+            nxt = _sample(logits, sampling, [rows[a].gen for a in alive])
+            keep: list[int] = []
+            for j, a in enumerate(alive):
+                tok = nxt[j]
+                rows[a].out.append(tok)
+                if tok in eos:
+                    finish[a] = "stop"
+                elif rows[a].stop_text and self._hit_stop(rows[a]):
+                    finish[a] = "stop"
+                else:
+                    keep.append(j)
+            if not keep or step == sampling.max_new_tokens - 1:
+                break
+            if len(keep) < len(alive):
+                sel = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(sel)
+                attn, last_pos = attn[sel], last_pos[sel]
+                alive = [alive[j] for j in keep]
+                nxt = [nxt[j] for j in keep]
+            attn = torch.cat([attn, attn.new_ones(len(alive), 1)], dim=-1)
+            last_pos = last_pos + 1
+            out = self.model(input_ids=torch.tensor(nxt, device=dev)[:, None], attention_mask=attn,
+                             position_ids=last_pos[:, None], past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :]
+        results = []
+        for r, fin in zip(rows, finish):
+            toks = [t for t in r.out if t not in eos]
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            if r.stop_text:
+                text = _cut_at_stop(text, r.stop_text)
+            if "</think>" in text:  # reasoning models: keep only the answer after the last think block
+                text = text.rsplit("</think>", 1)[1]
+            results.append(GenResult(text.strip(), tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin))
+        return results
+
+    def _hit_stop(self, row: _Row) -> bool:
+        tail = self.tokenizer.decode(row.out[-16:], skip_special_tokens=True)
+        return any(s in tail for s in row.stop_text)
+
+    # ---------------------------------------------------------------- scores
+    def next_token_logprobs(self, requests: list[GenRequest]):
+        """Log-softmax of the next-token distribution after each prompt, shape [n, vocab] (on CPU, fp32)."""
+        import torch
+
+        with torch.no_grad():
+            return self._next_token_logprobs(requests)
+
+    def _next_token_logprobs(self, requests: list[GenRequest]):
+        import torch
+
+        outs = []
+        for batch in self.plan_batches(requests):
+            ids = [self.encode(requests[i]) for i in batch]
+            width = max(map(len, ids))
+            pad = self.tokenizer.pad_token_id
+            dev = self.model.device
+            x = torch.tensor([[pad] * (width - len(s)) + s for s in ids], device=dev)
+            am = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in ids], device=dev)
+            pos = (am.cumsum(-1) - 1).clamp(min=0)
+            lg = self.model(input_ids=x, attention_mask=am, position_ids=pos, logits_to_keep=1).logits[:, -1, :]
+            outs.extend(zip(batch, torch.log_softmax(lg.float(), -1).cpu()))
+        outs.sort(key=lambda t: t[0])
+        return torch.stack([o for _, o in outs])
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+
+def _fold_system(msgs: list[dict]) -> list[dict]:
+    system = "\n".join(m["content"] for m in msgs if m["role"] == "system")
+    rest = [dict(m) for m in msgs if m["role"] != "system"]
+    if system and rest:
+        rest[0]["content"] = system + "\n\n" + rest[0]["content"]
+    return rest
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def _sample(logits, sampling, generators) -> list[int]:
+    """Greedy, or temperature + top-p sampling with one seeded generator per row."""
+    import torch
+
+    if sampling.greedy:
+        return logits.argmax(-1).tolist()
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    top_p = sampling.top_p
+    if top_p >= 1.0:
+        return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
+    # exact top-p: the nucleus almost always lies in the top 256 tokens; fall back to a full sort if not
+    k = min(256, probs.shape[-1])
+    vals, idx = probs.topk(k, dim=-1)
+    if bool((vals.sum(-1) < top_p).any()):
+        vals, idx = probs.sort(dim=-1, descending=True)
+    cum = vals.cumsum(-1)
+    vals = vals.masked_fill(cum - vals >= top_p, 0.0)
+    picks = []
+    for v, ix, g in zip(vals, idx, generators):
+        picks.append(int(ix[torch.multinomial(v, 1, generator=g)]))
+    return picks
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def hub_fingerprint(repo_id: str, revision: str | None) -> str:
+    """Hub models are identified by repo and resolved commit (from the local snapshot when offline)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(repo_id, revision=revision, local_files_only=True)
+        return f"hub:{repo_id}@{Path(local).name}"
+    except Exception:
+        return f"hub:{repo_id}@{revision or 'main'}"
+
+
+def is_local_model(path: str) -> bool:
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))

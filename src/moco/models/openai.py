@@ -1,0 +1,171 @@
+"""Any OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp server, Ollama, OpenAI).
+
+Async httpx with bounded concurrency, retries with exponential backoff on timeouts, connection errors,
+429 and 5xx, and a timeout on every call. A call that still fails is returned as a failed result (recorded,
+never scored as correct). Tests swap the transport (`httpx.MockTransport`): no live server needed.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import time
+from typing import Any
+
+import httpx
+
+from moco.errors import ModelError
+from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend:
+    """Chat completions against `base_url` (e.g. http://127.0.0.1:8000/v1) for one served model name."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        seeded: bool = False,
+        extra_body: dict[str, Any] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.concurrency = max(1, concurrency)
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.extra_body = extra_body or {}
+        self.transport = transport
+        self.fingerprint = f"openai:{self.base_url}:{model}"
+        self.capabilities = Capabilities(chat=True, logprobs=True, seeded=seeded)
+        self.retries_done = 0
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout_s,
+                                 transport=self.transport)
+
+    # --------------------------------------------------------------- public
+    def check(self) -> None:
+        """Fail fast with one line when the endpoint cannot be reached (before any work starts)."""
+
+        async def probe():
+            async with self._client() as c:
+                return await c.get("/models", timeout=min(10.0, self.timeout_s))
+
+        try:
+            r = _run(probe())
+        except httpx.HTTPError as e:
+            raise ModelError(f"endpoint {self.base_url} unreachable: {type(e).__name__}: {e}") from None
+        if r.status_code in (401, 403):
+            raise ModelError(f"endpoint {self.base_url} refused the API key (HTTP {r.status_code})")
+        if r.status_code >= 400 and r.status_code != 404:
+            raise ModelError(f"endpoint {self.base_url} answered HTTP {r.status_code} to /models")
+
+    def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
+        return chunk_plan(len(requests), self.concurrency * 4)
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        return _run(self._generate_all(requests))
+
+    def close(self) -> None:
+        return None
+
+    # --------------------------------------------------------------- internals
+    async def _generate_all(self, requests: list[GenRequest]) -> list[GenResult]:
+        sem = asyncio.Semaphore(self.concurrency)
+        async with self._client() as client:
+
+            async def one(req: GenRequest) -> GenResult:
+                async with sem:
+                    return await self._one(client, req)
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    def _body(self, req: GenRequest) -> dict[str, Any]:
+        messages = [{"role": r, "content": c} for r, c in req.messages]
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": req.sampling.max_new_tokens,
+            "temperature": req.sampling.temperature,
+        }
+        if not req.sampling.greedy:
+            body["top_p"] = req.sampling.top_p
+            body["seed"] = req.seed % (2**31)
+        if req.sampling.stop:
+            body["stop"] = list(req.sampling.stop)
+        if req.assistant_prefix:  # vLLM/SGLang continuation of a partial assistant turn
+            messages.append({"role": "assistant", "content": req.assistant_prefix})
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        body.update(self.extra_body)
+        return body
+
+    async def _one(self, client: httpx.AsyncClient, req: GenRequest) -> GenResult:
+        body = self._body(req)
+        t0 = time.time()
+        last = ""
+        rng = random.Random(req.seed)
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retries_done += 1
+                await asyncio.sleep(self.backoff_s * (2 ** (attempt - 1)) * (1 + 0.25 * rng.random()))
+            try:
+                r = await client.post("/chat/completions", json=body)
+            except httpx.TimeoutException:
+                last = f"timeout after {self.timeout_s:g}s"
+                continue
+            except httpx.TransportError as e:
+                last = f"{type(e).__name__}: {e}"
+                continue
+            if r.status_code in RETRY_STATUS:
+                last = f"HTTP {r.status_code}"
+                continue
+            if r.status_code >= 400:
+                return _failed(f"HTTP {r.status_code}: {r.text[:200]}", t0)
+            try:
+                data = r.json()
+                choice = data["choices"][0]
+                text = choice["message"]["content"] or ""
+                if not isinstance(text, str):
+                    raise TypeError("content is not a string")
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                last = f"malformed response ({type(e).__name__}): {r.text[:120]!r}"
+                continue
+            usage = data.get("usage") or {}
+            finish = "length" if choice.get("finish_reason") == "length" else "stop"
+            return GenResult(
+                text.strip(),
+                tokens_in=int(usage.get("prompt_tokens") or 0),
+                tokens_out=int(usage.get("completion_tokens") or len(text.split())),
+                finish_reason=finish,
+                latency_s=time.time() - t0,
+            )
+        return _failed(f"failed after {self.max_retries + 1} attempts: {last}", t0)
+
+
+def _failed(msg: str, t0: float) -> GenResult:
+    return GenResult("", finish_reason="error", error=msg, latency_s=time.time() - t0)
+
+
+def _run(coro):
+    """Run a coroutine from sync code, also when the caller already runs an event loop (e.g. a server)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()

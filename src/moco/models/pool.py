@@ -1,0 +1,293 @@
+"""ModelPool: resolves model specs, loads each model once per process, places models on devices.
+
+Pseudo-experts (same weights, different role prompts) share one loaded backend: the role prompt is a system
+message, part of every request and of its cache key, not part of the weights. Identical copies of a spec get
+distinct replica offsets so that sampled copies do not return the very same text.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moco.config import GenerationSettings, HardwareSettings, ModelSpec
+from moco.errors import ConfigError, ModelError, did_you_mean
+from moco.models import builtin
+from moco.models.base import Backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelHandle:
+    """A collaborator as methods see it: an index, a name, and (through the pool) a backend."""
+
+    index: int
+    name: str
+    spec: ModelSpec
+    backend_key: str
+    replica_offset: int = 0
+
+    @property
+    def role_prompt(self) -> str | None:
+        return self.spec.role_prompt
+
+    @property
+    def description(self) -> str:
+        return self.spec.description or self.spec.role_prompt or self.spec.model
+
+
+# ------------------------------------------------------------------ spec checks (no loading)
+def _looks_local(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(model))
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Raise a one-line ModelError if a model cannot exist; loads nothing."""
+    kind = spec.kind
+    if kind in ("scripted", "openai"):
+        return
+    m = spec.model
+    if builtin.is_embedded(m):
+        if builtin.EMBEDDED[m].kind != "causal-lm":
+            raise ModelError(f"'{m}' is a sentence encoder, not a language model")
+        builtin._package_dir(builtin.EMBEDDED[m].package)
+    elif _looks_local(m):
+        p = Path(m).expanduser()
+        if not p.is_dir():
+            raise ModelError(f"model path not found: {m}")
+        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
+            raise ModelError(f"model folder {m} has no config.json (not a Hugging Face model folder)")
+    else:
+        if m.count("/") != 1 or any(c.isspace() for c in m):
+            hint = did_you_mean(m, list(builtin.EMBEDDED))
+            raise ModelError(f"unknown model '{m}'{hint}: not an embedded model, local folder or Hub id (org/name)")
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            try:
+                from huggingface_hub import snapshot_download
+
+                snapshot_download(m, revision=spec.revision, local_files_only=True)
+            except Exception:
+                raise ModelError(f"model '{m}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1") from None
+    if spec.adapter:
+        a = Path(spec.adapter).expanduser()
+        if not (a / "adapter_config.json").exists():
+            raise ModelError(f"adapter folder {spec.adapter} has no adapter_config.json")
+
+
+def _source(spec: ModelSpec) -> str:
+    if builtin.is_embedded(spec.model):
+        return str(builtin.ensure_converted(spec.model))
+    return os.path.expanduser(spec.model)
+
+
+def _weights_fingerprint(spec: ModelSpec) -> str:
+    from moco.models.hf import folder_fingerprint, hub_fingerprint
+
+    m = spec.model
+    if builtin.is_embedded(m):
+        fp = builtin.fingerprint(m)
+    elif _looks_local(m):
+        fp = f"local:{folder_fingerprint(Path(m).expanduser())}"
+    else:
+        fp = hub_fingerprint(m, spec.revision)
+    if spec.adapter:
+        fp += f"+lora:{folder_fingerprint(Path(spec.adapter).expanduser())}"
+    return fp
+
+
+# ------------------------------------------------------------------ process-wide residency
+class _Resident:
+    """Loaded backends of this process, least recently used first."""
+
+    def __init__(self) -> None:
+        self.backends: OrderedDict[str, Backend] = OrderedDict()
+        self.sizes: dict[str, float] = {}
+        self.lock = threading.RLock()
+
+
+RESIDENT = _Resident()
+
+
+def _estimate_gb(spec: ModelSpec) -> float:
+    """Size of the weights on disk (fp32 embedded model: its converted folder)."""
+    try:
+        src = Path(_source(spec))
+    except ModelError:
+        return 0.0
+    if not src.is_dir():
+        return 0.0
+    return sum(f.stat().st_size for f in src.rglob("*.safetensors")) / 2**30 or sum(
+        f.stat().st_size for f in src.rglob("*.bin")) / 2**30
+
+
+@dataclass
+class ModelPool:
+    specs: list[ModelSpec]
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    overrides: dict[str, Backend] = field(default_factory=dict)  # spec.model -> a ready backend (tests)
+
+    def __post_init__(self) -> None:
+        self.handles: list[ModelHandle] = []
+        self._fingerprints: dict[str, str] = {}
+        self._placement: dict[str, str] = {}
+        seen: dict[str, int] = {}
+        names: dict[str, int] = {}
+        for i, spec in enumerate(self.specs):
+            key = self._backend_key(spec)
+            ident = key + "|" + (spec.role_prompt or "")
+            offset = seen.get(ident, 0)
+            seen[ident] = offset + 1
+            name = spec.name or _default_name(spec)
+            if name in names:
+                if spec.name:
+                    raise ConfigError(f"models: duplicate model name '{name}'")
+                n = 2
+                while f"{name}#{n}" in names:
+                    n += 1
+                name = f"{name}#{n}"
+            names[name] = i
+            self.handles.append(ModelHandle(i, name, spec, key, offset))
+        self._extra: dict[str, ModelHandle] = {}
+
+    # -------------------------------------------------------------- lookup
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def handle(self, ref: "int | str | ModelHandle") -> ModelHandle:
+        if isinstance(ref, ModelHandle):
+            return ref
+        if isinstance(ref, int):
+            if not 0 <= ref < len(self.handles):
+                raise ConfigError(f"model index {ref} out of range (pool has {len(self.handles)} models)")
+            return self.handles[ref]
+        for h in [*self.handles, *self._extra.values()]:
+            if h.name == ref:
+                return h
+        raise ConfigError(f"no model named '{ref}' in the pool{did_you_mean(ref, [h.name for h in self.handles])}")
+
+    def add_extra(self, name: str, spec: ModelSpec) -> ModelHandle:
+        """A model outside the collaborating pool (a judge, a router...), loaded like any other."""
+        h = ModelHandle(-1, name, spec, self._backend_key(spec))
+        self._extra[name] = h
+        return h
+
+    def check(self) -> None:
+        for h in [*self.handles, *self._extra.values()]:
+            if h.spec.model not in self.overrides:
+                check_spec(h.spec)
+
+    # -------------------------------------------------------------- placement and loading
+    def _backend_key(self, spec: ModelSpec) -> str:
+        kind = spec.kind
+        if kind == "openai":
+            ep = spec.endpoint
+            return f"openai|{ep.base_url}|{ep.model or spec.model}"
+        if kind == "scripted":
+            return f"scripted|{spec.model}|{spec.script.model_dump_json() if spec.script else ''}"
+        return f"hf|{spec.model}|{spec.adapter}|{spec.revision}|{spec.dtype}|{spec.device}"
+
+    def device_for(self, handle: ModelHandle) -> str:
+        """Explicit spec.device, else round-robin over hardware.gpu_ids by distinct weights, else CPU."""
+        if handle.spec.device:
+            return handle.spec.device
+        ids = self.hardware.gpu_ids
+        if not ids:
+            return "cpu"
+        if handle.backend_key not in self._placement:
+            distinct = list(dict.fromkeys(h.backend_key for h in self.handles if h.spec.kind == "hf"))
+            pos = distinct.index(handle.backend_key) if handle.backend_key in distinct else len(self._placement)
+            self._placement[handle.backend_key] = f"cuda:{ids[pos % len(ids)]}"
+        return self._placement[handle.backend_key]
+
+    def fingerprint(self, handle: ModelHandle) -> str:
+        key = handle.backend_key
+        if key not in self._fingerprints:
+            if handle.spec.model in self.overrides:
+                fp = self.overrides[handle.spec.model].fingerprint
+            elif handle.spec.kind == "hf":
+                from moco.models.hf import pick_device, pick_dtype
+
+                dev = pick_device(self.device_for(handle))
+                dtype = str(pick_dtype(handle.spec.dtype, dev)).replace("torch.", "")
+                fp = f"{_weights_fingerprint(handle.spec)}|{dtype}|{dev.split(':')[0]}"
+            else:
+                fp = self.backend(handle).fingerprint
+            self._fingerprints[key] = fp
+        return self._fingerprints[key]
+
+    def backend(self, ref: "int | str | ModelHandle") -> Backend:
+        """The loaded backend of a model; loads it on first use (once per process)."""
+        handle = self.handle(ref)
+        spec = handle.spec
+        if spec.model in self.overrides:
+            return self.overrides[spec.model]
+        key = handle.backend_key + f"|{self.device_for(handle)}|{self.generation.batch_size}"
+        with RESIDENT.lock:
+            if key in RESIDENT.backends:
+                RESIDENT.backends.move_to_end(key)
+                return RESIDENT.backends[key]
+            need = _estimate_gb(spec) if spec.kind == "hf" else 0.0
+            self._make_room(need)
+            backend = self._load(handle)
+            RESIDENT.backends[key] = backend
+            RESIDENT.sizes[key] = need
+            return backend
+
+    def _make_room(self, need_gb: float) -> None:
+        budget = self.hardware.memory_budget_gb
+        if budget is None:
+            return
+        if need_gb > budget:
+            raise ModelError(f"a model needs {need_gb:.2f} GB, more than memory_budget_gb={budget:g}")
+        while RESIDENT.backends and sum(RESIDENT.sizes.values()) + need_gb > budget:
+            old, backend = RESIDENT.backends.popitem(last=False)
+            RESIDENT.sizes.pop(old, None)
+            log.info("evicting %s to stay within %.2f GB", old, budget)
+            backend.close()
+
+    def _load(self, handle: ModelHandle) -> Backend:
+        spec = handle.spec
+        kind = spec.kind
+        if kind == "scripted":
+            from moco.models.scripted import from_spec
+
+            return from_spec(spec.model, spec.script.model_dump() if spec.script else None)
+        if kind == "openai":
+            from moco.models.openai import OpenAIBackend
+
+            ep = spec.endpoint
+            b = OpenAIBackend(ep.base_url, ep.model or spec.model, api_key_env=ep.api_key_env,
+                              concurrency=ep.concurrency, timeout_s=ep.timeout_s, max_retries=ep.max_retries,
+                              seeded=ep.seeded)
+            b.check()
+            return b
+        from moco.models.hf import HFBackend
+
+        check_spec(spec)
+        device = self.device_for(handle)
+        device_map = None
+        if self.generation.big_model_mode and self.hardware.gpu_ids:
+            device_map = "auto"
+            device = f"cuda:{self.hardware.gpu_ids[0]}"
+        return HFBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, dtype=spec.dtype,
+                         revision=spec.revision, adapter=spec.adapter, batch_size=self.generation.batch_size,
+                         device_map=device_map, trust_remote_code=spec.trust_remote_code)
+
+
+def _default_name(spec: ModelSpec) -> str:
+    base = spec.model.rstrip("/").split("/")[-1]
+    return base or spec.model
+
+
+def unload_all() -> None:
+    """Free every resident model (tests, long-lived servers)."""
+    with RESIDENT.lock:
+        for b in RESIDENT.backends.values():
+            b.close()
+        RESIDENT.backends.clear()
+        RESIDENT.sizes.clear()

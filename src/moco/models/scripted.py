@@ -1,0 +1,106 @@
+"""A deterministic backend for tests and dry runs: replies come from rules, and every request is recorded.
+
+Tests use the record to show an algorithm's steps (which model saw which answers in which round).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
+
+Rule = tuple[str, "str | list[str]"]
+
+
+@dataclass
+class ScriptedCall:
+    """One request as the scripted model received it."""
+
+    messages: tuple
+    prompt: str
+    reply: str
+    seed: int
+
+
+class ScriptedBackend:
+    """Replies by the first matching regex rule (searched in the last user message), else `default`.
+
+    A reply may be a list: one element is chosen with the request seed (sampling), or the first when greedy.
+    `fn` overrides rules: any callable (request) -> str.
+    """
+
+    capabilities = Capabilities(chat=True, seeded=True)
+
+    def __init__(
+        self,
+        name: str = "scripted",
+        rules: list[Rule] | None = None,
+        default: str | list[str] = "",
+        fn: Callable[[GenRequest], str] | None = None,
+        batch_size: int = 16,
+    ):
+        self.name = name
+        self.rules = [(re.compile(p, re.S), r) for p, r in (rules or [])]
+        self.default = default
+        self.fn = fn
+        self.batch_size = batch_size
+        self.calls: list[ScriptedCall] = []
+        self._lock = threading.Lock()
+        script_id = repr((rules, default, getattr(fn, "__qualname__", None)))
+        self.fingerprint = f"scripted:{name}:{hashlib.sha256(script_id.encode()).hexdigest()[:12]}"
+
+    def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
+        return chunk_plan(len(requests), self.batch_size)
+
+    def _reply(self, req: GenRequest) -> str:
+        if self.fn is not None:
+            return self.fn(req)
+        user = next((c for r, c in reversed(req.messages) if r == "user"), "")
+        for pattern, reply in self.rules:
+            if pattern.search(user):
+                return self._pick(reply, req)
+        return self._pick(self.default, req)
+
+    @staticmethod
+    def _pick(reply: str | list[str], req: GenRequest) -> str:
+        if isinstance(reply, str):
+            return reply
+        if req.sampling.greedy:
+            return reply[0]
+        return random.Random(req.seed).choice(reply)
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        out = []
+        for req in requests:
+            text = self._reply(req)
+            words = text.split()
+            if len(words) > req.sampling.max_new_tokens:
+                text, finish = " ".join(words[: req.sampling.max_new_tokens]), "length"
+            else:
+                finish = "stop"
+            prompt = "\n".join(c for _, c in req.messages)
+            with self._lock:
+                self.calls.append(ScriptedCall(req.messages, prompt, text, req.seed))
+            out.append(GenResult(text, len(prompt.split()), len(text.split()), finish))
+        return out
+
+    def received(self, containing: str | None = None) -> list[ScriptedCall]:
+        """The calls whose prompt contains `containing` (all calls when None)."""
+        return [c for c in self.calls if containing is None or containing in c.prompt]
+
+    def close(self) -> None:
+        return None
+
+
+def from_spec(name: str, script: dict | None) -> ScriptedBackend:
+    """Build a scripted backend from a config entry: `script: {rules: [{match, reply}], default}`."""
+    script = script or {}
+    rules = [(r["match"], r["reply"]) for r in script.get("rules", [])]
+    builtin = name.split(":", 1)[1] if ":" in name else ""
+    if builtin == "echo":
+        return ScriptedBackend(name, fn=lambda req: next((c for r, c in reversed(req.messages) if r == "user"), ""))
+    return ScriptedBackend(name, rules=rules, default=script.get("default", ""))

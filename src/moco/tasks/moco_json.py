@@ -1,0 +1,133 @@
+"""Load MoCo-format JSON datasets: `{name, task_type, dev: [...], test: [...]}`, one file per dataset.
+
+Rows are validated one by one. Known defects of the shipped files are repaired and reported (choice keys
+"1".."4", a 4th option keyed "id", non-string golds) and rows that cannot be scored are skipped and
+reported; nothing is silently mis-scored.
+"""
+from __future__ import annotations
+
+import json
+import string
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from moco.errors import DataError
+from moco.tasks import formats
+from moco.tasks.base import DataProblem, Example, Task
+
+LETTERS = string.ascii_uppercase
+
+
+def read_json_dataset(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("test"), list):
+        raise DataError(f"{path}: expected an object with a 'test' list (and optionally 'dev')")
+    return data
+
+
+def load_moco_json(path: Path, task_type: str | None = None, name: str | None = None,
+                   domain: str = "general", description: str = "") -> Task:
+    data = read_json_dataset(path)
+    ttype = task_type or data.get("task_type")
+    if not ttype:
+        raise DataError(f"{path}: no task_type in the file; set task.task_type in the config")
+    problems: list[DataProblem] = []
+    prompt_format = data.get("prompt_format", "options")
+    if prompt_format not in ("options", "open"):
+        raise DataError(f"{path}: prompt_format must be 'options' or 'open', got {prompt_format!r}")
+    splits = {}
+    for split in ("dev", "test"):
+        rows = data.get(split) or []
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: '{split}' must be a list of rows")
+        splits[split] = [ex for i, row in enumerate(rows) if (ex := to_example(row, i, split, ttype, problems, prompt_format))]
+        dup = [k for k, n in Counter(e.id for e in splits[split]).items() if n > 1]
+        if dup:
+            problems.append(DataProblem(split, -1, "id", f"{len(dup)} duplicated ids (e.g. {dup[0]!r}); "
+                                        "items are matched by position, not id", "repaired"))
+    if not splits["test"]:
+        raise DataError(f"{path}: no usable test rows" + (f"; first problem: {problems[0].line()}" if problems else ""))
+    return Task(name or data.get("name") or path.stem, ttype, splits["dev"], splits["test"], domain=domain,
+                description=description or data.get("description", ""), source=str(path), problems=problems)
+
+
+def to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProblem],
+               prompt_format: str = "options") -> Example | None:
+    """Validate one row; return None (and record why) when it cannot be used."""
+
+    def skip(fieldname: str, why: str) -> None:
+        problems.append(DataProblem(split, i, fieldname, why, "skipped"))
+
+    if not isinstance(row, dict):
+        skip("*", f"row is a {type(row).__name__}, not an object")
+        return None
+    rid = str(row.get("id", f"{split}-{i}"))
+    meta = {k: v for k, v in row.items() if k not in ("id", "question", "input", "choices", "answer", "output")}
+    if ttype == "multiple_choice":
+        question = row.get("question", row.get("input"))
+        if not isinstance(question, str) or not question.strip():
+            skip("question", "missing or empty")
+            return None
+        choices, answer = _repair_choices(row.get("choices"), row.get("answer"), split, i, problems)
+        if choices is None:
+            return None
+        prompt = formats.open_choice(question) if prompt_format == "open" else formats.multiple_choice(question, choices)
+        return Example(rid, i, split, prompt, question, answer, choices, meta)
+    text = row.get("input", row.get("question", row.get("prompt")))
+    if not isinstance(text, str) or not text.strip():
+        skip("input", "missing or empty")
+        return None
+    gold = row.get("output", row.get("answer"))
+    if ttype in ("exact_match", "f1_match"):
+        if gold is None or (isinstance(gold, str) and not gold.strip()):
+            skip("output", "missing gold answer")
+            return None
+        if not isinstance(gold, str):
+            problems.append(DataProblem(split, i, "output", f"gold is {type(gold).__name__} {gold!r}", "repaired"))
+            gold = str(gold)
+        prompt = formats.exact_match(text) if ttype == "exact_match" else formats.short_answer(text)
+        return Example(rid, i, split, prompt, text, gold, None, meta)
+    return Example(rid, i, split, formats.plain(text), text, gold, None, meta)
+
+
+def _repair_choices(choices: Any, answer: Any, split: str, i: int, problems: list[DataProblem]):
+    def note(fieldname: str, why: str, action: str) -> None:
+        problems.append(DataProblem(split, i, fieldname, why, action))
+
+    if isinstance(choices, list):
+        choices = dict(zip(LETTERS, choices))
+    if not isinstance(choices, dict) or len(choices) < 2:
+        note("choices", "missing or fewer than 2 options", "skipped")
+        return None, None
+    keys = [str(k) for k in choices]
+    answer = None if answer is None else str(answer).strip()
+    if all(k.isdigit() for k in keys):  # ARC: options keyed "1".."4" with a numeric gold
+        mapping = {k: LETTERS[n] for n, k in enumerate(keys)}
+        note("choices", f"numeric option keys {keys}", "repaired")
+        choices = {mapping[k]: v for k, v in zip(keys, choices.values())}
+        answer = mapping.get(answer or "", answer)
+    elif any(k not in LETTERS for k in keys):  # TableMWP: a 4th option keyed "id"
+        bad = [k for k in keys if k not in LETTERS]
+        fixed: dict[str, Any] = {}
+        remap: dict[str, str] = {}
+        for n, (k, v) in enumerate(zip(keys, choices.values())):
+            new = LETTERS[n]
+            if k != new and k in bad:
+                remap[k] = new
+            fixed[new if k in bad else k] = v
+        if len(fixed) != len(keys) or any(k not in LETTERS for k in fixed):
+            note("choices", f"option keys {keys} are not letters", "skipped")
+            return None, None
+        note("choices", f"option keys {bad} re-keyed as {[remap[b] for b in bad]}", "repaired")
+        choices = dict(sorted(fixed.items()))
+        answer = remap.get(answer or "", answer)
+    choices = {str(k): str(v) for k, v in choices.items()}
+    if answer is not None and answer not in choices:
+        note("answer", f"gold {answer!r} is not one of the options {list(choices)}", "skipped")
+        return None, None
+    return choices, answer

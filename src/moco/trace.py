@@ -1,0 +1,73 @@
+"""Call records: every model call (cached or not) goes to calls.jsonl as it happens, and into phase totals."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+@dataclass
+class PhaseStats:
+    """Cost of one phase (dev = selection/training/search, test = answering)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    failed: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0  # all output tokens the method consumed (cached ones included): its true cost
+    generated_tokens: int = 0  # tokens actually decoded in this process (cache misses)
+    compute_s: float = 0.0  # model time attributed to the calls, cached calls at their original cost
+    wall_s: float = 0.0
+    per_model: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add(self, model: str, tokens_in: int, tokens_out: int, latency: float, cached: bool, failed: bool) -> None:
+        self.calls += 1
+        self.cache_hits += int(cached)
+        self.failed += int(failed)
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        self.generated_tokens += 0 if cached else tokens_out
+        self.compute_s += latency
+        pm = self.per_model.setdefault(model, {"calls": 0, "tokens_in": 0, "tokens_out": 0})
+        pm["calls"] += 1
+        pm["tokens_in"] += tokens_in
+        pm["tokens_out"] += tokens_out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["compute_s"] = round(self.compute_s, 3)
+        d["wall_s"] = round(self.wall_s, 3)
+        return d
+
+
+class CallRecorder:
+    """Appends one JSON line per model call and keeps per-phase totals."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._fh: IO[str] | None = open(path, "a", buffering=1) if path else None
+        self._lock = threading.Lock()
+        self.phases: dict[str, PhaseStats] = {}
+        self.phase = "test"
+
+    def stats(self, phase: str | None = None) -> PhaseStats:
+        return self.phases.setdefault(phase or self.phase, PhaseStats())
+
+    def record(self, *, model: str, key: str, tag: str, tokens_in: int, tokens_out: int, latency: float,
+               cached: bool, finish: str, error: str | None, batch: int | None) -> None:
+        with self._lock:
+            self.stats().add(model, tokens_in, tokens_out, latency, cached, error is not None)
+            if self._fh:
+                self._fh.write(json.dumps({
+                    "t": round(time.time(), 3), "phase": self.phase, "tag": tag, "model": model, "key": key[:16],
+                    "tokens_in": tokens_in, "tokens_out": tokens_out, "latency_s": round(latency, 4),
+                    "cache_hit": cached, "finish": finish, "error": error, "batch": batch,
+                }) + "\n")
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
