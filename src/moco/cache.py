@@ -60,7 +60,9 @@ class ResponseCache:
     """Thread-safe write-through cache. Failed calls are never stored, so a re-run retries them."""
 
     def __init__(self, path: Path | str | None = None):
-        self.path = Path(path) if path is not None else cache_dir() / "responses.sqlite"
+        if path is None:
+            path = os.environ.get("MOCO_RESPONSE_CACHE") or cache_dir() / "responses.sqlite"
+        self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)

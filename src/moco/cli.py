@@ -68,7 +68,7 @@ def validate(
 
     p = plan(load_config(config), data_dir)
     for line in describe_plan(p):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     console.print("[green]OK[/]")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from moco.cache import ResponseCache, request_key, seed_from_key
-from moco.config import GenerationSettings
+from moco.config import GenerationSettings, ModelSpec
 from moco.models.base import GenRequest, GenResult, Message, SamplingParams
 from moco.models.pool import ModelHandle, ModelPool
 from moco.progress import Progress
@@ -99,6 +99,14 @@ class RunContext:
     def model(self, ref: Any) -> ModelHandle:
         return self.pool.handle(ref)
 
+    def add_model(self, name: str, spec: "ModelSpec") -> ModelHandle:
+        """Make a model usable by `generate` that is not in the collaborating pool (e.g. a trained adapter)."""
+        return self.pool.add_extra(name, spec)
+
+    def model_path(self, ref: Any) -> str:
+        """The local folder of a Hugging Face model (embedded models are converted first), e.g. to train it."""
+        return self.pool.source_path(self.pool.handle(ref))
+
     def role(self, name: str) -> ModelHandle | None:
         """The model bound to a role in the config (`roles:`), or None when unbound."""
         return self.roles.get(name)
@@ -138,32 +146,38 @@ class RunContext:
         """Run many calls at once; responses come back in the order of `calls`."""
         handles = [self.pool.handle(c.model) for c in calls]
         prepared = [self._request(h, c) for h, c in zip(handles, calls)]
-        unique: dict[str, tuple[ModelHandle, GenRequest]] = {}
-        for h, (key, req) in zip(handles, prepared):
-            unique.setdefault(key, (h, req))
+        where: dict[str, list[int]] = {}  # key -> positions in `calls` (identical calls run once)
+        for pos, (key, _req) in enumerate(prepared):
+            where.setdefault(key, []).append(pos)
         done: dict[str, tuple[GenResult, bool]] = {}
-        for key, hit in self.cache.get_many(list(unique)).items():
+        for key, hit in self.cache.get_many(list(where)).items():
             done[key] = (GenResult(hit.text, hit.tokens_in, hit.tokens_out, hit.finish_reason, hit.latency_s), True)
-        todo = [k for k in unique if k not in done]
-        bar = self.progress.task(f"{self.recorder.phase} {tag}".strip(), len(unique)) if unique else None
-        self.progress.advance(bar, len(unique) - len(todo))
+            self._record(key, where[key], handles, done[key], tag, None)
+        bar = self.progress.task(f"{self.recorder.phase} {tag}".strip(), len(where)) if where else None
+        self.progress.advance(bar, len(done))
         by_backend: dict[str, list[str]] = {}
-        for key in unique:  # plan over all requests of a backend, cached ones included (see _run_backend)
-            by_backend.setdefault(unique[key][0].backend_key, []).append(key)
+        for key, positions in where.items():  # plan over all requests of a backend, cached ones included
+            by_backend.setdefault(handles[positions[0]].backend_key, []).append(key)
         for keys in by_backend.values():
             if any(k not in done for k in keys):
-                self._run_backend(keys, unique, done, bar)
+                self._run_backend(keys, {k: (handles[where[k][0]], prepared[where[k][0]][1]) for k in keys},
+                                  done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
         self.progress.done(bar)
         out: list[Response] = []
         for h, (key, _req) in zip(handles, prepared):
             res, cached = done[key]
-            self.recorder.record(model=h.name, key=key, tag=tag, tokens_in=res.tokens_in, tokens_out=res.tokens_out,
-                                 latency=res.latency_s, cached=cached, finish=res.finish_reason, error=res.error,
-                                 batch=None if cached else getattr(res, "_batch", None))
             out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error))
         return out
 
-    def _run_backend(self, keys: list[str], unique: dict, done: dict, bar: Any) -> None:
+    def _record(self, key: str, positions: list[int], handles: list[ModelHandle], item: tuple[GenResult, bool],
+                tag: str, batch: int | None) -> None:
+        res, cached = item
+        for pos in positions:
+            self.recorder.record(model=handles[pos].name, key=key, tag=tag, tokens_in=res.tokens_in,
+                                 tokens_out=res.tokens_out, latency=res.latency_s, cached=cached,
+                                 finish=res.finish_reason, error=res.error, batch=batch)
+
+    def _run_backend(self, keys: list[str], unique: dict, done: dict, bar: Any, on_result) -> None:
         """Batches are planned over every request of the call, cached or not, and a batch is cached whole;
         so a resumed run forms the same batches and recomputes exactly what an uninterrupted run would."""
         handle = unique[keys[0]][0]
@@ -176,10 +190,10 @@ class RunContext:
                 continue
             results = backend.generate([reqs[i] for i in missing])
             self._batch_id += 1
-            for i, r in zip(missing, results):
-                r._batch = self._batch_id  # type: ignore[attr-defined]
-                done[keys[i]] = (r, False)
             self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
+            for i, r in zip(missing, results):
+                done[keys[i]] = (r, False)
+                on_result(keys[i], done[keys[i]], self._batch_id)
             self.progress.advance(bar, len(missing))
 
     def ask(self, model: Any, prompts: Sequence[str], tag: str = "", sampling: SamplingParams | None = None,

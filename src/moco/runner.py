@@ -129,7 +129,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
     resolved = cfg.model_copy(update={"params": p.params.model_dump(mode="json")})
     (run_dir / "config.yaml").write_text(dump_config(resolved))
     own_cache = cache is None
-    cache = cache or ResponseCache()
+    cache = ResponseCache() if cache is None else cache
     man = manifest(cfg.seed, {"method": p.method.name, "task": p.task.name, "task_type": p.task.task_type,
                               "cache": str(getattr(cache, "path", "")), "status": "running",
                               "n_dev": len(p.task.dev), "n_test": len(p.task.test)})

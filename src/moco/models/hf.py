@@ -292,6 +292,31 @@ class HFBackend:
         outs.sort(key=lambda t: t[0])
         return torch.stack([o for _, o in outs])
 
+    def loglikelihood(self, requests: list[GenRequest], continuations: list[str]) -> list[float]:
+        """Sum of log-probabilities of each continuation as the assistant's reply to its prompt."""
+        import torch
+
+        out: list[float] = [0.0] * len(requests)
+        with torch.no_grad():
+            for batch in self.plan_batches(requests):
+                prompts = [self.encode(requests[i]) for i in batch]
+                conts = [self.tokenizer(continuations[i], add_special_tokens=False)["input_ids"] for i in batch]
+                seqs = [p + c for p, c in zip(prompts, conts)]
+                width = max(map(len, seqs))
+                pad = self.tokenizer.pad_token_id
+                dev = self.model.device
+                x = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=dev)
+                am = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=dev)
+                pos = (am.cumsum(-1) - 1).clamp(min=0)
+                logp = torch.log_softmax(self.model(input_ids=x, attention_mask=am, position_ids=pos).logits.float(), -1)
+                for row, (i, c) in enumerate(zip(batch, conts)):
+                    if not c:
+                        continue
+                    idx = torch.arange(width - len(c), width, device=dev)
+                    tgt = torch.tensor(c, device=dev)
+                    out[i] = float(logp[row, idx - 1, tgt].sum())
+        return out
+
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
 

@@ -176,6 +176,11 @@ class ModelPool:
         self._extra[name] = h
         return h
 
+    def source_path(self, handle: ModelHandle) -> str:
+        if handle.spec.kind != "hf":
+            raise ModelError(f"model '{handle.name}' is not a local Hugging Face model (it is {handle.spec.kind})")
+        return _source(handle.spec)
+
     def check(self) -> None:
         for h in [*self.handles, *self._extra.values()]:
             if h.spec.model not in self.overrides:
@@ -280,6 +285,8 @@ class ModelPool:
 
 
 def _default_name(spec: ModelSpec) -> str:
+    if spec.kind == "scripted" and ":" in spec.model:
+        return spec.model.split(":", 1)[1]
     base = spec.model.rstrip("/").split("/")[-1]
     return base or spec.model
 

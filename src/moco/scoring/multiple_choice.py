@@ -40,15 +40,20 @@ class MultipleChoiceScorer:
             if cand in letters:
                 return cand
         m = re.match(r"^\s*(?:option\s*)?[\(\[]?([A-Z])[\)\]]?(?:[\.\):]|\s*$)", text, re.I)
-        if m and m.group(1).upper() in letters:
+        if m and m.group(1).upper() in letters and len(self._markers(text, letters)) <= 1:
             first = m.group(1)
             if first.isupper() or re.match(r"^\s*[\(\[]", text):
                 return first.upper()
         return None
 
+    @staticmethod
+    def _markers(text: str, letters: set[str]) -> set[str]:
+        """Distinct option markers like '(C)' or 'C)' in the text: more than one means options are listed."""
+        return {m for m in re.findall(r"(?:^|[\s\(\[])\(?([A-Z])\)(?=[\s.,:;]|$)", text) if m in letters}
+
     def flexible(self, example: Example, response: str) -> str | None:
         letters = set(example.choices or {})
-        marked = {m for m in re.findall(r"(?:^|[\s\(\[])\(?([A-Z])\)(?=[\s.,:;]|$)", response) if m in letters}
+        marked = self._markers(response, letters)
         if len(marked) == 1:
             return marked.pop()
         if marked:

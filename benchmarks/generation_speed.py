@@ -1,0 +1,179 @@
+"""Generation efficiency on the embedded model: the workload of a 3-model, 1-round multi-agent refine.
+
+Prints, measured in one process on the same prompts:
+  (a) moco: the refine method run through the runner (pool, batching, cache writes, traces), fresh cache;
+  (b) raw limit: one persistent model, transformers `generate`, length-sorted batches of the same size;
+  (c) reference strategy: the model reloaded from disk for every generation call (one call per model
+      per round, as the reference implementation's `distributed_generation` does), fixed-order batches.
+and the ratios a/b (target >= 0.85) and a/c.
+
+    python benchmarks/generation_speed.py [--questions 40] [--max-new-tokens 64] [--temperature 0.7]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import OrderedDict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--questions", type=int, default=40)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+
+    import torch
+    torch.set_num_threads(min(os.cpu_count() or 1, 2) if os.cpu_count() and os.cpu_count() <= 2 else torch.get_num_threads())
+    from moco.cache import NullCache
+    from moco.context import RunContext
+    from moco.demo import EXPERTS
+    from moco.models import builtin
+    from moco.models.hf import HFBackend
+    from moco.models.pool import ModelPool
+    from moco.config import parse_config
+    from moco.runner import run_experiment
+
+    folder = builtin.ensure_converted("smollm2-135m-instruct")
+    cfg = parse_config({
+        "method": "text_multiagent_refine",
+        "task": {"name": "moco_demo", "test_limit": args.questions},
+        "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
+        "params": {"rounds": 1, "summarizer": 0},
+        "generation": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9,
+                       "batch_size": args.batch_size},
+    })
+    # load once before timing (a persistent pool is the point; loading is not generation)
+    ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)
+
+    # ---------------------------------------------------------------- (a) moco, recording every call
+    calls_log: list[tuple[str, str, object]] = []  # (tag, model name, GenRequest)
+    real_generate = RunContext.generate
+
+    def recording(self, calls, tag=""):
+        for c in calls:
+            h = self.pool.handle(c.model)
+            calls_log.append((tag, h.name, self._request(h, c)[1]))
+        return real_generate(self, calls, tag)
+
+    RunContext.generate = recording
+    t0 = time.perf_counter()
+    res = run_experiment(cfg, out=None, cache=NullCache(), runs_root=_tmp_root())
+    t_a = time.perf_counter() - t0
+    RunContext.generate = real_generate
+    tok_a = res.metrics["total"]["generated_tokens"]
+    n_calls = len(calls_log)
+
+    backend: HFBackend = ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)  # resident
+    tok = backend.tokenizer
+    eos = backend.eos_ids
+
+    def count_new(rows) -> int:
+        n = 0
+        for row in rows.tolist():
+            for t in row:
+                n += 1
+                if t in eos:
+                    break
+        return n
+
+    def hf_generate(model, prompts: list[list[int]], order: list[int]) -> int:
+        total = 0
+        for s in range(0, len(order), args.batch_size):
+            batch = [prompts[i] for i in order[s:s + args.batch_size]]
+            width = max(map(len, batch))
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(b)) + b for b in batch])
+            am = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
+            kw = dict(do_sample=True, temperature=args.temperature, top_p=0.9) if args.temperature > 0 else dict(do_sample=False)
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=args.max_new_tokens,
+                                     pad_token_id=tok.pad_token_id, eos_token_id=list(eos), **kw)
+            total += count_new(out[:, width:])
+        return total
+
+    encoded = [backend.encode(req) for _, _, req in calls_log]
+
+    # ---------------------------------------------------------------- (b) raw limit: persistent model, ideal batches
+    groups: "OrderedDict[str, list[int]]" = OrderedDict()  # the same dependency order: round by round
+    for i, (tag, _name, _req) in enumerate(calls_log):
+        groups.setdefault(tag, []).append(i)
+    t0 = time.perf_counter()
+    tok_b = 0
+    for idx in groups.values():
+        order = sorted(idx, key=lambda i: -len(encoded[i]))
+        tok_b += hf_generate(backend.model, encoded, order)
+    t_b = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- (c) reference: reload per call
+    # as the reference's distributed_generation: a new process per call that loads the model, generates
+    # fixed-order batches, and exits (its multiprocessing.Pool uses the spawn start method)
+    import multiprocessing as mp
+
+    per_call: "OrderedDict[tuple[str, str], list[int]]" = OrderedDict()
+    for i, (tag, name, _req) in enumerate(calls_log):
+        per_call.setdefault((tag, name), []).append(i)
+    ctx = mp.get_context("spawn")
+    job = dict(folder=str(folder), batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+               temperature=args.temperature, eos=sorted(eos), pad=tok.pad_token_id)
+    t0 = time.perf_counter()
+    tok_c = 0
+    for idx in per_call.values():
+        pool = ctx.Pool(1)
+        tok_c += pool.apply(_reference_call, (job, [encoded[i] for i in idx]))
+        pool.close()
+        pool.join()
+    t_c = time.perf_counter() - t0
+
+    a, b, c = tok_a / t_a, tok_b / t_b, tok_c / t_c
+    print(f"workload: 3 pseudo-experts of smollm2-135m-instruct, {args.questions} questions, refine 1 round + summary "
+          f"= {n_calls} generations, max {args.max_new_tokens} new tokens, temperature {args.temperature}, "
+          f"batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(f"(a) moco runner           : {tok_a:6d} tokens in {t_a:7.1f} s = {a:6.1f} tok/s")
+    print(f"(b) raw limit (generate)  : {tok_b:6d} tokens in {t_b:7.1f} s = {b:6.1f} tok/s")
+    print(f"(c) reload per call (ref) : {tok_c:6d} tokens in {t_c:7.1f} s = {c:6.1f} tok/s  "
+          f"({len(per_call)} calls, each a new process loading the model)")
+    print(f"ratio a/b = {a / b:.2f}  (target >= 0.85)")
+    print(f"ratio a/c = {a / c:.2f}  (moco vs reload-per-call)")
+
+
+def _reference_call(job: dict, prompts: list[list[int]]) -> int:
+    """One reference-style generation call in a fresh process: load, generate in given order, exit."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    model = AutoModelForCausalLM.from_pretrained(job["folder"], dtype=torch.float32).eval()
+    AutoTokenizer.from_pretrained(job["folder"])
+    eos, bs, total = set(job["eos"]), job["batch_size"], 0
+    for s in range(0, len(prompts), bs):
+        batch = prompts[s:s + bs]
+        width = max(map(len, batch))
+        ids = torch.tensor([[job["pad"]] * (width - len(b)) + b for b in batch])
+        am = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
+        kw = dict(do_sample=True, temperature=job["temperature"], top_p=0.9) if job["temperature"] > 0 else dict(do_sample=False)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=job["max_new_tokens"],
+                                 pad_token_id=job["pad"], eos_token_id=sorted(eos), **kw)
+        for row in out[:, width:].tolist():
+            for t in row:
+                total += 1
+                if t in eos:
+                    break
+    return total
+
+
+def _tmp_root():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp(prefix="moco-bench-"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

