@@ -50,3 +50,21 @@ def test_null_cache_stores_nothing():
     n = NullCache()
     n.put_many([("k", "fp", GenResult("x"))])
     assert n.get_many(["k"]) == {} and len(n) == 0
+
+
+def test_logprobs_round_trip_and_old_files_migrate(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, fingerprint TEXT, text TEXT, tokens_in INTEGER,"
+               " tokens_out INTEGER, finish_reason TEXT, latency_s REAL, created REAL)")
+    db.execute("INSERT INTO responses VALUES ('k0', 'fp', 'old', 1, 1, 'stop', 0.1, 0)")
+    db.commit()
+    db.close()
+    c = ResponseCache(old)
+    assert c.get_many(["k0"])["k0"].to_result().text == "old"
+    c.put_many([("k1", "fp", GenResult("x", 1, 2, token_logprobs=[-0.1, -0.2], top_logprobs=[-0.1, -0.05]))])
+    r = c.get_many(["k1"])["k1"].to_result()
+    assert r.token_logprobs == [-0.1, -0.2] and r.top_logprobs == [-0.1, -0.05]
+    assert "logprobs" in SamplingParams(8, logprobs=True).key() and "logprobs" not in SamplingParams(8).key()

@@ -112,3 +112,14 @@ def test_loglikelihood_matches_step_by_step_scoring(tiny_models):
         # the same quantity computed token by token through next_token_logprobs on growing prefixes
         assert abs(ll - total) < 1e-3, (ll, total)
         assert ll < 0
+
+
+def test_token_logprobs_when_asked(tiny_models):
+    b = HFBackend(str(tiny_models[0]), fingerprint="t0")
+    greedy = b.generate([GenRequest((("user", "hi"),), SamplingParams(6, 0.0, logprobs=True), 1)])[0]
+    assert len(greedy.token_logprobs) == len(greedy.top_logprobs) == greedy.tokens_out
+    assert greedy.token_logprobs == greedy.top_logprobs  # greedy picks the most likely token
+    assert all(x <= 0 for x in greedy.token_logprobs)
+    sampled = b.generate([GenRequest((("user", "hi"),), SamplingParams(12, 1.5, 1.0, logprobs=True), 4)])[0]
+    assert all(c <= t + 1e-6 for c, t in zip(sampled.token_logprobs, sampled.top_logprobs))
+    assert b.generate([_req("hi")])[0].token_logprobs is None

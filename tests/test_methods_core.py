@@ -127,3 +127,17 @@ def test_shared_first_answers_come_from_the_cache(tiny_task, cache, tmp_path):
     assert res.metrics["total"]["cache_hits"] == res.metrics["total"]["calls"] == 3 * 8 + 3 * 4
     lines = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
     assert len(lines) == 36 and all(x["cache_hit"] for x in lines)
+
+
+def test_in_memory_backend_registered_as_a_model(tiny_task, cache, tmp_path):
+    from moco.context import Call, RunContext
+    from moco.runner import plan
+    from moco.trace import CallRecorder
+
+    p = plan(scripted_config("single_model", tiny_task, "a"), backends=_backends(a=True))
+    ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
+                     generation=p.config.generation)
+    h1 = ctx.add_backend("candidate", ScriptedBackend("cand1", default="one"))
+    assert ctx.generate([Call(h1, "hi")])[0].text == "one"
+    h2 = ctx.add_backend("candidate", ScriptedBackend("cand2", default="two"))  # new weights, new fingerprint
+    assert ctx.generate([Call(h2, "hi")])[0].text == "two"

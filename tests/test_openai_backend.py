@@ -142,3 +142,17 @@ def test_works_inside_a_running_event_loop():
         return b.generate([_req()])
 
     assert asyncio.run(main())[0].text == "in loop"
+
+
+def test_logprobs_are_requested_and_parsed():
+    seen = []
+
+    def handler(request):
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ab"}, "logprobs": {"content": [
+            {"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "a", "logprob": -0.5}]},
+            {"token": "b", "logprob": -2.0, "top_logprobs": [{"token": "c", "logprob": -0.1}]}]}}]})
+
+    r = _backend(handler).generate([GenRequest((("user", "x"),), SamplingParams(4, 0.7, logprobs=True), 1)])[0]
+    assert seen[0]["logprobs"] is True and seen[0]["top_logprobs"] == 1
+    assert r.token_logprobs == [-0.5, -2.0] and r.top_logprobs == [-0.5, -0.1]

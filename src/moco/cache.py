@@ -54,6 +54,12 @@ class CachedResponse:
     tokens_out: int
     finish_reason: str
     latency_s: float
+    extra: dict | None = None
+
+    def to_result(self) -> GenResult:
+        extra = self.extra or {}
+        return GenResult(self.text, self.tokens_in, self.tokens_out, self.finish_reason, self.latency_s,
+                         token_logprobs=extra.get("token_logprobs"), top_logprobs=extra.get("top_logprobs"))
 
 
 class ResponseCache:
@@ -72,6 +78,9 @@ class ResponseCache:
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, fingerprint TEXT, text TEXT,"
             " tokens_in INTEGER, tokens_out INTEGER, finish_reason TEXT, latency_s REAL, created REAL)"
         )
+        cols = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "extra" not in cols:
+            self._db.execute("ALTER TABLE responses ADD COLUMN extra TEXT")
 
     def get_many(self, keys: list[str]) -> dict[str, CachedResponse]:
         out: dict[str, CachedResponse] = {}
@@ -79,15 +88,17 @@ class ResponseCache:
         with self._lock:
             for i in range(0, len(uniq), 500):
                 chunk = uniq[i : i + 500]
-                q = "SELECT key, text, tokens_in, tokens_out, finish_reason, latency_s FROM responses WHERE key IN (%s)"
+                q = ("SELECT key, text, tokens_in, tokens_out, finish_reason, latency_s, extra FROM responses"
+                     " WHERE key IN (%s)")
                 for row in self._db.execute(q % ",".join("?" * len(chunk)), chunk):
-                    out[row[0]] = CachedResponse(row[1], row[2], row[3], row[4], row[5])
+                    extra = json.loads(row[6]) if row[6] else None
+                    out[row[0]] = CachedResponse(row[1], row[2], row[3], row[4], row[5], extra)
         return out
 
     def put_many(self, items: list[tuple[str, str, GenResult]]) -> None:
         """Store (key, fingerprint, result) rows in one transaction: a batch is cached whole or not at all."""
         rows = [
-            (k, fp, r.text, r.tokens_in, r.tokens_out, r.finish_reason, r.latency_s, time.time())
+            (k, fp, r.text, r.tokens_in, r.tokens_out, r.finish_reason, r.latency_s, time.time(), _extra(r))
             for k, fp, r in items
             if not r.failed
         ]
@@ -96,7 +107,9 @@ class ResponseCache:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO responses (key, fingerprint, text, tokens_in, tokens_out, finish_reason,"
+                    " latency_s, created, extra) VALUES (?,?,?,?,?,?,?,?,?)", rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -109,6 +122,12 @@ class ResponseCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _extra(r: GenResult) -> str | None:
+    if r.token_logprobs is None and r.top_logprobs is None:
+        return None
+    return json.dumps({"token_logprobs": r.token_logprobs, "top_logprobs": r.top_logprobs})
 
 
 class NullCache(ResponseCache):

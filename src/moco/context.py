@@ -46,6 +46,8 @@ class Response:
     tokens_out: int = 0
     cached: bool = False
     error: str | None = None
+    token_logprobs: list[float] | None = None
+    top_logprobs: list[float] | None = None
 
     @property
     def failed(self) -> bool:
@@ -103,6 +105,11 @@ class RunContext:
         """Make a model usable by `generate` that is not in the collaborating pool (e.g. a trained adapter)."""
         return self.pool.add_extra(name, spec)
 
+    def add_backend(self, name: str, backend: Any) -> ModelHandle:
+        """Use an already-built backend (e.g. a model whose weights were merged in memory) under `name`.
+        Its `fingerprint` must identify its weights: cached responses are keyed on it."""
+        return self.pool.register_backend(name, backend)
+
     def model_path(self, ref: Any) -> str:
         """The local folder of a Hugging Face model (embedded models are converted first), e.g. to train it."""
         return self.pool.source_path(self.pool.handle(ref))
@@ -151,7 +158,7 @@ class RunContext:
             where.setdefault(key, []).append(pos)
         done: dict[str, tuple[GenResult, bool]] = {}
         for key, hit in self.cache.get_many(list(where)).items():
-            done[key] = (GenResult(hit.text, hit.tokens_in, hit.tokens_out, hit.finish_reason, hit.latency_s), True)
+            done[key] = (hit.to_result(), True)
             self._record(key, where[key], handles, done[key], tag, None)
         bar = self.progress.task(f"{self.recorder.phase} {tag}".strip(), len(where)) if where else None
         self.progress.advance(bar, len(done))
@@ -166,7 +173,8 @@ class RunContext:
         out: list[Response] = []
         for h, (key, _req) in zip(handles, prepared):
             res, cached = done[key]
-            out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error))
+            out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error,
+                                res.token_logprobs, res.top_logprobs))
         return out
 
     def _record(self, key: str, positions: list[int], handles: list[ModelHandle], item: tuple[GenResult, bool],

@@ -16,6 +16,7 @@ class SamplingParams:
     temperature: float = 0.7
     top_p: float = 0.9
     stop: tuple[str, ...] = ()
+    logprobs: bool = False  # also return per-token log-probabilities (GenResult.token_logprobs / top_logprobs)
 
     @property
     def greedy(self) -> bool:
@@ -25,6 +26,8 @@ class SamplingParams:
         d = {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature), "stop": list(self.stop)}
         if not self.greedy:
             d["top_p"] = float(self.top_p)
+        if self.logprobs:
+            d["logprobs"] = True
         return d
 
 
@@ -48,6 +51,8 @@ class GenResult:
     finish_reason: str = "stop"  # stop | length | error
     latency_s: float = 0.0
     error: str | None = None
+    token_logprobs: list[float] | None = None  # log p(generated token) under the model (temperature 1)
+    top_logprobs: list[float] | None = None  # log p of the most likely token at each step
 
     @property
     def failed(self) -> bool:

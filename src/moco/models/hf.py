@@ -72,6 +72,8 @@ class _Row:
     gen: Any  # torch.Generator
     out: list[int]
     stop_text: tuple[str, ...]
+    logprobs: list[float] | None = None
+    top: list[float] | None = None
 
 
 class HFBackend:
@@ -227,8 +229,19 @@ class HFBackend:
         alive = list(range(len(rows)))
         finish = ["length"] * len(rows)
         eos = self.eos_ids
+        want_lp = sampling.logprobs
+        if want_lp:
+            for r in rows:
+                r.logprobs, r.top = [], []
         for step in range(sampling.max_new_tokens):
             nxt = _sample(logits, sampling, [rows[a].gen for a in alive])
+            if want_lp:
+                lp = torch.log_softmax(logits.float(), dim=-1)
+                chosen = lp.gather(1, torch.tensor(nxt, device=lp.device)[:, None])[:, 0].tolist()
+                best = lp.max(dim=-1).values.tolist()
+                for j, a in enumerate(alive):
+                    rows[a].logprobs.append(chosen[j])
+                    rows[a].top.append(best[j])
             keep: list[int] = []
             for j, a in enumerate(alive):
                 tok = nxt[j]
@@ -260,7 +273,8 @@ class HFBackend:
                 text = _cut_at_stop(text, r.stop_text)
             if "</think>" in text:  # reasoning models: keep only the answer after the last think block
                 text = text.rsplit("</think>", 1)[1]
-            results.append(GenResult(text.strip(), tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin))
+            results.append(GenResult(text.strip(), tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin,
+                                     token_logprobs=r.logprobs, top_logprobs=r.top))
         return results
 
     def _hit_stop(self, row: _Row) -> bool:

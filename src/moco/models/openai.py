@@ -107,6 +107,9 @@ class OpenAIBackend:
             body["seed"] = req.seed % (2**31)
         if req.sampling.stop:
             body["stop"] = list(req.sampling.stop)
+        if req.sampling.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = 1
         if req.assistant_prefix:  # vLLM/SGLang continuation of a partial assistant turn
             messages.append({"role": "assistant", "content": req.assistant_prefix})
             body["continue_final_message"] = True
@@ -147,14 +150,28 @@ class OpenAIBackend:
                 continue
             usage = data.get("usage") or {}
             finish = "length" if choice.get("finish_reason") == "length" else "stop"
+            lp, top = _logprobs(choice) if req.sampling.logprobs else (None, None)
             return GenResult(
                 text.strip(),
                 tokens_in=int(usage.get("prompt_tokens") or 0),
                 tokens_out=int(usage.get("completion_tokens") or len(text.split())),
                 finish_reason=finish,
                 latency_s=time.time() - t0,
+                token_logprobs=lp,
+                top_logprobs=top,
             )
         return _failed(f"failed after {self.max_retries + 1} attempts: {last}", t0)
+
+
+def _logprobs(choice: dict) -> tuple[list[float] | None, list[float] | None]:
+    """Per-token log-probabilities from an OpenAI `logprobs.content` list (None when the server sent none)."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if not content:
+        return None, None
+    chosen = [float(t.get("logprob", 0.0)) for t in content]
+    top = [max([float(x.get("logprob", -1e9)) for x in t.get("top_logprobs") or []] or [float(t.get("logprob", 0.0))])
+           for t in content]
+    return chosen, top
 
 
 def _failed(msg: str, t0: float) -> GenResult:

@@ -176,6 +176,15 @@ class ModelPool:
         self._extra[name] = h
         return h
 
+    def register_backend(self, name: str, backend: Backend) -> ModelHandle:
+        """An in-memory backend as an extra model (not part of the collaborating pool)."""
+        model = f"memory:{name}"
+        self.overrides[model] = backend
+        self._fingerprints.pop(f"memory|{model}", None)
+        h = ModelHandle(-1, name, ModelSpec(model=model, backend="scripted"), f"memory|{model}")
+        self._extra[name] = h
+        return h
+
     def source_path(self, handle: ModelHandle) -> str:
         if handle.spec.kind != "hf":
             raise ModelError(f"model '{handle.name}' is not a local Hugging Face model (it is {handle.spec.kind})")
