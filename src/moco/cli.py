@@ -50,11 +50,87 @@ def run(
     finally:
         bar.close()
     m = res.metrics
-    lo, hi = m["ci95"]
-    console.print(f"[bold]{m['method']}[/] on {m['task']}: {m['metric']} {m['score']:.3f} "
-                  f"(95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, failed {m['failed']}); "
+    console.print(f"[bold]{m['method']}[/] on {m['task']}: {score_line(m)}; "
                   f"{m['total']['calls']} calls, {m['total']['tokens_out']} tokens out, {m['wall_s']:.1f}s")
     console.print(f"run directory: {res.run_dir}")
+
+
+def score_line(m: dict) -> str:
+    """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
+    if m.get("generation_only"):
+        return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
+    lo, hi = m["ci95"]
+    return (f"{m['metric']} {m['score']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, "
+            f"failed {m['failed']}; scorer {m['scorer']})")
+
+
+@app.command()
+def score(
+    task: str = typer.Option(..., "--task", help="task name (or a MoCo JSON file)"),
+    predictions: Path = typer.Option(..., "--predictions", help='JSONL lines {"id": ..., "response": ...}'),
+    split: str = typer.Option("test", "--split", help="test or dev"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for metrics.json and scores.jsonl "
+                                       "(default: <predictions>.scores/)"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    scorer_name: Optional[str] = typer.Option(None, "--scorer", help="use this scorer instead of the task's own"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="model for the role 'judge' (judge-scored tasks)"),
+    reward: Optional[str] = typer.Option(None, "--reward", help="model for the role 'reward' (reward-model tasks)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap interval"),
+) -> None:
+    """Score responses produced elsewhere; prints and writes the same metrics as a run."""
+    from moco.config import TaskSettings
+    from moco.errors import ConfigError
+    from moco.rundir import write_json, write_jsonl
+    from moco.scoring import scorer_for
+    from moco.scoring.predictions import score_predictions, scoring_context
+    from moco.tasks.registry import load_task
+
+    if split not in ("test", "dev"):
+        raise ConfigError(f"--split must be test or dev, got '{split}'")
+    t = load_task(TaskSettings(name=task), data_dir)
+    sc = scorer_for("generation", t.name) if t.generation_only else scorer_for(t.task_type, t.name, scorer_name)
+    out_dir = out or predictions.with_name(predictions.name + ".scores")
+    ctx = scoring_context(t, sc, {"judge": judge, "reward": reward}, out_dir, seed)
+    rows, metrics = score_predictions(t, split, predictions, sc, ctx, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "scores.jsonl", rows)
+    write_json(out_dir / "metrics.json", metrics)
+    console.print(f"{t.name} ({split}, {metrics['n'] if not metrics.get('generation_only') else len(rows)} of "
+                  f"{metrics[f'n_{split}']} items): {score_line(metrics)}", highlight=False)
+    console.print(f"written: {out_dir / 'metrics.json'}, {out_dir / 'scores.jsonl'}", highlight=False)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Get the evaluation datasets.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: list[str] = typer.Argument(..., help="dataset names (see `moco data sources`), or 'all'"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the MoCo JSON files (default: $MOCO_CACHE_DIR/data)"),
+    force: bool = typer.Option(False, "--force", help="rebuild even if the file exists"),
+) -> None:
+    """Build MoCo JSON files from the original public Hugging Face datasets (pinned revisions, 1k samples)."""
+    from moco.tasks import fetch
+
+    for name in (list(fetch.SOURCES) if names == ["all"] else names):
+        path = fetch.fetch_dataset(name, out, force=force)
+        console.print(f"{name}: {path}", highlight=False)
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """Which datasets `moco data fetch` can build, from which Hugging Face dataset and revision."""
+    from rich.table import Table
+
+    from moco.tasks import fetch
+
+    t = Table(title="fetchable datasets")
+    for c in ("name", "hub dataset", "config", "revision", "dev / test"):
+        t.add_column(c)
+    for name, src in fetch.SOURCES.items():
+        t.add_row(name, src.repo, src.config or "", src.revision, f"{src.dev_size} / {src.test_size}")
+    console.print(t)
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Any
 
 from moco.cache import cache_dir
 from moco.errors import ConfigError, did_you_mean
-from moco.tasks.base import Task
+from moco.tasks.base import GENERATION_TYPES, Task
 from moco.tasks.moco_json import load_moco_json
 
 BUILTIN_DIR = Path(__file__).parent / "data"
@@ -166,3 +166,25 @@ def resolve_task(name: str, data_dir_override: str | None = None) -> TaskInfo:
     hint = did_you_mean(name, tasks)
     where = "" if data_dir(data_dir_override) else " (no data directory: set MOCO_DATA_DIR or --data-dir)"
     raise ConfigError(f"unknown task '{name}'{hint}{where}")
+
+
+def load_task(settings, data_dir_override: str | None = None) -> Task:
+    """The task a config's `task:` section describes: your own file (`path`), or a registered name / JSON file."""
+    from moco.tasks.user_data import is_user_file, load_user_data
+
+    path = settings.path or (settings.name if is_user_file(settings.name) else None)
+    if path:
+        name = settings.name if settings.path else Path(path).stem
+        task = load_user_data(path, name=name, task_type=settings.task_type, fields=settings.fields,
+                              dev_path=settings.dev_path)
+    else:
+        task = resolve_task(settings.name, data_dir_override or settings.data_dir).loader()
+        if settings.task_type:
+            task.task_type = settings.task_type
+    if task.task_type in GENERATION_TYPES:
+        task.generation_only = True
+    if settings.dev_limit is not None:
+        task.dev = task.dev[: settings.dev_limit]
+    if settings.test_limit is not None:
+        task.test = task.test[: settings.test_limit]
+    return task
