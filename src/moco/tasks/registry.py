@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from moco.cache import cache_dir
-from moco.errors import ConfigError, did_you_mean
+from moco.errors import ConfigError, MocoError, did_you_mean
 from moco.tasks.base import GENERATION_TYPES, Task
 from moco.tasks.moco_json import load_moco_json
 
@@ -163,6 +163,13 @@ def resolve_task(name: str, data_dir_override: str | None = None) -> TaskInfo:
     p = Path(name)
     if p.suffix == ".json" and p.exists():
         return _json_task(p, p.stem)
+    from moco.tasks import fetch
+
+    if name in fetch.SOURCES:  # a paper dataset no data directory has: build it from its hub source once
+        try:
+            return _json_task(fetch.fetch_dataset(name), name)
+        except MocoError as e:
+            raise ConfigError(f"task '{name}' is in no data directory, and fetching it failed: {e}") from None
     hint = did_you_mean(name, tasks)
     where = "" if data_dir(data_dir_override) else " (no data directory: set MOCO_DATA_DIR or --data-dir)"
     raise ConfigError(f"unknown task '{name}'{hint}{where}")
