@@ -3,8 +3,8 @@
 Accepts: a fenced code block (the last ```python block, else the last fenced block) or, without fences, the
 whole response; either a complete function (helpers allowed, in any order) or only the body that continues
 the prompt's function stub. The item's tests (a `check(candidate)` function, in `meta["test"]`) are called
-with the entry point: `meta["entry_point"]` when the row has it, else the function an `assert NAME(...)` in
-the prompt calls (MBPP), else the last function defined in the prompt's code (HumanEval). The prompt's
+with the entry point: `meta["entry_point"]` when the row has it, else the last function defined in the
+prompt's code (HumanEval: helpers come first), else the function an `assert NAME(...)` in the prompt calls (MBPP). The prompt's
 code (imports, helper functions, the stub) runs before the completion, so a completion that omits
 `from typing import List` or a helper the tests use still runs as intended.
 
@@ -50,11 +50,13 @@ def prompt_code(text: str) -> str:
 def entry_point(example: Example) -> str | None:
     if example.meta.get("entry_point"):
         return str(example.meta["entry_point"])
+    defs = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", prompt_code(example.input), re.M)
+    if defs:  # HumanEval: the stub to complete is the last function of the prompt (helpers come first)
+        return defs[-1]
     m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:math\.isclose\(\s*|set\(\s*)?([A-Za-z_]\w*)\s*\(", example.input)
     if m and m.group(1) not in ("set", "math", "abs", "sorted", "len", "round", "isclose"):
-        return m.group(1)
-    defs = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", prompt_code(example.input), re.M)
-    return defs[-1] if defs else None
+        return m.group(1)  # MBPP: the function the example assert calls
+    return None
 
 
 def build_program(example: Example, response: str) -> str | None:

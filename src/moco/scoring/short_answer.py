@@ -25,7 +25,6 @@ from moco.tasks.base import Example
 
 _PUNCT = set(string.punctuation) | {"“", "”", "‘", "’", "–", "—", "…", "«", "»"}
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_OPTION = re.compile(r"^\s*[\(\[]?([A-Z])[\)\]]?(?:[\s.:)]|$)")
 
 
 def _strip_latex_text(s: str) -> str:
@@ -106,8 +105,15 @@ def response_span(response: str, flexible: bool = True) -> str | None:
 
 
 def _option_letter(span: str) -> str | None:
-    m = _OPTION.match(span)
-    return m.group(1) if m else None
+    """'(C)', 'C', 'C.' or '(C) option text' -> 'C'; None when the span names several options ('(A) (B)')."""
+    s = span.strip()
+    m = re.fullmatch(r"[\(\[]?([A-Z])[\)\]]?[.:]?", s)
+    if m:
+        return m.group(1)
+    m = re.match(r"[\(\[]([A-Z])[\)\]]\s+\S", s)
+    if m and len(set(re.findall(r"[\(\[]([A-Z])[\)\]]", s))) == 1:
+        return m.group(1)
+    return None
 
 
 class ShortAnswerExactMatch(BaseScorer):
