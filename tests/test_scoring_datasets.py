@@ -115,7 +115,7 @@ def test_humaneval_canonical_solutions_pass_every_item(data_dir, human_eval_prob
     assert all(r.score == 0.0 for r in letters)
 
 
-MBPP_SOLUTIONS = {  # written by hand from the task descriptions, keyed by the function the tests call
+MBPP_SOLUTIONS = {  # written by hand from the task descriptions of test items 872 and 114
     "check_subset": "def check_subset(a, b):\n    return all(x in a for x in b)\n",
     "assign_freq": "from collections import Counter\n\ndef assign_freq(test_list):\n"
                    "    c = Counter(test_list)\n    return str([(*k, v) for k, v in c.items()])\n",
@@ -125,7 +125,7 @@ MBPP_SOLUTIONS = {  # written by hand from the task descriptions, keyed by the f
 def test_mbpp_handwritten_solutions_pass(data_dir):
     task = load("mbpp", data_dir)
     scorer = scorer_for(task.task_type, task.name)
-    items = [ex for ex in task.dev + task.test if entry_point(ex) in MBPP_SOLUTIONS]
+    items = [ex for ex in task.test if ex.id in ("872", "114")]
     assert len(items) == len(MBPP_SOLUTIONS)
     sols = [f"```python\n{MBPP_SOLUTIONS[entry_point(ex)]}```" for ex in items]
     res = scorer.score_batch(None, items, sols)
