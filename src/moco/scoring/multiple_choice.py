@@ -66,7 +66,8 @@ class MultipleChoiceScorer(BaseScorer):
         hay = f" {_norm(response)} "
         found = {k for k, v in (example.choices or {}).items() if _norm(v) and f" {_norm(v)} " in hay}
         # drop options whose text is contained in another matched option's text ("Paris" vs "Paris, Texas")
-        found = {k for k in found if not any(k != o and _norm(example.choices[k]) in _norm(example.choices[o]) for o in found)}
+        found = {k for k in found if not any(
+            k != o and f" {_norm(example.choices[k])} " in f" {_norm(example.choices[o])} " for o in found)}
         return found.pop() if len(found) == 1 else None
 
     def extract(self, example: Example, response: str) -> str | None:
