@@ -73,6 +73,11 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
     if scorer_role and scorer_role not in cfg.roles:
         raise ConfigError(missing_role_message(scorer.name, scorer_role))
     pool = ModelPool(cfg.models, cfg.hardware, cfg.generation, overrides=dict(backends or {}))
+    extra = set(cfg.roles) - {scorer_role}
+    if not info.roles and extra:
+        raise ConfigError(f"roles: method {info.name} uses no roles" +
+                          (f" (the scorer {scorer.name} uses '{scorer_role}')" if scorer_role else
+                           f"; '{sorted(extra)[0]}' is not used by the scorer {scorer.name} either"))
     roles: dict[str, ModelHandle] = {}
     for role, ref in cfg.roles.items():
         if role != scorer_role and info.roles and role not in info.roles:
@@ -82,11 +87,6 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
             roles[role] = pool.add_extra(role, ref)
         else:
             roles[role] = pool.handle(ref)
-    extra = set(cfg.roles) - {scorer_role}
-    if not info.roles and extra:
-        raise ConfigError(f"roles: method {info.name} uses no roles" +
-                          (f" (the scorer {scorer.name} uses '{scorer_role}')" if scorer_role else
-                           f"; '{sorted(extra)[0]}' is not used by the scorer {scorer.name} either"))
     method_roles = [h for r, h in roles.items() if r != scorer_role]
     for h in [*pool.handles, *method_roles]:
         if h.spec.model in pool.overrides:

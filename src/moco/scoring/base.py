@@ -97,7 +97,10 @@ class ModelScorer(BaseScorer):
         return ctx
 
     def score(self, example: Example, response: str) -> ScoreResult:
-        return self.score_batch(None, [example], [response])[0]
+        """One item through the bound run (accounted to the phase "score"); prefer `ctx.score_many`."""
+        ctx = self.require(None)
+        with ctx.phase("score"):
+            return self.score_batch(ctx, [example], [response])[0]
 
 
 def missing_role_message(scorer: str, role: str) -> str:
