@@ -68,6 +68,8 @@ def sample(rows: Rows, n: int, rng: random.Random) -> Rows:
 def halves(rows: Rows, n_dev: int, n_test: int, rng: random.Random) -> dict[str, Rows]:
     """Shuffle a pool once and cut it into disjoint dev and test parts."""
     pool = rng.sample(list(rows), len(rows))
+    if len(pool) < n_dev + n_test:  # fewer rows than asked: keep the dev:test proportion
+        n_dev = int(len(pool) * n_dev / (n_dev + n_test))
     return {"dev": pool[:n_dev], "test": pool[n_dev:n_dev + n_test]}
 
 
