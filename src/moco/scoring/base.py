@@ -96,6 +96,20 @@ class ModelScorer(BaseScorer):
             raise ConfigError(missing_role_message(self.name, self.role))
         return ctx
 
+    def ask(self, ctx: "RunContext", prompts: dict[int, str], parse: Any,
+            max_new_tokens: int) -> dict[int, tuple[Any, str]]:
+        """Send prompts (item index -> prompt) to the role's model in one greedy batch through `ctx.generate`;
+        returns item index -> (parsed verdict or None, the reply's tail or the call's error)."""
+        from moco.context import Call
+
+        if not prompts:
+            return {}
+        model = ctx.role(self.role)
+        sampling = ctx.sampling(temperature=0.0, max_new_tokens=max_new_tokens)
+        idx = list(prompts)
+        replies = ctx.generate([Call(model, prompts[i], sampling) for i in idx], tag=self.name)
+        return {i: (None if r.failed else parse(r.text), r.error or r.text[-300:]) for i, r in zip(idx, replies)}
+
     def score(self, example: Example, response: str) -> ScoreResult:
         """One item through the bound run (accounted to the phase "score"); prefer `ctx.score_many`."""
         ctx = self.require(None)

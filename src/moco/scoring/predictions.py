@@ -7,7 +7,6 @@ metrics block as a run (metrics.json) and one line per scored item (scores.jsonl
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,28 +14,21 @@ from typing import Any
 from moco.errors import ConfigError, DataError
 from moco.scoring.evaluate import prediction_row, score_items, summarize_results
 from moco.tasks.base import Example, Task
+from moco.tasks.user_data import read_rows
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise DataError(f"predictions file not found: {path}")
+    if path.suffix.lower() != ".jsonl":
+        raise DataError(f"{path}: predictions must be a .jsonl file (one JSON object per line)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {n}: invalid JSON: {e.msg}") from None
-            if not isinstance(row, dict) or ("id" not in row and "index" not in row):
-                raise DataError(f"{path}: line {n}: expected an object with 'id' (or 'index') and 'response'")
-            text = row.get("response", row.get("output", row.get("text")))
-            if text is None:
-                raise DataError(f"{path}: line {n}: no 'response' field")
-            if not isinstance(text, str):
-                raise DataError(f"{path}: line {n}: 'response' must be a string, got {type(text).__name__}")
-            rows.append({**row, "_line": n, "_text": text})
+    for n, row in enumerate(read_rows(path), 1):
+        if "id" not in row and "index" not in row:
+            raise DataError(f"{path}: line {n}: expected an object with 'id' (or 'index') and 'response'")
+        text = row.get("response", row.get("output", row.get("text")))
+        if not isinstance(text, str):
+            raise DataError(f"{path}: line {n}: " + ("no 'response' field" if text is None else
+                                                     f"'response' must be a string, got {type(text).__name__}"))
+        rows.append({**row, "_line": n, "_text": text})
     if not rows:
         raise DataError(f"{path}: no predictions")
     return rows

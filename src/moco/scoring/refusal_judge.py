@@ -94,18 +94,9 @@ class RefusalJudgeScorer(ModelScorer):
 
     def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
                     responses: Sequence[str]) -> list[ScoreResult]:
-        from moco.context import Call
-
         texts = [self.extract(ex, r) for ex, r in zip(examples, responses)]
-        todo = [i for i, t in enumerate(texts) if t is not None]
-        verdicts: dict[int, tuple[bool | None, str]] = {}
-        if todo:
-            ctx = self.require(ctx)
-            judge = ctx.role(self.role)
-            sampling = ctx.sampling(temperature=0.0, max_new_tokens=self.max_new_tokens)
-            calls = [Call(judge, self.prompt(examples[i], texts[i]), sampling) for i in todo]
-            for i, resp in zip(todo, ctx.generate(calls, tag=self.name)):
-                verdicts[i] = (None if resp.failed else parse_refusal(resp.text), resp.error or resp.text[-300:])
+        todo = {i: self.prompt(examples[i], t) for i, t in enumerate(texts) if t is not None}
+        verdicts = self.ask(self.require(ctx), todo, parse_refusal, self.max_new_tokens) if todo else {}
         out = []
         for i, text in enumerate(texts):
             if text is None:
