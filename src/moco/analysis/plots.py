@@ -120,7 +120,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[float | None]], ylabe
         ax.bar(xs, vals, width, yerr=err, capsize=2 if err else 0, label=name, color=COLORS[i % 10])
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=min(0.0, *[(100 * y if percent else y) for ys in series.values() for y in ys if y is not None]))
+    ax.set_ylim(bottom=min([0.0, *[(100 * y if percent else y) for ys in series.values() for y in ys if y is not None]]))
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()

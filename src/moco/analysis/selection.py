@@ -112,7 +112,7 @@ def random_choices(n: int, k: int, repeats: int, seed: int, task: str) -> list[l
 
 
 def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_dir: Path,
-                  candidates: list[tuple[str, str]], k: int) -> dict[str, Any]:
+                  candidates: list[tuple[str, str]], k: int, file_stem: str) -> dict[str, Any]:
     """Ask the selector LLM (one greedy call through ctx.generate) and parse its picks."""
     from moco.context import Call, RunContext
     from moco.models.pool import ModelPool
@@ -145,7 +145,7 @@ def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_dir: P
     pool = ModelPool([spec], sweep.hardware, sweep.generation)
     pool.check()
     out_dir.mkdir(parents=True, exist_ok=True)
-    recorder = CallRecorder(out_dir / f"{task_name}.calls.jsonl")
+    recorder = CallRecorder(out_dir / f"{file_stem}.calls.jsonl")
     try:
         ctx = RunContext(pool=pool, task=task, scorer=scorer, cache=cache, recorder=recorder,
                          generation=sweep.generation, seed=sweep.seed)
@@ -162,7 +162,8 @@ def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_dir: P
 def choose_all(sweep, data_dir: str | None, cache, out_dir: Path, log=None) -> dict[str, dict[str, list[list[int]]]]:
     """Run every selection strategy for every task in scope; each task's record goes to
     out_dir/<task>.json and is reused when its inputs are unchanged."""
-    from moco.analysis.sweep_cells import model_names
+    from moco.analysis.sweep_cells import model_names, slug
+    from moco.tasks.registry import resolve_task
 
     sel = sweep.analyses.selection
     models = sweep.pools[sel.pool].models
@@ -178,7 +179,8 @@ def choose_all(sweep, data_dir: str | None, cache, out_dir: Path, log=None) -> d
                   else sel.selector, "encoder": sel.encoder, "seed": sweep.seed, "task": task,
                   "generation": sweep.generation.model_dump(mode="json")}
         digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-        path = out_dir / f"{task}.json"
+        shown = slug(resolve_task(task, data_dir or _task_dir(sweep, task)).name)
+        path = out_dir / f"{shown}.json"
         if path.exists():
             old = json.loads(path.read_text())
             if old.get("inputs_hash") == digest:
@@ -194,7 +196,8 @@ def choose_all(sweep, data_dir: str | None, cache, out_dir: Path, log=None) -> d
                 subsets["embedding"] = [idx]
                 record["embedding"] = {"encoder": sel.encoder, "distances": np.round(dist, 4).tolist()}
             else:
-                info = prompt_choice(sweep, task, data_dir or _task_dir(sweep, task), cache, out_dir, candidates, sel.k)
+                info = prompt_choice(sweep, task, data_dir or _task_dir(sweep, task), cache, out_dir, candidates, sel.k,
+                                     shown)
                 subsets["prompt"] = [info["chosen"]]
                 record["prompt"] = info
             if log:

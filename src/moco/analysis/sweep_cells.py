@@ -109,7 +109,7 @@ class _Builder:
         self.tasks = {}
         for t in sweep.tasks:
             info = resolve_task(t.name, data_dir or t.data_dir)  # unknown task: one-line error now, not later
-            self.tasks[t.name] = (t, t.domain or info.domain)
+            self.tasks[t.name] = (t, t.domain or info.domain, info.name)
 
     def pick_methods(self, labels: list[str] | None, with_baseline: bool) -> list[Method]:
         if labels is None:
@@ -134,8 +134,8 @@ class _Builder:
 
     def add(self, method: Method, task: str, pool_label: str, specs: list[ModelSpec], use: dict[str, Any],
             adversary: str | None = None, skip_reason: str | None = None) -> Cell:
-        tset, domain = self.tasks[task]
-        use = {"pool": pool_label, "label": method.label, "method": method.name, "task": task, "domain": domain,
+        tset, domain, shown = self.tasks[task]
+        use = {"pool": pool_label, "label": method.label, "method": method.name, "task": shown, "domain": domain,
                **use}
         if skip_reason:
             key = hashlib.sha256(json.dumps(use, sort_keys=True).encode()).hexdigest()

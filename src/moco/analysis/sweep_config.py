@@ -66,7 +66,7 @@ class SweepTask(TaskSettings):
 class _Scope(StrictModel):
     pool: str = Field(description="name of a pool in `pools`")
     methods: list[str] | None = Field(None, description="method labels (default: every non-baseline method)")
-    tasks: list[str] | None = Field(None, description="task names (default: every task)")
+    tasks: list[str] | None = Field(None, description="task names as listed in `tasks` (default: every task)")
 
 
 class ScalingSpec(_Scope):
