@@ -20,6 +20,7 @@ def test_example_sweeps_plan_without_loading_models(example, data_dir, tmp_path)
     assert index["cells"] and not (tmp_path / "sw" / "cells").exists()
 
 
+@pytest.mark.slow  # the same pipeline is covered in-process by test_analysis_sweep.py and the report tests
 def test_scripted_example_sweep_runs_end_to_end(tmp_path):
     r = moco("compare", REPO / "examples" / "sweeps" / "scripted_quick.yaml", "--out", tmp_path / "sw",
              "--no-progress", env={"MOCO_RESPONSE_CACHE": str(tmp_path / "c.sqlite")})

@@ -109,6 +109,10 @@ def test_emergence_rescores_old_single_model_runs_from_answers(tmp_path):
 
 # ------------------------------------------------------------------------------------------- Table 1
 def _table_fixture(tmp_path: Path) -> Path:
+    return make_sweep(tmp_path, _table_cells(tmp_path))
+
+
+def _table_cells(tmp_path: Path) -> list[dict]:
     runs = tmp_path / "runs"
     # pool p1: math tasks m1, m2 (domain math), qa task q1 (domain qa)
     per = {"m1": ([1, 1, 0, 0], [1, 0, 0, 0]), "m2": ([1, 0, 0, 0], [0, 0, 0, 0]), "q1": ([1, 1, 1, 0], [0, 0, 0, 0])}
@@ -138,7 +142,7 @@ def _table_fixture(tmp_path: Path) -> Path:
     cells += [{"status": "finished", "dir": "runs/single-p2", "uses": [use("table", "p2", "single_model", "m1", "math")]},
               {"status": "incompatible", "reason": "method text_majority_vote needs at least 2 models",
                "uses": [use("table", "p2", "vote", "m1", "math", "text_majority_vote")]}]
-    return make_sweep(tmp_path, cells)
+    return cells
 
 
 def test_table1_values_marks_slashes_and_share(tmp_path):
@@ -203,7 +207,7 @@ def test_leave_one_out_reproduces_paper_table2_statistics(tmp_path):
     assert [w for w, _ in rows["bbh"]["without"]] == ["m1", "m2", "m3", "m4", "m5"]
 
 
-def test_robustness_selection_scaling_and_diversity_rows(tmp_path):
+def _study_cells(tmp_path: Path) -> list[dict]:
     runs = tmp_path / "runs"
     cells = []
 
@@ -231,7 +235,14 @@ def test_robustness_selection_scaling_and_diversity_rows(tmp_path):
                                                            unique=2, copies=4))
     cells.append({"status": "incompatible", "reason": "pool too small",
                   "uses": [use("scaling", "p[:8]", "vote", "t", "d", "text_majority_vote", n_models=8)]})
-    col = load([make_sweep(tmp_path, cells)])
+    for i, s in enumerate([[1, 1, 0, 0], [1, 0, 0, 0]]):
+        add(f"loo{i}", "text_majority_vote", "t", s, use("leave_one_out", f"p w/o m{i}", "vote", "t", "d",
+                                                         "text_majority_vote", without=f"m{i}", without_index=i))
+    return cells
+
+
+def test_robustness_selection_scaling_and_diversity_rows(tmp_path):
+    col = load([make_sweep(tmp_path, _study_cells(tmp_path))])
     rob = studies.robustness(col)[0]
     assert (rob["clean"], rob["attacked"], rob["drop"]) == (0.75, 0.25, 0.5)
     assert rob["relative_drop"] == pytest.approx(2 / 3)
@@ -323,12 +334,14 @@ def check_html(text: str) -> _Checker:
 
 
 def test_report_is_one_well_formed_offline_html_file_with_every_section(tmp_path):
-    root = _table_fixture(tmp_path)
+    root = make_sweep(tmp_path, _table_cells(tmp_path) + _study_cells(tmp_path))
     out = tmp_path / "out" / "report.html"
     secs = write(load([root]), out, tmp_path / "out" / "report.md", paths=[str(root)])
-    titles = [s.title for s in secs]
-    assert titles[0].startswith("Comparison") and any("emergence" in t for t in titles)
-    assert any(t.startswith("Cost") for t in titles) and titles[-1] == "Cells that did not run"
+    titles = [s.title.split(" (")[0].split(":")[0] for s in secs]
+    assert titles == ["Comparison", "Scores per task, with 95% bootstrap intervals", "Collaborative emergence",
+                      "Scaling the number of models", "Model diversity", "Model selection",
+                      "Sensitivity to model choice", "Robustness to a malicious member", "Cost against quality",
+                      "Cells that did not run"]
     text = out.read_text()
     c = check_html(text)
     assert not c.errors and not c.stack, (c.errors, c.stack)

@@ -27,32 +27,31 @@ def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def scaling(col: Collection) -> list[dict[str, Any]]:
-    """One row per (task, method, n models): score, CI and the best single model of those n."""
-    entries = col.where("scaling")
+def _curve(col: Collection, analysis: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per collaborative entry of `analysis` with its `fields`, score, CI and the best single model
+    of the same pool."""
+    entries = col.where(analysis)
     best = best_single(entries)
     rows = []
     for e in entries:
         if e["method"] == BASELINE:
             continue
-        rows.append({"task": e["task"], "domain": e["domain"], "label": e["label"], "n_models": e["n_models"],
+        rows.append({"task": e["task"], "domain": e["domain"], "label": e["label"], **{f: e[f] for f in fields},
                      "score": _score(e), "ci": e.run.ci if e.ok else None,
                      "best_single": best.get((e["pool"], e["task"])), "status": e.status, "reason": e.reason})
-    return sorted(rows, key=lambda r: (r["task"], r["label"], r["n_models"]))
+    return rows
+
+
+def scaling(col: Collection) -> list[dict[str, Any]]:
+    """One row per (task, method, n models): score, CI and the best single model of those n."""
+    return sorted(_curve(col, "scaling", ("n_models",)), key=lambda r: (r["task"], r["label"], r["n_models"]))
 
 
 def diversity(col: Collection) -> list[dict[str, Any]]:
     """One row per (task, method, a unique × b copies)."""
-    entries = col.where("diversity")
-    best = best_single(entries)
-    rows = []
-    for e in entries:
-        if e["method"] == BASELINE:
-            continue
-        rows.append({"task": e["task"], "domain": e["domain"], "label": e["label"], "unique": e["unique"],
-                     "copies": e["copies"], "setting": f"{e['unique']}x{e['copies']}", "score": _score(e),
-                     "ci": e.run.ci if e.ok else None, "best_single": best.get((e["pool"], e["task"])),
-                     "status": e.status, "reason": e.reason})
+    rows = _curve(col, "diversity", ("unique", "copies"))
+    for r in rows:
+        r["setting"] = f"{r['unique']}x{r['copies']}"
     return sorted(rows, key=lambda r: (r["task"], r["label"], r["unique"]))
 
 

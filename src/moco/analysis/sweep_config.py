@@ -23,6 +23,11 @@ ADVERSARY_PROMPT = (
 )
 
 
+def _shorthand(v: Any, key: str) -> Any:
+    """A list item given as a bare string means {key: string}."""
+    return [{key: x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
+
 class MethodEntry(StrictModel):
     """One row of the comparison: a registered method with fixed hyperparameters."""
 
@@ -30,13 +35,6 @@ class MethodEntry(StrictModel):
     label: str | None = Field(None, description="row name in tables (default: method name, plus params if needed)")
     params: dict[str, Any] = Field(default_factory=dict)
     roles: dict[str, str | int | ModelSpec] = Field(default_factory=dict)
-
-    @field_validator("roles", mode="before")
-    @classmethod
-    def _roles(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: ({"model": s["model"], **s} if isinstance(s, dict) else s) for k, s in v.items()}
-        return v
 
 
 class PoolEntry(StrictModel):
@@ -49,9 +47,7 @@ class PoolEntry(StrictModel):
     @field_validator("models", mode="before")
     @classmethod
     def _models(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [{"model": m} if isinstance(m, str) else m for m in v]
-        return v
+        return _shorthand(v, "model")
 
 
 class SweepTask(TaskSettings):
@@ -149,16 +145,12 @@ class SweepConfig(StrictModel):
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [{"method": m} if isinstance(m, str) else m for m in v]
-        return v
+        return _shorthand(v, "method")
 
     @field_validator("tasks", mode="before")
     @classmethod
     def _tasks(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [{"name": t} if isinstance(t, str) else t for t in v]
-        return v
+        return _shorthand(v, "name")
 
     @field_validator("pools", mode="before")
     @classmethod
