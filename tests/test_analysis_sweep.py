@@ -109,6 +109,16 @@ def test_sweep_shares_outputs_resumes_and_writes_table1(mc_task, tmp_path):
     col = load([tmp_path / "sw"])
     vote = next(e for e in col.where("table", pool="trio", label="text_majority_vote(tie=model-order)", task="mc"))
     assert vote.run.metrics["total"]["generated_tokens"] == 0 and vote.run.metrics["total"]["cache_hits"] > 0
+    # single_model records every model's score on every item (what collaborative emergence needs)
+    single = next(e for e in col.where("table", pool="trio", label="single_model", task="mc"))
+    from moco.scoring.multiple_choice import MultipleChoiceScorer
+    from moco.tasks.registry import resolve_task
+
+    exs = {ex.index: ex for ex in resolve_task(str(mc_task)).loader().test}
+    for p in single.run.predictions():
+        tr = p["trace"]
+        assert set(tr["scores"]) == {"a", "b", "c"}
+        assert tr["scores"] == {m: MultipleChoiceScorer().score(exs[p["index"]], tr["answers"][m]).score for m in tr["answers"]}
     t = table1.build(col)
     assert t.pools == ["trio", "solo"] and t.get("refine", "solo", "avg").value is None
     assert t.get("Best single", "trio", "avg").value is not None
