@@ -105,6 +105,19 @@ def test_sweep_shares_outputs_resumes_and_writes_table1(mc_task, tmp_path):
     # every cell alone would generate its own answers; the sweep generates each shared answer once
     assert s["sweep_tokens_out"] < 0.6 * s["alone_tokens_out"]
     assert s["generated_tokens_measured"] == s["sweep_tokens_out"]  # a cold cache decodes exactly that
+    # "alone" is what each cell really decodes when it runs by itself with an empty cache
+    from moco.analysis.sharing import distinct, read_calls
+    from moco.runner import run_experiment
+
+    alone = 0
+    for i, st in enumerate(x for x in res.states if x.status == "finished"):
+        fresh = ResponseCache(tmp_path / f"alone{i}.sqlite")
+        m = run_experiment(st.cell.config, tmp_path / f"alone{i}", cache=fresh).metrics
+        fresh.close()
+        assert m["total"]["generated_tokens"] == sum(
+            v[1] for v in distinct(read_calls(tmp_path / "sw" / "cells" / st.cell.dir_name)).values())
+        alone += m["total"]["generated_tokens"]
+    assert alone == s["alone_tokens_out"]
     # the dev answers and first-round answers are shared: vote and refine decode only what is new to them
     col = load([tmp_path / "sw"])
     vote = next(e for e in col.where("table", pool="trio", label="text_majority_vote(tie=model-order)", task="mc"))

@@ -235,13 +235,17 @@ def _cost_section(col: Collection, overrides: dict[str, float]) -> Section | Non
          "FLOPs", "Table 4 inference", "Table 4 estimate", "Table 4 training"],
         [[c.label, c.task, c.pool, f3(c.score), str(c.calls), str(c.tokens_in), str(c.tokens_out),
           str(c.generated_tokens), f"{c.wall_s:.1f} ({c.phase_wall.get('dev', 0):.1f}/{c.phase_wall.get('test', 0):.1f})",
-          costmod.human(c.flops) + (f" (unknown size: {', '.join(c.unknown_size)})" if c.unknown_size else ""),
+          costmod.human(c.flops) + (f" (size unknown: {_names(c.unknown_size)})" if c.unknown_size else ""),
           c.paper_inference, costmod.human(c.paper_estimate), c.paper_training] for c in rows]))
     use_flops = all(c.flops for c in rows)
     pts = [(c.label, c.flops if use_flops else float(c.tokens_in + c.tokens_out), c.score) for c in rows]
     s.figures.append(("Score against cost", plots.cost_scatter(pts, "FLOPs (log)" if use_flops else
                                                                 "tokens in + out (log)")))
     return s
+
+
+def _names(names: list[str], limit: int = 2) -> str:
+    return ", ".join(names[:limit]) + (f" +{len(names) - limit}" if len(names) > limit else "")
 
 
 def _problems_section(col: Collection) -> Section | None:
