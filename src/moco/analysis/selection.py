@@ -93,7 +93,10 @@ def embed(texts: list[str], encoder: str) -> np.ndarray:
     path = str(builtin.ensure_converted(encoder)) if builtin.is_embedded(encoder) else encoder
     if not Path(path).expanduser().is_dir():
         raise ModelError(f"sentence encoder '{encoder}' is neither an embedded model nor a local folder")
-    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ModelError("embedding selection needs sentence-transformers (pip install 'moco[router]')") from None
 
     model = SentenceTransformer(path, device="cpu")
     return np.asarray(model.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
