@@ -156,7 +156,8 @@ def test_table1_values_marks_slashes_and_share(tmp_path):
     q = t.get("vote", "p1", "qa")
     assert q.value is None and q.reasons == ["needs a task with definite answers"]
     avg = t.get("vote", "p1", "avg")
-    assert avg.partial and avg.value == pytest.approx(0.375)  # only the math domain
+    assert avg.partial and avg.value == pytest.approx(0.375)  # only the math domain...
+    assert not avg.improved  # ...compared with the best single model on the same tasks (also .375)
     r = t.get("refine", "p1", "math")
     assert r.value == pytest.approx(0.5) and r.improved and r.rank == 1
     assert t.get("refine", "p1", "qa").improved

@@ -29,6 +29,7 @@ class Value:
     partial: bool = False  # some tasks of the domain excluded
     improved: bool = False
     rank: int = 0  # 1 best, 2 second among method rows of the column
+    ref: float | None = None  # the best single model on the same tasks (what `improved` compares with)
     reasons: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
 
@@ -119,8 +120,8 @@ def build(col: Collection, analysis: str = "table") -> Table1:
                 v.value = _mean(scores)
                 v.partial = v.value is not None and bool(v.reasons)
                 if v.value is not None and all((pool, tk) in best for tk in v.tasks):
-                    ref = _mean([best[(pool, tk)] for tk in v.tasks])
-                    v.improved = v.value > ref + EPS
+                    v.ref = _mean([best[(pool, tk)] for tk in v.tasks])
+                    v.improved = v.value > v.ref + EPS
                     if label not in t.baselines:
                         t.comparable += 1
                         t.improved += int(v.improved)
@@ -157,7 +158,7 @@ def _averages(t: Table1, pool: str, domains: list[str]) -> None:
             v.value = _mean([n(d, t.values[(r, pool, d)].value) for d in have])
             v.partial = len(have) < len(domains) or any(t.values[(r, pool, d)].partial for d in have)
             if r != BEST:
-                ref = [t.values[(BEST, pool, d)].value for d in have]
+                ref = [t.values[(r, pool, d)].ref for d in have]
                 if all(x is not None for x in ref):
                     v.improved = v.value > _mean([n(d, x) for d, x in zip(have, ref)]) + EPS
         else:
