@@ -113,6 +113,17 @@ def plan_cells(sweep: SweepConfig, data_dir: str | None, choices: dict | None) -
     return states
 
 
+def cell_backends(cell: Cell, data_dir: str | None = None) -> dict | None:
+    """In-memory backends a cell needs besides its config (the scripted liar, built from the task's golds)."""
+    if cell.adversary != "liar":
+        return None
+    from moco.analysis.adversary import LiarBackend
+    from moco.runner import plan
+
+    p = plan(cell.config, data_dir)
+    return {LIAR_MODEL: LiarBackend(p.task, p.scorer)}
+
+
 def write_index(root: Path, sweep: SweepConfig, states: list[CellState], sharing: dict | None = None) -> None:
     write_json(root / INDEX, {"name": sweep.name or root.name, "seed": sweep.seed,
                               "cells": [s.to_json(root) for s in states], "sharing": sharing or {}})
@@ -122,7 +133,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
               cache: ResponseCache | None = None, progress: Progress | None = None,
               log: Callable[[str], None] | None = None, plan_only: bool = False) -> SweepResult:
     """Run (or, with plan_only, only check) every cell of the sweep into `out`."""
-    from moco.runner import plan, run_experiment
+    from moco.runner import run_experiment
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -152,12 +163,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
                 st.status, st.resumed = "finished", True
                 say(f"{what}: already finished, not recomputed")
                 continue
-            backends = None
-            if c.adversary == "liar":
-                from moco.analysis.adversary import LiarBackend
-
-                p = plan(c.config, data_dir)
-                backends = {LIAR_MODEL: LiarBackend(p.task, p.scorer)}
+            backends = cell_backends(c, data_dir)
             t0 = time.time()
             try:
                 res = run_experiment(c.config, run_dir, data_dir=data_dir, cache=cache, progress=progress,
