@@ -151,18 +151,22 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
         runnable = [s for s in states if s.status == "pending"]
         say(f"{len(states)} cells: {len(runnable)} to run, {len(states) - len(runnable)} incompatible"
             + (" (model-selection cells are chosen when the sweep runs)" if plan_only and sweep.analyses.selection else ""))
-        write_index(root, sweep, states)
         if plan_only:
+            write_index(root, sweep, states)
             return SweepResult(root, states)
+        todo = []
         for i, st in enumerate(runnable, 1):
-            c = st.cell
-            run_dir = root / "cells" / c.dir_name
-            u = c.uses[0]
+            u = st.cell.uses[0]
             what = f"[{i}/{len(runnable)}] {u['label']} on {u['task']} ({u['pool']})"
-            if is_finished(run_dir, c):
+            if is_finished(root / "cells" / st.cell.dir_name, st.cell):
                 st.status, st.resumed = "finished", True
                 say(f"{what}: already finished, not recomputed")
-                continue
+            else:
+                todo.append((what, st))
+        write_index(root, sweep, states)
+        for what, st in todo:
+            c = st.cell
+            run_dir = root / "cells" / c.dir_name
             backends = cell_backends(c, data_dir)
             t0 = time.time()
             try:
