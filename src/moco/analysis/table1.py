@@ -30,6 +30,7 @@ class Value:
     improved: bool = False
     rank: int = 0  # 1 best, 2 second among method rows of the column
     ref: float | None = None  # the best single model on the same tasks (what `improved` compares with)
+    unfinished: list[str] = field(default_factory=list)  # "pending" / "failed": not a reason it cannot run
     reasons: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
 
@@ -112,13 +113,15 @@ def build(col: Collection, analysis: str = "table") -> Table1:
                     if e.ok:
                         scores.append(e.run.score)
                         v.tasks.append(tk)
+                    elif e.status != "incompatible":
+                        v.unfinished.append(e.status)
                     else:
                         reason = e.reason or e.status
                         v.reasons.append(reason)
                         if reason not in reasons:
                             reasons.append(reason)
                 v.value = _mean(scores)
-                v.partial = v.value is not None and bool(v.reasons)
+                v.partial = v.value is not None and bool(v.reasons or v.unfinished)
                 if v.value is not None and all((pool, tk) in best for tk in v.tasks):
                     v.ref = _mean([best[(pool, tk)] for tk in v.tasks])
                     v.improved = v.value > v.ref + EPS
@@ -181,7 +184,7 @@ def _ranks(t: Table1, pool: str) -> None:
 def cell_text(t: Table1, v: Value, markdown: bool = True) -> str:
     if v.value is None:
         if not v.reasons:
-            return ""
+            return sorted(set(v.unfinished))[0] if v.unfinished else ""
         return "/" + "".join(f"^{t.footnote(r)}" for r in sorted(set(v.reasons), key=t.footnote)[:3]) if markdown \
             else "/"
     s = f"{v.value:.3f}" + ("*" if v.partial else "")
