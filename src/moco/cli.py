@@ -1,4 +1,4 @@
-"""`moco` command line: run, validate, list, demo. Errors are one line with exit code 2 (--debug for tracebacks)."""
+"""`moco` command line: run, validate, list, demo, compare, report. Errors are one line with exit code 2 (--debug for tracebacks)."""
 from __future__ import annotations
 
 import logging
@@ -144,7 +144,7 @@ def validate(
 
     p = plan(load_config(config), data_dir)
     for line in describe_plan(p):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print("[green]OK[/]")
 
 
@@ -177,6 +177,74 @@ def demo(
     from moco.demo import run_demo
 
     run_demo(console, out, limit, progress)
+
+
+@app.command()
+def compare(
+    sweep: Path = typer.Argument(..., help="sweep config: methods × model pools × tasks (YAML/JSON)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="sweep directory (default: runs/sweeps/<name>); "
+                                       "re-run the same command to resume"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets"),
+    plan_only: bool = typer.Option(False, "--plan", help="list the cells and which cannot run; load no model"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write report.html and report.md at the end"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
+) -> None:
+    """Run every cell of a sweep (resumable), print the paper's Table 1 and the token sharing ratio."""
+    from moco.analysis import load, run_sweep
+    from moco.analysis.sharing import sharing_line
+    from moco.analysis.sweep_config import load_sweep
+    from moco.analysis.table1 import build, to_markdown
+    from moco.progress import make_progress
+
+    cfg = load_sweep(sweep)
+    root = out or Path.cwd() / "runs" / "sweeps" / (cfg.name or sweep.stem)
+    bar = make_progress(progress)
+    try:
+        res = run_sweep(cfg, root, data_dir=data_dir, progress=bar, plan_only=plan_only,
+                        log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
+    finally:
+        bar.close()
+    if plan_only:
+        for st in res.states:
+            u = st.cell.uses[0]
+            console.print(f"{st.status:12s} {u['label']} on {u['task']} ({u['pool']})"
+                          + (f": {st.reason}" if st.reason else ""), highlight=False, markup=False, soft_wrap=True)
+        return
+    col = load([root])
+    table = to_markdown(build(col))
+    (root / "table1.md").write_text(table)
+    console.print(table, highlight=False, markup=False, soft_wrap=True)
+    console.print(sharing_line(res.sharing), highlight=False, markup=False, soft_wrap=True)
+    if report:
+        from moco.analysis.report import write
+
+        write(col, root / "report.html", root / "report.md", title=f"MoCo sweep: {cfg.name or sweep.stem}",
+              paths=[str(root)], overrides=cfg.param_counts)
+        console.print(f"report: {root / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
+    failed = res.count("failed")
+    console.print(f"sweep directory: {root} ({res.count('finished')} finished, {res.count('incompatible')} "
+                  f"incompatible, {failed} failed)", highlight=False, markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_(
+    paths: list[Path] = typer.Argument(..., help="run directories, sweep directories, or folders of runs"),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", "--md", help="also write markdown (figures as PNG "
+                                            "beside it; default: the HTML path with .md)"),
+    title: str = typer.Option("MoCo report", "--title"),
+    threshold: float = typer.Option(0.5, "--solved-at", help="score at which an item counts as solved (emergence)"),
+) -> None:
+    """A self-contained HTML report (and markdown) with the tables and plots of runs and sweeps."""
+    from moco.analysis import load
+    from moco.analysis.report import write
+
+    col = load(paths)
+    md = markdown or out.with_suffix(".md")
+    secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold)
+    console.print(f"wrote {out} and {md} ({len(secs)} sections, {len(col.runs())} runs)", highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:
