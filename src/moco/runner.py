@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moco.cache import ResponseCache
-from moco.config import ExperimentConfig, ModelSpec, dump_config
+from moco.config import ExperimentConfig, HardwareSettings, ModelSpec, dump_config
 from moco.context import Output, RunContext
 from moco.errors import ConfigError, MocoError
 from moco.methods.registry import MethodInfo, MethodParams, get_method
@@ -48,10 +48,16 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _capabilities(spec: ModelSpec) -> Capabilities:
+def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabilities, str]:
+    """What a model's backend will be able to do, and what to call that backend in a message."""
     if spec.kind == "openai":
-        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded))
-    return KIND_CAPABILITIES[spec.kind]
+        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded)), \
+            "an OpenAI-compatible endpoint"
+    if spec.kind == "hf" and hardware.ray is not None:
+        from moco.models.ray_backend import CAPABILITIES
+
+        return CAPABILITIES, "Ray actors (hardware.ray)"
+    return KIND_CAPABILITIES[spec.kind], f"{spec.kind} backend"
 
 
 def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None) -> Plan:
@@ -90,13 +96,13 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
     method_roles = [h for r, h in roles.items() if r != scorer_role]
     for h in [*pool.handles, *method_roles]:
         if h.spec.model in pool.overrides:
-            caps = pool.overrides[h.spec.model].capabilities
+            caps, where = pool.overrides[h.spec.model].capabilities, "in-memory backend"
         else:
-            caps = _capabilities(h.spec)
+            caps, where = _capabilities(h.spec, cfg.hardware)
         missing = caps.missing(info.needs)
         if missing:
             raise ConfigError(f"method {info.name} needs {', '.join(missing)} from every model; "
-                              f"model '{h.name}' ({h.spec.kind} backend) cannot provide it")
+                              f"model '{h.name}' ({where}) cannot provide it")
     if cfg.hardware.gpu_ids:
         import torch
 
