@@ -258,6 +258,10 @@ class ModelPool:
                 return RESIDENT.backends[key]
             need = self.estimate_gb(handle)
             self._make_room(need, handle.name)
+            if spec.kind == "hf" and self.hardware.ray is not None:  # free Ray CPUs/GPUs for the new actors
+                from moco.models.ray_backend import make_room
+
+                make_room(self.hardware.ray, RESIDENT.backends, RESIDENT.sizes)
             backend = self._load(handle)
             RESIDENT.backends[key] = backend
             RESIDENT.sizes[key] = need

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import OrderedDict
 from typing import Any
 
 from moco.errors import ModelError
@@ -57,8 +59,8 @@ class HFWorker:
         return [r for r in out if r is not None]
 
 
-def connect(address: str | None) -> None:
-    """Join the Ray cluster at `address`, or start a local Ray; once per process."""
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at `address`, or start a local Ray (with `num_cpus`, default all); once per process."""
     try:
         import ray
     except ImportError:
@@ -67,10 +69,48 @@ def connect(address: str | None) -> None:
         return
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 runtime_env={"env_vars": env})
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True, runtime_env={"env_vars": env})
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ModelError(f"cannot reach the Ray cluster at {address or 'local'}: {str(e).splitlines()[0]}") from None
+
+
+def _shortfall(need_cpu: float, need_gpu: float, pool: dict) -> bool:
+    return need_cpu > pool.get("CPU", 0) + 1e-9 or need_gpu > pool.get("GPU", 0) + 1e-9
+
+
+def make_room(settings: Any, resident: "OrderedDict[str, Any]", sizes: dict[str, float],
+              settle_s: float = 15.0) -> None:
+    """Evict this process's least recently used Ray models until `settings.replicas` new actors fit the
+    cluster's free CPUs/GPUs, so a pool with more models than the cluster holds at once never waits forever
+    for resources; an error when even an empty cluster (for us) cannot hold them."""
+    import ray
+
+    connect(settings.address)
+    need_cpu, need_gpu = settings.replicas * settings.num_cpus, settings.replicas * settings.num_gpus
+    total = ray.cluster_resources()
+    if _shortfall(need_cpu, need_gpu, total):
+        raise ModelError(f"hardware.ray: {settings.replicas} replicas need {need_cpu:g} CPUs and {need_gpu:g} GPUs; "
+                         f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs")
+    ours = [k for k, b in resident.items() if isinstance(b, RayHFBackend)]
+    free = ray.available_resources()
+    while _shortfall(need_cpu, need_gpu, free):
+        if not ours:
+            raise ModelError(f"hardware.ray: {settings.replicas} replicas need {need_cpu:g} CPUs and {need_gpu:g} "
+                             f"GPUs; only {free.get('CPU', 0):g} CPUs and {free.get('GPU', 0):g} GPUs of the Ray "
+                             f"cluster are free (other jobs hold the rest)")
+        key = ours.pop(0)
+        old = resident.pop(key)
+        sizes.pop(key, None)
+        log.info("evicting Ray model %s to free its actors", key)
+        expect_cpu = free.get("CPU", 0) + old.replicas * old.num_cpus
+        expect_gpu = free.get("GPU", 0) + old.replicas * old.num_gpus
+        old.close()
+        deadline = time.monotonic() + settle_s  # killed actors return their resources after a moment
+        free = ray.available_resources()
+        while _shortfall(expect_cpu, expect_gpu, free) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            free = ray.available_resources()
 
 
 class RayHFBackend:
@@ -81,11 +121,6 @@ class RayHFBackend:
         import ray
 
         connect(address)
-        total = ray.cluster_resources()
-        need_cpu, need_gpu = replicas * num_cpus, replicas * num_gpus
-        if need_cpu > total.get("CPU", 0) or need_gpu > total.get("GPU", 0):
-            raise ModelError(f"hardware.ray: {replicas} replicas need {need_cpu:g} CPUs and {need_gpu:g} GPUs; the "
-                             f"Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs")
         actor_cls = ray.remote(HFWorker)
         kwargs = {**hf_kwargs, "fingerprint": weights_fingerprint, "device": "cuda:0" if num_gpus else "cpu"}
         self.actors = [actor_cls.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(source, kwargs, int(num_cpus))
@@ -95,7 +130,7 @@ class RayHFBackend:
         except Exception as e:  # the actor's own error (bad model folder...) as one line
             self.close()
             raise ModelError(f"Ray workers could not load '{source}': {_first_line(e)}") from None
-        self.replicas = replicas
+        self.replicas, self.num_cpus, self.num_gpus = replicas, num_cpus, num_gpus
         self.batch_size = int(hf_kwargs.get("batch_size", 16))
         self.load_seconds = max(i["load_seconds"] for i in infos)
         dev = infos[0]["device"].split(":")[0]
