@@ -18,7 +18,7 @@ from moco.context import Output, RunContext
 from moco.errors import ConfigError, MocoError
 from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models.base import Backend, Capabilities
-from moco.models.pool import ModelHandle, ModelPool
+from moco.models.pool import ModelHandle, ModelPool, is_vision_spec
 from moco.progress import Progress
 from moco.rundir import default_run_dir, manifest, write_json, write_jsonl
 from moco.scoring import scorer_for
@@ -50,7 +50,9 @@ class Plan:
 
 def _capabilities(spec: ModelSpec) -> Capabilities:
     if spec.kind == "openai":
-        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded))
+        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded), images=True)
+    if is_vision_spec(spec):
+        return Capabilities(chat=True, seeded=True, images=True)
     return KIND_CAPABILITIES[spec.kind]
 
 

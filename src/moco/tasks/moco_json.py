@@ -15,6 +15,7 @@ from typing import Any
 from moco.errors import DataError
 from moco.tasks import formats
 from moco.tasks.base import DataProblem, Example, Task
+from moco.tasks.image_fields import attach_images
 
 LETTERS = string.ascii_uppercase
 
@@ -46,6 +47,7 @@ def load_moco_json(path: Path, task_type: str | None = None, name: str | None = 
         if not isinstance(rows, list):
             raise DataError(f"{path}: '{split}' must be a list of rows")
         splits[split] = [ex for i, row in enumerate(rows) if (ex := to_example(row, i, split, ttype, problems, prompt_format))]
+        splits[split] = attach_images(splits[split], path.parent, problems)
         dup = [k for k, n in Counter(e.id for e in splits[split]).items() if n > 1]
         if dup:
             problems.append(DataProblem(split, -1, "id", f"{len(dup)} duplicated ids (e.g. {dup[0]!r}); "
