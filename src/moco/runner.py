@@ -56,19 +56,15 @@ def _capabilities(spec: ModelSpec) -> Capabilities:
     return KIND_CAPABILITIES[spec.kind]
 
 
-def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None) -> Plan:
-    """Validate everything that can be checked without loading a model."""
+def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,
+         task: Task | None = None, scorer: Scorer | None = None) -> Plan:
+    """Validate everything that can be checked without loading a model. `task`/`scorer` replace the config's
+    task (e.g. `moco serve`, whose test items are the requests it receives)."""
     info = get_method(cfg.method)
     params = info.parse_params(cfg.params)
-    tinfo = resolve_task(cfg.task.name, data_dir or cfg.task.data_dir)
-    task = tinfo.loader()
-    if cfg.task.task_type:
-        task.task_type = cfg.task.task_type
-    if cfg.task.dev_limit is not None:
-        task.dev = task.dev[: cfg.task.dev_limit]
-    if cfg.task.test_limit is not None:
-        task.test = task.test[: cfg.task.test_limit]
-    scorer = scorer_for(task.task_type, task.name)
+    if task is None:
+        task = load_task(cfg, data_dir)
+    scorer = scorer or scorer_for(task.task_type, task.name)
     n = len(cfg.models)
     if n < info.min_models:
         raise ConfigError(f"method {info.name} needs at least {info.min_models} models, the config has {n}")
@@ -111,6 +107,18 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")
     return p
+
+
+def load_task(cfg: ExperimentConfig, data_dir: str | None = None) -> Task:
+    """The config's task with its type override and split limits applied."""
+    task = resolve_task(cfg.task.name, data_dir or cfg.task.data_dir).loader()
+    if cfg.task.task_type:
+        task.task_type = cfg.task.task_type
+    if cfg.task.dev_limit is not None:
+        task.dev = task.dev[: cfg.task.dev_limit]
+    if cfg.task.test_limit is not None:
+        task.test = task.test[: cfg.task.test_limit]
+    return task
 
 
 @dataclass

@@ -95,8 +95,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             bool(params.ablate_client_counts)
         unparsed = 0
         if need_rank:
-            scores, unparsed = relevance(ctx, test, [c.description for c in clients], params.selection,
-                                         ctx.role("selector") or server, params.encoder)
+            descriptions = [c.description for c in clients]
+            scores, unparsed = relevance(ctx, [ex.input for ex in test], [descriptions] * len(test),
+                                         params.selection, ctx.role("selector") or server, params.encoder)
         else:
             scores = [[0.0] * len(clients) for _ in test]
         ranking = [top_k(s, None) for s in scores]

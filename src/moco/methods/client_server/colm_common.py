@@ -34,9 +34,14 @@ def refine_prompt(question: str, own: str, guidance: str) -> str:
             f"is not. Give your final answer. {FORMAT_NOTE}")
 
 
-def concat_prompt(question: str, answers: Sequence[str]) -> str:
+def answers_block(answers: Sequence[str]) -> str:
+    """The VLM answers as one structured block: what the server sends back to every client."""
+    return "\n".join(f"[Model {i}] {a}" for i, a in enumerate(answers, 1))
+
+
+def concat_prompt(question: str, answers: Sequence[str] | str) -> str:
     """CoLM for VLMs: all answers concatenated into one structured prompt, fed back to each model."""
-    shown = "\n".join(f"[Model {i}] {a}" for i, a in enumerate(answers, 1))
+    shown = answers if isinstance(answers, str) else answers_block(answers)
     return (f"Question:\n{question}\n\nAnswers from several models that looked at the same image:\n{shown}\n\n"
             f"Look at the image again, weigh these answers, and give your final answer. {FORMAT_NOTE}")
 
@@ -57,20 +62,22 @@ def parse_rating(text: str) -> float | None:
 
 
 # ---------------------------------------------------------------------------------- selection
-def relevance(ctx: RunContext, examples: Sequence[Example], descriptions: Sequence[str], how: str,
+def relevance(ctx: RunContext, queries: Sequence[str], candidates: Sequence[Sequence[str]], how: str,
               selector: Any = None, encoder: str = "all-minilm-l6-v2") -> tuple[list[list[float]], int]:
-    """relevance[example][client] and the number of unparsed ratings (how: embedding | llm)."""
+    """out[q][i]: relevance of candidate description i of query q to that query (how: embedding | llm),
+    and the number of ratings that could not be parsed (scored 0). Every rating is one batched call."""
     if how == "embedding":
-        from moco.models.encoder import similarity
+        from moco.models.encoder import embed
 
-        return similarity([ex.input for ex in examples], list(descriptions), encoder), 0
-    calls = [Call(selector, rating_prompt(ex.input, d), ctx.sampling(temperature=0.0, max_new_tokens=8))
-             for ex in examples for d in descriptions]
-    flat = ctx.generate(calls, tag="colm select")
-    k = len(descriptions)
-    parsed = [parse_rating(r.text) for r in flat]
-    scores = [[p if p is not None else 0.0 for p in parsed[j * k:(j + 1) * k]] for j in range(len(examples))]
-    return scores, sum(p is None for p in parsed)
+        texts = list(dict.fromkeys([*queries, *(d for ds in candidates for d in ds)]))
+        vecs = dict(zip(texts, embed(texts, encoder))) if texts else {}
+        return [[float(vecs[q] @ vecs[d]) for d in ds] for q, ds in zip(queries, candidates)], 0
+    calls = [Call(selector, rating_prompt(q, d), ctx.sampling(temperature=0.0, max_new_tokens=8))
+             for q, ds in zip(queries, candidates) for d in ds]
+    flat = iter(ctx.generate(calls, tag="colm select"))
+    parsed = [[parse_rating(next(flat).text) for _ in ds] for ds in candidates]
+    scores = [[p if p is not None else 0.0 for p in row] for row in parsed]
+    return scores, sum(p is None for row in parsed for p in row)
 
 
 def top_k(scores: Sequence[float], k: int | None) -> list[int]:
