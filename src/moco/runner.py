@@ -84,6 +84,7 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
             roles[role] = pool.handle(ref)
     if not info.roles and cfg.roles:
         raise ConfigError(f"roles: method {info.name} uses no roles")
+    pool.check()  # models exist (before asking what they can do)
     for h in [*pool.handles, *roles.values()]:
         if h.spec.model in pool.overrides:
             caps = pool.overrides[h.spec.model].capabilities
@@ -102,7 +103,6 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         bad = [i for i in cfg.hardware.gpu_ids if i >= torch.cuda.device_count()]
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
-    pool.check()
     p = Plan(cfg, info, params, task, scorer, pool, roles)
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")

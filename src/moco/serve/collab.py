@@ -84,6 +84,7 @@ class CollaborationService:
                               generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch)
         self.requests = 0
+        self._streams: bool | None = None
 
     # ------------------------------------------------------------------ requests
     def describe(self) -> dict[str, Any]:
@@ -160,16 +161,15 @@ class CollaborationService:
 
     # ------------------------------------------------------------------ streaming
     def can_stream_tokens(self) -> bool:
-        """Token streaming is a pass-through of one text model answering alone (single_model, one model)."""
-        if self.plan.method.name != "single_model" or len(self.plan.pool.handles) != 1:
-            return False
-        h = self.plan.pool.handles[0]
-        return h.spec.kind == "hf" and h.spec.model not in self.plan.pool.overrides and not self.images_model(h)
+        """Token streaming is a pass-through of one local text model answering alone (single_model)."""
+        if self._streams is None:
+            from moco.models.pool import is_vision_spec
 
-    def images_model(self, handle) -> bool:
-        from moco.models.pool import is_vision_spec
-
-        return is_vision_spec(handle.spec)
+            pool = self.plan.pool
+            h = pool.handles[0]
+            self._streams = (self.plan.method.name == "single_model" and len(pool.handles) == 1 and
+                             h.spec.kind == "hf" and h.spec.model not in pool.overrides and not is_vision_spec(h.spec))
+        return self._streams
 
     def stream_tokens(self, p: Pending) -> Iterator[str]:
         """Text pieces of the single model's answer as they are decoded (not cached, not batched)."""
