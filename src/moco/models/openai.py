@@ -60,8 +60,9 @@ class OpenAIBackend:
                                  transport=self.transport)
 
     # --------------------------------------------------------------- public
-    def check(self) -> None:
-        """Fail fast with one line when the endpoint cannot be reached (before any work starts)."""
+    def check(self) -> httpx.Response:
+        """Fail fast with one line when the endpoint cannot be reached (before any work starts); returns the
+        answer to GET /models."""
 
         async def probe():
             async with self._client() as c:
@@ -75,6 +76,7 @@ class OpenAIBackend:
             raise ModelError(f"endpoint {self.base_url} refused the API key (HTTP {r.status_code})")
         if r.status_code >= 400 and r.status_code != 404:
             raise ModelError(f"endpoint {self.base_url} answered HTTP {r.status_code} to /models")
+        return r
 
     def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
         return chunk_plan(len(requests), self.concurrency * 4)

@@ -8,7 +8,6 @@ questions fill the same sessions in the same order and never wait on each other 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 
 from moco.errors import ModelError
+from moco.models.openai import OpenAIBackend, _run
 
 
 @dataclass
@@ -43,49 +43,26 @@ class Reply:
         return self.error is not None
 
 
-class ColmClient:
-    """Talks to one colm-server (`base_url` like http://127.0.0.1:8000/v1, served model name `model`)."""
+class ColmClient(OpenAIBackend):
+    """Talks to one colm-server (`base_url` like http://127.0.0.1:8000/v1, served model name `model`);
+    connection settings, auth and the reachability check are the OpenAI backend's."""
 
     def __init__(self, base_url: str, model: str = "colm-server", *, token: str | None = None,
                  api_key_env: str | None = None, timeout_s: float = 600.0, concurrency: int = 64,
                  transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        key = token or (os.environ.get(api_key_env) if api_key_env else None)
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.timeout_s = timeout_s
-        self.concurrency = max(1, concurrency)
-        self.transport = transport
+        super().__init__(base_url, model, api_key=token, api_key_env=api_key_env, concurrency=concurrency,
+                         timeout_s=timeout_s, max_retries=0, transport=transport)
 
-    def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout_s,
-                                 transport=self.transport)
-
-    def check(self) -> None:
-        """Fail fast, in one line, when the server is unreachable, refuses the token or serves another model."""
-
-        async def probe():
-            async with self._client() as c:
-                return await c.get("/models", timeout=min(10.0, self.timeout_s))
-
-        from moco.models.openai import _run
-
-        try:
-            r = _run(probe())
-        except httpx.HTTPError as e:
-            raise ModelError(f"colm-server {self.base_url} unreachable: {type(e).__name__}: {e}") from None
-        if r.status_code in (401, 403):
-            raise ModelError(f"colm-server {self.base_url} refused the API key (HTTP {r.status_code})")
-        if r.status_code != 200:
-            raise ModelError(f"colm-server {self.base_url} answered HTTP {r.status_code} to /models")
-        served = [m.get("id") for m in r.json().get("data", [])]
+    def check(self) -> httpx.Response:
+        """Also fail when the server does not serve `model` (e.g. a collaboration server, not a colm-server)."""
+        r = super().check()
+        served = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
         if self.model not in served:
             raise ModelError(f"colm-server {self.base_url} serves {served}, not '{self.model}'")
+        return r
 
     def exchange(self, items: list[Exchange]) -> list[Reply]:
         """Send every item (answers of one round) and return the guidance for each, aligned."""
-        from moco.models.openai import _run
-
         return _run(self._all(items))
 
     async def _all(self, items: list[Exchange]) -> list[Reply]:
