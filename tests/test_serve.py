@@ -9,7 +9,7 @@ import openai
 import pytest
 import yaml
 
-from serve_util import served
+from serve_util import moco_env, served
 
 TOKEN = "test-token-123"
 
@@ -137,3 +137,24 @@ def test_single_model_streams_tokens(tmp_path, tiny_models):
         assert "".join(pieces).strip() == whole.choices[0].message.content  # greedy: the same answer
         info = httpx.get(f"{url}/moco/info").json()
         assert info["streaming"] == "tokens"
+
+
+@pytest.mark.smollm
+def test_embedded_model_served_and_batched(tmp_path, smollm_dir):
+    """The real SmolLM2 behind `moco serve`: right answers, concurrent requests share batches."""
+    cfg = write(tmp_path, "smol.yaml", {"method": "single_model", "models": ["smollm2-135m-instruct"], "name": "smol",
+                                        "generation": {"max_new_tokens": 16, "temperature": 0.0}})
+    env = moco_env(MOCO_CACHE_DIR=str(smollm_dir.parent.parent))  # where the fixture converted the model
+    with served(cfg, "--batch-window-ms", "100", env=env) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", timeout=300)
+        qs = ["What is the capital of France?", "What is the capital of Italy?", "What is the capital of Spain?"]
+
+        def ask(q):
+            return client.chat.completions.create(model="smol", messages=[{"role": "user", "content": q}])
+
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(ask, qs))
+        assert "Paris" in answers[0].choices[0].message.content  # a 135M model: only this one is reliable
+        assert all(a.choices[0].message.content and a.usage.completion_tokens > 0 for a in answers)
+        stats = httpx.get(f"{url}/moco/info").json()
+        assert stats["batching"]["largest_batch"] >= 2 and stats["streaming"] == "tokens"
