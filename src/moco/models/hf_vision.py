@@ -139,10 +139,9 @@ class HFVisionBackend:
         import torch
 
         texts = [self.render(r) for r in reqs]
-        images = [load_image(ref) for r in reqs for ref in r.images]
         kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
-        if images:
-            kwargs["images"] = images
+        if any(r.images for r in reqs):  # one list per row: the form every processor accepts for batches
+            kwargs["images"] = [[load_image(ref) for ref in r.images] for r in reqs]
         inputs = self.processor(**kwargs).to(self.model.device)
         gen: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
                                "eos_token_id": self.eos_ids, "do_sample": not sampling.greedy}
