@@ -7,9 +7,11 @@ the ratio 16 vs 1 (target >= 3x: concurrent requests are micro-batched into shar
 With --unbatched it also runs 16 clients against a server with --max-batch 1, to show that the gain
 comes from batching and not from overlapping HTTP.
 
-    python benchmarks/serve_throughput.py [--max-tokens 32] [--requests-per-client 3] [--unbatched]
+    python benchmarks/serve_throughput.py [--max-tokens 32] [--requests-per-client 3] [--unbatched] [--threads N]
 
 The machine's load average is printed before and after: on a shared machine, compare runs with similar load.
+On an oversubscribed machine, `--threads 1` (OMP_NUM_THREADS for the server) avoids the collapse of
+multi-threaded CPU kernels that wait on each other's threads.
 """
 from __future__ import annotations
 
@@ -35,11 +37,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+THREADS: dict[str, str] = {}
+
+
 def start(config: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **THREADS)
     proc = subprocess.Popen([sys.executable, "-m", "moco", "serve", str(config), "--port", str(port), *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -83,7 +88,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--requests-per-client", type=int, default=3, help="at 4 and 16 clients (1 client sends 3x as many)")
     ap.add_argument("--unbatched", action="store_true", help="also measure 16 clients with --max-batch 1")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads of the server (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        THREADS.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     import httpx
 
     from moco.models import builtin
@@ -93,7 +101,8 @@ def main() -> None:
     cfg.write_text("method: single_model\nname: bench\nmodels: [smollm2-135m-instruct]\n"
                    f"generation: {{max_new_tokens: {args.max_tokens}, temperature: 0.0, batch_size: 32}}\n")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-    print(f"workload: single_model smollm2-135m-instruct, greedy, max_tokens {args.max_tokens}, no response cache")
+    print(f"workload: single_model smollm2-135m-instruct, greedy, max_tokens {args.max_tokens}, no response cache, "
+          f"server threads: {args.threads or 'default'}")
     rows = []
     proc, url = start(cfg, "--batch-window-ms", "5", "--max-batch", "32")
     try:

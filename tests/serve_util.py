@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 def moco_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "MOCO_SERVE_TOKEN"}  # tests say when they want a token
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
     return env
