@@ -22,13 +22,13 @@ from typing import Any
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
 from moco.context import Call, RunContext
-from moco.errors import ConfigError, MocoError
-from moco.runner import load_task, plan
-from moco.scoring import scorer_for
+from moco.errors import MocoError
+from moco.runner import plan
 from moco.serve.batcher import MicroBatcher
 from moco.serve.protocol import ApiError, ChatRequest, completion
-from moco.serve.served_task import TextScorer, example_of, sampling_key
+from moco.serve.served_task import example_of, sampling_key
 from moco.tasks.base import Example, Task
+from moco.tasks.registry import load_task
 from moco.trace import CallRecorder
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,9 @@ class CollaborationService:
                  cache: ResponseCache, data_dir: str | None = None, window_ms: float = 5.0, max_batch: int = 32,
                  log_dir: Path | None = None, backends: dict[str, Any] | None = None):
         self.cfg = cfg
-        base = load_task(cfg, data_dir) if has_task else Task("served", "generation", [], [])
-        try:
-            scorer = scorer_for(base.task_type, base.name)
-        except ConfigError:
-            scorer = TextScorer()
-        self.plan = plan(cfg, data_dir, backends, task=base, scorer=scorer)
+        base = load_task(cfg.task, data_dir) if has_task else Task("served", "generation", [], [], generation_only=True)
+        self.plan = plan(cfg, data_dir, backends, task=base)
+        scorer = self.plan.scorer
         self.base_task = base
         self.name = name or cfg.name or f"moco-{self.plan.method.name}"
         self.max_new_tokens_cap = cfg.generation.max_new_tokens
@@ -139,7 +136,7 @@ class CollaborationService:
         ctx, p0 = self.ctx, items[0]
         examples = [dataclasses.replace(p.example, index=i) for i, p in enumerate(items)]
         b = self.base_task
-        ctx.task = Task(b.name, b.task_type, b.dev, examples, b.domain, b.description, b.source)
+        ctx.task = dataclasses.replace(b, test=examples)
         ctx.generation = self.cfg.generation.model_copy(
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
         ctx.extra_metrics = {}

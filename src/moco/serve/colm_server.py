@@ -42,7 +42,6 @@ from moco.methods.registry import get_method
 from moco.runner import plan
 from moco.serve.batcher import MicroBatcher
 from moco.serve.protocol import ApiError, ChatRequest, completion
-from moco.serve.served_task import TextScorer
 from moco.tasks.base import Task
 from moco.trace import CallRecorder
 
@@ -112,9 +111,9 @@ class ColmServer:
         self.ctx: RunContext | None = None
         self.server = None
         if self.aggregation == "synthesize":
-            task = Task("colm-server", "generation", [], [])
-            scorer = TextScorer()
-            p = plan(cfg, None, backends, task=task, scorer=scorer)
+            task = Task("colm-server", "generation", [], [], generation_only=True)
+            p = plan(cfg, None, backends, task=task)
+            scorer = p.scorer
             self.server = p.roles.get("server") or p.pool.handles[0]
             self.selector = p.roles.get("selector") or self.server
             if log_dir is not None:

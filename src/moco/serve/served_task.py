@@ -7,10 +7,8 @@ The original messages stay in `meta["messages"]`; image parts become `Example.im
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import Any
 
-from moco.scoring.base import ScoreResult
 from moco.serve.protocol import ApiError, ChatMessage
 from moco.tasks.base import Example
 
@@ -33,25 +31,6 @@ def example_of(messages: list[ChatMessage], index: int) -> Example:
     images = tuple(url for m in messages for url in m.images())
     return Example(id=f"req-{next(_IDS)}", index=index, split="test", prompt=prompt, input=prompt, answer=None,
                    meta={"messages": [m.model_dump(exclude_none=True) for m in messages]}, images=images)
-
-
-@dataclass
-class TextScorer:
-    """Scorer of a generation-only pseudo-task: nothing to score; `extract` compares normalised texts, so
-    methods that vote or check agreement still run."""
-
-    name: str = "none"
-    metric: str = "none"
-
-    def extract(self, example: Example, response: str) -> str | None:
-        text = " ".join((response or "").lower().split())
-        return text or None
-
-    def score(self, example: Example, response: str) -> ScoreResult:
-        return ScoreResult(0.0, self.extract(example, response))
-
-    def score_answer(self, example: Example, answer: str | None) -> ScoreResult:
-        return ScoreResult(0.0, answer)
 
 
 def sampling_key(max_new_tokens: int, temperature: float, top_p: float) -> tuple[Any, ...]:

@@ -60,24 +60,34 @@ def _mc(question: str, correct: str, options: list[str], rng: random.Random, slo
     return {"question": question, "choices": dict(zip(LETTERS, opts)), "answer": LETTERS[slot]}
 
 
+def _item(kind: str, slot: int, rng: random.Random):
+    if kind == "count":
+        n = rng.randint(1, 4)
+        items = [(rng.choice(SHAPES), rng.choice(list(COLOURS))) for _ in range(n)]
+        row = _mc("How many shapes are in the image?", str(n), ["1", "2", "3", "4"], rng, slot)
+    else:
+        shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+        items = [(shape, colour)]
+        if kind == "colour":
+            row = _mc("What colour is the shape in the image?", colour, list(COLOURS), rng, slot)
+        else:
+            row = _mc("Which shape is drawn in the image?", shape, list(SHAPES), rng, slot)
+    return row, _render(items, rng)
+
+
 def make_rows(rng: random.Random) -> list[tuple[dict, object]]:
-    rows = []
+    """Distinct items: the same question, options and picture never appear twice (no dev/test leak)."""
+    rows, seen = [], set()
     for i in range(N_DEV + N_TEST):
         kind = ("colour", "shape", "count")[i % 3]
         slot = (i // 3) % 4  # gold letters cycle through A-D within each kind
-        if kind == "count":
-            n = rng.randint(1, 4)
-            items = [(rng.choice(SHAPES), rng.choice(list(COLOURS))) for _ in range(n)]
-            row = _mc("How many shapes are in the image?", str(n), ["1", "2", "3", "4"], rng, slot)
-        else:
-            shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-            items = [(shape, colour)]
-            if kind == "colour":
-                row = _mc("What colour is the shape in the image?", colour, list(COLOURS), rng, slot)
-            else:
-                row = _mc("Which shape is drawn in the image?", shape, list(SHAPES), rng, slot)
-        row = {"id": f"shapes-{i:03d}", **row, "kind": kind}
-        rows.append((row, _render(items, rng)))
+        while True:
+            row, img = _item(kind, slot, rng)
+            key = (row["question"], tuple(row["choices"].items()), img.tobytes())
+            if key not in seen:
+                seen.add(key)
+                break
+        rows.append(({"id": f"shapes-{i:03d}", **row, "kind": kind}, img))
     return rows
 
 
