@@ -110,26 +110,29 @@ def data_fetch(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for the MoCo JSON files (default: $MOCO_CACHE_DIR/data)"),
     force: bool = typer.Option(False, "--force", help="rebuild even if the file exists"),
 ) -> None:
-    """Build MoCo JSON files from the original public Hugging Face datasets (pinned revisions, 1k samples)."""
+    """Build MoCo JSON files from the original public sources (pinned revisions, 1k samples)."""
     from moco.tasks import fetch
 
-    for name in (list(fetch.SOURCES) if names == ["all"] else names):
+    for name in (fetch.fetchable() if names == ["all"] else names):
         path = fetch.fetch_dataset(name, out, force=force)
         console.print(f"{name}: {path}", highlight=False)
 
 
 @data_app.command("sources")
 def data_sources() -> None:
-    """Which datasets `moco data fetch` can build, from which Hugging Face dataset and revision."""
+    """Which datasets `moco data fetch` can get, from which source and revision."""
     from rich.table import Table
 
-    from moco.tasks import fetch
+    from moco.tasks import fetch, fetch_reference
 
     t = Table(title="fetchable datasets")
-    for c in ("name", "hub dataset", "config", "revision", "dev / test"):
+    for c in ("name", "source", "config", "revision", "dev / test"):
         t.add_column(c)
     for name, src in fetch.SOURCES.items():
-        t.add_row(name, src.repo, src.config or "", src.revision, f"{src.dev_size} / {src.test_size}")
+        t.add_row(name, f"hub: {src.repo}", src.config or "", src.revision, f"{src.dev_size} / {src.test_size}")
+    for name in fetch_reference.NAMES:
+        t.add_row(name, f"github: {fetch_reference.REPO}", f"data/{name}.json",
+                  fetch_reference.BRANCH, "as published")
     console.print(t)
 
 
