@@ -84,6 +84,20 @@ def _source(spec: ModelSpec) -> str:
     return os.path.expanduser(spec.model)
 
 
+def on_ray(spec: ModelSpec, hardware: HardwareSettings) -> bool:
+    """A text Hugging Face model served by Ray actors (hardware.ray); vision models stay in this process."""
+    return spec.kind == "hf" and hardware.ray is not None and not is_vision_spec(spec)
+
+
+def is_vision_spec(spec: ModelSpec) -> bool:
+    """A Hugging Face model with a vision tower (read from its config; embedded models are text-only)."""
+    if spec.kind != "hf" or builtin.is_embedded(spec.model):
+        return False
+    from moco.models.hf_vision import is_vision_source
+
+    return is_vision_source(os.path.expanduser(spec.model), spec.revision, spec.trust_remote_code)
+
+
 def _weights_fingerprint(spec: ModelSpec) -> str:
     from moco.models.hf import folder_fingerprint, hub_fingerprint
 
@@ -191,7 +205,7 @@ class ModelPool:
         """Weights of a Hugging Face model in the dtype it will be loaded in (0 for other kinds, Ray actors,
         and an embedded model not converted yet when `convert` is False)."""
         spec = handle.spec
-        if spec.kind != "hf" or spec.model in self.overrides or self.hardware.ray is not None:
+        if spec.kind != "hf" or spec.model in self.overrides or on_ray(spec, self.hardware):
             return 0.0
         from moco.models.memory import estimate_gb, local_snapshot
         from moco.models.placement import dtype_name, pick_device
@@ -233,7 +247,7 @@ class ModelPool:
         if key not in self._fingerprints:
             if handle.spec.model in self.overrides:
                 fp = self.overrides[handle.spec.model].fingerprint
-            elif handle.spec.kind == "hf" and self.hardware.ray is None:
+            elif handle.spec.kind == "hf" and not on_ray(handle.spec, self.hardware):
                 from moco.models.placement import dtype_name, pick_device
 
                 dev = pick_device(self.device_for(handle))
@@ -250,7 +264,7 @@ class ModelPool:
         if spec.model in self.overrides:
             return self.overrides[spec.model]
         key = handle.backend_key + f"|{self.device_for(handle)}|{self.generation.batch_size}"
-        if spec.kind == "hf" and self.hardware.ray is not None:
+        if on_ray(spec, self.hardware):
             key += "|ray:" + self.hardware.ray.model_dump_json()
         with RESIDENT.lock:
             if key in RESIDENT.backends:
@@ -258,7 +272,7 @@ class ModelPool:
                 return RESIDENT.backends[key]
             need = self.estimate_gb(handle)
             self._make_room(need, handle.name)
-            if spec.kind == "hf" and self.hardware.ray is not None:  # free Ray CPUs/GPUs for the new actors
+            if on_ray(spec, self.hardware):  # free Ray CPUs/GPUs for the new actors
                 from moco.models.ray_backend import make_room
 
                 make_room(self.hardware.ray, RESIDENT.backends, RESIDENT.sizes)
@@ -299,7 +313,7 @@ class ModelPool:
         hf_kwargs = dict(dtype=spec.dtype, revision=spec.revision, adapter=spec.adapter,
                          batch_size=self.generation.batch_size, trust_remote_code=spec.trust_remote_code)
         ray = self.hardware.ray
-        if ray is not None:
+        if on_ray(spec, self.hardware):
             from moco.models.ray_backend import RayHFBackend
 
             return RayHFBackend(_source(spec), weights_fingerprint=_weights_fingerprint(spec), hf_kwargs=hf_kwargs,
@@ -308,6 +322,12 @@ class ModelPool:
         from moco.models.hf import HFBackend
 
         device = self.device_for(handle)
+        if is_vision_spec(spec):
+            from moco.models.hf_vision import HFVisionBackend
+
+            return HFVisionBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, dtype=spec.dtype,
+                                   revision=spec.revision, adapter=spec.adapter, batch_size=self.generation.batch_size,
+                                   trust_remote_code=spec.trust_remote_code)
         if self.generation.big_model_mode and self.hardware.gpu_ids:
             from moco.models.placement import big_model_kwargs
 
