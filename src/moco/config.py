@@ -60,7 +60,8 @@ class EndpointSpec(StrictModel):
     base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
     model: str | None = Field(None, description="served model name; default: the spec's `model`")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    concurrency: int = Field(8, ge=1, le=1024)
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight to this base_url, shared by "
+                                                          "every model served there (multi-LoRA)")
     timeout_s: float = Field(120.0, gt=0, le=86400)
     max_retries: int = Field(4, ge=0, le=20)
     seeded: bool = Field(False, description="the server honours per-request seeds (vLLM does)")
