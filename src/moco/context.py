@@ -70,6 +70,8 @@ class Output:
 
 
 class RunContext:
+    overlap_remote = True  # remote backends of one generate call run concurrently (False: one after the other)
+
     def __init__(self, *, pool: ModelPool, task: Task, scorer: Scorer, cache: ResponseCache,
                  recorder: CallRecorder, generation: GenerationSettings, seed: int = 0,
                  artifacts_dir: Path | None = None, progress: Progress | None = None,
@@ -179,7 +181,7 @@ class RunContext:
                               done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
 
         remote = [j for j in jobs if getattr(self.pool.backend(handles[where[j[0]][0]]), "remote", False)]
-        if remote and len(jobs) > 1:  # remote engines decode at the same time as each other and local models
+        if remote and len(jobs) > 1 and self.overlap_remote:  # remote engines decode at the same time as each other and local models
             with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
                 futures = [ex.submit(run, j) for j in remote]
                 for j in jobs:
