@@ -2,6 +2,8 @@
 which GPU each model of a pool lands on. (No GPU here: these test the decisions, not CUDA itself.)"""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -97,3 +99,35 @@ def test_models_spread_over_gpus_and_dtype_per_gpu(fake_gpus, tiny_models):
     assert devices == ["cuda:0", "cuda:2", "cuda:0", "cuda:0", "cuda:3"]  # distinct weights round-robin
     fps = [pool.fingerprint(h).split("|", 1)[1] for h in pool.handles]
     assert fps == ["bfloat16|cuda", "float16|cuda", "bfloat16|cuda", "bfloat16|cuda", "float16|cuda"]
+
+
+@pytest.mark.parametrize("where, extra", [
+    ("an OpenAI-compatible endpoint", {"endpoint": {"base_url": "http://127.0.0.1:9/v1"}}),
+    ("Ray actors (hardware.ray)", {}),
+])
+def test_methods_needing_logits_are_refused_on_chat_apis_and_ray_before_loading(where, extra, tiny_models, tiny_task):
+    from moco.config import parse_config
+    from moco.errors import ConfigError
+    from moco.context import Output
+    from moco.methods.registry import _REGISTRY, MethodParams, method
+    from moco.models.base import Capabilities
+    from moco.runner import plan
+
+    class _P(MethodParams):
+        pass
+
+    @method("_test_fusion_needs_logits", params=_P, level="logit", summary="test only",
+            needs=Capabilities(chat=True, logits=True))
+    def _fusion(ctx, params):  # pragma: no cover - plan() refuses it
+        return [Output("") for _ in ctx.test]
+
+    try:
+        cfg = {"method": "_test_fusion_needs_logits", "task": {"name": str(tiny_task)},
+               "models": [{"model": str(tiny_models[0]), "name": "m", **extra}]}
+        if not extra:
+            cfg["hardware"] = {"ray": {"replicas": 2}}
+        with pytest.raises(ConfigError, match=re.escape(f"needs logits from every model; model 'm' ({where}) cannot")):
+            plan(parse_config(cfg))
+        plan(parse_config({**cfg, "models": [{"model": str(tiny_models[0]), "name": "m"}], "hardware": {}}))
+    finally:
+        _REGISTRY.pop("_test_fusion_needs_logits", None)
