@@ -174,3 +174,26 @@ def test_hub_model_over_budget_is_refused_at_validate_without_loading(tiny_model
             pool.backend(0)
     assert loads == {}  # nothing was ever loaded
     assert ModelPool(_specs("someorg/tiny"), HardwareSettings(memory_budget_gb=size * 2)).check() is None
+
+
+def test_one_generate_call_over_more_models_than_fit_loads_each_once(tiny_models, loads, tiny_task):
+    """The remote/local split of a generate call is decided from the specs: nothing is loaded ahead of its turn,
+    so under a one-model budget each model of the call is loaded exactly once."""
+    from moco.cache import NullCache
+    from moco.config import parse_config
+    from moco.context import Call, RunContext
+    from moco.runner import plan
+    from moco.trace import CallRecorder
+
+    a, b = str(tiny_models[0]), str(tiny_models[1])
+    cfg = parse_config({"method": "single_model", "task": {"name": str(tiny_task)},
+                        "models": [{"model": a, "name": "a"}, {"model": b, "name": "b"}],
+                        "hardware": {"memory_budget_gb": 1.5 * _size_gb(tiny_models[0])},
+                        "generation": {"max_new_tokens": 2}})
+    p = plan(cfg)
+    assert not p.pool.is_remote(p.pool.handle("a"))
+    ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=NullCache(), recorder=CallRecorder(None),
+                     generation=cfg.generation)
+    out = ctx.generate([Call("a", "x"), Call("b", "y"), Call("a", "z")])
+    assert [r.model for r in out] == ["a", "b", "a"]
+    assert loads == {a: 1, b: 1}

@@ -180,7 +180,7 @@ class RunContext:
             self._run_backend(keys, {k: (handles[where[k][0]], prepared[where[k][0]][1]) for k in keys},
                               done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
 
-        remote = [j for j in jobs if getattr(self.pool.backend(handles[where[j[0]][0]]), "remote", False)]
+        remote = [j for j in jobs if self.pool.is_remote(handles[where[j[0]][0]])]
         if remote and len(jobs) > 1 and self.overlap_remote:  # remote engines decode at the same time as each other and local models
             with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
                 futures = [ex.submit(run, j) for j in remote]

@@ -201,6 +201,14 @@ class ModelPool:
                 if budget is not None:
                     _within_budget(h.name, self.estimate_gb(h, convert=False), budget)
 
+    def is_remote(self, handle: ModelHandle) -> bool:
+        """Its backend waits on other processes (an endpoint, Ray actors), so it can run in a thread while local
+        models decode; decided from the spec, without loading anything."""
+        spec = handle.spec
+        if spec.model in self.overrides:
+            return bool(getattr(self.overrides[spec.model], "remote", False))
+        return spec.kind == "openai" or on_ray(spec, self.hardware)
+
     def estimate_gb(self, handle: ModelHandle, convert: bool = True) -> float:
         """Weights of a Hugging Face model in the dtype it will be loaded in (0 for other kinds, Ray actors,
         and an embedded model not converted yet when `convert` is False)."""

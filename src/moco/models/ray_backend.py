@@ -136,6 +136,7 @@ class RayHFBackend:
         dev = infos[0]["device"].split(":")[0]
         self.fingerprint = f"{weights_fingerprint}|{infos[0]['dtype']}|{dev}"
         self.capabilities = CAPABILITIES
+        self.remote = True  # waits on the actors: RunContext.generate overlaps it with other backends
 
     def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
         """The actors' length-sorted batches, `replicas` at a time (one super-batch keeps every actor busy)."""
