@@ -10,25 +10,18 @@ The reference implementation's key `round` counts all rounds including the first
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
 from moco.methods.text.majority_vote import plurality
-
-
-def _from_total_rounds(v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool):
-        if v < 1:
-            raise ValueError("round must be >= 1 (it counts the first, independent answer)")
-        return v - 1
-    return v
+from moco.methods.text.shared import from_total_rounds
 
 
 class Params(MethodParams):
-    reference_keys = {"round": ("rounds", _from_total_rounds)}
+    reference_keys = {"round": ("rounds", from_total_rounds)}
 
     rounds: int = Field(2, ge=0, le=20, description="revision rounds after the first answers "
                         "(reference key `round` = rounds + 1)")

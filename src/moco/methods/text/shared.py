@@ -1,0 +1,77 @@
+"""Building blocks shared by text-level methods: who plays a role, per-model slices of a batched call,
+what a model sees (so training data matches inference), and gold completions in the task's answer format."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from moco.config import ModelSpec
+from moco.context import RunContext
+from moco.errors import ConfigError
+from moco.models.base import Message
+from moco.models.pool import ModelHandle, check_spec
+from moco.tasks import formats
+from moco.tasks.base import Example
+
+T = TypeVar("T")
+
+
+def from_total_rounds(v: Any) -> Any:
+    """Reference round counts include the first, independent answer: `round: 3` = 2 revision rounds."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise ValueError("round must be >= 1 (it counts the first, independent answer)")
+        return v - 1
+    return v
+
+
+def pick_model(ctx: RunContext, ref: int | str | None, role: str) -> ModelHandle:
+    """The model for `role`: `ref` if given (a pool index or name; any other string is loaded as a model id,
+    e.g. the reference's `ranker_model_name`), else the model bound to the role in the config, else the
+    model with the best dev score."""
+    if ref is not None:
+        try:
+            return ctx.model(ref)
+        except ConfigError:
+            if not isinstance(ref, str):
+                raise
+            spec = ModelSpec(model=ref)
+            check_spec(spec)
+            return ctx.add_model(ref, spec)
+    return ctx.role(role) or ctx.dev_best()
+
+
+def per_model(flat: Sequence[T], n_examples: int) -> list[list[T]]:
+    """Cut a flat model-major result list into out[model][example]."""
+    return [list(flat[i:i + n_examples]) for i in range(0, len(flat), n_examples)]
+
+
+def seen_messages(handle: ModelHandle, prompt: str) -> list[Message]:
+    """The messages a model receives for `prompt` (its role prompt as a system message, as `ctx.generate`
+    sends it): training data built with this matches what the trained model is asked at test time."""
+    msgs: list[Message] = [("user", prompt)]
+    if handle.role_prompt:
+        msgs.insert(0, ("system", handle.role_prompt))
+    return msgs
+
+
+def gold_completion(ex: Example) -> str | None:
+    """The gold answer written the way the task's prompt asks for it (None when the task has no gold).
+    Multiple choice: "The answer is (X)." when options are shown, else the option's text; exact match:
+    \\boxed{gold}; other tasks: the reference output."""
+    if ex.answer is None:
+        return None
+    if ex.choices:
+        text = ex.choices.get(ex.answer, "")
+        if formats.MC_INSTRUCTION in ex.prompt:
+            return f"The answer is ({ex.answer}) {text}".rstrip() + "."
+        return f"{text}."
+    if formats.EXACT_INSTRUCTION in ex.prompt or formats.SHORT_INSTRUCTION in ex.prompt:
+        return f"\\boxed{{{ex.answer}}}"
+    return str(ex.answer)
+
+
+def numbered(texts: Sequence[str], label: str) -> str:
+    """'<label> 1:\\n...\\n\\n<label> 2:\\n...' — how several responses are shown to one model."""
+    return "\n\n".join(f"{label} {i}:\n{t.strip()}" for i, t in enumerate(texts, 1))
+
