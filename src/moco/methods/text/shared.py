@@ -25,20 +25,25 @@ def from_total_rounds(v: Any) -> Any:
     return v
 
 
-def pick_model(ctx: RunContext, ref: int | str | None, role: str) -> ModelHandle:
+def pick_model(ctx: RunContext, ref: int | str | None, role: str, device: str | None = None) -> ModelHandle:
     """The model for `role`: `ref` if given (a pool index or name; any other string is loaded as a model id,
-    e.g. the reference's `ranker_model_name`), else the model bound to the role in the config, else the
-    model with the best dev score."""
+    e.g. the reference's `ranker_model_name`, on `device` if given), else the model bound to the role in the
+    config, else the model with the best dev score."""
     if ref is not None:
         try:
-            return ctx.model(ref)
+            handle = ctx.model(ref)
         except ConfigError:
             if not isinstance(ref, str):
                 raise
-            spec = ModelSpec(model=ref)
+            spec = ModelSpec(model=ref, device=device)
             check_spec(spec)
             return ctx.add_model(ref, spec)
-    return ctx.role(role) or ctx.dev_best()
+    else:
+        handle = ctx.role(role) or ctx.dev_best()
+    if device is not None and handle.spec.device != device:
+        raise ConfigError(f"{role}: a device applies only to a model given by id, not to '{handle.name}' "
+                          "(pool models are placed by hardware.gpu_ids or their own `device`)")
+    return handle
 
 
 def per_model(flat: Sequence[T], n_examples: int) -> list[list[T]]:
