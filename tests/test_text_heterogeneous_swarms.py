@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from helpers import letter_for, scripted_config
-from moco.context import RunContext
 from moco.methods.text.heterogeneous_swarms import Graph, decode, top_p_choice
 from moco.models.scripted import ScriptedBackend
 from moco.runner import run_experiment
-from text_agents import wrong
+from text_agents import wrong, record_generate
 
 
 def node(name: str) -> ScriptedBackend:
@@ -64,15 +63,7 @@ def test_decode_is_seeded_pure_and_gives_in_trees():
 
 @pytest.fixture
 def spy(monkeypatch):
-    seen = []
-    orig = RunContext.generate
-
-    def generate(self, calls, tag=""):
-        seen.append((tag, [c.model.name for c in calls]))
-        return orig(self, calls, tag)
-
-    monkeypatch.setattr(RunContext, "generate", generate)
-    return seen
+    return record_generate(monkeypatch)
 
 
 def expected_score(graph: dict) -> float:

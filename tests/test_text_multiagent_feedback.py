@@ -6,10 +6,9 @@ import re
 import pytest
 
 from helpers import scripted_config
-from moco.context import RunContext
 from moco.methods.text.multiagent_feedback import givers
 from moco.runner import run_experiment
-from text_agents import agent, backends
+from text_agents import agent, backends, record_generate
 
 
 def _feedback_reply(name):
@@ -21,16 +20,7 @@ def _feedback_reply(name):
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Every ctx.generate call as (tag, number of calls)."""
-    seen = []
-    orig = RunContext.generate
-
-    def generate(self, calls, tag=""):
-        seen.append((tag, len(calls)))
-        return orig(self, calls, tag)
-
-    monkeypatch.setattr(RunContext, "generate", generate)
-    return seen
+    return record_generate(monkeypatch)
 
 
 def test_feedback_who_reviewed_whom_and_what_each_refined_on(tiny_task, cache, tmp_path, spy):
@@ -65,7 +55,7 @@ def test_feedback_who_reviewed_whom_and_what_each_refined_on(tiny_task, cache, t
     # one batched call per step: answers, feedback 1, refine 1, feedback 2, refine 2, summary (+ dev answers)
     tags = [t for t, _ in spy]
     assert tags == ["answer", "answer", "feedback 1", "refine 1", "feedback 2", "refine 2", "summary"]
-    assert dict(spy)["feedback 1"] == 4 * 2 * n_test
+    assert len(dict(spy)["feedback 1"]) == 4 * 2 * n_test
     assert res.predictions[0]["trace"]["summarizer"] == "b"  # dev-best
     summaries = agents["b"].received("Answers from a team of agents")
     assert len(summaries) == n_test and all(f"{n}:r2" in c.prompt for c in summaries for n in names)

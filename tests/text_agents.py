@@ -34,3 +34,18 @@ def agent(name: str, correct: bool, extra: Callable[[str], str | None] | None = 
 
 def backends(agents: dict[str, ScriptedBackend]) -> dict[str, ScriptedBackend]:
     return {f"scripted:{n}": b for n, b in agents.items()}
+
+
+def record_generate(monkeypatch) -> list[tuple[str, list[str]]]:
+    """Spy on RunContext.generate: every batched call as (tag, [model name of each call])."""
+    from moco.context import RunContext
+
+    seen: list[tuple[str, list[str]]] = []
+    orig = RunContext.generate
+
+    def generate(self, calls, tag=""):
+        seen.append((tag, [self.model(c.model).name for c in calls]))
+        return orig(self, calls, tag)
+
+    monkeypatch.setattr(RunContext, "generate", generate)
+    return seen
