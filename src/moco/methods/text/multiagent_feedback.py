@@ -21,9 +21,7 @@ from pydantic import Field
 
 from moco.context import Call, Output, Response, RunContext
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.majority_vote import plurality
-from moco.methods.text.multiagent_refine import summary_prompt
-from moco.methods.text.shared import from_total_rounds, per_model, pick_model
+from moco.methods.text.shared import conclude, from_total_rounds, per_model, pick_model
 
 
 class Params(MethodParams):
@@ -93,21 +91,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                 for j in range(n):
                     log[j][m.index].append({"output": current[m.index][j].text,
                                             "feedback": [{"from": g, "text": t} for g, t in received.get((m.index, j), [])]})
-        outputs: list[Output] = []
-        if summarizer is not None:
-            prompts = [summary_prompt(ex.prompt, [current[m.index][j].text for m in models if not current[m.index][j].failed])
-                       for j, ex in enumerate(test)]
-            finals = ctx.ask(summarizer, prompts, tag="summary")
-            for j, fr in enumerate(finals):
-                outputs.append(Output(fr.text, failed=fr.failed, trace=_trace(models, log[j], summarizer.name)))
-        else:
-            rank = list(range(len(models)))
-            for j, ex in enumerate(test):
-                votes = [ctx.scorer.extract(ex, current[m.index][j].text) for m in models]
-                winner, _ = plurality(votes, "model-order", rank, ctx.rng)
-                text = next((current[i][j].text for i, v in enumerate(votes) if v == winner and winner), "")
-                outputs.append(Output(text, answer=winner, use_answer=True,
-                                      trace={**_trace(models, log[j], None), "votes": dict(zip([m.name for m in models], votes))}))
+        outputs = conclude(ctx, models, current, summarizer)
+        for j, o in enumerate(outputs):
+            o.trace = {**_trace(models, log[j], summarizer.name if summarizer else None), **o.trace}
     return outputs
 
 

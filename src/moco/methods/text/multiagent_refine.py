@@ -16,8 +16,7 @@ from pydantic import Field
 
 from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.majority_vote import plurality
-from moco.methods.text.shared import from_total_rounds
+from moco.methods.text.shared import conclude, from_total_rounds
 
 
 class Params(MethodParams):
@@ -35,13 +34,6 @@ def refine_prompt(question: str, own: str, others: list[str]) -> str:
     return (f"Question:\n{question}\n\nYour previous answer:\n{own}\n\nAnswers from other agents:\n{shown}\n\n"
             "Use the other agents' answers as additional information: check them and your own answer, "
             "then give your updated answer. Keep the answer format the question asks for.")
-
-
-def summary_prompt(question: str, answers: list[str]) -> str:
-    shown = "\n\n".join(f"- Agent answer: {a}" for a in answers)
-    return (f"Question:\n{question}\n\nAnswers from a team of agents:\n{shown}\n\n"
-            "Write one final answer to the question, using the best reasoning in the answers above. "
-            "Keep the answer format the question asks for.")
 
 
 @method("text_multiagent_refine", params=Params, level="text", aliases=("multiagent_refine", "debate"),
@@ -73,20 +65,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             for i, m in enumerate(models):
                 for j in range(n):
                     rounds_log[j][i].append({"output": current[i][j].text, "saw": seen[i * n + j]})
-        outputs: list[Output] = []
-        if summarizer is not None:
-            prompts = [summary_prompt(ex.prompt, [current[m.index][j].text for m in models if not current[m.index][j].failed])
-                       for j, ex in enumerate(test)]
-            finals = ctx.ask(summarizer, prompts, tag="summary")
-            for j, fr in enumerate(finals):
-                outputs.append(Output(fr.text, failed=fr.failed, trace=_trace(models, rounds_log[j], summarizer.name, fr.text)))
-        else:
-            rank = list(range(len(models)))
-            for j, ex in enumerate(test):
-                votes = [ctx.scorer.extract(ex, current[m.index][j].text) for m in models]
-                winner, _ = plurality(votes, "model-order", rank, ctx.rng)
-                text = next((current[i][j].text for i, v in enumerate(votes) if v == winner and winner), "")
-                outputs.append(Output(text, answer=winner, use_answer=True, trace=_trace(models, rounds_log[j], None, text)))
+        outputs = conclude(ctx, models, current, summarizer)
+        for j, o in enumerate(outputs):
+            o.trace = {**_trace(models, rounds_log[j], summarizer.name if summarizer else None, o.text), **o.trace}
     return outputs
 
 

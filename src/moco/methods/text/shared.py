@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from moco.config import ModelSpec
-from moco.context import RunContext
+from moco.context import Output, Response, RunContext
 from moco.errors import ConfigError
+from moco.methods.text.majority_vote import plurality
 from moco.models.base import Message
 from moco.models.pool import ModelHandle, check_spec
 from moco.tasks import formats
@@ -80,3 +81,31 @@ def numbered(texts: Sequence[str], label: str) -> str:
     """'<label> 1:\\n...\\n\\n<label> 2:\\n...' — how several responses are shown to one model."""
     return "\n\n".join(f"{label} {i}:\n{t.strip()}" for i, t in enumerate(texts, 1))
 
+
+
+def summary_prompt(question: str, answers: list[str]) -> str:
+    shown = "\n\n".join(f"- Agent answer: {a}" for a in answers)
+    return (f"Question:\n{question}\n\nAnswers from a team of agents:\n{shown}\n\n"
+            "Write one final answer to the question, using the best reasoning in the answers above. "
+            "Keep the answer format the question asks for.")
+
+
+def conclude(ctx: RunContext, models: Sequence[ModelHandle], last: Sequence[Sequence[Response]],
+             summarizer: ModelHandle | None) -> list[Output]:
+    """Final outputs from the models' last answers (last[model][example]): the summarizer's answer over those
+    that did not fail (one batched call), or, without a summarizer, the plurality of their extracted answers
+    (ties: pool order; trace: the votes)."""
+    test = ctx.test
+    if summarizer is not None:
+        finals = ctx.ask(summarizer, [summary_prompt(ex.prompt, [last[i][j].text for i in range(len(models))
+                                                                 if not last[i][j].failed])
+                                      for j, ex in enumerate(test)], tag="summary")
+        return [Output(f.text, failed=f.failed, trace={}) for f in finals]
+    outputs = []
+    for j, ex in enumerate(test):
+        votes = [ctx.scorer.extract(ex, last[i][j].text) for i in range(len(models))]
+        winner, _ = plurality(votes, "model-order", list(range(len(models))), ctx.rng)
+        text = next((last[i][j].text for i, v in enumerate(votes) if v == winner and winner), "")
+        outputs.append(Output(text, answer=winner, use_answer=True, failed=all(last[i][j].failed for i in range(len(models))),
+                              trace={"votes": {m.name: v for m, v in zip(models, votes)}}))
+    return outputs

@@ -21,9 +21,7 @@ from pydantic import Field, field_validator
 from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.majority_vote import plurality
-from moco.methods.text.multiagent_refine import summary_prompt
-from moco.methods.text.shared import from_total_rounds, per_model, pick_model
+from moco.methods.text.shared import conclude, from_total_rounds, per_model, pick_model
 
 Structure = Literal["chain", "tree", "star", "circle", "complete", "custom"]
 
@@ -131,24 +129,13 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     log[j][m.index].append({"output": current[m.index][j].text,
                                             "saw": seen[a * n + j] if a is not None else []})
         graph = [[models[i].name, models[j].name] for i in range(len(models)) for j in range(len(models)) if adj[i][j]]
-        if params.final == "summarizer":
-            finals = ctx.ask(chosen, [summary_prompt(ex.prompt, [current[m.index][j].text for m in models
-                                                                  if not current[m.index][j].failed])
-                                      for j, ex in enumerate(test)], tag="summary")
-            texts = [(f.text, f.failed, None) for f in finals]
-        elif params.final == "model":
-            texts = [(current[chosen.index][j].text, current[chosen.index][j].failed, None) for j in range(n)]
+        if params.final == "model":
+            outputs = [Output(current[chosen.index][j].text, failed=current[chosen.index][j].failed, trace={})
+                       for j in range(n)]
         else:
-            texts = []
-            for j, ex in enumerate(test):
-                votes = [ctx.scorer.extract(ex, current[m.index][j].text) for m in models]
-                winner, _ = plurality(votes, "model-order", list(range(len(models))), ctx.rng)
-                text = next((current[i][j].text for i, v in enumerate(votes) if v == winner and winner), "")
-                texts.append((text, all(current[m.index][j].failed for m in models), winner))
+            outputs = conclude(ctx, models, current, chosen if params.final == "summarizer" else None)
     ctx.extra_metrics["graph"] = graph
-    outputs = []
-    for j, (text, failed, voted) in enumerate(texts):
-        trace = {"graph": graph, "final": params.final, "final_model": chosen.name if chosen else None,
-                 "rounds": [{m.name: log[j][m.index][r] for m in models} for r in range(params.rounds + 1)]}
-        outputs.append(Output(text, answer=voted, use_answer=params.final == "vote", failed=failed, trace=trace))
+    for j, o in enumerate(outputs):
+        o.trace = {"graph": graph, "final": params.final, "final_model": chosen.name if chosen else None,
+                   "rounds": [{m.name: log[j][m.index][r] for m in models} for r in range(params.rounds + 1)], **o.trace}
     return outputs
