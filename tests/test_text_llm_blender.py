@@ -95,7 +95,8 @@ def test_rank_counts_half_points_for_undecided():
 
 
 def test_dev_trained_ranker_and_fuser_are_used_at_test_time(tiny_task, tiny_models, cache, tmp_path):
-    params = {"top_k": 2, "train_ranker_on_dev": True, "train_fuser_on_dev": True, "sft_max_steps": 3,
+    params = {"top_k": 2, "train_ranker_on_dev": True, "train_fuser_on_dev": True, "sft_max_steps": 2,
+              "sft_max_length": 96,
               "ranker_sft_learning_rate": 1e-2, "fuser_sft_learning_rate": 1e-2, "ranker_sft_batch_size": 4,
               "ranker_sft_gradient_accumulation_steps": 1, "fuser_sft_gradient_accumulation_steps": 1, "lora_r": 4,
               "ranker_max_new_tokens": 4, "fuser_max_new_tokens": 6}
@@ -106,7 +107,7 @@ def test_dev_trained_ranker_and_fuser_are_used_at_test_time(tiny_task, tiny_mode
     tr = res.metrics["training"]
     # dev: a is right, b and c wrong -> pairs (a,b),(b,a),(a,c),(c,a) on 4 dev questions; 4 fuser examples
     assert tr["ranker"]["examples"] == 16 and tr["fuser"]["examples"] == 4
-    assert tr["ranker"]["steps"] == 3 and not tr["ranker"]["reused"]
+    assert tr["ranker"]["steps"] == 2 and not tr["ranker"]["reused"]
     for role in ("ranker", "fuser"):
         adapter = res.run_dir / "artifacts" / f"{role}_lora"
         assert (adapter / "adapter_config.json").exists()

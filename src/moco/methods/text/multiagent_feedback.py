@@ -21,7 +21,7 @@ from pydantic import Field
 
 from moco.context import Call, Output, Response, RunContext
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.shared import conclude, from_total_rounds, per_model, pick_model
+from moco.methods.text.shared import conclude, from_total_rounds, per_model, pick_model, require_votable
 
 
 class Params(MethodParams):
@@ -63,6 +63,8 @@ def givers(seed: int, round_: int, example: int, receiver: int, others: list[int
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models, test, n = ctx.models, ctx.test, len(ctx.test)
     summarizer = pick_model(ctx, params.summarizer, "summarizer") if params.final == "summarizer" else None
+    if summarizer is None:
+        require_votable(ctx, "text_multiagent_feedback")
     with ctx.phase("test"):
         current: list[list[Response]] = ctx.answer_all(test)
         log = [[[{"output": current[m.index][j].text, "feedback": []}] for m in models] for j in range(n)]

@@ -83,6 +83,13 @@ def numbered(texts: Sequence[str], label: str) -> str:
 
 
 
+def require_votable(ctx: RunContext, method: str) -> None:
+    """A vote over extracted answers needs a task with definite answers: say so before any model call."""
+    if not ctx.task.objective:
+        raise ConfigError(f"params ({method}): final 'vote' needs a task with definite answers; "
+                          f"'{ctx.task.name}' is {ctx.task.task_type}")
+
+
 def summary_prompt(question: str, answers: list[str]) -> str:
     shown = "\n\n".join(f"- Agent answer: {a}" for a in answers)
     return (f"Question:\n{question}\n\nAnswers from a team of agents:\n{shown}\n\n"

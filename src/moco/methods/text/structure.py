@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.shared import conclude, from_total_rounds, per_model, pick_model
+from moco.methods.text.shared import conclude, from_total_rounds, per_model, pick_model, require_votable
 
 Structure = Literal["chain", "tree", "star", "circle", "complete", "custom"]
 
@@ -99,9 +99,8 @@ def update_prompt(question: str, own: str, neighbours: list[str]) -> str:
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models, test, n = ctx.models, ctx.test, len(ctx.test)
     adj = adjacency(params.structure, len(models), params.matrix)
-    if params.final == "vote" and not ctx.task.objective:
-        raise ConfigError(f"params (text_structure): final 'vote' needs a task with definite answers; "
-                          f"'{ctx.task.name}' is {ctx.task.task_type}")
+    if params.final == "vote":
+        require_votable(ctx, "text_structure")
     chosen = pick_model(ctx, params.final_model, "final") if params.final != "vote" else None
     if params.final == "model" and chosen.index < 0:
         raise ConfigError(f"params (text_structure): final 'model' takes a pool model's last answer; "
