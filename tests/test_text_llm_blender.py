@@ -125,3 +125,21 @@ def test_dev_trained_ranker_and_fuser_are_used_at_test_time(tiny_task, tiny_mode
     again = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bk)
     assert again.metrics["training"]["ranker"]["reused"] and again.metrics["training"]["fuser"]["reused"]
     assert [p["output"] for p in again.predictions] == [p["output"] for p in res.predictions]
+
+
+def test_reference_keys_and_a_ranker_given_by_model_id(tiny_task, cache, tmp_path):
+    from moco.errors import ConfigError
+    from moco.methods.registry import get_method
+
+    p = get_method("text_llm_blender").parse_params({"ranker_model_name": "org/ranker", "ranker_gpu_id": 1,
+                                                     "ranker_max_response_length": 16, "fuser_model_name": "a"})
+    assert (p.ranker, p.ranker_device, p.ranker_max_new_tokens, p.fuser) == ("org/ranker", "cuda:1", 16, "a")
+    bk = _backends("fair")
+    # a ranker outside the pool, named by model id (as the reference's ranker_model_name); the fuser a pool model
+    cfg = scripted_config("text_llm_blender", tiny_task, "abc", {"ranker": "scripted:judge-fair", "fuser": "b"})
+    res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bk)
+    assert res.predictions[0]["trace"]["ranker"] == "scripted:judge-fair" and len(bk["scripted:judge-fair"].calls) == 48
+    assert res.predictions[0]["trace"]["fuser"] == "b"
+    with pytest.raises(ConfigError, match="device applies only to a model given by id"):
+        run_experiment(scripted_config("text_llm_blender", tiny_task, "abc", {"fuser": "b", "fuser_gpu_id": 0}),
+                       tmp_path / "bad", cache=cache, backends=bk)
