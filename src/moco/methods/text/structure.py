@@ -35,8 +35,8 @@ class Params(MethodParams):
                       "structure_matrix": ("matrix", lambda v: v)}
 
     structure: Structure = Field(description="communication graph (reference key `structure_type`, 'other' = custom)")
-    matrix: list[list[int]] | None = Field(None, description="custom graph: N x N of 0/1, M[i][j] = 1 when model j "
-                                           "sees model i (reference key `structure_matrix`)")
+    matrix: list[list[int]] | None = Field(None, description="custom graph: N x N of 0/1, row i column j = 1 when "
+                                           "model j sees model i (reference key `structure_matrix`)")
     rounds: int = Field(2, ge=0, le=20, description="update rounds after the first answers "
                         "(reference key `num_rounds` = rounds + 1)")
     final: Literal["model", "vote", "summarizer"] = Field("model", description="how the final answer is made")
