@@ -161,8 +161,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             graphs = [decode(swarm.positions[p], n, params.graph_top_p, np.random.default_rng([ctx.seed, it, p]))
                       for p in range(params.population)]
             runs = run_graphs(ctx, graphs, dev, tag=f"search {it + 1}")
-            scores = [float(np.mean([ctx.score(ex, runs[gi][j][g.end].text).score for j, ex in enumerate(dev)]))
-                      for gi, g in enumerate(graphs)]
+            # one batched scoring of every graph's end-node outputs (a judge or reward scorer is called once)
+            flat = ctx.score_many([ex for _ in graphs for ex in dev],
+                                  [runs[gi][j][g.end].text for gi, g in enumerate(graphs) for j in range(len(dev))])
+            scores = [float(np.mean([s.score for s in flat[gi * len(dev):(gi + 1) * len(dev)]]))
+                      for gi in range(len(graphs))]
             top = int(np.argmax(scores))
             if scores[top] > best_score:  # the swarm's global best is this very particle (same rule)
                 best, best_score = graphs[top], scores[top]

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.shared import conclude, from_total_rounds
+from moco.methods.text.shared import conclude, from_total_rounds, require_votable
 
 
 class Params(MethodParams):
@@ -46,6 +46,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.final == "summarizer":
         summarizer = (ctx.model(params.summarizer) if params.summarizer is not None
                       else ctx.role("summarizer") or ctx.dev_best())
+    else:
+        require_votable(ctx, "text_multiagent_refine")
     test = ctx.test
     with ctx.phase("test"):
         current = ctx.answer_all(test)  # current[model][example]
