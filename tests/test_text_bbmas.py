@@ -97,6 +97,19 @@ def test_unrecognised_choices_are_retried_then_lost(tiny_task, cache, tmp_path):
     assert res.metrics["blackboard"]["selection_retries"] == 8 * 2 and res.metrics["score"] == 1.0
 
 
+def test_an_unchanged_board_gets_fresh_choices_each_iteration(tiny_task, cache, tmp_path):
+    """Lost turns leave the board as it was: the next iteration's choice is a new sample, not the cached reply
+    to the same prompt (which would replay the same invalid choice until the cap)."""
+    agents = [bb_agent("a", ["garbage"], True), bb_agent("b", ["garbage"], True)]
+    res, bk = _run(agents, {"max_num_agents_to_act": 2, "max_num_retries": 1, "max_iterations": 3},
+                   tiny_task, cache, tmp_path)
+    for name in "ab":
+        asked = [c for c in bk[f"scripted:{name}"].received("choose your next action") if "Question 4:" in c.prompt]
+        assert len(asked) == 3 * 2 and len({c.prompt for c in asked}) == 1  # the same board every time...
+        assert len({c.seed for c in asked}) == 6  # ...and still six different samples
+    assert res.predictions[0]["trace"]["ended_by"] == "iteration cap"
+
+
 def test_one_seeded_agent_per_turn_and_idle_agents_get_a_turn(tiny_task, cache, tmp_path):
     agents = [bb_agent(n, ["execute"], True) for n in "abc"]
     params = {"max_iterations": 4, "agent_idle_threshold": 2}

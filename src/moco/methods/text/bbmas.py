@@ -205,14 +205,17 @@ def _acting(seed: int, j: int, it: int, agents: list[ModelHandle], board: Board,
 
 def _choose(ctx: RunContext, turns: list[tuple[int, ModelHandle]], boards: list[Board], it: int, retries: int,
             stats: Counter) -> list[tuple[str | None, str]]:
-    """(action or None, reasoning) per turn: one batched call, then batched retries for unrecognised choices."""
+    """(action or None, reasoning) per turn: one batched call, then batched retries for unrecognised choices.
+    Every iteration and attempt is a fresh sample (its own replica): a board left unchanged by lost turns would
+    otherwise show the agent the very prompt it failed on and replay the cached reply."""
     chosen: list[tuple[str | None, str]] = [(None, "")] * len(turns)
     pending = list(range(len(turns)))
     for attempt in range(retries + 1):
         if not pending:
             break
         stats["retries"] += len(pending) if attempt else 0
-        rs = ctx.generate([Call(turns[t][1], select_prompt(turns[t][1], boards[turns[t][0]]), replica=attempt)
+        replica = (it - 1) * (retries + 1) + attempt
+        rs = ctx.generate([Call(turns[t][1], select_prompt(turns[t][1], boards[turns[t][0]]), replica=replica)
                            for t in pending], tag=f"iteration {it} select" + (f" retry {attempt}" if attempt else ""))
         for t, r in zip(pending, rs):
             chosen[t] = (None if r.failed else parse_action(r.text), r.text)
