@@ -1,7 +1,7 @@
 """The code sandbox: passing code passes, and hostile code fails its item and leaves the host untouched."""
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,8 @@ TIGHT = SandboxLimits(timeout_s=3, memory_mb=256, max_processes=4, max_file_mb=2
 
 def test_hostile_programs_fail_and_leave_the_host_untouched(tmp_path, monkeypatch):
     monkeypatch.setenv("MOCO_TEST_SECRET", "s3cret-value")
+    scratch_base = Path(tempfile.gettempdir())
+    before = set(scratch_base.glob("moco-sandbox-*"))  # other runs' leftovers don't count
     outside = tmp_path / "outside.txt"
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -48,7 +50,7 @@ def test_hostile_programs_fail_and_leave_the_host_untouched(tmp_path, monkeypatc
     assert victim.read_text() == "keep me"
     assert "s3cret" not in outcomes["reads env secret"].stderr + outcomes["reads env secret"].stdout
     assert "s3cret" not in outcomes["reads parent env"].stdout
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("moco-sandbox-*/program.py"))  # scratch removed
+    assert set(scratch_base.glob("moco-sandbox-*")) <= before  # every scratch directory was removed
 
 
 def test_isolation_is_described():
