@@ -74,13 +74,8 @@ class Runner:
                 assert time.time() < deadline, "the run made no progress"
                 time.sleep(0.02)
             assert p.poll() is None, "the run finished before it could be killed"
-            p.send_signal(signal.SIGKILL)
-            p.wait(timeout=30)
         finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        tally("faults injected")
+            sigkill(p)
         a = Attempt(p.returncode, p.stderr.read(), f"external SIGKILL after {n_calls} calls")
         self.attempts.append(a)
         return a
@@ -89,6 +84,14 @@ class Runner:
         a = self.attempt(timeout=timeout)
         assert a.returncode == 0, a.stderr[-2000:]
         return a
+
+
+def sigkill(p: subprocess.Popen) -> None:
+    """SIGKILL a process we started (if it still runs), reap it, and count the fault."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        tally("faults injected")
 
 
 def read_calls(run_dir: Path, strict: bool = True) -> list[dict]:

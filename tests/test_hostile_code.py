@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from faultkit import sigkill
 from moco.scoring.code_execution import CodeExecutionScorer
 from moco.scoring.sandbox import SandboxLimits, sweep_stale
 from moco.tasks.base import Example
@@ -176,13 +177,8 @@ def test_a_killed_scorer_takes_its_programs_along_and_its_scratch_is_swept(scrat
             time.sleep(0.1)
         time.sleep(1.5)  # the program runs (past the launcher's set-up)
         assert p.poll() is None and [pid for pid in _procs_mentioning(str(base)) if pid != p.pid]
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait(timeout=30)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    tally("faults injected")
+        sigkill(p)
     deadline = time.time() + 15
     while _procs_mentioning(str(base)) and time.time() < deadline:
         time.sleep(0.1)
