@@ -8,6 +8,7 @@ import contextlib
 import copy
 import io
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -93,7 +94,7 @@ CORPUS: dict[str, tuple[dict | str, str, str]] = {
 
 def _cli(*argv: str) -> tuple[int, str]:
     """`moco <argv>` in this process (the corpus is large: no interpreter start per config)."""
-    err, old = io.StringIO(), sys.argv
+    err, old, term = io.StringIO(), sys.argv, signal.getsignal(signal.SIGTERM)
     sys.argv = ["moco", *argv]
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -103,6 +104,7 @@ def _cli(*argv: str) -> tuple[int, str]:
         code = e.code
     finally:
         sys.argv = old
+        signal.signal(signal.SIGTERM, term)  # main() installs its SIGTERM handler: not for pytest
     return code, err.getvalue()
 
 
