@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moco import faults
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
 from moco.errors import ModelError
@@ -88,6 +89,7 @@ class RunContext:
         self.progress = progress or Progress()
         self.roles = roles or {}
         self._dev_scores: dict[int, list[ScoreResult]] = {}
+        self._dev_answers: dict[int, list[Response]] = {}
         self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
         self._batch_id = 0
         self._results_lock = threading.Lock()
@@ -181,7 +183,7 @@ class RunContext:
                               done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
 
         remote = [j for j in jobs if self.pool.is_remote(handles[where[j[0]][0]])]
-        if remote and len(jobs) > 1 and self.overlap_remote:  # remote engines decode at the same time as each other and local models
+        if remote and len(jobs) > 1 and self.overlap_remote:  # remote engines work while local models decode
             with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
                 futures = [ex.submit(run, j) for j in remote]
                 for j in jobs:
@@ -222,6 +224,7 @@ class RunContext:
             if not missing:
                 continue
             results = backend.generate([reqs[i] for i in missing])
+            faults.hit("generate.batch")
             with self._results_lock:  # backends of one call may run in threads (remote engines)
                 self._batch_id += 1
                 self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
@@ -264,8 +267,16 @@ class RunContext:
             with self.phase("dev"):
                 answers = self.answer_all(self.dev, tag="answer", models=missing)
             for m, outs in zip(missing, answers):
+                self._dev_answers[m.index] = outs
                 self._dev_scores[m.index] = self.score_many(self.dev, [r.text for r in outs])
         return [sum(s.score for s in self._dev_scores[m.index]) / max(1, len(self.dev)) for m in self.models]
+
+    def dev_answers(self) -> tuple[list[list[Response]], list[list[float]]]:
+        """The dev answers `dev_scores()` scored, and their per-item scores: out[model_index][example_index].
+        Methods that train on dev candidates reuse them instead of asking (and paying) again."""
+        self.dev_scores()
+        return ([self._dev_answers[m.index] for m in self.models],
+                [[s.score for s in self._dev_scores[m.index]] for m in self.models])
 
     def dev_best(self) -> ModelHandle:
         """The model with the best mean dev score (first in pool order on ties)."""
