@@ -1,8 +1,8 @@
 """Any OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp server, Ollama, OpenAI).
 
-Async httpx with bounded concurrency per endpoint (models served by one server, e.g. LoRA adapters of one
-vLLM, share its limit; `RunContext.generate` runs different endpoints at the same time since `remote`), retries with exponential backoff on timeouts, connection errors,
-429 and 5xx, and a timeout on every call. A call that still fails is returned as a failed result (recorded,
+Async httpx with bounded concurrency per server (models served by one server, e.g. LoRA adapters of one
+vLLM, share its limit; `RunContext.generate` queries different servers at the same time, see `remote`),
+retries with exponential backoff on timeouts, connection errors, 429 and 5xx, and a timeout on every call. A call that still fails is returned as a failed result (recorded,
 never scored as correct). Tests swap the transport (`httpx.MockTransport`): no live server needed.
 """
 from __future__ import annotations
