@@ -1,0 +1,108 @@
+"""Trained router: dev labels (ties broken by reward, judge or dev order), a LoRA router that learns them and is
+the router used at test time."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import debater, letter_for, scripted_config
+from moco.context import RunContext
+from moco.methods.api.trained_router import dev_labels
+from moco.models.scripted import ScriptedBackend
+from moco.routing.outcomes import collect
+from moco.runner import plan, run_experiment
+from moco.trace import CallRecorder
+
+
+def _ctx(cfg, backends, cache) -> RunContext:
+    p = plan(cfg, backends=backends)
+    return RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
+                      generation=p.config.generation, roles=p.roles)
+
+
+def _right_on(name: str, questions: set[int]) -> ScriptedBackend:
+    """Right on the given question numbers, wrong elsewhere."""
+    def reply(req) -> str:
+        prompt = req.messages[-1][1]
+        q = int(prompt.split("Question ")[1].split(":")[0])
+        letter = letter_for(prompt)
+        if q not in questions:
+            letter = "ABCD"[("ABCD".index(letter) + 1) % 4]
+        return f"{name} says: The answer is ({letter})"
+    return ScriptedBackend(name, fn=reply)
+
+
+def test_dev_labels_and_tie_breaks(tiny_task, cache):
+    # dev = Question 0..3. a right on 0,1; b right on 1,2; both wrong on 3 -> ties on 1 and 3
+    backends = {"scripted:a": _right_on("a", {0, 1}), "scripted:b": _right_on("b", {1, 2}),
+                "scripted:rm": ScriptedBackend("rm", rules=[(r"b says", "9"), (r"a says", "4")]),
+                "scripted:judge": ScriptedBackend("judge", rules=[(r"Question 1:", "Response 2"), (r"Question 3:", "hmm")])}
+    roles = {"reward": {"model": "scripted:rm"}, "judge": {"model": "scripted:judge"}}
+    cfg = scripted_config("api_trained_router", tiny_task, "ab", roles=roles)
+    ctx = _ctx(cfg, backends, cache)
+    dev = collect(ctx, ctx.dev)
+    assert dev.scores == [[1, 1, 0, 0], [0, 1, 1, 0]]
+    labels, why = dev_labels(ctx, dev, "dev-order")  # equal means: pool order, a first
+    assert labels == [0, 0, 1, 0] and [w["by"] for w in why] == ["score", "dev-order", "score", "dev-order"]
+    labels, why = dev_labels(ctx, dev, "reward")  # the reward model prefers b's answers (9 vs 4)
+    assert labels == [0, 1, 1, 1] and why[1]["ratings"] == {"a": 4.0, "b": 9.0}
+    assert len(backends["scripted:rm"].calls) == 4  # only the tied items' answers were rated
+    labels, why = dev_labels(ctx, dev, "judge")  # the judge picks response 2 (of the tied a, b) on item 1
+    assert labels == [0, 1, 1, 0] and why[1]["by"] == "judge"
+    assert why[3]["by"] == "dev-order" and "unreadable" in why[3]["note"]
+    assert "Response 1:\na says" in backends["scripted:judge"].calls[0].prompt
+    assert dev_labels(ctx, dev, "auto")[1][1]["by"] == "reward"  # auto: the reward role when bound
+
+
+def test_tie_break_role_missing_is_a_config_error(tiny_task, cache):
+    from moco.errors import ConfigError
+
+    backends = {"scripted:a": _right_on("a", {0}), "scripted:b": _right_on("b", {0})}
+    ctx = _ctx(scripted_config("api_trained_router", tiny_task, "ab"), backends, cache)
+    with pytest.raises(ConfigError, match="needs a model bound to the role 'judge'"):
+        dev_labels(ctx, collect(ctx, ctx.dev), "judge")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train ~8x faster on one thread than on two when the shared cores are busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_router_is_trained_and_used_at_test(tiny_models, tiny_task, cache, tmp_path, one_thread):
+    backends = {"scripted:a": debater("a", False), "scripted:b": debater("b", True)}
+    params = {"learning_rate": 1e-2, "max_steps": 60, "batch_size": 4, "grad_accum": 1, "lora_r": 8,
+              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+              "model_descriptions": ["guesses", "thinks"],
+              "router_max_new_tokens": 7}  # tiny models never stop: "Model 2" is 7 characters
+    cfg = scripted_config("trained_router", tiny_task, "ab", params, roles={"router": {"model": str(tiny_models[0])}})
+    res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
+    m = res.metrics
+    # b is right on every dev item: every label is "Model 2"
+    sft = [json.loads(x) for x in (res.run_dir / "artifacts" / "router_sft_data.jsonl").read_text().splitlines()]
+    assert [r["completion"] for r in sft] == ["Model 2"] * 4 and m["dev_label_share"] == {"a": 0.0, "b": 1.0}
+    assert "Model 1: guesses" in sft[0]["prompt"]
+    assert m["training"]["steps"] == 60 and m["training"]["last_loss"] < m["training"]["first_loss"] * 0.5
+    assert not m["training"]["reused"]
+    assert m["router"] == "trained-router" and "+lora:" in m["router_fingerprint"]
+    # the trained router names model 2 on dev and on every test query; b answers everything
+    assert m["router_dev_agreement"] == 1.0 and m["router_parse_failures"] == 0
+    assert all(r["trace"]["router_output"] == "Model 2" for r in res.predictions)
+    assert m["route_share"] == {"a": 0.0, "b": 1.0} and m["score"] == 1.0
+    # the untrained base writes no model number: the trained adapter, not the base, made these choices
+    from moco.models.base import GenRequest, SamplingParams
+    from moco.models.hf import HFBackend
+
+    base = HFBackend(str(tiny_models[0]), fingerprint="base")
+    prompt = sft[0]["prompt"]
+    assert not base.generate([GenRequest((("user", prompt),), SamplingParams(8, 0.0))])[0].text.startswith("Model 2")
+    # a re-run into the same run directory reuses the adapter and every router call
+    again = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
+    assert again.metrics["training"]["reused"] and again.metrics["total"]["generated_tokens"] == 0
+    assert [r["output"] for r in again.predictions] == [r["output"] for r in res.predictions]
