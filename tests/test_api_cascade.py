@@ -2,48 +2,14 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import pytest
 
-from helpers import letter_for, scripted_config
-from moco.models.base import Capabilities, GenResult
+from helpers import ConfidentBackend, scripted_config
 from moco.models.scripted import ScriptedBackend
 from moco.routing.thresholds import calibrate, quantile, stop_level
 from moco.runner import run_experiment
-
-
-class ConfidentBackend(ScriptedBackend):
-    """Answers 'The answer is (X)' (right or wrong) with every token at probability conf(question number)."""
-
-    capabilities = Capabilities(chat=True, logprobs=True, seeded=True)
-
-    def __init__(self, name: str, correct: bool, conf, unsure_word: bool = False):
-        def reply(req) -> str:
-            letter = letter_for(req.messages[-1][1])
-            if not correct:
-                letter = "ABCD"[("ABCD".index(letter) + 1) % 4]
-            text = f"{name}: The answer is ({letter})"
-            if unsure_word and "unconfident" in req.messages[-1][1] and conf(self._q(req)) < 0.5:
-                text += " unconfident"
-            return text
-
-        super().__init__(name, fn=reply)
-        self.conf = conf
-
-    @staticmethod
-    def _q(req) -> int:
-        return int(re.search(r"Question (\d+):", req.messages[-1][1]).group(1))
-
-    def generate(self, requests):
-        out = super().generate(requests)
-        for req, r in zip(requests, out):
-            if req.sampling.logprobs:
-                lp = math.log(self.conf(self._q(req)))
-                r.token_logprobs = [lp] * r.tokens_out
-                r.top_logprobs = [max(lp, math.log(0.5))] * r.tokens_out
-        return out
 
 
 def _q_from(call) -> int:
