@@ -176,14 +176,16 @@ def write_report(points: Sequence[Point], out_dir: Path, title: str, plot: bool 
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         test = [p for p in points if p.split == "test"]
         for family, style in (("random", "k--"), ("cascade", "o-"), ("cascade_2", "s-")):
-            curve = sorted((p.strong_share, p.quality) for p in test if p.router == family)
+            curve = [(p.strong_share, p.quality) for p in sorted(
+                (p for p in test if p.router == family), key=lambda p: p.param or 0.0)]  # along the threshold
             if curve:
                 ax.plot([c[0] for c in curve], [c[1] for c in curve], style, label=family, alpha=0.8)
         for p in test:
             if p.router in ("single", "oracle", "decisions"):
                 marker = {"single": "D", "oracle": "*", "decisions": "^"}[p.router]
                 ax.scatter([p.strong_share], [p.quality], marker=marker, s=70, zorder=3)
-                ax.annotate(p.setting if p.router != "oracle" else "oracle", (p.strong_share, p.quality),
+                label = {"oracle": "oracle", "decisions": Path(p.setting).name}.get(p.router, p.setting)
+                ax.annotate(label, (p.strong_share, p.quality),
                             textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel("share of queries calling the most expensive model")
         ax.set_ylabel("quality (test)")

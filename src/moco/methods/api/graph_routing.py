@@ -41,8 +41,15 @@ def _encoder_name(v: Any) -> Any:
     return v
 
 
+def _val_fraction(v: Any) -> Any:
+    if isinstance(v, (list, tuple)) and len(v) >= 2 and all(isinstance(x, (int, float)) for x in v[:2]):
+        return v[1] / (v[0] + v[1]) if v[0] + v[1] > 0 else 0.0
+    return v
+
+
 class Params(MethodParams):
-    reference_keys = {"embedding_model_name": ("encoder", _encoder_name), "train_epochs": ("epochs", int)}
+    reference_keys = {"embedding_model_name": ("encoder", _encoder_name), "train_epochs": ("epochs", int),
+                      "split_ratio": ("val_fraction", _val_fraction)}
 
     scenario: Literal["performance_first", "balance", "cost_first"] = Field(
         "performance_first", description="reward = perf (performance_first), 0.5 perf - 0.5 cost (balance), "
@@ -64,7 +71,10 @@ class Params(MethodParams):
     train_mask_rate: float = Field(0.5, gt=0.0, le=1.0, description="share of training queries whose outcome "
                                    "edges are hidden and predicted in each mask")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="dev queries held out to pick the best epoch "
-                                "(none when fewer than 5 dev queries)")
+                                "(none when fewer than 5 dev queries); reference split_ratio [train, val, test] "
+                                "gives val / (train + val)")
+    in_edges: int = Field(3, ge=3, le=3, description="reference key, accepted for its configs: its edge feature "
+                          "count, which must be 3 there (edges here carry outcome flag, performance, cost, reward)")
 
     @field_validator("scenario", mode="before")
     @classmethod

@@ -12,8 +12,9 @@ classifier written as text.
    reward role if bound, else the judge role, else dev-order. An unreadable rating or verdict falls back to
    dev-order for that item and is counted.
 3. SFT data: prompt = the query (and, with `use_descriptions`, the numbered model descriptions), completion =
-   "Model k". A LoRA adapter is trained (`moco.training.train_lora_sft`) on the `router` role's weights, else
-   the dev-best model's, into the run's artifacts folder; a resumed run (same --out) reuses it.
+   "Model k". A LoRA adapter is trained (`moco.training.train_lora_sft`) on `router_base`, else the `router`
+   role's weights, else the dev-best model's (its base folder: an adapter of that model is not included), into
+   the run's artifacts folder; a resumed run (same --out) reuses it.
 4. Test: the adapter router (a new model `trained-router` = base + adapter, loaded through the pool) reads
    each query; its choice is parsed strictly (`moco.routing.choice`); an unreadable choice goes to the dev-best
    model (the reference picks at random) and is counted. The routed model answers with the plain call.
@@ -32,7 +33,7 @@ from moco.config import ModelSpec
 from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
-from moco.models.pool import ModelHandle
+from moco.models.pool import ModelHandle, check_spec
 from moco.routing.choice import model_descriptions, parse_model_choice, query_text
 from moco.routing.outcomes import Outcomes, collect, routed_outputs
 from moco.rundir import write_jsonl
@@ -40,9 +41,13 @@ from moco.training import SFTSettings, train_lora_sft
 
 
 class Params(MethodParams):
+    reference_keys = {"router_base_model": ("router_base", str)}
+
     model_descriptions: list[str] | None = Field(None, description="one description per model (pool order); "
                                                  "default: each model's config `description`")
     use_descriptions: bool = Field(True, description="show the model descriptions in the router prompt")
+    router_base: str | None = Field(None, description="router base model (embedded name, local folder or Hub id; "
+                                    "reference key router_base_model); default: the `router` role, else the dev-best")
     tie_break: Literal["auto", "reward", "judge", "dev-order"] = Field(
         "auto", description="how equally scored models are ranked for a dev label (auto: reward role, else "
         "judge role, else dev-order)")
@@ -151,7 +156,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         dev = collect(ctx, ctx.dev)
         labels, why = dev_labels(ctx, dev, params.tie_break)
         dev_best = models[dev.best_order()[0]]
-        base_handle: ModelHandle = ctx.role("router") or dev_best
+        if params.router_base:
+            check_spec(ModelSpec(model=params.router_base))  # a one-line error for a model that is not here
+            base_handle: ModelHandle = ctx.add_model("router-base", ModelSpec(model=params.router_base))
+        else:
+            base_handle = ctx.role("router") or dev_best
         base_dir = ctx.model_path(base_handle)
         data = [([("user", router_prompt(query_text(ex), descriptions, n))], f"Model {label + 1}")
                 for ex, label in zip(ctx.dev, labels)]
