@@ -49,19 +49,21 @@ PARAMS = {"epochs": 150, "learning_rate": 1e-2, "masks_per_epoch": 8, "task_key"
           "model_descriptions": ["a small fast model", "a large careful model"]}
 
 
-@pytest.mark.parametrize("scenario, expected", [
-    ("balance", ["cheap", "pricey"] * 4),  # cheap where it is right (cheaper), pricey where cheap is wrong
-    ("Cost First", ["cheap"] * 8),  # reference spelling; 0.2 perf - 0.8 cost: cheap even where it is wrong
+@pytest.mark.parametrize("scenario, task_key, expected", [
+    ("balance", "domain", ["cheap", "pricey"] * 4),  # cheap where it is right (cheaper), pricey where cheap is wrong
+    ("balance", None, ["cheap", "pricey"] * 4),  # one task node: the query embeddings alone carry the domain
+    ("Cost First", "domain", ["cheap"] * 8),  # reference spelling; 0.2 perf - 0.8 cost: cheap even where wrong
 ])
-def test_scenario_changes_routes(scenario, expected, two_domain_task, cache, tmp_path):
+def test_scenario_changes_routes(scenario, task_key, expected, two_domain_task, cache, tmp_path):
     backends = _backends()
-    cfg = scripted_config("graph_router", two_domain_task, ["cheap", "pricey"], {**PARAMS, "scenario": scenario})
+    cfg = scripted_config("graph_router", two_domain_task, ["cheap", "pricey"],
+                          {**PARAMS, "scenario": scenario, "task_key": task_key})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
     routed = [r["trace"]["routed_to"] for r in res.predictions]
     assert routed == expected
     m = res.metrics
     # dev: 20 queries x 2 models outcome edges; test queries join the graph with none
-    assert m["graph"] == {"task_nodes": 2, "dev_queries": 20, "test_queries": 8, "model_nodes": 2,
+    assert m["graph"] == {"task_nodes": 2 if task_key else 1, "dev_queries": 20, "test_queries": 8, "model_nodes": 2,
                           "dev_outcome_edges": 40, "test_outcome_edges": 0}
     assert m["dev_mean_cost"]["pricey"] == 1.0 and m["dev_mean_cost"]["cheap"] < 0.2
     assert m["route_share"] == {"cheap": expected.count("cheap") / 8, "pricey": expected.count("pricey") / 8}
@@ -74,6 +76,6 @@ def test_scenario_changes_routes(scenario, expected, two_domain_task, cache, tmp
 
 
 def test_training_is_seeded(two_domain_task, cache, tmp_path):
-    runs = [run_experiment(scripted_config("graph_router", two_domain_task, ["cheap", "pricey"], PARAMS),
+    runs = [run_experiment(scripted_config("graph_router", two_domain_task, ["cheap", "pricey"], {**PARAMS, "epochs": 30}),
                            tmp_path / f"run{i}", cache=cache, backends=_backends()) for i in range(2)]
     assert [r["trace"]["scores"] for r in runs[0].predictions] == [r["trace"]["scores"] for r in runs[1].predictions]
