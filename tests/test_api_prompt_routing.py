@@ -45,7 +45,7 @@ def test_prompt_routing_decisions_and_fallback(tiny_task, cache, tmp_path):
     # failures ("10", "no idea", "1 or 3") go to the dev-best model: b answers every dev item right
     assert routed == ["b", "a", "b", "c", "b", "b", "b", "b"]
     assert [r["trace"]["parsed"] for r in rows] == [True, True, False, True, True, True, False, False]
-    assert "out of range" in rows[2]["trace"]["why"] and "fallback: dev-best" in rows[2]["trace"]["why"]
+    assert "out of range" in rows[2]["trace"]["why"] and "fallback: b" in rows[2]["trace"]["why"]
     assert "ambiguous" in rows[7]["trace"]["why"]
     m = res.metrics
     assert m["router_parse_failures"] == 3 and m["fallback_model"] == "b" and m["router"] == "router"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from moco.context import Call, Output, Response, RunContext
 from moco.models.pool import ModelHandle
+from moco.routing.choice import parse_model_choice
 from moco.tasks.base import Example
 
 CONFIDENCES = ("mean_token_prob", "mean_top_prob", "min_token_prob")
@@ -102,3 +103,21 @@ def routed_outputs(ctx: RunContext, chosen: Sequence[ModelHandle], traces: list[
     for h, r, tr in zip(chosen, answers, traces):
         outputs.append(Output(r.text, failed=r.failed, trace={**tr, "routed_to": h.name, "answer": r.text}))
     return outputs
+
+
+def read_router(ctx: RunContext, router: ModelHandle, raw: Sequence[Response],
+                fallback: Callable[[], ModelHandle]) -> tuple[list[ModelHandle], list[dict]]:
+    """The model each router output names (strict parsing), and why. An unreadable output is a counted parse
+    failure sent to `fallback()` (evaluated only when some output is unreadable), never a silent default."""
+    models = ctx.models
+    parsed = [parse_model_choice("" if r.failed else r.text, len(models), [m.name for m in models]) for r in raw]
+    failures = sum(not c.ok for c in parsed)
+    backup = fallback() if failures else None
+    ctx.extra_metrics.update(router=router.name, router_parse_failures=failures,
+                             router_parse_failure_rate=round(failures / max(1, len(parsed)), 4),
+                             fallback_model=backup.name if backup else None)
+    chosen = [models[c.index] if c.ok else backup for c in parsed]
+    traces = [{"router": router.name, "router_output": r.text, "router_error": r.error, "parsed": c.ok,
+               "why": c.reason if c.ok else f"parse failure ({c.reason}); fallback: {backup.name}"}
+              for r, c in zip(raw, parsed)]
+    return chosen, traces

@@ -18,8 +18,8 @@ from pydantic import Field
 
 from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
-from moco.routing.choice import model_descriptions, parse_model_choice, query_text
-from moco.routing.outcomes import routed_outputs
+from moco.routing.choice import model_descriptions, query_text
+from moco.routing.outcomes import read_router, routed_outputs
 
 
 class Params(MethodParams):
@@ -55,15 +55,5 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     with ctx.phase("test"):
         prompts = [routing_prompt(query_text(ex), descriptions) for ex in ctx.test]
         raw = ctx.generate([Call(router, p, sampling) for p in prompts], tag="route")
-    names = [m.name for m in models]
-    parsed = [parse_model_choice("" if r.failed else r.text, len(models), names) for r in raw]
-    fallback = ctx.dev_best() if not all(c.ok for c in parsed) else None
-    chosen = [models[c.index] if c.ok else fallback for c in parsed]
-    failures = sum(not c.ok for c in parsed)
-    ctx.extra_metrics.update(router=router.name, router_parse_failures=failures,
-                             router_parse_failure_rate=round(failures / max(1, len(parsed)), 4),
-                             fallback_model=fallback.name if fallback else None)
-    traces = [{"router": router.name, "router_output": r.text, "router_error": r.error, "parsed": c.ok,
-               "why": c.reason if c.ok else f"parse failure ({c.reason}); fallback: dev-best model"}
-              for r, c in zip(raw, parsed)]
+    chosen, traces = read_router(ctx, router, raw, fallback=ctx.dev_best)
     return routed_outputs(ctx, chosen, traces)

@@ -35,7 +35,7 @@ from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
 from moco.models.pool import ModelHandle, check_spec
 from moco.routing.choice import model_descriptions, parse_model_choice, query_text
-from moco.routing.outcomes import Outcomes, collect, routed_outputs
+from moco.routing.outcomes import Outcomes, collect, read_router, routed_outputs
 from moco.rundir import write_jsonl
 from moco.training import SFTSettings, train_lora_sft
 
@@ -190,13 +190,5 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     with ctx.phase("test"):
         raw = ctx.generate([Call(router, router_prompt(query_text(ex), descriptions, n), sampling) for ex in ctx.test],
                            tag="route")
-    parsed = [parse_model_choice("" if r.failed else r.text, n, [m.name for m in models]) for r in raw]
-    chosen = [models[c.index] if c.ok else dev_best for c in parsed]
-    failures = sum(not c.ok for c in parsed)
-    ctx.extra_metrics.update(router=router.name, router_parse_failures=failures,
-                             router_parse_failure_rate=round(failures / max(1, len(parsed)), 4),
-                             fallback_model=dev_best.name)
-    traces = [{"router": router.name, "router_output": r.text, "parsed": c.ok,
-               "why": c.reason if c.ok else f"parse failure ({c.reason}); fallback: dev-best model"}
-              for r, c in zip(raw, parsed)]
+    chosen, traces = read_router(ctx, router, raw, fallback=lambda: dev_best)
     return routed_outputs(ctx, chosen, traces)
