@@ -106,3 +106,7 @@ def test_router_is_trained_and_used_at_test(tiny_models, tiny_task, cache, tmp_p
     again = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
     assert again.metrics["training"]["reused"] and again.metrics["total"]["generated_tokens"] == 0
     assert [r["output"] for r in again.predictions] == [r["output"] for r in res.predictions]
+    # a new run directory trains again (seeded: the same weights, so the same fingerprint and cached router calls)
+    fresh = run_experiment(cfg, tmp_path / "run2", cache=cache, backends=backends)
+    assert not fresh.metrics["training"]["reused"] and fresh.metrics["total"]["generated_tokens"] == 0
+    assert fresh.metrics["router_fingerprint"] == m["router_fingerprint"]
