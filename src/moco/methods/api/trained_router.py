@@ -6,11 +6,12 @@ classifier written as text.
 1. Every model answers the dev set (the plain answering calls: shared with other methods through the cache);
    the task scorer scores each answer.
 2. Label of a dev item = the model with the best score. Ties (e.g. all right, or all wrong) are broken by
-   `tie_break`: `reward` — the model bound to the `reward` role rates each tied answer 1-10 (a prompted,
-   generative reward model); `judge` — the model bound to the `judge` role reads the tied answers and names
-   the best; `dev-order` — the tied model with the best mean dev score (then pool order). `auto` uses the
-   reward role if bound, else the judge role, else dev-order. An unreadable rating or verdict falls back to
-   dev-order for that item and is counted.
+   `tie_break`: `reward` — the sequence-classification reward model bound to the `reward` role (the
+   reference uses Skywork-Reward) scores each tied (question, answer) pair and the highest reward wins;
+   `judge` — the LM bound to the `judge` role reads the tied answers and names the best; `dev-order` — the
+   tied model with the best mean dev score (then pool order). `auto` uses the reward role if bound, else the
+   judge role, else dev-order. An unreadable reward or verdict falls back to dev-order for that item and is
+   counted.
 3. SFT data: prompt = the query (and, with `use_descriptions`, the numbered model descriptions), completion =
    "Model k". A LoRA adapter is trained (`moco.training.train_lora_sft`) on `router_base`, else the `router`
    role's weights, else the dev-best model's (its base folder: an adapter of that model is not included), into
@@ -24,6 +25,7 @@ Defaults are the reference's (5 epochs, lr 1e-5, batch 1 x accumulation 32, LoRA
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -37,6 +39,7 @@ from moco.models.pool import ModelHandle, check_spec
 from moco.routing.choice import model_descriptions, parse_model_choice, query_text
 from moco.routing.outcomes import Outcomes, collect, read_router, routed_outputs
 from moco.rundir import write_jsonl
+from moco.scoring.reward_model import reward_backend
 from moco.training import SFTSettings, train_lora_sft
 
 
@@ -51,6 +54,8 @@ class Params(MethodParams):
     tie_break: Literal["auto", "reward", "judge", "dev-order"] = Field(
         "auto", description="how equally scored models are ranked for a dev label (auto: reward role, else "
         "judge role, else dev-order)")
+    reward_max_length: int = Field(4096, ge=16, le=131072, description="reward model input cap in tokens "
+                                   "(left-truncated: the answer's end is kept)")
     epochs: int = Field(5, ge=1, le=1000, description="SFT epochs (reference 5)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
     learning_rate: float = Field(1e-5, gt=0, le=1.0, description="SFT learning rate (reference 1e-5)")
@@ -76,23 +81,23 @@ def router_prompt(query: str, descriptions: list[str] | None, n: int) -> str:
             f"Reply with 'Model k' for one k from 1 to {n}.")
 
 
-def rating_prompt(question: str, answer: str) -> str:
-    return (f"Question:\n{question}\n\nResponse:\n{answer}\n\nRate how good the response is, from 1 (useless) to "
-            "10 (perfect). Reply with the number only.")
-
-
 def judge_prompt(question: str, answers: list[str]) -> str:
     shown = "\n\n".join(f"Response {i}:\n{a}" for i, a in enumerate(answers, 1))
     return (f"Question:\n{question}\n\n{shown}\n\nWhich response answers the question best? "
             f"Reply with 'Response k' for one k from 1 to {len(answers)}.")
 
 
-def _rating(text: str) -> float | None:
-    m = re.search(r"(?<![\d.])(10|[1-9])(?:\.\d+)?(?![\d])", text or "")
-    return float(m.group(0)) if m else None
+def _reward(text: str) -> float | None:
+    """A reward model's score (its backend returns the scalar as text); None when it is not a finite number."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
-def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str) -> tuple[list[int], list[dict]]:
+def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str,
+               reward_max_length: int = 4096) -> tuple[list[int], list[dict]]:
     """Best model per dev item (pool position) and how each label was decided."""
     order = dev.best_order()
     rank = {m: r for r, m in enumerate(order)}
@@ -114,18 +119,19 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str) -> tuple[list[int
     ex = dev.examples
     if mode == "reward":
         pairs = [(i, m) for i in need for m in tied[i]]
-        rated = ctx.generate([Call(ctx.role("reward"), rating_prompt(ex[i].input, dev.answers[m][i].text),
-                                   ctx.sampling(max_new_tokens=8, temperature=0.0)) for i, m in pairs], tag="reward")
+        rm = reward_backend(ctx, "reward", batch_size=8, max_length=reward_max_length)
+        rated = ctx.generate([Call(rm, [("user", ex[i].input), ("assistant", dev.answers[m][i].text)],
+                                   ctx.sampling(max_new_tokens=1, temperature=0.0)) for i, m in pairs], tag="reward")
         scores: dict[int, dict[int, float | None]] = {}
         for (i, m), r in zip(pairs, rated):
-            scores.setdefault(i, {})[m] = None if r.failed else _rating(r.text)
+            scores.setdefault(i, {})[m] = None if r.failed else _reward(r.text)
         for i in need:
             known = {m: s for m, s in scores[i].items() if s is not None}
             if len(known) == len(tied[i]):
                 labels[i] = max(tied[i], key=lambda m: (known[m], -rank[m]))
-                why[i].update(by="reward", ratings={dev.models[m].name: s for m, s in known.items()})
+                why[i].update(by="reward", rewards={dev.models[m].name: s for m, s in known.items()})
             else:
-                why[i].update(by="dev-order", note="unreadable reward rating")
+                why[i].update(by="dev-order", note="unreadable reward")
     else:
         verdicts = ctx.generate([Call(ctx.role("judge"), judge_prompt(ex[i].input, [dev.answers[m][i].text for m in tied[i]]),
                                       ctx.sampling(max_new_tokens=16, temperature=0.0)) for i in need], tag="judge")
@@ -142,7 +148,7 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str) -> tuple[list[int
 @method("api_trained_router", params=Params, level="api", aliases=("trained_router",), min_models=2,
         trainable=True,
         roles={"router": "base weights of the router that is LoRA-trained (default: the dev-best model)",
-               "reward": "rates tied dev answers 1-10 for the labels (optional)",
+               "reward": "sequence-classification reward model that ranks tied dev answers for the labels (optional)",
                "judge": "picks the best of tied dev answers for the labels (optional)"},
         paper="Ong et al. 2025 (RouteLLM); MoCo (Feng et al. 2026) method #4, trained router",
         summary="LoRA-train a router LM on the best model per dev item; at test the routed model answers")
@@ -154,7 +160,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         raise ConfigError("api_trained_router needs a run directory for its adapter (artifacts_dir)")
     with ctx.phase("dev"):
         dev = collect(ctx, ctx.dev)
-        labels, why = dev_labels(ctx, dev, params.tie_break)
+        labels, why = dev_labels(ctx, dev, params.tie_break, params.reward_max_length)
         dev_best = models[dev.best_order()[0]]
         if params.router_base:
             check_spec(ModelSpec(model=params.router_base))  # a one-line error for a model that is not here
