@@ -8,7 +8,7 @@ import pytest
 
 from helpers import letter_for, scripted_config
 from moco.context import RunContext
-from moco.methods.api.trained_router import dev_labels
+from moco.methods.api.trained_router import Params, dev_labels, reward_model
 from moco.models.scripted import ScriptedBackend
 from moco.routing.outcomes import collect
 from moco.runner import plan, run_experiment
@@ -20,6 +20,10 @@ def _ctx(cfg, backends, cache) -> RunContext:
     p = plan(cfg, backends=backends)
     return RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
                       generation=p.config.generation, roles=p.roles)
+
+
+def ctx_params(cfg) -> Params:
+    return Params.model_validate(cfg.params)
 
 
 def _right_on(name: str, questions: set[int]) -> ScriptedBackend:
@@ -64,10 +68,13 @@ def test_reward_tie_break_uses_the_sequence_classifier(tiny_task, tiny_reward_mo
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     backends = {"scripted:a": _right_on("a", {0, 1}), "scripted:b": _right_on("b", {1, 2})}
-    cfg = scripted_config("api_trained_router", tiny_task, "ab", roles={"reward": {"model": str(tiny_reward_model)}})
+    # the reference's key names the reward model (no role bound)
+    cfg = scripted_config("api_trained_router", tiny_task, "ab", {"reward_model_name": str(tiny_reward_model)})
     ctx = _ctx(cfg, backends, cache)
     dev = collect(ctx, ctx.dev)
-    labels, why = dev_labels(ctx, dev, "auto")
+    rm_handle = reward_model(ctx, ctx_params(cfg))
+    assert rm_handle.name == "reward-model" and ctx.role("reward") is None
+    labels, why = dev_labels(ctx, dev, "auto", reward=rm_handle)
     tok = AutoTokenizer.from_pretrained(tiny_reward_model)
     rm = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model).eval()
 

@@ -44,7 +44,8 @@ from moco.training import SFTSettings, train_lora_sft
 
 
 class Params(MethodParams):
-    reference_keys = {"router_base_model": ("router_base", str)}
+    reference_keys = {"router_base_model": ("router_base", str), "reward_model_name": ("reward_model", str),
+                      "reward_model_gpu_id": ("reward_model_device", lambda v: f"cuda:{int(v)}")}
 
     model_descriptions: list[str] | None = Field(None, description="one description per model (pool order); "
                                                  "default: each model's config `description`")
@@ -54,6 +55,11 @@ class Params(MethodParams):
     tie_break: Literal["auto", "reward", "judge", "dev-order"] = Field(
         "auto", description="how equally scored models are ranked for a dev label (auto: reward role, else "
         "judge role, else dev-order)")
+    reward_model: str | None = Field(None, description="sequence-classification reward model for tie-breaks when no "
+                                     "`reward` role is bound (reference key reward_model_name; its default, "
+                                     "Skywork-Reward-Llama-3.1-8B-v0.2, is not assumed)")
+    reward_model_device: str | None = Field(None, description="device of `reward_model` (reference key "
+                                            "reward_model_gpu_id N -> cuda:N); default: the run's")
     reward_max_length: int = Field(4096, ge=16, le=131072, description="reward model input cap in tokens "
                                    "(left-truncated: the answer's end is kept)")
     epochs: int = Field(5, ge=1, le=1000, description="SFT epochs (reference 5)")
@@ -96,9 +102,10 @@ def _reward(text: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str,
-               reward_max_length: int = 4096) -> tuple[list[int], list[dict]]:
-    """Best model per dev item (pool position) and how each label was decided."""
+def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str, reward_max_length: int = 4096,
+               reward: ModelHandle | None = None) -> tuple[list[int], list[dict]]:
+    """Best model per dev item (pool position) and how each label was decided. `reward`: the reward model
+    (default: the model bound to the `reward` role)."""
     order = dev.best_order()
     rank = {m: r for r, m in enumerate(order)}
     n_models = len(dev.models)
@@ -106,11 +113,13 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str,
     for i in range(len(dev.examples)):
         top = max(dev.scores[m][i] for m in range(n_models))
         tied.append(sorted((m for m in range(n_models) if dev.scores[m][i] == top), key=lambda m: rank[m]))
+    reward = reward or ctx.role("reward")
     mode = tie_break
     if mode == "auto":
-        mode = "reward" if ctx.role("reward") else "judge" if ctx.role("judge") else "dev-order"
-    if mode in ("reward", "judge") and not ctx.role(mode):
-        raise ConfigError(f"params: tie_break '{mode}' needs a model bound to the role '{mode}' (roles: {{{mode}: ...}})")
+        mode = "reward" if reward else "judge" if ctx.role("judge") else "dev-order"
+    if (mode == "reward" and not reward) or (mode == "judge" and not ctx.role("judge")):
+        raise ConfigError(f"params: tie_break '{mode}' needs a model bound to the role '{mode}' (roles: {{{mode}: ...}})"
+                          + (" or params.reward_model" if mode == "reward" else ""))
     labels = [t[0] for t in tied]
     why = [{"tied": [dev.models[m].name for m in t], "by": "score" if len(t) == 1 else "dev-order"} for t in tied]
     need = [i for i, t in enumerate(tied) if len(t) > 1]
@@ -119,7 +128,7 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str,
     ex = dev.examples
     if mode == "reward":
         pairs = [(i, m) for i in need for m in tied[i]]
-        rm = reward_backend(ctx, "reward", batch_size=8, max_length=reward_max_length)
+        rm = reward_backend(ctx, reward, batch_size=8, max_length=reward_max_length)
         rated = ctx.generate([Call(rm, [("user", ex[i].input), ("assistant", dev.answers[m][i].text)],
                                    ctx.sampling(max_new_tokens=1, temperature=0.0)) for i, m in pairs], tag="reward")
         scores: dict[int, dict[int, float | None]] = {}
@@ -145,6 +154,15 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str,
     return labels, why
 
 
+def reward_model(ctx: RunContext, params: Params) -> ModelHandle | None:
+    """The reward model of the tie-breaks: the `reward` role, else params.reward_model (the reference's key)."""
+    if ctx.role("reward") or not params.reward_model:
+        return ctx.role("reward")
+    spec = ModelSpec(model=params.reward_model, device=params.reward_model_device)
+    check_spec(spec)
+    return ctx.add_model("reward-model", spec)
+
+
 @method("api_trained_router", params=Params, level="api", aliases=("trained_router",), min_models=2,
         trainable=True,
         roles={"router": "base weights of the router that is LoRA-trained (default: the dev-best model)",
@@ -160,7 +178,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         raise ConfigError("api_trained_router needs a run directory for its adapter (artifacts_dir)")
     with ctx.phase("dev"):
         dev = collect(ctx, ctx.dev)
-        labels, why = dev_labels(ctx, dev, params.tie_break, params.reward_max_length)
+        labels, why = dev_labels(ctx, dev, params.tie_break, params.reward_max_length, reward_model(ctx, params))
         dev_best = models[dev.best_order()[0]]
         if params.router_base:
             check_spec(ModelSpec(model=params.router_base))  # a one-line error for a model that is not here
