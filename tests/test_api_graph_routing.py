@@ -51,7 +51,8 @@ PARAMS = {"epochs": 150, "learning_rate": 1e-2, "masks_per_epoch": 8, "task_key"
 
 @pytest.mark.parametrize("scenario, task_key, expected", [
     ("balance", "domain", ["cheap", "pricey"] * 4),  # cheap where it is right (cheaper), pricey where cheap is wrong
-    ("balance", None, ["cheap", "pricey"] * 4),  # one task node: the query embeddings alone carry the domain
+    pytest.param("balance", None, ["cheap", "pricey"] * 4,  # one task node: the query embeddings alone carry the domain
+                 marks=pytest.mark.slow),
     ("Cost First", "domain", ["cheap"] * 8),  # reference spelling; 0.2 perf - 0.8 cost: cheap even where wrong
 ])
 def test_scenario_changes_routes(scenario, task_key, expected, two_domain_task, cache, tmp_path):
@@ -76,6 +77,37 @@ def test_scenario_changes_routes(scenario, task_key, expected, two_domain_task, 
 
 
 def test_training_is_seeded(two_domain_task, cache, tmp_path):
-    runs = [run_experiment(scripted_config("graph_router", two_domain_task, ["cheap", "pricey"], {**PARAMS, "epochs": 30}),
+    runs = [run_experiment(scripted_config("graph_router", two_domain_task, ["cheap", "pricey"], {**PARAMS, "epochs": 10}),
                            tmp_path / f"run{i}", cache=cache, backends=_backends()) for i in range(2)]
     assert [r["trace"]["scores"] for r in runs[0].predictions] == [r["trace"]["scores"] for r in runs[1].predictions]
+
+
+def test_graph_structure_hides_whole_queries_and_gives_test_queries_no_outcome():
+    """The graph itself: every query is linked to its task; visible known queries carry one outcome edge per model
+    ([1, performance, cost, reward], both directions); hidden and unknown (test) queries carry none."""
+    import torch
+
+    from moco.routing.graph import GraphInputs, build_graph
+
+    perf = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    cost = torch.tensor([[0.1, 1.0], [0.2, 0.9], [0.1, 1.0]])
+    inp = GraphInputs(task_emb=torch.randn(2, 4), model_emb=torch.randn(2, 4), known_emb=torch.randn(3, 4),
+                      known_task=[0, 1, 0], perf=perf, cost=cost, reward=perf - cost,
+                      unknown_emb=torch.randn(2, 4), unknown_task=[1, 0])
+    g = build_graph(inp, [[0, 2], [1]], include_unknown=True)  # two copies (masks): query 1 hidden, then 0 and 2
+    assert (g.copies, g.n_queries, g.n_models) == (2, 5, 2)
+    assert [g.outcome_edges_of(q, 0) for q in range(5)] == [2, 0, 2, 0, 0]  # one per model (leaving the query)
+    assert [g.outcome_edges_of(q, 1) for q in range(5)] == [0, 2, 0, 0, 0]
+    # an outcome edge carries the real outcome of that (query, model) pair
+    q, m = g.query_node(0, 2), g.model_node(0, 1)
+    e = ((g.edge_index[0] == q) & (g.edge_index[1] == m)).nonzero().flatten()
+    assert len(e) == 1 and g.edge_attr[e[0]].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0])
+    # every query (the test queries 3 and 4 too) is linked to its own task, in its own copy only
+    for k in range(2):
+        for qi, t in enumerate([0, 1, 0, 1, 0]):
+            links = (g.edge_index[0] == k * 2 + t) & (g.edge_index[1] == g.query_node(k, qi))
+            assert int(links.sum()) == 1 and float(g.edge_attr[links][0].abs().sum()) == 0.0
+    # copies never touch: no edge joins nodes of different masks
+    copy_of = torch.cat([torch.arange(2).repeat_interleave(2), torch.arange(2).repeat_interleave(5),
+                         torch.arange(2).repeat_interleave(2)])
+    assert bool((copy_of[g.edge_index[0]] == copy_of[g.edge_index[1]]).all())
