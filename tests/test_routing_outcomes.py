@@ -49,3 +49,37 @@ def test_confidence_kinds():
     assert confidence(Response("", "m", token_logprobs=[], top_logprobs=[])) == 0.0
     assert confidence(Response("x", "m")) is None
     assert confidence(Response("", "m", error="boom", token_logprobs=[0.0])) is None
+
+
+def test_outcomes_use_the_task_scorer_in_one_batch(data_dir, cache, tmp_path):
+    """On a task without gold answers scored by a reward model, a router's dev outcomes are the rewards (not
+    zeros), scored in one batched call of the reward model; on a generation-only task routing is refused."""
+    import pytest
+
+    from moco.errors import ConfigError
+    from moco.models.scripted import ScriptedBackend
+    from moco.routing.outcomes import collect
+
+    backends = {"scripted:a": ScriptedBackend("a", default="short"),
+                "scripted:b": ScriptedBackend("b", default="a much longer answer"),
+                "scripted:rm": ScriptedBackend("rm", fn=lambda req: str(len(req.messages[-1][1].split())))}
+    cfg = parse_config({"method": "api_graph_routing", "task": {"name": "human_interest_tiny", "dev_limit": 3,
+                                                                "test_limit": 2},
+                        "models": ["scripted:a", "scripted:b"], "roles": {"reward": {"model": "scripted:rm"}}})
+    p = plan(cfg, backends=backends, data_dir=str(data_dir))
+    rec = CallRecorder(None)
+    ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=rec,
+                     generation=p.config.generation, roles=p.roles)
+    out = collect(ctx, ctx.dev)
+    assert out.scores == [[1.0] * 3, [4.0] * 3]  # the reward model's outputs: 1 and 4 words
+    assert out.best_order() == [1, 0]
+    assert rec.phases["score"].calls == 6 and len(backends["scripted:rm"].calls) == 6
+    gen_only = parse_config({"method": "api_graph_routing", "task": {"name": str(tmp_path / "g.json")},
+                             "models": ["scripted:a", "scripted:b"]})
+    (tmp_path / "g.json").write_text('{"name": "g", "task_type": "text_generation", "dev": [{"input": "hi"}], '
+                                     '"test": [{"input": "yo"}]}')
+    p = plan(gen_only, backends=backends)
+    ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
+                     generation=p.config.generation)
+    with pytest.raises(ConfigError, match="generation-only"):
+        collect(ctx, ctx.dev)

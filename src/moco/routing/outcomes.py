@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from moco.context import Call, Output, Response, RunContext
+from moco.errors import ConfigError
 from moco.models.pool import ModelHandle
 from moco.routing.choice import parse_model_choice
+from moco.scoring.evaluate import is_generation_only
 from moco.tasks.base import Example
 
 CONFIDENCES = ("mean_token_prob", "mean_top_prob", "min_token_prob")
@@ -61,17 +63,27 @@ class Outcomes:
         return [[confidence(r, kind) for r in row] for row in self.answers]
 
 
+def answer_call(model: ModelHandle, example: Example, sampling=None) -> Call:
+    """The call a model makes when it answers an example alone (as `ctx.answer_all`): routers, cascades and
+    single models share its cache entry (log-probabilities or not)."""
+    return Call(model, example.prompt, sampling, images=example.images)
+
+
 def collect(ctx: RunContext, examples: Sequence[Example], models: Sequence[ModelHandle] | None = None,
             tag: str = "answer", logprobs: bool = False) -> Outcomes:
-    """Every model answers every example in one batched call, and each answer is scored (failed calls score 0).
-    With `logprobs`, answers carry per-token log-probabilities (the same cache entries as plain answers)."""
+    """Every model answers every example in one batched call, and every answer is scored in one batch by the
+    task's scorer (a judge or reward model too); a failed call scores 0. With `logprobs`, answers carry
+    per-token log-probabilities (the same cache entries as plain answers)."""
+    if is_generation_only(ctx.scorer):
+        raise ConfigError(f"task {ctx.task.name} is generation-only (no scorer): routing by outcomes needs scores")
     ms = list(models) if models is not None else list(ctx.models)
     sampling = ctx.sampling(logprobs=True) if logprobs else None
-    flat = ctx.generate([Call(m, ex.prompt, sampling) for m in ms for ex in examples], tag=tag)
+    flat = ctx.generate([answer_call(m, ex, sampling) for m in ms for ex in examples], tag=tag)
+    results = ctx.score_many([ex for _ in ms for ex in examples], [r.text for r in flat])
     n = len(examples)
     answers = [flat[i * n:(i + 1) * n] for i in range(len(ms))]
-    scores = [[0.0 if r.failed or ex.answer is None else ctx.score(ex, r.text).score
-               for ex, r in zip(examples, row)] for row in answers]
+    scores = [[0.0 if r.failed else float(s.score) for r, s in zip(row, results[i * n:(i + 1) * n])]
+              for i, row in enumerate(answers)]
     return Outcomes(list(examples), ms, answers, scores)
 
 
@@ -79,7 +91,7 @@ def answer_routed(ctx: RunContext, examples: Sequence[Example], chosen: Sequence
                   tag: str = "routed answer", logprobs: bool = False) -> list[Response]:
     """Each example answered by its chosen model: one batched call, the same calls as plain answers."""
     sampling = ctx.sampling(logprobs=True) if logprobs else None
-    return ctx.generate([Call(m, ex.prompt, sampling) for m, ex in zip(chosen, examples)], tag=tag)
+    return ctx.generate([answer_call(m, ex, sampling) for m, ex in zip(chosen, examples)], tag=tag)
 
 
 def route_shares(models: Sequence[ModelHandle], chosen: Sequence[ModelHandle]) -> dict[str, float]:

@@ -27,7 +27,7 @@ from moco.context import Call, Output, Response, RunContext
 from moco.errors import ConfigError, ModelError
 from moco.methods.registry import MethodParams, method
 from moco.models.pool import ModelHandle
-from moco.routing.outcomes import confidence, route_shares
+from moco.routing.outcomes import answer_call, confidence, route_shares
 from moco.routing.thresholds import calibrate
 
 UNCONFIDENT = "unconfident"
@@ -90,7 +90,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             if not ctx.dev:
                 raise ConfigError(f"task {ctx.task.name} has no dev split: give `thresholds` or use mode just_ask")
             with ctx.phase("dev"):
-                dev = ctx.generate([Call(m, ex.prompt, lp) for m in order[:-1] for ex in ctx.dev], tag="calibrate")
+                dev = ctx.generate([answer_call(m, ex, lp) for m in order[:-1] for ex in ctx.dev], tag="calibrate")
             n = len(ctx.dev)
             dev_conf = [_confidences(dev[i * n:(i + 1) * n], params.confidence, m) for i, m in enumerate(order[:-1])]
             try:
@@ -108,11 +108,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                 break
             last = level == levels - 1
             if logit:
-                calls = [Call(m, test[j].prompt, lp) for j in pending]
+                calls = [answer_call(m, test[j], lp) for j in pending]
             elif last:
-                calls = [Call(m, test[j].prompt) for j in pending]
+                calls = [answer_call(m, test[j]) for j in pending]
             else:
-                calls = [Call(m, just_ask_prompt(test[j].prompt)) for j in pending]
+                calls = [Call(m, just_ask_prompt(test[j].prompt), images=test[j].images) for j in pending]
             responses = ctx.generate(calls, tag=f"level {level}")
             confs = _confidences(responses, params.confidence, m) if logit else [None] * len(responses)
             deferred = []

@@ -1,7 +1,7 @@
 """api_graph_routing: GraphRouter (Feng et al. 2024) — a GNN over task, query and model nodes picks the model.
 
 1. Every model answers the dev set (plain answering calls, shared through the cache); each answer's task score
-   is its performance, its output tokens times the model's price (`costs`) its cost, normalized to [0, 1] over
+   is its performance (scores outside [0, 1], e.g. rewards, are min-max scaled over the dev set), its output tokens times the model's price (`costs`) its cost, normalized to [0, 1] over
    the dev set. The scenario sets the reward of an answer: performance_first = perf, balance = 0.5 perf -
    0.5 cost, cost_first = 0.2 perf - 0.8 cost. (The reference's cost is constant, so its scenario changed
    nothing.)
@@ -129,6 +129,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     with ctx.phase("dev"):
         dev = collect(ctx, ctx.dev)
         perf = torch.tensor(dev.scores, dtype=torch.float32).T  # [Q, M]
+        if perf.numel() and (perf.min() < 0 or perf.max() > 1):  # e.g. reward-model scores: onto cost's [0, 1] scale
+            perf = (perf - perf.min()) / (perf.max() - perf.min()).clamp(min=1e-9)
         raw = torch.tensor([[r.tokens_out * prices[m] for r in dev.answers[m]] for m in range(n_m)],
                            dtype=torch.float32).T
         cost = raw / raw.max().clamp(min=1e-9)
