@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moco import faults
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
 from moco.errors import ModelError
@@ -210,6 +211,7 @@ class RunContext:
             if not missing:
                 continue
             results = backend.generate([reqs[i] for i in missing])
+            faults.hit("generate.batch")
             self._batch_id += 1
             self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
             for i, r in zip(missing, results):
