@@ -1,7 +1,7 @@
 """Routing methods end to end on the embedded SmolLM2 from the example configs (shrunk: few items, short outputs).
 
-The cascade runs in the default suite (real token log-probabilities, thresholds per model); the other
-examples are `slow`."""
+All are `slow` (about a CPU minute each, mostly loading; the default run covers the same steps on tiny HF
+models and scripted backends): `pytest -m slow tests/test_api_routing_smollm.py`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,13 +31,17 @@ def _common(res, n_test: int = 3) -> dict:
 
 
 @pytest.mark.smollm
+@pytest.mark.slow
 def test_cascade_example_on_smollm(smollm_dir, cache, tmp_path):
-    res = run_experiment(_shrunk("api_cascade_pseudo_experts.yaml"), tmp_path / "run", cache=cache)
-    m = _common(res)
+    cfg = _shrunk("api_cascade_pseudo_experts.yaml")  # 2 test, 4 dev items, 8 tokens
+    cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"test_limit": 2, "dev_limit": 4}),
+                                 "generation": cfg.generation.model_copy(update={"max_new_tokens": 8})})
+    res = run_experiment(cfg, tmp_path / "run", cache=cache)
+    m = _common(res, n_test=2)
     assert m["cascade_order"] == ["brief", "plain", "careful"]  # costs [1, 4, 2]
     th = m["thresholds"]
     assert set(th) == {"brief", "plain"} and th["brief"] != th["plain"] and all(0 < t < 1 for t in th.values())
-    assert m["phases"]["dev"]["calls"] == 2 * 6  # the last level needs no threshold
+    assert m["phases"]["dev"]["calls"] == 2 * 4  # the last level needs no threshold
     for row in res.predictions:
         for v in row["trace"]["levels"]:
             assert 0 < v["confidence"] <= 1
