@@ -49,18 +49,21 @@ def test_cascade_example_on_smollm(smollm_dir, cache, tmp_path):
                 assert (v["decision"] == "accept") == (v["confidence"] >= v["threshold"])
 
 
+@pytest.mark.smollm
 @pytest.mark.slow
 def test_prompt_routing_example_on_smollm(smollm_dir, cache, tmp_path):
     m = _common(run_experiment(_shrunk("api_prompt_routing_pseudo_experts.yaml"), tmp_path / "run", cache=cache))
     assert m["router"] in m["models"] and 0 <= m["router_parse_failures"] <= 3
 
 
+@pytest.mark.smollm
 @pytest.mark.slow
 def test_graph_routing_example_on_smollm(smollm_dir, cache, tmp_path):
     m = _common(run_experiment(_shrunk("api_graph_routing_pseudo_experts.yaml", epochs=30), tmp_path / "run", cache=cache))
     assert m["graph"]["test_outcome_edges"] == 0 and m["graph"]["dev_outcome_edges"] == 6 * 3
 
 
+@pytest.mark.smollm
 @pytest.mark.slow
 def test_trained_router_example_on_smollm(smollm_dir, cache, tmp_path):
     res = run_experiment(_shrunk("api_trained_router_pseudo_experts.yaml", epochs=1), tmp_path / "run", cache=cache)
@@ -69,6 +72,7 @@ def test_trained_router_example_on_smollm(smollm_dir, cache, tmp_path):
     assert (res.run_dir / "artifacts" / "router_lora" / "adapter_config.json").exists()
 
 
+@pytest.mark.smollm
 @pytest.mark.slow
 def test_router_eval_example_on_smollm(smollm_dir, cache, tmp_path):
     res = run_experiment(_shrunk("api_router_eval_pseudo_experts.yaml", decisions=[]), tmp_path / "run", cache=cache)
