@@ -70,6 +70,11 @@ class Output:
     failed: bool = False
 
 
+def _widest(prepared: list[tuple[str, GenRequest]], positions: list[int]) -> GenRequest:
+    """Of identical calls, the one asking for log-probabilities if any (its result serves them all)."""
+    return next((prepared[p][1] for p in positions if prepared[p][1].sampling.logprobs), prepared[positions[0]][1])
+
+
 class RunContext:
     overlap_remote = True  # remote backends of one generate call run concurrently (False: one after the other)
 
@@ -169,6 +174,8 @@ class RunContext:
             where.setdefault(key, []).append(pos)
         done: dict[str, tuple[GenResult, bool]] = {}
         for key, hit in self.cache.get_many(list(where)).items():
+            if hit.extra is None and any(prepared[p][1].sampling.logprobs for p in where[key]):
+                continue  # cached without log-probabilities: recompute (same seed, same text) and store them
             done[key] = (hit.to_result(), True)
             self._record(key, where[key], handles, done[key], tag, None)
         bar = self.progress.task(f"{self.recorder.phase} {tag}".strip(), len(where)) if where else None
@@ -179,7 +186,7 @@ class RunContext:
         jobs = [keys for keys in by_backend.values() if any(k not in done for k in keys)]
 
         def run(keys: list[str]) -> None:
-            self._run_backend(keys, {k: (handles[where[k][0]], prepared[where[k][0]][1]) for k in keys},
+            self._run_backend(keys, {k: (handles[where[k][0]], _widest(prepared, where[k])) for k in keys},
                               done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
 
         remote = [j for j in jobs if self.pool.is_remote(handles[where[j[0]][0]])]

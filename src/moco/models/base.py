@@ -23,11 +23,11 @@ class SamplingParams:
         return self.temperature <= 0.0
 
     def key(self) -> dict:
+        """What changes the generated text. `logprobs` does not: a call with log-probabilities is the same
+        call as one without (same cache entry, same sampling seed), so routers and cascades reuse plain answers."""
         d = {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature), "stop": list(self.stop)}
         if not self.greedy:
             d["top_p"] = float(self.top_p)
-        if self.logprobs:
-            d["logprobs"] = True
         return d
 
 

@@ -30,7 +30,7 @@ def folder_fingerprint(path: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = f.relative_to(path).as_posix()
-        if rel.startswith(".") or "/." in rel:
+        if rel.startswith(".") or "/." in rel or rel == "training_log.json":  # the trainer's log (wall time) is not weights
             continue
         size = f.stat().st_size
         h.update(f"{rel}:{size}".encode())
