@@ -185,22 +185,7 @@ class HFBackend:
 
     # ---------------------------------------------------------------- decoding
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        if not requests:
-            return []
-        results: list[GenResult | None] = [None] * len(requests)
-        # requests in one call may differ in sampling; decode groups of identical sampling together
-        groups: dict[Any, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.sampling, []).append(i)
-        for sampling, idx in groups.items():
-            t0 = time.time()
-            outs = self._decode([requests[i] for i in idx], sampling)
-            dt = time.time() - t0
-            total = sum(o.tokens_out + 1 for o in outs) or 1
-            for i, o in zip(idx, outs):
-                o.latency_s = dt * (o.tokens_out + 1) / total
-                results[i] = o
-        return [r for r in results if r is not None]
+        return generate_grouped(requests, self._decode)
 
     def _decode(self, requests: list[GenRequest], sampling) -> list[GenResult]:
         import torch
@@ -295,6 +280,26 @@ class HFBackend:
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def generate_grouped(requests: list[GenRequest], decode: Callable[[list[GenRequest], Any], list[GenResult]]) -> list[GenResult]:
+    """Requests in one call may differ in sampling: decode groups of identical sampling together, and share
+    each group's wall time out to its rows by generated tokens."""
+    if not requests:
+        return []
+    results: list[GenResult | None] = [None] * len(requests)
+    groups: dict[Any, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.sampling, []).append(i)
+    for sampling, idx in groups.items():
+        t0 = time.time()
+        outs = decode([requests[i] for i in idx], sampling)
+        dt = time.time() - t0
+        total = sum(o.tokens_out + 1 for o in outs) or 1
+        for i, o in zip(idx, outs):
+            o.latency_s = dt * (o.tokens_out + 1) / total
+            results[i] = o
+    return [r for r in results if r is not None]
 
 
 def _model_device(model, fallback: str):
