@@ -35,7 +35,8 @@ def linear(tensors: Sequence[Tensor], weights: Sequence[float], normalize: bool 
         weights = [w / total for w in weights]
     out = as_compute(tensors[0]) * float(weights[0])
     for t, w in zip(tensors[1:], weights[1:]):
-        out.add_(as_compute(t), alpha=float(w))
+        if w != 0.0:
+            out.add_(as_compute(t), alpha=float(w))
     return out
 
 
