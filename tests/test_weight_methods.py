@@ -260,3 +260,22 @@ def test_weight_methods_reject_role_prompts_and_overlapping_k(zoo, tiny_task):
         plan(cfg)
     with pytest.raises(ConfigError, match="k=2 needs at least 4 models"):
         plan(_cfg("weight_expo", zoo, tiny_task, {"k": 2}))
+
+
+@pytest.mark.parametrize("example", ["zoo_single_model", "logit_fusion_zoo", "logit_contrastive_zoo",
+                                     "weight_greedy_soup_zoo", "weight_dare_ties_zoo", "weight_model_swarms_zoo",
+                                     "weight_lorahub_zoo", "weight_expo_zoo"])
+def test_zoo_examples_validate_on_a_tiny_zoo(example, zoo, data_dir):
+    """The example configs (written for `moco zoo build --out zoo` on SmolLM2) with the tiny zoo swapped in."""
+    from pathlib import Path
+
+    from moco.config import read_config_file
+
+    raw = read_config_file(Path(__file__).resolve().parent.parent / "examples" / f"{example}.yaml")
+    names = {m["name"] for m in raw["models"]}
+    assert names == {"math", "knowledge", "safety"}
+    raw["models"] = [{"model": str(zoo["base"]), "adapter": str(d), "name": n} for d, n in zip(zoo["dirs"], NAMES)]
+    if raw.get("params", {}).get("base_model"):
+        raw["params"]["base_model"] = str(zoo["base"])
+    p = plan(parse_config(raw), str(data_dir))
+    assert p.task.name == "arc_challenge" and len(p.task.test) == 40

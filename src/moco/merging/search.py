@@ -18,8 +18,6 @@ from moco.tasks.base import Example
 
 class DevSearch:
     def __init__(self, ctx: RunContext, template: Any, label: str, dev: list[Example] | None = None):
-        if dev is None and not ctx.dev:
-            raise ValueError(f"task {ctx.task.name} has no dev split; a dev-scored weight search is impossible")
         self.ctx = ctx
         self.label = label
         self.dev = list(ctx.dev if dev is None else dev)
@@ -41,6 +39,8 @@ class DevSearch:
         digest = recipe.digest()
         if digest in self.scores:
             return self.scores[digest]
+        if not self.dev:
+            raise ValueError(f"task {self.ctx.task.name} has no dev examples; a dev-scored weight search is impossible")
         t0 = time.time()
         merges0 = self.bench.merges
         h = self.handle(recipe)
