@@ -93,7 +93,7 @@ class FusedBackend:
                 return self.combine([stream_logits[i][:, :v].float() for i in member_stream])
 
             finish = decode_rows(streams, rows, sampling, self.eos_ids, step, self.lead._hit_stop)
-            results = self.lead.results(rows, finish)
+            results = self.lead.results(requests, rows, finish)
         for j, res in enumerate(results):  # prompt tokens every distinct member had to read
             res.tokens_in = sum(len(ids[j]) for ids in prompt_ids)
         return results

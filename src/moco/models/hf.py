@@ -197,7 +197,7 @@ class HFBackend:
         rows = self.new_rows(requests)
         stream = KVStream(self.model, [r.ids for r in rows], self.tokenizer.pad_token_id)
         finish = decode_rows([stream], rows, sampling, self.eos_ids, lambda logits: logits[0], self._hit_stop)
-        return self.results(rows, finish)
+        return self.results(requests, rows, finish)
 
     def new_rows(self, requests: list[GenRequest], ids: list[list[int]] | None = None) -> list[_Row]:
         """One decoding row per request: its prompt ids and its own generator seeded from the request."""
@@ -209,8 +209,8 @@ class HFBackend:
         return [_Row(i, p, torch.Generator(device=gen_device).manual_seed(r.seed), [], r.sampling.stop)
                 for i, (r, p) in enumerate(zip(requests, ids))]
 
-    def results(self, rows: list[_Row], finish: list[str]) -> list[GenResult]:
-        """Decoded text of finished rows (EOS dropped, cut at stop strings, reasoning blocks removed)."""
+    def results(self, requests: list[GenRequest], rows: list[_Row], finish: list[str]) -> list[GenResult]:
+        """Decoded text of finished rows (rows[i] decodes requests[i]) (EOS dropped, cut at stop strings, reasoning blocks removed)."""
         eos = self.eos_ids
         results = []
         for r, fin in zip(rows, finish):
