@@ -179,7 +179,8 @@ def test_swarm_in_coefficient_space_is_the_weight_space_swarm():
     rng = np.random.default_rng(0)
     experts = rng.normal(size=(4, 50))
     target = rng.normal(size=50)
-    settings = SwarmSettings(seed=3, starting_velocity="zero", restart_velocity="zero", patience=20, restart_patience=2)
+    settings = SwarmSettings(seed=3, starting_velocity="zero", restart_velocity="zero", restart_moves=True, patience=20,
+                             restart_patience=2)
     coef = ParticleSwarm(np.eye(4), settings)
     coef.velocities = start_velocities(4, "random", 3)
     weight = ParticleSwarm(experts.copy(), settings)

@@ -29,7 +29,8 @@ class SwarmSettings:
     patience: int = 5  # stop when the global best has not improved for this many updates
     restart_patience: int = 3  # a particle that has not improved for this many updates restarts
     starting_velocity: str = "random"  # random | zero
-    restart_velocity: str = "random"  # random | zero (Model Swarms: a restarted particle rests at its personal best)
+    restart_velocity: str = "random"  # random | zero (Model Swarms: a restarted particle restarts at rest)
+    restart_moves: bool = False  # Model Swarms (the authors' code): a restarted particle still takes this step
     seed: int = 0
 
 
@@ -99,7 +100,8 @@ class ParticleSwarm:
                                       else self.rng.uniform(-1, 1, self.positions[i].shape))
                 self.stale[i] = 0
                 self.restarts.append((self.iteration, i))
-                continue
+                if not s.restart_moves:
+                    continue
             r = self.rng.uniform(0, 1, 4) if s.weight_randomness else np.ones(4)
             w, c, so, b = s.inertia * r[0], s.cognitive * r[1], s.social * r[2], (s.repel * r[3] if s.repel_term else 0.0)
             total = w + c + so + b

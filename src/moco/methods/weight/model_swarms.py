@@ -4,8 +4,8 @@ Each expert starts as a particle x_i with velocity x_j − x_i towards a random 
 every particle is merged in memory and scored on dev (its fitness), then moves:
     v ← w·v + c·(p_i − x_i) + s·(g − x_i) + b·(x_i − g_worst),   x ← x + step·v
 (four term weights drawn from U(0,1) and normalised to sum 1; p_i its best, g the swarm's best, g_worst its worst),
-the step decays, a particle that stops improving restarts at its best (at rest), and the search stops when the
-global best stalls. The answer is the global best.
+the step decays, a particle that stops improving restarts at its best with zero velocity (and still takes that
+step's update, as in the authors' code), and the search stops when the global best stalls. The answer is the global best.
 
 Every position is an affine combination of the experts (starting positions are experts, velocities are
 differences of positions), so particles are kept as coefficient vectors c over the experts and a candidate is
@@ -54,7 +54,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     ex = experts(ctx, prefer_lora=True)
     n = len(ex.sources)
     names = [h.name for h in ctx.models]
-    settings = params.swarm_settings(ctx.seed, starting_velocity="zero", restart_velocity="zero")
+    settings = params.swarm_settings(ctx.seed, starting_velocity="zero", restart_velocity="zero", restart_moves=True)
     swarm = ParticleSwarm(np.eye(n), settings)
     swarm.velocities = start_velocities(n, params.starting_velocity, ctx.seed)
     search = DevSearch(ctx, ex.template, "swarm")
