@@ -21,7 +21,7 @@ from moco import faults
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
 from moco.errors import ModelError
-from moco.models.base import GenRequest, GenResult, Message, SamplingParams
+from moco.models.base import GenRequest, GenResult, Message, SamplingParams, with_role_prompt
 from moco.models.pool import ModelHandle, ModelPool
 from moco.progress import Progress
 from moco.scoring.base import Scorer, ScoreResult
@@ -155,13 +155,8 @@ class RunContext:
     # ------------------------------------------------------------------ generation
     def _request(self, handle: ModelHandle, call: Call) -> tuple[str, GenRequest]:
         msgs: list[Message] = [("user", call.prompt)] if isinstance(call.prompt, str) else [tuple(m) for m in call.prompt]
-        if handle.role_prompt:
-            if msgs and msgs[0][0] == "system":
-                msgs[0] = ("system", f"{handle.role_prompt}\n\n{msgs[0][1]}")
-            else:
-                msgs.insert(0, ("system", handle.role_prompt))
         sampling = call.sampling or self.sampling()
-        req = GenRequest(tuple(msgs), sampling, 0, call.prefix, tuple(call.images))
+        req = GenRequest(with_role_prompt(msgs, handle.role_prompt), sampling, 0, call.prefix, tuple(call.images))
         key = request_key(self.pool.fingerprint(handle), req, self.seed, call.replica + handle.replica_offset)
         return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix, req.images)
 

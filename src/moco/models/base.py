@@ -94,6 +94,17 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def with_role_prompt(messages: "tuple[Message, ...] | list[Message]", role_prompt: str | None) -> tuple[Message, ...]:
+    """The messages as a pseudo-expert sees them: its role prompt as (or before) the system message."""
+    msgs = [tuple(m) for m in messages]
+    if role_prompt:
+        if msgs and msgs[0][0] == "system":
+            msgs[0] = ("system", f"{role_prompt}\n\n{msgs[0][1]}")
+        else:
+            msgs.insert(0, ("system", role_prompt))
+    return tuple(msgs)  # type: ignore[return-value]
+
+
 def chunk_plan(n: int, batch_size: int, order: list[int] | None = None) -> list[list[int]]:
     """Fixed-size batches over `order` (default 0..n-1)."""
     idx = list(range(n)) if order is None else order
