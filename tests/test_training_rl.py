@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import string
 
+import pytest
+
 from moco.config import ModelSpec
 from moco.models.base import GenRequest, SamplingParams
 from moco.models.pool import ModelPool
 from moco.training import DPOSettings, GRPOSettings, train_lora_dpo, train_lora_grpo
 from moco.training.adapters import adapter_delta
+from steered import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dpo_prefers_chosen_and_continues_from_a_previous_adapter(tiny_models, tmp_path):

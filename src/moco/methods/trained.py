@@ -1,0 +1,42 @@
+"""What methods that train models share: the messages a model really sees, registering a trained adapter as a
+model of the run, and the training figures reported in metrics.json."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from moco.context import RunContext
+from moco.models.base import Message
+from moco.models.pool import ModelHandle
+
+
+def chat(handle: ModelHandle, prompt: str) -> list[Message]:
+    """The messages `handle` receives for `prompt` at inference (its role prompt as the system message), so a
+    model is trained on exactly the input it will be asked with."""
+    return [("system", handle.role_prompt), ("user", prompt)] if handle.role_prompt else [("user", prompt)]
+
+
+def trained_model(ctx: RunContext, origin: ModelHandle, adapter: str | Path, name: str) -> ModelHandle:
+    """Register `adapter` (trained from `origin`'s weights) as model `name`; it keeps origin's role prompt,
+    dtype and device, and gets its own cache fingerprint (the adapter's contents)."""
+    spec = origin.spec.model_copy(update={"adapter": str(adapter), "name": name})
+    return ctx.add_model(name, spec)
+
+
+def train_target(ctx: RunContext, handle: ModelHandle) -> tuple[str, str | None, str]:
+    """(base folder, adapter the model already has or None, device) of a model to train."""
+    return ctx.model_path(handle), handle.spec.adapter, ctx.pool.device_for(handle)
+
+
+def record_training(ctx: RunContext, label: str, result: Any, **info: Any) -> dict[str, Any]:
+    """Add one training run to metrics.json's `training` block (total steps and seconds, one row per run)."""
+    block = ctx.extra_metrics.setdefault("training", {"runs": 0, "steps": 0, "seconds": 0.0, "reused": 0,
+                                                      "adapters": []})
+    row = {"label": label, "adapter": str(result.adapter_dir), "steps": result.steps,
+           "seconds": round(result.seconds, 2), "reused": result.reused, **info}
+    block["runs"] += 1
+    block["steps"] += result.steps
+    block["seconds"] = round(block["seconds"] + (0.0 if result.reused else result.seconds), 2)
+    block["reused"] += int(result.reused)
+    block["adapters"].append(row)
+    return row
