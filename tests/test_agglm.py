@@ -95,3 +95,24 @@ def test_agglm_hard_easy_grpo_by_position_and_trained_aggregator(pool_dirs, digi
         assert again.metrics["training"]["reused"] == 1 and again.predictions == res.predictions
     finally:
         forget(cls)
+
+
+def test_adapter_key_depends_on_task_models_and_settings():
+    from types import SimpleNamespace
+
+    from moco.methods.text.agglm import Params, _key
+    from moco.tasks.base import Example
+
+    def ctx(task="a", fps=("m1", "m2")):
+        dev = [Example("same-id", i, "dev", "p", "p", str(i)) for i in range(2)]
+        fp = dict(zip(["x", "y", "agg"], [*fps, "agg"]))
+        return SimpleNamespace(task=SimpleNamespace(name=task, task_type="exact_match"), dev=dev, seed=0,
+                               pool=SimpleNamespace(fingerprint=lambda h: fp[h.name]))
+
+    hs = [SimpleNamespace(name=n) for n in ("x", "y")]
+    agg = SimpleNamespace(name="agg")
+    k = _key(ctx(), agg, Params(), hs)
+    assert k == _key(ctx(), agg, Params(), hs)
+    assert k != _key(ctx(task="b"), agg, Params(), hs)  # the reference keyed on model names only
+    assert k != _key(ctx(fps=("m1", "m3")), agg, Params(), hs)
+    assert k != _key(ctx(), agg, Params(sample_size=3), hs)

@@ -64,10 +64,13 @@ def test_multiagent_finetuning_steps_training_and_test_time_agents(agents, tiny_
         # the critic data is the prompt b saw at inference (others' answers) and b's own corrected answer
         art = res.run_dir / "artifacts" / "multiagent_finetuning"
         rows = [json.loads(x) for x in (art / "iteration_1" / "critic_data_agent_1.jsonl").read_text().splitlines()]
+        b_base = next(x for x in cls.instances if x.base_name == "agent_b" and x.adapter is None)
+        critic_requests = [q.messages for q, _ in b_base.seen if CRITIC_MARK in user_text(q)]
         for row in rows:
             prompt = row["messages"][-1][1]
             assert CRITIC_MARK in prompt and row["completion"].endswith(f"({gold[row['uid']]})")
             assert prompt.count("] The answer is (") == 3  # its own previous answer and a's and c's
+            assert tuple(tuple(m) for m in row["messages"]) in critic_requests  # trained on what it saw
         # iteration 2 debates with the trained models and continues their adapters
         assert it2["debaters"] == [["a/gen@1", "b", "c"], ["a/critic@1", "b/critic@1", "c"]]
         runs = {r["label"]: r for r in m["training"]["adapters"]}
@@ -97,3 +100,29 @@ def test_multiagent_finetuning_steps_training_and_test_time_agents(agents, tiny_
         assert again.metrics["phases"]["dev"]["cache_hits"] == again.metrics["phases"]["dev"]["calls"]
     finally:
         forget(cls)
+
+
+def test_dataset_split_and_mix():
+    """DC- holds agents corrected to the consensus, DC+ those right from the start; w mixes them."""
+    import random
+
+    from moco.methods.text.multiagent_finetuning import Debate, build_datasets
+    from moco.scoring.multiple_choice import MultipleChoiceScorer
+    from moco.tasks.base import Example
+
+    exs = [Example(f"q{j}", j, "dev", f"Q{j}", f"Q{j}", "A", {k: k for k in "ABCD"}) for j in range(6)]
+    # agent 0 right throughout; agent 1 wrong first then right; agent 2 wrong throughout
+    texts = [[[f"The answer is ({x})" for x in "ABB"], [f"The answer is ({x})" for x in "AAB"]] for _ in exs]
+    prompts = [[[[("user", f"r{r}a{i}")] for i in range(3)] for r in range(2)] for _ in exs]
+    d = Debate(texts, prompts, [], [["g0", "g1", "g2"], ["c0", "c1", "c2"]],
+               votes=[["A", "A", "B"]] * 6, consensus=["A"] * 6)
+
+    class Ctx:
+        scorer = MultipleChoiceScorer()
+
+    data = build_datasets(Ctx(), d, exs, 3, 0.25, random.Random(0))
+    assert [len(x["gen"]) for x in data] == [6, 0, 0]
+    assert [(len(x["dc_minus"]), len(x["dc_plus"])) for x in data] == [(0, 6), (6, 0), (0, 0)]
+    # max(1, floor(6 * 0.25)) = 1 from DC-, max(1, floor(6 * 0.75)) = 4 from DC+
+    assert [len(x["critic"]) for x in data] == [4, 1, 0]
+    assert data[1]["critic"][0][0] == [("user", "r1a1")] and data[0]["gen"][0][0] == [("user", "r0a0")]

@@ -4,7 +4,8 @@ Loss is on the completion tokens only. The adapter is written to `out_dir` with 
 the hash of the data and settings: calling again with the same inputs reuses it (a resumed run does not
 train twice), different inputs retrain. fp32 and no gradient checkpointing on CPU (bf16 is ~3x slower there).
 `init_adapter` continues training an existing adapter (base + that adapter is the starting model, and the
-result is again one adapter on the base), e.g. a later iteration of an iterative method.
+result is again one adapter on the base, of that adapter's LoRA shape), e.g. a later iteration of an
+iterative method.
 """
 from __future__ import annotations
 

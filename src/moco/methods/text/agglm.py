@@ -32,7 +32,7 @@ from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
 from moco.methods.text.majority_vote import plurality
 from moco.methods.trained import chat, record_training, train_target, trained_model
-from moco.models.pool import ModelHandle
+from moco.models.pool import ModelHandle, check_spec
 from moco.training import GRPOSettings, train_lora_grpo
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,9 @@ def _aggregator(ctx: RunContext, params: Params) -> ModelHandle:
         return ctx.role("aggregator") or ctx.dev_best()
     if isinstance(ref, int) or any(h.name == ref for h in ctx.models):
         return ctx.model(ref)
-    return ctx.add_model("aggregator", ModelSpec(model=ref))
+    spec = ModelSpec(model=ref)
+    check_spec(spec)  # a one-line error for a name that is neither a pool model nor a loadable model
+    return ctx.add_model("aggregator", spec)
 
 
 def solution_sets(ctx: RunContext, samples: list[list[list[str]]]) -> list[SolutionSet]:
