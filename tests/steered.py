@@ -92,3 +92,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def assert_phase_costs(metrics: dict) -> None:
+    """Dev (training/search) and test costs are reported separately; the scorer here calls no model."""
+    ph = metrics["phases"]
+    for name in ("dev", "test"):
+        assert ph[name]["calls"] > 0 and ph[name]["tokens_out"] > 0 and ph[name]["wall_s"] > 0, name
+    assert set(ph) <= {"dev", "test", "score"} and ph.get("score", {}).get("calls", 0) == 0

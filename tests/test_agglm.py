@@ -17,7 +17,7 @@ from moco.runner import run_experiment
 from moco.tasks.moco_json import load_moco_json
 from moco.testing import build_tiny_llama
 from moco.training.adapters import adapter_delta
-from steered import forget, install, one_thread, real_part, regenerate, user_text  # noqa: F401
+from steered import assert_phase_costs, forget, install, one_thread, real_part, regenerate, user_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GOLD = [3, 8, 1, 6, 0, 7, 2, 9, 4, 5, 1, 6]
@@ -84,7 +84,7 @@ def test_agglm_hard_easy_grpo_by_position_and_trained_aggregator(pool_dirs, digi
         assert tr["aggregator"] == "aggregator/agglm" and set(tr["solutions"]) == {"s1", "s2", "s3"}
         calls = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
         assert {c["model"] for c in calls if c["phase"] == "test"} == {"s1", "s2", "s3", "aggregator/agglm"}
-        assert set(res.metrics["phases"]) == {"dev", "test"}
+        assert_phase_costs(res.metrics)
         trained = next(b for b in cls.instances if b.adapter == adapter)
         req, real = trained.seen[0]
         assert "----- Solution 3 -----" in user_text(req)

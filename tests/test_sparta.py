@@ -18,7 +18,7 @@ from moco.methods.text.sparta import JUDGE_PREFIX, Params, Ratings, parse_score
 from moco.runner import plan, run_experiment
 from moco.testing import build_tiny_llama, mc_dataset
 from moco.training.adapters import adapter_delta
-from steered import forget, install, one_thread, real_part, regenerate, user_text  # noqa: F401
+from steered import assert_phase_costs, forget, install, one_thread, real_part, regenerate, user_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NEXT = {"A": "B", "B": "C", "C": "D", "D": "A"}
@@ -111,11 +111,16 @@ def test_sparta_combat_judging_reputation_dpo_and_selection(fighters, task6, cac
         assert sp["selected"] == "x/sparta@1" and res.metrics["score"] == 1.0
         calls = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
         assert {c["model"] for c in calls if c["phase"] == "test"} == {"x/sparta@1"}
-        assert set(res.metrics["phases"]) == {"dev", "test"}
+        assert_phase_costs(res.metrics)
         trained = next(b for b in cls.instances if b.adapter == runs["x/sparta@1"]["adapter"])
         req, real = next((q, t) for q, t in trained.seen if "Question 6:" in user_text(q) and not q.assistant_prefix)
         assert real == real_part(res.predictions[0]["output"])
         assert regenerate(trained.source, trained.adapter, req) == real != regenerate(trained.source, None, req)
+        # resuming the same run reuses every adapter and every answer, and selects the same model
+        again = run_experiment(_config(fighters, task6), tmp_path / "run", cache=cache)
+        assert again.metrics["training"]["reused"] == 6 and again.metrics["sparta"]["selected"] == "x/sparta@1"
+        assert again.metrics["phases"]["dev"]["cache_hits"] == again.metrics["phases"]["dev"]["calls"]
+        assert again.predictions == res.predictions
     finally:
         forget(cls)
 

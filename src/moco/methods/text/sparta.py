@@ -292,7 +292,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                             "trained": {n: t["label"] for n, t in trained.items()}})
         candidates = list({h.name: h for gen in generations for h in gen}.values())
         dev_answers = ctx.answer_all(ctx.dev, tag="selection", models=candidates)
-    dev_score = {h.name: sum(ctx.score(ex, r.text).score for ex, r in zip(ctx.dev, outs)) / len(ctx.dev)
+    dev_score = {h.name: sum(s.score for s in ctx.score_many(ctx.dev, [r.text for r in outs])) / len(ctx.dev)
                  for h, outs in zip(candidates, dev_answers)}
     best = max(candidates, key=lambda h: (dev_score[h.name], -candidates.index(h)))
     ctx.extra_metrics["sparta"] = {"iterations": summary, "dev_scores": dev_score, "selected": best.name,
