@@ -57,6 +57,8 @@ class Params(MethodParams):
                                     "(reference: 1.0)")
     grpo_max_completion_length: int | None = Field(None, ge=1, description="rollout length; default: the run's "
                                                    "generation.max_new_tokens (reference: max_response_length)")
+    agglm_log_path: str | None = Field(None, description="reference key, no effect: the adapter goes in the run "
+                                       "directory's artifacts")
     reuse_log: bool = Field(True, description="reuse a finished adapter of this run; False retrains")
     lora_r: int = Field(64, ge=1, le=1024, description="LoRA rank (reference: 64)")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (reference: 16)")

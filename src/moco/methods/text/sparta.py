@@ -71,6 +71,9 @@ class Params(MethodParams):
                                   "backend like every call")
     current_iteration: int = Field(0, ge=0, le=0, description="reference key for resuming; a MoCo run resumes "
                                    "from its run directory instead, so only 0 is accepted")
+    base_dir: str | None = Field(None, description="reference key, no effect: state and adapters go in the run "
+                                 "directory's artifacts (the reference's folder was shared across tasks)")
+    debug: bool = Field(False, description="reference key, no effect: judged pairs and ratings are always saved")
     include_base_models: bool = Field(False, description="also let the untrained models compete in the final "
                                       "dev selection")
     dpo_learning_rate: float = Field(1e-6, gt=0, le=1.0, description="DPO learning rate (reference: 1e-6)")
