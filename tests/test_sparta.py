@@ -110,6 +110,14 @@ def test_sparta_combat_judging_reputation_dpo_and_selection(fighters, task6, cac
         assert sp["dev_scores"]["x/sparta@1"] == 1.0 and sp["dev_scores"]["z/sparta@2"] == 0.0
         assert sp["selected"] == "x/sparta@1" and res.metrics["score"] == 1.0
         calls = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
+        # who judged whom, from the call log: each model judged both responses of every pair it was not in, with
+        # the weights of its iteration (base models in iteration 1, their iteration-1 adapters in iteration 2)
+        from collections import Counter
+
+        for it, pairs, suffix in ((1, it1, ""), (2, it2, "/sparta@1")):
+            judged = Counter(c["model"] for c in calls if c["tag"] == f"iteration {it} judging")
+            expected = {f"{n}{suffix}": 2 * sum(n in pr["judges"] for pr in pairs) for n in "xyz"}
+            assert judged == Counter(expected) and sum(judged.values()) == 2 * len(pairs)
         assert {c["model"] for c in calls if c["phase"] == "test"} == {"x/sparta@1"}
         assert_phase_costs(res.metrics)
         trained = next(b for b in cls.instances if b.adapter == runs["x/sparta@1"]["adapter"])
