@@ -5,9 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from moco.context import RunContext
+from moco.methods.registry import MethodParams
 from moco.models.base import Message
 from moco.models.pool import ModelHandle
+
+
+class LoraParams(MethodParams):
+    """The LoRA shape every trained method exposes; defaults of the reference's trainers (notes §2.1-2.2)."""
+
+    lora_r: int = Field(64, ge=1, le=1024, description="LoRA rank (reference: 64)")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (reference: 16)")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout (reference: 0.1)")
+    lora_targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                    description="modules that get LoRA (reference: attention projections)")
+
+    def lora_settings(self) -> dict[str, Any]:
+        """Keyword arguments of the trainers' settings (SFTSettings, DPOSettings, GRPOSettings)."""
+        return {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout,
+                "target_modules": list(self.lora_targets)}
 
 
 def chat(handle: ModelHandle, prompt: str) -> list[Message]:

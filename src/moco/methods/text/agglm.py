@@ -29,16 +29,16 @@ from pydantic import Field
 
 from moco.config import ModelSpec
 from moco.context import Call, Output, RunContext
-from moco.methods.registry import MethodParams, method
+from moco.methods.registry import method
 from moco.methods.text.majority_vote import plurality
-from moco.methods.trained import chat, record_training, train_target, trained_model
+from moco.methods.trained import LoraParams, chat, record_training, train_target, trained_model
 from moco.models.pool import ModelHandle, check_spec
 from moco.training import GRPOSettings, train_lora_grpo
 
 log = logging.getLogger(__name__)
 
 
-class Params(MethodParams):
+class Params(LoraParams):
     sample_size: int = Field(2, ge=1, le=64, description="dev answers per model per problem = solution sets per "
                              "problem (reference: 2)")
     easy_per_hard: float = Field(1.0, ge=0.0, description="easy sets kept per hard set (reference: as many easy "
@@ -60,11 +60,6 @@ class Params(MethodParams):
     agglm_log_path: str | None = Field(None, description="reference key, no effect: the adapter goes in the run "
                                        "directory's artifacts")
     reuse_log: bool = Field(True, description="reuse a finished adapter of this run; False retrains")
-    lora_r: int = Field(64, ge=1, le=1024, description="LoRA rank (reference: 64)")
-    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (reference: 16)")
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout (reference: 0.1)")
-    lora_targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"],
-                                    description="modules that get LoRA (reference: attention projections)")
 
 
 def aggregation_prompt(problem: str, solutions: list[str]) -> str:
@@ -160,9 +155,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                                     lr_scheduler=params.lr_scheduler, num_generations=params.train_batch_size,
                                     batch_size=params.train_batch_size,
                                     max_completion_length=params.grpo_max_completion_length or ctx.generation.max_new_tokens,
-                                    temperature=params.grpo_temperature, lora_r=params.lora_r,
-                                    lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                                    target_modules=list(params.lora_targets), seed=ctx.seed)
+                                    temperature=params.grpo_temperature, seed=ctx.seed,
+                                    **params.lora_settings())
             if not params.reuse_log:
                 shutil.rmtree(out, ignore_errors=True)
             prompts = [chat(agg, aggregation_prompt(ctx.dev[x.example].prompt, x.texts)) for x in chosen]

@@ -33,9 +33,9 @@ from typing import Any
 from pydantic import Field
 
 from moco.context import Call, Output, RunContext
-from moco.methods.registry import MethodParams, method
+from moco.methods.registry import method
 from moco.methods.text.majority_vote import plurality
-from moco.methods.trained import chat, record_training, train_target, trained_model
+from moco.methods.trained import LoraParams, chat, record_training, train_target, trained_model
 from moco.models.base import Capabilities, Message
 from moco.models.pool import ModelHandle
 from moco.tasks.base import Example
@@ -44,7 +44,7 @@ from moco.training import SFTSettings, train_lora_sft
 CRITIC_MARK = "Answers of the other agents:"
 
 
-class Params(MethodParams):
+class Params(LoraParams):
     iterations: int = Field(1, ge=1, le=10, description="fine-tuning iterations (debate -> datasets -> SFT)")
     rounds: int = Field(2, ge=2, le=10, description="debate rounds including the first answer (round 0 = "
                         "generation models, later rounds = critic models)")
@@ -58,11 +58,6 @@ class Params(MethodParams):
     sft_batch_size: int = Field(1, ge=1, le=512, description="SFT batch size (reference: 1)")
     sft_grad_accum: int = Field(16, ge=1, le=1024, description="SFT gradient accumulation (reference: 16)")
     sft_max_length: int = Field(2048, ge=16, description="SFT max tokens per example (longer are cut)")
-    lora_r: int = Field(64, ge=1, le=1024, description="LoRA rank (reference: 64)")
-    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (reference: 16)")
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout (reference: 0.1)")
-    lora_targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"],
-                                    description="modules that get LoRA (reference: attention projections)")
 
 
 def critic_prompt(question: str, own: str, others: list[str]) -> str:
@@ -169,9 +164,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         dev = sorted(rng.sample(dev, max(1, round(len(dev) * params.training_ratio))), key=lambda e: e.index)
     settings = SFTSettings(epochs=params.sft_epochs, max_steps=params.sft_max_steps,
                            learning_rate=params.sft_learning_rate, batch_size=params.sft_batch_size,
-                           grad_accum=params.sft_grad_accum, max_length=params.sft_max_length, lora_r=params.lora_r,
-                           lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                           target_modules=list(params.lora_targets), seed=ctx.seed)
+                           grad_accum=params.sft_grad_accum, max_length=params.sft_max_length, seed=ctx.seed,
+                           **params.lora_settings())
     log: list[dict[str, Any]] = []
     with ctx.phase("dev"):
         for it in range(1, params.iterations + 1):

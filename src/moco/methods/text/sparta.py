@@ -37,8 +37,8 @@ from pydantic import Field
 
 from moco.context import Call, Output, RunContext
 from moco.errors import DataError
-from moco.methods.registry import MethodParams, method
-from moco.methods.trained import chat, record_training, train_target, trained_model
+from moco.methods.registry import method
+from moco.methods.trained import LoraParams, chat, record_training, train_target, trained_model
 from moco.models.base import Capabilities
 from moco.models.pool import ModelHandle
 from moco.training import DPOSettings, train_lora_dpo
@@ -46,7 +46,7 @@ from moco.training import DPOSettings, train_lora_dpo
 JUDGE_PREFIX = '{"score": '
 
 
-class Params(MethodParams):
+class Params(LoraParams):
     num_iterations: int = Field(3, ge=1, le=20, description="combat + DPO iterations")
     num_instructions: int = Field(500, ge=1, description="dev prompts used as combat instructions (the first N)")
     random_match_prob: float = Field(0.2, ge=0.0, le=1.0, description="chance of a random opponent instead of "
@@ -83,11 +83,6 @@ class Params(MethodParams):
     dpo_batch_size: int = Field(1, ge=1, le=512, description="DPO batch size (reference: 1)")
     dpo_grad_accum: int = Field(16, ge=1, le=1024, description="DPO gradient accumulation (reference: 16)")
     dpo_max_length: int = Field(1024, ge=16, description="DPO max tokens of prompt + response")
-    lora_r: int = Field(64, ge=1, le=1024, description="LoRA rank (reference: 64)")
-    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (reference: 16)")
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout (reference: 0.1)")
-    lora_targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"],
-                                    description="modules that get LoRA (reference: attention projections)")
 
 
 def judge_prompt(instruction: str, response: str) -> str:
@@ -244,8 +239,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     settings = DPOSettings(epochs=params.dpo_epochs, max_steps=params.dpo_max_steps,
                            learning_rate=params.dpo_learning_rate, beta=params.dpo_beta,
                            batch_size=params.dpo_batch_size, grad_accum=params.dpo_grad_accum,
-                           max_length=params.dpo_max_length, lora_r=params.lora_r, lora_alpha=params.lora_alpha,
-                           lora_dropout=params.lora_dropout, target_modules=list(params.lora_targets), seed=ctx.seed)
+                           max_length=params.dpo_max_length, seed=ctx.seed, **params.lora_settings())
     ratings = Ratings.start(names, params)
     current = dict(base)
     generations: list[list[ModelHandle]] = [list(base.values())] if params.include_base_models else []
