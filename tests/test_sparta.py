@@ -165,3 +165,20 @@ def test_rating_update_rule():
     assert r.score["b"] == 10.0  # the floor
     frozen = Ratings.start(["a", "b"], Params(freeze_ratings=True))
     assert frozen.update("a", "b", 5.0) == (0.0, 0.0) and frozen.score == {"a": 100.0, "b": 100.0}
+
+
+def test_pairs_are_decided_in_order_with_the_judges_current_ratings():
+    from moco.methods.text.sparta import decide
+
+    r = Ratings.start(["a", "b", "c", "d"], Params())
+    first = {"models": ["a", "b"], "judge_scores": {"c": [6.0, 4.0], "d": [3.0, 6.0]}}
+    decide(first, r)  # equal weights: 4.5 vs 5.0, b wins
+    assert first["winner"] == "b" and first["scores"] == [4.5, 5.0] and first["diff"] == 0.5
+    r.score["c"] = 200.0  # c gained reputation in an earlier duel: its verdict now counts twice as much as d's
+    second = {"models": ["a", "b"], "judge_scores": {"c": [6.0, 4.0], "d": [3.0, 6.0]}}
+    decide(second, r)
+    assert second["judge_weights"] == {"c": 200.0, "d": 100.0}
+    assert second["winner"] == "a" and second["scores"] == pytest.approx([5.0, 14 / 3])
+    nobody = {"models": ["a", "b"], "judge_scores": {}}  # every judge failed to give a score
+    decide(nobody, r)
+    assert nobody["outcome"] == "undecided" and nobody["winner"] is None

@@ -9,8 +9,11 @@ Each of `num_iterations` iterations, on the first `num_instructions` dev prompts
 3. Judging: every model outside a pair scores each of its two responses independently, 1–10, as a JSON
    object (`judge_rounds` samples each, averaged). Replies without a readable score are recorded as failures
    and the judge is left out of that pair — never counted as a 5.
-4. Reputation: a response's score is the mean of its judges' scores weighted by the judges' ratings; the
-   pair's winner gains rating and the loser loses it by an Elo-like rule with a normal-CDF term:
+4. Reputation: pair by pair, a response's score is the mean of its judges' scores weighted by the judges'
+   current ratings (earlier duels of the iteration already moved them, as in the paper's duel-by-duel loop;
+   the pairing itself uses the ratings at the start of the iteration, so all duels are generated and judged
+   in one batch); the pair's winner gains rating and the loser loses it by an Elo-like rule with a
+   normal-CDF term:
    delta_i = K * (+-|score diff|) * tanh(sigma_i) * max(|Phi(dR/s) - Phi(-dR/s)|, epsilon) / scaling_factor,
    dR = R_i - R_j, s = sqrt(sigma_i^2 + sigma_j^2), K = max(min_k, initial_k * decay_rate^(pairs/decay_steps)),
    R >= 10, sigma_i = max(std of its last `window_size` deltas, min_deviation); start at R=100, sigma=0.5.
@@ -177,9 +180,10 @@ def pair_up(names: list[str], n_instructions: int, ratings: Ratings, p: Params, 
     return pairs
 
 
-def judge_pairs(ctx: RunContext, pairs: list[dict], current: dict[str, ModelHandle], ratings: Ratings,
-                instructions: list[str], p: Params, tag: str) -> None:
-    """Every model outside a pair scores both responses; fills pair['judges'], ['scores'], ['winner']."""
+def judge_pairs(ctx: RunContext, pairs: list[dict], current: dict[str, ModelHandle], instructions: list[str],
+                p: Params, tag: str) -> None:
+    """Every model outside a pair scores both responses (one batched call for all pairs); fills pair['judges'],
+    ['judge_scores'] (judge -> mean score of each side) and ['parse_failures']."""
     sampling = ctx.sampling(max_new_tokens=p.judge_max_new_tokens)
     prefix = JUDGE_PREFIX if p.judge_prefix else ""
     calls, where = [], []
@@ -198,28 +202,30 @@ def judge_pairs(ctx: RunContext, pairs: list[dict], current: dict[str, ModelHand
         raw.setdefault((k, judge, side), []).append(None if rep.failed else parse_score(prefix + rep.text))
     for k, pair in enumerate(pairs):
         pair["judge_scores"], pair["parse_failures"] = {}, []
-        weighted = [0.0, 0.0]
-        total_w = 0.0
         for judge in pair["judges"]:
             sides = [[v for v in raw[(k, judge, s)] if v is not None] for s in (0, 1)]
             pair["parse_failures"] += [judge] * sum(v is None for s in (0, 1) for v in raw[(k, judge, s)])
-            if not sides[0] or not sides[1]:
-                continue  # a judge counts only when it scored both responses
-            avg = [sum(v) / len(v) for v in sides]
-            pair["judge_scores"][judge] = avg
-            w = ratings.score[judge]
-            weighted = [weighted[0] + w * avg[0], weighted[1] + w * avg[1]]
-            total_w += w
-        if total_w == 0:
-            pair.update(scores=None, winner=None, outcome="undecided")
-            continue
-        scores = [weighted[0] / total_w, weighted[1] / total_w]
-        pair["scores"] = scores
-        if scores[0] == scores[1]:
-            pair.update(winner=None, outcome="tie")
-        else:
-            win = 0 if scores[0] > scores[1] else 1
-            pair.update(winner=pair["models"][win], outcome="decided", diff=abs(scores[0] - scores[1]))
+            if sides[0] and sides[1]:  # a judge counts only when it scored both responses
+                pair["judge_scores"][judge] = [sum(v) / len(v) for v in sides]
+
+
+def decide(pair: dict, ratings: Ratings) -> None:
+    """The pair's scores = its judges' scores weighted by their ratings *now* (pairs are decided in order, so a
+    judge whose rating moved in an earlier duel already has more or less say); fills ['judge_weights'],
+    ['scores'], ['winner'], ['outcome'] and, when decided, ['diff']."""
+    weights = {j: ratings.score[j] for j in pair["judge_scores"]}
+    total = sum(weights.values())
+    pair["judge_weights"] = weights
+    if total == 0:
+        pair.update(scores=None, winner=None, outcome="undecided")
+        return
+    scores = [sum(weights[j] * s[side] for j, s in pair["judge_scores"].items()) / total for side in (0, 1)]
+    pair["scores"] = scores
+    if scores[0] == scores[1]:
+        pair.update(winner=None, outcome="tie")
+    else:
+        win = 0 if scores[0] > scores[1] else 1
+        pair.update(winner=pair["models"][win], outcome="decided", diff=abs(scores[0] - scores[1]))
 
 
 @method("text_sparta", params=Params, level="text", aliases=("sparta", "sparta_alignment"), min_models=3,
@@ -255,9 +261,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             for k, pr in enumerate(pairs):
                 pr["responses"] = [answers[2 * k].text, answers[2 * k + 1].text]
                 pr["answered_by"] = [current[m].name for m in pr["models"]]
-            judge_pairs(ctx, pairs, current, ratings, instructions, params, tag=f"iteration {it} judging")
+            judge_pairs(ctx, pairs, current, instructions, params, tag=f"iteration {it} judging")
             prefs = []
-            for pr in pairs:
+            for pr in pairs:  # duel by duel: weigh the judges, decide, move the ratings
+                decide(pr, ratings)
                 if pr["outcome"] != "decided":
                     continue
                 win = pr["models"].index(pr["winner"])
