@@ -113,3 +113,76 @@ def test_unknown_source_and_offline_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(Exception, match="cannot fetch openai/gsm8k"):
         fetch.fetch_dataset("gsm8k", tmp_path)
+
+
+class FakeGitHub:
+    """Answers like api.github.com / raw.githubusercontent.com for the paper repo; records every URL."""
+
+    def __init__(self, files: dict[str, bytes], head: str = "a" * 40):
+        self.files, self.head, self.urls = files, head, []
+
+    def __call__(self, url: str, headers: dict[str, str]):
+        import httpx
+
+        self.urls.append(url)
+        if url.startswith("https://api.github.com/"):
+            return httpx.Response(200, text=self.head)
+        name = url.rsplit("/", 1)[-1]
+        commit = url.split("/")[5]
+        if name in self.files and commit == self.head:
+            return httpx.Response(200, content=self.files[name])
+        return httpx.Response(404)
+
+
+def test_paper_files_fetched_from_github_pinned_and_checked(tmp_path, monkeypatch, data_dir):
+    from moco.errors import DataError
+    from moco.tasks import fetch_reference
+    shipped = (data_dir / "agieval_tiny.json").read_bytes()
+    gh = FakeGitHub({"agieval_tiny.json": shipped})
+    monkeypatch.setattr(fetch_reference, "_get", gh)
+    assert set(fetch_reference.NAMES) | set(fetch.SOURCES) == {p.stem for p in data_dir.glob("*.json")}
+    path = fetch.fetch_dataset("agieval_tiny", tmp_path)
+    assert path.read_bytes() and json.loads(path.read_text())["test"] == json.loads(shipped)["test"]
+    prov = json.loads((tmp_path / "agieval_tiny.source.json").read_text())
+    assert prov["commit"] == "a" * 40 and len(prov["sha256"]) == 64
+    assert gh.urls[1] == f"https://raw.githubusercontent.com/BunsenFeng/model_collaboration/{'a' * 40}/" \
+                         "model_collaboration/data/agieval_tiny.json"
+    task = load_moco_json(path, name="agieval_tiny")
+    assert task.test and task.task_type == json.loads(shipped)["task_type"]
+
+    # the file was deleted: the refetch uses the recorded commit (no branch lookup) and gets the same bytes
+    gh.urls.clear()
+    path.unlink()
+    fetch.fetch_dataset("agieval_tiny", tmp_path)
+    assert json.loads(path.read_text())["test"] == json.loads(shipped)["test"]
+    assert not any("api.github.com" in u for u in gh.urls)
+    # ... and refuses a file whose digest changed under the same name
+    path.unlink()
+    gh.files["agieval_tiny.json"] = shipped.replace(b'"test"', b'"test" ', 1)
+    with pytest.raises(DataError, match="changed"):
+        fetch.fetch_dataset("agieval_tiny", tmp_path)
+    gh.files["agieval_tiny.json"] = shipped
+    fetch.fetch_dataset("agieval_tiny", tmp_path)
+    # the branch moved and the file is gone: a one-line error, the old file is kept
+    gh.head = "b" * 40
+    del gh.files["agieval_tiny.json"]
+    (tmp_path / "agieval_tiny.source.json").unlink()
+    with pytest.raises(DataError, match="HTTP 404"):
+        fetch.fetch_dataset("agieval_tiny", tmp_path, force=True)
+    assert json.loads(path.read_text())["test"] == json.loads(shipped)["test"]
+    with pytest.raises(ConfigError, match="did you mean 'agieval_tiny'"):
+        fetch.fetch_dataset("agieval_tny", tmp_path)
+
+
+def test_a_missing_paper_dataset_is_fetched_on_first_use(tmp_path, monkeypatch, data_dir):
+    from moco.tasks import fetch_reference
+    from moco.tasks.registry import resolve_task
+
+    monkeypatch.delenv("MOCO_DATA_DIR", raising=False)
+    monkeypatch.setenv("MOCO_CACHE_DIR", str(tmp_path))
+    gh = FakeGitHub({"wikidyk.json": (data_dir / "wikidyk.json").read_bytes()})
+    monkeypatch.setattr(fetch_reference, "_get", gh)
+    info = resolve_task("wikidyk")
+    assert (tmp_path / "data" / "wikidyk.json").exists() and len(gh.urls) == 2
+    assert resolve_task("wikidyk") is not None and len(gh.urls) == 2  # fetched once, then read from the cache
+    assert info is not None

@@ -110,26 +110,29 @@ def data_fetch(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for the MoCo JSON files (default: $MOCO_CACHE_DIR/data)"),
     force: bool = typer.Option(False, "--force", help="rebuild even if the file exists"),
 ) -> None:
-    """Build MoCo JSON files from the original public Hugging Face datasets (pinned revisions, 1k samples)."""
+    """Build MoCo JSON files from the original public sources (pinned revisions, 1k samples)."""
     from moco.tasks import fetch
 
-    for name in (list(fetch.SOURCES) if names == ["all"] else names):
+    for name in (fetch.fetchable() if names == ["all"] else names):
         path = fetch.fetch_dataset(name, out, force=force)
         console.print(f"{name}: {path}", highlight=False)
 
 
 @data_app.command("sources")
 def data_sources() -> None:
-    """Which datasets `moco data fetch` can build, from which Hugging Face dataset and revision."""
+    """Which datasets `moco data fetch` can get, from which source and revision."""
     from rich.table import Table
 
-    from moco.tasks import fetch
+    from moco.tasks import fetch, fetch_reference
 
     t = Table(title="fetchable datasets")
-    for c in ("name", "hub dataset", "config", "revision", "dev / test"):
+    for c in ("name", "source", "config", "revision", "dev / test"):
         t.add_column(c)
     for name, src in fetch.SOURCES.items():
-        t.add_row(name, src.repo, src.config or "", src.revision, f"{src.dev_size} / {src.test_size}")
+        t.add_row(name, f"hub: {src.repo}", src.config or "", src.revision, f"{src.dev_size} / {src.test_size}")
+    for name in fetch_reference.NAMES:
+        t.add_row(name, f"github: {fetch_reference.REPO}", f"data/{name}.json",
+                  fetch_reference.BRANCH, "as published")
     console.print(t)
 
 
@@ -177,6 +180,41 @@ def demo(
     from moco.demo import run_demo
 
     run_demo(console, out, limit, progress)
+
+
+@app.command()
+def serve(
+    config: Path = typer.Argument(..., help="experiment config of the collaboration to serve (task optional)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
+    port: int = typer.Option(8000, "--port", help="TCP port"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="MOCO_SERVE_TOKEN",
+                                        help="require 'Authorization: Bearer TOKEN' (or set MOCO_SERVE_TOKEN)"),
+    role: str = typer.Option("collaboration", "--role", help="collaboration (the config's method as one model) "
+                             "or colm-server (gather CoLM client answers, return guidance)"),
+    name: Optional[str] = typer.Option(None, "--name", help="served model name (default: config name, "
+                                       "moco-<method>, or colm-server)"),
+    batch_window_ms: float = typer.Option(5.0, "--batch-window-ms", help="collect concurrent requests this long"),
+    max_batch: int = typer.Option(32, "--max-batch", help="most requests per batch"),
+    max_body_kb: int = typer.Option(4096, "--max-body-kb", help="largest request body accepted"),
+    expect: int = typer.Option(1, "--expect", help="colm-server: clients per question when a client does not say"),
+    gather_timeout_s: float = typer.Option(120.0, "--gather-timeout", help="colm-server: seconds to wait for all "
+                                           "clients of a question before aggregating what arrived"),
+    cache: bool = typer.Option(False, "--cache/--no-cache", help="answer repeated identical requests from the "
+                               "response cache"),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+) -> None:
+    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/models)."""
+    from moco.serve import build_service, is_loopback
+    from moco.serve import serve as run_server
+
+    if not is_loopback(host) and not token:
+        err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
+    service = build_service(config, role=role, name=name, cache=cache, data_dir=data_dir,
+                            window_ms=batch_window_ms, max_batch=max_batch, gather_timeout_s=gather_timeout_s,
+                            expect=expect, log_dir=log_dir)
+    err.print(f"serving '{service.name}' ({role}) on http://{host}:{port}/v1" + (" with token auth" if token else ""))
+    run_server(service, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024)
 
 
 @app.command()

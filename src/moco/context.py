@@ -17,6 +17,7 @@ from typing import Any
 
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
+from moco.errors import ModelError
 from moco.models.base import GenRequest, GenResult, Message, SamplingParams
 from moco.models.pool import ModelHandle, ModelPool
 from moco.progress import Progress
@@ -36,6 +37,7 @@ class Call:
     sampling: SamplingParams | None = None
     replica: int = 0  # i-th independent sample of the same prompt
     prefix: str = ""  # assistant text the answer must continue
+    images: Sequence[str] = ()  # image references shown with the last user message (VLMs only)
 
 
 @dataclass
@@ -147,9 +149,9 @@ class RunContext:
             else:
                 msgs.insert(0, ("system", handle.role_prompt))
         sampling = call.sampling or self.sampling()
-        req = GenRequest(tuple(msgs), sampling, 0, call.prefix)
+        req = GenRequest(tuple(msgs), sampling, 0, call.prefix, tuple(call.images))
         key = request_key(self.pool.fingerprint(handle), req, self.seed, call.replica + handle.replica_offset)
-        return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix)
+        return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix, req.images)
 
     def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
         """Run many calls at once; responses come back in the order of `calls`."""
@@ -194,6 +196,8 @@ class RunContext:
         backend = self.pool.backend(handle)
         fp = self.pool.fingerprint(handle)
         reqs = [unique[k][1] for k in keys]
+        if any(r.images for r in reqs) and not backend.capabilities.images:
+            raise ModelError(f"model '{handle.name}' cannot read images (it is not a vision-language model)")
         for batch in backend.plan_batches(reqs):
             missing = [i for i in batch if keys[i] not in done]
             if not missing:
@@ -215,7 +219,7 @@ class RunContext:
                    models: Sequence[ModelHandle] | None = None) -> list[list[Response]]:
         """Every model answers every example's prompt, in one batched call: out[model_index][example_index]."""
         ms = list(models) if models is not None else self.models
-        calls = [Call(m, ex.prompt) for m in ms for ex in examples]
+        calls = [Call(m, ex.prompt, images=ex.images) for m in ms for ex in examples]
         flat = self.generate(calls, tag=tag)
         n = len(examples)
         return [flat[i * n:(i + 1) * n] for i in range(len(ms))]

@@ -18,7 +18,7 @@ from moco.context import Output, RunContext
 from moco.errors import ConfigError, MocoError
 from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models.base import Backend, Capabilities
-from moco.models.pool import ModelHandle, ModelPool
+from moco.models.pool import ModelHandle, ModelPool, is_vision_spec
 from moco.progress import Progress
 from moco.rundir import default_run_dir, manifest, write_json, write_jsonl
 from moco.scoring import scorer_for
@@ -50,17 +50,23 @@ class Plan:
 
 def _capabilities(spec: ModelSpec) -> Capabilities:
     if spec.kind == "openai":
-        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded))
+        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded), images=True)
+    if is_vision_spec(spec):
+        return Capabilities(chat=True, seeded=True, images=True)
     return KIND_CAPABILITIES[spec.kind]
 
 
-def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None) -> Plan:
-    """Validate everything that can be checked without loading a model."""
+def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,
+         task: Task | None = None, scorer: Scorer | None = None) -> Plan:
+    """Validate everything that can be checked without loading a model. `task`/`scorer` replace the config's
+    task (e.g. `moco serve`, whose test items are the requests it receives)."""
     info = get_method(cfg.method)
     params = info.parse_params(cfg.params)
-    task = load_task(cfg.task, data_dir)
-    scorer = scorer_for("generation", task.name) if task.generation_only else \
-        scorer_for(task.task_type, task.name, cfg.task.scorer)
+    if task is None:
+        task = load_task(cfg.task, data_dir)
+    if scorer is None:
+        scorer = scorer_for("generation", task.name) if task.generation_only else \
+            scorer_for(task.task_type, task.name, cfg.task.scorer)
     scorer_role = getattr(scorer, "role", None)
     n = len(cfg.models)
     if n < info.min_models:
@@ -88,6 +94,7 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         else:
             roles[role] = pool.handle(ref)
     method_roles = [h for r, h in roles.items() if r != scorer_role]
+    pool.check()  # models exist (before asking what they can do)
     for h in [*pool.handles, *method_roles]:
         if h.spec.model in pool.overrides:
             caps = pool.overrides[h.spec.model].capabilities
@@ -106,7 +113,6 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         bad = [i for i in cfg.hardware.gpu_ids if i >= torch.cuda.device_count()]
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
-    pool.check()
     p = Plan(cfg, info, params, task, scorer, pool, roles)
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")

@@ -20,6 +20,7 @@ class Example:
     answer: Any = None  # gold: letter for multiple choice, string otherwise; None for generation-only
     choices: dict[str, str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    images: tuple[str, ...] = ()  # image references (path, URL, data URI) the question is about
 
     @property
     def uid(self) -> str:

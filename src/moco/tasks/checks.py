@@ -15,8 +15,14 @@ from moco.tasks.base import DataProblem, Task
 
 
 def _item_key(ex) -> str:
+    """Question, options and image contents: image questions often share their text ("How many ...?")."""
     choices = "|".join(f"{k}={v}" for k, v in sorted((ex.choices or {}).items()))
-    return f"{' '.join(ex.input.split())}||{choices}"
+    images = ""
+    if ex.images:
+        from moco.models.images import image_key
+
+        images = "|".join(image_key(i) for i in ex.images)
+    return f"{' '.join(ex.input.split())}||{choices}||{images}"
 
 
 def check_task(task: Task, group_key: str | None = None) -> list[DataProblem]:

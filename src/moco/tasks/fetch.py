@@ -14,9 +14,10 @@ directory is set; a task missing everywhere is fetched on first use.
 
 Covered: gsm8k, math, theoremqa, bbh, arc_challenge, mmlu_redux, gpqa_diamond/main/extended, medqa, medmcqa,
 pubmedqa, truthfulqa, popqa, coconot, humaneval, mbpp, culturebench, culturalbench_hard, alpacaeval.
-Not covered (no public source we could identify with confidence for the shipped format): agieval(_tiny),
-blend, sciencemeter, kaleidoscope, sciriff, wikidyk, tablemwp_*, human_interest(_tiny),
-infinite_chat_diversity.
+No hub source we could identify with confidence for the shipped format: agieval(_tiny), blend, sciencemeter,
+kaleidoscope, sciriff, wikidyk, tablemwp_*, human_interest(_tiny), infinite_chat_diversity. These are
+downloaded as the paper's own MoCo JSON files from its GitHub repository (`fetch_reference.py`), pinned to a
+commit and checked by digest in the same way.
 """
 from __future__ import annotations
 
@@ -328,10 +329,17 @@ def build(name: str, raw: Raw, seed: int = SEED) -> dict[str, Any]:
     return {"name": name, "task_type": src.task_type, "dev": parts["dev"], "test": parts["test"]}
 
 
+def fetchable() -> list[str]:
+    """Every dataset `moco data fetch` can get: rebuilt from the hub, or the paper's file from GitHub."""
+    from moco.tasks import fetch_reference
+
+    return sorted([*SOURCES, *fetch_reference.NAMES])
+
+
 def source(name: str) -> Source:
     if name not in SOURCES:
-        raise ConfigError(f"no hub source known for '{name}'{did_you_mean(name, SOURCES)} "
-                          f"(fetchable: {', '.join(SOURCES)})")
+        raise ConfigError(f"no hub source known for '{name}'{did_you_mean(name, fetchable())} "
+                          f"(fetchable: {', '.join(fetchable())})")
     return SOURCES[name]
 
 
@@ -359,14 +367,18 @@ def fetch_dataset(name: str, out: str | Path | None = None, *, force: bool = Fal
                   loader: Callable[[Source, str], tuple[Raw, str]] | None = None, seed: int = SEED) -> Path:
     """Build `<out>/<name>.json` (default out: $MOCO_CACHE_DIR/data) unless it exists; returns its path."""
     from moco.rundir import write_json
+    from moco.tasks import fetch_reference
 
-    src = source(name)
     out_dir = Path(out) if out else cache_dir() / "data"
     path = out_dir / f"{name}.json"
     prov_path = out_dir / f"{name}.source.json"
     if path.exists() and not force:
         return path
-    locked = json.loads(prov_path.read_text()).get("commit") if prov_path.exists() else None
+    prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
+    if name in fetch_reference.NAMES and name not in SOURCES:
+        return _fetch_reference_file(name, out_dir, prov, force, revision)
+    src = source(name)
+    locked = prov.get("commit")
     rev = revision or locked or src.revision
     raw, sha = (loader or hub_rows)(src, rev)
     data = build(name, raw, seed)
@@ -377,3 +389,22 @@ def fetch_dataset(name: str, out: str | Path | None = None, *, force: bool = Fal
                            "dev": len(data["dev"]), "test": len(data["test"])})
     log.info("fetched %s from %s@%s into %s", name, src.repo, sha, path)
     return path
+
+
+def _fetch_reference_file(name: str, out_dir: Path, prov: dict[str, Any], force: bool,
+                          revision: str | None) -> Path:
+    """The paper's own MoCo JSON file, pinned to the recorded commit and (unless --force) its digest."""
+    from moco.rundir import write_json
+    from moco.tasks import fetch_reference
+
+    rev = revision or prov.get("commit") or fetch_reference.BRANCH
+    expected = None if force else prov.get("sha256")
+    data, commit, digest = fetch_reference.download(name, rev, expected)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / f"{name}.json", data)
+    write_json(out_dir / f"{name}.source.json", {
+        "name": name, "repo": f"github.com/{fetch_reference.REPO}", "file": f"{fetch_reference.DATA_PATH}/{name}.json",
+        "requested_revision": rev, "commit": commit, "sha256": digest,
+        "dev": len(data["dev"]), "test": len(data["test"])})
+    log.info("fetched %s from github.com/%s@%s", name, fetch_reference.REPO, commit)
+    return out_dir / f"{name}.json"

@@ -15,6 +15,7 @@ from moco.errors import DataError
 from moco.tasks import formats
 from moco.tasks.base import DataProblem, Example, Task
 from moco.tasks.checks import check_task
+from moco.tasks.image_fields import attach_images
 
 LETTERS = string.ascii_uppercase
 # gold strings that stand for "no answer" in scraped datasets
@@ -48,6 +49,7 @@ def load_moco_json(path: Path, task_type: str | None = None, name: str | None = 
         if not isinstance(rows, list):
             raise DataError(f"{path}: '{split}' must be a list of rows")
         splits[split] = [ex for i, row in enumerate(rows) if (ex := to_example(row, i, split, ttype, problems, prompt_format))]
+        splits[split] = attach_images(splits[split], path.parent, problems)
     if not splits["test"]:
         raise DataError(f"{path}: no usable test rows" + (f"; first problem: {problems[0].line()}" if problems else ""))
     task = Task(name or data.get("name") or path.stem, ttype, splits["dev"], splits["test"], domain=domain,

@@ -165,7 +165,7 @@ def resolve_task(name: str, data_dir_override: str | None = None) -> TaskInfo:
         return _json_task(p, p.stem)
     from moco.tasks import fetch
 
-    if name in fetch.SOURCES:  # a paper dataset no data directory has: build it from its hub source once
+    if name in fetch.fetchable():  # a paper dataset no data directory has: fetch it from its source once
         try:
             return _json_task(fetch.fetch_dataset(name), name)
         except MocoError as e:
