@@ -3,20 +3,22 @@
 Loss is on the completion tokens only. The adapter is written to `out_dir` with a `.complete` marker holding
 the hash of the data and settings: calling again with the same inputs reuses it (a resumed run does not
 train twice), different inputs retrain. fp32 and no gradient checkpointing on CPU (bf16 is ~3x slower there).
+`init_adapter` continues training an existing adapter (base + that adapter is the starting model, and the
+result is again one adapter on the base, of that adapter's LoRA shape), e.g. a later iteration of an
+iterative method.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from moco import faults
 from moco.models.base import Message
+from moco.training.adapters import (load_lora_model, load_tokenizer, lora_kwargs, reusable_log, save_adapter,
+                                    training_digest)
 
 
 @dataclass
@@ -44,39 +46,24 @@ class SFTResult:
     reused: bool
 
 
-def _digest(base: str, data: list[tuple[list[Message], str]], settings: SFTSettings) -> str:
-    from moco.models.hf import folder_fingerprint
-
-    blob = json.dumps({"base": folder_fingerprint(Path(base)), "data": data, "settings": asdict(settings)},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def train_lora_sft(base_dir: str | Path, data: list[tuple[list[Message], str]], out_dir: str | Path,
-                   settings: SFTSettings | None = None, device: str = "cpu") -> SFTResult:
+                   settings: SFTSettings | None = None, device: str = "cpu",
+                   init_adapter: str | Path | None = None) -> SFTResult:
     """Fine-tune a LoRA adapter on (messages, completion) pairs and save it to `out_dir`."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     s = settings or SFTSettings()
     out = Path(out_dir)
-    digest = _digest(str(base_dir), [([list(m) for m in msgs], c) for msgs, c in data], s)
-    marker = out / ".complete"
-    if marker.exists() and json.loads(marker.read_text()).get("digest") == digest:
-        log = json.loads((out / "training_log.json").read_text())
+    digest = training_digest(base_dir, [([list(m) for m in msgs], c) for msgs, c in data], s, init_adapter)
+    log = reusable_log(out, digest)
+    if log is not None:
         return SFTResult(out, log["steps"], log["losses"], log["seconds"], reused=True)
     if not data:
         raise ValueError("no training examples")
     t0 = time.time()
     torch.manual_seed(s.seed)
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device)
-    model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                                             target_modules=s.target_modules, task_type="CAUSAL_LM"))
+    tok = load_tokenizer(base_dir)
+    model = load_lora_model(base_dir, init_adapter, lora_kwargs(s), device)
     rows = [_encode(tok, msgs, completion, s.max_length) for msgs, completion in data]
     rows = [r for r in rows if any(label != -100 for label in r[1])]
     if not rows:
@@ -112,16 +99,9 @@ def train_lora_sft(base_dir: str | Path, data: list[tuple[list[Message], str]], 
         losses.append(acc)
         step += 1
         faults.hit("train.step")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
     secs = time.time() - t0
-    (tmp / "training_log.json").write_text(json.dumps({"steps": step, "losses": losses, "seconds": secs,
-                                                       "examples": len(rows), "settings": asdict(s)}))
-    (tmp / ".complete").write_text(json.dumps({"digest": digest}))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    save_adapter(model, tok, out, digest, {"steps": step, "losses": losses, "seconds": secs, "examples": len(rows),
+                                           "settings": asdict(s), "init_adapter": str(init_adapter or "")})
     return SFTResult(out, step, losses, secs, reused=False)
 
 
