@@ -105,6 +105,12 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
     pool.check()
+    if info.same_tokenizer:
+        from moco.models.vocab import vocabulary_mismatch
+
+        why = vocabulary_mismatch(pool, pool.handles)
+        if why:
+            raise ConfigError(f"method {info.name} needs models that share one tokenizer: {why}")
     p = Plan(cfg, info, params, task, scorer, pool, roles)
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")
