@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from moco.config import parse_config
-from moco.methods.api.collm import gold_response, threshold_at
+from moco.methods.api.collm import threshold_at
 from moco.training.deferral import DeferralHead, marginal_nll
 
 
@@ -28,38 +28,6 @@ def test_marginal_likelihood_matches_hand_computation():
     assert torch.allclose(marginal_nll(z, lp_g, lp_m), expected, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def taught_mentor(tiny_models, tmp_path_factory):
-    """tiny1 fine-tuned on the gold responses of the tiny task: it knows the answer template, tiny0 does not."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from moco.tasks.registry import resolve_task
-    from moco.testing import mc_dataset
-
-    root = tmp_path_factory.mktemp("collm")
-    (root / "task.json").write_text(json.dumps(mc_dataset(n_dev=8, n_test=4)))
-    task = resolve_task(str(root / "task.json"), None).loader()
-    tok = AutoTokenizer.from_pretrained(tiny_models[1])
-    model = AutoModelForCausalLM.from_pretrained(tiny_models[1])
-    seqs = []
-    for ex in task.dev + task.test:
-        prompt = tok.apply_chat_template([{"role": "user", "content": ex.prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-        p, t = tok(prompt)["input_ids"], tok(gold_response(ex))["input_ids"] + [tok.eos_token_id]
-        seqs.append((torch.tensor([p + t]), torch.tensor([[-100] * len(p) + t])))
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(60):
-        x, y = seqs[step % len(seqs)]
-        loss = model(input_ids=x, labels=y).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(root / "mentor")
-    tok.save_pretrained(root / "mentor")
-    return root / "mentor", root / "task.json"
-
-
 def _config(gen, mentor, task, **params):
     return parse_config({
         "method": "api_collm", "task": {"name": str(task), "test_limit": 3},
@@ -68,7 +36,7 @@ def _config(gen, mentor, task, **params):
     })
 
 
-def test_head_learns_to_defer_and_decides_each_token(tiny_models, taught_mentor, tmp_path, cache):
+def test_head_learns_to_defer_and_decides_each_token(tiny_models, taught_tiny_mentor, tmp_path, cache):
     """Training lowers the marginal NLL and moves the head; at test every step's P(defer) is the trained head's
     value on the generator's hidden state, the mentor writes exactly where it exceeds the threshold, and a
     deferred token is the mentor's own greedy choice."""
@@ -76,7 +44,7 @@ def test_head_learns_to_defer_and_decides_each_token(tiny_models, taught_mentor,
     from moco.models.base import GenRequest, SamplingParams
     from moco.runner import run_experiment
 
-    mentor_dir, task = taught_mentor
+    mentor_dir, task = taught_tiny_mentor
     res = run_experiment(_config(tiny_models[0], mentor_dir, task, deferral_threshold=0.5), out=tmp_path / "r",
                          cache=cache)
     info = res.metrics["collm"]["head"]
@@ -112,10 +80,10 @@ def test_head_learns_to_defer_and_decides_each_token(tiny_models, taught_mentor,
     assert checked["mentor"] > 0
 
 
-def test_rerun_reuses_the_head_and_the_outputs(tiny_models, taught_mentor, tmp_path, cache):
+def test_rerun_reuses_the_head_and_the_outputs(tiny_models, taught_tiny_mentor, tmp_path, cache):
     from moco.runner import run_experiment
 
-    mentor_dir, task = taught_mentor
+    mentor_dir, task = taught_tiny_mentor
     cfg = _config(tiny_models[0], mentor_dir, task, deferral_strategy="compose",
                   threshold_warmup_schedule="linear", threshold_warmup_steps=4)
     a = run_experiment(cfg, out=tmp_path / "a", cache=cache)
@@ -127,10 +95,10 @@ def test_rerun_reuses_the_head_and_the_outputs(tiny_models, taught_mentor, tmp_p
     assert a.metrics["phases"]["dev"]["calls"] == 2  # one training record per model
 
 
-def test_lora_generator_is_trained_and_decodes(tiny_models, taught_mentor, tmp_path, cache):
+def test_lora_generator_is_trained_and_decodes(tiny_models, taught_tiny_mentor, tmp_path, cache):
     from moco.runner import run_experiment
 
-    mentor_dir, task = taught_mentor
+    mentor_dir, task = taught_tiny_mentor
     res = run_experiment(_config(tiny_models[0], mentor_dir, task, train_generator="lora", epochs=1),
                          out=tmp_path / "r", cache=cache)
     info = res.metrics["collm"]["head"]

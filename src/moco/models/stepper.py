@@ -343,3 +343,36 @@ class Seeds:
 
     def __getitem__(self, row: int):
         return self.gens[row]
+
+
+def write_word(st: Stepper, row: int, sampling: SamplingParams, generator: Any, *, max_tokens: int,
+               word_start: Any = starts_word) -> Generator[Stepper, None, bool]:
+    """Sub-program: append the model's next word to the row — its tokens up to (not including) the next token
+    that starts a word, at most `max_tokens`. Returns True when the model ends the text (end-of-sequence)
+    before writing anything, False otherwise."""
+    start = len(st.ids[row])
+    while True:
+        yield st
+        tok = sample(st.logits[row], sampling, generator)
+        n = len(st.ids[row]) - start
+        if tok in st.eos_ids:
+            return n == 0
+        if n and word_start(st.tokenizer, tok):
+            return False
+        st.append(row, [tok])
+        st.wrote(row)
+        if n + 1 >= max_tokens:
+            return False
+
+
+def write_tokens(st: Stepper, row: int, sampling: SamplingParams, generator: Any,
+                 n: int) -> Generator[Stepper, None, bool]:
+    """Sub-program: append up to `n` tokens; returns True when the model ended the text (end-of-sequence)."""
+    for _ in range(n):
+        yield st
+        tok = sample(st.logits[row], sampling, generator)
+        if tok in st.eos_ids:
+            return True
+        st.append(row, [tok])
+        st.wrote(row)
+    return False

@@ -119,3 +119,13 @@ def _record(ctx: RunContext, key: str, o: Outcome, latency: float, cached: bool,
         ctx.recorder.record(model=name, key=key, tag=tag, tokens_in=tin, tokens_out=tout,
                             latency=latency * (tin + tout) / total, cached=cached, finish=o.finish, error=None,
                             batch=None)
+
+
+def add_segment(segments: list[list[str]], writer: str, text: str) -> None:
+    """Append text to the trace's [writer, text] segments, merging consecutive text of the same writer."""
+    if not text:
+        return
+    if segments and segments[-1][0] == writer:
+        segments[-1][1] += text
+    else:
+        segments.append([writer, text])

@@ -36,7 +36,7 @@ from pydantic import Field
 from moco.cache import cache_dir
 from moco.context import Output, RunContext
 from moco.errors import ConfigError
-from moco.methods.api._token_runs import Outcome, hf_backend, requests_for, run_token_level, usage_of
+from moco.methods.api._token_runs import Outcome, add_segment, hf_backend, requests_for, run_token_level, usage_of
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities, GenRequest, SamplingParams
 from moco.models.stepper import Program, Seeds, Stepper, run_rows, sample
@@ -126,10 +126,7 @@ def collm_program(row: int, gen: Stepper, mentor: Stepper, head: DeferralHead, *
         text = gen.text_of(row, start)
         if writer == "mentor":
             deferrals.append({"at": step, "p_defer": round(p, 4), "threshold": round(thr, 4), "token": text})
-        if segments and segments[-1][0] == writer:
-            segments[-1][1] += text
-        else:
-            segments.append([writer, text])
+        add_segment(segments, writer, text)
 
 
 def decode_collm(gen_backend: Any, mentor_backend: Any, head: DeferralHead, gen_reqs: list[GenRequest],

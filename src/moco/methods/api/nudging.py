@@ -33,10 +33,11 @@ from typing import Any
 from pydantic import Field
 
 from moco.context import Output, RunContext
-from moco.methods.api._token_runs import Outcome, hf_backend, requests_for, run_token_level, usage_of
+from moco.methods.api._token_runs import Outcome, add_segment, hf_backend, requests_for, run_token_level, usage_of
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities, GenRequest, SamplingParams
-from moco.models.stepper import Program, Seeds, Stepper, run_rows, same_vocabulary, sample, starts_word, top1_prob
+from moco.models.stepper import (Program, Seeds, Stepper, run_rows, same_vocabulary, sample, starts_word, top1_prob,
+                                 write_word)
 
 
 class Params(MethodParams):
@@ -70,12 +71,6 @@ def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, s
     def written() -> int:
         return len(base.ids[row]) - base.prompt_len[row]
 
-    def note(writer: str, text: str) -> None:
-        if segments and segments[-1][0] == writer:
-            segments[-1][1] += text
-        else:
-            segments.append([writer, text])
-
     for _step in range(4 * budget + 8):  # bounded even if a model writes only text that decodes to nothing
         if written() >= budget:
             break
@@ -96,7 +91,7 @@ def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, s
             start = len(base.ids[row])
             base.append(row, [tok])
             base.wrote(row)
-            note("base", base.text_of(row, start))
+            add_segment(segments, "base", base.text_of(row, start))
             continue
         # ---------------------------------------------------------------- the nudging model writes a word
         if shared_vocab:
@@ -104,28 +99,15 @@ def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, s
         else:
             nudger.append(row, nudger.tokens(base.text_of(row, b_sync)))
         w0 = len(nudger.ids[row])  # where the nudged word starts in the nudger's ids
-        ended = False
-        while True:
-            yield nudger
-            tok = sample(nudger.logits[row], sampling, seeds_nudger[row])
-            n_word = len(nudger.ids[row]) - w0
-            if tok in nudger.eos_ids:
-                ended = n_word == 0  # an end-of-sequence right away ends the answer
-                break
-            if n_word and word_start(nudger.tokenizer, tok):
-                break
-            nudger.append(row, [tok])
-            nudger.wrote(row)
-            if n_word + 1 >= max_word_tokens or written() + n_word + 1 >= budget:
-                break
+        ended = yield from write_word(nudger, row, sampling, seeds_nudger[row], word_start=word_start,
+                                      max_tokens=max(1, min(max_word_tokens, budget - written())))
         text = nudger.text_of(row, w0)
         if not (nudges and "text" not in nudges[-1]):  # the first word: no decision by the base
             nudges.append({"at": written(), "base_top1": None})
         nudges[-1]["text"] = text
         base.append(row, nudger.ids[row][w0:] if shared_vocab else base.tokens(text))
         b_sync = len(base.ids[row])
-        if text:
-            note("nudger", text)
+        add_segment(segments, "nudger", text)
         if ended:
             result["finish"] = "stop"
             break
