@@ -181,7 +181,8 @@ def unpack_features(s: str):
 def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[GenRequest],
                          mentor_reqs: list[GenRequest], *, sampling: SamplingParams, proportion: float,
                          patch: int, max_word: int = 10, kv_cache: bool = True, judge: Any = None,
-                         collect: bool = False, names: tuple[str, str] = ("generator", "mentor")) -> list[Outcome]:
+                         collect: bool = False, names: tuple[str, str] = ("generator", "mentor"),
+                         seed: int = 0) -> list[Outcome]:
     """MentorCollab for a batch (requests aligned per row); one Outcome per row. With `collect`, each
     Outcome's trace holds the divergence points (and the generator's segment is always kept)."""
     shared = same_vocabulary(gen_backend.tokenizer, mentor_backend.tokenizer)
@@ -193,7 +194,8 @@ def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[G
     seeds = Seeds([r.seed for r in gen_reqs])
     results: list[dict[str, Any]] = [{} for _ in gen_reqs]
     points: list[list[dict]] = [[] for _ in gen_reqs]
-    programs = {i: mentor_program(i, gen, mentor, sampling=sampling, seeds=seeds, rng=random.Random(gen_reqs[i].seed),
+    programs = {i: mentor_program(i, gen, mentor, sampling=sampling, seeds=seeds,
+                                  rng=random.Random(f"{seed}:{gen_reqs[i].seed}"),
                                   proportion=proportion, patch=patch, budget=sampling.max_new_tokens,
                                   max_word=max_word, shared_vocab=shared, judge=judge,
                                   collect=points[i] if collect else None, result=results[i])
@@ -269,7 +271,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
     judge_fn = None
     settings: dict[str, Any] = {"p": params.decision_proportion, "patch": params.patch_size, "mode": params.mode,
-                                "word": params.max_word_tokens, "v": 1}
+                                "word": params.max_word_tokens, "seed": ctx.seed, "v": 1}
 
     def decode_on(prompts: list[str], collect: bool, tag: str) -> list[Outcome]:
         g_req = requests_for(ctx, gen, prompts, sampling)
@@ -279,7 +281,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             return decode_mentor_collab(gb, mb, [g_req[i] for i in idx], [m_req[i] for i in idx], sampling=sampling,
                                         proportion=params.decision_proportion, patch=params.patch_size,
                                         max_word=params.max_word_tokens, kv_cache=params.kv_cache, judge=judge_fn,
-                                        collect=collect, names=(gen.name, mentor.name))
+                                        collect=collect, names=(gen.name, mentor.name), seed=ctx.seed)
 
         extra = {"collect": True} if collect else {}
         return run_token_level(ctx, method="api_mentor_collab", settings={**settings, **extra}, models=[gen, mentor],

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import Field
 
 from moco.context import Output, RunContext
+from moco.errors import ConfigError
 from moco.methods.api._token_runs import Outcome, add_segment, hf_backend, requests_for, run_token_level, usage_of
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities, GenRequest, SamplingParams
@@ -152,7 +153,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     base = ctx.model(params.base)
     nudger = ctx.model(params.nudger)
     if base.index == nudger.index:
-        raise_same(base.name)
+        raise ConfigError(f"api_nudging: the base and the nudging model are the same model ('{base.name}')")
     sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
     gamma = params.gamma
     if params.search_gamma or params.search_nudging:
@@ -163,12 +164,6 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     ctx.extra_metrics["nudging"] = {"gamma": gamma, "nudger": nudger.name, "base": base.name,
                                     "nudges_per_answer": n_words / max(1, len(outs))}
     return [Output(o.text, trace=o.trace) for o in outs]
-
-
-def raise_same(name: str) -> None:
-    from moco.errors import ConfigError
-
-    raise ConfigError(f"api_nudging: the base and the nudging model are the same model ('{name}')")
 
 
 def _decode(ctx: RunContext, params: Params, base, nudger, gamma: float, sampling: SamplingParams,
@@ -190,8 +185,6 @@ def _decode(ctx: RunContext, params: Params, base, nudger, gamma: float, samplin
 def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingParams):
     """Best (gamma, nudger) by mean dev score; the configured pair wins unless another is strictly better."""
     if not ctx.dev:
-        from moco.errors import ConfigError
-
         raise ConfigError(f"api_nudging: search_gamma/search_nudging need a dev split; task {ctx.task.name} has none")
     gammas = sorted(set(params.gamma_grid) | {params.gamma}) if params.search_gamma else [params.gamma]
     nudgers = [m for m in ctx.models if m.index != base.index] if params.search_nudging else [nudger]
