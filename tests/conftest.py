@@ -53,6 +53,14 @@ def smollm_dir() -> Path:
         pytest.skip(f"embedded model unavailable: {e}")
 
 
+@pytest.fixture(scope="session")
+def tiny_backends(tiny_models) -> list:
+    """HF backends of the first two tiny models (token-level tests drive their forward passes directly)."""
+    from moco.models.hf import HFBackend
+
+    return [HFBackend(str(p), fingerprint=f"tiny{i}") for i, p in enumerate(tiny_models[:2])]
+
+
 @pytest.fixture
 def tiny_task(tmp_path) -> Path:
     from moco.testing import mc_dataset

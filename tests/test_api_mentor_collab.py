@@ -14,13 +14,6 @@ from moco.models.base import GenRequest, SamplingParams
 QUESTIONS = ["hi", "hello there friend", "abc"]
 
 
-@pytest.fixture(scope="module")
-def pair(tiny_models):
-    from moco.models.hf import HFBackend
-
-    return [HFBackend(str(p), fingerprint=f"tiny{i}") for i, p in enumerate(tiny_models[:2])]
-
-
 def _reqs(n=16):
     sp = SamplingParams(max_new_tokens=n, temperature=0.0)
     return [GenRequest((("user", q),), sp, seed=7 + i) for i, q in enumerate(QUESTIONS)], sp
@@ -32,8 +25,8 @@ def test_decision_proportion_is_a_probability_and_reads_reference_percentages():
     assert Params(decision_proportion=0.6).decision_proportion == 0.6
 
 
-def test_never_consulting_or_an_agreeing_mentor_leaves_the_generator_alone(pair):
-    gen, other = pair
+def test_never_consulting_or_an_agreeing_mentor_leaves_the_generator_alone(tiny_backends):
+    gen, other = tiny_backends
     reqs, sp = _reqs()
     alone = [r.text for r in gen.generate(reqs)]
     never = decode_mentor_collab(gen, other, reqs, reqs, sampling=sp, proportion=0.0, patch=4, max_word=2)
@@ -43,10 +36,10 @@ def test_never_consulting_or_an_agreeing_mentor_leaves_the_generator_alone(pair)
     assert all(o.trace["consulted"] > 0 and o.trace["decisions"] == [] for o in twin)  # same words: no divergence
 
 
-def test_free_mode_the_generator_judges_each_divergence(pair):
+def test_free_mode_the_generator_judges_each_divergence(tiny_backends):
     """At every divergence the generator's own logits for A/B after the question decide, recomputed here from the
     text before the segments; the chosen segment is what the answer continues with."""
-    gen, mentor = pair
+    gen, mentor = tiny_backends
     reqs, sp = _reqs(16)
     outs = decode_mentor_collab(gen, mentor, reqs, reqs, sampling=sp, proportion=0.5, patch=4, max_word=2)
     ids = gen.tokenizer.convert_tokens_to_ids(["A", "B"])
@@ -66,7 +59,7 @@ def test_free_mode_the_generator_judges_each_divergence(pair):
     assert all(o.usage["mentor"][1] > 0 for o in outs if o.trace["decisions"])
 
 
-def test_stops_at_the_end_of_sequence(taught_tiny_mentor, pair):
+def test_stops_at_the_end_of_sequence(taught_tiny_mentor, tiny_backends):
     """The reference never checks EOS; here a generator that ends its answer ends the output."""
     from moco.models.hf import HFBackend
 
@@ -74,7 +67,7 @@ def test_stops_at_the_end_of_sequence(taught_tiny_mentor, pair):
     req = [GenRequest((("user", "Question 3: which option is right?\n\nA) a\nB) b\nC) c\nD) d\n\n"
                                 "Answer with the letter of the correct option, in the form \"The answer is (X)\"."),),
                       SamplingParams(max_new_tokens=40, temperature=0.0))]
-    out = decode_mentor_collab(taught, pair[0], req, req, sampling=req[0].sampling, proportion=0.0, patch=4)[0]
+    out = decode_mentor_collab(taught, tiny_backends[0], req, req, sampling=req[0].sampling, proportion=0.0, patch=4)[0]
     alone = taught.generate(req)[0]
     assert alone.finish_reason == "stop" and alone.tokens_out < 30  # the taught model ends its answers
     assert out.finish == "stop" and out.text == alone.text and out.trace["tokens"] == alone.tokens_out - 1

@@ -12,21 +12,14 @@ from moco.methods.api.nudging import decode_nudging, pick_best
 QUESTIONS = ["hi", "hello there friend", "abc"]
 
 
-@pytest.fixture(scope="module")
-def pair(tiny_models):
-    from moco.models.hf import HFBackend
-
-    return [HFBackend(str(p), fingerprint=f"tiny{i}") for i, p in enumerate(tiny_models[:2])]
-
-
 def _reqs(n=16):
     sp = SamplingParams(max_new_tokens=n, temperature=0.0)
     return [GenRequest((("user", q),), sp) for q in QUESTIONS], sp
 
 
-def test_gamma_extremes_give_each_model_alone(pair):
+def test_gamma_extremes_give_each_model_alone(tiny_backends):
     """gamma 0: the base is never uncertain enough -> its own greedy text; gamma 1: the nudger writes every word."""
-    base, nudger = pair
+    base, nudger = tiny_backends
     reqs, sp = _reqs()
     alone_base = [r.text for r in base.generate(reqs)]
     alone_nudger = [r.text for r in nudger.generate(reqs)]
@@ -42,12 +35,12 @@ def test_gamma_extremes_give_each_model_alone(pair):
     assert [o.text for o in via_text] == alone_nudger
 
 
-def test_each_nudge_happens_exactly_where_the_base_is_uncertain(pair):
+def test_each_nudge_happens_exactly_where_the_base_is_uncertain(tiny_backends):
     """Every token is a word here: the nudger writes token t iff the base's top-1 probability there is < gamma,
     recomputed independently from the text before t."""
     import torch
 
-    base, nudger = pair
+    base, nudger = tiny_backends
     reqs, sp = _reqs(14)
     gamma = 0.1
     outs = decode_nudging(base, nudger, reqs, reqs, gamma=gamma, sampling=sp, nudge_first_word=False,

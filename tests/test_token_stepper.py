@@ -9,13 +9,6 @@ from moco.models.stepper import Stepper, run_rows, same_vocabulary, sample, star
 QUESTIONS = ["hi", "hello there friend, how are you", "abc"]
 
 
-@pytest.fixture(scope="module")
-def backends(tiny_models):
-    from moco.models.hf import HFBackend
-
-    return [HFBackend(str(p), fingerprint=f"tiny{i}") for i, p in enumerate(tiny_models[:2])]
-
-
 def _reqs(n_tokens: int = 12, temperature: float = 0.0):
     sp = SamplingParams(max_new_tokens=n_tokens, temperature=temperature)
     return [GenRequest((("user", q),), sp, seed=100 + i) for i, q in enumerate(QUESTIONS)]
@@ -36,8 +29,8 @@ def _greedy(st: Stepper, n: int):
 
 
 @pytest.mark.parametrize("kv", [True, False])
-def test_stepper_matches_backend_generate(backends, kv):
-    b = backends[0]
+def test_stepper_matches_backend_generate(tiny_backends, kv):
+    b = tiny_backends[0]
     reqs = _reqs()
     ref = [r.text for r in b.generate(reqs)]
     st = Stepper(b, [b.encode(r) for r in reqs], kv_cache=kv)
@@ -46,9 +39,9 @@ def test_stepper_matches_backend_generate(backends, kv):
     assert st.forwards == 12  # one batched forward per step for all rows (prefill + 11 increments)
 
 
-def test_truncate_and_refeed_gives_the_same_continuation(backends):
+def test_truncate_and_refeed_gives_the_same_continuation(tiny_backends):
     """Cutting a row back (a lookahead that was not chosen) and decoding again reproduces the same tokens."""
-    b = backends[0]
+    b = tiny_backends[0]
     reqs = _reqs()
     ref = [r.text for r in b.generate(reqs)]
     st = Stepper(b, [b.encode(r) for r in reqs])
@@ -68,9 +61,9 @@ def test_truncate_and_refeed_gives_the_same_continuation(backends):
     assert [st.text_of(r, st.prompt_len[r]) for r in range(3)] == ref
 
 
-def test_multi_token_increments_and_two_models(backends):
+def test_multi_token_increments_and_two_models(tiny_backends):
     """A row fed a chunk of another model's tokens predicts exactly as if it had decoded them itself."""
-    a, b = backends
+    a, b = tiny_backends
     reqs = _reqs()
     sp = SamplingParams(temperature=0.0)
     st_a = Stepper(a, [a.encode(r) for r in reqs])
@@ -91,8 +84,8 @@ def test_multi_token_increments_and_two_models(backends):
         assert st_b.usage[r].tokens_in == st_b.prompt_len[r] + 4 + 2 * r and st_b.usage[r].tokens_out == 0
 
 
-def test_release_drops_finished_rows_and_keeps_the_rest_right(backends):
-    b = backends[0]
+def test_release_drops_finished_rows_and_keeps_the_rest_right(tiny_backends):
+    b = tiny_backends[0]
     reqs = _reqs()
     ref = [r.text for r in b.generate(reqs)]
     st = Stepper(b, [b.encode(r) for r in reqs])
@@ -109,11 +102,11 @@ def test_release_drops_finished_rows_and_keeps_the_rest_right(backends):
     assert st.text_of(0, st.prompt_len[0]) == ref[0][:3]
 
 
-def test_word_starts_and_vocabularies(backends):
-    tok = backends[0].tokenizer
+def test_word_starts_and_vocabularies(tiny_backends):
+    tok = tiny_backends[0].tokenizer
     space, letter = tok.convert_tokens_to_ids(" "), tok.convert_tokens_to_ids("a")
     assert starts_word(tok, space) and not starts_word(tok, letter)
-    assert same_vocabulary(backends[0].tokenizer, backends[1].tokenizer)
+    assert same_vocabulary(tiny_backends[0].tokenizer, tiny_backends[1].tokenizer)
 
 
 @pytest.mark.smollm

@@ -83,6 +83,11 @@ class Stepper:
         self.hidden = None  # last hidden state of each row when hidden=True
         # nothing runs yet: the prompts are prefilled when a row first needs this model
 
+    @classmethod
+    def from_requests(cls, backend: Any, requests: list, **kwargs: Any) -> "Stepper":
+        """A stepper over the exact prompts the backend would render for these GenRequests."""
+        return cls(backend, [backend.encode(r) for r in requests], **kwargs)
+
     # ------------------------------------------------------------------ row edits (no model call)
     def append(self, row: int, tokens: Iterable[int]) -> None:
         self.ids[row].extend(int(t) for t in tokens)

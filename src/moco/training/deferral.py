@@ -112,6 +112,19 @@ def _clip(seq: TokenSeq, max_length: int) -> TokenSeq:
     return prompt[-keep:], target
 
 
+def right_padded(seqs: list[list[int]]):
+    """Token ids and attention mask of right-padded sequences (pad id 0: masked, never predicted from)."""
+    import torch
+
+    width = max(map(len, seqs))
+    x = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, f in enumerate(seqs):
+        x[i, :len(f)] = torch.tensor(f)
+        mask[i, :len(f)] = 1
+    return x, mask
+
+
 def token_stats(model, seqs: list[TokenSeq], *, hidden: bool, batch_size: int = 4) -> list[dict[str, Any]]:
     """Per sequence: log p(target token), whether it is the argmax, and (optionally) the hidden state that
     predicts it — one no-grad forward pass per batch of right-padded sequences."""
@@ -122,13 +135,7 @@ def token_stats(model, seqs: list[TokenSeq], *, hidden: bool, batch_size: int = 
     with torch.no_grad():
         for s in range(0, len(seqs), batch_size):
             chunk = seqs[s:s + batch_size]
-            full = [p + t for p, t in chunk]
-            width = max(map(len, full))
-            x = torch.zeros((len(full), width), dtype=torch.long)
-            mask = torch.zeros((len(full), width), dtype=torch.long)
-            for i, f in enumerate(full):
-                x[i, :len(f)] = torch.tensor(f)
-                mask[i, :len(f)] = 1
+            x, mask = right_padded([p + t for p, t in chunk])
             res = model(input_ids=x.to(dev), attention_mask=mask.to(dev), output_hidden_states=hidden)
             logp = torch.log_softmax(res.logits.float(), -1)
             for i, (p, t) in enumerate(chunk):
@@ -250,13 +257,7 @@ def _train_joint(generator_dir: str, head: DeferralHead, gen_seqs: list[TokenSeq
     for _ in range(s.epochs):
         for batch in torch.randperm(len(gen_seqs), generator=rng).split(s.batch_sequences):
             seqs = [gen_seqs[i] for i in batch]
-            full = [p + t for p, t in seqs]
-            width = max(map(len, full))
-            x = torch.zeros((len(full), width), dtype=torch.long)
-            mask = torch.zeros((len(full), width), dtype=torch.long)
-            for i, f in enumerate(full):
-                x[i, :len(f)] = torch.tensor(f)
-                mask[i, :len(f)] = 1
+            x, mask = right_padded([p + t for p, t in seqs])
             res = model(input_ids=x, attention_mask=mask, output_hidden_states=True)
             logp = torch.log_softmax(res.logits.float(), -1)
             losses = []

@@ -134,10 +134,8 @@ def decode_collm(gen_backend: Any, mentor_backend: Any, head: DeferralHead, gen_
                  strategy: str = "defer", schedule: str = "none", warmup: int = 15, kv_cache: bool = True,
                  names: tuple[str, str] = ("generator", "mentor")) -> list[Outcome]:
     """Co-LLM decoding of a batch (requests aligned per row); one Outcome per row."""
-    gen = Stepper(gen_backend, [gen_backend.encode(r) for r in gen_reqs], name=names[0], kv_cache=kv_cache,
-                  hidden=True)
-    mentor = Stepper(mentor_backend, [mentor_backend.encode(r) for r in mentor_reqs], name=names[1],
-                     kv_cache=kv_cache)
+    gen = Stepper.from_requests(gen_backend, gen_reqs, name=names[0], kv_cache=kv_cache, hidden=True)
+    mentor = Stepper.from_requests(mentor_backend, mentor_reqs, name=names[1], kv_cache=kv_cache)
     seeds = Seeds([r.seed for r in gen_reqs])
     results: list[dict[str, Any]] = [{} for _ in gen_reqs]
 

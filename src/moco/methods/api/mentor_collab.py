@@ -187,10 +187,8 @@ def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[G
     Outcome's trace holds the divergence points (and the generator's segment is always kept)."""
     shared = same_vocabulary(gen_backend.tokenizer, mentor_backend.tokenizer)
     need_hidden = judge is not None or collect
-    gen = Stepper(gen_backend, [gen_backend.encode(r) for r in gen_reqs], name=names[0], kv_cache=kv_cache,
-                  hidden=need_hidden)
-    mentor = Stepper(mentor_backend, [mentor_backend.encode(r) for r in mentor_reqs], name=names[1],
-                     kv_cache=kv_cache)
+    gen = Stepper.from_requests(gen_backend, gen_reqs, name=names[0], kv_cache=kv_cache, hidden=need_hidden)
+    mentor = Stepper.from_requests(mentor_backend, mentor_reqs, name=names[1], kv_cache=kv_cache)
     seeds = Seeds([r.seed for r in gen_reqs])
     results: list[dict[str, Any]] = [{} for _ in gen_reqs]
     points: list[list[dict]] = [[] for _ in gen_reqs]

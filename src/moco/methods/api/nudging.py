@@ -124,8 +124,8 @@ def decode_nudging(base_backend: Any, nudger_backend: Any, base_reqs: list[GenRe
     """Nudge a batch of prompts (one request per model per row, aligned); returns one Outcome per row."""
     if shared_vocab is None:
         shared_vocab = same_vocabulary(base_backend.tokenizer, nudger_backend.tokenizer)
-    base = Stepper(base_backend, [base_backend.encode(r) for r in base_reqs], name=names[0], kv_cache=kv_cache)
-    nudger = Stepper(nudger_backend, [nudger_backend.encode(r) for r in nudger_reqs], name=names[1], kv_cache=kv_cache)
+    base = Stepper.from_requests(base_backend, base_reqs, name=names[0], kv_cache=kv_cache)
+    nudger = Stepper.from_requests(nudger_backend, nudger_reqs, name=names[1], kv_cache=kv_cache)
     sb, sn = Seeds([r.seed for r in base_reqs]), Seeds([r.seed for r in nudger_reqs])
     results: list[dict[str, Any]] = [{} for _ in base_reqs]
     programs = {i: nudging_program(i, base, nudger, gamma=gamma, sampling=sampling, seeds_base=sb, seeds_nudger=sn,
