@@ -10,8 +10,9 @@ An example is finished when a model ends the answer (end-of-sequence) or after m
 The selector is
 * given: a pool model or another model (`selector`, or the role `selector`), used as it is;
 * trained (default when none is given): LoRA SFT of `selector_base` (role `selector_base`, default the first
-  model) on dev rollouts, as in the paper. For each training instance (a dev item, seeded), a context of c
-  patches is written by random switching; then `rollouts_per_instance` rollouts continue it, the first
+  model) on dev rollouts, as in the paper. For each training instance (a dev item and a decision round c in
+  0..R-2 of the R = max_new_tokens / patch_size rounds, seeded), a context of c patches is written by random
+  switching; then `rollouts_per_instance` rollouts continue it, the first
   continuation segment by each model in turn and the rest by random switching; each rollout is scored by
   the task's scorer (a reward-model scorer when the task is scored by one). The label is the model whose
   rollouts scored best on average (instances where all models tie teach nothing and are skipped; the
@@ -23,7 +24,8 @@ model; otherwise the choice is a seeded random one and the failure is recorded (
 
 Differences from the reference: a patch that ends early ends the example (the reference counts characters
 and inserts `<end>` markers); `wait_on_stop` (reference `wait_flag`) instead appends " Wait," and lets the
-next model continue; rollouts are balanced over the first continuation model.
+next model continue; rollouts are balanced over the first continuation model; decision rounds start at 0
+(the reference draws c in [1, R-3], which leaves no decision at all for short answers).
 """
 from __future__ import annotations
 
@@ -187,12 +189,12 @@ def selector_training_data(ctx: RunContext, params: Params, models: list[ModelHa
                            budget: int) -> tuple[list[tuple[list[tuple[str, str]], str]], list[dict[str, Any]]]:
     """Dev rollouts -> (selector messages, "The answer is model j") pairs, and one log row per instance."""
     n = len(models)
-    contexts = list(range(1, rounds - 1)) if rounds >= 3 else list(range(rounds))
+    contexts = list(range(rounds - 1)) or [0]  # decision rounds 0..R-2 (see the module docstring)
     rng = ctx.rng
     instances = [(rng.choice(ctx.dev), rng.choice(contexts)) for _ in range(params.training_instances)]
     random_pick = Selector(ctx, None, n)
     # 1. each instance's context: c patches written by random switching (all instances advance together)
-    heads = [new_state(ex, limit=c) for ex, c in instances]
+    heads = [new_state(ex, limit=c, replica=i) for i, (ex, c) in enumerate(instances)]  # independent samples
     switch_generate(ctx, heads, models=models, total_rounds=rounds, patch=params.patch_size, budget=budget,
                     choose=random_pick, params=params, tag="selector context")
     # 2. rollouts: each model writes the first continuation segment of an equal share of them
@@ -201,7 +203,8 @@ def selector_training_data(ctx: RunContext, params: Params, models: list[ModelHa
         if h["done"] or h["used"] >= budget:
             continue  # the answer ended inside the context: no decision to learn
         for k in range(params.rollouts_per_instance):
-            rollouts.append(new_state(ex, segments=h["segments"], used=h["used"], replica=1 + k, limit=rounds - c,
+            replica = len(instances) + i * params.rollouts_per_instance + k
+            rollouts.append(new_state(ex, segments=h["segments"], used=h["used"], replica=replica, limit=rounds - c,
                                       round0=c, first=k % n))
             owner.append(i)
     switch_generate(ctx, rollouts, models=models, total_rounds=rounds, patch=params.patch_size, budget=budget,
@@ -240,8 +243,10 @@ def train_selector(ctx: RunContext, params: Params, models: list[ModelHandle], r
     if ctx.artifacts_dir is not None:
         Path(ctx.artifacts_dir, "selector_training.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     if not data:
-        raise ConfigError(f"api_switch_generation: no informative selector training instance ({len(log)} instances, "
-                          "all models' rollouts scored the same); raise training_instances or rollouts_per_instance")
+        raise ConfigError(f"api_switch_generation: no informative selector training instance: of "
+                          f"{params.training_instances}, {params.training_instances - len(log)} ended inside their "
+                          f"context and {len(log)} had all models' rollouts scoring the same; raise "
+                          "training_instances or rollouts_per_instance")
     settings = SFTSettings(epochs=params.sft_epochs, learning_rate=params.sft_learning_rate, lora_r=params.sft_lora_r,
                            lora_alpha=2 * params.sft_lora_r, seed=ctx.seed)
     ident = hashlib.sha256(json.dumps([ctx.pool.fingerprint(base), data], default=str).encode()).hexdigest()[:20]
