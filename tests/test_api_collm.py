@@ -116,7 +116,7 @@ def test_validate_rejects_a_pair_with_different_tokenizers(tiny_models, smollm_d
     from moco.runner import plan
 
     cfg = parse_config({"method": "collm", "task": str(tiny_task), "models": [str(tiny_models[0]), str(smollm_dir)]})
-    with pytest.raises(ConfigError, match="share one tokenizer: models .* have different tokenizers"):
+    with pytest.raises(ConfigError, match="needs one shared vocabulary: .*differ"):
         plan(cfg)
     plan(parse_config({"method": "collm", "task": str(tiny_task), "models": [str(tiny_models[0]), str(tiny_models[1])]}))
 

@@ -53,3 +53,27 @@ def test_switch_generation_example_trains_a_selector(smollm_dir, tmp_path, cache
     info = res.metrics["switch_generation"]
     assert info["selector"] == "switch-selector" and info["training"]["examples"] > 0
     assert sum(info["segment_share"].values()) == pytest.approx(1.0)
+
+
+@pytest.mark.smollm
+def test_nudging_across_tokenizers_hands_over_words_as_text(smollm_dir, tiny_backends):
+    """A character-level tiny base nudged by SmolLM2 (a byte-level BPE): gamma 1 makes SmolLM2 write every word,
+    re-tokenised for the base after each one, and the answer is SmolLM2's own greedy text; gamma 0 leaves the
+    base alone."""
+    from moco.methods.api.nudging import decode_nudging
+    from moco.models.base import GenRequest, SamplingParams
+    from moco.models.hf import HFBackend
+
+    smol = HFBackend(str(smollm_dir), fingerprint="smol")
+    base = tiny_backends[0]
+    sp = SamplingParams(max_new_tokens=40, temperature=0.0)  # base (character) tokens
+    reqs = [GenRequest((("user", q),), sp) for q in ("What is the capital of France?", "Name a primary color.")]
+    smol_alone = smol.generate([GenRequest(r.messages, SamplingParams(max_new_tokens=24, temperature=0.0))
+                                for r in reqs])
+    nudged = decode_nudging(base, smol, reqs, reqs, gamma=1.0, sampling=sp)
+    for o, alone in zip(nudged, smol_alone):
+        assert not o.trace["shared_vocab"] and {w for w, _ in o.trace["segments"]} == {"nudger"}
+        assert o.text and (alone.text.startswith(o.text) or o.text.startswith(alone.text))
+        assert o.trace["base_tokens"] >= len(o.text)  # the base holds the text in its own (character) tokens
+    never = decode_nudging(base, smol, reqs, reqs, gamma=0.0, sampling=sp, nudge_first_word=False)
+    assert [o.text for o in never] == [r.text for r in base.generate(reqs)]

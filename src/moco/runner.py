@@ -110,7 +110,7 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
 
         why = vocabulary_mismatch(pool, pool.handles)
         if why:
-            raise ConfigError(f"method {info.name} needs models that share one tokenizer: {why}")
+            raise ConfigError(f"method {info.name} needs one shared vocabulary: {why}")
     p = Plan(cfg, info, params, task, scorer, pool, roles)
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")

@@ -37,6 +37,5 @@ def vocabulary_mismatch(pool: ModelPool, handles: list[ModelHandle]) -> str | No
         if ref is None:
             ref = vocab
         elif vocab != ref:
-            return (f"models '{first.name}' and '{h.name}' have different tokenizers "
-                    f"({len(ref)} vs {len(vocab)} tokens, or different ids)")
+            return (f"'{first.name}' ({len(ref)} tokens) and '{h.name}' ({len(vocab)} tokens) differ")
     return None
