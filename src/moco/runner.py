@@ -18,14 +18,14 @@ from moco.context import Output, RunContext
 from moco.errors import ConfigError, MocoError
 from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models.base import Backend, Capabilities
-from moco.models.pool import ModelHandle, ModelPool
+from moco.models.pool import ModelHandle, ModelPool, is_vision_spec
 from moco.progress import Progress
 from moco.rundir import default_run_dir, manifest, write_json, write_jsonl
 from moco.scoring import scorer_for
-from moco.scoring.base import Scorer
-from moco.scoring.stats import summarize
+from moco.scoring.base import Scorer, missing_role_message
+from moco.scoring.evaluate import prediction_row, score_items, summarize_results
 from moco.tasks.base import Task
-from moco.tasks.registry import resolve_task
+from moco.tasks.registry import load_task
 from moco.trace import CallRecorder
 
 log = logging.getLogger(__name__)
@@ -50,23 +50,24 @@ class Plan:
 
 def _capabilities(spec: ModelSpec) -> Capabilities:
     if spec.kind == "openai":
-        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded))
+        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded), images=True)
+    if is_vision_spec(spec):
+        return Capabilities(chat=True, seeded=True, images=True)
     return KIND_CAPABILITIES[spec.kind]
 
 
-def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None) -> Plan:
-    """Validate everything that can be checked without loading a model."""
+def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,
+         task: Task | None = None, scorer: Scorer | None = None) -> Plan:
+    """Validate everything that can be checked without loading a model. `task`/`scorer` replace the config's
+    task (e.g. `moco serve`, whose test items are the requests it receives)."""
     info = get_method(cfg.method)
     params = info.parse_params(cfg.params)
-    tinfo = resolve_task(cfg.task.name, data_dir or cfg.task.data_dir)
-    task = tinfo.loader()
-    if cfg.task.task_type:
-        task.task_type = cfg.task.task_type
-    if cfg.task.dev_limit is not None:
-        task.dev = task.dev[: cfg.task.dev_limit]
-    if cfg.task.test_limit is not None:
-        task.test = task.test[: cfg.task.test_limit]
-    scorer = scorer_for(task.task_type, task.name)
+    if task is None:
+        task = load_task(cfg.task, data_dir)
+    if scorer is None:
+        scorer = scorer_for("generation", task.name) if task.generation_only else \
+            scorer_for(task.task_type, task.name, cfg.task.scorer)
+    scorer_role = getattr(scorer, "role", None)
     n = len(cfg.models)
     if n < info.min_models:
         raise ConfigError(f"method {info.name} needs at least {info.min_models} models, the config has {n}")
@@ -74,19 +75,27 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         raise ConfigError(f"method {info.name} takes at most {info.max_models} models, the config has {n}")
     if info.objective_task_only and not task.objective:
         raise ConfigError(f"method {info.name} needs a task with definite answers; "
-                          f"task '{task.name}' is {task.task_type}")
+                          f"task '{task.name}' is {task.task_type}" + (" (generation only)" if task.generation_only else ""))
+    if scorer_role and scorer_role not in cfg.roles:
+        raise ConfigError(missing_role_message(scorer.name, scorer_role))
     pool = ModelPool(cfg.models, cfg.hardware, cfg.generation, overrides=dict(backends or {}))
+    extra = set(cfg.roles) - {scorer_role}
+    if not info.roles and extra:
+        raise ConfigError(f"roles: method {info.name} uses no roles" +
+                          (f" (the scorer {scorer.name} uses '{scorer_role}')" if scorer_role else
+                           f"; '{sorted(extra)[0]}' is not used by the scorer {scorer.name} either"))
     roles: dict[str, ModelHandle] = {}
     for role, ref in cfg.roles.items():
-        if info.roles and role not in info.roles:
-            raise ConfigError(f"roles: method {info.name} has no role '{role}' (its roles: {', '.join(info.roles)})")
+        if role != scorer_role and info.roles and role not in info.roles:
+            raise ConfigError(f"roles: method {info.name} has no role '{role}' (its roles: {', '.join(info.roles)})"
+                              + (f"; the scorer {scorer.name} uses '{scorer_role}'" if scorer_role else ""))
         if isinstance(ref, ModelSpec):
             roles[role] = pool.add_extra(role, ref)
         else:
             roles[role] = pool.handle(ref)
-    if not info.roles and cfg.roles:
-        raise ConfigError(f"roles: method {info.name} uses no roles")
-    for h in [*pool.handles, *roles.values()]:
+    method_roles = [h for r, h in roles.items() if r != scorer_role]
+    pool.check()  # models exist (before asking what they can do)
+    for h in [*pool.handles, *method_roles]:
         if h.spec.model in pool.overrides:
             caps = pool.overrides[h.spec.model].capabilities
         else:
@@ -104,7 +113,6 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         bad = [i for i in cfg.hardware.gpu_ids if i >= torch.cuda.device_count()]
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
-    pool.check()
     if info.same_tokenizer:
         from moco.models.vocab import vocabulary_mismatch
 
@@ -170,31 +178,23 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
 
 
 def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) -> tuple[list[dict], dict]:
-    rows, scores, strict, unparsed, failed = [], [], [], 0, 0
-    for ex, o in zip(p.task.test, outputs):
-        row: dict[str, Any] = {"id": ex.id, "index": ex.index, "prompt": ex.prompt, "gold": ex.answer,
-                               "output": o.text, "failed": o.failed}
-        if ex.answer is not None:
-            res = p.scorer.score_answer(ex, o.answer) if o.use_answer else p.scorer.score(ex, o.text)
-            if o.failed:
-                res.score = 0.0
-            row.update(extracted=res.extracted, score=res.score, strict_score=res.strict)
-            scores.append(res.score)
-            if res.strict is not None:
-                strict.append(res.strict)
-            unparsed += int(res.extracted is None and not o.failed)
-        failed += int(o.failed)
+    """Score the test outputs (batched; model-based scorers call their role through ctx in phase "score")."""
+    exs = p.task.test
+    results = score_items(p.scorer, ctx, exs, [o.text for o in outputs], [o.answer for o in outputs],
+                          [o.use_answer for o in outputs], [o.failed for o in outputs])
+    rows = []
+    for ex, o, res in zip(exs, outputs, results):
+        row = prediction_row(ex, o.text, res, o.failed)
         row["trace"] = o.trace
         rows.append(row)
-    summary = summarize(scores, unparsed, failed, seed=ctx.seed)
+    summary = summarize_results(p.scorer, exs, results, [o.failed for o in outputs], seed=ctx.seed)
     phases = {k: v.to_dict() for k, v in ctx.recorder.phases.items()}
-    total = {key: sum(ph[key] for ph in phases.values())
-             for key in ("calls", "cache_hits", "failed", "tokens_in", "tokens_out", "generated_tokens", "compute_s")}
+    keys = ("calls", "cache_hits", "failed", "tokens_in", "tokens_out", "generated_tokens", "compute_s")
+    # the method's cost; the scorer's own model calls (judge, reward model) are reported under phases.score
+    total = {key: sum(ph[key] for name, ph in phases.items() if name != "score") for key in keys}
     metrics = {
-        "method": p.method.name, "task": p.task.name, "task_type": p.task.task_type, "metric": p.scorer.metric,
-        **summary,
-        "strict_score": (sum(strict) / len(strict)) if strict else None,
-        "n_test": len(p.task.test), "models": [h.name for h in p.pool.handles],
+        "method": p.method.name, "task": p.task.name, "task_type": p.task.task_type, **summary,
+        "n_test": len(exs), "models": [h.name for h in p.pool.handles],
         "wall_s": round(wall, 3), "total": total, "phases": phases, **ctx.extra_metrics,
     }
     return rows, metrics
@@ -205,7 +205,7 @@ def describe_plan(p: Plan) -> list[str]:
     lines = [
         f"method   {p.method.name} ({p.method.level}): {p.method.summary}",
         f"task     {p.task.name}: {p.task.task_type}, {len(p.task.dev)} dev / {len(p.task.test)} test, "
-        f"scorer {p.scorer.name}",
+        f"scorer {p.scorer.name}" + (f" (role {p.scorer.role})" if getattr(p.scorer, "role", None) else ""),
         "models   " + ", ".join(f"{h.name} [{h.spec.kind}]" + (" (role prompt)" if h.role_prompt else "")
                                for h in p.pool.handles),
         "params   " + (", ".join(f"{k}={v!r}" for k, v in p.params.model_dump().items()) or "(none)"),

@@ -29,10 +29,17 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     with ctx.phase("test"):
         answers = ctx.answer_all(ctx.test)
     per_model_scores = {}
+    # item_scores[m][j]: each model's score on each test item (None without a gold answer); the per-item
+    # record lets analyses (collaborative emergence) tell which items no single model solves
+    item_scores = {m.name: [ctx.score(ex, answers[m.index][j].text) if ex.answer is not None else None
+                            for j, ex in enumerate(ctx.test)] for m in ctx.models}
+    def value(m, j: int) -> float:  # a failed call scores 0, as the runner scores failed outputs
+        return 0.0 if answers[m.index][j].failed else item_scores[m.name][j].score
+
     for m in ctx.models:
-        scored = [ctx.score(ex, answers[m.index][j].text) for j, ex in enumerate(ctx.test) if ex.answer is not None]
+        scored = [value(m, j) for j in range(len(ctx.test)) if item_scores[m.name][j] is not None]
         if scored:
-            per_model_scores[m.name] = sum(s.score for s in scored) / len(scored)
+            per_model_scores[m.name] = sum(scored) / len(scored)
     if per_model_scores:
         ctx.extra_metrics["per_model_test"] = per_model_scores
         ctx.extra_metrics["best_single_test"] = max(per_model_scores.values())
@@ -40,6 +47,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     outputs = []
     for j, ex in enumerate(ctx.test):
         per_model = {m.name: answers[m.index][j].text for m in ctx.models}
+        trace = {"chosen": chosen.name, "answers": per_model}
+        if ex.answer is not None:
+            trace["scores"] = {m.name: value(m, j) for m in ctx.models}
+            trace["extracted"] = {m.name: item_scores[m.name][j].extracted for m in ctx.models}
         r = answers[chosen.index][j]
-        outputs.append(Output(r.text, trace={"chosen": chosen.name, "answers": per_model}, failed=r.failed))
+        outputs.append(Output(r.text, trace=trace, failed=r.failed))
     return outputs

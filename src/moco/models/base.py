@@ -33,12 +33,15 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One prompt for one model. `assistant_prefix` is text the answer must continue (a partial response)."""
+    """One prompt for one model. `assistant_prefix` is text the answer must continue (a partial response).
+    `images` are image references (path, URL or data URI, see models/images.py) shown with the last user
+    message; only backends with `Capabilities.images` accept them."""
 
     messages: tuple[Message, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     seed: int = 0
     assistant_prefix: str = ""
+    images: tuple[str, ...] = ()
 
 
 @dataclass

@@ -17,6 +17,7 @@ import httpx
 
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
+from moco.models.images import data_url
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -50,7 +51,8 @@ class OpenAIBackend:
         self.extra_body = extra_body or {}
         self.transport = transport
         self.fingerprint = f"openai:{self.base_url}:{model}"
-        self.capabilities = Capabilities(chat=True, logprobs=True, seeded=seeded)
+        # images: sent as image_url parts; the served model must be a vision-language model
+        self.capabilities = Capabilities(chat=True, logprobs=True, seeded=seeded, images=True)
         self.retries_done = 0
 
     def _client(self) -> httpx.AsyncClient:
@@ -58,8 +60,9 @@ class OpenAIBackend:
                                  transport=self.transport)
 
     # --------------------------------------------------------------- public
-    def check(self) -> None:
-        """Fail fast with one line when the endpoint cannot be reached (before any work starts)."""
+    def check(self) -> httpx.Response:
+        """Fail fast with one line when the endpoint cannot be reached (before any work starts); returns the
+        answer to GET /models."""
 
         async def probe():
             async with self._client() as c:
@@ -73,6 +76,7 @@ class OpenAIBackend:
             raise ModelError(f"endpoint {self.base_url} refused the API key (HTTP {r.status_code})")
         if r.status_code >= 400 and r.status_code != 404:
             raise ModelError(f"endpoint {self.base_url} answered HTTP {r.status_code} to /models")
+        return r
 
     def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
         return chunk_plan(len(requests), self.concurrency * 4)
@@ -95,7 +99,12 @@ class OpenAIBackend:
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
     def _body(self, req: GenRequest) -> dict[str, Any]:
-        messages = [{"role": r, "content": c} for r, c in req.messages]
+        messages: list[dict[str, Any]] = [{"role": r, "content": c} for r, c in req.messages]
+        if req.images:  # OpenAI vision format: image_url parts on the last user message, local files inlined
+            last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages) - 1)
+            parts: list[dict[str, Any]] = [{"type": "text", "text": messages[last]["content"]}]
+            parts += [{"type": "image_url", "image_url": {"url": data_url(ref)}} for ref in req.images]
+            messages[last] = {"role": messages[last]["role"], "content": parts}
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,

@@ -84,6 +84,15 @@ def _source(spec: ModelSpec) -> str:
     return os.path.expanduser(spec.model)
 
 
+def is_vision_spec(spec: ModelSpec) -> bool:
+    """A Hugging Face model with a vision tower (read from its config; embedded models are text-only)."""
+    if spec.kind != "hf" or builtin.is_embedded(spec.model):
+        return False
+    from moco.models.hf_vision import is_vision_source
+
+    return is_vision_source(os.path.expanduser(spec.model), spec.revision, spec.trust_remote_code)
+
+
 def _weights_fingerprint(spec: ModelSpec) -> str:
     from moco.models.hf import folder_fingerprint, hub_fingerprint
 
@@ -284,6 +293,12 @@ class ModelPool:
 
         check_spec(spec)
         device = self.device_for(handle)
+        if is_vision_spec(spec):
+            from moco.models.hf_vision import HFVisionBackend
+
+            return HFVisionBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, dtype=spec.dtype,
+                                   revision=spec.revision, adapter=spec.adapter, batch_size=self.generation.batch_size,
+                                   trust_remote_code=spec.trust_remote_code)
         device_map = None
         if self.generation.big_model_mode and self.hardware.gpu_ids:
             device_map = "auto"

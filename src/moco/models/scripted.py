@@ -24,16 +24,16 @@ class ScriptedCall:
     prompt: str
     reply: str
     seed: int
+    images: tuple[str, ...] = ()
 
 
 class ScriptedBackend:
     """Replies by the first matching regex rule (searched in the last user message), else `default`.
 
     A reply may be a list: one element is chosen with the request seed (sampling), or the first when greedy.
-    `fn` overrides rules: any callable (request) -> str.
+    `fn` overrides rules: any callable (request) -> str. `images=True` makes it accept image requests
+    (a stand-in for a vision-language model: tests read which images each call carried).
     """
-
-    capabilities = Capabilities(chat=True, seeded=True)
 
     def __init__(
         self,
@@ -42,8 +42,10 @@ class ScriptedBackend:
         default: str | list[str] = "",
         fn: Callable[[GenRequest], str] | None = None,
         batch_size: int = 16,
+        images: bool = False,
     ):
         self.name = name
+        self.capabilities = Capabilities(chat=True, seeded=True, images=images)
         self.rules = [(re.compile(p, re.S), r) for p, r in (rules or [])]
         self.default = default
         self.fn = fn
@@ -84,7 +86,7 @@ class ScriptedBackend:
                 finish = "stop"
             prompt = "\n".join(c for _, c in req.messages)
             with self._lock:
-                self.calls.append(ScriptedCall(req.messages, prompt, text, req.seed))
+                self.calls.append(ScriptedCall(req.messages, prompt, text, req.seed, req.images))
             out.append(GenResult(text, len(prompt.split()), len(text.split()), finish))
         return out
 

@@ -1,5 +1,8 @@
 """Multiple choice: the chosen option letter, with strict and flexible extraction reported side by side.
 
+Accepts: the option letter ("The answer is (C)", "Answer: C", "\\boxed{C}", "C) Madrid", "C") or the option's
+text ("The capital of Spain is Madrid."). Gold: the option letter.
+
 Strict: an explicit statement ("The answer is (C)", "Answer: C", "\\boxed{C}") or a response that is just
 the letter ("C", "(C)", "C) text"). The last explicit statement wins.
 Flexible (used when strict finds nothing): exactly one distinct option marker like "(C)" or "C)" in the
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from moco.scoring.base import ScoreResult
+from moco.scoring.base import BaseScorer, ScoreResult
 from moco.scoring.extract import last_boxed
 from moco.tasks.base import Example
 
@@ -20,7 +23,9 @@ def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", s.lower())).strip()
 
 
-class MultipleChoiceScorer:
+class MultipleChoiceScorer(BaseScorer):
+    """The chosen option letter (strict: stated; flexible: the one option marked or quoted) equals the gold."""
+
     name = "multiple_choice"
     metric = "accuracy"
 
@@ -61,7 +66,8 @@ class MultipleChoiceScorer:
         hay = f" {_norm(response)} "
         found = {k for k, v in (example.choices or {}).items() if _norm(v) and f" {_norm(v)} " in hay}
         # drop options whose text is contained in another matched option's text ("Paris" vs "Paris, Texas")
-        found = {k for k in found if not any(k != o and _norm(example.choices[k]) in _norm(example.choices[o]) for o in found)}
+        found = {k for k in found if not any(
+            k != o and f" {_norm(example.choices[k])} " in f" {_norm(example.choices[o])} " for o in found)}
         return found.pop() if len(found) == 1 else None
 
     def extract(self, example: Example, response: str) -> str | None:
@@ -73,6 +79,5 @@ class MultipleChoiceScorer:
         return ScoreResult(float(ans is not None and ans == example.answer), ans,
                            strict=float(s is not None and s == example.answer))
 
-    def score_answer(self, example: Example, answer: str | None) -> ScoreResult:
-        ok = float(answer is not None and answer == example.answer)
-        return ScoreResult(ok, answer, strict=ok)
+    def gold_key(self, example: Example) -> str | None:
+        return None if example.answer is None else str(example.answer)

@@ -1,18 +1,108 @@
-"""Which scorer reads which task type."""
+"""Which scorer reads which task: per dataset where the task type is not enough, else per task type.
+
+`scorer_for(task_type, task_name)` keeps its old signature: a known dataset name gets its own scorer (GSM8K
+numeric, MATH math equivalence, PopQA token F1 over aliases, CultureBench's group rule...), any other task the
+default scorer of its task type. A config can choose another scorer (`task.scorer: llm_judge`).
+"""
 from __future__ import annotations
 
-from moco.errors import ConfigError
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from moco.errors import ConfigError, did_you_mean
 from moco.scoring.base import Scorer
 
 
-def scorer_for(task_type: str, task_name: str = "") -> Scorer:
-    from moco.scoring.exact import ExactMatchScorer
-    from moco.scoring.multiple_choice import MultipleChoiceScorer
+@dataclass(frozen=True)
+class ScorerInfo:
+    name: str
+    target: str  # "module:Class"
+    summary: str
+    role: str | None = None
 
-    table = {"multiple_choice": MultipleChoiceScorer, "exact_match": ExactMatchScorer}
-    if task_type not in table:
+
+SCORERS: dict[str, ScorerInfo] = {s.name: s for s in [
+    ScorerInfo("multiple_choice", "multiple_choice:MultipleChoiceScorer", "option letter or option text; strict and flexible"),
+    ScorerInfo("exact_match", "exact:ExactMatchScorer", "boxed/stated answer; numbers as numbers, text normalised"),
+    ScorerInfo("numeric_match", "numeric:NumericMatchScorer", "stated or last number equals the numeric gold"),
+    ScorerInfo("math_equivalence", "math_equivalence:MathEquivalenceScorer", "math-verify equivalence of the boxed answer; typed answers"),
+    ScorerInfo("short_answer_exact_match", "short_answer:ShortAnswerExactMatch", "normalised exact match, any alias"),
+    ScorerInfo("token_f1", "short_answer:TokenF1Scorer", "token F1, max over aliases"),
+    ScorerInfo("label_match", "labels:LabelMatchScorer", "one label of a closed set (yes/no/maybe, True/False...)"),
+    ScorerInfo("code_execution", "code_execution:CodeExecutionScorer", "unit tests run in a sandboxed subprocess"),
+    ScorerInfo("llm_judge", "llm_judge:LLMJudgeScorer", "a judge model decides equivalence with the reference", "judge"),
+    ScorerInfo("refusal_judge", "refusal_judge:RefusalJudgeScorer", "a judge model decides appropriate noncompliance", "judge"),
+    ScorerInfo("reward_model_score", "reward_model:RewardModelScorer", "scalar reward of a sequence-classification model", "reward"),
+    ScorerInfo("embedding_diversity", "diversity:EmbeddingDiversityScorer", "1 - mean cosine similarity to references"),
+    ScorerInfo("generation_only", "generation_only:GenerationOnly", "no gold: responses are written, not scored"),
+]}
+
+DEFAULT_FOR_TYPE = {
+    "multiple_choice": "multiple_choice",
+    "exact_match": "exact_match",
+    "f1_match": "token_f1",
+    "general_verifier": "llm_judge",
+    "noncompliance": "refusal_judge",
+    "reward_model": "reward_model_score",
+    "coding": "code_execution",
+    "generation_diversity": "embedding_diversity",
+    "text_generation": "generation_only",
+    "generation": "generation_only",
+}
+
+
+@dataclass
+class ScorerChoice:
+    """A scorer by name with its options, and an optional all-or-nothing group key."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    group_key: str | None = None
+
+
+def build_scorer(choice: ScorerChoice | str, task_name: str = "") -> Scorer:
+    choice = ScorerChoice(choice) if isinstance(choice, str) else choice
+    info = SCORERS.get(choice.name)
+    if info is None:
+        raise ConfigError(f"unknown scorer '{choice.name}'{did_you_mean(choice.name, SCORERS)} for task '{task_name}' "
+                          f"(scorers: {', '.join(SCORERS)})")
+    module, cls = info.target.split(":")
+    factory = getattr(importlib.import_module(f"moco.scoring.{module}"), cls)
+    try:
+        scorer = factory(**choice.options)
+    except TypeError as e:
+        raise ConfigError(f"scorer {choice.name}: bad options {choice.options}: {e}") from None
+    if choice.group_key:
+        from moco.scoring.group_rule import AllCorrectPerGroup
+
+        scorer = AllCorrectPerGroup(scorer, choice.group_key)
+    return scorer
+
+
+def choice_for(task_type: str, task_name: str = "", override: str | None = None) -> ScorerChoice:
+    """The scorer a task gets: the config's override, else the dataset's own, else its task type's default."""
+    from moco.tasks.registry import dataset_scorer
+
+    if override:
+        base = dataset_scorer(task_name)
+        return ScorerChoice(override, group_key=base.group_key if base else None)
+    own = dataset_scorer(task_name)
+    if own is not None:
+        return own
+    if task_type not in DEFAULT_FOR_TYPE:
         raise ConfigError(
-            f"task '{task_name}' has task type '{task_type}', which has no scorer yet "
-            f"(available: {', '.join(sorted(table))})"
+            f"task '{task_name}' has task type '{task_type}', which has no scorer "
+            f"(task types: {', '.join(sorted(DEFAULT_FOR_TYPE))}){did_you_mean(task_type, DEFAULT_FOR_TYPE)}"
         )
-    return table[task_type]()
+    return ScorerChoice(DEFAULT_FOR_TYPE[task_type])
+
+
+def scorer_for(task_type: str, task_name: str = "", override: str | None = None) -> Scorer:
+    return build_scorer(choice_for(task_type, task_name, override), task_name)
+
+
+def scorer_name_for(task_type: str, task_name: str = "") -> str:
+    """The scorer's display name without building it (for listings)."""
+    c = choice_for(task_type, task_name)
+    return c.name + (f" (all correct per {c.group_key})" if c.group_key else "")

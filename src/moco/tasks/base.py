@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OBJECTIVE_TYPES = frozenset({"multiple_choice", "exact_match", "f1_match"})
+GENERATION_TYPES = frozenset({"generation", "text_generation"})
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Example:
     answer: Any = None  # gold: letter for multiple choice, string otherwise; None for generation-only
     choices: dict[str, str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    images: tuple[str, ...] = ()  # image references (path, URL, data URI) the question is about
 
     @property
     def uid(self) -> str:
@@ -49,10 +51,11 @@ class Task:
     description: str = ""
     source: str = ""
     problems: list[DataProblem] = field(default_factory=list)
+    generation_only: bool = False  # no gold answers: responses are written, not scored
 
     @property
     def objective(self) -> bool:
-        return self.task_type in OBJECTIVE_TYPES
+        return self.task_type in OBJECTIVE_TYPES and not self.generation_only
 
     def split(self, name: str) -> list[Example]:
         if name not in ("dev", "test"):

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import string
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from moco.errors import DataError
 from moco.tasks import formats
 from moco.tasks.base import DataProblem, Example, Task
+from moco.tasks.checks import check_task
+from moco.tasks.image_fields import attach_images
 
 LETTERS = string.ascii_uppercase
+# gold strings that stand for "no answer" in scraped datasets
+PLACEHOLDERS = frozenset({"none", "null", "n/a", "nan", "tbd"})
 
 
 def read_json_dataset(path: Path) -> dict[str, Any]:
@@ -31,7 +34,7 @@ def read_json_dataset(path: Path) -> dict[str, Any]:
 
 
 def load_moco_json(path: Path, task_type: str | None = None, name: str | None = None,
-                   domain: str = "general", description: str = "") -> Task:
+                   domain: str = "general", description: str = "", group_key: str | None = None) -> Task:
     data = read_json_dataset(path)
     ttype = task_type or data.get("task_type")
     if not ttype:
@@ -46,14 +49,13 @@ def load_moco_json(path: Path, task_type: str | None = None, name: str | None = 
         if not isinstance(rows, list):
             raise DataError(f"{path}: '{split}' must be a list of rows")
         splits[split] = [ex for i, row in enumerate(rows) if (ex := to_example(row, i, split, ttype, problems, prompt_format))]
-        dup = [k for k, n in Counter(e.id for e in splits[split]).items() if n > 1]
-        if dup:
-            problems.append(DataProblem(split, -1, "id", f"{len(dup)} duplicated ids (e.g. {dup[0]!r}); "
-                                        "items are matched by position, not id", "repaired"))
+        splits[split] = attach_images(splits[split], path.parent, problems)
     if not splits["test"]:
         raise DataError(f"{path}: no usable test rows" + (f"; first problem: {problems[0].line()}" if problems else ""))
-    return Task(name or data.get("name") or path.stem, ttype, splits["dev"], splits["test"], domain=domain,
+    task = Task(name or data.get("name") or path.stem, ttype, splits["dev"], splits["test"], domain=domain,
                 description=description or data.get("description", ""), source=str(path), problems=problems)
+    check_task(task, group_key)
+    return task
 
 
 def to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProblem],
@@ -83,15 +85,37 @@ def to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProb
         skip("input", "missing or empty")
         return None
     gold = row.get("output", row.get("answer"))
-    if ttype in ("exact_match", "f1_match"):
+    if ttype in ("exact_match", "f1_match", "general_verifier"):
         if gold is None or (isinstance(gold, str) and not gold.strip()):
-            skip("output", "missing gold answer")
+            skip("output", "gold answer is null (a placeholder)" if gold is None and "output" in row
+                 else "missing gold answer")
             return None
-        if not isinstance(gold, str):
+        if isinstance(gold, str) and gold.strip().lower() in PLACEHOLDERS:
+            skip("output", f"gold answer {gold!r} is a placeholder")
+            return None
+        if not isinstance(gold, (str, list)):
             problems.append(DataProblem(split, i, "output", f"gold is {type(gold).__name__} {gold!r}", "repaired"))
             gold = str(gold)
-        prompt = formats.exact_match(text) if ttype == "exact_match" else formats.short_answer(text)
+        prompt = formats.short_answer(text) if ttype == "f1_match" else formats.exact_match(text)
         return Example(rid, i, split, prompt, text, gold, None, meta)
+    if ttype == "coding":
+        tests = row.get("test")
+        if not isinstance(tests, str) or "def check" not in tests:
+            skip("test", "missing tests (a `def check(candidate)` function)")
+            return None
+        lang = str(row.get("language", "python")).lower()
+        if lang not in ("python", "py", "python3"):
+            skip("language", f"only Python runs in the sandbox, not {lang!r}")
+            return None
+        return Example(rid, i, split, formats.plain(text), text, None, None, meta)
+    if ttype == "generation_diversity":
+        refs = row.get("reference")
+        if not isinstance(refs, list) or not any(str(r).strip() for r in refs):
+            skip("reference", "missing reference responses")
+            return None
+        return Example(rid, i, split, formats.plain(text), text, None, None, meta)
+    if isinstance(gold, str) and not gold.strip():
+        gold = None
     return Example(rid, i, split, formats.plain(text), text, gold, None, meta)
 
 

@@ -11,49 +11,81 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from moco.cache import cache_dir
-from moco.errors import ConfigError, did_you_mean
-from moco.tasks.base import Task
+from moco.errors import ConfigError, MocoError, did_you_mean
+from moco.tasks.base import GENERATION_TYPES, Task
 from moco.tasks.moco_json import load_moco_json
 
 BUILTIN_DIR = Path(__file__).parent / "data"
 
-# Domain and short description of the datasets of the MoCo paper (files in MOCO_DATA_DIR).
-CATALOG: dict[str, tuple[str, str]] = {
-    "agieval": ("reasoning", "AGIEval English exams (SAT, LSAT, ...), 4-5 options"),
-    "agieval_tiny": ("reasoning", "40-item slice of AGIEval for smoke tests"),
-    "arc_challenge": ("science", "ARC-Challenge grade-school science questions"),
-    "mmlu_redux": ("knowledge", "MMLU-Redux re-annotated multitask knowledge questions"),
-    "gpqa_diamond": ("science", "GPQA diamond graduate-level science questions"),
-    "gpqa_main": ("science", "GPQA main set"),
-    "gpqa_extended": ("science", "GPQA extended set"),
-    "gsm8k": ("math", "GSM8K grade-school math word problems (numeric answers)"),
-    "math": ("math", "MATH competition problems (LaTeX answers)"),
-    "bbh": ("reasoning", "BIG-Bench Hard tasks (short answers)"),
-    "tablemwp_free_text": ("math", "TabMWP table math word problems, free-text answers"),
-    "tablemwp_multiple_choice": ("math", "TabMWP table math word problems, multiple choice"),
-    "theoremqa": ("math", "TheoremQA theorem-driven STEM questions"),
-    "wikidyk": ("knowledge", "Wikipedia 'Did you know' facts, short answers (token F1)"),
-    "popqa": ("knowledge", "PopQA long-tail entity questions, alias lists (token F1)"),
-    "blend": ("culture", "BLEnD everyday cultural knowledge, multiple choice"),
-    "culturebench": ("culture", "CultureBench true/false per (question, option)"),
-    "culturalbench_hard": ("culture", "CulturalBench-Hard multiple choice"),
-    "sciencemeter": ("science", "ScienceMeter claim support/refute judgements"),
-    "sciriff": ("science", "SciRIFF scientific instruction following (short answers)"),
-    "truthfulqa": ("safety", "TruthfulQA multiple choice"),
-    "coconot": ("safety", "CoCoNot requests that should not be complied with (refusal)"),
-    "humaneval": ("code", "HumanEval Python function completion, unit tests"),
-    "mbpp": ("code", "MBPP Python programming problems, unit tests"),
-    "medqa": ("medical", "MedQA USMLE-style questions"),
-    "medmcqa": ("medical", "MedMCQA medical entrance exam questions"),
-    "pubmedqa": ("medical", "PubMedQA yes/no/maybe over abstracts"),
-    "alpacaeval": ("instruction", "AlpacaEval instructions (reward-model scored)"),
-    "human_interest": ("instruction", "Human-interest open questions (reward-model scored)"),
-    "human_interest_tiny": ("instruction", "small slice of human_interest"),
-    "kaleidoscope": ("values", "Kaleidoscope value/right/duty support or oppose"),
-    "infinite_chat_diversity": ("diversity", "Infinite-Chat open prompts scored for diversity vs references"),
+@dataclass(frozen=True)
+class Dataset:
+    """What we know of a dataset of the MoCo paper: domain, description, and the scorer its answers need."""
+
+    domain: str
+    description: str
+    scorer: str | None = None  # None: the default scorer of the file's task type
+    options: tuple[tuple[str, Any], ...] = ()  # scorer options
+    group_key: str | None = None  # rows sharing this meta field are scored all-or-nothing
+
+
+_NUMERIC = "numeric_match"
+_MC = None  # multiple choice: the task type's default scorer
+
+DATASETS: dict[str, Dataset] = {
+    "agieval": Dataset("reasoning", "AGIEval English exams (SAT, LSAT, ...), 4-5 options", _MC),
+    "agieval_tiny": Dataset("reasoning", "40-item slice of AGIEval for smoke tests", _MC),
+    "arc_challenge": Dataset("science", "ARC-Challenge grade-school science questions", _MC),
+    "mmlu_redux": Dataset("knowledge", "MMLU-Redux re-annotated multitask knowledge questions", _MC),
+    "gpqa_diamond": Dataset("science", "GPQA diamond graduate-level science questions", _MC),
+    "gpqa_main": Dataset("science", "GPQA main set", _MC),
+    "gpqa_extended": Dataset("science", "GPQA extended set", _MC),
+    "gsm8k": Dataset("math", "GSM8K grade-school math word problems (numeric answers)", _NUMERIC),
+    "math": Dataset("math", "MATH competition problems (LaTeX answers)", "math_equivalence"),
+    "bbh": Dataset("reasoning", "BIG-Bench Hard tasks (short answers)", "short_answer_exact_match"),
+    "tablemwp_free_text": Dataset("math", "TabMWP table math word problems, free-text answers", _NUMERIC),
+    "tablemwp_multiple_choice": Dataset("math", "TabMWP table math word problems, multiple choice", _MC),
+    "theoremqa": Dataset("math", "TheoremQA theorem-driven STEM questions (typed answers)", "math_equivalence",
+                         (("rel_tol", 0.04),)),
+    "wikidyk": Dataset("knowledge", "Wikipedia 'Did you know' facts, short answers (token F1)", "token_f1"),
+    "popqa": Dataset("knowledge", "PopQA long-tail entity questions, alias lists (token F1)", "token_f1"),
+    "blend": Dataset("culture", "BLEnD everyday cultural knowledge, multiple choice", _MC),
+    "culturebench": Dataset("culture", "CulturalBench-Hard: True/False per (question, option), all-or-nothing per question",
+                            "label_match", (("labels", ("True", "False")),), group_key="question_id"),
+    "culturalbench_hard": Dataset("culture", "CulturalBench multiple choice", _MC),
+    "sciencemeter": Dataset("science", "ScienceMeter claim support/refute judgements", _MC),
+    "sciriff": Dataset("science", "SciRIFF citation-intent classification (6 labels)", "label_match",
+                       (("labels", ("Background", "Uses", "CompareOrContrast", "Motivation", "Extends", "FutureWork")),)),
+    "truthfulqa": Dataset("safety", "TruthfulQA multiple choice", _MC),
+    "coconot": Dataset("safety", "CoCoNot requests that should not be complied with (refusal judge)", "refusal_judge"),
+    "humaneval": Dataset("code", "HumanEval Python function completion, unit tests", "code_execution"),
+    "mbpp": Dataset("code", "MBPP Python programming problems, unit tests", "code_execution"),
+    "medqa": Dataset("medical", "MedQA USMLE-style questions", _MC),
+    "medmcqa": Dataset("medical", "MedMCQA medical entrance exam questions", _MC),
+    "pubmedqa": Dataset("medical", "PubMedQA yes/no/maybe over abstracts", "label_match",
+                        (("labels", ("yes", "no", "maybe")),)),
+    "alpacaeval": Dataset("instruction", "Alpaca instructions (reward-model scored)", "reward_model_score"),
+    "human_interest": Dataset("instruction", "Human-interest open questions (reward-model scored)", "reward_model_score"),
+    "human_interest_tiny": Dataset("instruction", "small slice of human_interest", "reward_model_score"),
+    "kaleidoscope": Dataset("values", "Kaleidoscope value/right/duty support or oppose", _MC),
+    "infinite_chat_diversity": Dataset("diversity", "Infinite-Chat open prompts scored for diversity vs references",
+                                       "embedding_diversity"),
 }
+
+# Domain and short description per dataset (kept for callers of the first version).
+CATALOG: dict[str, tuple[str, str]] = {k: (d.domain, d.description) for k, d in DATASETS.items()}
+
+
+def dataset_scorer(name: str):
+    """The scorer choice of a known dataset (None: use its task type's default)."""
+    from moco.scoring.registry import ScorerChoice
+
+    d = DATASETS.get(name)
+    if d is None or (d.scorer is None and d.group_key is None):
+        return None
+    return ScorerChoice(d.scorer or "multiple_choice", dict(d.options), d.group_key)
 
 
 @dataclass
@@ -79,9 +111,10 @@ def data_dir(override: str | None = None) -> Path | None:
 
 
 def _json_task(path: Path, name: str) -> TaskInfo:
-    domain, desc = CATALOG.get(name, ("general", ""))
-    return TaskInfo(name, lambda: load_moco_json(path, name=name, domain=domain, description=desc),
-                    str(path), domain, desc)
+    d = DATASETS.get(name, Dataset("general", ""))
+    return TaskInfo(name, lambda: load_moco_json(path, name=name, domain=d.domain, description=d.description,
+                                                 group_key=d.group_key),
+                    str(path), d.domain, d.description)
 
 
 def builtin_tasks() -> dict[str, TaskInfo]:
@@ -130,6 +163,35 @@ def resolve_task(name: str, data_dir_override: str | None = None) -> TaskInfo:
     p = Path(name)
     if p.suffix == ".json" and p.exists():
         return _json_task(p, p.stem)
+    from moco.tasks import fetch
+
+    if name in fetch.fetchable():  # a paper dataset no data directory has: fetch it from its source once
+        try:
+            return _json_task(fetch.fetch_dataset(name), name)
+        except MocoError as e:
+            raise ConfigError(f"task '{name}' is in no data directory, and fetching it failed: {e}") from None
     hint = did_you_mean(name, tasks)
     where = "" if data_dir(data_dir_override) else " (no data directory: set MOCO_DATA_DIR or --data-dir)"
     raise ConfigError(f"unknown task '{name}'{hint}{where}")
+
+
+def load_task(settings, data_dir_override: str | None = None) -> Task:
+    """The task a config's `task:` section describes: your own file (`path`), or a registered name / JSON file."""
+    from moco.tasks.user_data import is_user_file, load_user_data
+
+    path = settings.path or (settings.name if is_user_file(settings.name) else None)
+    if path:
+        name = settings.name if settings.path else Path(path).stem
+        task = load_user_data(path, name=name, task_type=settings.task_type, fields=settings.fields,
+                              dev_path=settings.dev_path)
+    else:
+        task = resolve_task(settings.name, data_dir_override or settings.data_dir).loader()
+        if settings.task_type:
+            task.task_type = settings.task_type
+    if task.task_type in GENERATION_TYPES:
+        task.generation_only = True
+    if settings.dev_limit is not None:
+        task.dev = task.dev[: settings.dev_limit]
+    if settings.test_limit is not None:
+        task.test = task.test[: settings.test_limit]
+    return task

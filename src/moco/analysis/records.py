@@ -1,0 +1,152 @@
+"""Read run directories and sweep directories into `Entry` rows that every analysis works on.
+
+An entry is one *use* of one run: which analysis it serves, the pool label, the method label, the task and
+its domain, plus analysis-specific fields (n_models, unique/copies, without, variant, strategy...). A sweep
+directory lists its cells' uses in index.json (incompatible cells included, with the reason); a bare run
+directory becomes one Table-1 entry whose pool is named after its models.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moco.errors import ConfigError
+
+
+@dataclass
+class Run:
+    dir: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    _predictions: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def score(self) -> float:
+        return float(self.metrics["score"])
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        ci = self.metrics.get("ci95")
+        return (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.metrics.get("models") or [])
+
+    def predictions(self) -> list[dict[str, Any]]:
+        if self._predictions is None:
+            f = self.dir / "predictions.jsonl"
+            if not f.exists():
+                raise ConfigError(f"{self.dir} has no predictions.jsonl")
+            self._predictions = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        return self._predictions
+
+
+@dataclass
+class Entry:
+    use: dict[str, Any]
+    status: str  # finished | incompatible | failed | pending
+    run: Run | None = None
+    reason: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.use[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.use.get(key, default)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished" and self.run is not None
+
+
+@dataclass
+class Collection:
+    entries: list[Entry]
+    sweeps: list[dict[str, Any]] = field(default_factory=list)  # index.json of each sweep read
+
+    def where(self, analysis: str | None = None, **match: Any) -> list[Entry]:
+        return [e for e in self.entries if (analysis is None or e.get("analysis") == analysis)
+                and all(e.get(k) == v for k, v in match.items())]
+
+    def runs(self) -> list[Run]:
+        seen: dict[Path, Run] = {}
+        for e in self.entries:
+            if e.ok:
+                seen.setdefault(e.run.dir.resolve(), e.run)
+        return list(seen.values())
+
+
+def domain_of(task: str) -> str:
+    from moco.tasks.registry import CATALOG, builtin_tasks
+
+    if task in CATALOG:
+        return CATALOG[task][0]
+    b = builtin_tasks()
+    return b[task].domain if task in b else "general"
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except OSError:
+        raise ConfigError(f"{path} is not a finished run directory (no metrics.json)") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}/metrics.json is not valid JSON: {e}") from None
+    cfg: dict[str, Any] = {}
+    if (path / "config.yaml").exists():
+        cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    for key in ("method", "task", "score"):
+        if key not in metrics:
+            raise ConfigError(f"{path}/metrics.json has no '{key}'")
+    return Run(path, metrics, cfg)
+
+
+def bare_entry(run: Run) -> Entry:
+    pool = "+".join(run.models) or "pool"
+    return Entry({"analysis": "table", "pool": pool, "base_pool": pool, "label": run.metrics["method"],
+                  "method": run.metrics["method"], "task": run.metrics["task"],
+                  "domain": domain_of(run.metrics["task"])}, "finished", run)
+
+
+def load_sweep_dir(root: Path) -> tuple[list[Entry], dict[str, Any]]:
+    index = json.loads((root / "index.json").read_text())
+    entries = []
+    for cell in index.get("cells", []):
+        run = None
+        status = cell.get("status", "pending")
+        if status == "finished":
+            try:
+                run = load_run(root / cell["dir"])
+            except ConfigError:
+                status = "pending"
+        for use in cell.get("uses", []):
+            entries.append(Entry(dict(use), status, run, cell.get("reason")))
+    index["root"] = str(root)
+    return entries, index
+
+
+def load(paths: list[str | Path]) -> Collection:
+    """Sweep directories (index.json), run directories (metrics.json), or folders holding run directories."""
+    entries: list[Entry] = []
+    sweeps: list[dict[str, Any]] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConfigError(f"not found: {p}")
+        if (p / "index.json").exists():
+            e, idx = load_sweep_dir(p)
+            entries += e
+            sweeps.append(idx)
+        elif (p / "metrics.json").exists():
+            entries.append(bare_entry(load_run(p)))
+        else:
+            found = sorted({m.parent for m in p.rglob("metrics.json")})
+            if not found:
+                raise ConfigError(f"{p} holds no run directory (no metrics.json) and no sweep (no index.json)")
+            entries += [bare_entry(load_run(d)) for d in found]
+    return Collection(entries, sweeps)

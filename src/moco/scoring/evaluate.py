@@ -1,0 +1,84 @@
+"""Score a split's responses and summarise them: shared by `moco run` and `moco score`, so both write the
+same metrics (mean, 95% bootstrap interval, items scored / unparsed / failed, strict score, group summary)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from moco.scoring.base import ScoreResult, score_many
+from moco.scoring.stats import summarize
+from moco.tasks.base import Example
+
+if TYPE_CHECKING:
+    from moco.context import RunContext
+
+
+def is_generation_only(scorer: Any) -> bool:
+    return getattr(scorer, "name", "") == "generation_only"
+
+
+def score_items(scorer: Any, ctx: "RunContext | None", examples: Sequence[Example], texts: Sequence[str],
+                answers: Sequence[str | None] | None = None, use_answer: Sequence[bool] | None = None,
+                failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
+    """One result per example (None for generation-only tasks). Items whose method already extracted the
+    answer (`use_answer`) are scored with `score_answer`; the rest go to the scorer as one batch, inside the
+    phase "score" when there is a run context. A failed output scores 0."""
+    n = len(examples)
+    if is_generation_only(scorer):
+        return [None] * n
+    use_answer = list(use_answer or [False] * n)
+    answers = list(answers or [None] * n)
+    failed = list(failed or [False] * n)
+    results: list[ScoreResult | None] = [None] * n
+    batch = [i for i in range(n) if not use_answer[i]]
+    for i in range(n):
+        if use_answer[i]:
+            results[i] = scorer.score_answer(examples[i], answers[i])
+    if batch:
+        exs, txts = [examples[i] for i in batch], [texts[i] for i in batch]
+        if ctx is not None:
+            with ctx.phase("score"):
+                got = score_many(scorer, ctx, exs, txts)
+        else:
+            got = score_many(scorer, None, exs, txts)
+        for i, r in zip(batch, got):
+            results[i] = r
+    for i in range(n):
+        if failed[i] and results[i] is not None:
+            results[i].score = 0.0
+            results[i].strict = 0.0 if results[i].strict is not None else None
+    return results
+
+
+def summarize_results(scorer: Any, examples: Sequence[Example], results: Sequence[ScoreResult | None],
+                      failed: Sequence[bool] | None = None, seed: int = 0) -> dict[str, Any]:
+    """The score block of metrics.json."""
+    failed = list(failed or [False] * len(examples))
+    head = {"scorer": getattr(scorer, "name", "?"), "metric": getattr(scorer, "metric", "?")}
+    if is_generation_only(scorer):
+        return {**head, "generation_only": True, "score": None, "ci95": None, "n": 0, "n_responses": len(examples),
+                "unparsed": 0, "failed": sum(failed), "strict_score": None,
+                "note": "no gold answers: responses written to predictions.jsonl, not scored"}
+    scored = [(ex, r, f) for ex, r, f in zip(examples, results, failed) if r is not None]
+    scores = [r.score for _, r, _ in scored]
+    unparsed = sum(1 for _, r, f in scored if r.extracted is None and not f)
+    out = {**head, **summarize(scores, unparsed, sum(failed), seed=seed)}
+    strict = [r.strict for _, r, _ in scored if r.strict is not None]
+    out["strict_score"] = (sum(strict) / len(strict)) if strict else None
+    if hasattr(scorer, "group_summary") and scored:
+        out["groups"] = scorer.group_summary([s[0] for s in scored], [s[1] for s in scored], seed=seed)
+    if out["score"] is not None and isinstance(out["score"], float) and math.isnan(out["score"]):
+        out["score"] = None
+    return out
+
+
+def prediction_row(ex: Example, text: str, result: ScoreResult | None, failed: bool = False) -> dict[str, Any]:
+    """One line of predictions.jsonl / scores.jsonl."""
+    row: dict[str, Any] = {"id": ex.id, "index": ex.index, "prompt": ex.prompt, "gold": ex.answer,
+                           "output": text, "failed": failed}
+    if result is not None:
+        row.update(extracted=result.extracted, score=result.score, strict_score=result.strict)
+        if result.detail:
+            row["score_detail"] = result.detail
+    return row

@@ -1,0 +1,193 @@
+"""Mathematical equivalence (MATH, TheoremQA) with the maintained `math-verify` library (sympy underneath).
+
+Accepts: the last `\\boxed{}` (nested braces kept: `\\boxed{\\frac{1}{2}}`), else a stated answer ("The answer
+is $\\frac12$"); with flexible extraction, math-verify's own search of the response for a final answer.
+Equivalent forms match: `\\frac{1}{2}` = `0.5` = `\\dfrac12`, `4\\sqrt{5}` = `\\sqrt{80}`, sets in any order
+(`2, 3, \\frac12`), intervals and unions (`(-\\infty,-8)\\cup(-8,\\infty)`), matrices, `1,\\!000` = `1000`,
+and symbolic expressions (`18x^3+8x^2` = `2x^2(9x+4)`); units in `\\text{}` are ignored.
+
+Typed answers (TheoremQA rows carry `answer_type`): `bool` compares True/False, `option` the letter "(b)",
+`integer` and `float` compare numbers (floats within a relative tolerance; TheoremQA's own evaluation allows
+4%), `list of ...` compares element by element in order.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from typing import Any
+
+from moco.scoring.base import BaseScorer, ScoreResult
+from moco.scoring.extract import answer_span
+from moco.scoring.labels import LabelMatchScorer
+from moco.scoring.numeric import parse_number
+from moco.tasks.base import Example
+
+log = logging.getLogger(__name__)
+_BOOL = LabelMatchScorer(["True", "False"])
+
+
+def _timeouts() -> dict[str, Any]:
+    """math-verify times out with SIGALRM, which only works on the main thread."""
+    main = threading.current_thread() is threading.main_thread()
+    return {"parsing_timeout": 5 if main else None}
+
+
+def parse_math(text: str, anchored: bool = True) -> list:
+    """math-verify's parse of `text`; `anchored` wraps it in \\boxed{} so nothing else is picked."""
+    from math_verify import parse
+
+    s = text.strip()
+    if anchored:
+        s = s.strip("$ ").rstrip(".")
+        whole_text = re.fullmatch(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", s)
+        if whole_text:  # \text{A,B}, \text{(C)}: the words are the answer
+            s = whole_text.group(1)
+        s = f"\\boxed{{{s}}}"
+    try:
+        return parse(s, **_timeouts())
+    except Exception as e:  # math-verify raises on pathological input; that answer is just unparsed
+        log.debug("math-verify could not parse %r: %s", text[:80], e)
+        return []
+
+
+def equivalent(gold: list, answer: list) -> bool:
+    from math_verify import verify
+
+    if not gold or not answer:
+        return False
+    main = threading.current_thread() is threading.main_thread()
+    try:
+        return bool(verify(gold, answer, timeout_seconds=5 if main else None))
+    except Exception:
+        return False
+
+
+def _as_float(span: str) -> float | None:
+    v = parse_number(span)
+    if v is not None:
+        return v
+    for expr in parse_math(span)[:1]:
+        try:
+            f = float(expr.evalf()) if hasattr(expr, "evalf") else float(expr)
+        except (TypeError, ValueError):
+            return None
+        return f if math.isfinite(f) else None
+    return None
+
+
+def _as_list(span: str) -> list[float] | None:
+    s = span.strip().strip("$")
+    s = re.sub(r"\\left|\\right", "", s).strip()
+    if s[:1] in "[(" and s[-1:] in "])":
+        s = s[1:-1]
+    parts = [p for p in re.split(r",\s*", s) if p.strip()]
+    vals = [_as_float(p) for p in parts]
+    return None if not vals or any(v is None for v in vals) else vals  # type: ignore[return-value]
+
+
+def _option(span: str) -> str | None:
+    m = re.fullmatch(r"\s*\(?\s*(?:\\text\{)?\(?([a-eA-E])\)?\}?\s*\)?\s*[.]?\s*", span)
+    return m.group(1).lower() if m else None
+
+
+_WORD_ANSWER = re.compile(r"[a-z][a-z ]+[a-z]")
+
+
+def string_key(s: str) -> str:
+    """LaTeX written-form key for answers math-verify cannot parse: no spaces, sizing or text wrappers."""
+    t = re.sub(r"\\(?:left|right|displaystyle|!|,|;|quad)", "", s)
+    t = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", t).replace("\\dfrac", "\\frac")
+    return re.sub(r"\s+", "", t).strip("$.").lower()
+
+
+class MathEquivalenceScorer(BaseScorer):
+    """The boxed / stated answer is mathematically equivalent to the gold (math-verify), typed where known."""
+
+    name = "math_equivalence"
+    metric = "accuracy"
+
+    def __init__(self, rel_tol: float = 1e-6):
+        self.rel_tol = rel_tol
+
+    # -------------------------------------------------------------- spans
+    @staticmethod
+    def _strict_span(response: str) -> str | None:
+        return answer_span(response)
+
+    def _typed(self, example: Example, span: str | None) -> tuple[str | None, bool]:
+        """(canonical key, correct) for rows with an answer_type; (None, False) when the span does not parse."""
+        atype = str(example.meta.get("answer_type", ""))
+        gold = str(example.answer)
+        if span is None:
+            return None, False
+        if atype == "bool":
+            ans = _BOOL.strict(span) or _BOOL.flexible(span)
+            return ans, ans is not None and ans == _BOOL.gold_key(example)
+        if atype == "option":
+            ans = _option(span)
+            return ans, ans is not None and ans == _option(gold)
+        if atype.startswith("list"):
+            got, want = _as_list(span), _as_list(gold)
+            if got is None:
+                return None, False
+            ok = want is not None and len(got) == len(want) and all(
+                math.isclose(a, b, rel_tol=self.rel_tol, abs_tol=1e-9) for a, b in zip(got, want))
+            return repr([float(f"{v:.9g}") for v in got]), ok
+        if atype in ("integer", "float"):
+            v, g = _as_float(span), _as_float(gold)
+            if v is None:
+                return None, False
+            tol = self.rel_tol if atype == "float" else 1e-9
+            return repr(float(f"{v:.9g}")), g is not None and math.isclose(v, g, rel_tol=tol, abs_tol=1e-9)
+        return None, False
+
+    def _symbolic(self, example: Example, parsed: list, span: str | None = None) -> tuple[str | None, bool]:
+        gold_text = str(example.answer)
+        if span is not None and _WORD_ANSWER.fullmatch(string_key(gold_text)):  # "\\text{orange}", "odd"
+            return string_key(span), string_key(span) == string_key(gold_text)
+        if not parsed:
+            if span is not None and string_key(span):  # math-verify cannot read it: compare as written
+                return string_key(span), string_key(span) == string_key(str(example.answer))
+            return None, False
+        gold = parse_math(str(example.answer))
+        ok = equivalent(gold, parsed) if gold else string_key(str(parsed[-1])) == string_key(str(example.answer))
+        return str(parsed[0]), ok
+
+    def _judge(self, example: Example, response: str, flexible: bool) -> tuple[str | None, bool]:
+        span = self._strict_span(response)
+        if example.meta.get("answer_type"):
+            if span is None and flexible:
+                span = self._flexible_span(response)
+            return self._typed(example, span)
+        if span is not None:
+            key, ok = self._symbolic(example, parse_math(span), span)
+            if key is not None or not flexible:
+                return key, ok
+        if not flexible:
+            return None, False
+        return self._symbolic(example, parse_math(response, anchored=False))
+
+    @staticmethod
+    def _flexible_span(response: str) -> str | None:
+        lines = [ln.strip() for ln in response.strip().splitlines() if ln.strip()]
+        return lines[-1] if lines else None
+
+    # -------------------------------------------------------------- protocol
+    def extract(self, example: Example, response: str) -> str | None:
+        return self._judge(example, response, flexible=True)[0]
+
+    def score(self, example: Example, response: str) -> ScoreResult:
+        key, ok = self._judge(example, response, flexible=True)
+        _, strict_ok = self._judge(example, response, flexible=False)
+        return ScoreResult(float(ok), key, strict=float(strict_ok))
+
+    def gold_key(self, example: Example) -> str | None:
+        return self.extract(example, f"\\boxed{{{example.answer}}}")
+
+    def score_answer(self, example: Example, answer: str | None) -> ScoreResult:
+        if answer is None:
+            return ScoreResult(0.0, None, strict=0.0)
+        ok = answer == self.gold_key(example) or self.score(example, f"\\boxed{{{answer}}}").score == 1.0
+        return ScoreResult(float(ok), answer, strict=float(ok))

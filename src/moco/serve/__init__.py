@@ -1,0 +1,74 @@
+"""`moco serve`: any configured collaboration as one OpenAI-compatible model, and the CoLM server role.
+
+    build_service(config, role="collaboration" | "colm-server", ...)  -> the service
+    create_app(service, token=..., max_body_bytes=...)                 -> an ASGI app (FastAPI)
+    serve(config, host, port, ...)                                     -> run it with uvicorn
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+from moco.cache import NullCache, ResponseCache
+from moco.config import parse_config, read_config_file
+from moco.errors import ConfigError
+
+log = logging.getLogger(__name__)
+ROLES = ("collaboration", "colm-server")
+
+
+def load_serve_config(path: str | Path, role: str = "collaboration"):
+    """An experiment config whose `task` is optional (without one, requests form a generation-only task).
+    A colm-server config with `method: client_server_colm_vlm` needs no model either."""
+    raw = read_config_file(path)
+    has_task = "task" in raw
+    if not has_task:
+        raw["task"] = {"name": "served"}
+    if role == "colm-server" and not raw.get("models"):
+        raw["models"] = ["scripted:unused"]
+    return parse_config(raw), has_task
+
+
+def build_service(config: str | Path, *, role: str = "collaboration", name: str | None = None,
+                  cache: bool = False, data_dir: str | None = None, window_ms: float = 5.0, max_batch: int = 32,
+                  gather_timeout_s: float = 120.0, expect: int = 1, log_dir: Path | None = None,
+                  backends: dict[str, Any] | None = None):
+    if role not in ROLES:
+        raise ConfigError(f"unknown role '{role}' (use {' or '.join(ROLES)})")
+    cfg, has_task = load_serve_config(config, role)
+    store = ResponseCache() if cache else NullCache()
+    if role == "colm-server":
+        from moco.serve.colm_server import ColmServer
+
+        return ColmServer(cfg, name=name, cache=store, window_ms=window_ms, max_batch=max_batch,
+                          gather_timeout_s=gather_timeout_s, default_expected=expect, log_dir=log_dir,
+                          backends=backends)
+    from moco.serve.collab import CollaborationService
+
+    return CollaborationService(cfg, has_task=has_task, name=name, cache=store, data_dir=data_dir,
+                                window_ms=window_ms, max_batch=max_batch, log_dir=log_dir, backends=backends)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(service: Any, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          max_body_bytes: int = 4 * 2**20, log_level: str = "warning") -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    from moco.serve.app import create_app
+
+    app = create_app(service, token=token, max_body_bytes=max_body_bytes)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        service.close()

@@ -1,0 +1,192 @@
+"""Any configured collaboration served as one model: requests are batched into method calls.
+
+The config is an experiment config (`moco run` format). Its models load once; its task, when given,
+supplies the dev split (for methods that select or train on dev) and the scorer (for methods that compare
+answers); without a task the requests form a generation-only pseudo-task. Concurrent requests that arrive
+within the batching window run as ONE call of the method on a batch of test items — so every model call
+of the collaboration is batched across clients. Requests with different sampling settings (max_tokens,
+temperature, top_p) run as separate method calls of the same batch, since a method decodes with one
+setting.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moco.cache import ResponseCache
+from moco.config import ExperimentConfig
+from moco.context import Call, RunContext
+from moco.errors import MocoError
+from moco.runner import plan
+from moco.serve.batcher import MicroBatcher
+from moco.serve.protocol import ApiError, ChatRequest, completion
+from moco.serve.served_task import example_of, sampling_key
+from moco.tasks.base import Example, Task
+from moco.tasks.registry import load_task
+from moco.trace import CallRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    example: Example
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    stops: tuple[str, ...] = ()
+
+
+@dataclass
+class Done:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    batch_size: int = 1
+    error: str | None = None
+
+
+def cut_at_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    hits = [text.find(s) for s in stops if s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+class CollaborationService:
+    """One configured method over one loaded pool, answering chat requests in micro-batches."""
+
+    role = "collaboration"
+
+    def __init__(self, cfg: ExperimentConfig, *, has_task: bool, name: str | None = None,
+                 cache: ResponseCache, data_dir: str | None = None, window_ms: float = 5.0, max_batch: int = 32,
+                 log_dir: Path | None = None, backends: dict[str, Any] | None = None):
+        self.cfg = cfg
+        base = load_task(cfg.task, data_dir) if has_task else Task("served", "generation", [], [], generation_only=True)
+        self.plan = plan(cfg, data_dir, backends, task=base)
+        scorer = self.plan.scorer
+        self.base_task = base
+        self.name = name or cfg.name or f"moco-{self.plan.method.name}"
+        self.max_new_tokens_cap = cfg.generation.max_new_tokens
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        artifacts = (log_dir / "artifacts") if log_dir else Path(tempfile.mkdtemp(prefix="moco-serve-"))
+        artifacts.mkdir(parents=True, exist_ok=True)
+        self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
+        self.ctx = RunContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
+                              generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
+        self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch)
+        self.requests = 0
+        self._streams: bool | None = None
+
+    # ------------------------------------------------------------------ requests
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.plan.method.name, "models": [h.name for h in self.plan.pool.handles],
+                "task": self.base_task.name, "roles": {r: h.name for r, h in self.plan.roles.items()},
+                "streaming": "tokens" if self.can_stream_tokens() else "one chunk"}
+
+    def pending(self, req: ChatRequest) -> Pending:
+        if req.messages[-1].role != "user":
+            raise ApiError(400, "the last message must come from the user", param="messages")
+        g = self.cfg.generation
+        n = req.max_new_tokens or g.max_new_tokens
+        if n > self.max_new_tokens_cap:
+            raise ApiError(400, f"max_tokens {n} exceeds this server's limit of {self.max_new_tokens_cap}",
+                           param="max_tokens")
+        temp = g.temperature if req.temperature is None else req.temperature
+        top_p = g.top_p if req.top_p is None else req.top_p
+        return Pending(example_of(req.messages, 0), n, temp, top_p, req.stops)
+
+    async def complete(self, req: ChatRequest) -> dict[str, Any]:
+        p = self.pending(req)
+        self.requests += 1
+        done: Done = await asyncio.wrap_future(self.batcher.submit(p))
+        if done.error:
+            raise ApiError(500, f"the collaboration failed: {done.error}", kind="server_error", code="moco_error")
+        return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens,
+                          extra={"method": self.plan.method.name, "batch_size": done.batch_size})
+
+    # ------------------------------------------------------------------ the worker
+    def _handle(self, items: list[Pending]) -> list[Done]:
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(items):
+            groups.setdefault(sampling_key(p.max_new_tokens, p.temperature, p.top_p), []).append(i)
+        out: list[Done | None] = [None] * len(items)
+        for idx in groups.values():
+            try:
+                results = self._run_group([items[i] for i in idx])
+            except MocoError as e:
+                results = [Done("", error=str(e)) for _ in idx]
+            except Exception as e:  # noqa: BLE001 - a bug in a method fails its requests, not the server
+                log.exception("method %s failed", self.plan.method.name)
+                results = [Done("", error=f"{type(e).__name__}: {e}") for _ in idx]
+            for i, r in zip(idx, results):
+                out[i] = r
+        return [o for o in out if o is not None]
+
+    def _totals(self) -> tuple[int, int]:
+        ph = self.recorder.phases.values()
+        return sum(p.tokens_in for p in ph), sum(p.tokens_out for p in ph)
+
+    def _run_group(self, items: list[Pending]) -> list[Done]:
+        ctx, p0 = self.ctx, items[0]
+        examples = [dataclasses.replace(p.example, index=i) for i, p in enumerate(items)]
+        b = self.base_task
+        ctx.task = dataclasses.replace(b, test=examples)
+        ctx.generation = self.cfg.generation.model_copy(
+            update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
+        ctx.extra_metrics = {}
+        tin0, tout0 = self._totals()
+        outputs = self.plan.method.run(ctx, self.plan.params)
+        if len(outputs) != len(items):
+            raise RuntimeError(f"method returned {len(outputs)} outputs for {len(items)} requests")
+        tin, tout = self._totals()
+        n = len(items)
+        share_in, share_out = _split(tin - tin0, n), _split(tout - tout0, n)
+        done = []
+        for k, (p, o) in enumerate(zip(items, outputs)):
+            if o.failed:
+                done.append(Done("", error="a model call failed (see the server log)"))
+                continue
+            text, _ = cut_at_stops(o.text, p.stops)
+            done.append(Done(text, share_in[k], share_out[k], n))
+        return done
+
+    # ------------------------------------------------------------------ streaming
+    def can_stream_tokens(self) -> bool:
+        """Token streaming is a pass-through of one local text model answering alone (single_model)."""
+        if self._streams is None:
+            from moco.models.pool import is_vision_spec
+
+            pool = self.plan.pool
+            h = pool.handles[0]
+            self._streams = (self.plan.method.name == "single_model" and len(pool.handles) == 1 and
+                             h.spec.kind == "hf" and h.spec.model not in pool.overrides and not is_vision_spec(h.spec))
+        return self._streams
+
+    def stream_tokens(self, p: Pending) -> Iterator[str]:
+        """Text pieces of the single model's answer as they are decoded (not cached, not batched)."""
+        from moco.models.hf import HFBackend
+        from moco.serve.streaming import hf_stream
+
+        handle = self.plan.pool.handles[0]
+        backend = self.plan.pool.backend(handle)
+        if not isinstance(backend, HFBackend):
+            raise ApiError(500, "streaming needs a local transformers model", kind="server_error")
+        sampling = self.ctx.sampling(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p)
+        _key, greq = self.ctx._request(handle, Call(handle, p.example.prompt, sampling))
+        return hf_stream(backend, greq)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.recorder.close()
+
+
+def _split(total: int, n: int) -> list[int]:
+    """Tokens of a batch shared evenly among its requests (the first ones take the remainder)."""
+    q, r = divmod(max(0, total), n)
+    return [q + (1 if i < r else 0) for i in range(n)]

@@ -1,0 +1,266 @@
+"""`moco compare` on scripted models: cells, incompatibilities found before loading, sharing through the cache,
+resume (also after SIGKILL), the scripted liar, and model selection."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from moco.analysis import load, parse_sweep, run_sweep
+from moco.analysis import studies, table1
+from moco.analysis.adversary import LiarBackend
+from moco.analysis.sweep_cells import expand
+from moco.cache import ResponseCache
+from moco.context import Output
+from moco.errors import ConfigError
+from moco.methods.registry import MethodParams, method
+from moco.models.base import Capabilities
+from moco.testing import mc_dataset
+
+
+class _NoParams(MethodParams):
+    pass
+
+
+@method("_test_needs_logits", params=_NoParams, level="logit", summary="test only: needs full logits",
+        needs=Capabilities(chat=True, logits=True))
+def _needs_logits(ctx, params):  # pragma: no cover - never runs: plan() rejects it on scripted models
+    return [Output("") for _ in ctx.test]
+
+
+def scripted(name: str, replies: list[str], desc: str = "") -> dict:
+    return {"model": f"scripted:{name}", "script": {"default": replies}, "description": desc or f"model {name}"}
+
+
+TRIO = [scripted("a", ["The answer is (A)", "The answer is (B)"]),
+        scripted("b", ["The answer is (B)", "The answer is (A)", "The answer is (C)"]),
+        scripted("c", ["The answer is (C)", "The answer is (D)", "The answer is (A)", "The answer is (B)"])]
+
+
+def sweep_raw(task: Path, **extra) -> dict:
+    raw = {"name": "t", "methods": ["text_majority_vote", {"method": "text_majority_vote", "params": {"tie": "model-order"}},
+                                    {"method": "text_multiagent_refine", "label": "refine", "params": {"rounds": 1}}],
+           "pools": {"trio": TRIO, "solo": [TRIO[0]]},
+           "tasks": [{"name": str(task)}, {"name": "moco_demo", "test_limit": 8, "dev_limit": 4}],
+           "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 3}
+    raw.update(extra)
+    return raw
+
+
+@pytest.fixture
+def mc_task(tmp_path) -> Path:
+    p = tmp_path / "mc.json"
+    p.write_text(json.dumps(mc_dataset(n_dev=4, n_test=12, name="mc")))
+    return p
+
+
+def test_sweep_config_is_strict_and_labels_are_unique(mc_task):
+    with pytest.raises(ConfigError, match="unknown key 'modles'"):
+        parse_sweep({**sweep_raw(mc_task), "pools": {"p": {"modles": []}}})
+    with pytest.raises(ConfigError, match="did you mean 'generation'"):
+        parse_sweep({**sweep_raw(mc_task), "generaton": {}})
+    with pytest.raises(ConfigError, match="no pool 'nope'"):
+        parse_sweep({**sweep_raw(mc_task), "analyses": {"scaling": {"pool": "nope"}}})
+    with pytest.raises(ConfigError, match="both labelled"):
+        expand(parse_sweep({**sweep_raw(mc_task), "methods": ["text_majority_vote", "majority_vote"]}))
+    with pytest.raises(ConfigError, match="unknown method"):
+        expand(parse_sweep({**sweep_raw(mc_task), "methods": ["text_majority_vot"]}))
+    with pytest.raises(ConfigError, match="unknown task"):
+        expand(parse_sweep({**sweep_raw(mc_task), "tasks": ["no_such_task"]}))
+
+
+def test_cells_deduplicate_across_analyses_and_plan_finds_incompatible_cells(mc_task, tmp_path):
+    sw = parse_sweep(sweep_raw(mc_task, methods=[*sweep_raw(mc_task)["methods"], "_test_needs_logits"],
+                               analyses={"scaling": {"pool": "trio", "sizes": [2, 3, 4]}}))
+    cells = expand(sw)
+    labels = {c.uses[0]["label"] for c in cells}
+    assert {"single_model", "text_majority_vote", "text_majority_vote(tie=model-order)", "refine"} <= labels
+    full = [c for c in cells if any(u["analysis"] == "scaling" and u["n_models"] == 3 for u in c.uses)]
+    assert full and all({u["analysis"] for u in c.uses} == {"table", "scaling"} for c in full)  # one run, two uses
+    res = run_sweep(sw, tmp_path / "sw", plan_only=True, cache=ResponseCache(tmp_path / "c.sqlite"))
+    reasons = {(s.cell.uses[0]["pool"], s.cell.uses[0]["label"], s.cell.uses[0]["task"]): s.reason
+               for s in res.states if s.status == "incompatible"}
+    assert reasons[("solo", "refine", "moco_demo")] == "method text_multiagent_refine needs at least 2 models, the config has 1"
+    assert "needs logits" in reasons[("trio", "_test_needs_logits", "moco_demo")]
+    assert "pool of at least 4" in reasons[("trio[:4]", "refine", "moco_demo")]
+    assert ("solo", "single_model", "moco_demo") not in reasons
+    assert not (tmp_path / "sw" / "cells").exists()  # nothing ran
+    index = json.loads((tmp_path / "sw" / "index.json").read_text())
+    assert sum(c["status"] == "incompatible" for c in index["cells"]) == len(reasons)
+
+
+def test_sweep_shares_outputs_resumes_and_writes_table1(mc_task, tmp_path):
+    sw = parse_sweep(sweep_raw(mc_task))
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    res = run_sweep(sw, tmp_path / "sw", cache=cache)
+    assert res.count("failed") == 0 and res.count("finished") == 10 and res.count("incompatible") == 6
+    s = res.sharing
+    # every cell alone would generate its own answers; the sweep generates each shared answer once
+    assert s["sweep_tokens_out"] < 0.6 * s["alone_tokens_out"]
+    assert s["generated_tokens_measured"] == s["sweep_tokens_out"]  # a cold cache decodes exactly that
+    # "alone" is what each cell really decodes when it runs by itself with an empty cache
+    from moco.analysis.sharing import distinct, read_calls
+    from moco.runner import run_experiment
+
+    alone = 0
+    for i, st in enumerate(x for x in res.states if x.status == "finished"):
+        fresh = ResponseCache(tmp_path / f"alone{i}.sqlite")
+        m = run_experiment(st.cell.config, tmp_path / f"alone{i}", cache=fresh).metrics
+        fresh.close()
+        assert m["total"]["generated_tokens"] == sum(
+            v[1] for v in distinct(read_calls(tmp_path / "sw" / "cells" / st.cell.dir_name)).values())
+        alone += m["total"]["generated_tokens"]
+    assert alone == s["alone_tokens_out"]
+    # the dev answers and first-round answers are shared: vote and refine decode only what is new to them
+    col = load([tmp_path / "sw"])
+    vote = next(e for e in col.where("table", pool="trio", label="text_majority_vote(tie=model-order)", task="mc"))
+    assert vote.run.metrics["total"]["generated_tokens"] == 0 and vote.run.metrics["total"]["cache_hits"] > 0
+    # single_model records every model's score on every item (what collaborative emergence needs)
+    single = next(e for e in col.where("table", pool="trio", label="single_model", task="mc"))
+    from moco.scoring.multiple_choice import MultipleChoiceScorer
+    from moco.tasks.registry import resolve_task
+
+    exs = {ex.index: ex for ex in resolve_task(str(mc_task)).loader().test}
+    for p in single.run.predictions():
+        tr = p["trace"]
+        assert set(tr["scores"]) == {"a", "b", "c"}
+        assert tr["scores"] == {m: MultipleChoiceScorer().score(exs[p["index"]], tr["answers"][m]).score for m in tr["answers"]}
+    t = table1.build(col)
+    assert t.pools == ["trio", "solo"] and t.get("refine", "solo", "avg").value is None
+    assert t.get("Best single", "trio", "avg").value is not None
+    assert (tmp_path / "sw" / "sweep.yaml").exists()
+    # re-run: nothing is recomputed, no new call is recorded
+    before = {p: p.read_bytes() for p in (tmp_path / "sw" / "cells").rglob("*.jsonl")}
+    again = run_sweep(sw, tmp_path / "sw", cache=cache)
+    assert all(st.resumed for st in again.states if st.status == "finished")
+    assert {p: p.read_bytes() for p in (tmp_path / "sw" / "cells").rglob("*.jsonl")} == before
+    # changing one method's params reruns that row only (new cells), the rest stays
+    raw = sweep_raw(mc_task)
+    raw["methods"][2]["params"] = {"rounds": 2}
+    third = run_sweep(parse_sweep(raw), tmp_path / "sw", cache=cache)
+    fresh = [st for st in third.states if st.status == "finished" and not st.resumed]
+    assert {st.cell.uses[0]["label"] for st in fresh} == {"refine"} and len(fresh) == 2
+    cache.close()
+
+
+def test_scripted_liar_gives_confident_wrong_answers(mc_task, tmp_path):
+    from moco.scoring import scorer_for
+    from moco.tasks.registry import resolve_task
+
+    for name in (str(mc_task), "moco_demo"):
+        task = resolve_task(name).loader()
+        liar = LiarBackend(task, scorer_for(task.task_type))
+        for ex in task.test:
+            reply = liar.wrong_answer(ex)
+            assert "certain" in reply and scorer_for(task.task_type).score(ex, reply).score == 0.0
+    raw = sweep_raw(mc_task, analyses={"adversarial": {"pool": "trio", "kind": "liar", "replace": 1,
+                                                       "methods": ["text_majority_vote"]}})
+    raw["pools"]["trio"] = [scripted(n, [f"The answer is (A)"]) for n in "abc"]
+    raw["tasks"] = [{"name": str(mc_task)}]
+    raw["methods"] = ["text_majority_vote"]
+    run_sweep(parse_sweep(raw), tmp_path / "sw", cache=ResponseCache(tmp_path / "c.sqlite"))
+    col = load([tmp_path / "sw"])
+    attacked = next(e for e in col.where("adversarial", variant="attacked", label="text_majority_vote"))
+    assert attacked.run.models == ["a", "liar", "c"]
+    for p in attacked.run.predictions():
+        assert p["trace"]["votes"]["liar"] not in (None, p["gold"])  # the liar always argues for a wrong option
+    rob = {r["label"]: r for r in studies.robustness(col)}
+    assert rob["text_majority_vote"]["clean"] == rob["text_majority_vote"]["attacked"] == 0.25  # a and c outvote it
+
+
+def test_model_selection_by_prompt_embedding_and_random(mc_task, tmp_path):
+    cands = [scripted("algebra", ["The answer is (A)"], "an expert in algebra and calculus"),
+             scripted("calculus", ["The answer is (B)"], "an expert in calculus and algebra"),
+             scripted("chef", ["The answer is (C)"], "a chef who cooks Italian pasta dishes"),
+             scripted("judge", ["Models: 4, 1, 2"], "a neutral judge")]
+    raw = sweep_raw(mc_task, methods=["text_majority_vote"], pools={"cands": {"models": cands, "in_table": False}},
+                    tasks=[{"name": str(mc_task)}],
+                    analyses={"selection": {"pool": "cands", "k": 2, "selector": "judge", "random_repeats": 2}})
+    sw = parse_sweep(raw)
+    res = run_sweep(sw, tmp_path / "sw", cache=ResponseCache(tmp_path / "c.sqlite"))
+    assert res.count("failed") == 0
+    rec = json.loads((tmp_path / "sw" / "selection" / "mc.json").read_text())
+    assert rec["subsets"]["prompt"] == [[0, 3]]  # "Models: 4, 1, 2": the first two valid picks
+    assert "a chef who cooks" in rec["prompt"]["prompt"] and rec["prompt"]["filled_in_pool_order"] == 0
+    emb = rec["subsets"]["embedding"][0]
+    assert 2 in emb and len({0, 1} & set(emb)) <= 1  # the chef, and not both near-identical math experts
+    assert len(rec["subsets"]["random"]) == 2
+    rows = studies.selection(load([tmp_path / "sw"]))
+    assert rows[0]["prompt_chosen"] == [["algebra", "judge"]] and rows[0]["no_collaboration"] is not None
+    # the selector's call went through ctx.generate: traced, and cached for the next run
+    calls = [json.loads(x) for x in (tmp_path / "sw" / "selection" / "mc.calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 1 and calls[0]["tag"] == "select"
+
+
+BLOCKING = textwrap.dedent('''
+    """Runs `moco` with one extra method that answers, then blocks on its first run (so a test can kill it)."""
+    import os, pathlib, sys, time
+    from moco.context import Output
+    from moco.methods.registry import MethodParams, method
+
+    class P(MethodParams):
+        pass
+
+    @method("_test_blocking", params=P, level="text", summary="answers, then blocks the first time")
+    def run(ctx, params):
+        with ctx.phase("test"):
+            answers = ctx.answer_all(ctx.test)
+        flag = pathlib.Path(os.environ["BLOCK_FLAG"])
+        if not flag.exists():
+            flag.write_text("blocked")
+            time.sleep(600)
+        return [Output(answers[0][j].text) for j in range(len(ctx.test))]
+
+    from moco.cli import main
+    main()
+''')
+
+
+def _compare(script: Path, sweep: Path, out: Path, cache: Path, flag: Path) -> subprocess.Popen:
+    env = {**os.environ, "MOCO_RESPONSE_CACHE": str(cache), "BLOCK_FLAG": str(flag)}
+    return subprocess.Popen([sys.executable, str(script), "compare", str(sweep), "--out", str(out), "--no-progress",
+                             "--no-report"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_midway_then_rerun_recomputes_no_finished_cell(mc_task, tmp_path):
+    script = tmp_path / "moco_blocking.py"
+    script.write_text(BLOCKING)
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"methods": ["text_majority_vote", "_test_blocking",
+                                             {"method": "text_multiagent_refine", "params": {"rounds": 1}}],
+                                 "pools": {"trio": TRIO}, "tasks": [str(mc_task)],
+                                 "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 5}))
+    out, cache, flag = tmp_path / "sw", tmp_path / "cache.sqlite", tmp_path / "flag"
+    p = _compare(script, sweep, out, cache, flag)
+    deadline = time.time() + 120
+    while not flag.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGKILL)  # killed in the middle of the third cell
+    p.wait()
+    index = json.loads((out / "index.json").read_text())
+    status = {c["uses"][0]["label"]: c["status"] for c in index["cells"]}
+    assert status == {"single_model": "finished", "text_majority_vote": "finished", "_test_blocking": "pending",
+                      "text_multiagent_refine": "pending"}
+    done = {c["uses"][0]["label"]: out / c["dir"] for c in index["cells"] if c["status"] == "finished"}
+    snapshot = {lab: {f.name: f.read_bytes() for f in d.iterdir() if f.is_file()} for lab, d in done.items()}
+    blocked = out / next(c["dir"] for c in index["cells"] if c["uses"][0]["label"] == "_test_blocking")
+    assert json.loads((blocked / "manifest.json").read_text())["status"] == "running"
+    q = _compare(script, sweep, out, cache, flag)
+    stdout, stderr = q.communicate(timeout=300)
+    assert q.returncode == 0, stderr
+    assert stdout.count("already finished, not recomputed") == 2
+    for lab, d in done.items():  # finished cells untouched: same files, same bytes
+        assert {f.name: f.read_bytes() for f in d.iterdir() if f.is_file()} == snapshot[lab]
+    index = json.loads((out / "index.json").read_text())
+    assert all(c["status"] == "finished" for c in index["cells"])
+    calls = [json.loads(x) for x in (blocked / "calls.jsonl").read_text().splitlines()]
+    assert calls and all(c["cache_hit"] for c in calls[len(calls) // 2:])  # its answers came from the cache
+    assert "| method |" in stdout and "generated tokens:" in stdout

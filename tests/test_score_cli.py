@@ -1,0 +1,56 @@
+"""`moco score` and `moco list tasks`: responses scored outside a run give the same metrics as the run."""
+from __future__ import annotations
+
+import json
+
+from test_cli import moco, _write
+
+
+def test_score_cli_matches_the_run(tmp_path, data_dir):
+    env = {"MOCO_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    cfg = {"method": "single_model", "task": {"name": "gsm8k", "test_limit": 12, "dev_limit": 0},
+           "models": [{"model": "scripted:a", "script": {"rules": [{"match": "Paul", "reply": "#### 112"}],
+                                                          "default": "The answer is 7."}}],
+           "generation": {"temperature": 0.0}}
+    r = moco("run", _write(tmp_path, "c.json", cfg), "--out", tmp_path / "run", "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    run_m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"id": p["id"], "response": p["output"]}) + "\n" for p in
+                             map(json.loads, (tmp_path / "run" / "predictions.jsonl").read_text().splitlines())))
+    r = moco("score", "--task", "gsm8k", "--predictions", preds, "--out", tmp_path / "scored", env=env)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    for key in ("score", "ci95", "n", "unparsed", "failed", "strict_score", "scorer", "metric"):
+        assert m[key] == run_m[key], key
+    assert m["n"] == 12 and m["missing"] == 1000 - 12 and "gsm8k (test, 12 of 1000 items)" in r.stdout
+    rows = [json.loads(x) for x in (tmp_path / "scored" / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {"id", "output", "extracted", "score"} <= set(rows[0])
+
+
+def test_score_cli_errors_are_one_line(tmp_path, data_dir):
+    env = {"MOCO_DATA_DIR": str(data_dir)}
+    preds = _write(tmp_path, "p.jsonl", json.dumps({"id": "nope", "response": "x"}) + "\n")
+    r = moco("score", "--task", "gsm8k", "--predictions", preds, env=env)
+    assert r.returncode == 2 and "line 1: no item with id 'nope' in this split" in r.stderr
+    dup = _write(tmp_path, "d.jsonl", json.dumps({"id": "1852", "response": "x"}) + "\n")
+    task = json.loads((data_dir / "math.json").read_text())
+    ids = [row["id"] for row in task["test"]]
+    dup_id = next(i for i in ids if ids.count(i) > 1)
+    dup.write_text(json.dumps({"id": dup_id, "response": "x"}) + "\n")
+    r = moco("score", "--task", "math", "--predictions", dup, env=env)
+    assert r.returncode == 2 and "is duplicated in this dataset; give the item's 'index'" in r.stderr
+    r = moco("score", "--task", "coconot", "--predictions", _write(tmp_path, "c.jsonl", '{"id": 1, "response": "no"}\n'),
+             env=env)
+    assert r.returncode == 2 and "needs a model for the role 'judge': pass --judge MODEL" in r.stderr
+
+
+def test_list_tasks_shows_every_dataset_with_its_scorer(data_dir):
+    r = moco("list", "tasks", env={"MOCO_DATA_DIR": str(data_dir), "COLUMNS": "250"})
+    assert r.returncode == 0
+    lines = {ln.split("│")[1].strip(): ln for ln in r.stdout.splitlines() if ln.count("│") > 3}
+    assert len(set(lines) & {p.stem for p in data_dir.glob("*.json")}) == 32 and "moco_demo" in lines
+    assert "numeric_match" in lines["gsm8k"] and "math_equivalence" in lines["math"]
+    assert "refusal_judge" in lines["coconot"] and "role judge" in lines["coconot"]
+    assert "reward_model_score" in lines["alpacaeval"] and "code_execution" in lines["humaneval"]
+    assert "all correct per question_id" in lines["culturebench"] and "2454" in lines["culturebench"]
