@@ -10,12 +10,13 @@ from moco.config import load_config
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def _run(name: str, tmp_path, cache, limit: int = 2, max_new_tokens: int = 24, **params):
+def _run(name: str, tmp_path, cache, limit: int = 2, max_new_tokens: int = 24, dev_limit: int | None = None,
+         **params):
     from moco.runner import run_experiment
 
     cfg = load_config(EXAMPLES / f"{name}.yaml")
     cfg = cfg.model_copy(update={
-        "task": cfg.task.model_copy(update={"test_limit": limit}),
+        "task": cfg.task.model_copy(update={"test_limit": limit, "dev_limit": dev_limit}),
         "generation": cfg.generation.model_copy(update={"max_new_tokens": max_new_tokens}),
         "params": {**cfg.params, **params},
     })
@@ -34,7 +35,7 @@ def test_nudging_on_smollm_hands_words_to_the_nudger_where_the_base_is_unsure(sm
 
 @pytest.mark.slow
 def test_collm_example_trains_on_dev_and_defers(smollm_dir, tmp_path, cache):
-    res = _run("api_collm_pseudo_experts", tmp_path, cache)
+    res = _run("api_collm_pseudo_experts", tmp_path, cache, dev_limit=8)
     head = res.metrics["collm"]["head"]
     assert head["tokens"] > 0 and head["marginal_nll_after_frozen_features"] <= head["marginal_nll_before"]
     assert res.metrics["phases"]["dev"]["calls"] > 0 and res.metrics["phases"]["test"]["calls"] == 4
@@ -42,13 +43,13 @@ def test_collm_example_trains_on_dev_and_defers(smollm_dir, tmp_path, cache):
 
 @pytest.mark.slow
 def test_mentor_collab_example_consults_the_mentor(smollm_dir, tmp_path, cache):
-    res = _run("api_mentor_collab_pseudo_experts", tmp_path, cache, decision_proportion=0.5)
+    res = _run("api_mentor_collab_pseudo_experts", tmp_path, cache, dev_limit=8, decision_proportion=0.5)
     assert res.metrics["mentor_collab"]["consulted"] > 0
 
 
 @pytest.mark.slow
 def test_switch_generation_example_trains_a_selector(smollm_dir, tmp_path, cache):
-    res = _run("api_switch_generation_pseudo_experts", tmp_path, cache, training_instances=4,
+    res = _run("api_switch_generation_pseudo_experts", tmp_path, cache, dev_limit=8, training_instances=4,
                rollouts_per_instance=3, sft_epochs=1)
     info = res.metrics["switch_generation"]
     assert info["selector"] == "switch-selector" and info["training"]["examples"] > 0
