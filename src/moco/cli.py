@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +38,7 @@ def run(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
 ) -> None:
     """Run one experiment and write its run directory."""
+    STATE["no_cache"] = no_cache
     from moco.cache import NullCache
     from moco.config import load_config
     from moco.progress import make_progress
@@ -285,17 +288,24 @@ def report_(
     console.print(f"wrote {out} and {md} ({len(secs)} sections, {len(col.runs())} runs)", highlight=False, markup=False, soft_wrap=True)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's or `kill`'s polite stop) ends a run like Ctrl-C: manifest marked, message shown."""
+    STATE["signal"] = "SIGTERM"
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except MocoError as e:
         if STATE["debug"]:
             raise
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted. Finished model calls are cached: run the same command again to resume.")
-        sys.exit(130)
+        rc = 130
     except Exception as e:  # click usage errors and the like
         import click
 
@@ -308,6 +318,21 @@ def main() -> None:
         if isinstance(e, click.exceptions.Exit):
             sys.exit(e.exit_code)
         raise
+    # without standalone mode, typer returns the exit code of `typer.Exit` and turns Ctrl-C into 130
+    if rc == 130:
+        _interrupted()
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
+
+
+def _interrupted() -> None:
+    how = STATE.get("signal", "Ctrl-C")
+    if STATE.get("no_cache"):
+        err.print(f"interrupted ({how}). With --no-cache nothing was cached: a re-run starts over.", soft_wrap=True)
+    else:
+        err.print(f"interrupted ({how}). Finished model calls are cached: run the same command again to resume.",
+                  soft_wrap=True)
+    sys.exit(143 if how == "SIGTERM" else 130)
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ class ExperimentConfig(StrictModel):
     @classmethod
     def _roles(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: ({"model": s["model"], **s} if isinstance(s, dict) else s) for k, s in v.items()}
+            return {k: ({"model": s["model"], **s} if isinstance(s, dict) and "model" in s else s) for k, s in v.items()}
         return v
 
 
@@ -237,21 +237,58 @@ def is_reference_format(raw: dict[str, Any]) -> bool:
     return "model_names" in raw or "hyperparameters" in raw or "gpu_ids" in raw
 
 
+class _StrictYamlLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice in one mapping (plain YAML silently keeps the last one)."""
+
+
+def _strict_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)):
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key '{k}' appears twice")
+        out[k] = v
+    return out
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse YAML or JSON into a dict, with one-line errors."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file not found: {p}")
-    text = p.read_text()
+    if not p.is_file():
+        raise ConfigError(f"config is not a file: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): is this a config file?") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
     if not text.strip():
         raise ConfigError(f"config file is empty: {p}")
     try:
         if p.suffix == ".json":
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_json_object)
         else:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_StrictYamlLoader)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # a duplicate JSON key, a YAML value that cannot be built
+        raise ConfigError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moco import faults
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
 from moco.errors import ModelError
@@ -85,6 +86,7 @@ class RunContext:
         self.progress = progress or Progress()
         self.roles = roles or {}
         self._dev_scores: dict[int, list[ScoreResult]] = {}
+        self._dev_answers: dict[int, list[Response]] = {}
         self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
         self._batch_id = 0
         if hasattr(scorer, "bind"):  # model-based scorers (judge, reward) call their role through this context
@@ -209,6 +211,7 @@ class RunContext:
             if not missing:
                 continue
             results = backend.generate([reqs[i] for i in missing])
+            faults.hit("generate.batch")
             self._batch_id += 1
             self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
             for i, r in zip(missing, results):
@@ -250,8 +253,16 @@ class RunContext:
             with self.phase("dev"):
                 answers = self.answer_all(self.dev, tag="answer", models=missing)
             for m, outs in zip(missing, answers):
+                self._dev_answers[m.index] = outs
                 self._dev_scores[m.index] = self.score_many(self.dev, [r.text for r in outs])
         return [sum(s.score for s in self._dev_scores[m.index]) / max(1, len(self.dev)) for m in self.models]
+
+    def dev_answers(self) -> tuple[list[list[Response]], list[list[float]]]:
+        """The dev answers `dev_scores()` scored, and their per-item scores: out[model_index][example_index].
+        Methods that train on dev candidates reuse them instead of asking (and paying) again."""
+        self.dev_scores()
+        return ([self._dev_answers[m.index] for m in self.models],
+                [[s.score for s in self._dev_scores[m.index]] for m in self.models])
 
     def dev_best(self) -> ModelHandle:
         """The model with the best mean dev score (first in pool order on ties)."""

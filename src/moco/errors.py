@@ -10,6 +10,9 @@ class MocoError(Exception):
 
     exit_code = 2
 
+    def __str__(self) -> str:  # a config value echoed in the message must not break the one line
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class ConfigError(MocoError):
     """The config file is malformed or asks for something that cannot run."""

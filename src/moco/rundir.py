@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from moco import faults
+
 
 def atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a kill never leaves a half-written file."""
@@ -19,6 +21,7 @@ def atomic_write(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    faults.hit("file.write")
     os.replace(tmp, path)
 
 
@@ -28,6 +31,30 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+
+
+RESULT_FILES = ("predictions.jsonl", "metrics.json")
+
+
+def start_attempt(run_dir: Path) -> int:
+    """Prepare a run directory for a (re-)run and return the attempt number (1 for a new directory).
+
+    A re-run after an interruption removes what a kill can leave behind: temporary files of atomic writes,
+    and the previous attempt's results (they are written again at the end, so a directory never shows
+    results next to a config they do not belong to). calls.jsonl is kept and appended to."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = 0
+    try:
+        previous = int(json.loads((run_dir / "manifest.json").read_text()).get("attempt", 1))
+    except (OSError, ValueError, AttributeError):
+        previous = 1 if (run_dir / "calls.jsonl").exists() else 0
+    for stale in run_dir.glob(".*.tmp*"):
+        if stale.is_file():
+            stale.unlink()
+    if previous:
+        for name in RESULT_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    return previous + 1
 
 
 def default_run_dir(method: str, task: str, root: Path | None = None) -> Path:
@@ -61,15 +88,14 @@ def _git_commit() -> str | None:
 
 
 def hardware() -> dict[str, Any]:
+    """Platform and CPU count; torch threads and GPUs once torch is in use (a run without local models never
+    imports torch, which takes seconds; the runner refreshes this block when the run finishes)."""
     info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpus": []}
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
         info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
     return info
 
 

@@ -20,7 +20,7 @@ from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models.base import Backend, Capabilities
 from moco.models.pool import ModelHandle, ModelPool, is_vision_spec
 from moco.progress import Progress
-from moco.rundir import default_run_dir, manifest, write_json, write_jsonl
+from moco.rundir import atomic_write, default_run_dir, hardware, manifest, start_attempt, write_json, write_jsonl
 from moco.scoring import scorer_for
 from moco.scoring.base import Scorer, missing_role_message
 from moco.scoring.evaluate import prediction_row, score_items, summarize_results
@@ -138,19 +138,19 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
     """Run one experiment end to end and write its run directory."""
     p = plan(cfg, data_dir, backends)
     run_dir = Path(out) if out else default_run_dir(p.method.name, p.task.name, runs_root)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    attempt = start_attempt(run_dir)
     (run_dir / "artifacts").mkdir(exist_ok=True)
     resolved = cfg.model_copy(update={"params": p.params.model_dump(mode="json")})
-    (run_dir / "config.yaml").write_text(dump_config(resolved))
+    atomic_write(run_dir / "config.yaml", dump_config(resolved))
     own_cache = cache is None
     cache = ResponseCache() if cache is None else cache
     man = manifest(cfg.seed, {"method": p.method.name, "task": p.task.name, "task_type": p.task.task_type,
-                              "cache": str(getattr(cache, "path", "")), "status": "running",
+                              "cache": str(getattr(cache, "path", "")), "status": "running", "attempt": attempt,
                               "n_dev": len(p.task.dev), "n_test": len(p.task.test)})
     write_json(run_dir / "manifest.json", man)
     if p.task.problems:
         write_json(run_dir / "data_problems.json", [pr.__dict__ for pr in p.task.problems])
-    recorder = CallRecorder(run_dir / "calls.jsonl")
+    recorder = CallRecorder(run_dir / "calls.jsonl", attempt)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=recorder,
                      generation=cfg.generation, seed=cfg.seed, artifacts_dir=run_dir / "artifacts",
                      progress=progress, roles=p.roles)
@@ -163,7 +163,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
         write_jsonl(run_dir / "predictions.jsonl", predictions)
         write_json(run_dir / "metrics.json", metrics)
         man.update(status="finished", fingerprints={h.name: p.pool.fingerprint(h) for h in p.pool.handles},
-                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), hardware=hardware())
         write_json(run_dir / "manifest.json", man)
     except BaseException as e:
         man.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",

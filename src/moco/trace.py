@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from moco import faults
+
 
 @dataclass
 class PhaseStats:
@@ -44,10 +46,17 @@ class PhaseStats:
 
 
 class CallRecorder:
-    """Appends one JSON line per model call and keeps per-phase totals."""
+    """Appends one JSON line per model call and keeps per-phase totals.
 
-    def __init__(self, path: Path | None):
+    A run directory re-used after an interruption keeps the earlier attempts' lines: each line carries
+    `attempt` (1 for the first run into the directory, 2 for the first re-run, ...), and a line torn by a
+    kill is cut off before the new attempt appends, so every line stays valid JSON."""
+
+    def __init__(self, path: Path | None, attempt: int = 1):
         self.path = path
+        self.attempt = attempt
+        if path:
+            drop_torn_tail(path)
         self._fh: IO[str] | None = open(path, "a", buffering=1) if path else None
         self._lock = threading.Lock()
         self.phases: dict[str, PhaseStats] = {}
@@ -61,13 +70,39 @@ class CallRecorder:
         with self._lock:
             self.stats().add(model, tokens_in, tokens_out, latency, cached, error is not None)
             if self._fh:
-                self._fh.write(json.dumps({
+                faults.torn_write("calls.write", self._fh, json.dumps({
                     "t": round(time.time(), 3), "phase": self.phase, "tag": tag, "model": model, "key": key[:16],
                     "tokens_in": tokens_in, "tokens_out": tokens_out, "latency_s": round(latency, 4),
-                    "cache_hit": cached, "finish": finish, "error": error, "batch": batch,
+                    "cache_hit": cached, "finish": finish, "error": error, "batch": batch, "attempt": self.attempt,
                 }) + "\n")
 
     def close(self) -> None:
         if self._fh:
             self._fh.close()
             self._fh = None
+
+
+def drop_torn_tail(path: Path) -> int:
+    """Cut a last line that a kill left without its newline (returns the bytes removed)."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                return 0
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return 0
+            keep, pos = 0, size
+            while pos > 0:  # find the last newline, reading backwards in blocks
+                step = min(65536, pos)
+                pos -= step
+                f.seek(pos)
+                block = f.read(step)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    keep = pos + nl + 1
+                    break
+            f.truncate(keep)
+            return size - keep
+    except FileNotFoundError:
+        return 0

@@ -56,7 +56,8 @@ class MethodInfo:
         for fname, f in self.params.model_fields.items():
             ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
             alias = f" (reference key: {f.alias})" if f.alias else ""
-            rows.append((fname, ann, repr(f.default), (f.description or "") + alias))
+            default = "(required)" if f.is_required() else repr(f.default)
+            rows.append((fname, ann, default, (f.description or "") + alias))
         return rows
 
 

@@ -135,9 +135,9 @@ class OpenAIBackend:
             if attempt:
                 self.retries_done += 1
                 await asyncio.sleep(self.backoff_s * (2 ** (attempt - 1)) * (1 + 0.25 * rng.random()))
-            try:
-                r = await client.post("/chat/completions", json=body)
-            except httpx.TimeoutException:
+            try:  # httpx times each read; wait_for bounds the whole call (a server may trickle bytes forever)
+                r = await asyncio.wait_for(client.post("/chat/completions", json=body), self.timeout_s)
+            except (httpx.TimeoutException, asyncio.TimeoutError):
                 last = f"timeout after {self.timeout_s:g}s"
                 continue
             except httpx.TransportError as e:

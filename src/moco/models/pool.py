@@ -279,7 +279,8 @@ class ModelPool:
         if kind == "scripted":
             from moco.models.scripted import from_spec
 
-            return from_spec(spec.model, spec.script.model_dump() if spec.script else None)
+            return from_spec(spec.model, spec.script.model_dump() if spec.script else None,
+                             batch_size=self.generation.batch_size)
         if kind == "openai":
             from moco.models.openai import OpenAIBackend
 

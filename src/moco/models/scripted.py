@@ -98,11 +98,13 @@ class ScriptedBackend:
         return None
 
 
-def from_spec(name: str, script: dict | None) -> ScriptedBackend:
-    """Build a scripted backend from a config entry: `script: {rules: [{match, reply}], default}`."""
+def from_spec(name: str, script: dict | None, batch_size: int = 16) -> ScriptedBackend:
+    """Build a scripted backend from a config entry: `script: {rules: [{match, reply}], default}`; it
+    batches like an HF backend with `generation.batch_size` (so batching and resumption can be tested)."""
     script = script or {}
     rules = [(r["match"], r["reply"]) for r in script.get("rules", [])]
     builtin = name.split(":", 1)[1] if ":" in name else ""
     if builtin == "echo":
-        return ScriptedBackend(name, fn=lambda req: next((c for r, c in reversed(req.messages) if r == "user"), ""))
-    return ScriptedBackend(name, rules=rules, default=script.get("default", ""))
+        return ScriptedBackend(name, fn=lambda req: next((c for r, c in reversed(req.messages) if r == "user"), ""),
+                               batch_size=batch_size)
+    return ScriptedBackend(name, rules=rules, default=script.get("default", ""), batch_size=batch_size)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from moco import faults
 from moco.errors import ConfigError
 from moco.tasks.base import Example
 
@@ -126,6 +127,7 @@ def missing_role_message(scorer: str, role: str) -> str:
 def score_many(scorer: Any, ctx: "RunContext | None", examples: Sequence[Example],
                responses: Sequence[str]) -> list[ScoreResult]:
     """Score a batch with any scorer: its `score_batch` when it has one, else item by item."""
+    faults.hit("score.batch")
     if hasattr(scorer, "score_batch"):
         return list(scorer.score_batch(ctx, examples, responses))
     return [scorer.score(ex, r) for ex, r in zip(examples, responses)]

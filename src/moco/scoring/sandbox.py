@@ -12,7 +12,9 @@ Layers, each of which alone stops the common hostile programs:
 - an audit hook inside the child that refuses sockets, subprocesses, fork/exec, ctypes, signals to other
   processes, writes/removals outside the scratch dir, and reads outside the Python
   installation and the scratch dir;
-- a wall-clock timeout after which the whole process group is killed.
+- a wall-clock timeout after which the whole process group is killed;
+- a parent-death signal (`setpriv --pdeathsig`, and prctl in the child): when the scoring process is killed
+  (SIGKILL, OOM killer), the sandboxed program dies with it instead of running on as an orphan.
 
 A program passes when it runs to its end and exits 0; exiting early (even with status 0, e.g. `sys.exit()`
 before the tests ran) fails. Items run in parallel over the CPU cores.
@@ -74,43 +76,64 @@ class RunOutcome:
 _LAUNCHER = r'''
 import os, sys, resource, json, traceback
 
-def _main():
-    cfg = json.loads(sys.argv[1])
-    nonce = sys.stdin.readline().strip()
-    sys.stdin.close()
-    for name, value in cfg["rlimits"].items():
-        resource.setrlimit(getattr(resource, name), (value, value))
-    if os.getuid() == 0 and cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["gid"])
-        os.setuid(cfg["uid"])
-    resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"], cfg["nproc"]))
-    scratch = os.path.realpath(os.getcwd())
+def _guard(nonce, cfg, scratch, main_code):
+    # The audit hook. It alone holds the nonce that proves the program ran to its end: the program can reach
+    # the launcher's frames (sys._getframe is allowed: namedtuple and TypeVar use it), but not this closure,
+    # since everything that leads to it is refused: gc, other threads' frames, tracing, the frames of a
+    # traceback of a refused event (they lead to this hook's frame) until the program ended, and program code
+    # running inside the hook (paths and names are copied to plain str first).
     readable = [os.path.realpath(p) for p in cfg["readable"] + [sys.prefix, sys.exec_prefix]] + [scratch]
-    src = open(cfg["program"]).read()
-
-    def inside(path, roots):
-        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-    def resolve(p):
-        return os.path.realpath(os.fsdecode(p)) if isinstance(p, (str, bytes, os.PathLike)) else None
-
+    write, exit_, getframe, realpath = os.write, os._exit, sys._getframe, os.path.realpath
+    from _thread import get_ident
+    state = {"nonce": nonce, "frame": None, "running": True, "checker": None}
     blocked_prefix = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
                       "os.kill", "os.killpg", "os.system", "os.startfile", "ctypes.", "pty.",
                       "os.setuid", "os.setgid", "os.chroot", "sys.setrecursionlimit", "resource.setrlimit",
-                      "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "winreg.", "_winapi.")
+                      "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "winreg.", "_winapi.",
+                      "gc.get_", "sys._current_frames", "sys.settrace", "sys.setprofile", "sys.addaudithook",
+                      "function.__new__", "code.__new__", "code.replace")
     blocked_imports = {"_posixsubprocess", "_ctypes", "_socket", "_multiprocessing", "pty", "fcntl"}
     path_events = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
                    "os.link", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move",
                    "os.chdir", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod"}
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
+    def plain(x):  # a program's str/bytes subclass must not run its methods inside the hook
+        t = type(x)
+        if t is str or t is bytes or t is int or x is None:
+            return x
+        if issubclass(t, str):
+            return str.__str__(x)
+        if issubclass(t, bytes):
+            return bytes(memoryview(x))
+        return False
+
+    def inside(path, roots):
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+    def resolve(p):
+        p = plain(p)
+        if p is False:
+            raise PermissionError("sandbox: unsupported path object")
+        return realpath(os.fsdecode(p)) if isinstance(p, (str, bytes)) else None
+
     def hook(event, args):
+        if event.startswith("moco."):  # the launcher's own events, from its own frame only
+            caller = getframe(1)
+            if event == "moco.begin" and state["frame"] is None and caller.f_code is main_code:
+                state["frame"] = caller  # the first begin comes from the launcher, before any program code
+            elif event == "moco.finish" and state["nonce"] and caller is state["frame"]:
+                write(1, ("\n" + state["nonce"] + "\n").encode())
+                exit_(0)
+            elif event == "moco.ended":
+                state.update(nonce=None, running=False)
+            return
         if event == "open":
             path, mode, flags = (list(args) + [None, None, None])[:3]
-            if isinstance(path, int):
+            if type(path) is int:
                 return
             p = resolve(path)
+            mode, flags = plain(mode), plain(flags)
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
                 isinstance(flags, int) and flags & write_flags)
             if writing and not inside(p, [scratch]):
@@ -118,8 +141,20 @@ def _main():
             if not writing and not inside(p, readable):
                 raise PermissionError(f"sandbox: reading {p} is not allowed")
         elif event == "import":
-            if args[0] in blocked_imports:
-                raise ImportError(f"sandbox: module {args[0]} is not available")
+            if plain(args[0]) in blocked_imports:
+                raise ImportError(f"sandbox: module {plain(args[0])} is not available")
+        elif event == "object.__getattr__" and args[1] == "tb_frame" and state["running"]:
+            if state["checker"] == get_ident():  # our own look below
+                return
+            state["checker"] = get_ident()
+            try:
+                frame = args[0].tb_frame
+                while frame is not None and frame.f_code not in own_code:
+                    frame = frame.f_back
+            finally:
+                state["checker"] = None
+            if frame is not None:  # a traceback of a refused event: its frames lead to this hook's closure
+                raise PermissionError("sandbox: reading the frames of a sandbox refusal is not allowed")
         elif event.startswith(blocked_prefix):
             raise PermissionError(f"sandbox: {event} is not allowed")
         elif event in path_events:
@@ -128,24 +163,52 @@ def _main():
                 if p is not None and not inside(p, [scratch]):
                     raise PermissionError(f"sandbox: {event} outside the scratch directory is not allowed: {p}")
 
-    sys.addaudithook(hook)
-    code = compile(src, "program.py", "exec")
-    del src
+    own_code = {f.__code__ for f in (hook, plain, inside, resolve)}
+    return hook
+
+
+def _main():
+    cfg = json.loads(sys.argv[1])
+    for name, value in cfg["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    if os.getuid() == 0 and cfg["uid"] is not None:
+        os.setgroups([])
+        os.setgid(cfg["gid"])
+        os.setuid(cfg["uid"])
+    resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"], cfg["nproc"]))
+    try:  # die with the process that started us (a setuid clears the death signal unshare had set)
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:
+        pass
+    for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
+        del sys.modules[name]  # the program must import ctypes itself (and the audit hook refuses that)
+    scratch = os.path.realpath(os.getcwd())
+    code = compile(open(cfg["program"]).read(), "program.py", "exec")
+    sys.addaudithook(_guard(sys.stdin.readline().strip(), cfg, scratch, _main.__code__))
+    sys.stdin.close()
+    audit, flush_out, flush_err = sys.audit, sys.stdout.flush, sys.stderr.flush
     glb = {"__name__": "__main__", "__builtins__": __builtins__}
+    audit("moco.begin")
     try:
         exec(code, glb)
     except SystemExit as e:
+        audit("moco.ended")
         sys.stdout.flush()
         sys.stderr.write(f"program exited (status {e.code!r}) before its tests finished\n")
         sys.stderr.flush()
         os._exit(3)
     except BaseException:
+        audit("moco.ended")
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
-    sys.stdout.flush()
-    os.write(1, ("\n" + nonce + "\n").encode())
-    os._exit(0)
+    try:
+        flush_out()
+    except BaseException:
+        pass
+    audit("moco.finish")  # the hook prints the nonce and exits 0
+    os._exit(4)
 
 _main()
 '''
@@ -191,6 +254,12 @@ def _python_install() -> tuple[str, str] | None:
 
 def _command(root: str, cfg_json: str) -> tuple[list[str], bool]:
     """The command line that starts the launcher, and whether it drops to `nobody`."""
+    cmd, dropped = _launch_command(root, cfg_json)
+    setpriv = shutil.which("setpriv")
+    return ([setpriv, "--pdeathsig", "KILL", *cmd] if setpriv else cmd), dropped
+
+
+def _launch_command(root: str, cfg_json: str) -> tuple[list[str], bool]:
     launcher = ["-I", "-S", "-B", "-c", _LAUNCHER, cfg_json]
     ns = namespace_prefix()
     install = _python_install()
@@ -217,9 +286,48 @@ def _user_process_count(uid: int) -> int:
     return n
 
 
+_SWEPT: set[str] = set()
+
+
+def sweep_stale(base_dir: str | None = None, legacy_age_s: float = 3600) -> int:
+    """Remove scratch directories left by killed scoring processes (once per process and base directory).
+
+    A scratch directory is named after the process that made it (`moco-sandbox-<pid>-...`): it is stale when
+    that process is gone. Older unnamed ones (`moco-sandbox-<random>`) count as stale after `legacy_age_s`."""
+    base = base_dir or tempfile.gettempdir()
+    if base in _SWEPT:
+        return 0
+    _SWEPT.add(base)
+    removed = 0
+    for d in Path(base).glob("moco-sandbox-*"):
+        pid = d.name.split("-")[2]
+        try:
+            if pid.isdigit():
+                if int(pid) == os.getpid() or _alive(int(pid)):
+                    continue
+            elif time.time() - d.stat().st_mtime < legacy_age_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed += not d.exists()
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_python(program: str, limits: SandboxLimits = SandboxLimits(), base_dir: str | None = None) -> RunOutcome:
     """Run `program` (Python source) in the sandbox and say whether it ran to its end."""
-    root = tempfile.mkdtemp(prefix="moco-sandbox-", dir=base_dir)
+    sweep_stale(base_dir)
+    root = tempfile.mkdtemp(prefix=f"moco-sandbox-{os.getpid()}-", dir=base_dir)
     os.chmod(root, 0o711)
     scratch = os.path.join(root, "work")
     os.mkdir(scratch)

@@ -20,14 +20,21 @@ from moco.tasks.image_fields import attach_images
 LETTERS = string.ascii_uppercase
 # gold strings that stand for "no answer" in scraped datasets
 PLACEHOLDERS = frozenset({"none", "null", "n/a", "nan", "tbd"})
+# a prompt longer than this is skipped and reported: far above every shipped dataset (the longest row has
+# ~24k characters) and above the context of the models MoCo runs, it would only exhaust memory or be cut
+MAX_PROMPT_CHARS = 200_000
 
 
 def read_json_dataset(path: Path) -> dict[str, Any]:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the dataset: {e.strerror}") from None
     if not isinstance(data, dict) or not isinstance(data.get("test"), list):
         raise DataError(f"{path}: expected an object with a 'test' list (and optionally 'dev')")
     return data
@@ -61,7 +68,17 @@ def load_moco_json(path: Path, task_type: str | None = None, name: str | None = 
 def to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProblem],
                prompt_format: str = "options") -> Example | None:
     """Validate one row; return None (and record why) when it cannot be used."""
+    ex = _to_example(row, i, split, ttype, problems, prompt_format)
+    if ex is not None and len(ex.prompt) > MAX_PROMPT_CHARS:
+        field = "question" if ttype == "multiple_choice" else "input"
+        problems.append(DataProblem(split, i, field, f"prompt of {len(ex.prompt):,} characters is over the "
+                                    f"{MAX_PROMPT_CHARS:,} limit", "skipped"))
+        return None
+    return ex
 
+
+def _to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProblem],
+                prompt_format: str = "options") -> Example | None:
     def skip(fieldname: str, why: str) -> None:
         problems.append(DataProblem(split, i, fieldname, why, "skipped"))
 

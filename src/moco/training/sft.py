@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from moco import faults
 from moco.models.base import Message
 
 
@@ -110,6 +111,7 @@ def train_lora_sft(base_dir: str | Path, data: list[tuple[list[Message], str]], 
         sched.step()
         losses.append(acc)
         step += 1
+        faults.hit("train.step")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -10,25 +10,17 @@ The reference implementation's key `round` counts all rounds including the first
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.majority_vote import plurality
-
-
-def _from_total_rounds(v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool):
-        if v < 1:
-            raise ValueError("round must be >= 1 (it counts the first, independent answer)")
-        return v - 1
-    return v
+from moco.methods.text.shared import conclude, from_total_rounds, require_votable
 
 
 class Params(MethodParams):
-    reference_keys = {"round": ("rounds", _from_total_rounds)}
+    reference_keys = {"round": ("rounds", from_total_rounds)}
 
     rounds: int = Field(2, ge=0, le=20, description="revision rounds after the first answers "
                         "(reference key `round` = rounds + 1)")
@@ -44,13 +36,6 @@ def refine_prompt(question: str, own: str, others: list[str]) -> str:
             "then give your updated answer. Keep the answer format the question asks for.")
 
 
-def summary_prompt(question: str, answers: list[str]) -> str:
-    shown = "\n\n".join(f"- Agent answer: {a}" for a in answers)
-    return (f"Question:\n{question}\n\nAnswers from a team of agents:\n{shown}\n\n"
-            "Write one final answer to the question, using the best reasoning in the answers above. "
-            "Keep the answer format the question asks for.")
-
-
 @method("text_multiagent_refine", params=Params, level="text", aliases=("multiagent_refine", "debate"),
         min_models=2, roles={"summarizer": "writes the final answer (default: dev-best model)"},
         paper="Du et al. 2023, Improving factuality and reasoning through multiagent debate",
@@ -61,6 +46,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.final == "summarizer":
         summarizer = (ctx.model(params.summarizer) if params.summarizer is not None
                       else ctx.role("summarizer") or ctx.dev_best())
+    else:
+        require_votable(ctx, "text_multiagent_refine")
     test = ctx.test
     with ctx.phase("test"):
         current = ctx.answer_all(test)  # current[model][example]
@@ -80,20 +67,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             for i, m in enumerate(models):
                 for j in range(n):
                     rounds_log[j][i].append({"output": current[i][j].text, "saw": seen[i * n + j]})
-        outputs: list[Output] = []
-        if summarizer is not None:
-            prompts = [summary_prompt(ex.prompt, [current[m.index][j].text for m in models if not current[m.index][j].failed])
-                       for j, ex in enumerate(test)]
-            finals = ctx.ask(summarizer, prompts, tag="summary")
-            for j, fr in enumerate(finals):
-                outputs.append(Output(fr.text, failed=fr.failed, trace=_trace(models, rounds_log[j], summarizer.name, fr.text)))
-        else:
-            rank = list(range(len(models)))
-            for j, ex in enumerate(test):
-                votes = [ctx.scorer.extract(ex, current[m.index][j].text) for m in models]
-                winner, _ = plurality(votes, "model-order", rank, ctx.rng)
-                text = next((current[i][j].text for i, v in enumerate(votes) if v == winner and winner), "")
-                outputs.append(Output(text, answer=winner, use_answer=True, trace=_trace(models, rounds_log[j], None, text)))
+        outputs = conclude(ctx, models, current, summarizer)
+        for j, o in enumerate(outputs):
+            o.trace = {**_trace(models, rounds_log[j], summarizer.name if summarizer else None, o.text), **o.trace}
     return outputs
 
 

@@ -1,0 +1,188 @@
+"""text_heterogeneous_swarms: a DAG of models searched with particle swarm optimisation (Feng et al. 2025,
+Heterogeneous Swarms; the role/graph part, as in the reference implementation — model weights are not
+optimised).
+
+A particle is a continuous N x N adjacency matrix. Decoding it gives a DAG (an in-tree towards one end node):
+1. the end node is sampled (top-p) from a softmax over the negated out-degrees (row sums, diagonal excluded);
+2. until every node is placed: a remaining node is sampled from a softmax over the out-degrees, and linked to
+   one placed node sampled from a softmax over its row restricted to the placed nodes.
+Running a graph: nodes in topological levels; a source answers the question, any other node answers seeing
+its predecessors' outputs; the end node's output is the answer. Every level is one batched call across all
+particles and all examples.
+
+Search (dev phase): the first `ratio` of the dev set; every iteration decodes each particle with a seeded
+generator, runs the graphs, scores them, and updates the swarm (`moco.search.ParticleSwarm`). The test set is
+answered by the decoded graph that achieved the best dev score. Fixed reference bugs: decoding mutated the
+matrix in place, was unseeded, and the test graph was re-sampled from the best particle (so it could differ
+from the graph scored on dev).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from moco.context import Call, Output, Response, RunContext
+from moco.methods.registry import MethodParams, method
+from moco.methods.text.shared import numbered
+from moco.search import ParticleSwarm, SwarmSettings
+from moco.tasks.base import Example
+
+
+class Params(MethodParams):
+    population: int = Field(5, ge=2, le=256, description="particles (graphs evaluated per iteration)")
+    max_iterations: int = Field(5, ge=1, le=1000, description="swarm iterations (stops early when stalled)")
+    dev_ratio: float = Field(0.25, gt=0.0, le=1.0, alias="ratio",
+                             description="fraction of the dev set (a prefix) the graphs are scored on")
+    graph_top_p: float = Field(0.7, gt=0.0, le=1.0, description="top-p of the graph decoding samples")
+    starting_velocity_mode: Literal["random", "zero"] = "random"
+    weight_randomness: bool = True
+    inertia: float = Field(0.2, ge=0.0)
+    cognitive_coeff: float = Field(0.3, ge=0.0)
+    social_coeff: float = Field(0.4, ge=0.0)
+    repel_coeff: float = Field(0.05, ge=0.0)
+    repel_term: bool = True
+    step_length: float = Field(0.5, gt=0.0)
+    step_length_factor: float = Field(0.95, gt=0.0, le=1.0)
+    minimum_step_length: float = Field(0.1, ge=0.0)
+    patience: int = Field(5, ge=1)
+    restart_patience: int = Field(3, ge=1)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """An in-tree over model indices: `edges` (src, dst) means src's output is shown to dst."""
+
+    n: int
+    end: int
+    edges: tuple[tuple[int, int], ...]
+
+    def predecessors(self, node: int) -> list[int]:
+        return sorted(s for s, d in self.edges if d == node)
+
+    def levels(self) -> list[list[int]]:
+        """Topological levels: a node's level is the longest path to it from a source."""
+        depth: dict[int, int] = {}
+
+        def level(v: int) -> int:
+            if v not in depth:
+                depth[v] = 1 + max((level(p) for p in self.predecessors(v)), default=-1)
+            return depth[v]
+
+        for v in range(self.n):
+            level(v)
+        return [sorted(v for v in range(self.n) if depth[v] == d) for d in range(max(depth.values()) + 1)]
+
+    def describe(self, names: list[str]) -> dict:
+        return {"end": names[self.end], "edges": [[names[s], names[d]] for s, d in self.edges]}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def top_p_choice(scores: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
+    """Index sampled from softmax(scores) restricted to the smallest top set whose mass reaches `top_p`."""
+    probs = _softmax(np.asarray(scores, dtype=np.float64))
+    order = np.argsort(-probs, kind="stable")
+    keep = min(len(order), int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1)
+    top = order[:keep]
+    return int(top[rng.choice(len(top), p=probs[top] / probs[top].sum())])
+
+
+def decode(position: np.ndarray, n: int, top_p: float, rng: np.random.Generator) -> Graph:
+    """A particle (n*n reals) to an in-tree; the particle is not modified."""
+    a = np.array(position, dtype=np.float64).reshape(n, n)
+    out_degree = a.sum(axis=1) - np.diag(a)
+    end = top_p_choice(-out_degree, top_p, rng)
+    placed, remaining, edges = [end], [v for v in range(n) if v != end], []
+    while remaining:
+        node = remaining[top_p_choice(out_degree[remaining], top_p, rng)]
+        target = placed[top_p_choice(a[node, placed], top_p, rng)]
+        edges.append((node, target))
+        placed.append(node)
+        remaining.remove(node)
+    return Graph(n, end, tuple(sorted(edges)))
+
+
+def node_prompt(question: str, previous: list[str], final: bool) -> str:
+    if not previous:
+        return question
+    tail = " Make sure your response ends with a final answer in the format the question asks for." if final else ""
+    return ("Answer the question below. Responses from other assistants are shown; use them if they help, but "
+            f"they may be wrong or unhelpful, so feel free to ignore them.{tail}\n\n"
+            f"{numbered(previous, 'Previous response')}\n\nQuestion:\n{question}")
+
+
+def run_graphs(ctx: RunContext, graphs: list[Graph], examples: list[Example], tag: str) -> list[list[dict[int, Response]]]:
+    """Run every graph on every example: out[graph][example][node]. One batched call per topological level,
+    across all graphs and examples (identical graphs share their calls)."""
+    models = ctx.models
+    out: list[list[dict[int, Response]]] = [[{} for _ in examples] for _ in graphs]
+    levels = [g.levels() for g in graphs]
+    for depth in range(max(len(lv) for lv in levels)):
+        todo = [(gi, v, j) for gi, lv in enumerate(levels) if depth < len(lv) for v in lv[depth] for j in range(len(examples))]
+        calls = [Call(models[v], node_prompt(examples[j].prompt,
+                                             [out[gi][j][p].text for p in graphs[gi].predecessors(v) if not out[gi][j][p].failed],
+                                             v == graphs[gi].end)) for gi, v, j in todo]
+        for (gi, v, j), r in zip(todo, ctx.generate(calls, tag=f"{tag} level {depth}")):
+            out[gi][j][v] = r
+    return out
+
+
+@method("text_heterogeneous_swarms", params=Params, level="text", aliases=("heterogeneous_swarms", "hswarms"),
+        min_models=2, paper="Feng et al. 2025, Heterogeneous Swarms: jointly optimizing model roles and weights "
+        "for multi-LLM systems (roles/graph part)",
+        summary="Models as nodes of a DAG, outputs flowing along its edges; the graph searched by particle swarm "
+                "optimisation on dev score")
+def run(ctx: RunContext, params: Params) -> list[Output]:
+    models, n = ctx.models, len(ctx.models)
+    names = [m.name for m in models]
+    if not ctx.dev:
+        raise ValueError(f"task {ctx.task.name} has no dev split; the graph search needs one")
+    dev = ctx.dev[:max(1, int(len(ctx.dev) * params.dev_ratio))]
+    settings = SwarmSettings(inertia=params.inertia, cognitive=params.cognitive_coeff, social=params.social_coeff,
+                             repel=params.repel_coeff, repel_term=params.repel_term,
+                             weight_randomness=params.weight_randomness, step_length=params.step_length,
+                             step_length_factor=params.step_length_factor,
+                             minimum_step_length=params.minimum_step_length, patience=params.patience,
+                             restart_patience=params.restart_patience, starting_velocity=params.starting_velocity_mode,
+                             seed=ctx.seed)
+    swarm = ParticleSwarm.random(params.population, n * n, settings)
+    best: Graph | None = None
+    best_score = -np.inf
+    trajectory = []
+    with ctx.phase("dev"):
+        for it in range(params.max_iterations):
+            positions = swarm.positions.round(4).tolist()
+            graphs = [decode(swarm.positions[p], n, params.graph_top_p, np.random.default_rng([ctx.seed, it, p]))
+                      for p in range(params.population)]
+            runs = run_graphs(ctx, graphs, dev, tag=f"search {it + 1}")
+            # one batched scoring of every graph's end-node outputs (a judge or reward scorer is called once)
+            flat = ctx.score_many([ex for _ in graphs for ex in dev],
+                                  [runs[gi][j][g.end].text for gi, g in enumerate(graphs) for j in range(len(dev))])
+            scores = [float(np.mean([s.score for s in flat[gi * len(dev):(gi + 1) * len(dev)]]))
+                      for gi in range(len(graphs))]
+            top = int(np.argmax(scores))
+            if scores[top] > best_score:  # the swarm's global best is this very particle (same rule)
+                best, best_score = graphs[top], scores[top]
+            trajectory.append({"iteration": it + 1, "scores": scores, "graphs": [g.describe(names) for g in graphs],
+                               "best_score": best_score, "positions": positions})
+            if not swarm.update(scores):
+                break
+    assert best is not None
+    with ctx.phase("test"):
+        runs = run_graphs(ctx, [best], ctx.test, tag="test")[0]
+    graph = best.describe(names)
+    ctx.extra_metrics["swarm"] = {"graph": graph, "levels": [[names[v] for v in lv] for lv in best.levels()],
+                                  "dev_score": best_score, "dev_examples": len(dev), "iterations": len(trajectory),
+                                  "restarts": [list(r) for r in swarm.restarts], "trajectory": trajectory}
+    outputs = []
+    for j in range(len(ctx.test)):
+        nodes = {names[v]: {"output": runs[j][v].text, "saw": [names[p] for p in best.predecessors(v)]} for v in range(n)}
+        final = runs[j][best.end]
+        outputs.append(Output(final.text, failed=final.failed, trace={"graph": graph, "nodes": nodes}))
+    return outputs

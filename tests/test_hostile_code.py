@@ -1,0 +1,194 @@
+"""Hostile model output in code scoring: completions that solve the task AND attack the host, cheat the
+"ran to its end" check, or outlive their scorer. Each fails its item within the limits; the host, a run
+directory next to it and the scoring (parent) process are untouched; a killed scorer takes its sandboxed
+programs with it and its scratch directory is swept by the next one."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from faultkit import sigkill
+from moco.scoring.code_execution import CodeExecutionScorer
+from moco.scoring.sandbox import SandboxLimits, sweep_stale
+from moco.tasks.base import Example
+from reliability import tally
+
+TIGHT = SandboxLimits(timeout_s=4, memory_mb=256, max_processes=4, max_file_mb=2)
+TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+PROMPT = 'def add(a: int, b: int) -> int:\n    """Add two numbers."""\n'
+
+
+def completion(attack: str) -> str:
+    """A correct `add` whose body first runs `attack`: without the attack the item would pass."""
+    body = textwrap.indent(textwrap.dedent(attack).strip(), "    ")
+    return f"```python\ndef add(a, b):\n{body}\n    return a + b\n```"
+
+
+def attacks(run_dir: Path, secret_file: Path, port: int) -> dict[str, str]:
+    rd, sf, me = str(run_dir), str(secret_file), os.getpid()
+    return {
+        "infinite loop": "while True:\n    pass",
+        "fork bomb": "import os\nwhile True:\n    os.fork()",
+        "thread bomb": "import threading, time\nfor _ in range(10000):\n"
+                       "    threading.Thread(target=time.sleep, args=(60,)).start()",
+        "memory exhaustion": "x = [bytearray(10 ** 8) for _ in range(100)]",
+        "huge output": "while True:\n    print('y' * 100000)",
+        "huge file": "open('big', 'wb').write(b'x' * (50 * 1024 * 1024))",
+        "write into the run dir": f"open({rd + '/metrics.json'!r}, 'w').write('{{\"score\": 1}}')",
+        "delete a run file": f"import os\nos.remove({rd + '/predictions.jsonl'!r})",
+        "rmtree the run dir": f"import shutil\nshutil.rmtree({rd!r})",
+        "rename out of the run dir": f"import os\nos.rename({rd + '/config.yaml'!r}, 'stolen.yaml')",
+        "symlink escape": f"import os\nos.symlink({rd!r}, 'link')\nopen('link/pwned', 'w').write('x')",
+        "shell rm": f"import os\nos.system('rm -rf {rd}')",
+        "subprocess": f"import subprocess\nsubprocess.run(['rm', '-rf', {rd!r}])",
+        "exec a shell": "import os\nos.execv('/bin/sh', ['sh', '-c', 'true'])",
+        "network socket": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'hi')",
+        "network urllib": f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)",
+        "env secret": "import os\nassert os.environ['MOCO_TEST_SECRET'] == 's3cret-value'",
+        "secret file": f"assert 's3cret' in open({sf!r}).read()",
+        "parent environ": "import os\nassert 's3cret' in open('/proc/%d/environ' % os.getppid()).read()",
+        "kill the parent": "import os\nos.kill(os.getppid(), 9)",
+        "kill the scorer by pid": f"import os\nos.kill({me}, 9)",
+        "killpg": "import os, signal\nos.killpg(os.getpgid(0), signal.SIGKILL)",
+        "ctypes kill": f"import ctypes\nctypes.CDLL(None).kill({me}, 9)",
+        "exit before the tests": "import sys\nsys.exit(0)",
+        "os._exit before the tests": "import os\nos._exit(0)",
+        "forge the nonce via frames": "import sys, os\nf = sys._getframe()\nwhile f.f_back:\n    f = f.f_back\n"
+                                      "    if 'nonce' in f.f_locals:\n"
+                                      "        os.write(1, ('\\n' + f.f_locals['nonce'] + '\\n').encode())\n"
+                                      "        os._exit(0)\nraise SystemExit(0)",
+        "forge the nonce via gc": "import gc, os\nfor o in gc.get_objects():\n    pass\nos._exit(0)",
+        "forge via a refusal's traceback": "import os\ntry:\n    open('/etc/hostname')\nexcept PermissionError as e:\n"
+                                           "    tb = e.__traceback__\n    while tb.tb_next:\n        tb = tb.tb_next\n"
+                                           "    f = tb.tb_frame\n    while f:\n"
+                                           "        for v in f.f_locals.values():\n"
+                                           "            if isinstance(v, dict) and v.get('nonce'):\n"
+                                           "                os.write(1, ('\\n' + v['nonce'] + '\\n').encode())\n"
+                                           "                os._exit(0)\n        f = f.f_back\nos._exit(0)",
+        "call the launcher's finish": "import sys, os\nsys.audit('moco.begin')\nsys.audit('moco.finish')\nos._exit(0)",
+        "re-run the launcher": "import sys, io\nsys.stdin = io.StringIO('x\\n')\nsys.modules['__main__']._main()",
+        "raise the recursion limit": "import sys\nsys.setrecursionlimit(10 ** 6)\ndef f(n):\n    return f(n + 1)\nf(0)",
+    }
+
+
+def _digest(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+def test_hostile_completions_fail_and_touch_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOCO_TEST_SECRET", "s3cret-value")
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    for name in ("metrics.json", "predictions.jsonl", "config.yaml"):
+        (run_dir / name).write_text(f"{name} keep\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret-value")
+    before = _digest(tmp_path)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    connections: list = []
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connections.append(server.accept())
+            except OSError:
+                pass
+
+    stop = threading.Event()
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    hostile = attacks(run_dir, secret, port)
+    ex = Example("1", 0, "test", PROMPT, PROMPT, None, None, {"test": TEST, "entry_point": "add"})
+    scorer = CodeExecutionScorer(limits=TIGHT, workers=2)
+    names = ["control", *hostile]
+    t0 = time.time()
+    results = scorer.score_batch(None, [ex] * len(names), [completion("pass")] + [completion(a) for a in hostile.values()])
+    elapsed = time.time() - t0
+    stop.set()
+    t.join()
+    server.close()
+    tally("hostile completions tried", len(hostile))
+    assert results[0].score == 1.0, results[0].detail  # the same completion without an attack passes
+    passed = [n for n, r in zip(names[1:], results[1:]) if r.score != 0.0]
+    assert not passed, f"hostile completions scored as correct: {passed}"
+    for n, r in zip(names[1:], results[1:]):  # each failed within the limits
+        assert r.detail["seconds"] < TIGHT.timeout_s + 5, (n, r.detail)
+    assert elapsed < len(names) * (TIGHT.timeout_s + 5) / 2
+    assert _digest(tmp_path) == before  # the run directory and the secret file are untouched
+    assert not connections, "a sandboxed program reached the network"
+    assert not any("s3cret" in (r.detail.get("reason", "") + str(r.detail)) for r in results)
+    tally("items lost", 0)
+
+
+KILLED_SCORER = """
+import sys
+from moco.scoring.sandbox import SandboxLimits, run_python
+run_python("while True:\\n    pass\\n", SandboxLimits(timeout_s=120), base_dir=sys.argv[1])
+"""
+
+
+def _procs_mentioning(text: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text.encode() in (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture
+def scratch_base():
+    """A directory `nobody` can traverse (pytest's tmp_path is private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="moco-test-scratch-"))
+    base.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_killed_scorer_takes_its_programs_along_and_its_scratch_is_swept(scratch_base):
+    """SIGKILL of the scoring process (no cleanup code runs): the sandboxed program dies with it (parent-death
+    signal), and the next scorer removes the scratch directory the dead one left."""
+    base = scratch_base
+    p = subprocess.Popen([sys.executable, "-c", KILLED_SCORER, str(base)], env={**os.environ})
+    try:
+        deadline = time.time() + 60
+        while not [pid for pid in _procs_mentioning(str(base)) if pid != p.pid]:
+            assert time.time() < deadline and p.poll() is None, "the sandboxed program never started"
+            time.sleep(0.1)
+        time.sleep(1.5)  # the program runs (past the launcher's set-up)
+        assert p.poll() is None and [pid for pid in _procs_mentioning(str(base)) if pid != p.pid]
+    finally:
+        sigkill(p)
+    deadline = time.time() + 15
+    while _procs_mentioning(str(base)) and time.time() < deadline:
+        time.sleep(0.1)
+    orphans = _procs_mentioning(str(base))
+    for pid in orphans:  # never leave a spinning program behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "a sandboxed program outlived its scorer"
+    left = [d.name for d in base.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f"moco-sandbox-{p.pid}-")
+    live = base / f"moco-sandbox-{os.getpid()}-keep"  # a live process's directory stays
+    live.mkdir()
+    assert sweep_stale(str(base)) == 1
+    assert [d.name for d in base.iterdir()] == [live.name]

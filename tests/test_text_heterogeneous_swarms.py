@@ -1,0 +1,116 @@
+"""Heterogeneous swarms: seeded graph decoding, level-batched execution, and a swarm search whose best dev graph
+is exactly the graph run on the test set."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from helpers import letter_for, scripted_config
+from moco.methods.text.heterogeneous_swarms import Graph, decode, top_p_choice
+from moco.models.scripted import ScriptedBackend
+from moco.runner import run_experiment
+from text_agents import wrong, record_generate
+
+
+def node(name: str) -> ScriptedBackend:
+    """Question q is answered right by a if q % 4 == 0, by b if q % 4 < 2, by c if q % 4 < 3 but only when c sees
+    b's response. So a graph ending at a scores 0.25, at b 0.5, at c 0.75 if b feeds c directly, else 0."""
+    skill = {"a": 1, "b": 2, "c": 3}[name]
+
+    def reply(req) -> str:
+        prompt = req.messages[-1][1]
+        q = int(re.search(r"Question (\d+):", prompt).group(1))
+        right = letter_for(prompt)
+        seen = re.findall(r"Previous response \d+:\n(\w)\[[\w,]*\]", prompt)
+        ok = q % 4 < skill and (name != "c" or "b" in seen)
+        return f"{name}[{','.join(seen)}] The answer is ({right if ok else wrong(right)})"
+
+    return ScriptedBackend(name, fn=reply)
+
+
+def _is_in_tree(g: Graph) -> bool:
+    outs = {s for s, _ in g.edges}
+    if len(g.edges) != g.n - 1 or len(outs) != g.n - 1 or g.end in outs:
+        return False
+    nxt = dict(g.edges)
+    for v in range(g.n):  # every node reaches the end node: acyclic, connected
+        seen = set()
+        while v != g.end:
+            if v in seen:
+                return False
+            seen.add(v)
+            v = nxt[v]
+    return True
+
+
+def test_decode_is_seeded_pure_and_gives_in_trees():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5):
+        for _ in range(30):
+            pos = rng.uniform(-1, 1, n * n)
+            before = pos.copy()
+            g1 = decode(pos, n, 0.7, np.random.default_rng([1, 2, 3]))
+            g2 = decode(pos, n, 0.7, np.random.default_rng([1, 2, 3]))
+            assert g1 == g2 and _is_in_tree(g1)
+            assert np.array_equal(pos, before)  # no in-place mutation of the particle
+            lv = g1.levels()
+            assert lv[-1] == [g1.end] and sorted(v for level in lv for v in level) == list(range(n))
+    assert {top_p_choice(np.array([5.0, 0.0, 0.0]), 0.7, np.random.default_rng(s)) for s in range(20)} == {0}
+    assert {top_p_choice(np.zeros(3), 1.0, np.random.default_rng(s)) for s in range(40)} == {0, 1, 2}
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    return record_generate(monkeypatch)
+
+
+def expected_score(graph: dict) -> float:
+    end, edges = graph["end"], graph["edges"]
+    return {"a": 0.25, "b": 0.5}.get(end, 0.75 if ["b", "c"] in edges else 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_swarm_search_picks_the_best_dev_graph_and_runs_exactly_it(seed, tiny_task, cache, tmp_path, spy):
+    bk = {f"scripted:{n}": node(n) for n in "abc"}
+    cfg = scripted_config("text_heterogeneous_swarms", tiny_task, "abc",
+                          {"population": 4, "max_iterations": 6, "ratio": 1.0}, seed=seed)
+    res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bk)
+    sw = res.metrics["swarm"]
+    traj = sw["trajectory"]
+    for it in traj:  # every particle's dev score is its decoded graph's score
+        assert it["scores"] == [expected_score(g) for g in it["graphs"]]
+    assert [t["best_score"] for t in traj] == [max(s for t in traj[:i + 1] for s in t["scores"]) for i in range(len(traj))]
+    # the test graph is the first decoded graph that reached the best dev score (not a re-sample of its particle)
+    best = max(s for t in traj for s in t["scores"])
+    first = next(t["graphs"][p] for t in traj for p, s in enumerate(t["scores"]) if s == best)
+    assert sw["graph"] == first and sw["dev_score"] == best == 0.75
+    assert sw["graph"]["end"] == "c" and ["b", "c"] in sw["graph"]["edges"]
+    assert res.metrics["score"] == expected_score(sw["graph"])  # test questions follow the same pattern
+    tr = res.predictions[0]["trace"]
+    assert tr["graph"] == sw["graph"] and "b" in tr["nodes"]["c"]["saw"]
+    assert res.predictions[0]["output"].startswith("c[")
+    # execution is batched per topological level: one generate per (iteration, level), all particles and examples
+    test_calls = [(t, m) for t, m in spy if t.startswith("test level")]
+    assert [t for t, _ in test_calls] == [f"test level {d}" for d in range(len(sw["levels"]))]
+    for (_, called), level in zip(test_calls, sw["levels"]):
+        assert sorted(called) == sorted(level * 8)
+    search1 = [m for t, m in spy if t.startswith("search 1 level")]
+    assert sum(len(m) for m in search1) == 4 * 3 * 4  # 4 particles x 3 nodes x 4 dev questions
+    ph = res.metrics["phases"]
+    assert ph["test"]["calls"] == 3 * 8 and ph["dev"]["calls"] == sum(len(m) for t, m in spy if t.startswith("search"))
+
+
+def test_same_seed_same_search_other_seed_other_path(tiny_task, cache, tmp_path):
+    bk = {f"scripted:{n}": node(n) for n in "abc"}
+    params = {"population": 3, "max_iterations": 2, "dev_ratio": 0.5}
+    r1 = run_experiment(scripted_config("text_heterogeneous_swarms", tiny_task, "abc", params, seed=5),
+                        tmp_path / "1", cache=cache, backends=bk)
+    r2 = run_experiment(scripted_config("text_heterogeneous_swarms", tiny_task, "abc", params, seed=5),
+                        tmp_path / "2", cache=cache, backends=bk)
+    r3 = run_experiment(scripted_config("text_heterogeneous_swarms", tiny_task, "abc", params, seed=6),
+                        tmp_path / "3", cache=cache, backends=bk)
+    assert r1.metrics["swarm"]["trajectory"] == r2.metrics["swarm"]["trajectory"]
+    assert r1.metrics["swarm"]["trajectory"] != r3.metrics["swarm"]["trajectory"]
+    assert r1.metrics["swarm"]["dev_examples"] == 2

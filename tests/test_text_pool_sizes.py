@@ -1,0 +1,84 @@
+"""Every text method of the house runs with the smallest pool it accepts and with a larger one: each model
+takes part, every question gets an answer, and (all models being right) the collaboration stays right;
+and a model whose every call fails is left out (failures recorded), never fatal."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from helpers import scripted_config
+from moco.models.base import GenResult
+from moco.models.scripted import ScriptedBackend
+from moco.runner import run_experiment
+from text_agents import agent, backends
+
+METHODS = [
+    ("text_multiagent_refine", {"rounds": 1}),
+    ("text_multiagent_feedback", {"rounds": 1, "feedback_count": 2}),
+    ("text_llm_blender", {"top_k": 2}),
+    ("text_knowledge_card", {}),
+    ("text_majority_vote", {}),
+    ("text_heterogeneous_swarms", {"population": 2, "max_iterations": 1}),
+    ("text_structure", {"structure": "circle", "rounds": 1}),
+    ("text_bbmas", {"max_iterations": 1, "max_num_retries": 0}),
+    ("text_slm_mux", {"samples_per_model": 2}),
+    ("text_mixture_of_agents", {"layers": 3}),
+    ("text_self_moa", {}),
+]
+
+
+@pytest.mark.parametrize("n_models", [2, 5])
+@pytest.mark.parametrize("method, params", METHODS, ids=[m for m, _ in METHODS])
+def test_method_runs_with_any_pool_size(method, params, n_models, tiny_task, cache, tmp_path):
+    names = "abcde"[:n_models]
+    agents = {n: agent(n, True) for n in names}
+    res = run_experiment(scripted_config(method, tiny_task, names, params), tmp_path / "run", cache=cache,
+                         backends=backends(agents))
+    assert len(res.predictions) == 8 and res.metrics["total"]["failed"] == 0
+    assert res.metrics["score"] == 1.0
+    assert [n for n, b in agents.items() if b.calls] == list(names)  # every model took part (dev or test)
+    if method == "text_self_moa":  # one model (the dev-best: all tie, so the first) sampled once per pool member
+        tr = res.predictions[0]["trace"]
+        assert tr["proposer"] == "a" and len(tr["samples"]) == n_models
+
+
+class Broken(ScriptedBackend):
+    """An endpoint whose every call fails after its retries (empty text, an error recorded)."""
+
+    def generate(self, requests):
+        super().generate(requests)
+        return [GenResult("", finish_reason="error", error="HTTP 503") for _ in requests]
+
+
+@pytest.mark.parametrize("method, params", METHODS, ids=[m for m, _ in METHODS])
+def test_a_failing_model_is_left_out_not_fatal(method, params, tiny_task, cache, tmp_path):
+    """One model of three fails every call: the run finishes, its failures are recorded, the others carry on
+    and no one is shown its (empty) output as an answer."""
+    agents = {"a": agent("a", True), "b": agent("b", True), "c": Broken("c", default="x")}
+    if method == "text_heterogeneous_swarms":  # graphs ending at c score 0 on dev: the search must avoid them
+        params = {"population": 4, "max_iterations": 2}
+    cfg = scripted_config(method, tiny_task, "abc", params, roles=_roles(method))
+    res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends(agents))
+    assert len(res.predictions) == 8 and res.metrics["score"] == 1.0 and res.metrics["failed"] == 0
+    if method == "text_self_moa":  # only the proposer (a) samples: c is never asked
+        assert not agents["c"].calls
+    else:
+        # every failed call is recorded (identical calls of one batch reach the backend once)
+        assert res.metrics["total"]["failed"] >= len(agents["c"].calls) > 0
+    if method == "text_heterogeneous_swarms":
+        assert res.metrics["swarm"]["graph"]["end"] != "c" and res.metrics["swarm"]["dev_score"] == 1.0
+    for b in ("a", "b"):  # an answer slot of c would show up as an empty labelled block
+        assert not any(re.search(r"(Agent answer|Candidate [AB1-9]|Previous response \d|Assistant \d|"
+                                 r"Knowledge \d|Conclusion #\d):\s*\n\n", c.prompt) for c in agents[b].calls)
+
+
+def _roles(method: str) -> dict:
+    """Roles bound to a working model where the dev-best could be the broken one only by a tie."""
+    role = {"text_multiagent_refine": "summarizer", "text_multiagent_feedback": "summarizer",
+            "text_llm_blender": "ranker", "text_knowledge_card": "answerer", "text_structure": "final",
+            "text_mixture_of_agents": "aggregator", "text_self_moa": "proposer"}.get(method)
+    roles = {role: "a"} if role else {}
+    if method == "text_llm_blender":
+        roles["fuser"] = "a"
+    return roles
