@@ -1,4 +1,5 @@
-"""Generation efficiency on the embedded model: the workload of a 3-model, 1-round multi-agent refine.
+"""Generation efficiency on the embedded model: the workload of a 3-model, 1-round multi-agent refine
+(or, with --method text_majority_vote, of a 3-model majority vote).
 
 Prints, measured in one process on the same prompts:
   (a) moco: the refine method run through the runner (pool, batching, cache writes, traces), fresh cache;
@@ -8,6 +9,7 @@ Prints, measured in one process on the same prompts:
 and the ratios a/b (target >= 0.85) and a/c.
 
     python benchmarks/generation_speed.py [--questions 40] [--max-new-tokens 64] [--temperature 0.7]
+                                          [--method text_multiagent_refine|text_majority_vote]
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--method", default="text_multiagent_refine",
+                    choices=["text_multiagent_refine", "text_majority_vote"])
     args = ap.parse_args()
 
     import torch
@@ -42,10 +46,10 @@ def main() -> None:
 
     folder = builtin.ensure_converted("smollm2-135m-instruct")
     cfg = parse_config({
-        "method": "text_multiagent_refine",
+        "method": args.method,
         "task": {"name": "moco_demo", "test_limit": args.questions},
         "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
-        "params": {"rounds": 1, "summarizer": 0},
+        "params": {"rounds": 1, "summarizer": 0} if args.method == "text_multiagent_refine" else {},
         "generation": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9,
                        "batch_size": args.batch_size},
     })
@@ -131,7 +135,8 @@ def main() -> None:
     t_c = time.perf_counter() - t0
 
     a, b, c = tok_a / t_a, tok_b / t_b, tok_c / t_c
-    print(f"workload: 3 pseudo-experts of smollm2-135m-instruct, {args.questions} questions, refine 1 round + summary "
+    shape = "refine 1 round + summary" if args.method == "text_multiagent_refine" else "majority vote"
+    print(f"workload: 3 pseudo-experts of smollm2-135m-instruct, {args.questions} questions, {shape} "
           f"= {n_calls} generations, max {args.max_new_tokens} new tokens, temperature {args.temperature}, "
           f"batch {args.batch_size}, {torch.get_num_threads()} threads")
     print(f"(a) moco runner           : {tok_a:6d} tokens in {t_a:7.1f} s = {a:6.1f} tok/s")

@@ -156,3 +156,61 @@ def test_logprobs_are_requested_and_parsed():
     r = _backend(handler).generate([GenRequest((("user", "x"),), SamplingParams(4, 0.7, logprobs=True), 1)])[0]
     assert seen[0]["logprobs"] is True and seen[0]["top_logprobs"] == 1
     assert r.token_logprobs == [-0.5, -2.0] and r.top_logprobs == [-0.5, -0.1]
+
+
+def _run_ctx(backends: dict, prompts_per_model: int = 6):
+    """One ctx.generate over every model of a scripted-config pool whose models are replaced by `backends`."""
+    from moco.cache import NullCache
+    from moco.config import parse_config
+    from moco.context import Call, RunContext
+    from moco.runner import plan
+    from moco.trace import CallRecorder
+
+    cfg = parse_config({"method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 2},
+                        "models": [{"model": n} for n in backends]})
+    p = plan(cfg, backends=backends)
+    ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=NullCache(), recorder=CallRecorder(None),
+                     generation=cfg.generation)
+    calls = [Call(n, f"{n} q{i}") for n in backends for i in range(prompts_per_model)]
+    return ctx.generate(calls), calls
+
+
+def _slow_server(state: dict, shared: dict | None = None, delay: float = 0.05):
+    """A mock server that records its peak of requests in flight, and in `shared` (common to several servers)
+    the peak number of distinct models with a request in flight at the same moment."""
+    shared = shared if shared is not None else state
+
+    async def handler(request):
+        body = json.loads(request.content)
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        flying = shared.setdefault("flying", {})
+        flying[body["model"]] = flying.get(body["model"], 0) + 1
+        shared["overlap"] = max(shared.get("overlap", 0), sum(1 for v in flying.values() if v))
+        await asyncio.sleep(delay)
+        flying[body["model"]] -= 1
+        state["now"] -= 1
+        return _ok(body["messages"][-1]["content"].upper())
+
+    return handler
+
+
+def test_different_endpoints_decode_at_the_same_time_in_one_generate_call():
+    states, shared = [{"now": 0, "peak": 0} for _ in range(3)], {}
+    backends = {f"m{i}": OpenAIBackend(f"http://server{i}/v1", f"m{i}", concurrency=2,
+                                       transport=httpx.MockTransport(_slow_server(states[i], shared)))
+                for i in range(3)}
+    out, calls = _run_ctx(backends, prompts_per_model=6)
+    assert [r.text for r in out] == [str(c.prompt).upper() for c in calls]  # aligned with the calls
+    assert [r.model for r in out] == [c.model for c in calls]
+    assert all(s["peak"] == 2 for s in states)  # each endpoint at its own limit
+    assert shared["overlap"] == 3  # all three servers worked at the same time (sequential dispatch gives 1)
+
+
+def test_models_of_one_server_share_its_concurrency():
+    state = {"now": 0, "peak": 0}
+    server = httpx.MockTransport(_slow_server(state, delay=0.02))  # one vLLM serving two LoRA adapters
+    backends = {n: OpenAIBackend("http://vllm/v1", n, concurrency=3, transport=server) for n in ("lora-a", "lora-b")}
+    out, calls = _run_ctx(backends, prompts_per_model=9)
+    assert [r.text for r in out] == [str(c.prompt).upper() for c in calls]
+    assert state["peak"] == 3  # two backends of 3 each ran concurrently, yet never more than the server's limit

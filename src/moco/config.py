@@ -60,7 +60,8 @@ class EndpointSpec(StrictModel):
     base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
     model: str | None = Field(None, description="served model name; default: the spec's `model`")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    concurrency: int = Field(8, ge=1, le=1024)
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight to this base_url, shared by "
+                                                          "every model served there (multi-LoRA)")
     timeout_s: float = Field(120.0, gt=0, le=86400)
     max_retries: int = Field(4, ge=0, le=20)
     seeded: bool = Field(False, description="the server honours per-request seeds (vLLM does)")
@@ -128,7 +129,17 @@ class GenerationSettings(StrictModel):
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="0 = greedy")
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     batch_size: int = Field(16, ge=1, le=4096, description="rows per forward pass (HF backends)")
-    big_model_mode: bool = Field(False, description="shard each model over all gpu_ids (device_map=auto)")
+    big_model_mode: bool = Field(False, description="shard each model over hardware.gpu_ids (device_map=auto)")
+
+
+class RaySettings(StrictModel):
+    """Run every Hugging Face model of the pool as `replicas` Ray actors (data parallel over GPUs and nodes)."""
+
+    address: str | None = Field(None, description="an existing cluster ('auto', 'ray://host:10001'); "
+                                                  "default: start a local Ray")
+    replicas: int = Field(2, ge=1, le=4096, description="actors per model; each loads the model once")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor (1 on a GPU cluster)")
+    num_cpus: float = Field(1, gt=0, description="CPUs per actor")
 
 
 class HardwareSettings(StrictModel):
@@ -136,6 +147,7 @@ class HardwareSettings(StrictModel):
 
     gpu_ids: list[int] = Field(default_factory=list)
     memory_budget_gb: float | None = Field(None, gt=0, description="refuse to load models beyond this budget")
+    ray: RaySettings | None = Field(None, description="Hugging Face models run as Ray actors")
 
     @field_validator("gpu_ids")
     @classmethod

@@ -7,8 +7,10 @@ aligned with the calls. Methods never loop over single prompts against a backend
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -70,6 +72,8 @@ class Output:
 
 
 class RunContext:
+    overlap_remote = True  # remote backends of one generate call run concurrently (False: one after the other)
+
     def __init__(self, *, pool: ModelPool, task: Task, scorer: Scorer, cache: ResponseCache,
                  recorder: CallRecorder, generation: GenerationSettings, seed: int = 0,
                  artifacts_dir: Path | None = None, progress: Progress | None = None,
@@ -89,6 +93,7 @@ class RunContext:
         self._dev_answers: dict[int, list[Response]] = {}
         self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
         self._batch_id = 0
+        self._results_lock = threading.Lock()
         if hasattr(scorer, "bind"):  # model-based scorers (judge, reward) call their role through this context
             scorer.bind(self)
 
@@ -177,10 +182,24 @@ class RunContext:
         by_backend: dict[str, list[str]] = {}
         for key, positions in where.items():  # plan over all requests of a backend, cached ones included
             by_backend.setdefault(handles[positions[0]].backend_key, []).append(key)
-        for keys in by_backend.values():
-            if any(k not in done for k in keys):
-                self._run_backend(keys, {k: (handles[where[k][0]], prepared[where[k][0]][1]) for k in keys},
-                                  done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
+        jobs = [keys for keys in by_backend.values() if any(k not in done for k in keys)]
+
+        def run(keys: list[str]) -> None:
+            self._run_backend(keys, {k: (handles[where[k][0]], prepared[where[k][0]][1]) for k in keys},
+                              done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
+
+        remote = [j for j in jobs if self.pool.is_remote(handles[where[j[0]][0]])]
+        if remote and len(jobs) > 1 and self.overlap_remote:  # remote engines work while local models decode
+            with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
+                futures = [ex.submit(run, j) for j in remote]
+                for j in jobs:
+                    if j not in remote:
+                        run(j)
+                for f in futures:
+                    f.result()
+        else:
+            for j in jobs:
+                run(j)
         self.progress.done(bar)
         out: list[Response] = []
         for h, (key, _req) in zip(handles, prepared):
@@ -212,12 +231,13 @@ class RunContext:
                 continue
             results = backend.generate([reqs[i] for i in missing])
             faults.hit("generate.batch")
-            self._batch_id += 1
-            self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
-            for i, r in zip(missing, results):
-                done[keys[i]] = (r, False)
-                on_result(keys[i], done[keys[i]], self._batch_id)
-            self.progress.advance(bar, len(missing))
+            with self._results_lock:  # backends of one call may run in threads (remote engines)
+                self._batch_id += 1
+                self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
+                for i, r in zip(missing, results):
+                    done[keys[i]] = (r, False)
+                    on_result(keys[i], done[keys[i]], self._batch_id)
+                self.progress.advance(bar, len(missing))
 
     def ask(self, model: Any, prompts: Sequence[str], tag: str = "", sampling: SamplingParams | None = None,
             replica: int = 0) -> list[Response]:

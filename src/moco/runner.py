@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from moco.cache import ResponseCache
-from moco.config import ExperimentConfig, ModelSpec, dump_config
+from moco.config import ExperimentConfig, HardwareSettings, ModelSpec, dump_config
 from moco.context import Output, RunContext
 from moco.errors import ConfigError, MocoError
 from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models.base import Backend, Capabilities
-from moco.models.pool import ModelHandle, ModelPool, is_vision_spec
+from moco.models.pool import ModelHandle, ModelPool, is_vision_spec, on_ray
 from moco.progress import Progress
 from moco.rundir import atomic_write, default_run_dir, hardware, manifest, start_attempt, write_json, write_jsonl
 from moco.scoring import scorer_for
@@ -48,12 +48,18 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _capabilities(spec: ModelSpec) -> Capabilities:
+def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabilities, str]:
+    """What a model's backend will be able to do, and what to call that backend in a message."""
     if spec.kind == "openai":
-        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded), images=True)
+        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded),
+                            images=True), "an OpenAI-compatible endpoint"
+    if on_ray(spec, hardware):
+        from moco.models.ray_backend import CAPABILITIES
+
+        return CAPABILITIES, "Ray actors (hardware.ray)"
     if is_vision_spec(spec):
-        return Capabilities(chat=True, seeded=True, images=True)
-    return KIND_CAPABILITIES[spec.kind]
+        return Capabilities(chat=True, seeded=True, images=True), "vision backend"
+    return KIND_CAPABILITIES[spec.kind], f"{spec.kind} backend"
 
 
 def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,
@@ -97,13 +103,13 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
     pool.check()  # models exist (before asking what they can do)
     for h in [*pool.handles, *method_roles]:
         if h.spec.model in pool.overrides:
-            caps = pool.overrides[h.spec.model].capabilities
+            caps, where = pool.overrides[h.spec.model].capabilities, "in-memory backend"
         else:
-            caps = _capabilities(h.spec)
+            caps, where = _capabilities(h.spec, cfg.hardware)
         missing = caps.missing(info.needs)
         if missing:
             raise ConfigError(f"method {info.name} needs {', '.join(missing)} from every model; "
-                              f"model '{h.name}' ({h.spec.kind} backend) cannot provide it")
+                              f"model '{h.name}' ({where}) cannot provide it")
     if cfg.hardware.gpu_ids:
         import torch
 

@@ -18,32 +18,11 @@ from typing import Any
 
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult
+from moco.models.placement import pick_device, pick_dtype  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 PLAIN_TEMPLATE_NOTE = "no chat template: plain 'User:/Assistant:' format used"
-
-
-def pick_device(device: str | None) -> str:
-    """'auto' or None -> cuda:0 when a GPU exists, else cpu."""
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device} requested but no CUDA GPU is visible")
-    return device
-
-
-def pick_dtype(dtype: str, device: str):
-    """fp32 on CPU (bf16 is ~3x slower there); bf16 on GPUs that support it, else fp16."""
-    import torch
-
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def folder_fingerprint(path: Path) -> str:
@@ -91,6 +70,7 @@ class HFBackend:
         batch_size: int = 16,
         max_batch_tokens: int = 32768,
         device_map: str | dict | None = None,
+        max_memory: dict | None = None,
         trust_remote_code: bool = False,
     ):
         import torch
@@ -106,8 +86,9 @@ class HFBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
             kwargs: dict[str, Any] = {"dtype": self.torch_dtype, "revision": revision, "trust_remote_code": trust_remote_code}
-            if device_map is not None:
+            if device_map is not None:  # sharded by accelerate over the devices named in max_memory
                 kwargs["device_map"] = device_map
+                kwargs["max_memory"] = max_memory
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as e:
             raise ModelError(f"cannot load model '{source}': {str(e).splitlines()[0]}") from None
@@ -346,7 +327,16 @@ class HFBackend:
         return out
 
     def close(self) -> None:
+        """Drop the weights (an evicted model): memory returns once no method holds this backend."""
+        import gc
+
+        import torch
+
+        on_gpu = self.device.startswith("cuda")
         self.model = None  # type: ignore[assignment]
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
 
 
 def _fold_system(msgs: list[dict]) -> list[dict]:

@@ -1,15 +1,18 @@
 """Any OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp server, Ollama, OpenAI).
 
-Async httpx with bounded concurrency, retries with exponential backoff on timeouts, connection errors,
-429 and 5xx, and a timeout on every call. A call that still fails is returned as a failed result (recorded,
+Async httpx with bounded concurrency per server (models served by one server, e.g. LoRA adapters of one
+vLLM, share its limit; `RunContext.generate` queries different servers at the same time, see `remote`),
+retries with exponential backoff on timeouts, connection errors, 429 and 5xx, and a timeout on every call. A call that still fails is returned as a failed result (recorded,
 never scored as correct). Tests swap the transport (`httpx.MockTransport`): no live server needed.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import random
+import threading
 import time
 from typing import Any
 
@@ -20,6 +23,20 @@ from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
 from moco.models.images import data_url
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+log = logging.getLogger(__name__)
+_SLOTS: dict[str, tuple[int, threading.BoundedSemaphore]] = {}  # base_url -> in-flight limit of the server
+_SLOTS_LOCK = threading.Lock()
+
+
+def endpoint_slots(base_url: str, concurrency: int) -> threading.BoundedSemaphore:
+    """The process-wide request slots of one server; the first model that reaches it sets their number."""
+    with _SLOTS_LOCK:
+        if base_url not in _SLOTS:
+            _SLOTS[base_url] = (concurrency, threading.BoundedSemaphore(concurrency))
+        elif _SLOTS[base_url][0] != concurrency:
+            log.warning("endpoint %s: concurrency %d ignored, its models share the first value %d",
+                        base_url, concurrency, _SLOTS[base_url][0])
+        return _SLOTS[base_url][1]
 
 
 class OpenAIBackend:
@@ -54,6 +71,10 @@ class OpenAIBackend:
         # images: sent as image_url parts; the served model must be a vision-language model
         self.capabilities = Capabilities(chat=True, logprobs=True, seeded=seeded, images=True)
         self.retries_done = 0
+        self.remote = True  # waits on a server: RunContext.generate overlaps it with other backends
+        # one server = one base_url (with an injected transport, e.g. a test's mock server: that transport)
+        self.slots = endpoint_slots(self.base_url if transport is None else f"{self.base_url}#{id(transport)}",
+                                    self.concurrency)
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout_s,
@@ -94,7 +115,12 @@ class OpenAIBackend:
 
             async def one(req: GenRequest) -> GenResult:
                 async with sem:
-                    return await self._one(client, req)
+                    while not self.slots.acquire(blocking=False):  # the server's slots, shared across threads
+                        await asyncio.sleep(0.002)
+                    try:
+                        return await self._one(client, req)
+                    finally:
+                        self.slots.release()
 
             return list(await asyncio.gather(*(one(r) for r in requests)))
 

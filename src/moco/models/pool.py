@@ -84,6 +84,11 @@ def _source(spec: ModelSpec) -> str:
     return os.path.expanduser(spec.model)
 
 
+def on_ray(spec: ModelSpec, hardware: HardwareSettings) -> bool:
+    """A text Hugging Face model served by Ray actors (hardware.ray); vision models stay in this process."""
+    return spec.kind == "hf" and hardware.ray is not None and not is_vision_spec(spec)
+
+
 def is_vision_spec(spec: ModelSpec) -> bool:
     """A Hugging Face model with a vision tower (read from its config; embedded models are text-only)."""
     if spec.kind != "hf" or builtin.is_embedded(spec.model):
@@ -119,18 +124,6 @@ class _Resident:
 
 
 RESIDENT = _Resident()
-
-
-def _estimate_gb(spec: ModelSpec) -> float:
-    """Size of the weights on disk (fp32 embedded model: its converted folder)."""
-    try:
-        src = Path(_source(spec))
-    except ModelError:
-        return 0.0
-    if not src.is_dir():
-        return 0.0
-    return sum(f.stat().st_size for f in src.rglob("*.safetensors")) / 2**30 or sum(
-        f.stat().st_size for f in src.rglob("*.bin")) / 2**30
 
 
 @dataclass
@@ -200,9 +193,39 @@ class ModelPool:
         return _source(handle.spec)
 
     def check(self) -> None:
+        """Every model can exist and fits the memory budget on its own; loads nothing, converts nothing."""
+        budget = self.hardware.memory_budget_gb
         for h in [*self.handles, *self._extra.values()]:
             if h.spec.model not in self.overrides:
                 check_spec(h.spec)
+                if budget is not None:
+                    _within_budget(h.name, self.estimate_gb(h, convert=False), budget)
+
+    def is_remote(self, handle: ModelHandle) -> bool:
+        """Its backend waits on other processes (an endpoint, Ray actors), so it can run in a thread while local
+        models decode; decided from the spec, without loading anything."""
+        spec = handle.spec
+        if spec.model in self.overrides:
+            return bool(getattr(self.overrides[spec.model], "remote", False))
+        return spec.kind == "openai" or on_ray(spec, self.hardware)
+
+    def estimate_gb(self, handle: ModelHandle, convert: bool = True) -> float:
+        """Weights of a Hugging Face model in the dtype it will be loaded in (0 for other kinds, Ray actors,
+        and an embedded model not converted yet when `convert` is False)."""
+        spec = handle.spec
+        if spec.kind != "hf" or spec.model in self.overrides or on_ray(spec, self.hardware):
+            return 0.0
+        from moco.models.memory import estimate_gb, local_snapshot
+        from moco.models.placement import dtype_name, pick_device
+
+        dtype = dtype_name(spec.dtype, pick_device(self.device_for(handle)))
+        m = spec.model
+        if builtin.is_embedded(m):
+            folder = builtin.ensure_converted(m) if convert else builtin.model_dir(m)
+            return estimate_gb(folder, dtype)
+        if _looks_local(m):
+            return estimate_gb(Path(m).expanduser(), dtype)
+        return estimate_gb(local_snapshot(m, spec.revision), dtype, repo_id=m, revision=spec.revision)
 
     # -------------------------------------------------------------- placement and loading
     def _backend_key(self, spec: ModelSpec) -> str:
@@ -232,12 +255,11 @@ class ModelPool:
         if key not in self._fingerprints:
             if handle.spec.model in self.overrides:
                 fp = self.overrides[handle.spec.model].fingerprint
-            elif handle.spec.kind == "hf":
-                from moco.models.hf import pick_device, pick_dtype
+            elif handle.spec.kind == "hf" and not on_ray(handle.spec, self.hardware):
+                from moco.models.placement import dtype_name, pick_device
 
                 dev = pick_device(self.device_for(handle))
-                dtype = str(pick_dtype(handle.spec.dtype, dev)).replace("torch.", "")
-                fp = f"{_weights_fingerprint(handle.spec)}|{dtype}|{dev.split(':')[0]}"
+                fp = f"{_weights_fingerprint(handle.spec)}|{dtype_name(handle.spec.dtype, dev)}|{dev.split(':')[0]}"
             else:
                 fp = self.backend(handle).fingerprint
             self._fingerprints[key] = fp
@@ -250,23 +272,29 @@ class ModelPool:
         if spec.model in self.overrides:
             return self.overrides[spec.model]
         key = handle.backend_key + f"|{self.device_for(handle)}|{self.generation.batch_size}"
+        if on_ray(spec, self.hardware):
+            key += "|ray:" + self.hardware.ray.model_dump_json()
         with RESIDENT.lock:
             if key in RESIDENT.backends:
                 RESIDENT.backends.move_to_end(key)
                 return RESIDENT.backends[key]
-            need = _estimate_gb(spec) if spec.kind == "hf" else 0.0
-            self._make_room(need)
+            need = self.estimate_gb(handle)
+            self._make_room(need, handle.name)
+            if on_ray(spec, self.hardware):  # free Ray CPUs/GPUs for the new actors
+                from moco.models.ray_backend import make_room
+
+                make_room(self.hardware.ray, RESIDENT.backends, RESIDENT.sizes)
             backend = self._load(handle)
             RESIDENT.backends[key] = backend
             RESIDENT.sizes[key] = need
             return backend
 
-    def _make_room(self, need_gb: float) -> None:
+    def _make_room(self, need_gb: float, name: str) -> None:
+        """Evict least recently used models until `need_gb` fits the budget (an error if it never can)."""
         budget = self.hardware.memory_budget_gb
         if budget is None:
             return
-        if need_gb > budget:
-            raise ModelError(f"a model needs {need_gb:.2f} GB, more than memory_budget_gb={budget:g}")
+        _within_budget(name, need_gb, budget)
         while RESIDENT.backends and sum(RESIDENT.sizes.values()) + need_gb > budget:
             old, backend = RESIDENT.backends.popitem(last=False)
             RESIDENT.sizes.pop(old, None)
@@ -290,9 +318,18 @@ class ModelPool:
                               seeded=ep.seeded)
             b.check()
             return b
+        check_spec(spec)
+        hf_kwargs = dict(dtype=spec.dtype, revision=spec.revision, adapter=spec.adapter,
+                         batch_size=self.generation.batch_size, trust_remote_code=spec.trust_remote_code)
+        ray = self.hardware.ray
+        if on_ray(spec, self.hardware):
+            from moco.models.ray_backend import RayHFBackend
+
+            return RayHFBackend(_source(spec), weights_fingerprint=_weights_fingerprint(spec), hf_kwargs=hf_kwargs,
+                                replicas=ray.replicas, num_cpus=ray.num_cpus, num_gpus=ray.num_gpus,
+                                address=ray.address)
         from moco.models.hf import HFBackend
 
-        check_spec(spec)
         device = self.device_for(handle)
         if is_vision_spec(spec):
             from moco.models.hf_vision import HFVisionBackend
@@ -300,13 +337,17 @@ class ModelPool:
             return HFVisionBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, dtype=spec.dtype,
                                    revision=spec.revision, adapter=spec.adapter, batch_size=self.generation.batch_size,
                                    trust_remote_code=spec.trust_remote_code)
-        device_map = None
         if self.generation.big_model_mode and self.hardware.gpu_ids:
-            device_map = "auto"
+            from moco.models.placement import big_model_kwargs
+
+            hf_kwargs.update(big_model_kwargs(self.hardware.gpu_ids, self.estimate_gb(handle)))
             device = f"cuda:{self.hardware.gpu_ids[0]}"
-        return HFBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, dtype=spec.dtype,
-                         revision=spec.revision, adapter=spec.adapter, batch_size=self.generation.batch_size,
-                         device_map=device_map, trust_remote_code=spec.trust_remote_code)
+        return HFBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, **hf_kwargs)
+
+
+def _within_budget(name: str, need_gb: float, budget: float) -> None:
+    if need_gb > budget:
+        raise ModelError(f"model '{name}' needs {need_gb:.2f} GB, more than memory_budget_gb={budget:g}")
 
 
 def _default_name(spec: ModelSpec) -> str:
