@@ -56,6 +56,7 @@ def test_switch_generation_example_trains_a_selector(smollm_dir, tmp_path, cache
     assert sum(info["segment_share"].values()) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # ~55 s: loads a second SmolLM2 backend
 @pytest.mark.smollm
 def test_nudging_across_tokenizers_hands_over_words_as_text(smollm_dir, tiny_backends):
     """A character-level tiny base nudged by SmolLM2 (a byte-level BPE): gamma 1 makes SmolLM2 write every word,
