@@ -1,9 +1,11 @@
 """Scripted collaborators for method tests: each reply says who wrote it and in which round."""
 from __future__ import annotations
 
+import math
 import re
 
 from moco.config import parse_config
+from moco.models.base import Capabilities
 from moco.models.scripted import ScriptedBackend
 
 
@@ -35,3 +37,36 @@ def scripted_config(method: str, task_path, names, params=None, **extra):
            "params": params or {}, "generation": {"max_new_tokens": 32, "temperature": 0.0}}
     raw.update(extra)
     return parse_config(raw)
+
+
+class ConfidentBackend(ScriptedBackend):
+    """Answers 'The answer is (X)', right when `correct` (a bool, or a function of the question number), with
+    every token at probability conf(question number); log-probabilities only when asked for."""
+
+    capabilities = Capabilities(chat=True, logprobs=True, seeded=True)
+
+    def __init__(self, name: str, correct, conf, unsure_word: bool = False):
+        def reply(req) -> str:
+            letter = letter_for(req.messages[-1][1])
+            if not (correct(self._q(req)) if callable(correct) else correct):
+                letter = "ABCD"[("ABCD".index(letter) + 1) % 4]
+            text = f"{name}: The answer is ({letter})"
+            if unsure_word and "unconfident" in req.messages[-1][1] and conf(self._q(req)) < 0.5:
+                text += " unconfident"
+            return text
+
+        super().__init__(name, fn=reply)
+        self.conf = conf
+
+    @staticmethod
+    def _q(req) -> int:
+        return int(re.search(r"Question (\d+):", req.messages[-1][1]).group(1))
+
+    def generate(self, requests):
+        out = super().generate(requests)
+        for req, r in zip(requests, out):
+            if req.sampling.logprobs:
+                lp = math.log(self.conf(self._q(req)))
+                r.token_logprobs = [lp] * r.tokens_out
+                r.top_logprobs = [max(lp, math.log(0.5))] * r.tokens_out
+        return out

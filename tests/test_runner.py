@@ -88,7 +88,7 @@ def test_failed_calls_are_recorded_never_scored_and_retried_next_run(tiny_task, 
 
 def test_interrupted_run_is_marked_and_keeps_finished_calls(tiny_task, cache, tmp_path, monkeypatch):
     backends = {f"scripted:{n}": debater(n, True) for n in "ab"}
-    import moco.methods.text.multiagent_refine as refine
+    import moco.methods.text.shared as refine  # where the debate summary prompt is built
 
     real = refine.summary_prompt
 

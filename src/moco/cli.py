@@ -185,6 +185,55 @@ def demo(
     run_demo(console, out, limit, progress)
 
 
+zoo_app = typer.Typer(no_args_is_help=True, help="Pools of specialists fine-tuned from one base model.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("build")
+def zoo_build(
+    out: Path = typer.Option(Path("zoo"), "--out", "-o", help="zoo folder (adapters, zoo.json, models.yaml)"),
+    base: str = typer.Option("smollm2-135m-instruct", "--base", help="embedded model name or local model folder"),
+    only: Optional[str] = typer.Option(None, "--only", help="comma-separated specialists (default: math,knowledge,safety)"),
+    steps: int = typer.Option(60, "--steps", min=1, help="optimizer steps per specialist"),
+    examples: int = typer.Option(200, "--examples", min=1, help="dev examples per specialist (seeded sample)"),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    lr: float = typer.Option(2e-4, "--lr"),
+    max_length: int = typer.Option(384, "--max-length", min=16, help="tokens per training sequence"),
+    merged: bool = typer.Option(False, "--merged/--adapters", help="save full merged folders instead of adapters"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """LoRA fine-tune the base on several domains' dev data; print a ready-to-use `models:` list."""
+    from moco.zoo import DEFAULT_SPECIALISTS, ZooSettings, build_zoo, model_entries, with_steps
+
+    names = tuple(x.strip() for x in only.split(",") if x.strip()) if only else DEFAULT_SPECIALISTS
+    settings = with_steps(ZooSettings(base=base, specialists=names, max_examples=examples, merged=merged),
+                          max_steps=steps, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed)
+
+    def report(b) -> None:
+        how = "reused" if b.reused else f"{b.steps} steps in {b.seconds:.0f}s"
+        console.print(f"{b.name:<12} {b.examples:>4} examples ({', '.join(b.datasets)}), {how}, "
+                      f"loss {b.first_loss:.3f} -> {b.last_loss:.3f}: {b.path}", highlight=False, soft_wrap=True)
+
+    built = build_zoo(out, settings, data_dir, on_done=report)
+    import yaml
+
+    console.print(f"\nwrote {out / 'models.yaml'} and {out / 'zoo.json'}; use in a config:\n", highlight=False)
+    console.print(yaml.safe_dump({"models": model_entries(built, base, merged)}, sort_keys=False, width=200),
+                  highlight=False, markup=False)
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """The specialists `moco zoo build` can make, with their training datasets."""
+    from moco.zoo import DEFAULT_SPECIALISTS, SPECIALISTS
+
+    for s in SPECIALISTS.values():
+        mark = "*" if s.name in DEFAULT_SPECIALISTS else " "
+        console.print(f"{mark} {s.name:<12} {', '.join(s.datasets):<22} {s.description}", highlight=False, soft_wrap=True)
+    console.print("* built by default")
+
+
 @app.command()
 def serve(
     config: Path = typer.Argument(..., help="experiment config of the collaboration to serve (task optional)"),

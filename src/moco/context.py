@@ -21,7 +21,7 @@ from moco import faults
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
 from moco.errors import ModelError
-from moco.models.base import GenRequest, GenResult, Message, SamplingParams
+from moco.models.base import GenRequest, GenResult, Message, SamplingParams, with_role_prompt
 from moco.models.pool import ModelHandle, ModelPool
 from moco.progress import Progress
 from moco.scoring.base import Scorer, ScoreResult
@@ -69,6 +69,11 @@ class Output:
     use_answer: bool = False
     trace: dict[str, Any] | None = None
     failed: bool = False
+
+
+def _widest(prepared: list[tuple[str, GenRequest]], positions: list[int]) -> GenRequest:
+    """Of identical calls, the one asking for log-probabilities if any (its result serves them all)."""
+    return next((prepared[p][1] for p in positions if prepared[p][1].sampling.logprobs), prepared[positions[0]][1])
 
 
 class RunContext:
@@ -151,13 +156,8 @@ class RunContext:
     # ------------------------------------------------------------------ generation
     def _request(self, handle: ModelHandle, call: Call) -> tuple[str, GenRequest]:
         msgs: list[Message] = [("user", call.prompt)] if isinstance(call.prompt, str) else [tuple(m) for m in call.prompt]
-        if handle.role_prompt:
-            if msgs and msgs[0][0] == "system":
-                msgs[0] = ("system", f"{handle.role_prompt}\n\n{msgs[0][1]}")
-            else:
-                msgs.insert(0, ("system", handle.role_prompt))
         sampling = call.sampling or self.sampling()
-        req = GenRequest(tuple(msgs), sampling, 0, call.prefix, tuple(call.images))
+        req = GenRequest(with_role_prompt(msgs, handle.role_prompt), sampling, 0, call.prefix, tuple(call.images))
         key = request_key(self.pool.fingerprint(handle), req, self.seed, call.replica + handle.replica_offset)
         return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix, req.images)
 
@@ -175,6 +175,8 @@ class RunContext:
             where.setdefault(key, []).append(pos)
         done: dict[str, tuple[GenResult, bool]] = {}
         for key, hit in self.cache.get_many(list(where)).items():
+            if hit.extra is None and any(prepared[p][1].sampling.logprobs for p in where[key]):
+                continue  # cached without log-probabilities: recompute (same seed, same text) and store them
             done[key] = (hit.to_result(), True)
             self._record(key, where[key], handles, done[key], tag, None)
         bar = self.progress.task(f"{self.recorder.phase} {tag}".strip(), len(where)) if where else None
@@ -185,7 +187,7 @@ class RunContext:
         jobs = [keys for keys in by_backend.values() if any(k not in done for k in keys)]
 
         def run(keys: list[str]) -> None:
-            self._run_backend(keys, {k: (handles[where[k][0]], prepared[where[k][0]][1]) for k in keys},
+            self._run_backend(keys, {k: (handles[where[k][0]], _widest(prepared, where[k])) for k in keys},
                               done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
 
         remote = [j for j in jobs if self.pool.is_remote(handles[where[j[0]][0]])]

@@ -17,6 +17,7 @@ from moco.config import ExperimentConfig, HardwareSettings, ModelSpec, dump_conf
 from moco.context import Output, RunContext
 from moco.errors import ConfigError, MocoError
 from moco.methods.registry import MethodInfo, MethodParams, get_method
+from moco.models import compat
 from moco.models.base import Backend, Capabilities
 from moco.models.pool import ModelHandle, ModelPool, is_vision_spec, on_ray
 from moco.progress import Progress
@@ -46,6 +47,7 @@ class Plan:
     pool: ModelPool
     roles: dict[str, ModelHandle] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)  # compatibility checks that passed (tokenizer, architecture)
 
 
 def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabilities, str]:
@@ -119,13 +121,16 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         bad = [i for i in cfg.hardware.gpu_ids if i >= torch.cuda.device_count()]
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
+    pool.check()
+    checks: list[str] = []
+    entries = compat.entries_for(pool.handles, pool.overrides)
     if info.same_tokenizer:
-        from moco.models.vocab import vocabulary_mismatch
-
-        why = vocabulary_mismatch(pool, pool.handles)
-        if why:
-            raise ConfigError(f"method {info.name} needs one shared vocabulary: {why}")
-    p = Plan(cfg, info, params, task, scorer, pool, roles)
+        checks.append(compat.check_same_tokenizer(entries, info.name))
+    if info.same_architecture:
+        checks.append(compat.check_same_architecture(entries, info.name))
+    if info.validate is not None:
+        checks.extend(info.validate(params, pool))
+    p = Plan(cfg, info, params, task, scorer, pool, roles, checks=checks)
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")
     return p
@@ -219,6 +224,7 @@ def describe_plan(p: Plan) -> list[str]:
     ]
     for role, h in p.roles.items():
         lines.append(f"role     {role} -> {h.name}")
+    lines += [f"check    {c}" for c in p.checks]
     return lines + [f"warning  {w}" for w in p.warnings]
 
 

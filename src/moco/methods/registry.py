@@ -43,6 +43,9 @@ class MethodInfo:
     trainable: bool = False
     roles: dict[str, str] = field(default_factory=dict)  # role -> what it does (and its default)
     paper: str = ""
+    # method-specific checks that need no loaded model: (params, pool) -> lines for `moco validate`;
+    # raises ConfigError when the combination is impossible
+    validate: Callable[[Any, Any], list[str]] | None = None
 
     def parse_params(self, raw: dict[str, Any]) -> MethodParams:
         try:

@@ -23,11 +23,11 @@ class SamplingParams:
         return self.temperature <= 0.0
 
     def key(self) -> dict:
+        """What changes the generated text. `logprobs` does not: a call with log-probabilities is the same
+        call as one without (same cache entry, same sampling seed), so routers and cascades reuse plain answers."""
         d = {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature), "stop": list(self.stop)}
         if not self.greedy:
             d["top_p"] = float(self.top_p)
-        if self.logprobs:
-            d["logprobs"] = True
         return d
 
 
@@ -93,6 +93,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def with_role_prompt(messages: "tuple[Message, ...] | list[Message]", role_prompt: str | None) -> tuple[Message, ...]:
+    """The messages as a pseudo-expert sees them: its role prompt as (or before) the system message."""
+    msgs = [tuple(m) for m in messages]
+    if role_prompt:
+        if msgs and msgs[0][0] == "system":
+            msgs[0] = ("system", f"{role_prompt}\n\n{msgs[0][1]}")
+        else:
+            msgs.insert(0, ("system", role_prompt))
+    return tuple(msgs)  # type: ignore[return-value]
 
 
 def chunk_plan(n: int, batch_size: int, order: list[int] | None = None) -> list[list[int]]:

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from moco.errors import ModelError
@@ -30,7 +31,7 @@ def folder_fingerprint(path: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = f.relative_to(path).as_posix()
-        if rel.startswith(".") or "/." in rel:
+        if rel.startswith(".") or "/." in rel or rel == "training_log.json":  # the trainer's log (wall time) is not weights
             continue
         size = f.stat().st_size
         h.update(f"{rel}:{size}".encode())
@@ -165,22 +166,7 @@ class HFBackend:
 
     # ---------------------------------------------------------------- decoding
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        if not requests:
-            return []
-        results: list[GenResult | None] = [None] * len(requests)
-        # requests in one call may differ in sampling; decode groups of identical sampling together
-        groups: dict[Any, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.sampling, []).append(i)
-        for sampling, idx in groups.items():
-            t0 = time.time()
-            outs = self._decode([requests[i] for i in idx], sampling)
-            dt = time.time() - t0
-            total = sum(o.tokens_out + 1 for o in outs) or 1
-            for i, o in zip(idx, outs):
-                o.latency_s = dt * (o.tokens_out + 1) / total
-                results[i] = o
-        return [r for r in results if r is not None]
+        return generate_grouped(requests, self._decode)
 
     def _decode(self, requests: list[GenRequest], sampling) -> list[GenResult]:
         import torch
@@ -189,63 +175,24 @@ class HFBackend:
             return self._decode_nograd(requests, sampling)
 
     def _decode_nograd(self, requests: list[GenRequest], sampling) -> list[GenResult]:
+        rows = self.new_rows(requests)
+        stream = KVStream(self.model, [r.ids for r in rows], self.tokenizer.pad_token_id)
+        finish = decode_rows([stream], rows, sampling, self.eos_ids, lambda logits: logits[0], self._hit_stop)
+        return self.results(requests, rows, finish)
+
+    def new_rows(self, requests: list[GenRequest], ids: list[list[int]] | None = None) -> list[_Row]:
+        """One decoding row per request: its prompt ids and its own generator seeded from the request."""
         import torch
 
-        dev = self.model.device if hasattr(self.model, "device") else torch.device(self.device)
+        dev = _model_device(self.model, self.device)
         gen_device = "cuda" if str(dev).startswith("cuda") else "cpu"
-        rows = [
-            _Row(i, self.encode(r), torch.Generator(device=gen_device).manual_seed(r.seed), [], r.sampling.stop)
-            for i, r in enumerate(requests)
-        ]
-        width = max(len(r.ids) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in rows], device=dev)
-        attn = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=dev)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        cache = _new_cache(self.model)
-        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :]
-        last_pos = pos[:, -1]
-        alive = list(range(len(rows)))
-        finish = ["length"] * len(rows)
+        ids = ids if ids is not None else [self.encode(r) for r in requests]
+        return [_Row(i, p, torch.Generator(device=gen_device).manual_seed(r.seed), [], r.sampling.stop)
+                for i, (r, p) in enumerate(zip(requests, ids))]
+
+    def results(self, requests: list[GenRequest], rows: list[_Row], finish: list[str]) -> list[GenResult]:
+        """Decoded text of finished rows (rows[i] decodes requests[i]) (EOS dropped, cut at stop strings, reasoning blocks removed)."""
         eos = self.eos_ids
-        want_lp = sampling.logprobs
-        if want_lp:
-            for r in rows:
-                r.logprobs, r.top = [], []
-        for step in range(sampling.max_new_tokens):
-            nxt = _sample(logits, sampling, [rows[a].gen for a in alive])
-            if want_lp:
-                lp = torch.log_softmax(logits.float(), dim=-1)
-                chosen = lp.gather(1, torch.tensor(nxt, device=lp.device)[:, None])[:, 0].tolist()
-                best = lp.max(dim=-1).values.tolist()
-                for j, a in enumerate(alive):
-                    rows[a].logprobs.append(chosen[j])
-                    rows[a].top.append(best[j])
-            keep: list[int] = []
-            for j, a in enumerate(alive):
-                tok = nxt[j]
-                rows[a].out.append(tok)
-                if tok in eos:
-                    finish[a] = "stop"
-                elif rows[a].stop_text and self._hit_stop(rows[a]):
-                    finish[a] = "stop"
-                else:
-                    keep.append(j)
-            if not keep or step == sampling.max_new_tokens - 1:
-                break
-            if len(keep) < len(alive):
-                sel = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(sel)
-                attn, last_pos = attn[sel], last_pos[sel]
-                alive = [alive[j] for j in keep]
-                nxt = [nxt[j] for j in keep]
-            attn = torch.cat([attn, attn.new_ones(len(alive), 1)], dim=-1)
-            last_pos = last_pos + 1
-            out = self.model(input_ids=torch.tensor(nxt, device=dev)[:, None], attention_mask=attn,
-                             position_ids=last_pos[:, None], past_key_values=cache, use_cache=True)
-            logits = out.logits[:, -1, :]
         results = []
         for r, fin in zip(rows, finish):
             toks = [t for t in r.out if t not in eos]
@@ -337,6 +284,113 @@ class HFBackend:
         gc.collect()
         if on_gpu:
             torch.cuda.empty_cache()
+
+
+def generate_grouped(requests: list[GenRequest], decode: Callable[[list[GenRequest], Any], list[GenResult]]) -> list[GenResult]:
+    """Requests in one call may differ in sampling: decode groups of identical sampling together, and share
+    each group's wall time out to its rows by generated tokens."""
+    if not requests:
+        return []
+    results: list[GenResult | None] = [None] * len(requests)
+    groups: dict[Any, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.sampling, []).append(i)
+    for sampling, idx in groups.items():
+        t0 = time.time()
+        outs = decode([requests[i] for i in idx], sampling)
+        dt = time.time() - t0
+        total = sum(o.tokens_out + 1 for o in outs) or 1
+        for i, o in zip(idx, outs):
+            o.latency_s = dt * (o.tokens_out + 1) / total
+            results[i] = o
+    return [r for r in results if r is not None]
+
+
+def _model_device(model, fallback: str):
+    import torch
+
+    return model.device if hasattr(model, "device") else torch.device(fallback)
+
+
+class KVStream:
+    """One model decoding a batch of rows: a left-padded prefill with an attention mask, then one token per
+    step through its own KV cache. Rows leave the batch with `keep` (their cache rows are dropped)."""
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int):
+        import torch
+
+        self.model = model
+        self.device = dev = _model_device(model, "cpu")
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=dev)
+        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        self.cache = _new_cache(model)
+        out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=self.cache,
+                    use_cache=True, logits_to_keep=1)
+        self.logits = out.logits[:, -1, :]
+        self.attn, self.last_pos = attn, pos[:, -1]
+
+    def keep(self, rows: list[int]) -> None:
+        import torch
+
+        sel = torch.tensor(rows, device=self.device)
+        self.cache.batch_select_indices(sel)
+        self.attn, self.last_pos = self.attn[sel], self.last_pos[sel]
+
+    def advance(self, tokens: list[int]):
+        """Feed one token per alive row; returns the next-token logits [rows, vocab]."""
+        import torch
+
+        self.attn = torch.cat([self.attn, self.attn.new_ones(len(tokens), 1)], dim=-1)
+        self.last_pos = self.last_pos + 1
+        out = self.model(input_ids=torch.tensor(tokens, device=self.device)[:, None], attention_mask=self.attn,
+                         position_ids=self.last_pos[:, None], past_key_values=self.cache, use_cache=True)
+        self.logits = out.logits[:, -1, :]
+        return self.logits
+
+
+def decode_rows(streams: list[KVStream], rows: list[_Row], sampling, eos: set[int],
+                combine: Callable[[list[Any]], Any], hit_stop: Callable[[_Row], bool]) -> list[str]:
+    """The decoding loop shared by single models and token-level collaborations: each step, `combine` turns
+    the streams' next-token logits into one score vector per row, every row samples its token with its own
+    generator, and rows that hit EOS or a stop string leave every stream. Fills `rows[i].out` (and log-probs
+    of the combined distribution when asked); returns each row's finish reason."""
+    import torch
+
+    alive = list(range(len(rows)))
+    finish = ["length"] * len(rows)
+    want_lp = sampling.logprobs
+    if want_lp:
+        for r in rows:
+            r.logprobs, r.top = [], []
+    logits = combine([s.logits for s in streams])
+    for step in range(sampling.max_new_tokens):
+        nxt = _sample(logits, sampling, [rows[a].gen for a in alive])
+        if want_lp:
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            chosen = lp.gather(1, torch.tensor(nxt, device=lp.device)[:, None])[:, 0].tolist()
+            best = lp.max(dim=-1).values.tolist()
+            for j, a in enumerate(alive):
+                rows[a].logprobs.append(chosen[j])
+                rows[a].top.append(best[j])
+        keep: list[int] = []
+        for j, a in enumerate(alive):
+            tok = nxt[j]
+            rows[a].out.append(tok)
+            if tok in eos or (rows[a].stop_text and hit_stop(rows[a])):
+                finish[a] = "stop"
+            else:
+                keep.append(j)
+        if not keep or step == sampling.max_new_tokens - 1:
+            break
+        if len(keep) < len(alive):
+            for s in streams:
+                s.keep(keep)
+            alive = [alive[j] for j in keep]
+            nxt = [nxt[j] for j in keep]
+        logits = combine([s.advance(nxt) for s in streams])
+    return finish
 
 
 def _fold_system(msgs: list[dict]) -> list[dict]:

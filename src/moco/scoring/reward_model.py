@@ -90,9 +90,9 @@ _LOADED: dict[tuple, RewardModelBackend] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def reward_backend(ctx: "RunContext", role: str, batch_size: int, max_length: int) -> Any:
-    """The loaded reward backend for the model bound to `role` (loaded once per process)."""
-    handle = ctx.role(role)
+def reward_backend(ctx: "RunContext", role: Any, batch_size: int, max_length: int) -> Any:
+    """The loaded reward backend for the model bound to `role` (or a model handle; loaded once per process)."""
+    handle = ctx.role(role) if isinstance(role, str) else role
     pool = ctx.pool
     if handle.spec.model in pool.overrides:  # an in-memory backend given to the run (tests, servers)
         return handle

@@ -3,7 +3,10 @@ Heterogeneous Swarms (Feng et al.): inertia, cognitive (personal best), social (
 (global worst) terms with random weights normalised to sum to 1, a decaying step length, per-particle
 restarts and early termination. Seeded: the same seed gives the same trajectory.
 
-Weight-space swarms use the same update on flattened parameter tensors (`update` accepts any array shape).
+Weight-space swarms use the same update on flattened parameter tensors (`update` accepts any array shape), or
+on coefficient vectors over the experts: with velocities started as differences of experts (or zero) and
+restarts at rest, every position stays an affine combination of the experts, so the swarm in coefficient
+space is the weight-space swarm exactly (`methods/weight/model_swarms.py`).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ class SwarmSettings:
     patience: int = 5  # stop when the global best has not improved for this many updates
     restart_patience: int = 3  # a particle that has not improved for this many updates restarts
     starting_velocity: str = "random"  # random | zero
+    restart_velocity: str = "random"  # random | zero (Model Swarms: a restarted particle restarts at rest)
+    restart_moves: bool = False  # Model Swarms (the authors' code): a restarted particle still takes this step
     seed: int = 0
 
 
@@ -91,10 +96,12 @@ class ParticleSwarm:
         for i in range(len(self.positions)):
             if self.stale[i] >= s.restart_patience:  # restart from its personal best with a fresh velocity
                 self.positions[i] = self.pbest[i]
-                self.velocities[i] = self.rng.uniform(-1, 1, self.positions[i].shape)
+                self.velocities[i] = (np.zeros_like(self.positions[i]) if s.restart_velocity == "zero"
+                                      else self.rng.uniform(-1, 1, self.positions[i].shape))
                 self.stale[i] = 0
                 self.restarts.append((self.iteration, i))
-                continue
+                if not s.restart_moves:
+                    continue
             r = self.rng.uniform(0, 1, 4) if s.weight_randomness else np.ones(4)
             w, c, so, b = s.inertia * r[0], s.cognitive * r[1], s.social * r[2], (s.repel * r[3] if s.repel_term else 0.0)
             total = w + c + so + b
