@@ -53,6 +53,14 @@ def smollm_dir() -> Path:
         pytest.skip(f"embedded model unavailable: {e}")
 
 
+@pytest.fixture(scope="session")
+def tiny_backends(tiny_models) -> list:
+    """HF backends of the first two tiny models (token-level tests drive their forward passes directly)."""
+    from moco.models.hf import HFBackend
+
+    return [HFBackend(str(p), fingerprint=f"tiny{i}") for i, p in enumerate(tiny_models[:2])]
+
+
 @pytest.fixture
 def tiny_task(tmp_path) -> Path:
     from moco.testing import mc_dataset
@@ -69,6 +77,41 @@ def cache(tmp_path):
     c = ResponseCache(tmp_path / "responses.sqlite")
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def taught_tiny_mentor(tiny_models, tmp_path_factory):
+    """tiny1 fine-tuned on the gold responses ("The answer is (X).") of a tiny multiple-choice task, and that
+    task's file: this mentor knows the answer template and ends its answers; tiny0 does neither."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moco.methods.api.collm import gold_response
+    from moco.tasks.registry import resolve_task
+    from moco.testing import mc_dataset
+
+    root = tmp_path_factory.mktemp("collm")
+    (root / "task.json").write_text(json.dumps(mc_dataset(n_dev=8, n_test=4)))
+    task = resolve_task(str(root / "task.json"), None).loader()
+    tok = AutoTokenizer.from_pretrained(tiny_models[1])
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[1])
+    seqs = []
+    for ex in task.dev + task.test:
+        prompt = tok.apply_chat_template([{"role": "user", "content": ex.prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+        p, t = tok(prompt)["input_ids"], tok(gold_response(ex))["input_ids"] + [tok.eos_token_id]
+        seqs.append((torch.tensor([p + t]), torch.tensor([[-100] * len(p) + t])))
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(80):
+        x, y = seqs[step % len(seqs)]
+        loss = model(input_ids=x, labels=y).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(root / "mentor")
+    tok.save_pretrained(root / "mentor")
+    return root / "mentor", root / "task.json"
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,8 @@ class CachedResponse:
     def to_result(self) -> GenResult:
         extra = self.extra or {}
         return GenResult(self.text, self.tokens_in, self.tokens_out, self.finish_reason, self.latency_s,
-                         token_logprobs=extra.get("token_logprobs"), top_logprobs=extra.get("top_logprobs"))
+                         token_logprobs=extra.get("token_logprobs"), top_logprobs=extra.get("top_logprobs"),
+                         extra=extra.get("extra"))
 
 
 class ResponseCache:
@@ -132,9 +133,12 @@ class ResponseCache:
 
 
 def _extra(r: GenResult) -> str | None:
-    if r.token_logprobs is None and r.top_logprobs is None:
+    if r.token_logprobs is None and r.top_logprobs is None and r.extra is None:
         return None
-    return json.dumps({"token_logprobs": r.token_logprobs, "top_logprobs": r.top_logprobs})
+    d: dict = {"token_logprobs": r.token_logprobs, "top_logprobs": r.top_logprobs}
+    if r.extra is not None:
+        d["extra"] = r.extra
+    return json.dumps(d)
 
 
 class NullCache(ResponseCache):

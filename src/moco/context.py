@@ -53,6 +53,7 @@ class Response:
     error: str | None = None
     token_logprobs: list[float] | None = None
     top_logprobs: list[float] | None = None
+    finish_reason: str = "stop"  # stop (end of answer or stop string) | length (max_new_tokens reached) | error
 
     @property
     def failed(self) -> bool:
@@ -160,6 +161,11 @@ class RunContext:
         key = request_key(self.pool.fingerprint(handle), req, self.seed, call.replica + handle.replica_offset)
         return key, GenRequest(req.messages, sampling, seed_from_key(key), call.prefix, req.images)
 
+    def request(self, call: Call) -> tuple[str, GenRequest]:
+        """The cache key and the exact request (role prompt added, per-request seed) that `generate` would send;
+        token-level methods that drive a backend's model directly build their prompts and seeds with it."""
+        return self._request(self.pool.handle(call.model), call)
+
     def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
         """Run many calls at once; responses come back in the order of `calls`."""
         handles = [self.pool.handle(c.model) for c in calls]
@@ -201,7 +207,7 @@ class RunContext:
         for h, (key, _req) in zip(handles, prepared):
             res, cached = done[key]
             out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error,
-                                res.token_logprobs, res.top_logprobs))
+                                res.token_logprobs, res.top_logprobs, res.finish_reason))
         return out
 
     def _record(self, key: str, positions: list[int], handles: list[ModelHandle], item: tuple[GenResult, bool],

@@ -56,6 +56,7 @@ class GenResult:
     error: str | None = None
     token_logprobs: list[float] | None = None  # log p(generated token) under the model (temperature 1)
     top_logprobs: list[float] | None = None  # log p of the most likely token at each step
+    extra: dict | None = None  # JSON-able details a token-level method stores with its cached outcome (its trace)
 
     @property
     def failed(self) -> bool:

@@ -196,14 +196,28 @@ class HFBackend:
         results = []
         for r, fin in zip(rows, finish):
             toks = [t for t in r.out if t not in eos]
-            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            continuing = bool(requests[r.index].assistant_prefix)
+            text = self._continuation(r.ids, toks) if continuing else self.tokenizer.decode(toks, skip_special_tokens=True)
             if r.stop_text:
                 text = _cut_at_stop(text, r.stop_text)
             if "</think>" in text:  # reasoning models: keep only the answer after the last think block
                 text = text.rsplit("</think>", 1)[1]
-            results.append(GenResult(text.strip(), tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin,
+            # a continuation of an assistant prefix is returned verbatim (spaces, line breaks): prefix + text is the
+            # answer so far, and the next continuation may follow it
+            text = text if continuing else text.strip()
+            results.append(GenResult(text, tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin,
                                      token_logprobs=r.logprobs, top_logprobs=r.top))
         return results
+
+    def _continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
+        """Text the new tokens add after the prompt, decoded in context (some tokenizers drop a leading space
+        when a token is decoded alone)."""
+        tail = prompt_ids[-4:]
+        before = self.tokenizer.decode(tail, skip_special_tokens=True)
+        both = self.tokenizer.decode(tail + new_ids, skip_special_tokens=True)
+        if both.startswith(before):
+            return both[len(before):]
+        return self.tokenizer.decode(new_ids, skip_special_tokens=True)
 
     def _hit_stop(self, row: _Row) -> bool:
         tail = self.tokenizer.decode(row.out[-16:], skip_special_tokens=True)

@@ -187,7 +187,7 @@ class OpenAIBackend:
             finish = "length" if choice.get("finish_reason") == "length" else "stop"
             lp, top = _logprobs(choice) if req.sampling.logprobs else (None, None)
             return GenResult(
-                text.strip(),
+                text if req.assistant_prefix else text.strip(),
                 tokens_in=int(usage.get("prompt_tokens") or 0),
                 tokens_out=int(usage.get("completion_tokens") or len(text.split())),
                 finish_reason=finish,

@@ -1,0 +1,211 @@
+"""api_nudging: a base model writes; where it is uncertain, a nudging model writes the next word (Fei et al. 2024).
+
+Nudging (Fei, Razeghi & Singh, "Nudging: Inference-time Alignment of LLMs via Guided Decoding") lets a small
+aligned model steer a base model at the few positions where alignment matters: the base model decodes, and
+where its top-1 next-token probability is below `gamma` the nudging model writes the next word instead.
+
+Per example (all examples of a batch advance together; see `moco.models.stepper`):
+
+1. The first word is the nudging model's (`nudge_first_word`, as the reference implementation does).
+2. The base model samples its next token. If that token starts a new word (or the previous word was the
+   nudger's) and the base's top-1 probability is below gamma, the nudging model writes the next word instead:
+   its tokens up to (not including) the next token that begins with white space, at most `max_word_tokens`.
+   Otherwise the base token is kept. Words are never split between the models.
+3. The text a model writes is appended for BOTH models — as token ids when the two tokenizers share a
+   vocabulary, else re-tokenised by the other model — so models of different families can collaborate.
+   Each model keeps its own KV cache and is fed only the text it has not seen yet, when it next needs to
+   predict (the nudger is not run at all while the base is confident).
+4. Decoding ends at the end-of-sequence token of the model writing, or after `max_new_tokens` base tokens.
+
+Optional dev search (`search_gamma`, `search_nudging`): every (gamma, nudger) pair is decoded on the dev set
+and the best mean dev score wins. The configured pair is the incumbent and is replaced only by a strictly
+better score (the reference starts from score 0 and the last loop values, so with negative scores, e.g. a
+reward model, it returns the last pair tried).
+
+The trace of each example lists the nudges (base-token position, the base's top-1 probability, the word) and
+the text as segments written by each model.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import Field
+
+from moco.context import Output, RunContext
+from moco.errors import ConfigError
+from moco.methods.api._token_runs import Outcome, add_segment, hf_backend, requests_for, run_token_level, usage_of
+from moco.methods.registry import MethodParams, method
+from moco.models.base import Capabilities, GenRequest, SamplingParams
+from moco.models.stepper import (Program, Seeds, Stepper, run_rows, same_vocabulary, sample, starts_word, top1_prob,
+                                 write_word)
+
+
+class Params(MethodParams):
+    gamma: float = Field(0.4, ge=0.0, le=1.0, description="the nudging model writes the next word where the base "
+                         "model's top-1 next-token probability is below gamma")
+    base: int | str = Field(0, alias="base_model_id", description="the base model (index or name)")
+    nudger: int | str = Field(1, alias="nudging_model_id", description="the nudging model (index or name)")
+    search_gamma: bool = Field(False, description="pick gamma on dev from gamma_grid")
+    gamma_grid: list[float] = Field([0.2, 0.3, 0.4, 0.5], description="gammas tried by search_gamma")
+    search_nudging: bool = Field(False, description="pick the nudging model on dev among all non-base models")
+    kv_cache: bool = Field(True, alias="use_kv_cache", description="reuse each model's KV cache (False: "
+                           "recompute every sequence at each step; same output, slower)")
+    do_sample: bool = Field(True, description="sample with the run's temperature/top_p (False: greedy)")
+    nudge_first_word: bool = Field(True, description="the nudging model writes the first word (reference)")
+    max_word_tokens: int = Field(10, ge=1, le=64, description="longest word the nudging model writes at once")
+
+
+def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, sampling: SamplingParams,
+                    seeds_base: Seeds, seeds_nudger: Seeds, budget: int, nudge_first_word: bool,
+                    max_word_tokens: int, shared_vocab: bool, result: dict[str, Any],
+                    word_start: Callable[[Any, int], bool] = starts_word) -> Program:
+    """The nudging algorithm for one row; fills `result` with finish, nudges and segments.
+    `word_start(tokenizer, token)` says which tokens begin a word (default: those beginning with white space)."""
+    nudges: list[dict[str, Any]] = []
+    segments: list[list[str]] = []  # [writer, text] in order
+    result.update(finish="length", nudges=nudges, segments=segments)
+    b_sync = base.prompt_len[row]  # the nudger has seen the base's text up to ids[:b_sync]
+    nudge_next = nudge_first_word
+    check_next = True  # the base's next token is checked even if it does not start a word (after a nudge)
+
+    def written() -> int:
+        return len(base.ids[row]) - base.prompt_len[row]
+
+    for _step in range(4 * budget + 8):  # bounded even if a model writes only text that decodes to nothing
+        if written() >= budget:
+            break
+        if not nudge_next:  # ------------------------------------------------ the base model writes a token
+            yield base
+            logits = base.logits[row]
+            tok = sample(logits, sampling, seeds_base[row])
+            if check_next or word_start(base.tokenizer, tok) or tok in base.eos_ids:
+                p = top1_prob(logits)
+                if p < gamma:
+                    nudge_next = True
+                    nudges.append({"at": written(), "base_top1": round(p, 4)})
+                    continue
+            check_next = False
+            if tok in base.eos_ids:
+                result["finish"] = "stop"
+                break
+            start = len(base.ids[row])
+            base.append(row, [tok])
+            base.wrote(row)
+            add_segment(segments, "base", base.text_of(row, start))
+            continue
+        # ---------------------------------------------------------------- the nudging model writes a word
+        if shared_vocab:
+            nudger.append(row, base.ids[row][b_sync:])
+        else:
+            nudger.append(row, nudger.tokens(base.text_of(row, b_sync)))
+        w0 = len(nudger.ids[row])  # where the nudged word starts in the nudger's ids
+        ended = yield from write_word(nudger, row, sampling, seeds_nudger[row], word_start=word_start,
+                                      max_tokens=max(1, min(max_word_tokens, budget - written())))
+        text = nudger.text_of(row, w0)
+        if not (nudges and "text" not in nudges[-1]):  # the first word: no decision by the base
+            nudges.append({"at": written(), "base_top1": None})
+        nudges[-1]["text"] = text
+        base.append(row, nudger.ids[row][w0:] if shared_vocab else base.tokens(text))
+        b_sync = len(base.ids[row])
+        add_segment(segments, "nudger", text)
+        if ended:
+            result["finish"] = "stop"
+            break
+        nudge_next = False
+        check_next = True
+
+
+def decode_nudging(base_backend: Any, nudger_backend: Any, base_reqs: list[GenRequest],
+                   nudger_reqs: list[GenRequest], *, gamma: float, sampling: SamplingParams, kv_cache: bool = True,
+                   nudge_first_word: bool = True, max_word_tokens: int = 10, shared_vocab: bool | None = None,
+                   names: tuple[str, str] = ("base", "nudger"),
+                   word_start: Callable[[Any, int], bool] = starts_word) -> list[Outcome]:
+    """Nudge a batch of prompts (one request per model per row, aligned); returns one Outcome per row."""
+    if shared_vocab is None:
+        shared_vocab = same_vocabulary(base_backend.tokenizer, nudger_backend.tokenizer)
+    base = Stepper.from_requests(base_backend, base_reqs, name=names[0], kv_cache=kv_cache)
+    nudger = Stepper.from_requests(nudger_backend, nudger_reqs, name=names[1], kv_cache=kv_cache)
+    sb, sn = Seeds([r.seed for r in base_reqs]), Seeds([r.seed for r in nudger_reqs])
+    results: list[dict[str, Any]] = [{} for _ in base_reqs]
+    programs = {i: nudging_program(i, base, nudger, gamma=gamma, sampling=sampling, seeds_base=sb, seeds_nudger=sn,
+                                   budget=sampling.max_new_tokens, nudge_first_word=nudge_first_word,
+                                   max_word_tokens=max_word_tokens, shared_vocab=shared_vocab, result=results[i],
+                                   word_start=word_start)
+                for i in range(len(base_reqs))}
+    run_rows(programs, [base, nudger])
+    outs = []
+    for i, res in enumerate(results):
+        text = base.text_of(i, base.prompt_len[i]).strip()
+        n_nudged = sum(1 for s in res["segments"] if s[0] == "nudger")
+        trace = {"gamma": gamma, "base": names[0], "nudger": names[1], "nudges": res["nudges"],
+                 "segments": res["segments"], "nudged_words": len(res["nudges"]), "nudged_segments": n_nudged,
+                 "base_tokens": len(base.generated(i)), "shared_vocab": shared_vocab}
+        outs.append(Outcome(text, res["finish"], trace, usage_of([(names[0], base.usage[i]), (names[1], nudger.usage[i])])))
+    return outs
+
+
+@method("api_nudging", params=Params, level="api", aliases=("nudging",), min_models=2,
+        needs=Capabilities(logits=True),
+        paper="Fei, Razeghi & Singh 2024, Nudging: Inference-time Alignment of LLMs via Guided Decoding",
+        summary="A base model decodes; where its top-1 token probability < gamma a nudging model writes the next word")
+def run(ctx: RunContext, params: Params) -> list[Output]:
+    base = ctx.model(params.base)
+    nudger = ctx.model(params.nudger)
+    if base.index == nudger.index:
+        raise ConfigError(f"api_nudging: the base and the nudging model are the same model ('{base.name}')")
+    sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
+    gamma = params.gamma
+    if params.search_gamma or params.search_nudging:
+        gamma, nudger = _search(ctx, params, base, nudger, sampling)
+    with ctx.phase("test"):
+        outs = _decode(ctx, params, base, nudger, gamma, sampling, [ex.prompt for ex in ctx.test], "nudging")
+    n_words = sum(o.trace["nudged_words"] for o in outs)
+    ctx.extra_metrics["nudging"] = {"gamma": gamma, "nudger": nudger.name, "base": base.name,
+                                    "nudges_per_answer": n_words / max(1, len(outs))}
+    return [Output(o.text, trace=o.trace) for o in outs]
+
+
+def _decode(ctx: RunContext, params: Params, base, nudger, gamma: float, sampling: SamplingParams,
+            prompts: list[str], tag: str) -> list[Outcome]:
+    bb, nb = hf_backend(ctx, base, "api_nudging"), hf_backend(ctx, nudger, "api_nudging")
+    base_reqs = requests_for(ctx, base, prompts, sampling)
+    nudger_reqs = requests_for(ctx, nudger, prompts, sampling)
+
+    def decode(idx: list[int]) -> list[Outcome]:
+        return decode_nudging(bb, nb, [base_reqs[i] for i in idx], [nudger_reqs[i] for i in idx], gamma=gamma,
+                              sampling=sampling, kv_cache=params.kv_cache, nudge_first_word=params.nudge_first_word,
+                              max_word_tokens=params.max_word_tokens, names=(base.name, nudger.name))
+
+    settings = {"gamma": gamma, "first": params.nudge_first_word, "word": params.max_word_tokens, "v": 1}
+    return run_token_level(ctx, method="api_nudging", settings=settings, models=[base, nudger], prompts=prompts,
+                           sampling=sampling, decode=decode, tag=tag)
+
+
+def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingParams):
+    """Best (gamma, nudger) by mean dev score; the configured pair wins unless another is strictly better."""
+    if not ctx.dev:
+        raise ConfigError(f"api_nudging: search_gamma/search_nudging need a dev split; task {ctx.task.name} has none")
+    gammas = sorted(set(params.gamma_grid) | {params.gamma}) if params.search_gamma else [params.gamma]
+    nudgers = [m for m in ctx.models if m.index != base.index] if params.search_nudging else [nudger]
+    prompts = [ex.prompt for ex in ctx.dev]
+    candidates = [(params.gamma, nudger)] + [(g, n) for n in nudgers for g in gammas
+                                             if (g, n.index) != (params.gamma, nudger.index)]
+    table: list[dict[str, Any]] = []
+    with ctx.phase("dev"):
+        for g, n in candidates:
+            outs = _decode(ctx, params, base, n, g, sampling, prompts, f"search gamma={g} nudger={n.name}")
+            score = sum(ctx.score(ex, o.text).score for ex, o in zip(ctx.dev, outs)) / len(prompts)
+            table.append({"gamma": g, "nudger": n.name, "dev_score": score})
+    best = pick_best([row["dev_score"] for row in table])
+    ctx.extra_metrics["nudging_search"] = {"grid": table, "chosen": table[best]}
+    return candidates[best]
+
+
+def pick_best(scores: list[float]) -> int:
+    """Index of the best score; index 0 (the configured setting) unless another is strictly better."""
+    best = 0
+    for i, s in enumerate(scores):
+        if s > scores[best]:
+            best = i
+    return best
