@@ -121,7 +121,6 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         bad = [i for i in cfg.hardware.gpu_ids if i >= torch.cuda.device_count()]
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
-    pool.check()
     checks: list[str] = []
     entries = compat.entries_for(pool.handles, pool.overrides)
     if info.same_tokenizer:
