@@ -54,7 +54,8 @@ class Runner:
         """Run once (with MOCO_FAULT=`fault` when given); a planned fault must fire, unless `must_fire` is
         False (a resumed run passes a site fewer times: the run may then finish)."""
         before = len(self._fired())
-        p = subprocess.run(self._cmd(), env=self._env(fault), capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(self._cmd(), env=self._env(fault), capture_output=True, text=True, timeout=timeout,
+                           preexec_fn=_default_sigint)
         fired = self._fired()[before:]
         a = Attempt(p.returncode, p.stderr, fired[0] if fired else None)
         self.attempts.append(a)
@@ -84,6 +85,11 @@ class Runner:
         a = self.attempt(timeout=timeout)
         assert a.returncode == 0, a.stderr[-2000:]
         return a
+
+
+def _default_sigint() -> None:
+    """A terminal's Ctrl-C reaches the run even when the tests run as a background job (which ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def sigkill(p: subprocess.Popen) -> None:
