@@ -376,7 +376,7 @@ def fetch_dataset(name: str, out: str | Path | None = None, *, force: bool = Fal
         return path
     prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
     if name in fetch_reference.NAMES and name not in SOURCES:
-        return _fetch_reference_file(name, out_dir, prov, force, revision)
+        return _fetch_reference_file(name, path, prov_path, prov, force, revision)
     src = source(name)
     locked = prov.get("commit")
     rev = revision or locked or src.revision
@@ -391,7 +391,7 @@ def fetch_dataset(name: str, out: str | Path | None = None, *, force: bool = Fal
     return path
 
 
-def _fetch_reference_file(name: str, out_dir: Path, prov: dict[str, Any], force: bool,
+def _fetch_reference_file(name: str, path: Path, prov_path: Path, prov: dict[str, Any], force: bool,
                           revision: str | None) -> Path:
     """The paper's own MoCo JSON file, pinned to the recorded commit and (unless --force) its digest."""
     from moco.rundir import write_json
@@ -400,11 +400,11 @@ def _fetch_reference_file(name: str, out_dir: Path, prov: dict[str, Any], force:
     rev = revision or prov.get("commit") or fetch_reference.BRANCH
     expected = None if force else prov.get("sha256")
     data, commit, digest = fetch_reference.download(name, rev, expected)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / f"{name}.json", data)
-    write_json(out_dir / f"{name}.source.json", {
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, data)
+    write_json(prov_path, {
         "name": name, "repo": f"github.com/{fetch_reference.REPO}", "file": f"{fetch_reference.DATA_PATH}/{name}.json",
         "requested_revision": rev, "commit": commit, "sha256": digest,
         "dev": len(data["dev"]), "test": len(data["test"])})
     log.info("fetched %s from github.com/%s@%s", name, fetch_reference.REPO, commit)
-    return out_dir / f"{name}.json"
+    return path
