@@ -36,10 +36,11 @@ def test_gpu_placement_round_robin_by_distinct_weights(tiny_models):
     assert ModelPool(_specs(str(tiny_models[0]))).device_for(ModelPool(_specs(str(tiny_models[0]))).handles[0]) == "cpu"
 
 
-def test_memory_budget_refuses_before_loading(tiny_models):
+def test_memory_budget_refuses_before_loading(tiny_models, loads):
     pool = ModelPool(_specs(str(tiny_models[2])), HardwareSettings(memory_budget_gb=1e-6))
     with pytest.raises(ModelError, match="more than memory_budget_gb"):
         pool.backend(0)
+    assert loads == {}
 
 
 def test_bad_model_specs(tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 from moco.errors import ModelError
 from moco.merging.recipe import Node
 from moco.models.base import GenRequest, GenResult
+from moco.models.prefix_cache import forget
 
 
 class Workbench:
@@ -53,6 +54,7 @@ class Workbench:
                 if t.shape != p.shape:
                     raise ModelError(f"merge: parameter {name} has shape {tuple(t.shape)}, the model expects {tuple(p.shape)}")
                 p.copy_(t)
+        forget(self.backend.model)  # KV computed with the previous weights is wrong now
         self.loaded = digest
         self.merges += 1
         self.merge_seconds += time.time() - t0

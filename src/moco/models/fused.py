@@ -21,6 +21,7 @@ from typing import Any
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult, with_role_prompt
 from moco.models.hf import KVStream, decode_rows, generate_grouped
+from moco.models.prefix_cache import store_for
 
 Combine = Callable[[list[Any]], Any]
 """Member logits (each [rows, vocab], float32, in member order) -> scores [rows, vocab] to sample from."""
@@ -84,7 +85,8 @@ class FusedBackend:
                            for r in requests]
                     index[key] = len(streams)
                     prompt_ids.append(ids)
-                    streams.append(KVStream(m.backend.model, ids, m.backend.tokenizer.pad_token_id))
+                    streams.append(KVStream(m.backend.model, ids, m.backend.tokenizer.pad_token_id,
+                                           store_for(m.backend.model, getattr(m.backend, "prefix_cache_bytes", 0))))
                 member_stream.append(index[key])
             rows = self.lead.new_rows(requests, ids=prompt_ids[member_stream[0]])
             v = self.vocab

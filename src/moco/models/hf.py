@@ -20,6 +20,7 @@ from typing import Any
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult
 from moco.models.placement import pick_device, pick_dtype  # noqa: F401 (re-exported)
+from moco.models.prefix_cache import PrefixStore, store_for
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class HFBackend:
         device_map: str | dict | None = None,
         max_memory: dict | None = None,
         trust_remote_code: bool = False,
+        prefix_cache_mb: int = 1024,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,6 +85,7 @@ class HFBackend:
         self.fingerprint = fingerprint
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.prefix_cache_bytes = int(prefix_cache_mb) << 20
         t0 = time.time()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
@@ -164,6 +167,12 @@ class HFBackend:
             batches.append(cur)
         return batches
 
+    @property
+    def prefix_stats(self) -> dict[str, int]:
+        """What KV reuse saved so far in this process (see models/prefix_cache.py)."""
+        store = store_for(self.model, self.prefix_cache_bytes)
+        return store.stats.as_dict() if store is not None else {}
+
     # ---------------------------------------------------------------- decoding
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         return generate_grouped(requests, self._decode)
@@ -176,7 +185,8 @@ class HFBackend:
 
     def _decode_nograd(self, requests: list[GenRequest], sampling) -> list[GenResult]:
         rows = self.new_rows(requests)
-        stream = KVStream(self.model, [r.ids for r in rows], self.tokenizer.pad_token_id)
+        stream = KVStream(self.model, [r.ids for r in rows], self.tokenizer.pad_token_id,
+                          store_for(self.model, self.prefix_cache_bytes))
         finish = decode_rows([stream], rows, sampling, self.eos_ids, lambda logits: logits[0], self._hit_stop)
         return self.results(requests, rows, finish)
 
@@ -314,29 +324,61 @@ def _model_device(model, fallback: str):
 
 class KVStream:
     """One model decoding a batch of rows: a left-padded prefill with an attention mask, then one token per
-    step through its own KV cache. Rows leave the batch with `keep` (their cache rows are dropped)."""
+    step through its own KV cache. Rows leave the batch with `keep` (their cache rows are dropped).
 
-    def __init__(self, model, prompts: list[list[int]], pad_id: int):
+    Identical prompts are prefilled once and their cache rows copied. With a `PrefixStore`, a prompt whose
+    start the model already processed (in an earlier call) is prefilled only from where it differs: the
+    stored KV is placed right-aligned before the prompt's new tokens, the gap masked out, and positions count
+    only real tokens, so every row sees exactly its own sequence. A row's whole sequence (prompt and the
+    tokens fed after it) goes into the store when it leaves the batch."""
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int, store: PrefixStore | None = None):
         import torch
 
         self.model = model
         self.device = dev = _model_device(model, "cpu")
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=dev)
-        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        self.store = store
+        slot: dict[tuple[int, ...], int] = {}
+        expand = [slot.setdefault(tuple(p), len(slot)) for p in prompts]
+        unique = [list(k) for k in slot]
+        matches = [store.match(p) for p in unique] if store is not None else [(0, None)] * len(unique)
+        if store is not None:
+            store.stats.shared_rows += len(prompts) - len(unique)
         self.cache = _new_cache(model)
+        reused = [n for n, _ in matches]
+        width_c = max(reused)
+        if width_c:
+            _fill_cache(self.cache, [kv for _, kv in matches], reused, width_c)
+        suffixes = [p[n:] for p, n in zip(unique, reused)]
+        width = max(len(s) for s in suffixes)
+        input_ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=dev)
+        attn = torch.tensor([[0] * (width_c - n) + [1] * n + [0] * (width - len(s)) + [1] * len(s)
+                             for n, s in zip(reused, suffixes)], device=dev)
+        new = attn[:, width_c:]
+        pos = (new.cumsum(-1) - 1).clamp(min=0) + torch.tensor(reused, device=dev)[:, None]
         out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=self.cache,
                     use_cache=True, logits_to_keep=1)
         self.logits = out.logits[:, -1, :]
         self.attn, self.last_pos = attn, pos[:, -1]
+        if len(unique) < len(prompts):  # copy the cache rows of repeated prompts
+            self._select(expand)
+        self.fed = [list(p) for p in prompts]  # each alive row's tokens in the cache
 
-    def keep(self, rows: list[int]) -> None:
+    def _select(self, rows: list[int]) -> None:
         import torch
 
         sel = torch.tensor(rows, device=self.device)
         self.cache.batch_select_indices(sel)
-        self.attn, self.last_pos = self.attn[sel], self.last_pos[sel]
+        self.attn, self.last_pos, self.logits = self.attn[sel], self.last_pos[sel], self.logits[sel]
+
+    def keep(self, rows: list[int]) -> None:
+        if self.store is not None:
+            kept = set(rows)
+            for j in range(len(self.fed)):
+                if j not in kept:
+                    self._save(j)
+        self._select(rows)
+        self.fed = [self.fed[j] for j in rows]
 
     def advance(self, tokens: list[int]):
         """Feed one token per alive row; returns the next-token logits [rows, vocab]."""
@@ -347,7 +389,35 @@ class KVStream:
         out = self.model(input_ids=torch.tensor(tokens, device=self.device)[:, None], attention_mask=self.attn,
                          position_ids=self.last_pos[:, None], past_key_values=self.cache, use_cache=True)
         self.logits = out.logits[:, -1, :]
+        for f, t in zip(self.fed, tokens):
+            f.append(t)
         return self.logits
+
+    def close(self) -> None:
+        """The batch is done: store the rows still in it, free the cache."""
+        if self.store is not None:
+            for j in range(len(self.fed)):
+                self._save(j)
+        self.cache = None
+        self.fed = []
+
+    def _save(self, j: int) -> None:
+        real = self.attn[j].bool()
+        kv = [(layer.keys[j][:, real, :], layer.values[j][:, real, :]) for layer in self.cache.layers]
+        self.store.add(self.fed[j], kv)  # boolean indexing copies: the store owns its tensors
+
+
+def _fill_cache(cache, kvs: list, lengths: list[int], width: int) -> None:
+    """Put each row's stored KV right-aligned in a cache `width` columns wide (zeros where a row has none)."""
+    ref = next(kv for kv in kvs if kv is not None)
+    for layer, (k0, v0) in enumerate(ref):
+        keys = k0.new_zeros((len(kvs), k0.shape[0], width, k0.shape[-1]))
+        values = v0.new_zeros((len(kvs), v0.shape[0], width, v0.shape[-1]))
+        for i, (kv, n) in enumerate(zip(kvs, lengths)):
+            if n:
+                keys[i, :, width - n:] = kv[layer][0]
+                values[i, :, width - n:] = kv[layer][1]
+        cache.update(keys, values, layer)
 
 
 def decode_rows(streams: list[KVStream], rows: list[_Row], sampling, eos: set[int],
@@ -390,6 +460,8 @@ def decode_rows(streams: list[KVStream], rows: list[_Row], sampling, eos: set[in
             alive = [alive[j] for j in keep]
             nxt = [nxt[j] for j in keep]
         logits = combine([s.advance(nxt) for s in streams])
+    for s in streams:
+        s.close()
     return finish
 
 

@@ -320,7 +320,8 @@ class ModelPool:
             return b
         check_spec(spec)
         hf_kwargs = dict(dtype=spec.dtype, revision=spec.revision, adapter=spec.adapter,
-                         batch_size=self.generation.batch_size, trust_remote_code=spec.trust_remote_code)
+                         batch_size=self.generation.batch_size, trust_remote_code=spec.trust_remote_code,
+                         prefix_cache_mb=self.generation.prefix_cache_mb)
         ray = self.hardware.ray
         if on_ray(spec, self.hardware):
             from moco.models.ray_backend import RayHFBackend

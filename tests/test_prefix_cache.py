@@ -1,0 +1,156 @@
+"""KV reuse across calls (models/prefix_cache.py): the store's lookups and budget, and that decoding with
+reused KV gives what decoding from scratch gives while computing fewer prompt tokens."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moco.models.base import GenRequest, SamplingParams
+from moco.models.hf import HFBackend, KVStream
+from moco.models.prefix_cache import BLOCK, PrefixStore, forget, store_for
+
+QUESTION = "Question 7: which of the options below is right, and why? Think about it step by step. "
+
+
+def _kv(n: int, fill: float = 1.0, layers: int = 2):
+    """Fake per-layer KV for n tokens whose values are the token positions (to check cuts)."""
+    k = torch.arange(n, dtype=torch.float32)[None, :, None].repeat(2, 1, 4) * fill
+    return [(k.clone(), k.clone()) for _ in range(layers)]
+
+
+def _req(text: str, prefix: str = "", temp: float = 0.0, n: int = 10, seed: int = 0) -> GenRequest:
+    return GenRequest((("user", text),), SamplingParams(n, temp, 0.9), seed, assistant_prefix=prefix)
+
+
+# ------------------------------------------------------------------ the store alone
+def test_match_finds_longest_shared_prefix_and_leaves_a_token_to_compute():
+    s = PrefixStore(1 << 30)
+    a = list(range(100))
+    s.add(a, _kv(100))
+    n, kv = s.match(a[:60] + [999] * 10)
+    assert n == 60 and kv[0][0].shape == (2, 60, 4)
+    assert torch.equal(kv[1][0][0, :, 0], torch.arange(60, dtype=torch.float32))
+    n, _ = s.match(a)  # the whole stored sequence: the last token is still computed (its logits start decoding)
+    assert n == 99
+    n, kv = s.match(a[:BLOCK - 3] + [999] * 40)  # shorter than a block: not worth it
+    assert (n, kv) == (0, None)
+    assert s.stats.hits == 2 and s.stats.reused_tokens == 159 and s.stats.lookups == 3
+
+
+def test_extension_replaces_its_prefix_and_a_prefix_of_a_stored_one_is_not_added():
+    s = PrefixStore(1 << 30)
+    s.add(list(range(40)), _kv(40))
+    s.add(list(range(80)), _kv(80))  # extends the first: the first is dropped
+    assert [len(e.ids) for e in s.entries.values()] == [80]
+    s.add(list(range(50)), _kv(50))  # already inside the stored one
+    assert [len(e.ids) for e in s.entries.values()] == [80]
+    s.add(list(range(30)) + [7] * 30, _kv(60))  # a branch: both kept, each found by its own tokens
+    assert s.match(list(range(30)) + [7] * 30 + [1])[0] == 60
+    assert s.match(list(range(79)) + [5])[0] == 79
+
+
+def test_budget_evicts_least_recently_used():
+    one = sum(k.numel() * 4 * 2 for k, _ in _kv(32))
+    s = PrefixStore(2 * one)
+    seqs = [[i] * 32 for i in range(3)]
+    s.add(seqs[0], _kv(32))
+    s.add(seqs[1], _kv(32))
+    s.match(seqs[0] + [5])  # seq 0 used last: seq 1 is the one to go
+    s.add(seqs[2], _kv(32))
+    assert s.used <= 2 * one and s.stats.evicted == 1
+    assert s.match(seqs[1] + [5])[0] == 0
+    assert s.match(seqs[0] + [5])[0] == 32 and s.match(seqs[2] + [5])[0] == 32
+    s.add([9] * 200, _kv(200))  # larger than the whole budget: not kept, nothing evicted for it
+    assert s.stats.evicted == 1 and len(s.entries) == 2
+
+
+# ------------------------------------------------------------------ decoding with reused KV
+@pytest.fixture
+def pair(tiny_models):
+    """The same tiny model twice: with reuse, and with reuse off (the reference)."""
+    on = HFBackend(str(tiny_models[0]), fingerprint="t0", batch_size=8)
+    off = HFBackend(str(tiny_models[0]), fingerprint="t0", batch_size=8, prefix_cache_mb=0)
+    return on, off
+
+
+def test_prefill_from_stored_prefix_gives_the_same_logits(pair):
+    on, off = pair
+    store = store_for(on.model, on.prefix_cache_bytes)
+    first = [on.encode(_req(QUESTION))]
+    with torch.no_grad():
+        KVStream(on.model, first, on.tokenizer.pad_token_id, store).close()  # the model has read the question
+        longer = [on.encode(_req(QUESTION, prefix="The answer is (B) because")), on.encode(_req("Hi"))]
+        reused = KVStream(on.model, longer, on.tokenizer.pad_token_id, store)
+        fresh = KVStream(off.model, longer, off.tokenizer.pad_token_id)
+        assert torch.allclose(reused.logits, fresh.logits, atol=1e-5)
+        # and the next steps too (the cache holds a masked gap between reused and new tokens)
+        for _ in range(3):
+            nxt = fresh.logits.argmax(-1).tolist()
+            assert torch.allclose(reused.advance(nxt), fresh.advance(nxt), atol=1e-5)
+    assert store.stats.reused_tokens == len(first[0])  # all of it: the longer prompt continues past it
+    assert store.stats.hits == 1  # "Hi" shares nothing with the question beyond the template
+
+
+def test_growing_answer_reuses_earlier_calls_and_decodes_the_same(pair):
+    """Switch generation's pattern: the same prompt asked again with a longer assistant prefix each time."""
+    on, off = pair
+    answer = ""
+    for _ in range(4):
+        a = on.generate([_req(QUESTION, prefix=answer)])[0]
+        b = off.generate([_req(QUESTION, prefix=answer)])[0]
+        assert a.text == b.text and a.tokens_out == b.tokens_out
+        answer += a.text
+    st = on.prefix_stats
+    # every later call finds the previous prompt AND the tokens generated after it: one new token to compute
+    assert st["hits"] == 3 and st["computed_tokens"] == len(on.encode(_req(QUESTION))) + 3
+    assert off.prefix_stats == {}
+
+
+def test_repeated_prompts_are_prefilled_once_and_keep_their_own_seeds(pair):
+    on, off = pair
+    reqs = [_req(QUESTION, temp=1.0, seed=s) for s in range(4)] + [_req("Tell me a story", temp=1.0, seed=9)]
+    together = on.generate(reqs)
+    assert on.prefix_stats["shared_rows"] == 3
+    alone = [off.generate([r])[0].text for r in reqs]
+    assert [r.text for r in together] == alone
+    assert len({r.text for r in together[:4]}) > 1  # four samples, not one copied
+
+
+def test_mixed_batch_of_hits_misses_and_repeats_matches_no_reuse(pair):
+    on, off = pair
+    on.generate([_req(QUESTION), _req("Another question that is long enough to be stored here")])
+    reqs = [_req(QUESTION, prefix="Let me think"), _req("Short"), _req(QUESTION, prefix="Let me think"),
+            _req("Another question that is long enough to be stored here", prefix="Well,"), _req(QUESTION)]
+    assert [r.text for r in on.generate(reqs)] == [r.text for r in off.generate(reqs)]
+    assert on.prefix_stats["hits"] >= 3
+
+
+def test_weights_written_in_place_forget_the_store(pair):
+    on, off = pair
+    on.generate([_req(QUESTION)])
+    store = store_for(on.model, on.prefix_cache_bytes)
+    assert store.entries
+    with torch.no_grad():
+        for p in on.model.parameters():
+            p.mul_(1.5)
+    forget(on.model)
+    assert not store.entries
+    for p_off, p_on in zip(off.model.parameters(), on.model.parameters()):
+        with torch.no_grad():
+            p_off.copy_(p_on)
+    assert on.generate([_req(QUESTION, prefix="So")])[0].text == off.generate([_req(QUESTION, prefix="So")])[0].text
+
+
+def test_workbench_load_clears_reused_kv(tiny_models):
+    from moco.merging.recipe import Linear, Source
+    from moco.merging.workbench import Workbench
+
+    a, b = (HFBackend(str(p), fingerprint=f"t{i}") for i, p in enumerate(tiny_models[:2]))
+    src = [Source(f"t{i}", f"t{i}", dict(m.model.state_dict())) for i, m in enumerate((a, b))]
+    bench = Workbench(a)
+    bench.load(src[0])
+    bench.backend.generate([_req(QUESTION)])
+    store = store_for(bench.backend.model, bench.backend.prefix_cache_bytes)
+    assert store.entries and store is not store_for(a.model, a.prefix_cache_bytes)
+    bench.load(Linear(src, [0.5, 0.5]))
+    assert not store.entries
