@@ -1,5 +1,6 @@
 """Generation efficiency on the embedded model: the workload of a 3-model, 1-round multi-agent refine
-(or, with --method text_majority_vote, of a 3-model majority vote).
+(or, with --method text_majority_vote, of a 3-model majority vote; with --method logit_logit_fusion, of
+logit fusion of the 3 models, see `fusion_workload`).
 
 Prints, measured in one process on the same prompts:
   (a) moco: the refine method run through the runner (pool, batching, cache writes, traces), fresh cache;
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--method", default="text_multiagent_refine",
-                    choices=["text_multiagent_refine", "text_majority_vote"])
+                    choices=["text_multiagent_refine", "text_majority_vote", "logit_logit_fusion"])
     args = ap.parse_args()
 
     import torch
@@ -55,6 +56,8 @@ def main() -> None:
     })
     # load once before timing (a persistent pool is the point; loading is not generation)
     ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)
+    if args.method == "logit_logit_fusion":
+        return fusion_workload(cfg, args)
 
     # ---------------------------------------------------------------- (a) moco, recording every call
     calls_log: list[tuple[str, str, object]] = []  # (tag, model name, GenRequest)
@@ -145,6 +148,59 @@ def main() -> None:
           f"({len(per_call)} calls, each a new process loading the model)")
     print(f"ratio a/b = {a / b:.2f}  (target >= 0.85)")
     print(f"ratio a/c = {a / c:.2f}  (moco vs reload-per-call)")
+
+
+def fusion_workload(cfg, args) -> None:
+    """Logit fusion needs every member's forward pass for every token, so its raw limit is the members'
+    own decoding speeds combined: with t_i seconds per token for member i decoding its prompts alone (one
+    persistent model, transformers `generate`, length-sorted batches of the same size), an ideal fusion
+    spends sum(t_i) per token. Prints (a) fused tokens/s through the runner and (b) that limit."""
+    import time
+
+    import torch
+
+    from moco.cache import NullCache
+    from moco.models.base import GenRequest
+    from moco.models.pool import ModelPool
+    from moco.runner import run_experiment
+    from moco.tasks.registry import load_task
+
+    pool = ModelPool(cfg.models, cfg.hardware, cfg.generation)
+    backend = pool.backend(0)
+    t0 = time.perf_counter()
+    res = run_experiment(cfg, out=None, cache=NullCache(), runs_root=_tmp_root())
+    t_a = time.perf_counter() - t0
+    tok_a = res.metrics["total"]["generated_tokens"]
+
+    tok = backend.tokenizer
+    eos = sorted(backend.eos_ids)
+    test = load_task(cfg.task).test
+    per_token = []
+    for h in pool.handles:
+        msgs = ((("system", h.role_prompt),) if h.role_prompt else ()) + (("user", "{q}"),)
+        prompts = [backend.encode(GenRequest(tuple((r, c.format(q=ex.prompt)) for r, c in msgs))) for ex in test]
+        prompts.sort(key=len, reverse=True)
+        t0, n = time.perf_counter(), 0
+        for s in range(0, len(prompts), args.batch_size):
+            batch = prompts[s:s + args.batch_size]
+            width = max(map(len, batch))
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(b)) + b for b in batch])
+            am = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
+            kw = dict(do_sample=True, temperature=args.temperature, top_p=0.9) if args.temperature > 0 else dict(do_sample=False)
+            with torch.no_grad():
+                out = backend.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=args.max_new_tokens,
+                                             pad_token_id=tok.pad_token_id, eos_token_id=eos, **kw)
+            for row in out[:, width:].tolist():
+                n += next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        per_token.append((time.perf_counter() - t0) / max(n, 1))
+    a, b = tok_a / t_a, 1.0 / sum(per_token)
+    print(f"workload: logit fusion of 3 pseudo-experts of smollm2-135m-instruct, {len(test)} questions, max "
+          f"{args.max_new_tokens} new tokens, temperature {args.temperature}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"(a) moco fusion runner    : {tok_a:6d} tokens in {t_a:7.1f} s = {a:6.1f} tok/s")
+    print("(b) raw limit             : members alone with generate: "
+          + ", ".join(f"{1 / t:.1f}" for t in per_token) + f" tok/s -> fused {b:6.1f} tok/s")
+    print(f"ratio a/b = {a / b:.2f}  (target >= 0.85)")
 
 
 def _reference_call(job: dict, prompts: list[list[int]]) -> int:
