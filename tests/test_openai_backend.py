@@ -135,6 +135,45 @@ def test_check_reports_unreachable_and_auth():
     _backend(lambda r: httpx.Response(200, json={"data": []})).check()
 
 
+def _server(chat):
+    """GET /models lists "served"; POST /chat/completions goes to `chat` (counted)."""
+    posts = []
+
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "served", "object": "model"}]})
+        posts.append(json.loads(request.content))
+        return chat(request)
+
+    return handler, posts
+
+
+def test_check_refuses_a_model_name_the_server_rejects():
+    # vLLM's answer to an unknown served-model name (measured against vLLM CPU 0.32.0): every call would fail
+    handler, posts = _server(lambda r: httpx.Response(404, json={"error": {
+        "message": "The model `m` does not exist. Valid aliases: served.", "type": "NotFoundError", "code": 404}}))
+    with pytest.raises(ModelError, match=r"does not serve model 'm' \(it lists: served\): HTTP 404.*does not exist"):
+        _backend(handler).check()
+    assert len(posts) == 1 and posts[0]["max_tokens"] == 1  # one 1-token probe, no retries on 404
+
+
+def test_check_accepts_a_listed_name_without_a_probe():
+    handler, posts = _server(lambda r: _ok("x"))
+    OpenAIBackend("http://test/v1", "served", transport=httpx.MockTransport(handler)).check()
+    assert posts == []
+
+
+def test_check_accepts_an_unlisted_name_the_server_answers_under():
+    # llama.cpp lists its model file but answers under any name; Ollama accepts "name" for "name:latest"
+    handler, posts = _server(lambda r: _ok("Hello", 3, 1))
+    _backend(handler).check()
+    assert len(posts) == 1
+    # a probe that fails for another reason (here the server is overloaded) is not read as a wrong name
+    handler, posts = _server(lambda r: httpx.Response(503, text="busy"))
+    _backend(handler, max_retries=1).check()
+    assert len(posts) == 2
+
+
 def test_works_inside_a_running_event_loop():
     b = _backend(lambda request: _ok("in loop"))
 

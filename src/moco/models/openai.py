@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from moco.errors import ModelError
-from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
+from moco.models.base import Capabilities, GenRequest, GenResult, SamplingParams, chunk_plan
 from moco.models.images import data_url
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -82,8 +82,8 @@ class OpenAIBackend:
 
     # --------------------------------------------------------------- public
     def check(self) -> httpx.Response:
-        """Fail fast with one line when the endpoint cannot be reached (before any work starts); returns the
-        answer to GET /models."""
+        """Fail fast with one line when the endpoint cannot be reached or does not serve `model` (before any
+        work starts); returns the answer to GET /models."""
 
         async def probe():
             async with self._client() as c:
@@ -97,7 +97,21 @@ class OpenAIBackend:
             raise ModelError(f"endpoint {self.base_url} refused the API key (HTTP {r.status_code})")
         if r.status_code >= 400 and r.status_code != 404:
             raise ModelError(f"endpoint {self.base_url} answered HTTP {r.status_code} to /models")
+        self.check_served(r)
         return r
+
+    def check_served(self, models: httpx.Response) -> None:
+        """Refuse a served-model name the server rejects. A name missing from GET /models is not enough: llama.cpp
+        answers under any name and lists only its own, Ollama accepts "name" for "name:latest". So an unlisted
+        name costs one greedy 1-token request, and only a 4xx answer to it (vLLM, SGLang, OpenAI: 404 "model
+        does not exist") refuses the model; without this a misspelt name runs the whole experiment as failed calls."""
+        served = _served_ids(models)
+        if not served or self.model in served:
+            return
+        probe = self.generate([GenRequest((("user", "Hi"),), SamplingParams(max_new_tokens=1, temperature=0.0))])[0]
+        if probe.failed and (probe.error or "").startswith("HTTP 4"):
+            raise ModelError(f"endpoint {self.base_url} does not serve model '{self.model}' (it lists: "
+                             f"{', '.join(served[:10])}): {probe.error[:160]}")
 
     def plan_batches(self, requests: list[GenRequest]) -> list[list[int]]:
         return chunk_plan(len(requests), self.concurrency * 4)
@@ -196,6 +210,17 @@ class OpenAIBackend:
                 top_logprobs=top,
             )
         return _failed(f"failed after {self.max_retries + 1} attempts: {last}", t0)
+
+
+def _served_ids(models: httpx.Response) -> list[str]:
+    """Model ids listed in an OpenAI-style GET /models answer ([] when there is no such list)."""
+    if models.status_code != 200:
+        return []
+    try:
+        data = models.json().get("data")
+    except (ValueError, AttributeError):
+        return []
+    return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")] if isinstance(data, list) else []
 
 
 def _logprobs(choice: dict) -> tuple[list[float] | None, list[float] | None]:

@@ -53,13 +53,12 @@ class ColmClient(OpenAIBackend):
         super().__init__(base_url, model, api_key=token, api_key_env=api_key_env, concurrency=concurrency,
                          timeout_s=timeout_s, max_retries=0, transport=transport)
 
-    def check(self) -> httpx.Response:
-        """Also fail when the server does not serve `model` (e.g. a collaboration server, not a colm-server)."""
-        r = super().check()
-        served = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
+    def check_served(self, models: httpx.Response) -> None:
+        """Fail when the server does not list `model` (e.g. a collaboration server, not a colm-server); no probe
+        request, unlike a chat endpoint."""
+        served = [m.get("id") for m in models.json().get("data", [])] if models.status_code == 200 else []
         if self.model not in served:
             raise ModelError(f"colm-server {self.base_url} serves {served}, not '{self.model}'")
-        return r
 
     def exchange(self, items: list[Exchange]) -> list[Reply]:
         """Send every item (answers of one round) and return the guidance for each, aligned."""
