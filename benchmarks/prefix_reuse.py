@@ -5,7 +5,7 @@ Prints per method: wall time off/on and their ratio, prompt tokens the model com
 rows whose prompt repeated another row's in the same batch, and how many predictions are identical (outputs
 are seeded per row, so they match unless float rounding flips a sampled token).
 
-    python benchmarks/prefix_reuse.py [--questions 16] [--max-new-tokens 48] [--methods refine,self_moa,switch]
+    python benchmarks/prefix_reuse.py [--questions 16] [--max-new-tokens 48] [--temperature 0.7] [--methods refine,refine_hist,self_moa,switch]
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 WORKLOADS = {
     # debate: later rounds repeat the system prompt and question of the round before
     "refine": ("text_multiagent_refine", {"rounds": 2}),
+    # the paper's debate: each model's conversation grows, so every round extends the one before
+    "refine_hist": ("text_multiagent_refine", {"rounds": 2, "context": "history"}),
     # one model samples k answers to the same prompt, then aggregates
     "self_moa": ("text_self_moa", {"samples": 4}),
     # models take turns writing 8-token patches: every call continues the answer so far
@@ -33,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--methods", default=",".join(WORKLOADS))
     args = ap.parse_args()
 
@@ -46,7 +49,7 @@ def main() -> None:
     from moco.runner import run_experiment
 
     print(f"smollm2-135m-instruct as 3 pseudo-experts, moco_demo x {args.questions}, max {args.max_new_tokens} "
-          f"new tokens, temperature 0.7, {torch.get_num_threads()} threads")
+          f"new tokens, temperature {args.temperature}, {torch.get_num_threads()} threads")
     print(f"{'method':10s} {'off s':>7s} {'on s':>7s} {'ratio':>6s} {'computed':>9s} {'reused':>8s} "
           f"{'repeats':>7s} {'same':>6s}")
     for key in args.methods.split(","):
@@ -55,7 +58,8 @@ def main() -> None:
             "method": name, "task": {"name": "moco_demo", "test_limit": args.questions},
             "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
             "params": params, "seed": 0,
-            "generation": {"max_new_tokens": args.max_new_tokens, "temperature": 0.7, "top_p": 0.9, "batch_size": 16},
+            "generation": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9,
+                           "batch_size": 16},
         })
         backend = ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)  # resident, shared by the runs
         budget = backend.prefix_cache_bytes

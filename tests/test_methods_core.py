@@ -141,3 +141,36 @@ def test_in_memory_backend_registered_as_a_model(tiny_task, cache, tmp_path):
     assert ctx.generate([Call(h1, "hi")])[0].text == "one"
     h2 = ctx.add_backend("candidate", ScriptedBackend("cand2", default="two"))  # new weights, new fingerprint
     assert ctx.generate([Call(h2, "hi")])[0].text == "two"
+
+
+def test_refine_history_context_continues_each_models_conversation(tiny_task, cache, tmp_path):
+    """context: history (Du et al.): round k's prompt is round k-1's conversation plus the model's answer and
+    the others' answers, so every round extends the last one (and its KV can be reused)."""
+
+    def conversational(name: str) -> ScriptedBackend:
+        def reply(req) -> str:
+            k = sum(role == "assistant" for role, _ in req.messages)
+            return f"{name}:r{k} The answer is (A)"
+
+        return ScriptedBackend(name, fn=reply)
+
+    backends = {f"scripted:{n}": conversational(n) for n in "abc"}
+    cfg = scripted_config("text_multiagent_refine", tiny_task, "abc", {"rounds": 2, "context": "history", "final": "vote"})
+    res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
+
+    def turns(call) -> list[tuple[str, str]]:
+        return [m for m in call.messages if m[0] != "system"]
+
+    for n in "abc":
+        b = backends[f"scripted:{n}"]
+        by_round = {k: [turns(c) for c in b.calls if sum(r == "assistant" for r, _ in c.messages) == k] for k in (0, 1, 2)}
+        assert len(by_round[1]) == len(by_round[2]) == 8
+        questions = {t[0][1] for t in by_round[0]}
+        for t in by_round[2]:
+            assert [r for r, _ in t] == ["user", "assistant", "user", "assistant", "user"]
+            assert t[0][1] in questions and t[1][1] == f"{n}:r0 The answer is (A)" and t[3][1] == f"{n}:r1 The answer is (A)"
+            for o in "abc".replace(n, ""):
+                assert f"- Agent answer: {o}:r0" in t[2][1] and f"- Agent answer: {o}:r1" in t[4][1]
+            assert f"{n}:" not in t[2][1] + t[4][1]  # never its own answer among the others'
+        assert sorted(map(tuple, by_round[1])) == sorted(tuple(t[:3]) for t in by_round[2])  # round 2 extends round 1
+    assert res.predictions[0]["trace"]["rounds"][2]["a"]["output"] == "a:r2 The answer is (A)"
