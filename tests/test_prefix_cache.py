@@ -99,6 +99,7 @@ def test_growing_answer_reuses_earlier_calls_and_decodes_the_same(pair):
         a = on.generate([_req(QUESTION, prefix=answer)])[0]
         b = off.generate([_req(QUESTION, prefix=answer)])[0]
         assert a.text == b.text and a.tokens_out == b.tokens_out
+        assert a.tokens_in == b.tokens_in and a.tokens_reused == (a.tokens_in - 1 if answer else 0) and b.tokens_reused == 0
         answer += a.text
     st = on.prefix_stats
     # every later call finds the previous prompt AND the tokens generated after it: one new token to compute
@@ -111,6 +112,7 @@ def test_repeated_prompts_are_prefilled_once_and_keep_their_own_seeds(pair):
     reqs = [_req(QUESTION, temp=1.0, seed=s) for s in range(4)] + [_req("Tell me a story", temp=1.0, seed=9)]
     together = on.generate(reqs)
     assert on.prefix_stats["shared_rows"] == 3
+    assert [r.tokens_reused for r in together] == [0, len(on.encode(reqs[0]))] * 1 + [len(on.encode(reqs[0]))] * 2 + [0]
     alone = [off.generate([r])[0].text for r in reqs]
     assert [r.text for r in together] == alone
     assert len({r.text for r in together[:4]}) > 1  # four samples, not one copied
@@ -154,3 +156,37 @@ def test_workbench_load_clears_reused_kv(tiny_models):
     assert store.entries and store is not store_for(a.model, a.prefix_cache_bytes)
     bench.load(Linear(src, [0.5, 0.5]))
     assert not store.entries
+
+
+def test_a_debate_run_records_reused_prompt_tokens(tiny_models, tiny_task, tmp_path):
+    """Through the runner: later debate rounds (context: history) extend earlier ones; calls.jsonl and the
+    run's metrics say how many prompt tokens were reused, and the answers equal a run with reuse off."""
+    import json
+
+    from moco.cache import NullCache
+    from moco.config import parse_config
+    from moco.models.pool import unload_all
+    from moco.runner import run_experiment
+
+    def run(mb: int, out: str):
+        unload_all()  # a fresh model: its store starts empty
+        cfg = parse_config({
+            "method": "text_multiagent_refine", "task": {"name": str(tiny_task), "test_limit": 4},
+            "models": [{"model": str(tiny_models[0]), "name": n, "role_prompt": f"You are agent {n}."} for n in "ab"],
+            "params": {"rounds": 2, "context": "history", "final": "vote"},
+            "generation": {"max_new_tokens": 6, "temperature": 0.0, "prefix_cache_mb": mb}})
+        return run_experiment(cfg, tmp_path / out, cache=NullCache())
+
+    on, off = run(64, "on"), run(0, "off")
+    unload_all()
+    assert [r["output"] for r in on.predictions] == [r["output"] for r in off.predictions]
+    assert off.metrics["total"]["tokens_reused"] == 0
+    reused = on.metrics["total"]["tokens_reused"]
+    assert 0 < reused < on.metrics["total"]["tokens_in"]
+    calls = [json.loads(line) for line in (tmp_path / "on" / "calls.jsonl").read_text().splitlines()]
+    by_tag = {t: [c for c in calls if c["tag"] == t] for t in ("answer", "round 1", "round 2")}
+    assert [c["model"] for c in by_tag["answer"]] == [c["model"] for c in by_tag["round 2"]] == list("aaaabbbb")
+    for before, now in (("answer", "round 1"), ("round 1", "round 2")):
+        for prev, c in zip(by_tag[before], by_tag[now]):  # the whole conversation so far, all but the last token
+            assert c["tokens_reused"] == prev["tokens_in"] + prev["tokens_out"] - 1
+    assert sum(c["tokens_reused"] for c in calls) == reused

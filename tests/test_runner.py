@@ -28,7 +28,7 @@ def test_run_directory_contents(tiny_task, cache, tmp_path):
     assert sorted(p.name for p in d.iterdir()) == ["artifacts", "calls.jsonl", "config.yaml", "manifest.json",
                                                    "metrics.json", "predictions.jsonl"]
     cfg = yaml.safe_load((d / "config.yaml").read_text())
-    assert cfg["params"] == {"rounds": 1, "final": "summarizer", "summarizer": None}  # resolved: defaults written
+    assert cfg["params"] == {"rounds": 1, "final": "summarizer", "summarizer": None, "context": "message"}  # resolved: defaults written
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "finished" and man["seed"] == 0 and "torch" in man["versions"]
     assert man["fingerprints"]["a"].startswith("scripted:a:") and "hardware" in man and "git_commit" in man

@@ -216,7 +216,7 @@ class RunContext:
         for pos in positions:
             self.recorder.record(model=handles[pos].name, key=key, tag=tag, tokens_in=res.tokens_in,
                                  tokens_out=res.tokens_out, latency=res.latency_s, cached=cached,
-                                 finish=res.finish_reason, error=res.error, batch=batch)
+                                 finish=res.finish_reason, error=res.error, batch=batch, reused=res.tokens_reused)
 
     def _run_backend(self, keys: list[str], unique: dict, done: dict, bar: Any, on_result) -> None:
         """Batches are planned over every request of the call, cached or not, and a batch is cached whole;

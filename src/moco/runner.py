@@ -199,7 +199,7 @@ def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) 
         rows.append(row)
     summary = summarize_results(p.scorer, exs, results, [o.failed for o in outputs], seed=ctx.seed)
     phases = {k: v.to_dict() for k, v in ctx.recorder.phases.items()}
-    keys = ("calls", "cache_hits", "failed", "tokens_in", "tokens_out", "generated_tokens", "compute_s")
+    keys = ("calls", "cache_hits", "failed", "tokens_in", "tokens_out", "generated_tokens", "tokens_reused", "compute_s")
     # the method's cost; the scorer's own model calls (judge, reward model) are reported under phases.score
     total = {key: sum(ph[key] for name, ph in phases.items() if name != "score") for key in keys}
     metrics = {

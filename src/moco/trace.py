@@ -21,12 +21,15 @@ class PhaseStats:
     tokens_in: int = 0
     tokens_out: int = 0  # all output tokens the method consumed (cached ones included): its true cost
     generated_tokens: int = 0  # tokens actually decoded in this process (cache misses)
+    tokens_reused: int = 0  # prompt tokens of those calls whose KV was reused instead of computed
     compute_s: float = 0.0  # model time attributed to the calls, cached calls at their original cost
     wall_s: float = 0.0
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def add(self, model: str, tokens_in: int, tokens_out: int, latency: float, cached: bool, failed: bool) -> None:
+    def add(self, model: str, tokens_in: int, tokens_out: int, latency: float, cached: bool, failed: bool,
+            reused: int = 0) -> None:
         self.calls += 1
+        self.tokens_reused += 0 if cached else reused
         self.cache_hits += int(cached)
         self.failed += int(failed)
         self.tokens_in += tokens_in
@@ -66,13 +69,14 @@ class CallRecorder:
         return self.phases.setdefault(phase or self.phase, PhaseStats())
 
     def record(self, *, model: str, key: str, tag: str, tokens_in: int, tokens_out: int, latency: float,
-               cached: bool, finish: str, error: str | None, batch: int | None) -> None:
+               cached: bool, finish: str, error: str | None, batch: int | None, reused: int = 0) -> None:
         with self._lock:
-            self.stats().add(model, tokens_in, tokens_out, latency, cached, error is not None)
+            self.stats().add(model, tokens_in, tokens_out, latency, cached, error is not None, reused)
             if self._fh:
                 faults.torn_write("calls.write", self._fh, json.dumps({
                     "t": round(time.time(), 3), "phase": self.phase, "tag": tag, "model": model, "key": key[:16],
-                    "tokens_in": tokens_in, "tokens_out": tokens_out, "latency_s": round(latency, 4),
+                    "tokens_in": tokens_in, "tokens_out": tokens_out, "tokens_reused": 0 if cached else reused,
+                    "latency_s": round(latency, 4),
                     "cache_hit": cached, "finish": finish, "error": error, "batch": batch, "attempt": self.attempt,
                 }) + "\n")
 

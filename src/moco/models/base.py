@@ -57,6 +57,7 @@ class GenResult:
     token_logprobs: list[float] | None = None  # log p(generated token) under the model (temperature 1)
     top_logprobs: list[float] | None = None  # log p of the most likely token at each step
     extra: dict | None = None  # JSON-able details a token-level method stores with its cached outcome (its trace)
+    tokens_reused: int = 0  # prompt tokens whose KV was reused (models/prefix_cache.py) instead of computed
 
     @property
     def failed(self) -> bool:

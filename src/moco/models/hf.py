@@ -55,6 +55,7 @@ class _Row:
     stop_text: tuple[str, ...]
     logprobs: list[float] | None = None
     top: list[float] | None = None
+    reused: int = 0  # prompt tokens taken from the prefix store or from a repeated prompt in the batch
 
 
 class HFBackend:
@@ -187,6 +188,8 @@ class HFBackend:
         rows = self.new_rows(requests)
         stream = KVStream(self.model, [r.ids for r in rows], self.tokenizer.pad_token_id,
                           store_for(self.model, self.prefix_cache_bytes))
+        for r, n in zip(rows, stream.reused):
+            r.reused = n
         finish = decode_rows([stream], rows, sampling, self.eos_ids, lambda logits: logits[0], self._hit_stop)
         return self.results(requests, rows, finish)
 
@@ -216,7 +219,7 @@ class HFBackend:
             # answer so far, and the next continuation may follow it
             text = text if continuing else text.strip()
             results.append(GenResult(text, tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin,
-                                     token_logprobs=r.logprobs, top_logprobs=r.top))
+                                     token_logprobs=r.logprobs, top_logprobs=r.top, tokens_reused=r.reused))
         return results
 
     def _continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
@@ -362,6 +365,9 @@ class KVStream:
         self.attn, self.last_pos = attn, pos[:, -1]
         if len(unique) < len(prompts):  # copy the cache rows of repeated prompts
             self._select(expand)
+        # per row: prompt tokens not computed for it (a repeat of an earlier row's prompt reuses all of it)
+        first = {u: i for i, u in reversed(list(enumerate(expand)))}
+        self.reused = [reused[u] if first[u] == i else len(prompts[i]) for i, u in enumerate(expand)]
         self.fed = [list(p) for p in prompts]  # each alive row's tokens in the cache
 
     def _select(self, rows: list[int]) -> None:
