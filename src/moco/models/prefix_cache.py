@@ -11,6 +11,7 @@ A store belongs to one model object (`store_for`); code that writes weights in p
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class PrefixStore:
         self.used = 0
         self.stats = PrefixStats()
         self._next = 0
+        self._lock = threading.RLock()  # a served model may be asked from more than one thread
 
     def _chain(self, ids: tuple[int, ...] | list[int]) -> list[int]:
         hashes, h = [], 0
@@ -84,6 +86,10 @@ class PrefixStore:
     def match(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
         """How many leading tokens of `ids` have stored KV, and that KV (cut to length). At least one token
         is always left to compute: its logits are the first decoding step."""
+        with self._lock:
+            return self._match(ids)
+
+    def _match(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
         self.stats.lookups += 1
         n, eid = self._longest(ids)
         n = min(n, len(ids) - 1)
@@ -99,6 +105,10 @@ class PrefixStore:
     def add(self, ids: list[int], kv: list[tuple[Any, Any]]) -> None:
         """Keep `ids` with its KV (per layer [kv_heads, len(ids), head_dim], owned by the store from now on).
         A sequence that a stored one already extends is skipped; stored ones it extends are replaced."""
+        with self._lock:
+            self._add(ids, kv)
+
+    def _add(self, ids: list[int], kv: list[tuple[Any, Any]]) -> None:
         if len(ids) < self.block or self.budget <= 0:
             return
         n, eid = self._longest(ids)
@@ -134,9 +144,10 @@ class PrefixStore:
                     del self.index[h]
 
     def clear(self) -> None:
-        self.entries.clear()
-        self.index.clear()
-        self.used = 0
+        with self._lock:
+            self.entries.clear()
+            self.index.clear()
+            self.used = 0
 
 
 _STORES: "weakref.WeakKeyDictionary[Any, PrefixStore]" = weakref.WeakKeyDictionary()
