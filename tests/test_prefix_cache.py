@@ -190,3 +190,16 @@ def test_a_debate_run_records_reused_prompt_tokens(tiny_models, tiny_task, tmp_p
         for prev, c in zip(by_tag[before], by_tag[now]):  # the whole conversation so far, all but the last token
             assert c["tokens_reused"] == prev["tokens_in"] + prev["tokens_out"] - 1
     assert sum(c["tokens_reused"] for c in calls) == reused
+
+
+def test_a_resident_model_follows_each_runs_setting(tiny_models):
+    from moco.config import GenerationSettings, HardwareSettings, ModelSpec
+    from moco.models.pool import ModelPool, unload_all
+
+    unload_all()
+    specs = [ModelSpec(model=str(tiny_models[0]))]
+    a = ModelPool(specs, HardwareSettings(), GenerationSettings(prefix_cache_mb=8)).backend(0)
+    assert a.prefix_cache_bytes == 8 << 20
+    b = ModelPool(specs, HardwareSettings(), GenerationSettings(prefix_cache_mb=0)).backend(0)
+    assert a is b and b.prefix_cache_bytes == 0 and store_for(b.model, b.prefix_cache_bytes) is None
+    unload_all()

@@ -277,7 +277,10 @@ class ModelPool:
         with RESIDENT.lock:
             if key in RESIDENT.backends:
                 RESIDENT.backends.move_to_end(key)
-                return RESIDENT.backends[key]
+                resident = RESIDENT.backends[key]
+                if hasattr(resident, "prefix_cache_bytes"):  # a resident model follows this run's setting
+                    resident.prefix_cache_bytes = self.generation.prefix_cache_mb << 20
+                return resident
             need = self.estimate_gb(handle)
             self._make_room(need, handle.name)
             if on_ray(spec, self.hardware):  # free Ray CPUs/GPUs for the new actors

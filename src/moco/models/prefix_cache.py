@@ -163,6 +163,7 @@ def store_for(model: Any, budget_bytes: int) -> PrefixStore | None:
         if not plain_kv_cache(model):
             return None
         store = _STORES[model] = PrefixStore(budget_bytes)
+    store.budget = int(budget_bytes)  # the run's setting; a smaller one takes effect at the next insert
     return store
 
 
