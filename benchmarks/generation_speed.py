@@ -81,29 +81,6 @@ def main() -> None:
     tok = backend.tokenizer
     eos = backend.eos_ids
 
-    def count_new(rows) -> int:
-        n = 0
-        for row in rows.tolist():
-            for t in row:
-                n += 1
-                if t in eos:
-                    break
-        return n
-
-    def hf_generate(model, prompts: list[list[int]], order: list[int]) -> int:
-        total = 0
-        for s in range(0, len(order), args.batch_size):
-            batch = [prompts[i] for i in order[s:s + args.batch_size]]
-            width = max(map(len, batch))
-            ids = torch.tensor([[tok.pad_token_id] * (width - len(b)) + b for b in batch])
-            am = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
-            kw = dict(do_sample=True, temperature=args.temperature, top_p=0.9) if args.temperature > 0 else dict(do_sample=False)
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=args.max_new_tokens,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=list(eos), **kw)
-            total += count_new(out[:, width:])
-        return total
-
     encoded = [backend.encode(req) for _, _, req in calls_log]
 
     # ---------------------------------------------------------------- (b) raw limit: persistent model, ideal batches
@@ -114,7 +91,8 @@ def main() -> None:
     tok_b = 0
     for idx in groups.values():
         order = sorted(idx, key=lambda i: -len(encoded[i]))
-        tok_b += hf_generate(backend.model, encoded, order)
+        tok_b += raw_generate(backend.model, [encoded[i] for i in order], args.batch_size, args.max_new_tokens,
+                              args.temperature, tok.pad_token_id, eos)
     t_b = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- (c) reference: reload per call
@@ -180,18 +158,9 @@ def fusion_workload(cfg, args) -> None:
         msgs = ((("system", h.role_prompt),) if h.role_prompt else ()) + (("user", "{q}"),)
         prompts = [backend.encode(GenRequest(tuple((r, c.format(q=ex.prompt)) for r, c in msgs))) for ex in test]
         prompts.sort(key=len, reverse=True)
-        t0, n = time.perf_counter(), 0
-        for s in range(0, len(prompts), args.batch_size):
-            batch = prompts[s:s + args.batch_size]
-            width = max(map(len, batch))
-            ids = torch.tensor([[tok.pad_token_id] * (width - len(b)) + b for b in batch])
-            am = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
-            kw = dict(do_sample=True, temperature=args.temperature, top_p=0.9) if args.temperature > 0 else dict(do_sample=False)
-            with torch.no_grad():
-                out = backend.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=args.max_new_tokens,
-                                             pad_token_id=tok.pad_token_id, eos_token_id=eos, **kw)
-            for row in out[:, width:].tolist():
-                n += next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        t0 = time.perf_counter()
+        n = raw_generate(backend.model, prompts, args.batch_size, args.max_new_tokens, args.temperature,
+                         tok.pad_token_id, eos)
         per_token.append((time.perf_counter() - t0) / max(n, 1))
     a, b = tok_a / t_a, 1.0 / sum(per_token)
     print(f"workload: logit fusion of 3 pseudo-experts of smollm2-135m-instruct, {len(test)} questions, max "
@@ -203,6 +172,29 @@ def fusion_workload(cfg, args) -> None:
     print(f"ratio a/b = {a / b:.2f}  (target >= 0.85)")
 
 
+def raw_generate(model, prompts: list[list[int]], batch_size: int, max_new_tokens: int, temperature: float,
+                 pad: int, eos) -> int:
+    """transformers `generate` over `prompts` in order, `batch_size` left-padded rows at a time: the baseline
+    decoding every raw-limit and reference figure is measured with. Returns the tokens generated, each row
+    counted up to and including its first EOS."""
+    import torch
+
+    eos = sorted(eos)
+    kw = dict(do_sample=True, temperature=temperature, top_p=0.9) if temperature > 0 else dict(do_sample=False)
+    total = 0
+    for s in range(0, len(prompts), batch_size):
+        batch = prompts[s:s + batch_size]
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch])
+        am = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                 eos_token_id=eos, **kw)
+        for row in out[:, width:].tolist():
+            total += next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+    return total
+
+
 def _reference_call(job: dict, prompts: list[list[int]]) -> int:
     """One reference-style generation call in a fresh process: load, generate in given order, exit."""
     import torch
@@ -211,22 +203,8 @@ def _reference_call(job: dict, prompts: list[list[int]]) -> int:
     torch.set_num_threads(2)
     model = AutoModelForCausalLM.from_pretrained(job["folder"], dtype=torch.float32).eval()
     AutoTokenizer.from_pretrained(job["folder"])
-    eos, bs, total = set(job["eos"]), job["batch_size"], 0
-    for s in range(0, len(prompts), bs):
-        batch = prompts[s:s + bs]
-        width = max(map(len, batch))
-        ids = torch.tensor([[job["pad"]] * (width - len(b)) + b for b in batch])
-        am = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
-        kw = dict(do_sample=True, temperature=job["temperature"], top_p=0.9) if job["temperature"] > 0 else dict(do_sample=False)
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=job["max_new_tokens"],
-                                 pad_token_id=job["pad"], eos_token_id=sorted(eos), **kw)
-        for row in out[:, width:].tolist():
-            for t in row:
-                total += 1
-                if t in eos:
-                    break
-    return total
+    return raw_generate(model, prompts, job["batch_size"], job["max_new_tokens"], job["temperature"], job["pad"],
+                        job["eos"])
 
 
 def _tmp_root():
