@@ -150,7 +150,7 @@ class PrefixStore:
             self.used = 0
 
 
-_STORES: "weakref.WeakKeyDictionary[Any, PrefixStore]" = weakref.WeakKeyDictionary()
+_STORES: "weakref.WeakKeyDictionary[Any, PrefixStore | None]" = weakref.WeakKeyDictionary()  # None: not plain
 
 
 def store_for(model: Any, budget_bytes: int) -> PrefixStore | None:
@@ -158,11 +158,11 @@ def store_for(model: Any, budget_bytes: int) -> PrefixStore | None:
     is not a plain per-layer KV cache (sliding-window, recurrent and hybrid models keep other state)."""
     if budget_bytes <= 0 or model is None:
         return None
-    store = _STORES.get(model)
+    if model not in _STORES:  # the cache check builds a cache: once per model, not once per batch
+        _STORES[model] = PrefixStore(budget_bytes) if plain_kv_cache(model) else None
+    store = _STORES[model]
     if store is None:
-        if not plain_kv_cache(model):
-            return None
-        store = _STORES[model] = PrefixStore(budget_bytes)
+        return None
     store.budget = int(budget_bytes)  # the run's setting; a smaller one takes effect at the next insert
     return store
 
