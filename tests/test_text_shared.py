@@ -7,7 +7,8 @@ import pytest
 
 from moco.config import parse_config
 from moco.errors import ConfigError
-from moco.methods.text.shared import gold_completion, per_model, seen_messages
+from moco.methods.text.shared import gold_completion, per_model
+from moco.methods.trained import chat
 from moco.models.scripted import ScriptedBackend
 from moco.runner import run_experiment
 from moco.scoring.exact import ExactMatchScorer
@@ -28,7 +29,7 @@ def test_gold_completion_scores_as_correct_in_every_prompt_format():
     assert gold_completion(Example("4", 3, "dev", "Write a poem", "Write a poem", None)) is None
 
 
-def test_seen_messages_match_what_generate_sends(tiny_task, cache):
+def test_chat_messages_match_what_generate_sends(tiny_task, cache):
     from moco.config import parse_config
     from moco.context import Call, RunContext
     from moco.models.scripted import ScriptedBackend
@@ -43,8 +44,8 @@ def test_seen_messages_match_what_generate_sends(tiny_task, cache):
                      generation=p.config.generation)
     ctx.generate([Call(0, "Q"), Call(1, "Q")])
     for h, name in zip(ctx.models, "xy"):
-        assert list(bk[f"scripted:{name}"].calls[0].messages) == seen_messages(h, "Q")
-    assert seen_messages(ctx.models[0], "Q")[0] == ("system", "You are a mathematician.")
+        assert list(bk[f"scripted:{name}"].calls[0].messages) == chat(h, "Q")
+    assert chat(ctx.models[0], "Q")[0] == ("system", "You are a mathematician.")
     assert per_model(list(range(6)), 3) == [[0, 1, 2], [3, 4, 5]]
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from moco.context import RunContext
 from moco.methods.registry import MethodParams
-from moco.models.base import Message
+from moco.models.base import Message, with_role_prompt
 from moco.models.pool import ModelHandle
 
 
@@ -29,9 +29,9 @@ class LoraParams(MethodParams):
 
 
 def chat(handle: ModelHandle, prompt: str) -> list[Message]:
-    """The messages `handle` receives for `prompt` at inference (its role prompt as the system message), so a
-    model is trained on exactly the input it will be asked with."""
-    return [("system", handle.role_prompt), ("user", prompt)] if handle.role_prompt else [("user", prompt)]
+    """The messages `handle` receives for `prompt` at inference (its role prompt as the system message, as
+    `ctx.generate` adds it), so a model is trained on exactly the input it will be asked with."""
+    return list(with_role_prompt([("user", prompt)], handle.role_prompt))
 
 
 def trained_model(ctx: RunContext, origin: ModelHandle, adapter: str | Path, name: str) -> ModelHandle:

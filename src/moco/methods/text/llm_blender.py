@@ -27,7 +27,8 @@ from pydantic import Field
 from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.shared import gold_completion, numbered, per_model, pick_model, seen_messages
+from moco.methods.text.shared import gold_completion, numbered, per_model, pick_model
+from moco.methods.trained import chat
 from moco.models.pool import ModelHandle
 from moco.training import SFTSettings, train_lora_sft
 
@@ -183,7 +184,7 @@ def _train_on_dev(ctx: RunContext, params: Params, ranker: ModelHandle, fuser: M
                 for b in range(len(models)):
                     if a != b and scores[a][j] != scores[b][j] and not answers[a][j].failed and not answers[b][j].failed:
                         prompt = pairwise_prompt(ex.prompt, answers[a][j].text, answers[b][j].text)
-                        data.append((seen_messages(ranker, prompt), "A" if scores[a][j] > scores[b][j] else "B"))
+                        data.append((chat(ranker, prompt), "A" if scores[a][j] > scores[b][j] else "B"))
         ranker, report["ranker"] = _train(ctx, params, ranker, data, "ranker")
     if params.train_fuser_on_dev:
         data = []
@@ -191,7 +192,7 @@ def _train_on_dev(ctx: RunContext, params: Params, ranker: ModelHandle, fuser: M
             gold = gold_completion(ex)
             top = sorted((i for i in range(len(models)) if not answers[i][j].failed), key=lambda i: (-scores[i][j], i))[:k]
             if gold is not None and top:
-                data.append((seen_messages(fuser, fusion_prompt(ex.prompt, [answers[i][j].text for i in top])), gold))
+                data.append((chat(fuser, fusion_prompt(ex.prompt, [answers[i][j].text for i in top])), gold))
         fuser, report["fuser"] = _train(ctx, params, fuser, data, "fuser")
     ctx.extra_metrics["training"] = report
     return ranker, fuser

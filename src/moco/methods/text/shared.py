@@ -9,7 +9,6 @@ from moco.config import ModelSpec
 from moco.context import Output, Response, RunContext
 from moco.errors import ConfigError
 from moco.methods.text.majority_vote import plurality
-from moco.models.base import Message
 from moco.models.pool import ModelHandle, check_spec
 from moco.tasks import formats
 from moco.tasks.base import Example
@@ -50,15 +49,6 @@ def pick_model(ctx: RunContext, ref: int | str | None, role: str, device: str | 
 def per_model(flat: Sequence[T], n_examples: int) -> list[list[T]]:
     """Cut a flat model-major result list into out[model][example]."""
     return [list(flat[i:i + n_examples]) for i in range(0, len(flat), n_examples)]
-
-
-def seen_messages(handle: ModelHandle, prompt: str) -> list[Message]:
-    """The messages a model receives for `prompt` (its role prompt as a system message, as `ctx.generate`
-    sends it): training data built with this matches what the trained model is asked at test time."""
-    msgs: list[Message] = [("user", prompt)]
-    if handle.role_prompt:
-        msgs.insert(0, ("system", handle.role_prompt))
-    return msgs
 
 
 def gold_completion(ex: Example) -> str | None:
