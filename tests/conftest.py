@@ -136,3 +136,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     line = report(REPO)
     if line:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run and train far faster on one thread, above all on a busy machine (threads wait on each
+    other)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,8 +13,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from moco.models.base import GenRequest, SamplingParams
 from moco.models.hf import HFBackend
 
@@ -81,17 +79,6 @@ def regenerate(source: str, adapter: str | None, req: GenRequest) -> str:
         return b.generate([greedy])[0].text
     finally:
         b.close()
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models run far faster on one thread, above all on a busy machine (threads wait on each other)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def assert_phase_costs(metrics: dict) -> None:

@@ -17,7 +17,7 @@ from moco.runner import run_experiment
 from moco.tasks.moco_json import load_moco_json
 from moco.testing import build_tiny_llama
 from moco.training.adapters import adapter_delta
-from steered import assert_phase_costs, forget, install, one_thread, real_part, regenerate, user_text  # noqa: F401
+from steered import assert_phase_costs, forget, install, real_part, regenerate, user_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GOLD = [3, 8, 1, 6, 0, 7, 2, 9, 4, 5, 1, 6]

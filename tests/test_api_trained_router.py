@@ -100,17 +100,6 @@ def test_tie_break_role_missing_is_a_config_error(tiny_task, cache):
         dev_labels(ctx, collect(ctx, ctx.dev), "judge")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train ~8x faster on one thread than on two when the shared cores are busy."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_router_is_trained_and_used_at_test(tiny_models, tiny_task, cache, tmp_path, one_thread):
     # a is right on dev questions 0 and 2, b on 1 and 3: the labels differ per item
     backends = {"scripted:a": _right_on("a", {0, 2, 4, 6, 8, 10}), "scripted:b": _right_on("b", {1, 3, 5, 7, 9, 11})}

@@ -15,7 +15,7 @@ from moco.methods.text.multiagent_finetuning import CRITIC_MARK
 from moco.runner import run_experiment
 from moco.testing import build_tiny_llama
 from moco.training.adapters import adapter_delta
-from steered import assert_phase_costs, forget, install, one_thread, real_part, regenerate, user_text  # noqa: F401
+from steered import assert_phase_costs, forget, install, real_part, regenerate, user_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

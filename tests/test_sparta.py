@@ -18,7 +18,7 @@ from moco.methods.text.sparta import JUDGE_PREFIX, Params, Ratings, parse_score
 from moco.runner import plan, run_experiment
 from moco.testing import build_tiny_llama, mc_dataset
 from moco.training.adapters import adapter_delta
-from steered import assert_phase_costs, forget, install, one_thread, real_part, regenerate, user_text  # noqa: F401
+from steered import assert_phase_costs, forget, install, real_part, regenerate, user_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NEXT = {"A": "B", "B": "C", "C": "D", "D": "A"}

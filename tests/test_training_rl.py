@@ -11,7 +11,6 @@ from moco.models.base import GenRequest, SamplingParams
 from moco.models.pool import ModelPool
 from moco.training import DPOSettings, GRPOSettings, train_lora_dpo, train_lora_grpo
 from moco.training.adapters import adapter_delta
-from steered import one_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
