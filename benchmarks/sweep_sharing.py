@@ -7,8 +7,10 @@ ALONE, each with its own empty cache, and prints:
   (c) the ratios a/b of tokens and wall time, each cell's figures, and the figure `moco compare` predicts
       for b from the call records (exact with scripted models; within a few percent with real sampled
       models, whose floats round differently in other batches).
+By default the sweep runs its cells together (lockstep, their calls merged into shared batches): a cell's
+"sweep s" then includes the time the other cells ran, and only the total compares with the cells alone.
 
-    python benchmarks/sweep_sharing.py [SWEEP.yaml] [--alone N] [--test-limit N]   # default: examples/sweeps/scripted_quick.yaml
+    python benchmarks/sweep_sharing.py [SWEEP.yaml] [--alone N] [--test-limit N] [--parallel-cells N]   # default: examples/sweeps/scripted_quick.yaml
 
 With the embedded-model sweeps this costs the sweep plus every cell again: use --alone N to re-run only the
 first N cells (the printed sum then covers those cells).
@@ -34,6 +36,8 @@ def main() -> None:
     ap.add_argument("--alone", type=int, default=None, help="re-run only the first N cells alone")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--test-limit", type=int, default=None, help="override every task's test_limit")
+    ap.add_argument("--parallel-cells", type=int, default=None,
+                    help="override the sweep's parallel_cells (1: cells one by one, no merged batches)")
     args = ap.parse_args()
 
     from moco.analysis import load_sweep, run_sweep
@@ -46,6 +50,8 @@ def main() -> None:
     if args.test_limit is not None:
         for t in sweep.tasks:
             t.test_limit = args.test_limit
+    if args.parallel_cells is not None:
+        sweep.parallel_cells = args.parallel_cells
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cache = ResponseCache(root / "sweep.sqlite")

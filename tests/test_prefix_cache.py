@@ -203,3 +203,39 @@ def test_a_resident_model_follows_each_runs_setting(tiny_models):
     b = ModelPool(specs, HardwareSettings(), GenerationSettings(prefix_cache_mb=0)).backend(0)
     assert a is b and b.prefix_cache_bytes == 0 and store_for(b.model, b.prefix_cache_bytes) is None
     unload_all()
+
+
+# ------------------------------------------------------------------ prefill grouped by prompt length
+def test_prefill_groups_pad_little_and_keep_similar_lengths_together():
+    from moco.models.hf import prefill_groups
+
+    assert prefill_groups([100, 98, 97, 95]) == [[0, 1, 2, 3]]  # similar lengths: one pass
+    g = prefill_groups([600, 12, 590, 10, 15, 605, 11, 9], pass_cost=64)
+    assert g == [[5, 0, 2], [4, 1, 6, 3, 7]]  # long prompts apart from short ones (longest first)
+    lengths = [600, 12, 590, 10, 15, 605, 11, 9]
+    padded = sum(max(lengths[i] for i in grp) * len(grp) for grp in g)
+    assert padded + 64 * len(g) < max(lengths) * len(lengths) + 64  # cheaper than one padded pass
+    assert sorted(i for grp in g for i in grp) == list(range(8))
+
+
+def test_grouped_prefill_gives_the_logits_and_answers_of_one_pass(pair):
+    """Prompts of very different lengths (a debate round beside first answers, a merged lockstep batch) are
+    prefilled in groups and joined into one cache: the same logits, step after step, and the same answers."""
+    from moco.models import hf
+
+    on, off = pair
+    long_q = QUESTION * 12
+    reqs = [_req(long_q), _req("Hi"), _req(long_q + " Also: why?"), _req("Name a color."), _req("2+2?")]
+    store = store_for(on.model, on.prefix_cache_bytes)
+    ids = [on.encode(r) for r in reqs]
+    assert len(hf.prefill_groups([len(x) for x in ids])) == 2
+    with torch.no_grad():
+        grouped = KVStream(on.model, ids, on.tokenizer.pad_token_id, store)
+        one = KVStream(off.model, ids, off.tokenizer.pad_token_id)  # no store: one padded pass
+        assert grouped.attn.shape[1] == max(len(x) for x in ids)
+        assert torch.allclose(grouped.logits, one.logits, atol=1e-4)
+        for _ in range(3):
+            nxt = one.logits.argmax(-1).tolist()
+            assert torch.allclose(grouped.advance(nxt), one.advance(nxt), atol=1e-4)
+    store.clear()
+    assert [r.text for r in on.generate(reqs)] == [r.text for r in off.generate(reqs)]

@@ -278,6 +278,9 @@ def compare(
     plan_only: bool = typer.Option(False, "--plan", help="list the cells and which cannot run; load no model"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html and report.md at the end"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
+    parallel_cells: Optional[int] = typer.Option(None, "--parallel-cells", min=1, help="cells on the same models run "
+                                                 "together, their model calls merged into shared batches (default: "
+                                                 "the sweep's parallel_cells, else all API/text cells); 1 = one by one"),
 ) -> None:
     """Run every cell of a sweep (resumable), print the paper's Table 1 and the token sharing ratio."""
     from moco.analysis import load, run_sweep
@@ -287,6 +290,8 @@ def compare(
     from moco.progress import make_progress
 
     cfg = load_sweep(sweep)
+    if parallel_cells is not None:
+        cfg.parallel_cells = parallel_cells
     root = out or Path.cwd() / "runs" / "sweeps" / (cfg.name or sweep.stem)
     bar = make_progress(progress)
     try:

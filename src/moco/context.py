@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moco import faults
+from moco import faults, lockstep
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
 from moco.errors import ModelError
@@ -191,7 +191,10 @@ class RunContext:
                               done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
 
         remote = [j for j in jobs if self.pool.is_remote(handles[where[j[0]][0]])]
-        if remote and len(jobs) > 1 and self.overlap_remote:  # remote engines work while local models decode
+        together = lockstep.current()
+        if together is not None and jobs:  # other experiments' calls join these batches (moco compare)
+            together.submit([self._job(keys, handles, where, prepared, done, bar, tag) for keys in jobs])
+        elif remote and len(jobs) > 1 and self.overlap_remote:  # remote engines work while local models decode
             with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
                 futures = [ex.submit(run, j) for j in remote]
                 for j in jobs:
@@ -213,9 +216,9 @@ class RunContext:
     def _record(self, key: str, positions: list[int], handles: list[ModelHandle], item: tuple[GenResult, bool],
                 tag: str, batch: int | None) -> None:
         res, cached = item
-        for pos in positions:
+        for n, pos in enumerate(positions):  # identical calls of one generate are decoded once: the others are hits
             self.recorder.record(model=handles[pos].name, key=key, tag=tag, tokens_in=res.tokens_in,
-                                 tokens_out=res.tokens_out, latency=res.latency_s, cached=cached,
+                                 tokens_out=res.tokens_out, latency=res.latency_s, cached=cached or n > 0,
                                  finish=res.finish_reason, error=res.error, batch=batch, reused=res.tokens_reused)
 
     def _run_backend(self, keys: list[str], unique: dict, done: dict, bar: Any, on_result) -> None:
@@ -223,23 +226,44 @@ class RunContext:
         so a resumed run forms the same batches and recomputes exactly what an uninterrupted run would."""
         handle = unique[keys[0]][0]
         backend = self.pool.backend(handle)
-        fp = self.pool.fingerprint(handle)
         reqs = [unique[k][1] for k in keys]
-        if any(r.images for r in reqs) and not backend.capabilities.images:
-            raise ModelError(f"model '{handle.name}' cannot read images (it is not a vision-language model)")
+        self._check_images(handle, reqs)
         for batch in backend.plan_batches(reqs):
             missing = [i for i in batch if keys[i] not in done]
             if not missing:
                 continue
             results = backend.generate([reqs[i] for i in missing])
             faults.hit("generate.batch")
-            with self._results_lock:  # backends of one call may run in threads (remote engines)
+            self._deliver(handle, [(keys[i], r, False) for i, r in zip(missing, results)], done, bar, on_result)
+
+    def _check_images(self, handle: ModelHandle, reqs: Sequence[GenRequest]) -> None:
+        if any(r.images for r in reqs) and not self.pool.backend(handle).capabilities.images:
+            raise ModelError(f"model '{handle.name}' cannot read images (it is not a vision-language model)")
+
+    def _deliver(self, handle: ModelHandle, rows: list[tuple[str, GenResult, bool]], done: dict, bar: Any,
+                 on_result, merged: int | None = None) -> None:
+        """Cache a finished batch whole and record it. A row marked shared was decoded in the same merged batch
+        for another experiment (lockstep): it is recorded like a cache hit, so no token is counted twice.
+        Rows of a merged batch carry its number (the same in every experiment of the lockstep)."""
+        with self._results_lock:  # backends of one call may run in threads (remote engines)
+            if merged is None:
                 self._batch_id += 1
-                self.cache.put_many([(keys[i], fp, r) for i, r in zip(missing, results)])
-                for i, r in zip(missing, results):
-                    done[keys[i]] = (r, False)
-                    on_result(keys[i], done[keys[i]], self._batch_id)
-                self.progress.advance(bar, len(missing))
+            batch = self._batch_id if merged is None else merged
+            self.cache.put_many([(k, self.pool.fingerprint(handle), r) for k, r, _shared in rows])
+            for k, r, shared in rows:
+                done[k] = (r, shared)
+                on_result(k, done[k], None if shared else batch)
+            self.progress.advance(bar, len(rows))
+
+    def _job(self, keys: list[str], handles: list[ModelHandle], where: dict[str, list[int]],
+             prepared: list[tuple[str, GenRequest]], done: dict, bar: Any, tag: str) -> lockstep.Job:
+        """The requests of one backend, for a merged lockstep batch."""
+        handle = handles[where[keys[0]][0]]
+        reqs = {k: _widest(prepared, where[k]) for k in keys}
+        self._check_images(handle, list(reqs.values()))
+        on_result = lambda k, res, b: self._record(k, where[k], handles, res, tag, b)  # noqa: E731
+        return lockstep.Job(self, handle, keys, reqs, done,
+                            lambda rows, merged: self._deliver(handle, rows, done, bar, on_result, merged))
 
     def ask(self, model: Any, prompts: Sequence[str], tag: str = "", sampling: SamplingParams | None = None,
             replica: int = 0) -> list[Response]:

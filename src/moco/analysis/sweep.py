@@ -1,7 +1,9 @@
 """`moco compare`: run every cell of a sweep into one sweep directory, resumably.
 
 All cells run in one process with one response cache, so model outputs that cells share (each model's dev
-answers, first-round answers...) are generated once. A cell whose run directory holds a finished manifest
+answers, first-round answers...) are generated once. Cells on the same models run together (moco.lockstep):
+while one waits for its model calls the next one runs, and the calls all of them wait for are decoded in
+shared batches, so each method's own calls (refinements, feedback, aggregations) fill batches too. A cell whose run directory holds a finished manifest
 and the same resolved config is not run again, so a killed sweep re-run with the same command continues
 where it stopped (and an unfinished cell resumes from the cache). Cells that cannot run are found by
 `runner.plan()` before any model loads and recorded with the reason.
@@ -28,6 +30,7 @@ from moco.analysis.sweep_config import SweepConfig
 from moco.cache import ResponseCache
 from moco.config import dump_config
 from moco.errors import ConfigError
+from moco.lockstep import Lockstep
 from moco.progress import Progress
 from moco.rundir import write_json
 
@@ -124,6 +127,28 @@ def cell_backends(cell: Cell, data_dir: str | None = None) -> dict | None:
     return {LIAR_MODEL: LiarBackend(p.task, p.scorer)}
 
 
+MERGED_LEVELS = ("baseline", "api", "text", "client_server")  # methods whose model calls all go through ctx.generate
+
+
+def together(todo: list[tuple[str, CellState]], width: int | None) -> list[tuple[list[tuple[str, CellState]], int]]:
+    """Groups of cells that run at once (lockstep) and how many at a time: cells on the same models, so the
+    merged batches never need two sets of weights in memory. By default every API-, text- and client-server
+    cell of a group runs together and logit/weight cells (which drive or rewrite weights directly) run alone."""
+    from moco.methods.registry import get_method
+
+    groups: dict[str, list[tuple[str, CellState]]] = {}
+    alone: list[tuple[list[tuple[str, CellState]], int]] = []
+    for item in todo:
+        cfg = item[1].cell.config
+        if width is None and get_method(cfg.method).level not in MERGED_LEVELS:
+            alone.append(([item], 1))
+            continue
+        models = sorted({json.dumps([m.model, m.adapter, m.dtype, m.endpoint and m.endpoint.base_url]) for m in cfg.models})
+        groups.setdefault(json.dumps([models, cfg.generation.batch_size]), []).append(item)
+    merged = [(g, min(len(g), width or len(g))) for g in groups.values()]
+    return merged + alone
+
+
 def write_index(root: Path, sweep: SweepConfig, states: list[CellState], sharing: dict | None = None) -> None:
     write_json(root / INDEX, {"name": sweep.name or root.name, "seed": sweep.seed,
                               "cells": [s.to_json(root) for s in states], "sharing": sharing or {}})
@@ -164,14 +189,14 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
             else:
                 todo.append((what, st))
         write_index(root, sweep, states)
-        for what, st in todo:
+        def run_cell(item: tuple[str, CellState]) -> None:
+            what, st = item
             c = st.cell
             run_dir = root / "cells" / c.dir_name
-            backends = cell_backends(c, data_dir)
             t0 = time.time()
             try:
                 res = run_experiment(c.config, run_dir, data_dir=data_dir, cache=cache, progress=progress,
-                                     backends=backends)
+                                     backends=cell_backends(c, data_dir))
             except (KeyboardInterrupt, SystemExit):
                 st.status = "pending"
                 write_index(root, sweep, states)
@@ -185,6 +210,24 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
                 say(f"{what}: {m['metric']} {m['score']:.3f} ({st.seconds:.1f} s, "
                     f"{m['total']['generated_tokens']} tokens generated, {m['total']['tokens_out']} used)")
             write_index(root, sweep, states)
+
+        groups = together(todo, sweep.parallel_cells)
+        if any(width > 1 for _g, width in groups):
+            say("cells on the same models run together, their model calls merged into shared batches "
+                "(--parallel-cells 1 runs them one by one); a cell's seconds include the time the others ran")
+        for group, width in groups:
+            if width == 1:
+                for item in group:
+                    run_cell(item)
+            else:
+                try:
+                    Lockstep().map(run_cell, group, width)
+                except (KeyboardInterrupt, SystemExit):
+                    for _what, st in group:  # cells still running when the sweep was stopped
+                        if st.status not in ("finished", "failed"):
+                            st.status = "pending"
+                    write_index(root, sweep, states)
+                    raise
         from moco.analysis.sharing import sharing_stats
 
         sharing = sharing_stats(root, [s for s in states if s.status == "finished"])

@@ -138,6 +138,10 @@ class SweepConfig(StrictModel):
     hardware: HardwareSettings = Field(default_factory=HardwareSettings)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baseline: bool = Field(True, description="add single_model on every pool (the best single model of Table 1)")
+    parallel_cells: int | None = Field(None, ge=1, le=256, description="cells on the same models that run together, "
+                                       "their model calls merged into shared batches (default: every API-, text- and "
+                                       "client-server cell of those models; logit and weight cells run alone); "
+                                       "1 runs the cells one by one")
     analyses: Analyses = Field(default_factory=Analyses)
     param_counts: dict[str, float] = Field(default_factory=dict, description="model name or id -> parameters, "
                                            "for FLOPs of models whose size cannot be read (endpoints)")

@@ -347,22 +347,27 @@ class KVStream:
         matches = [store.match(p) for p in unique] if store is not None else [(0, None)] * len(unique)
         if store is not None:
             store.stats.shared_rows += len(prompts) - len(unique)
-        self.cache = _new_cache(model)
         reused = [n for n, _ in matches]
-        width_c = max(reused)
-        if width_c:
-            _fill_cache(self.cache, [kv for _, kv in matches], reused, width_c)
         suffixes = [p[n:] for p, n in zip(unique, reused)]
-        width = max(len(s) for s in suffixes)
-        input_ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=dev)
-        attn = torch.tensor([[0] * (width_c - n) + [1] * n + [0] * (width - len(s)) + [1] * len(s)
-                             for n, s in zip(reused, suffixes)], device=dev)
-        new = attn[:, width_c:]
-        pos = (new.cumsum(-1) - 1).clamp(min=0) + torch.tensor(reused, device=dev)[:, None]
-        out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=self.cache,
-                    use_cache=True, logits_to_keep=1)
-        self.logits = out.logits[:, -1, :]
-        self.attn, self.last_pos = attn, pos[:, -1]
+        groups = prefill_groups([len(x) for x in suffixes]) if store is not None else [list(range(len(unique)))]
+        if len(groups) == 1:
+            self.cache, self.attn, self.last_pos, self.logits = _prefill(model, suffixes, matches, pad_id, dev)
+        else:  # prompts of very different lengths: prefill each group padded to its own width, then join
+            kvs: list = [None] * len(unique)
+            logits: list = [None] * len(unique)
+            for g in groups:
+                cache, attn, _pos, lg = _prefill(model, [suffixes[i] for i in g], [matches[i] for i in g], pad_id, dev)
+                for j, i in enumerate(g):
+                    real = attn[j].bool()
+                    kvs[i] = [(layer.keys[j][:, real, :], layer.values[j][:, real, :]) for layer in cache.layers]
+                    logits[i] = lg[j]
+            lengths = [len(p) for p in unique]
+            width = max(lengths)
+            self.cache = _new_cache(model)
+            _fill_cache(self.cache, kvs, lengths, width)
+            self.attn = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=dev)
+            self.last_pos = torch.tensor([n - 1 for n in lengths], device=dev)
+            self.logits = torch.stack(logits)
         if len(unique) < len(prompts):  # copy the cache rows of repeated prompts
             self._select(expand)
         # per row: prompt tokens not computed for it (a repeat of an earlier row's prompt reuses all of it)
@@ -411,6 +416,48 @@ class KVStream:
         real = self.attn[j].bool()
         kv = [(layer.keys[j][:, real, :], layer.values[j][:, real, :]) for layer in self.cache.layers]
         self.store.add(self.fed[j], kv)  # boolean indexing copies: the store owns its tensors
+
+
+def _prefill(model, suffixes: list[list[int]], matches: list, pad_id: int, dev):
+    """One left-padded forward pass over the rows' new tokens, after their stored KV (if any)."""
+    import torch
+
+    cache = _new_cache(model)
+    reused = [n for n, _ in matches]
+    width_c = max(reused)
+    if width_c:
+        _fill_cache(cache, [kv for _, kv in matches], reused, width_c)
+    width = max(len(s) for s in suffixes)
+    input_ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in suffixes], device=dev)
+    attn = torch.tensor([[0] * (width_c - n) + [1] * n + [0] * (width - len(s)) + [1] * len(s)
+                         for n, s in zip(reused, suffixes)], device=dev)
+    new = attn[:, width_c:]
+    pos = (new.cumsum(-1) - 1).clamp(min=0) + torch.tensor(reused, device=dev)[:, None]
+    out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
+    return cache, attn, pos[:, -1], out.logits[:, -1, :]
+
+
+PREFILL_PASS_COST = 256  # a forward pass's fixed cost in padded prompt tokens (SmolLM2 on 2 cores: ~150)
+
+
+def prefill_groups(lengths: list[int], pass_cost: int = PREFILL_PASS_COST) -> list[list[int]]:
+    """Rows (by index) grouped for prefill so that padding to each group's longest prompt plus a fixed cost per
+    forward pass is least (exact, over groups of consecutive lengths): one group unless lengths differ a lot."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[k]: cost of the k longest rows
+    cut = [0] * (n + 1)
+    for k in range(1, n + 1):
+        for j in range(k):  # rows j..k-1 form the last group, padded to the length of row j
+            c = best[j] + lengths[order[j]] * (k - j) + pass_cost
+            if c < best[k]:
+                best[k], cut[k] = c, j
+    groups, k = [], n
+    while k > 0:
+        groups.append(order[cut[k]:k])
+        k = cut[k]
+    return groups[::-1]
 
 
 def _fill_cache(cache, kvs: list, lengths: list[int], width: int) -> None:
