@@ -29,7 +29,7 @@ class Aborted(BaseException):
     """Raised in the other experiments when one of them was stopped by an exception that is not an error."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """One RunContext's requests for one backend: what `_run_backend` would have run alone."""
 
@@ -41,7 +41,7 @@ class Job:
     deliver: Callable[[list[tuple[str, GenResult, bool]], int], None]  # per batch: this job's rows, batch number
 
 
-@dataclass
+@dataclass(eq=False)
 class _Submission:
     worker: int
     jobs: list[Job]
@@ -151,8 +151,9 @@ class Lockstep:
                     s.error = s.error or e
                     continue
                 groups.setdefault(id(backend), (backend, []))[1].append((s, j))
-        remote = [g for g in groups.values() if any(j.ctx.pool.is_remote(j.handle) for _s, j in g[1])]
-        local = [g for g in groups.values() if g not in remote]
+        remote, local = [], []
+        for g in groups.values():  # remote engines work while local models decode
+            (remote if any(j.ctx.pool.is_remote(j.handle) for _s, j in g[1]) else local).append(g)
         deliver = threading.Lock()
         if remote:
             with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
