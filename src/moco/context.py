@@ -249,7 +249,8 @@ class RunContext:
             if merged is None:
                 self._batch_id += 1
             batch = self._batch_id if merged is None else merged
-            self.cache.put_many([(k, self.pool.fingerprint(handle), r) for k, r, _shared in rows])
+            fp = self.pool.fingerprint(handle)
+            self.cache.put_many([(k, fp, r) for k, r, _shared in rows])
             for k, r, shared in rows:
                 done[k] = (r, shared)
                 on_result(k, done[k], None if shared else batch)

@@ -64,13 +64,11 @@ class Lockstep:
         """Run fn(item) for every item, at most `width` at a time, merging their generation; re-raises the first
         exception that escaped fn (fn is expected to record its own errors)."""
         source = iter(items)
-        lock = threading.Lock()
 
-        def take() -> tuple[bool, Any]:
-            with lock:
-                for item in source:
-                    return True, item
-                return False, None
+        def take() -> tuple[bool, Any]:  # only the thread holding the baton takes: no lock needed
+            for item in source:
+                return True, item
+            return False, None
 
         threads = [threading.Thread(target=self._worker, args=(w, fn, take), daemon=True, name=f"moco-cell-{w}")
                    for w in range(max(1, width))]

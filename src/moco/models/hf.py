@@ -358,8 +358,7 @@ class KVStream:
             for g in groups:
                 cache, attn, _pos, lg = _prefill(model, [suffixes[i] for i in g], [matches[i] for i in g], pad_id, dev)
                 for j, i in enumerate(g):
-                    real = attn[j].bool()
-                    kvs[i] = [(layer.keys[j][:, real, :], layer.values[j][:, real, :]) for layer in cache.layers]
+                    kvs[i] = _row_kv(cache, attn, j)
                     logits[i] = lg[j]
             lengths = [len(p) for p in unique]
             width = max(lengths)
@@ -413,9 +412,13 @@ class KVStream:
         self.fed = []
 
     def _save(self, j: int) -> None:
-        real = self.attn[j].bool()
-        kv = [(layer.keys[j][:, real, :], layer.values[j][:, real, :]) for layer in self.cache.layers]
-        self.store.add(self.fed[j], kv)  # boolean indexing copies: the store owns its tensors
+        self.store.add(self.fed[j], _row_kv(self.cache, self.attn, j))
+
+
+def _row_kv(cache, attn, j: int) -> list:
+    """Row j's KV per layer at its real (unmasked) positions; boolean indexing copies, so the caller owns it."""
+    real = attn[j].bool()
+    return [(layer.keys[j][:, real, :], layer.values[j][:, real, :]) for layer in cache.layers]
 
 
 def _prefill(model, suffixes: list[list[int]], matches: list, pad_id: int, dev):
