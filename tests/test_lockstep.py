@@ -154,3 +154,21 @@ def test_a_model_that_fails_to_generate_fails_only_the_cells_that_use_it(task, t
     by_pool = {(st.cell.uses[0]["pool"], st.cell.uses[0]["label"]): st.status for st in res.states}
     assert by_pool == {("trio", "single_model"): "finished", ("trio", "text_majority_vote"): "finished",
                        ("broken", "single_model"): "failed", ("broken", "text_majority_vote"): "failed"}
+
+
+@pytest.mark.timeout(120)
+def test_a_failure_outside_any_backend_fails_the_waiting_cells_instead_of_hanging(task, tmp_path, monkeypatch):
+    """An error in the merge itself (not in a model) reaches every cell that waited for it; none waits for ever."""
+    from moco.lockstep import Lockstep
+
+    def broken_flush(self, subs):
+        raise RuntimeError("merge broke")
+
+    monkeypatch.setattr(Lockstep, "_flush", broken_flush)
+    unload_all()
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    res = run_sweep(parse_sweep(_sweep(task, ["text_majority_vote"])), tmp_path / "sw", cache=cache)
+    cache.close()
+    unload_all()
+    assert {(st.status, st.reason) for st in res.states} == {("failed", "RuntimeError: merge broke")}
+    assert len(res.states) == 2

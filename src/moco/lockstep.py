@@ -121,6 +121,9 @@ class Lockstep:
             self._cv.release()
             try:
                 self._flush(subs)
+            except BaseException as e:  # noqa: BLE001 - a failure outside any backend: every waiting experiment
+                for s in subs:          # sees it rather than all of them waiting for a baton nobody passes
+                    s.error = s.error or e
             finally:
                 self._cv.acquire()
             self._ready.extend(s.worker for s in subs)
