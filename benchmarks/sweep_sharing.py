@@ -1,7 +1,8 @@
 """How much a sweep saves by sharing model outputs between its cells, measured, not estimated.
 
 Runs a sweep into a temporary directory with an empty response cache, then runs every finished cell again
-ALONE, each with its own empty cache, and prints:
+ALONE, each with its own empty response cache and empty prefix (KV) stores, as in a process of its own (the
+weights stay loaded, which favours the cells alone), and prints:
   (a) tokens the sweep decoded (cache misses over all cells),
   (b) tokens the cells decoded when each ran alone (their sum),
   (c) the ratios a/b of tokens and wall time, each cell's figures, and the figure `moco compare` predicts
@@ -44,6 +45,7 @@ def main() -> None:
     from moco.analysis.sharing import distinct, read_calls
     from moco.analysis.sweep import cell_backends
     from moco.cache import ResponseCache
+    from moco.models.prefix_cache import clear_all
     from moco.runner import run_experiment
 
     sweep = load_sweep(args.sweep)
@@ -66,6 +68,7 @@ def main() -> None:
         t0 = time.time()
         for i, st in enumerate(done):
             c = ResponseCache(root / f"alone{i}.sqlite")
+            clear_all()  # as in its own process: no KV from the sweep or the cells before (weights stay loaded)
             t1 = time.time()
             m = run_experiment(st.cell.config, root / f"alone{i}", data_dir=args.data_dir, cache=c,
                                backends=cell_backends(st.cell, args.data_dir)).metrics

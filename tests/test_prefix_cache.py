@@ -239,3 +239,77 @@ def test_grouped_prefill_gives_the_logits_and_answers_of_one_pass(pair):
             assert torch.allclose(grouped.advance(nxt), one.advance(nxt), atol=1e-4)
     store.clear()
     assert [r.text for r in on.generate(reqs)] == [r.text for r in off.generate(reqs)]
+
+
+# ------------------------------------------------------------------ prefixes shared inside one batch
+def test_shared_prefixes_are_found_per_batch_beyond_the_store():
+    from moco.models.prefix_cache import shared_prefixes
+
+    s = PrefixStore(1 << 30)
+    head = list(range(1000, 1045))  # 45 shared tokens: two whole blocks (32) are worth sharing
+    a, b, c = head + [1, 2, 3], head + [7, 8], list(range(60))
+    out = shared_prefixes(s, [a, b, c], [0, 0, 0], pass_cost=0)
+    assert out == [(head[:2 * BLOCK], [0, 1])]
+    assert shared_prefixes(s, [a, b, c], [0, 0, 0], pass_cost=100) == []  # saves 32 tokens, costs a pass
+    assert shared_prefixes(s, [a, b, c], [2 * BLOCK, 2 * BLOCK, 0], pass_cost=0) == []  # the store has them
+    d = head[:BLOCK + 3] + [5] * 20  # shares one block with a and b only
+    out = shared_prefixes(s, [a, b, d], [0, 0, 0], pass_cost=0)
+    assert out == [(head[:2 * BLOCK], [0, 1])]  # d finds its block inside the stored 32 afterwards
+    assert shared_prefixes(s, [head + [1], head + [1]][:1], [0], pass_cost=0) == []
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_a_prefix_shared_in_the_batch_is_computed_once_and_decodes_the_same(pair):
+    """A merged lockstep batch: several methods' prompts for the same question, none of them stored yet."""
+    on, off = pair
+    long_q = QUESTION * 4
+    reqs = [_req(long_q + " Answer A or B."), _req(long_q + " Criticise the answer: it is B."),
+            _req(long_q, prefix="The answer is"), _req("Name a colour.")]
+    ids = [on.encode(r) for r in reqs]
+    head = _common(ids[0], ids[1]) // BLOCK * BLOCK  # the prefix rows 0 and 1 share, in whole blocks
+    assert head >= 4 * BLOCK
+    # computed once by itself into the store; every other row then reuses what it shares with it
+    reuse = [head, head] + [_common(x, ids[0][:head]) for x in ids[2:]]
+    reuse = [n if n >= BLOCK else 0 for n in reuse]
+    got = on.generate(reqs)
+    assert [r.text for r in got] == [r.text for r in off.generate(reqs)]
+    st = on.prefix_stats
+    assert st["computed_tokens"] == head + sum(len(x) - n for x, n in zip(ids, reuse))
+    # the calls account for every computed token: the first row that uses the head carries its cost
+    assert [r.tokens_reused for r in got] == [0] + reuse[1:]
+    assert sum(r.tokens_in - r.tokens_reused for r in got) == st["computed_tokens"]
+
+
+def test_growing_kv_buffer_decodes_like_concatenation(pair):
+    """kv_buffer.GrowingLayer writes into spare columns instead of torch.cat: the same logits, also after rows
+    leave the batch and after the buffer had to grow."""
+    from transformers import DynamicCache
+
+    from moco.models import kv_buffer
+
+    on, _off = pair
+    model = on.model
+    ids = torch.tensor([on.encode(_req(QUESTION))] * 3)
+    ids[1, -1] = 5
+    ids[2, -2] = 9
+    caches = [DynamicCache(config=model.config), kv_buffer.new_cache(model)]
+    assert type(caches[1].layers[0]).__name__ == "GrowingLayer"
+    with torch.no_grad():
+        outs = [model(input_ids=ids, past_key_values=c, use_cache=True).logits[:, -1] for c in caches]
+        tok = outs[0].argmax(-1)
+        for step in range(kv_buffer.SPARE + 4):  # past the spare columns: one reallocation
+            if step == 3:  # a row leaves the batch
+                for c in caches:
+                    c.batch_select_indices(torch.tensor([0, 2]))
+                tok = tok[[0, 2]]
+            outs = [model(input_ids=tok[:, None], past_key_values=c, use_cache=True).logits[:, -1] for c in caches]
+            assert torch.allclose(outs[0], outs[1], atol=1e-5)
+            tok = outs[0].argmax(-1)
+    layer = caches[1].layers[0]
+    assert layer.keys.shape == caches[0].layers[0].keys.shape and layer._kbuf.shape[-2] > layer.keys.shape[-2]

@@ -20,7 +20,7 @@ from typing import Any
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult
 from moco.models.placement import pick_device, pick_dtype  # noqa: F401 (re-exported)
-from moco.models.prefix_cache import PrefixStore, store_for
+from moco.models.prefix_cache import PrefixStore, shared_prefixes, store_for
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +344,7 @@ class KVStream:
         slot: dict[tuple[int, ...], int] = {}
         expand = [slot.setdefault(tuple(p), len(slot)) for p in prompts]
         unique = [list(k) for k in slot]
+        charged = self._share_prefixes(unique, pad_id) if store is not None else {}
         matches = [store.match(p) for p in unique] if store is not None else [(0, None)] * len(unique)
         if store is not None:
             store.stats.shared_rows += len(prompts) - len(unique)
@@ -371,8 +372,20 @@ class KVStream:
             self._select(expand)
         # per row: prompt tokens not computed for it (a repeat of an earlier row's prompt reuses all of it)
         first = {u: i for i, u in reversed(list(enumerate(expand)))}
-        self.reused = [reused[u] if first[u] == i else len(prompts[i]) for i, u in enumerate(expand)]
+        self.reused = [max(0, reused[u] - charged.get(u, 0)) if first[u] == i else len(prompts[i])
+                       for i, u in enumerate(expand)]
         self.fed = [list(p) for p in prompts]  # each alive row's tokens in the cache
+
+    def _share_prefixes(self, unique: list[list[int]], pad_id: int) -> dict[int, int]:
+        """Prefill the prefixes that several prompts share (and the store lacks) once, into the store, so each
+        prompt then reuses them; returns, per prompt charged with a prefix's computation, its computed tokens."""
+        store = self.store
+        shared = shared_prefixes(store, unique, [store.peek(p) for p in unique], PREFILL_PASS_COST)
+        if not shared:
+            return {}
+        heads = KVStream(self.model, [h for h, _ in shared], pad_id, store)  # may share shorter prefixes in turn
+        heads.close()  # stores every prefix with its KV
+        return {rows[0]: len(h) - n for (h, rows), n in zip(shared, heads.reused)}
 
     def _select(self, rows: list[int]) -> None:
         import torch
@@ -530,9 +543,9 @@ def _fold_system(msgs: list[dict]) -> list[dict]:
 
 
 def _new_cache(model):
-    from transformers import DynamicCache
+    from moco.models.kv_buffer import new_cache
 
-    return DynamicCache(config=model.config)
+    return new_cache(model)
 
 
 def _sample(logits, sampling, generators) -> list[int]:

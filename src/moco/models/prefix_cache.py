@@ -83,6 +83,13 @@ class PrefixStore:
             n += 1
         return n, best
 
+    def peek(self, ids: list[int]) -> int:
+        """How many leading tokens of `ids` `match` would reuse now (no statistics, no recency update)."""
+        with self._lock:
+            n, eid = self._longest(ids)
+            n = min(n, len(ids) - 1)
+            return n if eid is not None and n >= self.block else 0
+
     def match(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
         """How many leading tokens of `ids` have stored KV, and that KV (cut to length). At least one token
         is always left to compute: its logits are the first decoding step."""
@@ -172,6 +179,44 @@ def forget(model: Any) -> None:
     store = _STORES.get(model)
     if store is not None:
         store.clear()
+
+
+def shared_prefixes(store: PrefixStore, prompts: list[list[int]], reused: list[int],
+                    pass_cost: int) -> list[tuple[list[int], list[int]]]:
+    """Block-aligned prefixes that several prompts of one batch share beyond what the store already holds:
+    (prefix, the rows that start with it), only when computing each prefix once saves more prompt tokens than a
+    forward pass of its own costs (`pass_cost`). In a merged batch the prompts of different methods for the
+    same model and question start alike (system prompt, question, the first round's answers)."""
+    b = store.block
+    chains = [store._chain(p[:len(p) - 1]) for p in prompts]  # whole blocks, at least one token left after
+    count: dict[int, int] = {}
+    for i, ch in enumerate(chains):
+        for h in ch[reused[i] // b:]:
+            count[h] = count.get(h, 0) + 1
+    groups: dict[int, tuple[int, list[int]]] = {}  # chain hash of the shared prefix -> (its blocks, rows)
+    for i, ch in enumerate(chains):
+        k = len(ch)
+        while k > reused[i] // b and count[ch[k - 1]] < 2:
+            k -= 1
+        if k * b > reused[i]:
+            groups.setdefault(ch[k - 1], (k, []))[1].append(i)
+    out, saved = [], 0
+    for k, rows in groups.values():
+        head = prompts[rows[0]][:k * b]
+        rows = [i for i in rows if prompts[i][:k * b] == head]  # a hash collision never shares keys
+        if len(rows) < 2:
+            continue
+        saved += sum(k * b - reused[i] for i in rows) - (k * b - min(reused[i] for i in rows))
+        out.append((head, rows))
+    return out if saved > pass_cost else []
+
+
+def clear_all() -> None:
+    """Empty the store of every loaded model: what a new process would start with, without reloading weights
+    (a benchmark timing a run "alone" must not reuse KV that other runs computed)."""
+    for store in list(_STORES.values()):
+        if store is not None:
+            store.clear()
 
 
 def plain_kv_cache(model: Any) -> bool:
