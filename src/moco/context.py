@@ -7,8 +7,8 @@ aligned with the calls. Methods never loop over single prompts against a backend
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
+import functools
 import random
 import threading
 import time
@@ -195,13 +195,8 @@ class RunContext:
         if together is not None and jobs:  # other experiments' calls join these batches (moco compare)
             together.submit([self._job(keys, handles, where, prepared, done, bar, tag) for keys in jobs])
         elif remote and len(jobs) > 1 and self.overlap_remote:  # remote engines work while local models decode
-            with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
-                futures = [ex.submit(run, j) for j in remote]
-                for j in jobs:
-                    if j not in remote:
-                        run(j)
-                for f in futures:
-                    f.result()
+            lockstep.overlapped([functools.partial(run, j) for j in remote],
+                                [functools.partial(run, j) for j in jobs if j not in remote])
         else:
             for j in jobs:
                 run(j)

@@ -13,6 +13,7 @@ methods that drive a model directly (token-level steppers, weight merging, train
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -156,16 +157,8 @@ class Lockstep:
         for g in groups.values():  # remote engines work while local models decode
             (remote if any(j.ctx.pool.is_remote(j.handle) for _s, j in g[1]) else local).append(g)
         deliver = threading.Lock()
-        if remote:
-            with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
-                futures = [ex.submit(self._run_group, b, g, deliver) for b, g in remote]
-                for b, g in local:
-                    self._run_group(b, g, deliver)
-                for f in futures:
-                    f.result()
-        else:
-            for b, g in local:
-                self._run_group(b, g, deliver)
+        overlapped([functools.partial(self._run_group, b, g, deliver) for b, g in remote],
+                   [functools.partial(self._run_group, b, g, deliver) for b, g in local])
 
     def _run_group(self, backend: Any, group: list[tuple[_Submission, Job]], deliver: threading.Lock) -> None:
         """Plan batches over every request of every job of this backend (cached ones included, so batches are
@@ -199,6 +192,21 @@ class Lockstep:
         except BaseException as e:  # noqa: BLE001 - every experiment that asked this backend sees the error
             for s, _j in group:
                 s.error = s.error or e
+
+
+def overlapped(remote: list[Callable[[], None]], local: list[Callable[[], None]]) -> None:
+    """Run the remote-engine work in threads while the local models' work runs here (remote engines wait on the
+    network, local models need the CPU/GPU); re-raises the first error of the remote work."""
+    if not remote:
+        for fn in local:
+            fn()
+        return
+    with concurrent.futures.ThreadPoolExecutor(len(remote), thread_name_prefix="moco-remote") as ex:
+        futures = [ex.submit(fn) for fn in remote]
+        for fn in local:
+            fn()
+        for f in futures:
+            f.result()
 
 
 def current() -> Lockstep | None:

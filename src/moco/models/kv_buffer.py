@@ -29,7 +29,7 @@ def _layer_class() -> type:
             n, add = self.get_seq_length(), key_states.shape[-2]
             buf = self._kbuf
             if (buf is None or buf.shape[0] != key_states.shape[0] or n + add > buf.shape[-2]
-                    or (n and self.keys.data_ptr() != buf.data_ptr())):  # full, or keys replaced from outside
+                    or (n and not self._in_buffer())):  # full, or keys replaced from outside
                 self._grow(n, n + add + SPARE + n // 4, key_states, value_states)
             self._kbuf[:, :, n:n + add] = key_states
             self._vbuf[:, :, n:n + add] = value_states
@@ -45,9 +45,13 @@ def _layer_class() -> type:
                 vbuf[:, :, :n] = self.values
             self._kbuf, self._vbuf = kbuf, vbuf
 
+        def _in_buffer(self) -> bool:
+            """`keys` still views our buffer (and was not replaced by a tensor set from outside)."""
+            return self._kbuf is not None and self.keys.data_ptr() == self._kbuf.data_ptr()
+
         def batch_select_indices(self, indices: Any) -> None:
             n = self.get_seq_length()
-            if n and self._kbuf is not None and self.keys.data_ptr() == self._kbuf.data_ptr():
+            if n and self._in_buffer():
                 self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
                 self.keys, self.values = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
             else:

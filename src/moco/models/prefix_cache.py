@@ -83,12 +83,16 @@ class PrefixStore:
             n += 1
         return n, best
 
+    def _usable(self, ids: list[int]) -> tuple[int, int | None]:
+        """(tokens to reuse, entry) for `ids`: at least one token left to compute, at least a block reused."""
+        n, eid = self._longest(ids)
+        n = min(n, len(ids) - 1)
+        return (n, eid) if eid is not None and n >= self.block else (0, None)
+
     def peek(self, ids: list[int]) -> int:
         """How many leading tokens of `ids` `match` would reuse now (no statistics, no recency update)."""
         with self._lock:
-            n, eid = self._longest(ids)
-            n = min(n, len(ids) - 1)
-            return n if eid is not None and n >= self.block else 0
+            return self._usable(ids)[0]
 
     def match(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
         """How many leading tokens of `ids` have stored KV, and that KV (cut to length). At least one token
@@ -98,9 +102,8 @@ class PrefixStore:
 
     def _match(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
         self.stats.lookups += 1
-        n, eid = self._longest(ids)
-        n = min(n, len(ids) - 1)
-        if eid is None or n < self.block:
+        n, eid = self._usable(ids)
+        if eid is None:
             self.stats.computed_tokens += len(ids)
             return 0, None
         self.entries.move_to_end(eid)
