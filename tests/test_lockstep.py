@@ -172,3 +172,37 @@ def test_a_failure_outside_any_backend_fails_the_waiting_cells_instead_of_hangin
     unload_all()
     assert {(st.status, st.reason) for st in res.states} == {("failed", "RuntimeError: merge broke")}
     assert len(res.states) == 2
+
+
+def test_a_remote_engine_in_the_pool_joins_the_merged_batches(task, tmp_path, batches):
+    """One pool member is served over HTTP (`moco serve`, an OpenAI-compatible engine): in a sweep its requests
+    run in threads while the local models decode, and every cell answers exactly as when cells run one by one."""
+    import yaml
+    from serve_util import served
+
+    served_cfg = tmp_path / "remote.yaml"
+    served_cfg.write_text(yaml.safe_dump({"method": "single_model", "models": [TRIO[2]], "name": "remote-c",
+                                          "generation": {"max_new_tokens": 16, "temperature": 0.0}}))
+    methods = [{"method": "text_multiagent_refine", "params": {"rounds": 1}},
+               {"method": "text_multiagent_feedback", "params": {"rounds": 1}}]
+    with served(served_cfg) as url:
+        pool = TRIO[:2] + [{"model": "remote-c", "endpoint": {"base_url": url, "seeded": True}}]
+
+        def run(name: str, **extra):
+            cache = ResponseCache(tmp_path / f"{name}.sqlite")
+            res = run_sweep(parse_sweep(_sweep(task, methods, pools={"trio": pool}, **extra)), tmp_path / name,
+                            cache=cache)
+            cache.close()
+            return res
+
+        one = run("one_by_one", parallel_cells=1)
+        together = run("together")
+    assert one.count("finished") == together.count("finished") == 3
+    assert _predictions(one) == _predictions(together)
+    remote: dict[int, set[str]] = {}  # merged batch -> cells whose rows the remote engine decoded in it
+    for st in together.states:
+        for c in read_calls(together.root / "cells" / st.cell.dir_name):
+            if c["model"] == "remote-c" and not c["cache_hit"]:
+                remote.setdefault(c["batch"], set()).add(st.cell.uses[0]["label"])
+    assert remote and max(len(v) for v in remote.values()) >= 2  # one remote batch served several cells
+    assert one.sharing["generated_tokens_measured"] == together.sharing["generated_tokens_measured"]
