@@ -120,7 +120,7 @@ def _as_processes(sweep, root: Path, args) -> tuple[float, int, list[Path], int,
     """`moco compare` once and `moco run` per finished cell, each a new process with an empty response cache."""
     from moco.analysis.sweep import sweep_dump
 
-    adv = sweep.analyses.adversarial if sweep.analyses else None
+    adv = sweep.analyses.adversarial
     if adv is not None and adv.kind == "liar":
         raise SystemExit("--as-processes: the scripted liar lives in memory; its cells cannot run by `moco run`")
     (root / "sweep.yaml").write_text(sweep_dump(sweep))

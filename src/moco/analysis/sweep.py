@@ -5,8 +5,9 @@ answers, first-round answers...) are generated once. Cells on the same models ru
 while one waits for its model calls the next one runs, and the calls all of them wait for are decoded in
 shared batches, so each method's own calls (refinements, feedback, aggregations) fill batches too. A cell
 whose run directory holds a finished manifest and the same resolved config is not run again, so a killed
-sweep re-run with the same command continues where it stopped (and an unfinished cell resumes from the cache). Cells that cannot run are found by
-`runner.plan()` before any model loads and recorded with the reason.
+sweep re-run with the same command continues where it stopped (and an unfinished cell resumes from the
+cache). Cells that cannot run are found by `runner.plan()` before any model loads and recorded with the
+reason.
 
 sweep_dir/
   sweep.yaml      the sweep as resolved (method defaults written out)

@@ -19,6 +19,7 @@ from typing import Any
 
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult
+from moco.models.kv_buffer import new_cache
 from moco.models.placement import pick_device, pick_dtype  # noqa: F401 (re-exported)
 from moco.models.prefix_cache import PrefixStore, shared_prefixes, store_for
 
@@ -363,7 +364,7 @@ class KVStream:
                     logits[i] = lg[j]
             lengths = [len(p) for p in unique]
             width = max(lengths)
-            self.cache = _new_cache(model)
+            self.cache = new_cache(model)
             _fill_cache(self.cache, kvs, lengths, width)
             self.attn = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=dev)
             self.last_pos = torch.tensor([n - 1 for n in lengths], device=dev)
@@ -438,7 +439,7 @@ def _prefill(model, suffixes: list[list[int]], matches: list, pad_id: int, dev):
     """One left-padded forward pass over the rows' new tokens, after their stored KV (if any)."""
     import torch
 
-    cache = _new_cache(model)
+    cache = new_cache(model)
     reused = [n for n, _ in matches]
     width_c = max(reused)
     if width_c:
@@ -540,12 +541,6 @@ def _fold_system(msgs: list[dict]) -> list[dict]:
     if system and rest:
         rest[0]["content"] = system + "\n\n" + rest[0]["content"]
     return rest
-
-
-def _new_cache(model):
-    from moco.models.kv_buffer import new_cache
-
-    return new_cache(model)
 
 
 def _sample(logits, sampling, generators) -> list[int]:
