@@ -43,7 +43,7 @@ def test_multiagent_finetuning_steps_training_and_test_time_agents(agents, tiny_
     cls = install(monkeypatch, steer)
     raw = {"method": "text_multiagent_finetuning", "task": {"name": str(tiny_task)},
            "models": [{"model": str(p), "name": p.name[-1]} for p in agents],
-           "params": {"iterations": 2, "rounds": 2, "w": 0.5, "sft_max_steps": 3, "sft_learning_rate": 1e-2,
+           "params": {"iterations": 2, "rounds": 2, "w": 0.5, "summary": "concatenate", "sft_max_steps": 3, "sft_learning_rate": 1e-2,
                       "sft_batch_size": 4, "sft_grad_accum": 1, "lora_r": 4},
            "generation": {"max_new_tokens": 6, "temperature": 0.0}}
     try:
@@ -127,3 +127,74 @@ def test_dataset_split_and_mix():
     # max(1, floor(6 * 0.25)) = 1 from DC-, max(1, floor(6 * 0.75)) = 4 from DC+
     assert [len(x["critic"]) for x in data] == [4, 1, 0]
     assert data[1]["critic"][0][0] == [("user", "r1a1")] and data[0]["gen"][0][0] == [("user", "r0a0")]
+
+
+def _scripted_ctx(tiny_task, cache, names):
+    """A run context over scripted agents (the debate and its tie-break need no training)."""
+    from moco.context import RunContext
+    from moco.runner import plan
+    from moco.trace import CallRecorder
+    from text_agents import agent, backends
+
+    summary = lambda p: "SUMMARY: the others say " + ",".join(re.findall(r"\(([A-D])\)", p)) \
+        if "Summarize the different answers" in p else None
+    bk = backends({n: agent(n, correct=(n == "x"), extra=summary) for n in names})
+    cfg = parse_config({"method": "single_model", "task": {"name": str(tiny_task)},
+                        "models": [f"scripted:{n}" for n in names], "generation": {"max_new_tokens": 32}})
+    p = plan(cfg, backends=bk)
+    ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
+                     generation=p.config.generation)
+    return ctx, bk
+
+
+@pytest.mark.parametrize("mode", ["dev-based", "lexicographic", "random"])
+def test_consensus_ties_break_by_dev_score_not_by_letter(tiny_task, cache, mode):
+    """Two agents that never move: x always right, y always wrong, so every item is a 1-1 tie. The paper-faithful
+    default takes the answer of the agent with the better dev score (x: 1.0, y: 0.0) and the consensus is the
+    gold letter everywhere; the reference's lexicographic rule takes "A" whenever A is tied (item 3, gold D,
+    y says A); a seeded random draw is reproducible."""
+    from moco.methods.text.multiagent_finetuning import TieBreak, debate
+
+    ctx, _ = _scripted_ctx(tiny_task, cache, ["x", "y"])
+    test = list(ctx.test)
+    tie = TieBreak(ctx, mode)
+    d = debate(ctx, ctx.models, ctx.models, test, 2, tag="t", tie=tie)
+    gold = [ex.answer for ex in test]
+    assert all(sorted(t) == sorted([g, "ABCD"[("ABCD".index(g) + 1) % 4]]) for t, g in zip(d.tied, gold))
+    if mode == "dev-based":
+        assert tie.dev_scores == {"x": 1.0, "y": 0.0}  # computed once, at the first tie
+        assert d.consensus == gold
+    elif mode == "lexicographic":
+        assert tie.dev_scores is None
+        assert d.consensus == [min(t) for t in d.tied] and d.consensus[3] == "A" != gold[3]
+    else:
+        again = debate(ctx, ctx.models, ctx.models, test, 2, tag="t", tie=TieBreak(ctx, mode))
+        assert d.consensus == again.consensus and tie.dev_scores is None
+        assert all(c in t for c, t in zip(d.consensus, d.tied))
+        assert d.consensus != gold and d.consensus != [min(t) for t in d.tied]  # seeded, neither rule above
+
+
+def test_critic_sees_an_llm_summary_of_the_others(tiny_task, cache):
+    """summary=llm (the paper's): before each critic round every agent's summarizer (here the `summarizer` role
+    model s) reads the other agents' previous answers only, and the critic's prompt holds that summary instead
+    of the raw answers; without a role each agent's own pool model summarizes."""
+    from moco.methods.text.multiagent_finetuning import CRITIC_MARK, SUMMARY_MARK, TieBreak, debate
+
+    ctx, bk = _scripted_ctx(tiny_task, cache, ["x", "y", "z", "s"])
+    test, agents, s = list(ctx.test)[:2], ctx.models[:3], ctx.models[3]
+    d = debate(ctx, agents, agents, test, 2, tag="t", tie=TieBreak(ctx, "dev-based"), summarizers=[s] * 3)
+    asked = [c.messages[-1][1] for c in bk["scripted:s"].calls]
+    assert len(asked) == 6  # 3 agents x 2 items, one batched call
+    for j, ex in enumerate(test):
+        for i, name in enumerate("xyz"):
+            summ = d.summaries[j][1][i]
+            assert summ["by"] == "s" and summ["of"] == [o for o in "xyz" if o != name]
+            shown = next(a for a in asked if a.startswith(f"Question:\n{ex.prompt}") and f"{name}:r0" not in a)
+            assert all(f"{o}:r0" in shown for o in summ["of"])  # the summarizer saw the others' answers only
+            critic = d.prompts[j][1][i][-1][1]
+            assert SUMMARY_MARK in critic and summ["text"] in critic and CRITIC_MARK not in critic
+            assert f"{name}:r0" in critic and not any(f"{o}:r0" in critic for o in summ["of"])
+    assert d.summaries[0][0] == [None] * 3  # round 0 answers alone
+    # no role: each agent's own pool model writes its summary (what run() passes)
+    d2 = debate(ctx, agents, agents, test, 2, tag="t2", summarizers=list(agents))
+    assert [x["by"] for x in d2.summaries[0][1]] == ["x", "y", "z"]
