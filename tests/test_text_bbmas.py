@@ -22,7 +22,8 @@ def bb_agent(name: str, plan: list[str], correct: bool, vote_for: str | None = N
         letter = letter if correct else wrong(letter)
         if "Conclusions proposed by the agents" in prompt:
             authors = re.findall(r"Conclusion #(\d+):\n(\w) concludes", prompt)
-            k = next(k for k, a in authors if a == (vote_for or name))
+            by = dict((a, k) for k, a in authors)
+            k = by.get(vote_for or name) or by.get(name) or "1"  # its favourite if shown, else its own, else #1
             return f"Conclusion #1 looks odd. Therefore, I vote for Conclusion #{k}"
         mine = len(re.findall(rf"Entry #\d+ \({name},", prompt))
         action = plan[min(mine, len(plan) - 1)]
@@ -46,7 +47,7 @@ def test_agents_act_on_the_board_and_terminate(tiny_task, cache, tmp_path, monke
     spy = record_generate(monkeypatch)
     agents = [bb_agent("a", ["strategy", "verify"], False), bb_agent("b", ["execute"], False),
               bb_agent("c", ["critique", "terminate"], True)]
-    res, bk = _run(agents, {"max_num_agents_to_act": 3}, tiny_task, cache, tmp_path)
+    res, bk = _run(agents, {"max_num_agents_to_act": 3, "termination": "iteration"}, tiny_task, cache, tmp_path)
     tr = res.predictions[0]["trace"]
     assert [(e["id"], e["iteration"], e["author"], e["action"]) for e in tr["entries"]] == [
         (1, 1, "a", "strategy"), (2, 1, "b", "execute"), (3, 1, "c", "critique"),
@@ -71,6 +72,27 @@ def test_agents_act_on_the_board_and_terminate(tiny_task, cache, tmp_path, monke
                                                     "terminate": 8}
 
 
+def test_default_termination_needs_a_majority_and_everyone_votes(tiny_task, cache, tmp_path):
+    """Every agent wants to terminate at once. With the defaults (one agent drawn per iteration), the reference
+    rule ends iteration 1 on the first agent's conclusion and nobody votes; the paper's consensus rule keeps
+    the board open until a majority (2 of 3) different agents have concluded, then all three vote."""
+    agents = [bb_agent(n, ["terminate"], n == "b", vote_for="b") for n in "abc"]
+    ref, _ = _run(agents, {"termination": "iteration"}, tiny_task, cache, tmp_path / "ref")
+    res, bk = _run(agents, {}, tiny_task, cache, tmp_path / "paper")
+    assert res.metrics["blackboard"]["termination"] == "consensus" and res.metrics["blackboard"]["agents_to_stop"] == 2
+    for old, row in zip(ref.predictions, res.predictions):
+        assert old["trace"]["iterations"] == 1 and len(old["trace"]["conclusions"]) == 1 and old["trace"]["votes"] == {}
+        tr = row["trace"]
+        authors = [c["author"] for c in tr["conclusions"]]
+        assert tr["ended_by"] == "consensus" and tr["iterations"] >= 2 and len(set(authors)) == len(authors) == 2
+        drawn = [s["agent"] for s in tr["selections"]]
+        assert sorted(set(drawn)) == sorted(authors) and len(set(drawn[:-1])) == 1  # closed by the 2nd agent
+        assert set(tr["votes"]) == {"a", "b", "c"}  # every agent votes, authors or not
+        if "b" in authors:  # all vote for b's (right) conclusion
+            assert row["output"] == tr["conclusions"][authors.index("b")]["text"]
+    assert len(bk["scripted:c"].received("Conclusions proposed by the agents")) == 8
+
+
 def test_iteration_cap_still_concludes_and_agents_vote(tiny_task, cache, tmp_path):
     agents = [bb_agent("a", ["strategy"], False, vote_for="b"), bb_agent("b", ["execute"], True),
               bb_agent("c", ["critique"], False)]
@@ -88,7 +110,8 @@ def test_iteration_cap_still_concludes_and_agents_vote(tiny_task, cache, tmp_pat
 
 def test_unrecognised_choices_are_retried_then_lost(tiny_task, cache, tmp_path):
     agents = [bb_agent("a", ["garbage"], False), bb_agent("b", ["terminate"], True)]
-    res, bk = _run(agents, {"max_num_agents_to_act": 2, "max_num_retries": 2}, tiny_task, cache, tmp_path)
+    res, bk = _run(agents, {"max_num_agents_to_act": 2, "max_num_retries": 2, "termination": "iteration"},
+                   tiny_task, cache, tmp_path)
     tr = res.predictions[0]["trace"]
     assert [s["action"] for s in tr["selections"]] == ["invalid", "terminate"]
     assert [e["author"] for e in tr["entries"]] == ["b"]

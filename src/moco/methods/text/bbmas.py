@@ -6,8 +6,14 @@ Per question, a blackboard holds the problem and the agents' entries. Each itera
    terminate — (a reply with no single recognisable action is retried up to `max_num_retries` times with fresh
    samples, then the turn is lost and recorded as invalid);
 2. each acting agent performs its action; the output becomes a blackboard entry;
-3. when at least `min_num_agents_to_stop` agents chose terminate, the iteration's entries with a `FINAL:`
-   section are the conclusions (all its entries if none has one).
+3. termination. `termination: consensus` (default; the paper's rule — the cycle repeats until the blackboard
+   holds a consensus, not until one agent says so): a terminate entry is that agent's standing conclusion
+   (its latest one counts); the board closes once `min_num_agents_to_stop` different agents (default: a
+   majority of the agents) have a standing conclusion, and those conclusions go to the vote.
+   `termination: iteration` (the reference implementation): the board closes as soon as at least
+   `min_num_agents_to_stop` (default 1) agents chose terminate in one iteration, and that iteration's entries
+   with a `FINAL:` section are the conclusions (all its entries if none has one) — with the defaults one agent
+   can then end iteration 1 alone and nobody votes.
 Agents acting in the same iteration act simultaneously (each sees the board as the iteration began).
 If `max_iterations` pass without termination, every agent writes a final solution from the blackboard (the
 reference implementation outputs "No conclusion." there). With several conclusions every agent votes
@@ -25,6 +31,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import Field
 
@@ -55,7 +62,11 @@ INSTRUCTIONS = {
 
 class Params(MethodParams):
     max_num_agents_to_act: int = Field(1, ge=1, le=64, description="agents drawn to act per iteration")
-    min_num_agents_to_stop: int = Field(1, ge=1, le=64, description="terminate votes in one iteration that end it")
+    termination: Literal["consensus", "iteration"] = Field(
+        "consensus", description="consensus: the board closes when enough different agents have a standing "
+        "conclusion (paper); iteration: when enough agents terminate in one iteration (reference)")
+    min_num_agents_to_stop: int | None = Field(None, ge=1, le=64, description="agents whose conclusions close the "
+                                               "board; default: a majority of the agents (consensus), 1 (iteration)")
     agent_idle_threshold: int = Field(6, ge=1, le=1000, description="an agent idle this many iterations also acts "
                                       "(no effect in the reference)")
     max_iterations: int = Field(10, ge=1, le=200, description="iterations before every agent must conclude")
@@ -142,6 +153,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     agents, test = ctx.models, ctx.test
     boards = [Board(ex.prompt, idle={a.index: 0 for a in agents}) for ex in test]
     stats: Counter = Counter()
+    consensus = params.termination == "consensus"
+    need = params.min_num_agents_to_stop or (len(agents) // 2 + 1 if consensus else 1)
     with ctx.phase("test"):
         for it in range(1, params.max_iterations + 1):
             open_ = [j for j, b in enumerate(boards) if not b.ended_by]
@@ -161,8 +174,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     done_this[j] += act == "terminate"
             for j in open_:
                 boards[j].iterations = it
+                if consensus:
+                    _close_on_consensus(boards[j], need)
+                    continue
                 now = [e for e in boards[j].entries if e["iteration"] == it]
-                if done_this[j] >= params.min_num_agents_to_stop and now:
+                if done_this[j] >= need and now:
                     final = [e for e in now if "FINAL:" in e["text"]] or now
                     boards[j].conclusions = [{"author": e["author"], "text": conclusion_of(e["text"])} for e in final]
                     boards[j].ended_by = "agents"
@@ -188,9 +204,20 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     ctx.extra_metrics["blackboard"] = {
         "mean_iterations": sum(b.iterations for b in boards) / n,
         "ended_by_cap": sum(b.ended_by == "iteration cap" for b in boards) / n,
+        "termination": params.termination, "agents_to_stop": need,
         "actions": dict(Counter(s["action"] for b in boards for s in b.selections)),
         "selection_retries": stats["retries"]}
     return outputs
+
+
+def _close_on_consensus(board: Board, need: int) -> None:
+    """Close the board when `need` different agents have a standing conclusion (each agent's latest terminate
+    entry); the conclusions, in board order, then go to every agent's vote."""
+    standing = {e["author"]: e for e in board.entries if e["action"] == "terminate"}
+    if len(standing) >= need:
+        final = sorted(standing.values(), key=lambda e: e["id"])
+        board.conclusions = [{"author": e["author"], "text": conclusion_of(e["text"])} for e in final]
+        board.ended_by = "consensus"
 
 
 def _acting(seed: int, j: int, it: int, agents: list[ModelHandle], board: Board, params: Params) -> list[ModelHandle]:
