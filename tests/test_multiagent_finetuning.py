@@ -131,20 +131,12 @@ def test_dataset_split_and_mix():
 
 def _scripted_ctx(tiny_task, cache, names):
     """A run context over scripted agents (the debate and its tie-break need no training)."""
-    from moco.context import RunContext
-    from moco.runner import plan
-    from moco.trace import CallRecorder
-    from text_agents import agent, backends
+    from text_agents import agent, backends, scripted_context
 
     summary = lambda p: "SUMMARY: the others say " + ",".join(re.findall(r"\(([A-D])\)", p)) \
         if "Summarize the different answers" in p else None
     bk = backends({n: agent(n, correct=(n == "x"), extra=summary) for n in names})
-    cfg = parse_config({"method": "single_model", "task": {"name": str(tiny_task)},
-                        "models": [f"scripted:{n}" for n in names], "generation": {"max_new_tokens": 32}})
-    p = plan(cfg, backends=bk)
-    ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                     generation=p.config.generation)
-    return ctx, bk
+    return scripted_context(tiny_task, cache, bk, names), bk
 
 
 @pytest.mark.parametrize("mode", ["dev-based", "lexicographic", "random"])

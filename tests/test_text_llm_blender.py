@@ -20,6 +20,8 @@ def judge(style: str) -> ScriptedBackend:
 
     def reply(req) -> str:
         prompt = req.messages[-1][1]
+        if prompt.startswith("Combine the candidate answers"):  # used as the fuser too
+            return f"judge-{style} fused: The answer is ({letter_for(prompt)})"
         if style == "biased":
             return "A"
         right = f"({letter_for(prompt)})"
@@ -120,7 +122,10 @@ def test_dev_trained_ranker_and_fuser_are_used_at_test_time(tiny_task, tiny_mode
     assert {c["model"] for c in calls if c["tag"] == "rank pairs"} == {"ranker+ranker-lora"}
     assert {c["model"] for c in calls if c["tag"] == "fuse"} == {"fuser+fuser-lora"}
     assert res.predictions[0]["trace"]["ranker"] == "ranker+ranker-lora"
-    assert res.metrics["phases"]["dev"]["wall_s"] > 0 and res.metrics["phases"]["dev"]["calls"] == 3 * 4
+    # dev: 3 candidates x 4 items, then the trained ranker ranks the dev candidates for the fuser's data
+    assert res.metrics["phases"]["dev"]["wall_s"] > 0 and res.metrics["phases"]["dev"]["calls"] == 3 * 4 + 6 * 4
+    assert {c["model"] for c in calls if c["tag"].startswith("rank dev pairs")} == {"ranker+ranker-lora"}
+    assert tr["fuser"]["candidate_order"] == "ranked by ranker+ranker-lora" and len(tr["fuser"]["orders"]) == 4
     # the same run resumed: the adapters are reused, not retrained
     again = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bk)
     assert again.metrics["training"]["ranker"]["reused"] and again.metrics["training"]["fuser"]["reused"]
@@ -143,3 +148,49 @@ def test_reference_keys_and_a_ranker_given_by_model_id(tiny_task, cache, tmp_pat
     with pytest.raises(ConfigError, match="device applies only to a model given by id"):
         run_experiment(scripted_config("text_llm_blender", tiny_task, "abc", {"fuser": "b", "fuser_gpu_id": 0}),
                        tmp_path / "bad", cache=cache, backends=bk)
+
+
+def test_ranker_and_fuser_default_to_a_non_candidate_and_warn_otherwise(tiny_task, cache, tmp_path):
+    """A non-candidate bound to one role also fills the other (no dev-best selection, no warning); with nothing
+    bound, the dev-best candidate b ranks and fuses its own answer, and the run says so (metrics, one line each)."""
+    bk = _backends("fair")
+    cfg = scripted_config("text_llm_blender", tiny_task, "abc", {"top_k": 2},
+                          roles={"ranker": {"model": "scripted:judge-fair"}})
+    res = run_experiment(cfg, tmp_path / "one", cache=cache, backends=bk)
+    assert res.metrics["blender_roles"] == {"ranker": "ranker", "fuser": "ranker", "ranker_is_candidate": None,
+                                            "fuser_is_candidate": None}
+    assert "warnings" not in res.metrics and "dev" not in res.metrics["phases"]
+    res = run_experiment(scripted_config("text_llm_blender", tiny_task, "abc", {"top_k": 2}), tmp_path / "none",
+                         cache=cache, backends=_backends("fair"))
+    roles = res.metrics["blender_roles"]
+    assert roles["ranker"] == roles["fuser"] == roles["ranker_is_candidate"] == roles["fuser_is_candidate"] == "b"
+    assert len(res.metrics["warnings"]) == 2
+    assert "ranker 'b' is also candidate 'b': it ranks its own answer" in res.metrics["warnings"][0]
+    assert "fuser 'b' is also candidate 'b': it fuses its own answer" in res.metrics["warnings"][1]
+    # a role bound to a pool model (here by name) is a candidate too: warned
+    res = run_experiment(scripted_config("text_llm_blender", tiny_task, "abc", {"top_k": 2},
+                                         roles={"ranker": "a", "fuser": {"model": "scripted:fuser"}}),
+                         tmp_path / "pool", cache=cache, backends=_backends("fair"))
+    assert res.metrics["blender_roles"]["ranker_is_candidate"] == "a" and len(res.metrics["warnings"]) == 1
+
+
+def test_fuser_trains_on_candidates_in_the_rankers_order(tiny_task, cache):
+    """The fuser's dev examples show the top-k in the order the ranker gives (as at test time), not by gold
+    score: a ranker that prefers wrong answers puts a and c first although b is the right one."""
+    from moco.methods.text.llm_blender import fuser_training_data
+    from text_agents import scripted_context
+
+    def perverse(req) -> str:
+        a = re.search(r"Candidate A:\n(.*?)\n\nCandidate B:", req.messages[-1][1], re.S).group(1)
+        return "A" if f"({letter_for(req.messages[-1][1])})" not in a else "B"
+
+    bk = {**_backends("fair"), "scripted:perverse": ScriptedBackend("perverse", fn=perverse)}
+    ctx = scripted_context(tiny_task, cache, bk, "abc", method="text_llm_blender",
+                           roles={"ranker": {"model": "scripted:perverse"}})
+    data, shown = fuser_training_data(ctx, ctx.role("ranker"), ctx.models[0], 2)
+    assert [s["order"] for s in shown] == [["a", "c"]] * 4  # by the ranker's wins: a (3) and c (3) beat b (0)
+    for (msgs, target), ex in zip(data, ctx.dev):
+        prompt = msgs[-1][1]
+        assert re.findall(r"Candidate \d+:\n(\w):r0", prompt) == ["a", "c"]
+        assert target == f"The answer is ({ex.answer}) option {ex.answer.lower()}{ex.index}."
+    assert len(bk["scripted:perverse"].calls) == 4 * 6  # every dev pair, both orders

@@ -49,3 +49,19 @@ def record_generate(monkeypatch) -> list[tuple[str, list[str]]]:
 
     monkeypatch.setattr(RunContext, "generate", generate)
     return seen
+
+
+def scripted_context(task_path, cache, bk: dict[str, ScriptedBackend], names, method: str = "single_model",
+                     roles: dict | None = None):
+    """A RunContext over scripted models (`bk` keyed 'scripted:<name>'), to drive one step of a method directly."""
+    from moco.config import parse_config
+    from moco.context import RunContext
+    from moco.runner import plan
+    from moco.trace import CallRecorder
+
+    cfg = parse_config({"method": method, "task": {"name": str(task_path)},
+                        "models": [f"scripted:{n}" for n in names], "roles": roles or {},
+                        "generation": {"max_new_tokens": 32}})
+    p = plan(cfg, backends=bk)
+    return RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
+                      generation=p.config.generation, roles=p.roles)

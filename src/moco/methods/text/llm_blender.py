@@ -7,11 +7,17 @@ ranker and fuser (as the reference implementation; the paper uses a DeBERTa Pair
    ranked by wins (ties: pool order).
 3. The fuser writes the final answer from the top-k candidates, shown best first.
 
+Ranker and fuser: the `ranker` / `fuser` param, else the model bound to that role, else a non-candidate model
+the config binds to the other role (the paper's ranker and fuser are models of their own, not candidates),
+else the dev-best candidate — then a warning (console and metrics `warnings`) says that a candidate judges
+and fuses its own answer.
+
 Optionally (dev set, LoRA SFT with `moco.training.train_lora_sft`, adapters in the run's artifacts folder and
 reused when the run resumes):
 - the ranker learns pairwise preferences from the dev candidates' scores (every pair with different
   scores, both orders; the target is the better one's letter);
-- the fuser learns to write the gold answer from the top-k dev candidates.
+- the fuser learns to write the gold answer from the top-k dev candidates in the order the (trained) ranker
+  gives them — the order it sees at test time (the reference orders them by their gold scores).
 The trained adapters are the ranker and fuser used on the test set.
 
 The verdict parser reads explicit statements ("B", "Candidate B", "Answer: B", "B is better"); the reference
@@ -27,7 +33,7 @@ from pydantic import Field
 from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.shared import gold_completion, numbered, per_model, pick_model
+from moco.methods.text.shared import candidate_of, gold_completion, numbered, pick_model, warn
 from moco.methods.trained import chat
 from moco.models.pool import ModelHandle
 from moco.training import SFTSettings, train_lora_sft
@@ -49,9 +55,11 @@ class Params(MethodParams):
 
     top_k: int = Field(3, ge=1, le=64, description="candidates fused (clipped to the pool size)")
     ranker: int | str | None = Field(None, description="ranker: a pool model (index or name) or a model id; default: "
-                                     "the `ranker` role, else the dev-best model (reference key `ranker_model_name`)")
+                                     "the `ranker` role, else a non-candidate `fuser` role model, else the dev-best "
+                                     "model, with a warning (reference key `ranker_model_name`)")
     fuser: int | str | None = Field(None, description="fuser: a pool model or a model id; default: the `fuser` role, "
-                                    "else the dev-best model (reference key `fuser_model_name`)")
+                                    "else a non-candidate `ranker` role model, else the dev-best model, with a "
+                                    "warning (reference key `fuser_model_name`)")
     ranker_device: str | None = Field(None, description="device of a ranker given by model id (reference key "
                                       "`ranker_gpu_id`)")
     fuser_device: str | None = Field(None, description="device of a fuser given by model id (`fuser_gpu_id`)")
@@ -120,41 +128,70 @@ def rank(n: int, verdicts: list[tuple[int, int, str | None]]) -> tuple[list[int]
     return sorted(range(n), key=lambda i: (-wins[i], i)), wins
 
 
+def choose_role(ctx: RunContext, ref: int | str | None, role: str, other: str, device: str | None) -> ModelHandle:
+    """The ranker or fuser: as given, else bound to the role, else a non-candidate bound to the other role, else
+    the dev-best (a warning when the chosen model is a candidate: it judges or fuses its own answer)."""
+    if ref is None and ctx.role(role) is None:
+        bound = ctx.role(other)
+        if bound is not None and candidate_of(ctx, bound) is None:
+            return bound
+    handle = pick_model(ctx, ref, role, device)
+    own = candidate_of(ctx, handle)
+    if own is not None:
+        warn(ctx, f"text_llm_blender: the {role} '{handle.name}' is also candidate '{own.name}': it "
+                  f"{'ranks' if role == 'ranker' else 'fuses'} its own answer (bind a non-candidate model to the "
+                  f"'{role}' role, as the paper's separate ranker and fuser)")
+    return handle
+
+
+def rank_candidates(ctx: RunContext, ranker: ModelHandle, examples: list, cands: list, k: int, tag: str,
+                    verdict_tokens: int) -> tuple[dict[int, list], list[tuple[list[int], list[float]]]]:
+    """Pairwise verdicts in both orders (one batched call) and, per example, the top-k candidate indices best
+    first with every candidate's wins. cands[model][example]; failed candidates are left out."""
+    n_models = len(cands)
+    judge = ctx.sampling(max_new_tokens=verdict_tokens)
+    pairs = [(j, a, b) for j in range(len(examples)) for a in range(n_models) for b in range(n_models)
+             if a != b and not cands[a][j].failed and not cands[b][j].failed]
+    replies = ctx.generate([Call(ranker, pairwise_prompt(examples[j].prompt, cands[a][j].text, cands[b][j].text), judge)
+                            for j, a, b in pairs], tag=tag)
+    by_ex: dict[int, list[tuple[int, int, str | None, str]]] = {}
+    for (j, a, b), r in zip(pairs, replies):
+        by_ex.setdefault(j, []).append((a, b, None if r.failed else parse_preference(r.text), r.text))
+    ranking = []
+    for j in range(len(examples)):
+        usable = [i for i in range(n_models) if not cands[i][j].failed]
+        order, wins = rank(n_models, [(a, b, v) for a, b, v, _ in by_ex.get(j, [])])
+        ranking.append(([i for i in order if i in usable][:k], wins))
+    return by_ex, ranking
+
+
 @method("text_llm_blender", params=Params, level="text", aliases=("llm_blender", "blender"), min_models=2,
-        roles={"ranker": "compares candidates pairwise (default: dev-best model)",
-               "fuser": "fuses the top-k candidates (default: dev-best model)"},
+        roles={"ranker": "compares candidates pairwise (default: a non-candidate fuser-role model, else dev-best)",
+               "fuser": "fuses the top-k candidates (default: a non-candidate ranker-role model, else dev-best)"},
         paper="Jiang et al. 2023, LLM-Blender: ensembling LLMs with pairwise ranking and generative fusion",
         summary="Candidates from every model, ranked pairwise in both orders by a ranker, top-k fused by a fuser; "
                 "ranker and fuser optionally LoRA-trained on dev")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models, test, n = ctx.models, ctx.test, len(ctx.test)
     k = max(1, min(params.top_k, len(models)))
-    ranker = pick_model(ctx, params.ranker, "ranker", params.ranker_device)
-    fuser = pick_model(ctx, params.fuser, "fuser", params.fuser_device)
+    ranker = choose_role(ctx, params.ranker, "ranker", "fuser", params.ranker_device)
+    fuser = choose_role(ctx, params.fuser, "fuser", "ranker", params.fuser_device)
     if params.train_ranker_on_dev or params.train_fuser_on_dev:
         with ctx.phase("dev"):
             ranker, fuser = _train_on_dev(ctx, params, ranker, fuser, k)
-    judge = ctx.sampling(max_new_tokens=params.ranker_max_new_tokens)
     fuse = ctx.sampling(max_new_tokens=params.fuser_max_new_tokens) if params.fuser_max_new_tokens else None
     with ctx.phase("test"):
         cands = ctx.answer_all(test)
-        pairs = [(j, a, b) for j in range(n) for a in range(len(models)) for b in range(len(models))
-                 if a != b and not cands[a][j].failed and not cands[b][j].failed]
-        replies = ctx.generate([Call(ranker, pairwise_prompt(test[j].prompt, cands[a][j].text, cands[b][j].text), judge)
-                                for j, a, b in pairs], tag="rank pairs")
-        by_ex: dict[int, list[tuple[int, int, str | None, str]]] = {}
-        for (j, a, b), r in zip(pairs, replies):
-            by_ex.setdefault(j, []).append((a, b, None if r.failed else parse_preference(r.text), r.text))
-        ranking = []
-        for j in range(n):
-            usable = [i for i in range(len(models)) if not cands[i][j].failed]
-            order, wins = rank(len(models), [(a, b, v) for a, b, v, _ in by_ex.get(j, [])])
-            ranking.append(([i for i in order if i in usable][:k], wins))
+        by_ex, ranking = rank_candidates(ctx, ranker, test, cands, k, "rank pairs", params.ranker_max_new_tokens)
         finals = ctx.generate([Call(fuser, fusion_prompt(ex.prompt, [cands[i][j].text for i in ranking[j][0]]), fuse)
                                for j, ex in enumerate(test)], tag="fuse")
     verdicts = [v for rows in by_ex.values() for _, _, v, _ in rows]
     ctx.extra_metrics["ranker_parsed"] = sum(v is not None for v in verdicts) / max(1, len(verdicts))
     ctx.extra_metrics["ranker_first_position_wins"] = sum(v == "A" for v in verdicts) / max(1, sum(v is not None for v in verdicts))
+    own_r, own_f = candidate_of(ctx, ranker), candidate_of(ctx, fuser)
+    ctx.extra_metrics["blender_roles"] = {"ranker": ranker.name, "fuser": fuser.name,
+                                          "ranker_is_candidate": own_r.name if own_r else None,
+                                          "fuser_is_candidate": own_f.name if own_f else None}
     outputs = []
     for j, f in enumerate(finals):
         names = [m.name for m in models]
@@ -167,6 +204,22 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                  "fused": [names[i] for i in ranking[j][0]]}
         outputs.append(Output(f.text, failed=f.failed, trace=trace))
     return outputs
+
+
+def fuser_training_data(ctx: RunContext, ranker: ModelHandle, fuser: ModelHandle, k: int, verdict_tokens: int = 128
+                        ) -> tuple[list, list[dict[str, Any]]]:
+    """(fuser SFT examples, what each holds): per dev item with a gold answer, the fusion prompt of the top-k dev
+    candidates in the order `ranker` puts them (the order the fuser meets at test time) -> the gold answer."""
+    answers, _ = ctx.dev_answers()
+    dev = list(ctx.dev)
+    _, ranking = rank_candidates(ctx, ranker, dev, answers, k, "rank dev pairs (fuser data)", verdict_tokens)
+    data, shown = [], []
+    for j, ex in enumerate(dev):
+        gold, top = gold_completion(ex), ranking[j][0]
+        if gold is not None and top:
+            data.append((chat(fuser, fusion_prompt(ex.prompt, [answers[i][j].text for i in top])), gold))
+            shown.append({"uid": ex.uid, "order": [ctx.models[i].name for i in top]})
+    return data, shown
 
 
 def _train_on_dev(ctx: RunContext, params: Params, ranker: ModelHandle, fuser: ModelHandle,
@@ -187,13 +240,10 @@ def _train_on_dev(ctx: RunContext, params: Params, ranker: ModelHandle, fuser: M
                         data.append((chat(ranker, prompt), "A" if scores[a][j] > scores[b][j] else "B"))
         ranker, report["ranker"] = _train(ctx, params, ranker, data, "ranker")
     if params.train_fuser_on_dev:
-        data = []
-        for j, ex in enumerate(ctx.dev):
-            gold = gold_completion(ex)
-            top = sorted((i for i in range(len(models)) if not answers[i][j].failed), key=lambda i: (-scores[i][j], i))[:k]
-            if gold is not None and top:
-                data.append((chat(fuser, fusion_prompt(ex.prompt, [answers[i][j].text for i in top])), gold))
+        data, shown = fuser_training_data(ctx, ranker, fuser, k, params.ranker_max_new_tokens)
         fuser, report["fuser"] = _train(ctx, params, fuser, data, "fuser")
+        report["fuser"]["candidate_order"] = f"ranked by {ranker.name}"
+        report["fuser"]["orders"] = shown
     ctx.extra_metrics["training"] = report
     return ranker, fuser
 

@@ -2,6 +2,7 @@
 what a model sees (so training data matches inference), and gold completions in the task's answer format."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -14,6 +15,19 @@ from moco.tasks import formats
 from moco.tasks.base import Example
 
 T = TypeVar("T")
+log = logging.getLogger("moco.methods")
+
+
+def warn(ctx: RunContext, text: str) -> None:
+    """A one-line warning on the console and in metrics (`warnings`), so a reader of the numbers sees it too."""
+    log.warning("%s", text)
+    ctx.extra_metrics.setdefault("warnings", []).append(text)
+
+
+def candidate_of(ctx: RunContext, handle: ModelHandle) -> ModelHandle | None:
+    """The pool model `handle` is (same model and adapter), or None when it is not one of the candidates."""
+    key = (handle.spec.model, handle.spec.adapter)
+    return next((m for m in ctx.models if m is handle or (m.spec.model, m.spec.adapter) == key), None)
 
 
 def from_total_rounds(v: Any) -> Any:
