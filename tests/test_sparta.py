@@ -44,7 +44,7 @@ def steer(backend, req, real: str) -> str:
 @pytest.fixture
 def task6(tmp_path):
     p = tmp_path / "mc6.json"
-    p.write_text(json.dumps(mc_dataset(n_dev=6, n_test=4)))
+    p.write_text(json.dumps(mc_dataset(n_dev=12, n_test=4)))  # 6 combat instructions, 6 selection items
     return p
 
 
@@ -105,9 +105,14 @@ def test_sparta_combat_judging_reputation_dpo_and_selection(fighters, task6, cac
         assert set(runs) == {f"{n}/sparta@{i}" for n in "xyz" for i in (1, 2)}
         assert runs["y/sparta@2"]["continued_from"] == runs["y/sparta@1"]["adapter"]
         assert all(adapter_delta(r["adapter"]) > 0 for r in runs.values())
-        # selection: every iteration's models answered dev; x's are always right, the earliest wins the tie
-        assert set(sp["dev_scores"]) == set(runs)
-        assert sp["dev_scores"]["x/sparta@1"] == 1.0 and sp["dev_scores"]["z/sparta@2"] == 0.0
+        # selection on the held-out half of dev (never a combat instruction): every iteration's models and the
+        # base models answered it; x's are always right, the earliest trained one wins the tie with base x
+        assert sp["instruction_items"] == [f"dev:{i}" for i in range(6)]
+        assert sp["selection_items"] == [f"dev:{i}" for i in range(6, 12)]
+        assert {pr["instruction"] for pr in it1 + it2} <= set(range(6))
+        assert set(sp["dev_scores"]) == set(runs) | {"x", "y", "z"} and sp["base_models_in_selection"]
+        assert sp["dev_scores"]["x/sparta@1"] == sp["dev_scores"]["x"] == 1.0 and sp["dev_scores"]["z/sparta@2"] == 0.0
+        assert sp["dev_scores"]["y"] == 0.5  # y is right on even questions: 6, 8, 10
         assert sp["selected"] == "x/sparta@1" and res.metrics["score"] == 1.0
         calls = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
         # who judged whom, from the call log: each model judged both responses of every pair it was not in, with
@@ -121,7 +126,7 @@ def test_sparta_combat_judging_reputation_dpo_and_selection(fighters, task6, cac
         assert {c["model"] for c in calls if c["phase"] == "test"} == {"x/sparta@1"}
         assert_phase_costs(res.metrics)
         trained = next(b for b in cls.instances if b.adapter == runs["x/sparta@1"]["adapter"])
-        req, real = next((q, t) for q, t in trained.seen if "Question 6:" in user_text(q) and not q.assistant_prefix)
+        req, real = next((q, t) for q, t in trained.seen if "Question 12:" in user_text(q) and not q.assistant_prefix)
         assert real == real_part(res.predictions[0]["output"])
         assert regenerate(trained.source, trained.adapter, req) == real != regenerate(trained.source, None, req)
         # resuming the same run reuses every adapter and every answer, and selects the same model
@@ -131,6 +136,22 @@ def test_sparta_combat_judging_reputation_dpo_and_selection(fighters, task6, cac
         assert again.predictions == res.predictions
     finally:
         forget(cls)
+
+
+def test_final_selection_lets_a_hurt_model_lose_and_keeps_instructions_apart():
+    """The final choice includes the base models: when DPO made every trained model worse on the selection items,
+    the base model that was better wins; on a tie the trained model is kept. The selection items are the last
+    ones of dev and never combat instructions; selection_share 0 is the reference's overlap."""
+    from moco.methods.text.sparta import select_final, split_dev
+
+    names = ["x/sparta@1", "y/sparta@1", "x/sparta@2", "y/sparta@2", "x", "y"]
+    hurt = {"x/sparta@1": 0.5, "y/sparta@1": 0.25, "x/sparta@2": 0.4, "y/sparta@2": 0.25, "x": 0.75, "y": 0.5}
+    assert names[select_final(names, hurt)] == "x"
+    assert names[select_final(names, {**hurt, "x/sparta@2": 0.75})] == "x/sparta@2"  # tie: the trained one
+    dev = list(range(10))
+    assert split_dev(dev, 0.5, 500) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
+    assert split_dev(dev, 0.25, 3) == ([0, 1, 2], [7, 8, 9])
+    assert split_dev(dev, 0.0, 4) == ([0, 1, 2, 3], dev)  # the reference: the same prompts select
 
 
 def test_sparta_needs_three_models(fighters, tiny_task):

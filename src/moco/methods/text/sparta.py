@@ -1,6 +1,10 @@
 """text_sparta: SPARTA alignment — models align each other through combat (Jiang et al., 2025).
 
-Each of `num_iterations` iterations, on the first `num_instructions` dev prompts:
+The dev set is split in two: the last `selection_share` of it (default half) is held out to select the final
+model, and the combat instructions are the first `num_instructions` of the rest — the preference data never
+contains the items that pick the winner (the reference used the same dev prompts for both).
+
+Each of `num_iterations` iterations, on the combat instructions:
 
 1. Pairing: instructions are dealt in loops of N (the pool size); in each loop the models are shuffled, the
    model at position p takes instruction p and an opponent — a random one with probability
@@ -22,7 +26,10 @@ Each of `num_iterations` iterations, on the first `num_instructions` dev prompts
 6. Every model is trained on all preferences with LoRA DPO, continuing its adapter of the previous
    iteration (whose frozen copy is the DPO reference, as merging it first would give).
 
-Selection: every model of every iteration answers the dev set; the dev-best answers the test set. State
+Selection: every model of every iteration and, by default, every untrained base model answers the held-out
+selection items; the best answers the test set, so a DPO round that hurts loses to the model it started from
+(ties go to the trained models, earliest iteration first; `include_base_models: false` = the reference, which
+only compares trained models). State
 (judged pairs, preference pairs, ratings) is written per iteration under the run's artifacts folder.
 Needs at least 3 models (a pair needs a judge outside it).
 """
@@ -51,7 +58,8 @@ JUDGE_PREFIX = '{"score": '
 
 class Params(LoraParams):
     num_iterations: int = Field(3, ge=1, le=20, description="combat + DPO iterations")
-    num_instructions: int = Field(500, ge=1, description="dev prompts used as combat instructions (the first N)")
+    num_instructions: int = Field(500, ge=1, description="dev prompts used as combat instructions (the first N "
+                                  "outside the selection items)")
     random_match_prob: float = Field(0.2, ge=0.0, le=1.0, description="chance of a random opponent instead of "
                                      "a closely rated one")
     num_opponents: int = Field(3, ge=1, description="how many closest-rated models an opponent is drawn from")
@@ -77,8 +85,11 @@ class Params(LoraParams):
     base_dir: str | None = Field(None, description="reference key, no effect: state and adapters go in the run "
                                  "directory's artifacts (the reference's folder was shared across tasks)")
     debug: bool = Field(False, description="reference key, no effect: judged pairs and ratings are always saved")
-    include_base_models: bool = Field(False, description="also let the untrained models compete in the final "
-                                      "dev selection")
+    include_base_models: bool = Field(True, description="let the untrained models compete in the final selection "
+                                      "(paper: a round that hurts can lose; reference: false)")
+    selection_share: float = Field(0.5, ge=0.0, lt=1.0, description="share of the dev set (its last items) held "
+                                   "out from the combat instructions to select the final model; 0 = the reference "
+                                   "(instructions and selection share the whole dev set)")
     dpo_learning_rate: float = Field(1e-6, gt=0, le=1.0, description="DPO learning rate (reference: 1e-6)")
     dpo_beta: float = Field(0.1, gt=0, description="DPO beta (trl default, as the reference)")
     dpo_epochs: int = Field(1, ge=1, le=100, description="DPO epochs per iteration (reference: 1)")
@@ -232,15 +243,17 @@ def decide(pair: dict, ratings: Ratings) -> None:
         trainable=True, needs=Capabilities(chat=True, lora=True),
         paper="Jiang et al. 2025, SPARTA alignment: Collectively aligning multiple language models through combat",
         summary="Pairs of models answer dev instructions, the others judge weighted by reputation; every model "
-                "is DPO-trained on the preferences; the dev-best trained model answers")
+                "is DPO-trained on the preferences; the best of base and trained models on held-out dev answers")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     base = {h.name: h for h in ctx.models}
     names = list(base)
     if len(names) < 3:
         raise DataError("text_sparta needs at least 3 models: a pair needs a judge outside it")
-    instructions = [ex.prompt for ex in ctx.dev[: params.num_instructions]]
-    if not instructions:
-        raise DataError(f"text_sparta needs dev prompts as instructions; task {ctx.task.name} has no dev split")
+    combat, held_out = split_dev(list(ctx.dev), params.selection_share, params.num_instructions)
+    if not combat:
+        raise DataError(f"text_sparta needs dev prompts as instructions; task {ctx.task.name} has "
+                        f"{len(ctx.dev)} dev items ({len(held_out)} held out for the final selection)")
+    instructions = [ex.prompt for ex in combat]
     root = Path(ctx.artifacts_dir or ".") / "sparta"
     settings = DPOSettings(epochs=params.dpo_epochs, max_steps=params.dpo_max_steps,
                            learning_rate=params.dpo_learning_rate, beta=params.dpo_beta,
@@ -248,7 +261,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                            max_length=params.dpo_max_length, seed=ctx.seed, **params.lora_settings())
     ratings = Ratings.start(names, params)
     current = dict(base)
-    generations: list[list[ModelHandle]] = [list(base.values())] if params.include_base_models else []
+    generations: list[list[ModelHandle]] = []
     summary: list[dict[str, Any]] = []
     with ctx.phase("dev"):
         for it in range(1, params.num_iterations + 1):
@@ -294,17 +307,37 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                             "parse_failures": sum(len(pr["parse_failures"]) for pr in pairs),
                             "preferences": len(prefs), "ratings_before": before, "ratings_after": ratings.snapshot(),
                             "trained": {n: t["label"] for n, t in trained.items()}})
+        if params.include_base_models:  # last: a base model wins only when strictly better
+            generations.append(list(base.values()))
         candidates = list({h.name: h for gen in generations for h in gen}.values())
-        dev_answers = ctx.answer_all(ctx.dev, tag="selection", models=candidates)
-    dev_score = {h.name: sum(s.score for s in ctx.score_many(ctx.dev, [r.text for r in outs])) / len(ctx.dev)
+        dev_answers = ctx.answer_all(held_out, tag="selection", models=candidates)
+    dev_score = {h.name: sum(s.score for s in ctx.score_many(held_out, [r.text for r in outs])) / len(held_out)
                  for h, outs in zip(candidates, dev_answers)}
-    best = max(candidates, key=lambda h: (dev_score[h.name], -candidates.index(h)))
+    best = candidates[select_final([h.name for h in candidates], dev_score)]
     ctx.extra_metrics["sparta"] = {"iterations": summary, "dev_scores": dev_score, "selected": best.name,
-                                   "final_ratings": ratings.snapshot()}
+                                   "final_ratings": ratings.snapshot(),
+                                   "instruction_items": [ex.uid for ex in combat],
+                                   "selection_items": [ex.uid for ex in held_out],
+                                   "base_models_in_selection": params.include_base_models}
     with ctx.phase("test"):
         finals = ctx.ask(best, [ex.prompt for ex in ctx.test], tag="answer")
     return [Output(r.text, failed=r.failed, trace={"model": best.name, "dev_score": dev_score[best.name]})
             for r in finals]
+
+
+def select_final(names: list[str], dev_score: dict[str, float]) -> int:
+    """Index of the final model: the best selection score, ties to the earliest in `names` (trained models in
+    iteration order, then the base models)."""
+    return max(range(len(names)), key=lambda i: (dev_score[names[i]], -i))
+
+
+def split_dev(dev: list, share: float, num_instructions: int) -> tuple[list, list]:
+    """(combat instruction items, selection items): the last ceil(share * |dev|) items select the final model,
+    the first `num_instructions` of the others are the instructions; share 0: both use the whole dev set."""
+    if share <= 0:
+        return dev[:num_instructions], dev
+    held = math.ceil(share * len(dev))
+    return dev[: len(dev) - held][:num_instructions], dev[len(dev) - held:]
 
 
 def _safe(name: str) -> str:
