@@ -32,7 +32,7 @@ def client_config(tmp_path, name: str, letter: str, url: str, task, session: str
 def test_colm_round_with_three_client_processes(tmp_path, tiny_task):
     server_cfg = tmp_path / "server.yaml"
     server_cfg.write_text(yaml.safe_dump({  # the server model echoes its prompt: the guidance shows what it saw
-        "method": "client_server_colm", "models": ["scripted:echo"],
+        "method": "client_server_colm", "models": ["scripted:echo"], "params": {"top_k": "all"},
         "generation": {"max_new_tokens": 2000, "temperature": 0.0}}))
     token = "colm-secret"
     with served(server_cfg, "--role", "colm-server", "--token", token, "--gather-timeout", "60") as url:
@@ -141,3 +141,38 @@ def test_server_keeps_the_top_k_relevant_answers(tmp_path):
         service.close()
     assert [g.text for g in out] == ["saw geo", "saw math"] and [g.used for g in out] == [["g"], ["m"]]
     assert len(srv.calls) == 2
+
+
+def test_http_server_picks_the_same_server_as_the_in_process_method(tmp_path, tiny_task, cache):
+    """Several models and no `server` role: the HTTP server takes the dev-best model on the config's task, as
+    `client_server_colm` does in process (not the first model); without a task it refuses in one line."""
+    from moco.errors import ConfigError
+    from moco.serve import build_service
+    from text_agents import agent
+
+    def bk():
+        return {"scripted:weak": agent("weak", False), "scripted:strong": agent("strong", True)}
+
+    raw = {"method": "client_server_colm", "task": {"name": str(tiny_task)},
+           "models": ["scripted:weak", "scripted:strong"], "generation": {"max_new_tokens": 32}}
+    inproc = run_experiment(parse_config({**raw, "params": {"top_k": "all"}}), tmp_path / "run", cache=cache,
+                            backends=bk())
+    assert inproc.metrics["colm"]["server"] == "strong"
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    service = build_service(cfg, role="colm-server", backends=bk())
+    try:
+        info = service.describe()
+    finally:
+        service.close()
+    assert info["server"] == "strong" and info["server_chosen_by"] == "the dev-best model (no server role bound)"
+    assert info["top_k"] == "half" and info["selection"] == "llm"
+    cfg.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "task"}))
+    with pytest.raises(ConfigError, match="no `server` role, so the server is the dev-best model"):
+        build_service(cfg, role="colm-server", backends=bk())
+    cfg.write_text(yaml.safe_dump({**raw, "roles": {"server": "weak"}}))
+    service = build_service(cfg, role="colm-server", backends=bk())
+    try:
+        assert service.describe()["server_chosen_by"] == "the server role" and service.server.name == "weak"
+    finally:
+        service.close()

@@ -99,7 +99,8 @@ def calls_by_tag(run_dir):
 
 def test_colm_rounds_who_saw_what(domain_task, cache, tmp_path):
     bs = backends()
-    res = run_experiment(colm_config(domain_task, {"rounds": 2}), tmp_path / "run", cache=cache, backends=bs)
+    res = run_experiment(colm_config(domain_task, {"rounds": 2, "top_k": "all"}), tmp_path / "run", cache=cache,
+                         backends=bs)
     n = len(QUESTIONS)
     srv = bs["scripted:server"].calls
     assert len(srv) == 2 * n
@@ -120,7 +121,10 @@ def test_colm_rounds_who_saw_what(domain_task, cache, tmp_path):
     assert rows == {"mathy": 0.0, "mathy*": 1.0, "geo": 0.0, "geo*": 1.0, "sci": 1.0, "sci*": 1.0,
                     "server output": 1.0}
     assert colm["per_round"]["mathy"] == [0.0, 1.0, 1.0] and colm["per_round"]["server output"] == [1.0, 1.0]
-    assert res.metrics["score"] == 1.0  # the run's output is the server output
+    assert res.metrics["score"] == 1.0  # the run's output: the first client's (mathy's) refined answers
+    assert colm["headline"] == {"output": "client", "client": "mathy",
+                                "why": "the first pool client that is not the server"}
+    assert all(r["output"].startswith("mathy:r2") for r in res.predictions)
     tr = res.predictions[0]["trace"]
     assert tr["selected"] == ["mathy", "geo", "sci"] and tr["alone"]["mathy"].startswith("mathy:r0")
     assert tr["rounds"][1]["refined"]["geo"].startswith("geo:r2") and tr["rounds"][0]["saw"] == ["mathy", "geo", "sci"]
@@ -132,7 +136,8 @@ def test_colm_rounds_who_saw_what(domain_task, cache, tmp_path):
 
 def test_embedding_selection_sends_only_the_relevant_client(domain_task, cache, tmp_path):
     bs = backends()
-    res = run_experiment(colm_config(domain_task, {"top_k": 1}), tmp_path / "run", cache=cache, backends=bs)
+    res = run_experiment(colm_config(domain_task, {"top_k": 1, "selection": "embedding", "output": "server"}),
+                         tmp_path / "run", cache=cache, backends=bs)
     expect = {"math": "mathy", "geo": "geo", "sci": "sci"}
     for row, (q, dom, _) in zip(res.predictions, QUESTIONS):
         tr = row["trace"]
@@ -153,7 +158,7 @@ def test_llm_selection_rates_every_client_with_the_selector(domain_task, cache, 
         return "no idea" if "mathematician" in p else "3"
 
     bs["scripted:judge"] = ScriptedBackend("judge", fn=rate)
-    cfg = colm_config(domain_task, {"top_k": 2, "selection": "llm", "refine": "selected"},
+    cfg = colm_config(domain_task, {"top_k": 2, "selection": "llm", "refine": "selected", "output": "server"},
                       roles={"server": {"model": "scripted:server"}, "selector": {"model": "scripted:judge"}})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bs)
     n = len(QUESTIONS)
@@ -166,7 +171,7 @@ def test_llm_selection_rates_every_client_with_the_selector(domain_task, cache, 
 
 def test_ablations_in_one_run_share_first_answers(domain_task, cache, tmp_path):
     bs = backends(right=("geo",))
-    params = {"top_k": 2, "ablate_only_each": True, "ablate_client_counts": [1, 3]}
+    params = {"top_k": 2, "selection": "embedding", "ablate_only_each": True, "ablate_client_counts": [1, 3]}
     res = run_experiment(colm_config(domain_task, params), tmp_path / "run", cache=cache, backends=bs)
     n = len(QUESTIONS)
     abl = res.metrics["colm"]["ablations"]
@@ -192,11 +197,55 @@ def test_only_and_client_output(domain_task, cache, tmp_path):
     assert res.metrics["score"] == 1.0
 
 
-def test_server_defaults_to_dev_best_and_bad_params(domain_task, cache, tmp_path):
+def test_paper_defaults_select_clients_and_report_a_clients_refined_answers(domain_task, cache, tmp_path):
+    """With no params: the server role (apart from the clients) rates every client's relevance (selection
+    llm), the top half (2 of 3) answer to it, every client revises, and the headline score is the first
+    client's refined answers — not the server's synthesis, which stays a separate row."""
     bs = backends(right=("sci",))
-    cfg = colm_config(domain_task, {}, roles={})
+
+    def rate_or_synthesise(req):
+        p = req.messages[-1][1]
+        if "how relevant is this expert" in p:
+            q = p.split("Expert model:")[0]
+            dom = next(d for qq, d, _ in QUESTIONS if qq in q)
+            mine = {"mathematician": "math", "geography": "geo", "scientist": "sci"}
+            return "9" if any(w in p.split("Expert model:")[1] and dom == d for w, d in mine.items()) else "2"
+        saw = re.findall(r"\[Answer \d+\]\n(\w+:r\d+)", p)
+        return f"server saw {','.join(saw)} The answer is ({wrong(gold(p)) if 'sci:r0' not in saw else gold(p)})"
+
+    bs["scripted:server"] = ScriptedBackend("server", fn=rate_or_synthesise)
+    res = run_experiment(colm_config(domain_task), tmp_path / "run", cache=cache, backends=bs)
+    colm, n = res.metrics["colm"], len(QUESTIONS)
+    assert colm["top_k"] == 2 and colm["selection"] == "llm" and colm["server"] == "server"
+    assert colm["server_is_client"] is None and "warnings" not in res.metrics
+    assert len(bs["scripted:server"].received("how relevant is this expert")) == 3 * n
+    for row, (_, dom, _) in zip(res.predictions, QUESTIONS):
+        tr = row["trace"]
+        best = {"math": "mathy", "geo": "geo", "sci": "sci"}[dom]
+        assert tr["selected"][0] == best and len(tr["selected"]) == 2  # the 9-rated client, then pool order
+        assert set(tr["rounds"][0]["refined"]) == set(DESCRIPTIONS)  # every client revises
+        assert row["output"] == tr["rounds"][0]["refined"]["mathy"]  # the headline: mathy's refined answer
+    assert colm["headline"]["client"] == "mathy"
+    rows = {r["system"]: r["score"] for r in colm["table"]}
+    assert set(rows) == {"mathy", "mathy*", "geo", "geo*", "sci", "sci*", "server output"}
+    # the server saw sci's (right) answer only on the 2 science questions; mathy (wrong alone) follows it
+    assert rows["server output"] == rows["mathy*"] == pytest.approx(1 / 3, abs=1e-4) and rows["mathy"] == 0.0
+    assert res.metrics["score"] == pytest.approx(rows["mathy*"], abs=1e-4)
+
+
+def test_server_defaults_to_dev_best_and_bad_params(domain_task, cache, tmp_path):
+    """No server role: the dev-best client serves, and the run warns that a client doubles as server; the
+    headline client is then the first client that is not the server."""
+    bs = backends(right=("sci",))
+    cfg = colm_config(domain_task, {"top_k": "all"}, roles={})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bs)
     assert res.metrics["colm"]["server"] == "sci" and res.metrics["phases"]["dev"]["calls"] == 3 * 2
+    assert res.metrics["colm"]["server_is_client"] == "sci"
+    assert res.metrics["colm"]["server_chosen_by"] == "the dev-best model (no server role bound)"
+    assert res.metrics["warnings"] == ["client_server_colm: client 'sci' doubles as the server (the dev-best model "
+                                       "(no server role bound)); bind a separate model to the 'server' role for the "
+                                       "paper's setting (a server apart from its clients)"]
+    assert res.metrics["colm"]["headline"]["client"] == "mathy"
     with pytest.raises(ConfigError, match="refine: all"):
         run_experiment(colm_config(domain_task, {"output": "geo", "refine": "selected"}), tmp_path / "r2",
                        cache=cache, backends=bs)

@@ -14,7 +14,10 @@ The request is held until every expected client of (session, round) has posted (
 passes: then the answers received so far are used, flagged `partial`). Then:
 
 - `method: client_server_colm` (LLMs): the server model synthesises the answers — of the top-k clients
-  by relevance when `params.top_k` is set — into one answer, the guidance;
+  by relevance (`params.top_k`, default half of them, as the in-process method) — into one answer, the
+  guidance. The server model is chosen as in the in-process method: the `server` role, else the only model,
+  else the dev-best model on the config's task (a config with several models, no `server` role and no task
+  with a dev split is refused);
 - `method: client_server_colm_vlm` (VLMs): no model; the guidance is every answer concatenated in one
   structured block (the client puts it, with its image, into its refinement prompt).
 
@@ -36,8 +39,9 @@ from typing import Any
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
 from moco.context import Call, RunContext
-from moco.errors import ConfigError
-from moco.methods.client_server.colm_common import answers_block, relevance, server_prompt, top_k
+from moco.errors import ConfigError, MocoError
+from moco.methods.client_server.colm_common import (answers_block, choose_server, contributors_k, relevance,
+                                                     server_prompt, top_k)
 from moco.methods.registry import get_method
 from moco.runner import plan
 from moco.serve.batcher import MicroBatcher
@@ -110,25 +114,45 @@ class ColmServer:
         self.completed = 0
         self.ctx: RunContext | None = None
         self.server = None
+        self.server_chosen_by = ""
         if self.aggregation == "synthesize":
             task = Task("colm-server", "generation", [], [], generation_only=True)
             p = plan(cfg, None, backends, task=task)
             scorer = p.scorer
-            self.server = p.roles.get("server") or p.pool.handles[0]
-            self.selector = p.roles.get("selector") or self.server
             if log_dir is not None:
                 log_dir.mkdir(parents=True, exist_ok=True)
             self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
             self.ctx = RunContext(pool=p.pool, task=task, scorer=scorer, cache=cache, recorder=self.recorder,
                                   generation=cfg.generation, seed=cfg.seed, roles=p.roles,
                                   artifacts_dir=Path(tempfile.mkdtemp(prefix="moco-colm-")))
+            self.server, self.server_chosen_by = self._choose_server(cfg, p, backends, cache)
+            self.selector = p.roles.get("selector") or self.server
         self.batcher: MicroBatcher[Snapshot, Guidance] = MicroBatcher(self._synthesise, window_ms / 1000.0, max_batch)
+
+    def _choose_server(self, cfg: ExperimentConfig, p: Any, backends: dict[str, Any] | None,
+                       cache: ResponseCache) -> tuple[Any, str]:
+        """The in-process method's rule (colm_common.choose_server); the dev-best needs the config's task."""
+        if "server" in p.roles or len(p.pool.handles) == 1:
+            return choose_server(self.ctx)
+        why = (f"--role colm-server: {len(p.pool.handles)} models and no `server` role, so the server is the "
+               "dev-best model as in the in-process method; give the config a task with a dev split, or bind "
+               "roles.server")
+        try:
+            dev_plan = plan(cfg, None, backends)
+        except MocoError as e:
+            raise ConfigError(f"{why} ({e})") from e
+        if not dev_plan.task.dev:
+            raise ConfigError(f"{why} (task {dev_plan.task.name} has no dev split)")
+        dev_ctx = RunContext(pool=p.pool, task=dev_plan.task, scorer=dev_plan.scorer, cache=cache,
+                             recorder=self.recorder, generation=cfg.generation, seed=cfg.seed, roles=p.roles)
+        return choose_server(dev_ctx)
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"role": "colm-server", "aggregation": self.aggregation,
                              "gather_timeout_s": self.gather_timeout_s}
         if self.server is not None:
-            d.update(server=self.server.name, top_k=getattr(self.params, "top_k", None),
+            d.update(server=self.server.name, server_chosen_by=self.server_chosen_by,
+                     top_k=getattr(self.params, "top_k", None),
                      selection=getattr(self.params, "selection", None))
         return d
 
@@ -213,14 +237,15 @@ class ColmServer:
     def _synthesise(self, snaps: list[Snapshot]) -> list[Guidance]:
         if self.aggregation == "concat":
             return [Guidance(answers_block(s.answers), list(s.clients)) for s in snaps]
-        ctx, k = self.ctx, self.params.top_k
+        ctx = self.ctx
         chosen = [list(range(len(s.clients))) for s in snaps]
-        ranked = [j for j, s in enumerate(snaps) if k is not None and len(s.clients) > k]
+        ks = [contributors_k(self.params.top_k, len(s.clients)) for s in snaps]
+        ranked = [j for j, s in enumerate(snaps) if len(s.clients) > ks[j]]
         if ranked:
             scores, _ = relevance(ctx, [snaps[j].question for j in ranked], [snaps[j].descriptions for j in ranked],
                                   self.params.selection, self.selector, self.params.encoder)
             for j, sc in zip(ranked, scores):
-                chosen[j] = top_k(sc, k)
+                chosen[j] = top_k(sc, ks[j])
         calls = [Call(self.server, server_prompt(s.question, [s.answers[i] for i in c])) for s, c in zip(snaps, chosen)]
         with ctx.phase("test"):
             resps = ctx.generate(calls, tag="colm server")

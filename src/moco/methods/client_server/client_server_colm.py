@@ -2,16 +2,23 @@
 
 Every model of the pool is a client with a specialisation (`description`, else its role prompt). Per query:
 
-1. Client selection: rank the clients by the relevance of their specialisation to the query — cosine
-   similarity of sentence embeddings (the embedded all-MiniLM by default), or a 0-10 rating by a strong model
-   (the `selector` role, default the server) as in the paper — and keep the top-k as contributors.
+1. Client selection: rank the clients by the relevance of their specialisation to the query — a 0-10 rating
+   by a strong model (the `selector` role, default the server), as in the paper, or cosine similarity of
+   sentence embeddings (`selection: embedding`, the embedded all-MiniLM) — and keep the top-k as
+   contributors (default: half the clients, rounded up; the paper gives no k; `top_k: all` = no selection).
 2. The clients answer independently (M_i(q)); the contributors' answers go to the server, anonymously.
-3. The server model (role `server`) synthesises them into one answer a = M_s(q, {M_i(q)}): the server output.
+3. The server model synthesises them into one answer a = M_s(q, {M_i(q)}): the server output. The server is
+   the model bound to the `server` role (the paper's GPT-4o, apart from its clients), else the dev-best
+   client — then a warning (console and metrics `warnings`) says that a client doubles as server.
 4. Every client receives a as guidance and revises its own answer (`refine: selected`: only contributors).
 5. Rounds 2..R repeat 3-4 on the contributors' revised answers.
 
-One run gives the paper's Table 2 rows (metrics `colm.table`): each client alone (round 0), each client
-refined (last round) and the server output, plus per-round scores (Figure 4). Ablations are options of the
+The run's output (its headline score) is what the paper reports as CoLM: a client's refined answers —
+`output: client` (default) takes the first pool client that is not the server, or name one; metrics
+`colm.headline` say whose answers they are. The server output, which the paper reports as a separate
+upper-bound row, is `output: server`. One run gives the paper's Table 2 rows (metrics `colm.table`): each
+client alone (round 0), each client refined (last round) and the server output, plus per-round scores
+(Figure 4). Ablations are options of the
 same run: `only` (collaborate with only model X), `ablate_only_each` (Table 3: each client as the only
 contributor), `ablate_client_counts` (Figure 3: the top-k for several k). All variants share the first
 answers and each step of all variants is one batched `ctx.generate` call. Mixture-of-Agents on the same
@@ -26,23 +33,26 @@ from pydantic import Field, model_validator
 
 from moco.context import Call, Output, Response, RunContext
 from moco.errors import ConfigError
-from moco.methods.client_server.colm_common import (mean_score, refine_prompt, relevance, rounded, server_prompt,
-                                                     top_k)
+from moco.methods.client_server.colm_common import (choose_server, contributors_k, mean_score, refine_prompt,
+                                                     relevance, rounded, server_prompt, top_k)
 from moco.methods.registry import MethodParams, method
+from moco.methods.text.shared import candidate_of, warn
 
 
 class Params(MethodParams):
-    top_k: int | None = Field(None, ge=1, description="contributors per query: the k most relevant clients "
-                              "(paper: top-k, k not given); None = every client")
-    selection: Literal["embedding", "llm"] = Field("embedding", description="relevance of a client to a query: "
-                                                   "sentence-embedding similarity, or a 0-10 rating by the selector "
-                                                   "model (the paper uses GPT-4o)")
+    top_k: int | Literal["half", "all"] = Field("half", description="contributors per query: the k clients most "
+                                                 "relevant to it (paper: top-k, k not given); half = half the "
+                                                 "clients, rounded up; all = no selection")
+    selection: Literal["llm", "embedding"] = Field("llm", description="relevance of a client to a query: a 0-10 "
+                                                   "rating by the selector model (the paper, with GPT-4o), or "
+                                                   "sentence-embedding similarity")
     encoder: str = Field("all-minilm-l6-v2", description="sentence encoder for selection: embedding")
     rounds: int = Field(1, ge=1, le=10, description="server synthesis + client revision rounds")
     refine: Literal["all", "selected"] = Field("all", description="which clients revise with the guidance "
                                                "(paper: every client)")
-    output: str | int = Field("server", description="the run's output: 'server' (the server output) or a client "
-                              "(name or index) whose refined answer is scored")
+    output: str | int = Field("client", description="the run's output: 'client' (the refined answers of the first "
+                              "pool client that is not the server: CoLM as the paper reports it), a client (name "
+                              "or index), or 'server' (the server output: the paper's separate upper-bound row)")
     only: list[str | int] | None = Field(None, description="contributors are only these clients (the paper's "
                                          "'only model X'); overrides top_k")
     ablate_only_each: bool = Field(False, description="also run the collaboration with each client as the only "
@@ -54,6 +64,8 @@ class Params(MethodParams):
     def _check(self) -> "Params":
         if any(k < 1 for k in self.ablate_client_counts):
             raise ValueError("ablate_client_counts must be >= 1")
+        if isinstance(self.top_k, int) and self.top_k < 1:
+            raise ValueError("top_k must be >= 1, 'half' or 'all'")
         if self.output != "server" and self.refine != "all":
             raise ValueError("a client output needs refine: all (otherwise it does not revise on every query)")
         return self
@@ -78,21 +90,38 @@ class Variant:
 
 
 @method("client_server_colm", params=Params, level="client_server", aliases=("colm", "client_server"),
-        min_models=1, roles={"server": "synthesises the clients' answers into guidance (default: dev-best model)",
+        min_models=1, roles={"server": "synthesises the clients' answers into guidance (default: the dev-best "
+                                       "client, with a warning)",
                              "selector": "rates client relevance for selection: llm (default: the server)"},
         paper="Huang, Huang & Zhang 2026, CoLM: Collaborative Large Models via a Client-Server Paradigm",
-        summary="Top-k relevant clients answer, a server synthesises guidance, every client revises; rounds")
+        summary="Top-k relevant clients answer, a server synthesises guidance, every client revises; rounds; "
+                "the output is a client's refined answers")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     clients = ctx.models
     test = ctx.test
-    output_client = None if params.output == "server" else ctx.model(params.output)
     only = [ctx.model(r).index for r in params.only] if params.only else None
     if only and any(i < 0 for i in only):
         raise ConfigError("only: name clients of the pool, not roles")
-    server = ctx.role("server") or ctx.dev_best()
+    server, why = choose_server(ctx)
+    doubles = candidate_of(ctx, server)
+    if doubles is not None:
+        warn(ctx, f"client_server_colm: client '{doubles.name}' doubles as the server ({why}); bind a separate "
+                  "model to the 'server' role for the paper's setting (a server apart from its clients)")
+    if params.output == "server":
+        output_client, headline = None, {"output": "server", "why": "output: server (the paper's upper-bound row)"}
+    elif params.output == "client":
+        output_client = next((c for c in clients if c is not doubles), clients[0])
+        headline = {"output": "client", "client": output_client.name,
+                    "why": "the first pool client that is not the server" if output_client is not doubles
+                    else "the only client (it is also the server)"}
+    else:
+        output_client = ctx.model(params.output)
+        if output_client.index < 0:
+            raise ConfigError("output: name a client of the pool, 'client' or 'server'")
+        headline = {"output": "client", "client": output_client.name, "why": "output: given"}
+    k = contributors_k(params.top_k, len(clients))
     with ctx.phase("test"):
-        need_rank = (params.top_k is not None and params.top_k < len(clients) and only is None) or \
-            bool(params.ablate_client_counts)
+        need_rank = (k < len(clients) and only is None) or bool(params.ablate_client_counts)
         unparsed = 0
         if need_rank:
             descriptions = [c.description for c in clients]
@@ -101,7 +130,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         else:
             scores = [[0.0] * len(clients) for _ in test]
         ranking = [top_k(s, None) for s in scores]
-        variants = _variants(params, clients, ranking, only)
+        variants = _variants(params, clients, ranking, only, k)
         first = _first_answers(ctx, test, clients, variants)
         for v in variants:
             v.answers = [{c: [first[j][c]] for c in {*v.contributors[j], *v.refiners[j]}} for j in range(len(test))]
@@ -110,6 +139,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             _refine_step(ctx, test, variants, r)
     main = variants[0]
     _report(ctx, params, clients, server.name, test, variants, unparsed, need_rank)
+    ctx.extra_metrics["colm"].update(headline=headline, server_chosen_by=why, top_k=k,
+                                     server_is_client=doubles.name if doubles is not None else None)
     outputs = []
     for j, ex in enumerate(test):
         if output_client is None:
@@ -121,14 +152,14 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     return outputs
 
 
-def _variants(params: Params, clients, ranking: list[list[int]], only: list[int] | None) -> list[Variant]:
+def _variants(params: Params, clients, ranking: list[list[int]], only: list[int] | None, k: int) -> list[Variant]:
     everyone = [c.index for c in clients]
 
     def make(label: str, contrib: list[list[int]]) -> Variant:
         refiners = [everyone if params.refine == "all" else list(c) for c in contrib]
         return Variant(label, contrib, refiners)
 
-    main = [list(only) for _ in ranking] if only else [r[: params.top_k] if params.top_k else r for r in ranking]
+    main = [list(only) for _ in ranking] if only else [r[:k] for r in ranking]
     out = [make("main", main)]
     if params.ablate_only_each:
         out += [make(f"only {c.name}", [[c.index] for _ in ranking]) for c in clients]

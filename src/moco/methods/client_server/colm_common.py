@@ -6,6 +6,7 @@ client's side; only its text travels.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -59,6 +60,27 @@ _NUMBER = re.compile(r"(?<![\d.])(10|\d)(?:\.\d+)?(?![\d])")
 def parse_rating(text: str) -> float | None:
     m = _NUMBER.search(text or "")
     return float(m.group(0)) if m else None
+
+
+# ---------------------------------------------------------------------------------- roles
+def choose_server(ctx: RunContext) -> tuple[Any, str]:
+    """The server model and why it was chosen — one rule for the in-process method and the HTTP server: the
+    model bound to the `server` role, else the only model, else the dev-best model of the pool."""
+    bound = ctx.role("server")
+    if bound is not None:
+        return bound, "the server role"
+    if len(ctx.models) == 1:
+        return ctx.models[0], "the only model"
+    return ctx.dev_best(), "the dev-best model (no server role bound)"
+
+
+def contributors_k(top_k: int | str, n_clients: int) -> int:
+    """How many clients contribute: an int (clipped to the pool), 'half' (rounded up) or 'all'."""
+    if top_k == "all":
+        return n_clients
+    if top_k == "half":
+        return max(1, math.ceil(n_clients / 2))
+    return max(1, min(int(top_k), n_clients))
 
 
 # ---------------------------------------------------------------------------------- selection
