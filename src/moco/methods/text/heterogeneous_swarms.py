@@ -1,6 +1,6 @@
 """text_heterogeneous_swarms: a DAG of models searched with particle swarm optimisation (Feng et al. 2025,
-Heterogeneous Swarms; the role/graph part, as in the reference implementation — model weights are not
-optimised).
+Heterogeneous Swarms): the role-step and the paper's JFK-score credit assignment; the weight-step (PSO over
+the models' weights with the JFK-score as fitness) is not implemented — every run says so in one line.
 
 A particle is a continuous N x N adjacency matrix. Decoding it gives a DAG (an in-tree towards one end node):
 1. the end node is sampled (top-p) from a softmax over the negated out-degrees (row sums, diagonal excluded);
@@ -10,9 +10,17 @@ Running a graph: nodes in topological levels; a source answers the question, any
 its predecessors' outputs; the end node's output is the answer. Every level is one batched call across all
 particles and all examples.
 
-Search (dev phase): the first `ratio` of the dev set; every iteration decodes each particle with a seeded
-generator, runs the graphs, scores them, and updates the swarm (`moco.search.ParticleSwarm`). The test set is
-answered by the decoded graph that achieved the best dev score. Fixed reference bugs: decoding mutated the
+Search (dev phase): the whole dev set by default (`ratio` < 1: a prefix, as the reference's 0.25); every
+iteration decodes each particle with a seeded generator, runs the graphs, scores them, and updates the swarm
+(`moco.search.ParticleSwarm`). The test set is answered by the decoded graph that achieved the best dev score.
+That best score is the maximum of many noisy evaluations, so the chosen graph is run on dev once more (fresh
+samples) and metrics `swarm.dev_score` is that re-evaluation (`search_dev_score`: the search's maximum).
+
+JFK-score (the paper's credit assignment, Algorithm 2): the models are assigned at random, with replacement,
+to the positions of the chosen graph `jfk_assignments` times (paper: M = 10); each assignment is run on dev;
+a model's JFK-score is the mean utility of the assignments it took part in, weighted by how many positions it
+held: sum_j cnt_ij f(X_j) / sum_j cnt_ij. In the paper it is the fitness of the weight-step; here it is
+reported (metrics `swarm.jfk`) and the role-step graph answers the test set. Fixed reference bugs: decoding mutated the
 matrix in place, was unseeded, and the test graph was re-sampled from the best particle (so it could differ
 from the graph scored on dev).
 """
@@ -26,7 +34,7 @@ from pydantic import Field
 
 from moco.context import Call, Output, Response, RunContext
 from moco.methods.registry import MethodParams, method
-from moco.methods.text.shared import numbered
+from moco.methods.text.shared import numbered, warn
 from moco.search import ParticleSwarm, SwarmSettings
 from moco.tasks.base import Example
 
@@ -34,8 +42,11 @@ from moco.tasks.base import Example
 class Params(MethodParams):
     population: int = Field(5, ge=2, le=256, description="particles (graphs evaluated per iteration)")
     max_iterations: int = Field(5, ge=1, le=1000, description="swarm iterations (stops early when stalled)")
-    dev_ratio: float = Field(0.25, gt=0.0, le=1.0, alias="ratio",
-                             description="fraction of the dev set (a prefix) the graphs are scored on")
+    dev_ratio: float = Field(1.0, gt=0.0, le=1.0, alias="ratio",
+                             description="fraction of the dev set (a prefix) the graphs are scored on (paper: the "
+                             "whole dev set; reference: 0.25)")
+    jfk_assignments: int = Field(10, ge=0, le=1000, description="random model-to-position assignments of the "
+                                 "chosen graph for the JFK-score (paper: M = 10; 0 = skip)")
     graph_top_p: float = Field(0.7, gt=0.0, le=1.0, description="top-p of the graph decoding samples")
     starting_velocity_mode: Literal["random", "zero"] = "random"
     weight_randomness: bool = True
@@ -117,27 +128,53 @@ def node_prompt(question: str, previous: list[str], final: bool) -> str:
             f"{numbered(previous, 'Previous response')}\n\nQuestion:\n{question}")
 
 
-def run_graphs(ctx: RunContext, graphs: list[Graph], examples: list[Example], tag: str) -> list[list[dict[int, Response]]]:
-    """Run every graph on every example: out[graph][example][node]. One batched call per topological level,
-    across all graphs and examples (identical graphs share their calls)."""
+def run_graphs(ctx: RunContext, graphs: list[Graph], examples: list[Example], tag: str,
+               players: list[list[int]] | None = None, replica: int = 0) -> list[list[dict[int, Response]]]:
+    """Run every graph on every example: out[graph][example][node]. Node v of graph g is played by model
+    players[g][v] (default: model v). One batched call per topological level, across all graphs and examples
+    (identical calls share one generation)."""
     models = ctx.models
+    who = players or [list(range(g.n)) for g in graphs]
     out: list[list[dict[int, Response]]] = [[{} for _ in examples] for _ in graphs]
     levels = [g.levels() for g in graphs]
     for depth in range(max(len(lv) for lv in levels)):
         todo = [(gi, v, j) for gi, lv in enumerate(levels) if depth < len(lv) for v in lv[depth] for j in range(len(examples))]
-        calls = [Call(models[v], node_prompt(examples[j].prompt,
-                                             [out[gi][j][p].text for p in graphs[gi].predecessors(v) if not out[gi][j][p].failed],
-                                             v == graphs[gi].end)) for gi, v, j in todo]
+        calls = [Call(models[who[gi][v]], node_prompt(examples[j].prompt,
+                                                      [out[gi][j][p].text for p in graphs[gi].predecessors(v)
+                                                       if not out[gi][j][p].failed], v == graphs[gi].end),
+                      replica=replica) for gi, v, j in todo]
         for (gi, v, j), r in zip(todo, ctx.generate(calls, tag=f"{tag} level {depth}")):
             out[gi][j][v] = r
     return out
 
 
+def graph_scores(ctx: RunContext, graphs: list[Graph], examples: list[Example], tag: str,
+                 players: list[list[int]] | None = None, replica: int = 0) -> list[float]:
+    """Mean dev score of each graph's end-node outputs (one batched scoring for all graphs)."""
+    runs = run_graphs(ctx, graphs, examples, tag, players, replica)
+    flat = ctx.score_many([ex for _ in graphs for ex in examples],
+                          [runs[gi][j][g.end].text for gi, g in enumerate(graphs) for j in range(len(examples))])
+    m = len(examples)
+    return [float(np.mean([s.score for s in flat[gi * m:(gi + 1) * m]])) for gi in range(len(graphs))]
+
+
+def jfk_scores(ctx: RunContext, graph: Graph, examples: list[Example], assignments: int,
+               rng: np.random.Generator) -> dict:
+    """The paper's JFK-score: models assigned at random (with replacement) to the graph's positions
+    `assignments` times; a model's score = sum_j cnt_ij f(X_j) / sum_j cnt_ij (None if it never took part)."""
+    n = graph.n
+    players = [[int(x) for x in rng.integers(0, n, size=n)] for _ in range(assignments)]
+    utility = graph_scores(ctx, [graph] * assignments, examples, "jfk", players)
+    cnt = np.array([[row.count(i) for row in players] for i in range(n)], dtype=float)  # cnt[model][assignment]
+    score = [float(cnt[i] @ utility / cnt[i].sum()) if cnt[i].sum() else None for i in range(n)]
+    return {"scores": score, "assignments": players, "utilities": utility}
+
+
 @method("text_heterogeneous_swarms", params=Params, level="text", aliases=("heterogeneous_swarms", "hswarms"),
         min_models=2, paper="Feng et al. 2025, Heterogeneous Swarms: jointly optimizing model roles and weights "
-        "for multi-LLM systems (roles/graph part)",
+        "for multi-LLM systems (role-step and JFK-score; no weight-step)",
         summary="Models as nodes of a DAG, outputs flowing along its edges; the graph searched by particle swarm "
-                "optimisation on dev score")
+                "optimisation on dev score; JFK-score credit per model")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models, n = ctx.models, len(ctx.models)
     names = [m.name for m in models]
@@ -160,12 +197,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             positions = swarm.positions.round(4).tolist()
             graphs = [decode(swarm.positions[p], n, params.graph_top_p, np.random.default_rng([ctx.seed, it, p]))
                       for p in range(params.population)]
-            runs = run_graphs(ctx, graphs, dev, tag=f"search {it + 1}")
-            # one batched scoring of every graph's end-node outputs (a judge or reward scorer is called once)
-            flat = ctx.score_many([ex for _ in graphs for ex in dev],
-                                  [runs[gi][j][g.end].text for gi, g in enumerate(graphs) for j in range(len(dev))])
-            scores = [float(np.mean([s.score for s in flat[gi * len(dev):(gi + 1) * len(dev)]]))
-                      for gi in range(len(graphs))]
+            scores = graph_scores(ctx, graphs, dev, tag=f"search {it + 1}")
             top = int(np.argmax(scores))
             if scores[top] > best_score:  # the swarm's global best is this very particle (same rule)
                 best, best_score = graphs[top], scores[top]
@@ -173,12 +205,23 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                                "best_score": best_score, "positions": positions})
             if not swarm.update(scores):
                 break
-    assert best is not None
+        assert best is not None
+        # the search's best is the maximum of many noisy evaluations: run the chosen graph on dev once more
+        rescored = graph_scores(ctx, [best], dev, tag="re-evaluate", replica=1)[0]
+        jfk = jfk_scores(ctx, best, dev, params.jfk_assignments, np.random.default_rng([ctx.seed, 7919])) \
+            if params.jfk_assignments else None
+    warn(ctx, "text_heterogeneous_swarms: the paper's weight-step (PSO over the models' weights, JFK-score as "
+              "fitness) is not implemented: the models keep their weights and only the graph is optimised")
     with ctx.phase("test"):
         runs = run_graphs(ctx, [best], ctx.test, tag="test")[0]
     graph = best.describe(names)
     ctx.extra_metrics["swarm"] = {"graph": graph, "levels": [[names[v] for v in lv] for lv in best.levels()],
-                                  "dev_score": best_score, "dev_examples": len(dev), "iterations": len(trajectory),
+                                  "dev_score": rescored, "search_dev_score": best_score, "dev_examples": len(dev),
+                                  "weight_step": "not implemented (roles only)",
+                                  "jfk": None if jfk is None else {
+                                      "scores": dict(zip(names, jfk["scores"])), "utilities": jfk["utilities"],
+                                      "assignments": [[names[m] for m in row] for row in jfk["assignments"]]},
+                                  "iterations": len(trajectory),
                                   "restarts": [list(r) for r in swarm.restarts], "trajectory": trajectory}
     outputs = []
     for j in range(len(ctx.test)):
