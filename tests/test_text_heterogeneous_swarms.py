@@ -2,6 +2,7 @@
 is exactly the graph run on the test set."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -145,5 +146,31 @@ def test_defaults_search_whole_dev_reevaluate_and_give_jfk_credit(tiny_task, cac
         want = sum(c * f for c, f in zip(cnt, jfk["utilities"])) / sum(cnt) if sum(cnt) else None
         assert jfk["scores"][name] == pytest.approx(want)
     assert sum(len(m) for t, m in spy if t.startswith("jfk")) <= 10 * 3 * 4  # shared identical calls run once
-    assert sw["weight_step"] == "not implemented (roles only)"
-    assert any("weight-step" in w and "not implemented" in w for w in res.metrics["warnings"])
+    assert sw["weight_step"] == "skipped: model 'a' (scripted) exposes no weights"
+    assert res.metrics["warnings"] == ["text_heterogeneous_swarms: weight-step skipped (model 'a' (scripted) exposes "
+                                       "no weights); only the graph is optimised"]
+
+
+def test_weight_step_moves_the_models_weights_by_their_jfk_scores(tiny_models, tiny_task, cache, tmp_path):
+    """Two tiny Llamas of one architecture: after the role-step the models become particles in weight space;
+    each iteration every particle (a merged candidate) plays random positions of the chosen graph and its
+    fitness is its JFK-score; the swarm moves their coefficients; the nodes are then played by the particles'
+    best weights, on dev (re-evaluation) and on test."""
+    cfg = scripted_config("text_heterogeneous_swarms", tiny_task, [], {"population": 2, "max_iterations": 1,
+                          "jfk_assignments": 2, "weight_iterations": 2},
+                          models=[{"model": str(p), "name": f"m{i}"} for i, p in enumerate(tiny_models[:2])],
+                          generation={"max_new_tokens": 3, "temperature": 0.0})
+    res = run_experiment(cfg, tmp_path / "run", cache=cache)
+    sw = res.metrics["swarm"]
+    ws = sw["weight_step"]
+    assert isinstance(ws, dict) and "warnings" not in res.metrics
+    it1, it2 = ws["iterations"]
+    assert it1["coefficients"] == [{"m0": 1.0, "m1": 0.0}, {"m0": 0.0, "m1": 1.0}]  # particles start as the experts
+    assert it2["coefficients"] != it1["coefficients"]  # the swarm moved the weights
+    for it in (it1, it2):  # fitness = JFK over the two assignments of that iteration
+        assert len(it["utilities"]) == 2 and len(it["jfk"]) == 2 and all(m.startswith("hswarm:") for m in it["models"])
+    assert sw["node_models"] == dict(zip(["m0", "m1"], ws["models"])) and all(m.startswith("hswarm:") for m in ws["models"])
+    calls = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
+    assert {c["model"] for c in calls if c["tag"].startswith("weight 1 jfk")} <= set(it1["models"])
+    assert {c["model"] for c in calls if c["phase"] == "test"} <= set(ws["models"])
+    assert {c["model"] for c in calls if c["tag"].startswith("re-evaluate")} <= set(ws["models"])
