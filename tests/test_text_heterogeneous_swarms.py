@@ -159,7 +159,8 @@ def test_weight_step_moves_the_models_weights_by_their_jfk_scores(tiny_models, t
     cfg = scripted_config("text_heterogeneous_swarms", tiny_task, [], {"population": 2, "max_iterations": 1,
                           "jfk_assignments": 2, "weight_iterations": 2},
                           models=[{"model": str(p), "name": f"m{i}"} for i, p in enumerate(tiny_models[:2])],
-                          generation={"max_new_tokens": 3, "temperature": 0.0})
+                          generation={"max_new_tokens": 3, "temperature": 0.0},
+                          task={"name": str(tiny_task), "dev_limit": 2, "test_limit": 2})
     res = run_experiment(cfg, tmp_path / "run", cache=cache)
     sw = res.metrics["swarm"]
     ws = sw["weight_step"]
