@@ -81,6 +81,7 @@ def main():
         os.setuid(cfg["uid"])
     sys.path[:0] = [cfg["lib"]]
     import wire  # noqa: E402 - from the bound read-only directory
+    from names import free_names  # noqa: E402
 
     client = _Client(wire, *cfg["fds"])
     sys.stdout = sys.stderr  # the tests' prints must not look like a verdict
@@ -89,7 +90,7 @@ def main():
         ns = {"__name__": "checker", "__builtins__": builtins}
         exec(compile(cfg["prompt_code"], "prompt.py", "exec"), ns)
         ns.pop(entry, None)  # the prompt's stub of the function to write is not the solution
-        for name in wire.free_names(cfg["test_code"], ns) + [entry]:
+        for name in free_names(cfg["test_code"], ns) + [entry]:
             if name in sys.stdlib_module_names and name != entry:
                 ns[name] = __import__(name)  # e.g. a test using `sys` the solution imported
                 continue

@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import sys
-import traceback
 
 _RLIMITS = ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE")
 
@@ -114,7 +113,9 @@ def _fallback(cfg, ns, wire, wfd):
     """The tests run here, in their own namespace; only the names they use come from the solution."""
     tns = {"__name__": "checker", "__builtins__": builtins}
     exec(compile(cfg["prompt_code"], "prompt.py", "exec"), tns)
-    for name in wire.free_names(cfg["test_code"], tns) + [cfg["entry"]]:
+    from names import free_names
+
+    for name in free_names(cfg["test_code"], tns) + [cfg["entry"]]:
         if name in ns:
             tns[name] = ns[name]
     candidate = ns[cfg["entry"]] if cfg["entry"] in ns else None
@@ -140,6 +141,8 @@ def main():
     try:
         ns = _load(cfg["solution"], "solution")
     except BaseException as e:
+        import traceback
+
         tb = traceback.format_exception_only(type(e), e)[-1].strip()
         traceback.print_exc()
         sys.stderr.flush()

@@ -4,17 +4,12 @@ Plain data (None, bool, int, float, complex, str, bytes, list, tuple, dict, set,
 Decimal) crosses as itself; whatever else the candidate returns stays in the sandbox and crosses as a handle
 (`Ref`), which on the checker side equals nothing but itself, has no truth value and can only be called or
 passed back. So the checker only ever compares plain values it built itself: an object whose `__eq__` is always
-true, or a patched builtin, cannot reach it. Standard library only: this file runs inside the sandbox too.
+true, or a patched builtin, cannot reach it. Standard library only (json): this file runs inside the sandbox too, where start-up time counts.
 """
 from __future__ import annotations
 
-import ast
-import base64
-import builtins
 import json
-from decimal import Decimal
-from fractions import Fraction
-from typing import Any, Callable
+
 
 MAX_DEPTH = 200  # nesting deeper than this is refused (a cycle, or a value built to exhaust the checker)
 MAX_ITEMS = 2_000_000  # items materialised from one iterator the candidate returns
@@ -69,12 +64,13 @@ def encode(x: Any, keep: Callable[[Any], dict] | None = None, depth: int = 0) ->
     if t is complex:
         return {"c": [encode(x.real), encode(x.imag)]}
     if t is bytes or t is bytearray:
-        return {"b" if t is bytes else "ba": base64.b64encode(x).decode()}
+        return {"b" if t is bytes else "ba": x.hex()}
     if t is range:
         return {"r": [x.start, x.stop, x.step]}
-    if t is Fraction:
+    kind = (t.__module__, t.__qualname__)  # not imported here: fractions and decimal are slow to import
+    if kind == ("fractions", "Fraction"):
         return {"fr": [encode(x.numerator), encode(x.denominator)]}
-    if t is Decimal:
+    if kind == ("decimal", "Decimal"):
         return {"dec": str(x)}
     if keep is None:
         raise Unencodable(f"a {t.__name__} value cannot be sent to the sandbox")
@@ -125,37 +121,23 @@ def decode(x: Any, resolve: Callable[[int], Any]) -> Any:
     if tag == "c":
         return complex(decode(v[0], resolve), decode(v[1], resolve))
     if tag in ("b", "ba"):
-        raw = base64.b64decode(str(v), validate=True)
+        raw = bytes.fromhex(str(v))
         return raw if tag == "b" else bytearray(raw)
     if tag == "r":
         return range(*(int(i) for i in v))
     if tag == "fr":
+        from fractions import Fraction
+
         return Fraction(decode(v[0], resolve), decode(v[1], resolve))
     if tag == "dec":
+        from decimal import Decimal
+
         return Decimal(str(v))
     if tag == "it":
         return iter([decode(i, resolve) for i in v])
     if tag == "ref":
         return resolve(v)
     raise ValueError(f"unknown tag {tag!r} on the wire")
-
-
-def free_names(test_code: str, known: Any) -> list[str]:
-    """Names the tests read but never bind, and that are not builtins or already `known` (prompt helpers)."""
-    tree = ast.parse(test_code)
-    bound, used = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-    return sorted(used - bound - set(dir(builtins)) - set(known))
 
 
 def dumps(msg: Any) -> bytes:
