@@ -29,7 +29,7 @@ from moco.tasks.base import Example
 from reliability import tally
 
 _WHY = find_bwrap()[1]
-pytestmark = pytest.mark.skipif(bool(_WHY), reason=f"no OS sandbox here: {_WHY}")
+needs_sandbox = pytest.mark.skipif(bool(_WHY), reason=f"no OS sandbox here: {_WHY}")
 
 TIGHT = SandboxLimits(timeout_s=4, memory_mb=256, max_processes=4, max_file_mb=2)
 TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
@@ -94,6 +94,7 @@ def _digest(d: Path) -> dict[str, str]:
             if p.is_file()}
 
 
+@needs_sandbox
 def test_hostile_completions_fail_and_touch_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("MOCO_TEST_SECRET", "s3cret-value")
     run_dir = tmp_path / "runs" / "r1"
@@ -199,6 +200,7 @@ def scratch_base():
     shutil.rmtree(base, ignore_errors=True)
 
 
+@needs_sandbox
 def test_a_killed_scorer_takes_its_programs_along_and_its_scratch_is_swept(scratch_base):
     """SIGKILL of the scoring process (no cleanup code runs): the sandboxed program dies with it (parent-death
     signal), and the next scorer removes the scratch directory the dead one left."""
@@ -234,9 +236,12 @@ CHEAT_TEST = ("def check(candidate):\n    assert candidate([3, 1, 2]) == [1, 2, 
               "    assert len(candidate([5, 4])) == 2\n")
 
 
-def test_every_cheat_family_scores_zero():
+def test_every_cheat_family_scores_zero(monkeypatch):
     """Objects equal to anything, patched builtins, a redefined `check`, reading the tests, exiting early with
-    a forged verdict, /proc/self/mem, a tracer that skips failing lines, one constant response for all."""
+    a forged verdict, /proc/self/mem, a tracer that skips failing lines, one constant response for all. The
+    checker does not rely on the OS sandbox for this: without one, the test runs opted in (unsandboxed)."""
+    if _WHY:
+        monkeypatch.setenv("MOCO_UNSAFE_CODE_EXECUTION", "1")
     item = Example("1", 0, "test", "def sort_list(xs):\n    pass\n", "", None, None,
                    {"test": CHEAT_TEST, "entry_point": "sort_list"})
     scorer = CodeExecutionScorer(limits=TIGHT, workers=2)
@@ -250,6 +255,7 @@ def test_every_cheat_family_scores_zero():
     assert not passed, f"cheats scored as correct: {passed}"
 
 
+@needs_sandbox
 @pytest.mark.parametrize("dataset", ["humaneval", "mbpp"])
 def test_cheats_score_zero_on_real_items(dataset, data_dir):
     """A sample of the real test items (the full figures: benchmarks/code_checker.py)."""

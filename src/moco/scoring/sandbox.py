@@ -115,13 +115,18 @@ def unsafe_opt_in() -> bool:
     return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
+_WARNED: set[str] = set()
+
+
 def require_sandbox(unsafe: bool = False) -> str | None:
     """The bwrap to use; None when running unsandboxed was explicitly allowed; SandboxUnavailable otherwise."""
     exe, why = find_bwrap()
     if exe:
         return exe
     if unsafe or unsafe_opt_in():
-        log.warning("running model-written code WITHOUT an OS sandbox (%s; opted in)", why)
+        if why not in _WARNED:
+            _WARNED.add(why)
+            log.warning("running model-written code WITHOUT an OS sandbox (%s; opted in)", why)
         return None
     raise SandboxUnavailable(f"refusing to run model-written code without an OS sandbox: {why}; install "
                              f"bubblewrap, or set {UNSAFE_ENV}=1 to run it unsandboxed at your own risk")
