@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ def _why_no_sandbox() -> str:
 
 
 needs_sandbox = pytest.mark.skipif(bool(_why_no_sandbox()), reason=f"no OS sandbox here: {_why_no_sandbox()}")
+if _why_no_sandbox():  # printed in the warnings summary of a plain `pytest -q`, not only with -rs
+    warnings.warn(f"code sandbox tests skipped (code execution is refused here): {_why_no_sandbox()}", stacklevel=1)
 
 
 @pytest.fixture
@@ -201,6 +204,9 @@ def test_extract_unfenced_code_after_prose():
     imports = "We need math.\nimport math\n\ndef area(r):\n    return math.pi * r ** 2\nDone."
     assert extract_code(imports, "area").startswith("import math")
     assert extract_code("    return a + b\n", "add") == "    return a + b\n"  # a body stays as it is
+    between = ("First a helper:\ndef _sq(x):\n    return x * x\n\nNow the function itself:\n\n"
+               "def f(x):\n    return _sq(x) + 1\nThat's it.")
+    assert extract_code(between, "f") == "def _sq(x):\n    return x * x\n\ndef f(x):\n    return _sq(x) + 1\n"
 
 
 def test_entry_point_humaneval_stub_and_mbpp_assert():

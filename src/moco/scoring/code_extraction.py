@@ -4,9 +4,9 @@
   calls it is not the solution); helpers it uses that another block defines (imports, functions, classes,
   constants) are added. No block defines it: the last ```python block, else the last block (a body that
   continues the prompt's stub, or code the tests will reject).
-- No fences: the whole response when it is Python; else the longest stretch of lines, starting at a line that
-  starts code (`def`, `class`, `import`, `from`, `@`), that parses and defines the entry point (prose before
-  and after is dropped).
+- No fences: the whole response when it is Python; else every stretch of lines that starts at a line starting
+  code (`def`, `class`, `import`, `from`, `@`) and parses, joined (prose before, between and after is dropped),
+  when together they define the entry point.
 - An `if __name__ == "__main__":` block is kept but does not run: the solution is loaded as a module.
 """
 from __future__ import annotations
@@ -77,21 +77,32 @@ def _with_helpers(chosen: str, others: list[str]) -> str:
 
 
 def _unfenced(text: str, entry: str | None) -> str:
+    """The code stretches of a response that mixes prose and code without fences, joined."""
     if _parse(text) is not None:
         return text
     lines = text.split("\n")
-    starts = [i for i, ln in enumerate(lines) if _CODE_START.match(ln)]
-    fallback = None
-    for s in starts:
-        for e in range(len(lines), s, -1):
-            chunk = "\n".join(lines[s:e]).rstrip()
-            if not chunk or _parse(chunk) is None:
-                continue
-            if not entry or _defines(chunk, entry):
-                return chunk
-            fallback = fallback or chunk
-            break
-    return fallback or text
+    if len(lines) > 400:  # keeps the search (parses per start line x end line) small
+        return text
+    chunks, i = [], 0
+    while i < len(lines):
+        if _CODE_START.match(lines[i]):
+            # the stretch ends before a non-indented line (prose starts at the margin) or at the end
+            ends = [e for e in range(len(lines), i, -1)
+                    if e == len(lines) or (lines[e].strip() and not lines[e][0].isspace())]
+            for e in ends:
+                chunk = "\n".join(lines[i:e]).rstrip()
+                if chunk and _parse(chunk) is not None:
+                    chunks.append(chunk)
+                    i = e
+                    break
+            else:
+                i += 1
+        else:
+            i += 1
+    joined = "\n\n".join(chunks)
+    if chunks and _parse(joined) is not None and (not entry or _defines(joined, entry)):
+        return joined
+    return text
 
 
 def extract_solution(response: str, entry: str | None = None) -> str:

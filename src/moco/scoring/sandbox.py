@@ -10,7 +10,7 @@ to a fresh unprivileged uid (so the process limit counts only its own processes 
 started as an ordinary user, it runs in a new user namespace.
 
 Without a working bwrap, code is NOT run: `SandboxUnavailable` says why, unless the user opts in with
-`MOCO_UNSAFE_CODE_EXECUTION=1` (or the scorer's `unsafe_code_execution: true`); then code runs as a plain
+`MOCO_UNSAFE_CODE_EXECUTION=1` (or `CodeExecutionScorer(unsafe_code_execution=True)`); then code runs as a plain
 subprocess with the rlimits, a scratch directory and an audit hook, which is not a security boundary.
 
 Scoring a solution uses two processes (see `sandboxed/`): the candidate (the solution, in one sandbox) and the

@@ -53,9 +53,13 @@ def _audit_hook(scratch):
 
 
 def _load(path, name):
-    ns = {"__name__": name, "__builtins__": builtins}
-    exec(compile(open(path, encoding="utf-8").read(), f"{name}.py", "exec"), ns)
-    return ns
+    """Run the file as module `name`, registered in sys.modules (dataclasses, enum, typing look it up there)."""
+    module = type(sys)(name)
+    module.__dict__["__builtins__"] = builtins
+    sys.modules[name] = module
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), f"{name}.py", "exec"), module.__dict__)
+    return module.__dict__
 
 
 class _Server:
