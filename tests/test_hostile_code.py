@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -268,3 +269,61 @@ def test_cheats_score_zero_on_real_items(dataset, data_dir):
     res = scorer.score_batch(None, [e for e, _ in pairs], [r for _, r in pairs])
     tally("hostile completions tried", len(pairs))
     assert sum(r.score for r in res) == 0, [(e.id, r.detail) for (e, _), r in zip(pairs, res) if r.score]
+
+
+def _moco(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "moco", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def _code_task_and_configs(tmp_path: Path) -> tuple[Path, Path]:
+    """A MoCo JSON coding task from the real rows in tests/data, a model that always sends the constant cheat,
+    and one that answers each row with its reference solution."""
+    import json
+
+    import yaml
+
+    rows = json.loads((Path(__file__).parent / "data" / "code_rows.json").read_text())
+    task = {"name": "code_rows", "task_type": "coding", "dev": [],
+            "test": [{k: r[k] for k in ("id", "input", "test", "language")} for r in rows]}
+    (tmp_path / "code_rows.json").write_text(json.dumps(task))
+    honest_rules = []
+    for r in rows:
+        code = r["solution"]
+        if r["dataset"] == "humaneval":  # the reference is the body of the prompt's stub
+            from moco.scoring.code_execution import prompt_code
+
+            code = prompt_code(r["input"]) + code
+        entry = entry_point(Example("", 0, "test", r["input"], r["input"], None, None, {}))
+        where = "def" if r["dataset"] == "humaneval" else "assert"
+        honest_rules.append({"match": rf"{where} {re.escape(entry)}\(", "reply": f"```python\n{code}```"})
+    paths = []
+    for name, script in (("cheater", {"default": CONSTANT_CHEAT}), ("honest", {"rules": honest_rules})):
+        cfg = {"method": "single_model", "task": {"name": str(tmp_path / "code_rows.json")},
+               "models": [{"model": f"scripted:{name}", "script": script}]}
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(cfg))
+    return paths[0], paths[1]
+
+
+def test_moco_run_refuses_code_without_a_sandbox_in_one_line(tmp_path):
+    cheater, _ = _code_task_and_configs(tmp_path)
+    r = _moco(["run", str(cheater), "--out", str(tmp_path / "run")], tmp_path, MOCO_BWRAP="none",
+              MOCO_UNSAFE_CODE_EXECUTION="")
+    assert r.returncode == 2 and not (tmp_path / "run").exists()
+    assert r.stderr.strip().count("\n") == 0 and "refusing to run model-written code" in r.stderr
+
+
+@needs_sandbox
+def test_moco_run_with_a_model_that_always_cheats_scores_zero(tmp_path):
+    """Through the real CLI, as a user runs it: the cheating model scores 0, the honest one 1."""
+    import json
+
+    cheater, honest = _code_task_and_configs(tmp_path)
+    scores = {}
+    for cfg in (cheater, honest):
+        r = _moco(["run", str(cfg), "--out", str(tmp_path / cfg.stem)], tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        scores[cfg.stem] = json.loads((tmp_path / cfg.stem / "metrics.json").read_text())["score"]
+    tally("hostile completions tried", 6)
+    assert scores == {"cheater": 0.0, "honest": 1.0}
