@@ -261,6 +261,8 @@ def test_objects_stay_in_the_sandbox_as_handles(base):
     row = next(r for r in ROWS if r["id"] == 601)
     item = CodeItem(row["solution"], "", row["test"], "max_chain_length")
     assert check_solution(item, TIGHT, base_dir=str(base)).passed
+    noisy = CodeItem('def f():\n    raise ValueError("a\\x1b[31mb\\nc")\n', "", "def check(c):\n    c()\n", "f")
+    assert check_solution(noisy, TIGHT, base_dir=str(base)).reason == "ValueError: a?[31mb?c"  # one printable line
     truthy = CodeItem("class Yes:\n    pass\ndef f():\n    return Yes()\n", "", "def check(c):\n    assert c()\n", "f")
     out = check_solution(truthy, TIGHT, base_dir=str(base))
     assert not out.passed and "no truth value" in out.reason

@@ -66,6 +66,8 @@ def _exception(raised):
 
 
 def _verdict(**kw):
+    if "reason" in kw:  # text from the solution (an exception's message) stays one printable line
+        kw["reason"] = "".join(c if c.isprintable() else "?" for c in str(kw["reason"]))[:300]
     os.write(1, ("\n" + json.dumps(kw) + "\n").encode())
     os._exit(0)
 
