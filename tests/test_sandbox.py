@@ -71,6 +71,18 @@ def test_without_a_sandbox_code_is_refused_in_one_line(monkeypatch):
         check_solution(CodeItem("def f():\n    return 1\n", "", "def check(c):\n    assert c() == 1\n", "f"))
 
 
+def test_bwrap_without_namespaces_is_refused_with_its_own_words(monkeypatch, tmp_path):
+    """bwrap installed but namespaces forbidden (a container without CAP_SYS_ADMIN, a kernel that disallows
+    unprivileged user namespaces): the probe fails and the refusal quotes bwrap's message."""
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("MOCO_BWRAP", str(fake))
+    monkeypatch.delenv("MOCO_UNSAFE_CODE_EXECUTION", raising=False)
+    with pytest.raises(ConfigError, match="cannot create namespaces here: bwrap: No permissions"):
+        CodeExecutionScorer()
+
+
 def test_explicit_opt_in_runs_unsandboxed_with_the_same_checker(monkeypatch, base):
     monkeypatch.setenv("MOCO_BWRAP", "none")
     monkeypatch.setenv("MOCO_UNSAFE_CODE_EXECUTION", "1")
