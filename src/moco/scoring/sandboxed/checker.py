@@ -99,6 +99,8 @@ def main():
             got = client.get(name)
             if got is not None:
                 ns[name] = got[0]
+            elif name == entry and isinstance(getattr(builtins, name, None), type):
+                ns[name] = getattr(builtins, name)  # e.g. MBPP dev 912, whose tests check `int(lobb_num(...))`
         if entry not in ns:
             _verdict(passed=False, reason=f"the solution does not define {entry}", calls=client.calls)
         candidate = ns[entry]

@@ -1,13 +1,14 @@
 """Values on the wire between the checker and the sandboxed candidate: tagged JSON, never pickle.
 
 Plain data (None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, range, Fraction,
-Decimal) crosses as itself; whatever else the candidate returns stays in the sandbox and crosses as a handle
+Decimal, and builtin types such as `int`) crosses as itself; whatever else the candidate returns stays in the sandbox and crosses as a handle
 (`Ref`), which on the checker side equals nothing but itself, has no truth value and can only be called or
 passed back. So the checker only ever compares plain values it built itself: an object whose `__eq__` is always
 true, or a patched builtin, cannot reach it. Standard library only (json): this file runs inside the sandbox too, where start-up time counts.
 """
 from __future__ import annotations
 
+import builtins
 import json
 
 
@@ -67,6 +68,8 @@ def encode(x: Any, keep: Callable[[Any], dict] | None = None, depth: int = 0) ->
         return {"b" if t is bytes else "ba": x.hex()}
     if t is range:
         return {"r": [x.start, x.stop, x.step]}
+    if t is type and getattr(builtins, x.__name__, None) is x:  # int, str, float... (MBPP passes types)
+        return {"ty": x.__name__}
     kind = (t.__module__, t.__qualname__)  # not imported here: fractions and decimal are slow to import
     if kind == ("fractions", "Fraction"):
         return {"fr": [encode(x.numerator), encode(x.denominator)]}
@@ -133,6 +136,11 @@ def decode(x: Any, resolve: Callable[[int], Any]) -> Any:
         from decimal import Decimal
 
         return Decimal(str(v))
+    if tag == "ty":
+        cls = getattr(builtins, str(v), None)
+        if not isinstance(cls, type):
+            raise ValueError(f"{v!r} is not a builtin type")
+        return cls
     if tag == "it":
         return iter([decode(i, resolve) for i in v])
     if tag == "ref":
