@@ -1,11 +1,14 @@
-"""Hostile model output in code scoring: completions that solve the task AND attack the host, cheat the
-"ran to its end" check, or outlive their scorer. Each fails its item within the limits; the host, a run
-directory next to it and the scoring (parent) process are untouched; a killed scorer takes its sandboxed
-programs with it and its scratch directory is swept by the next one."""
+"""Hostile model output in code scoring: completions that solve the task AND attack the host, completions that
+try to pass without solving it (the universal cheat families of tests/code_cheats.py), and programs that
+outlive their scorer. Each fails its item within the limits; the host, a run directory next to it and the
+scoring (parent) process are untouched; a killed scorer takes its sandboxed programs with it and its item
+folder is swept by the next one. Skipped, with the reason, where no OS sandbox can be had (test_sandbox.py
+then checks that code is refused)."""
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,11 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from code_cheats import CHEATS, CONSTANT_CHEAT, cheat_response
 from faultkit import sigkill
-from moco.scoring.code_execution import CodeExecutionScorer
-from moco.scoring.sandbox import SandboxLimits, sweep_stale
+from moco.scoring.code_execution import CodeExecutionScorer, entry_point
+from moco.scoring.sandbox import SandboxLimits, find_bwrap, sweep_stale
 from moco.tasks.base import Example
 from reliability import tally
+
+_WHY = find_bwrap()[1]
+needs_sandbox = pytest.mark.skipif(bool(_WHY), reason=f"no OS sandbox here: {_WHY}")
 
 TIGHT = SandboxLimits(timeout_s=4, memory_mb=256, max_processes=4, max_file_mb=2)
 TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
@@ -88,6 +95,7 @@ def _digest(d: Path) -> dict[str, str]:
             if p.is_file()}
 
 
+@needs_sandbox
 def test_hostile_completions_fail_and_touch_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("MOCO_TEST_SECRET", "s3cret-value")
     run_dir = tmp_path / "runs" / "r1"
@@ -156,6 +164,34 @@ def _procs_mentioning(text: str) -> list[int]:
     return out
 
 
+def _descendants(root: int) -> set[int]:
+    """Every live process below `root` (children of children included)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
+
+
 @pytest.fixture
 def scratch_base():
     """A directory `nobody` can traverse (pytest's tmp_path is private to root)."""
@@ -165,6 +201,7 @@ def scratch_base():
     shutil.rmtree(base, ignore_errors=True)
 
 
+@needs_sandbox
 def test_a_killed_scorer_takes_its_programs_along_and_its_scratch_is_swept(scratch_base):
     """SIGKILL of the scoring process (no cleanup code runs): the sandboxed program dies with it (parent-death
     signal), and the next scorer removes the scratch directory the dead one left."""
@@ -176,13 +213,14 @@ def test_a_killed_scorer_takes_its_programs_along_and_its_scratch_is_swept(scrat
             assert time.time() < deadline and p.poll() is None, "the sandboxed program never started"
             time.sleep(0.1)
         time.sleep(1.5)  # the program runs (past the launcher's set-up)
-        assert p.poll() is None and [pid for pid in _procs_mentioning(str(base)) if pid != p.pid]
+        below = _descendants(p.pid)
+        assert p.poll() is None and len(below) >= 3  # setpriv/bwrap, bwrap's init, the program
     finally:
         sigkill(p)
     deadline = time.time() + 15
-    while _procs_mentioning(str(base)) and time.time() < deadline:
+    while _alive(below) and time.time() < deadline:
         time.sleep(0.1)
-    orphans = _procs_mentioning(str(base))
+    orphans = _alive(below)
     for pid in orphans:  # never leave a spinning program behind, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not orphans, "a sandboxed program outlived its scorer"
@@ -192,3 +230,100 @@ def test_a_killed_scorer_takes_its_programs_along_and_its_scratch_is_swept(scrat
     live.mkdir()
     assert sweep_stale(str(base)) == 1
     assert [d.name for d in base.iterdir()] == [live.name]
+
+
+CHEAT_TEST = ("def check(candidate):\n    assert candidate([3, 1, 2]) == [1, 2, 3]\n"
+              "    assert abs(candidate([2.5]) [0] - 2.5) < 1e-9\n    assert isinstance(candidate([]), list)\n"
+              "    assert len(candidate([5, 4])) == 2\n")
+
+
+def test_every_cheat_family_scores_zero(monkeypatch):
+    """Objects equal to anything, patched builtins, a redefined `check`, reading the tests, exiting early with
+    a forged verdict, /proc/self/mem, a tracer that skips failing lines, one constant response for all. The
+    checker does not rely on the OS sandbox for this: without one, the test runs opted in (unsandboxed)."""
+    if _WHY:
+        monkeypatch.setenv("MOCO_UNSAFE_CODE_EXECUTION", "1")
+    item = Example("1", 0, "test", "def sort_list(xs):\n    pass\n", "", None, None,
+                   {"test": CHEAT_TEST, "entry_point": "sort_list"})
+    scorer = CodeExecutionScorer(limits=TIGHT, workers=2)
+    names = ["honest", "constant", *CHEATS]
+    responses = ["```python\ndef sort_list(xs):\n    return sorted(xs)\n```", CONSTANT_CHEAT,
+                 *[cheat_response(f, "sort_list") for f in CHEATS]]
+    res = scorer.score_batch(None, [item] * len(names), responses)
+    tally("hostile completions tried", len(names) - 1)
+    assert res[0].score == 1.0, res[0].detail
+    passed = [n for n, r in zip(names[1:], res[1:]) if r.score != 0.0]
+    assert not passed, f"cheats scored as correct: {passed}"
+
+
+@needs_sandbox
+@pytest.mark.parametrize("dataset", ["humaneval", "mbpp"])
+def test_cheats_score_zero_on_real_items(dataset, data_dir):
+    """A sample of the real test items (the full figures: benchmarks/code_checker.py)."""
+    from moco.tasks.registry import resolve_task
+
+    items = [e for e in resolve_task(dataset, str(data_dir)).loader().test if entry_point(e)][:4]
+    scorer = CodeExecutionScorer(limits=SandboxLimits(timeout_s=10, memory_mb=512), workers=2)
+    pairs = [(e, CONSTANT_CHEAT) for e in items] + [(e, cheat_response(f, entry_point(e))) for e in items
+                                                     for f in CHEATS]
+    res = scorer.score_batch(None, [e for e, _ in pairs], [r for _, r in pairs])
+    tally("hostile completions tried", len(pairs))
+    assert sum(r.score for r in res) == 0, [(e.id, r.detail) for (e, _), r in zip(pairs, res) if r.score]
+
+
+def _moco(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "moco", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def _code_task_and_configs(tmp_path: Path) -> tuple[Path, Path]:
+    """A MoCo JSON coding task from the real rows in tests/data, a model that always sends the constant cheat,
+    and one that answers each row with its reference solution."""
+    import json
+
+    import yaml
+
+    rows = json.loads((Path(__file__).parent / "data" / "code_rows.json").read_text())
+    task = {"name": "code_rows", "task_type": "coding", "dev": [],
+            "test": [{k: r[k] for k in ("id", "input", "test", "language")} for r in rows]}
+    (tmp_path / "code_rows.json").write_text(json.dumps(task))
+    honest_rules = []
+    for r in rows:
+        code = r["solution"]
+        if r["dataset"] == "humaneval":  # the reference is the body of the prompt's stub
+            from moco.scoring.code_execution import prompt_code
+
+            code = prompt_code(r["input"]) + code
+        entry = entry_point(Example("", 0, "test", r["input"], r["input"], None, None, {}))
+        where = "def" if r["dataset"] == "humaneval" else "assert"
+        honest_rules.append({"match": rf"{where} {re.escape(entry)}\(", "reply": f"```python\n{code}```"})
+    paths = []
+    for name, script in (("cheater", {"default": CONSTANT_CHEAT}), ("honest", {"rules": honest_rules})):
+        cfg = {"method": "single_model", "task": {"name": str(tmp_path / "code_rows.json")},
+               "models": [{"model": f"scripted:{name}", "script": script}]}
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(cfg))
+    return paths[0], paths[1]
+
+
+def test_moco_run_refuses_code_without_a_sandbox_in_one_line(tmp_path):
+    cheater, _ = _code_task_and_configs(tmp_path)
+    r = _moco(["run", str(cheater), "--out", str(tmp_path / "run")], tmp_path, MOCO_BWRAP="none",
+              MOCO_UNSAFE_CODE_EXECUTION="")
+    assert r.returncode == 2 and not (tmp_path / "run").exists()
+    assert r.stderr.strip().count("\n") == 0 and "refusing to run model-written code" in r.stderr
+
+
+@needs_sandbox
+def test_moco_run_with_a_model_that_always_cheats_scores_zero(tmp_path):
+    """Through the real CLI, as a user runs it: the cheating model scores 0, the honest one 1."""
+    import json
+
+    cheater, honest = _code_task_and_configs(tmp_path)
+    scores = {}
+    for cfg in (cheater, honest):
+        r = _moco(["run", str(cfg), "--out", str(tmp_path / cfg.stem)], tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        scores[cfg.stem] = json.loads((tmp_path / cfg.stem / "metrics.json").read_text())["score"]
+    tally("hostile completions tried", 6)
+    assert scores == {"cheater": 0.0, "honest": 1.0}

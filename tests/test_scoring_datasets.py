@@ -11,6 +11,7 @@ from moco.scoring import scorer_for
 from moco.scoring.base import score_many
 from moco.scoring.code_execution import entry_point
 from moco.scoring.numeric import parse_number
+from moco.scoring.sandbox import find_bwrap
 from moco.scoring.short_answer import aliases
 from moco.tasks.registry import resolve_task
 
@@ -99,6 +100,7 @@ def test_mc_strict_extraction_finds_the_stated_letter(name, data_dir):
     assert all(r.strict == 1.0 for r in res)
 
 
+@pytest.mark.skipif(bool(find_bwrap()[1]), reason=f"code runs only in an OS sandbox: {find_bwrap()[1]}")
 def test_humaneval_canonical_solutions_pass_every_item(data_dir, human_eval_problems):
     task = load("humaneval", data_dir)
     scorer = scorer_for(task.task_type, task.name)
@@ -122,6 +124,7 @@ MBPP_SOLUTIONS = {  # written by hand from the task descriptions of test items 8
 }
 
 
+@pytest.mark.skipif(bool(find_bwrap()[1]), reason=f"code runs only in an OS sandbox: {find_bwrap()[1]}")
 def test_mbpp_handwritten_solutions_pass(data_dir):
     task = load("mbpp", data_dir)
     scorer = scorer_for(task.task_type, task.name)

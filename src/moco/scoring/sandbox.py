@@ -1,23 +1,21 @@
-"""Run untrusted Python (model-written code plus a dataset's tests) in a sandboxed subprocess.
+"""Run model-written code in an OS-level sandbox (bubblewrap), or refuse to.
 
-Layers, each of which alone stops the common hostile programs:
-- a fresh scratch directory as the working directory, HOME and TMPDIR, removed afterwards;
-- a minimal environment (PATH, HOME, TMPDIR, LANG): none of the parent's variables or secrets;
-- `python -I -S`: no site-packages, no user site, no PYTHON* variables;
-- rlimits: CPU seconds, address space, file size, open files, processes, no core dumps;
-- when run as root: the program runs as `nobody` (so the process limit counts, and the host's files and
-  other processes' /proc entries are out of reach);
-- when `unshare` works: new network and PID namespaces (no network at all; when the sandbox's first process
-  dies every process it started dies with it);
-- an audit hook inside the child that refuses sockets, subprocesses, fork/exec, ctypes, signals to other
-  processes, writes/removals outside the scratch dir, and reads outside the Python
-  installation and the scratch dir;
-- a wall-clock timeout after which the whole process group is killed;
-- a parent-death signal (`setpriv --pdeathsig`, and prctl in the child): when the scoring process is killed
-  (SIGKILL, OOM killer), the sandboxed program dies with it instead of running on as an orphan.
+The boundary is bubblewrap (`bwrap`, Debian package `bubblewrap`): each sandboxed process gets a new root
+holding only /usr, the Python installation (read-only) and MoCo's small sandbox scripts (read-only), a private
+/proc (it sees no other process), a minimal /dev, a writable /tmp that is a tmpfs of `disk_mb` (the disk quota
+per item; nothing of it reaches the host disk), no network (new network namespace), new PID/IPC/UTS
+namespaces, no environment but PATH/HOME/TMPDIR/LANG, no capabilities, and it dies with its parent. Inside,
+rlimits cap CPU time, address space, file size, open files and processes. Started as root, the program drops
+to a fresh unprivileged uid (so the process limit counts only its own processes and no host file is its own);
+started as an ordinary user, it runs in a new user namespace.
 
-A program passes when it runs to its end and exits 0; exiting early (even with status 0, e.g. `sys.exit()`
-before the tests ran) fails. Items run in parallel over the CPU cores.
+Without a working bwrap, code is NOT run: `SandboxUnavailable` says why, unless the user opts in with
+`MOCO_UNSAFE_CODE_EXECUTION=1` (or `CodeExecutionScorer(unsafe_code_execution=True)`); then code runs as a plain
+subprocess with the rlimits, a scratch directory and an audit hook, which is not a security boundary.
+
+Scoring a solution uses two processes (see `sandboxed/`): the candidate (the solution, in one sandbox) and the
+checker (the dataset's tests, in another), talking over two pipes in tagged JSON. Standard library only, so
+the tests can load this file under another interpreter and user.
 """
 from __future__ import annotations
 
@@ -31,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,18 +38,27 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-NOBODY = 65534
+LIB_DIR = str(Path(__file__).resolve().parent / "sandboxed")
+UNSAFE_ENV = "MOCO_UNSAFE_CODE_EXECUTION"
+BWRAP_ENV = "MOCO_BWRAP"  # a path to bwrap, or "none" to act as if it were missing
+UID_BASE, UID_SPAN = 2_100_000_000, 40_000_000  # fresh uids for sandboxes started by root
+AUDIT_LAYER = True  # the audit hook inside the solution's process: an extra layer (tests turn it off)
+
+
+class SandboxUnavailable(RuntimeError):
+    """No OS sandbox here and no explicit opt-in to run code without one."""
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-program limits (defaults as the reference's sandbox, with a little more memory)."""
+    """Per-item limits."""
 
-    timeout_s: float = 10.0  # wall clock; CPU time is limited to the same number of seconds
-    memory_mb: int = 1024  # address space
-    max_processes: int = 4  # processes the program may have (it cannot start any through Python anyway)
-    max_file_mb: int = 8  # largest file the program may write (stdout/stderr included)
+    timeout_s: float = 10.0  # wall clock for the item; CPU time is limited to the same number of seconds
+    memory_mb: int = 1024  # address space of each process
+    max_processes: int = 4  # tasks (processes and threads) the solution may have
+    max_file_mb: int = 8  # largest file the program may write (its stdout/stderr included)
     max_open_files: int = 64
+    disk_mb: int = 16  # size of the private /tmp (the item's whole disk quota)
 
 
 @dataclass
@@ -61,6 +69,9 @@ class RunOutcome:
     stdout: str
     stderr: str
     seconds: float
+    reason_text: str = ""
+    fallback: bool = False  # the tests ran beside the solution (see sandboxed/host.py)
+    calls: int = 0
 
     @property
     def reason(self) -> str:
@@ -68,236 +79,204 @@ class RunOutcome:
             return "passed"
         if self.timed_out:
             return "timeout"
+        if self.reason_text:
+            return self.reason_text
         last = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
         return last[-1][:300] if last else f"exit code {self.returncode}"
 
 
-# The child: set limits, drop privileges, install the audit hook, run the program, then print the nonce.
-_LAUNCHER = r'''
-import os, sys, resource, json, traceback
-
-def _guard(nonce, cfg, scratch, main_code):
-    # The audit hook. It alone holds the nonce that proves the program ran to its end: the program can reach
-    # the launcher's frames (sys._getframe is allowed: namedtuple and TypeVar use it), but not this closure,
-    # since everything that leads to it is refused: gc, other threads' frames, tracing, the frames of a
-    # traceback of a refused event (they lead to this hook's frame) until the program ended, and program code
-    # running inside the hook (paths and names are copied to plain str first).
-    readable = [os.path.realpath(p) for p in cfg["readable"] + [sys.prefix, sys.exec_prefix]] + [scratch]
-    write, exit_, getframe, realpath = os.write, os._exit, sys._getframe, os.path.realpath
-    from _thread import get_ident
-    state = {"nonce": nonce, "frame": None, "running": True, "checker": None}
-    blocked_prefix = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
-                      "os.kill", "os.killpg", "os.system", "os.startfile", "ctypes.", "pty.",
-                      "os.setuid", "os.setgid", "os.chroot", "sys.setrecursionlimit", "resource.setrlimit",
-                      "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "winreg.", "_winapi.",
-                      "gc.get_", "sys._current_frames", "sys.settrace", "sys.setprofile", "sys.addaudithook",
-                      "function.__new__", "code.__new__", "code.replace")
-    blocked_imports = {"_posixsubprocess", "_ctypes", "_socket", "_multiprocessing", "pty", "fcntl"}
-    path_events = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
-                   "os.link", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move",
-                   "os.chdir", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod"}
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-
-    def plain(x):  # a program's str/bytes subclass must not run its methods inside the hook
-        t = type(x)
-        if t is str or t is bytes or t is int or x is None:
-            return x
-        if issubclass(t, str):
-            return str.__str__(x)
-        if issubclass(t, bytes):
-            return bytes(memoryview(x))
-        return False
-
-    def inside(path, roots):
-        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-    def resolve(p):
-        p = plain(p)
-        if p is False:
-            raise PermissionError("sandbox: unsupported path object")
-        return realpath(os.fsdecode(p)) if isinstance(p, (str, bytes)) else None
-
-    def hook(event, args):
-        if event.startswith("moco."):  # the launcher's own events, from its own frame only
-            caller = getframe(1)
-            if event == "moco.begin" and state["frame"] is None and caller.f_code is main_code:
-                state["frame"] = caller  # the first begin comes from the launcher, before any program code
-            elif event == "moco.finish" and state["nonce"] and caller is state["frame"]:
-                write(1, ("\n" + state["nonce"] + "\n").encode())
-                exit_(0)
-            elif event == "moco.ended":
-                state.update(nonce=None, running=False)
-            return
-        if event == "open":
-            path, mode, flags = (list(args) + [None, None, None])[:3]
-            if type(path) is int:
-                return
-            p = resolve(path)
-            mode, flags = plain(mode), plain(flags)
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & write_flags)
-            if writing and not inside(p, [scratch]):
-                raise PermissionError(f"sandbox: writing outside the scratch directory is not allowed: {p}")
-            if not writing and not inside(p, readable):
-                raise PermissionError(f"sandbox: reading {p} is not allowed")
-        elif event == "import":
-            if plain(args[0]) in blocked_imports:
-                raise ImportError(f"sandbox: module {plain(args[0])} is not available")
-        elif event == "object.__getattr__" and args[1] == "tb_frame" and state["running"]:
-            if state["checker"] == get_ident():  # our own look below
-                return
-            state["checker"] = get_ident()
-            try:
-                frame = args[0].tb_frame
-                while frame is not None and frame.f_code not in own_code:
-                    frame = frame.f_back
-            finally:
-                state["checker"] = None
-            if frame is not None:  # a traceback of a refused event: its frames lead to this hook's closure
-                raise PermissionError("sandbox: reading the frames of a sandbox refusal is not allowed")
-        elif event.startswith(blocked_prefix):
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        elif event in path_events:
-            for a in args:
-                p = resolve(a)
-                if p is not None and not inside(p, [scratch]):
-                    raise PermissionError(f"sandbox: {event} outside the scratch directory is not allowed: {p}")
-
-    own_code = {f.__code__ for f in (hook, plain, inside, resolve)}
-    return hook
-
-
-def _main():
-    cfg = json.loads(sys.argv[1])
-    for name, value in cfg["rlimits"].items():
-        resource.setrlimit(getattr(resource, name), (value, value))
-    if os.getuid() == 0 and cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["gid"])
-        os.setuid(cfg["uid"])
-    resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"], cfg["nproc"]))
-    try:  # die with the process that started us (a setuid clears the death signal unshare had set)
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
-    except Exception:
-        pass
-    for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
-        del sys.modules[name]  # the program must import ctypes itself (and the audit hook refuses that)
-    scratch = os.path.realpath(os.getcwd())
-    code = compile(open(cfg["program"]).read(), "program.py", "exec")
-    sys.addaudithook(_guard(sys.stdin.readline().strip(), cfg, scratch, _main.__code__))
-    sys.stdin.close()
-    audit, flush_out, flush_err = sys.audit, sys.stdout.flush, sys.stderr.flush
-    glb = {"__name__": "__main__", "__builtins__": __builtins__}
-    audit("moco.begin")
+@functools.lru_cache(maxsize=4)
+def _probe_bwrap(exe: str) -> str | None:
+    """None when `exe` can build our sandbox here, else why not (one line)."""
     try:
-        exec(code, glb)
-    except SystemExit as e:
-        audit("moco.ended")
-        sys.stdout.flush()
-        sys.stderr.write(f"program exited (status {e.code!r}) before its tests finished\n")
-        sys.stderr.flush()
-        os._exit(3)
-    except BaseException:
-        audit("moco.ended")
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
-    try:
-        flush_out()
-    except BaseException:
-        pass
-    audit("moco.finish")  # the hook prints the nonce and exits 0
-    os._exit(4)
-
-_main()
-'''
+        r = subprocess.run([*_bwrap_args(exe, []), _python_install()[1], "-I", "-S", "-c", "import json"],
+                           capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{exe} failed: {e}"
+    if r.returncode != 0:
+        return f"{exe} cannot create namespaces here: " + (r.stderr.decode(errors="replace").strip()[-200:] or
+                                                           f"exit code {r.returncode}")
+    return None
 
 
-# Inside a private mount namespace: bind the Python installation read-only where `nobody` can reach it.
-_MOUNT_SCRIPT = 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" || exit 97; shift 2; exec "$@"'
-
-
-@functools.lru_cache(maxsize=1)
-def namespace_prefix() -> tuple[str, ...]:
-    """`unshare` arguments for private mount, network and PID namespaces, or () when unavailable.
-
-    As root, a mount namespace is needed too: the program runs as `nobody`, who cannot read a Python
-    installed under /root, so the installation is bind-mounted read-only inside the sandbox."""
-    exe = shutil.which("unshare")
+def find_bwrap() -> tuple[str | None, str]:
+    """(path of a working bwrap, '') or (None, why there is none)."""
+    choice = os.environ.get(BWRAP_ENV, "")
+    if choice.lower() == "none":
+        return None, f"{BWRAP_ENV}=none"
+    exe = choice or shutil.which("bwrap")
     if not exe:
-        return ()
-    if os.geteuid() == 0:
-        candidates = [(exe, "--mount", "--net", "--pid", "--fork", "--kill-child")]
-    else:
-        candidates = [(exe, "--map-root-user", "--net", "--pid", "--fork", "--kill-child")]
-    for prefix in candidates:
-        try:
-            r = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0:
-            return prefix
-    log.warning("unshare is not usable here: sandboxed code keeps the host network namespace "
-                "(the audit hook still refuses sockets)")
-    return ()
+        return None, "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    why = _probe_bwrap(exe)
+    return (None, why) if why else (exe, "")
 
 
-def _python_install() -> tuple[str, str] | None:
-    """(installation prefix, interpreter path relative to it) of the running Python, for the bind mount."""
+def unsafe_opt_in() -> bool:
+    return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+_WARNED: set[str] = set()
+
+
+def require_sandbox(unsafe: bool = False) -> str | None:
+    """The bwrap to use; None when running unsandboxed was explicitly allowed; SandboxUnavailable otherwise."""
+    exe, why = find_bwrap()
+    if exe:
+        return exe
+    if unsafe or unsafe_opt_in():
+        if why not in _WARNED:
+            _WARNED.add(why)
+            log.warning("running model-written code WITHOUT an OS sandbox (%s; opted in)", why)
+        return None
+    raise SandboxUnavailable(f"refusing to run model-written code without an OS sandbox: {why}; install "
+                             f"bubblewrap, or set {UNSAFE_ENV}=1 to run it unsandboxed at your own risk")
+
+
+def _python_install() -> tuple[str, str]:
+    """(installation directory to bind, interpreter path) of the running Python."""
     exe = os.path.realpath(sys.executable)
     base = os.path.realpath(sys.base_prefix)
     if not exe.startswith(base + "/"):
-        return None
-    return base, os.path.relpath(exe, base)
+        base = os.path.dirname(os.path.dirname(exe))
+    return base, exe
 
 
-def _command(root: str, cfg_json: str) -> tuple[list[str], bool]:
-    """The command line that starts the launcher, and whether it drops to `nobody`."""
-    cmd, dropped = _launch_command(root, cfg_json)
-    setpriv = shutil.which("setpriv")
-    return ([setpriv, "--pdeathsig", "KILL", *cmd] if setpriv else cmd), dropped
-
-
-def _launch_command(root: str, cfg_json: str) -> tuple[list[str], bool]:
-    launcher = ["-I", "-S", "-B", "-c", _LAUNCHER, cfg_json]
-    ns = namespace_prefix()
-    install = _python_install()
+def _bwrap_args(exe: str, binds: list[tuple[str, str]], disk_mb: int = 16) -> list[str]:
+    args = [exe, "--ro-bind", "/usr", "/usr"]
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    install, _ = _python_install()
+    if not (install == "/usr" or install.startswith("/usr/")):
+        binds = [(install, install), *binds]
+    made: set[str] = set()
+    for src, dst in binds:
+        parents, p = [], os.path.dirname(dst)
+        while p not in ("/", "") and p not in made:
+            parents.append(p)
+            p = os.path.dirname(p)
+        for p in reversed(parents):  # world-traversable, whatever the host's modes (e.g. /root is 0700)
+            args += ["--perms", "0755", "--dir", p]
+            made.add(p)
+        args += ["--ro-bind", src, dst]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(disk_mb * 1024 * 1024),
+             "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp",
+             "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+             "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if os.geteuid() == 0:
-        if ns and install and shutil.which("mount"):
-            mnt = os.path.join(root, "python")
-            os.mkdir(mnt)
-            os.chmod(mnt, 0o755)
-            return [*ns, "/bin/sh", "-c", _MOUNT_SCRIPT, "sh", install[0], mnt,
-                    os.path.join(mnt, install[1]), *launcher], True
-        log.warning("sandbox: no mount namespace available; sandboxed code runs as root behind the audit hook")
-        return [sys.executable, *launcher], False
-    return [*ns, sys.executable, *launcher], False
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # only to drop to the fresh uid
+    else:
+        args += ["--unshare-user"]
+    args += ["--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8",
+             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "PYTHONHASHSEED", "0", "--"]
+    return args
 
 
-def _user_process_count(uid: int) -> int:
-    n = 0
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                n += d.stat().st_uid == uid
-            except OSError:
-                pass
-    return n
+def _rlimits(limits: SandboxLimits) -> dict[str, int]:
+    mb = 1024 * 1024
+    return {"RLIMIT_CPU": max(1, int(limits.timeout_s + 0.999)), "RLIMIT_AS": limits.memory_mb * mb,
+            "RLIMIT_FSIZE": limits.max_file_mb * mb, "RLIMIT_NOFILE": limits.max_open_files, "RLIMIT_CORE": 0}
+
+
+@dataclass
+class _Proc:
+    popen: subprocess.Popen
+    out_path: str
+    err_path: str
+
+
+class _Spawner:
+    """Starts sandboxed Python scripts for one item; every file it makes lives under `root`."""
+
+    def __init__(self, bwrap: str | None, limits: SandboxLimits, root: str):
+        self.bwrap, self.limits, self.root = bwrap, limits, root
+        self.python = _python_install()[1]
+
+    def start(self, name: str, script: str, cfg: dict, files: dict[str, str], pass_fds: Sequence[int] = (),
+              confine: bool = True) -> _Proc:
+        d = os.path.join(self.root, name)
+        item = os.path.join(d, "item")
+        os.makedirs(item)
+        os.chmod(d, 0o711)
+        os.chmod(item, 0o755)
+        for fname, text in files.items():
+            with open(os.path.join(item, fname), "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(os.path.join(item, fname), 0o644)
+        rl = _rlimits(self.limits) if confine else {k: v for k, v in _rlimits(self.limits).items() if k != "RLIMIT_FSIZE"}
+        cfg = {**cfg, "rlimits": rl, "fds": list(pass_fds)}
+        if self.bwrap:
+            lib, item_in = "/moco/lib", "/moco/item"
+            root_user = os.geteuid() == 0
+            cfg["uid"] = UID_BASE + secrets.randbelow(UID_SPAN) if root_user else None
+            cfg["nproc"] = (self.limits.max_processes if root_user else self.limits.max_processes + 1) if confine else None
+            cmd = [*_bwrap_args(self.bwrap, [(LIB_DIR, lib), (item, item_in)], self.limits.disk_mb),
+                   self.python, "-I", "-S", "-B", f"{lib}/{script}"]
+            cwd = None
+        else:
+            lib, item_in = LIB_DIR, item
+            scratch = os.path.join(d, "tmp")
+            os.mkdir(scratch)
+            cfg.update(uid=None, nproc=None)
+            cmd = [self.python, "-I", "-S", "-B", os.path.join(lib, script)]
+            cwd = scratch
+        cfg["audit"] = confine and AUDIT_LAYER
+        cfg.update(lib=lib, **{k: f"{item_in}/{v}" for k, v in cfg.pop("paths", {}).items()})
+        with open(os.path.join(item, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        cmd.append(f"{item_in}/config.json")
+        setpriv = shutil.which("setpriv")
+        if setpriv:  # the sandbox dies with the scorer, even when the scorer is SIGKILLed
+            cmd = [setpriv, "--pdeathsig", "KILL", *cmd]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+        if cwd:
+            env.update(HOME=cwd, TMPDIR=cwd)
+        out_path, err_path = os.path.join(d, "stdout"), os.path.join(d, "stderr")
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            p = subprocess.Popen(cmd, cwd=cwd or "/", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                 pass_fds=tuple(pass_fds), start_new_session=True)
+        return _Proc(p, out_path, err_path)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not get ignored
+        proc.kill()
+        proc.wait()
+
+
+def _read_tail(path: str, limit: int = 64 * 1024) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 _SWEPT: set[str] = set()
+_SWEEP_LOCK = threading.Lock()
 
 
 def sweep_stale(base_dir: str | None = None, legacy_age_s: float = 3600) -> int:
-    """Remove scratch directories left by killed scoring processes (once per process and base directory).
+    """Remove item directories left by killed scoring processes (once per process and base directory).
 
-    A scratch directory is named after the process that made it (`moco-sandbox-<pid>-...`): it is stale when
+    An item directory is named after the process that made it (`moco-sandbox-<pid>-...`): it is stale when
     that process is gone. Older unnamed ones (`moco-sandbox-<random>`) count as stale after `legacy_age_s`."""
     base = base_dir or tempfile.gettempdir()
-    if base in _SWEPT:
-        return 0
-    _SWEPT.add(base)
+    with _SWEEP_LOCK:
+        if base in _SWEPT:
+            return 0
+        _SWEPT.add(base)
     removed = 0
     for d in Path(base).glob("moco-sandbox-*"):
         pid = d.name.split("-")[2]
@@ -324,100 +303,158 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run_python(program: str, limits: SandboxLimits = SandboxLimits(), base_dir: str | None = None) -> RunOutcome:
-    """Run `program` (Python source) in the sandbox and say whether it ran to its end."""
+def _item_dir(base_dir: str | None) -> str:
     sweep_stale(base_dir)
     root = tempfile.mkdtemp(prefix=f"moco-sandbox-{os.getpid()}-", dir=base_dir)
     os.chmod(root, 0o711)
-    scratch = os.path.join(root, "work")
-    os.mkdir(scratch)
-    prog_path = os.path.join(root, "program.py")
-    with open(prog_path, "w") as f:
-        f.write(program)
-    os.chmod(prog_path, 0o644)
-    mb = 1024 * 1024
-    cfg = {
-        "program": prog_path, "uid": None, "gid": None, "nproc": 0,
-        "readable": ["/dev/null", "/dev/urandom", "/dev/zero", "/etc/localtime", "/usr/share/zoneinfo", prog_path],
-        "rlimits": {"RLIMIT_CPU": max(1, int(limits.timeout_s + 0.999)), "RLIMIT_AS": limits.memory_mb * mb,
-                    "RLIMIT_FSIZE": limits.max_file_mb * mb, "RLIMIT_NOFILE": limits.max_open_files,
-                    "RLIMIT_CORE": 0},
-    }
-    drop = os.geteuid() == 0 and bool(namespace_prefix()) and _python_install() is not None
-    if drop:
-        os.chown(scratch, NOBODY, NOBODY)
-        cfg.update(uid=NOBODY, gid=NOBODY, nproc=limits.max_processes)
-    else:
-        cfg["nproc"] = limits.max_processes + _user_process_count(os.geteuid())
-    os.chmod(scratch, 0o700)
-    cmd, dropped = _command(root, json.dumps(cfg))
-    if drop and not dropped:  # no mount namespace after all: stay as the current user
-        cfg.update(uid=None, gid=None, nproc=limits.max_processes + _user_process_count(os.geteuid()))
-        os.chown(scratch, os.geteuid(), os.getegid())
-        cmd, _ = _command(root, json.dumps(cfg))
-    env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-    nonce = secrets.token_hex(16)
-    out_path, err_path = os.path.join(root, "stdout"), os.path.join(root, "stderr")
+    return root
+
+
+def run_python(program: str, limits: SandboxLimits = SandboxLimits(), base_dir: str | None = None,
+               unsafe: bool = False) -> RunOutcome:
+    """Run a whole program in the sandbox; `passed` means it exited 0 within the limits."""
+    bwrap = require_sandbox(unsafe)
+    root = _item_dir(base_dir)
     t0 = time.time()
-    timed_out = False
     try:
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err,
-                                    start_new_session=True)
-            try:
-                proc.stdin.write((nonce + "\n").encode())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc)
-            returncode = proc.returncode
-        stdout = _read_tail(out_path)
-        stderr = _read_tail(err_path)
+        proc = _Spawner(bwrap, limits, root).start(
+            "program", "host.py", {"mode": "program", "paths": {"solution": "program.py"}}, {"program.py": program})
+        timed_out = _wait(proc.popen, limits.timeout_s)
+        rc = proc.popen.returncode
+        out, err = _read_tail(proc.out_path), _read_tail(proc.err_path)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    lines = stdout.rstrip("\n").split("\n")
-    finished = bool(lines) and lines[-1] == nonce
-    if finished:
-        stdout = "\n".join(lines[:-1])
-    passed = not timed_out and returncode == 0 and finished
-    return RunOutcome(passed, returncode, timed_out, stdout[-4000:], stderr[-4000:], round(time.time() - t0, 3))
+    return RunOutcome(not timed_out and rc == 0, rc, timed_out, out[-4000:], err[-4000:], round(time.time() - t0, 3))
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _wait(p: subprocess.Popen, timeout: float) -> bool:
+    """Wait for `p`, kill its process group either way; True when it ran out of time."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        p.wait(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    _kill(p)
+    return timed_out
+
+
+@dataclass(frozen=True)
+class CodeItem:
+    """What the scorer checks: the solution's code, the prompt's code, the dataset's tests, the entry point."""
+
+    solution: str
+    prompt_code: str
+    test_code: str
+    entry: str
+
+
+def check_solution(item: CodeItem, limits: SandboxLimits = SandboxLimits(), base_dir: str | None = None,
+                   unsafe: bool = False) -> RunOutcome:
+    """Run the item's tests (in the checker) against the solution (in its own sandbox)."""
+    bwrap = require_sandbox(unsafe)
+    root = _item_dir(base_dir)
+    t0 = time.time()
     try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not get ignored
-        proc.kill()
-        proc.wait()
+        out = _checked(item, limits, _Spawner(bwrap, limits, root))
+        if out.fallback:
+            shutil.rmtree(root, ignore_errors=True)
+            os.mkdir(root, 0o711)
+            out = _fallback(item, limits, _Spawner(bwrap, limits, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    out.seconds = round(time.time() - t0, 3)
+    return out
 
 
-def _read_tail(path: str, limit: int = 64 * 1024) -> str:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - limit))
-        return f.read().decode("utf-8", "replace")
+def _checked(item: CodeItem, limits: SandboxLimits, sp: _Spawner) -> RunOutcome:
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    try:
+        cand = sp.start("candidate", "host.py", {"mode": "serve", "paths": {"solution": "solution.py"}},
+                        {"solution.py": item.solution}, pass_fds=(req_r, rep_w))
+        try:
+            checker = sp.start("checker", "checker.py", {"entry": item.entry, "prompt_code": item.prompt_code,
+                                                         "test_code": item.test_code},
+                               {}, pass_fds=(req_w, rep_r), confine=False)
+        except BaseException:
+            _kill(cand.popen)
+            raise
+    finally:
+        for fd in (req_r, req_w, rep_r, rep_w):
+            os.close(fd)
+    timed_out = _wait(checker.popen, limits.timeout_s)
+    _kill(cand.popen)
+    lines = _read_tail(checker.out_path).strip().splitlines()
+    try:
+        verdict = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        verdict = {}
+    c_out, c_err = _read_tail(cand.out_path), _read_tail(cand.err_path)
+    if timed_out or not verdict:
+        why = "" if timed_out else "the checker gave no verdict: " + (_read_tail(checker.err_path).strip()[-200:])
+        return RunOutcome(False, checker.popen.returncode, timed_out, c_out[-4000:], c_err[-4000:], 0.0, why)
+    return RunOutcome(verdict.get("passed") is True, checker.popen.returncode, False, c_out[-4000:], c_err[-4000:],
+                      0.0, str(verdict.get("reason", ""))[:300], bool(verdict.get("fallback")),
+                      int(verdict.get("calls", 0)))
 
 
-def run_many(programs: Sequence[str], limits: SandboxLimits = SandboxLimits(), workers: int | None = None) -> list[RunOutcome]:
-    """Run programs in parallel (one subprocess each, `workers` at a time; default: one per CPU core)."""
+def _fallback(item: CodeItem, limits: SandboxLimits, sp: _Spawner) -> RunOutcome:
+    """The tests run in the solution's sandbox, in their own namespace (the verdict is not protected)."""
+    rep_r, rep_w = os.pipe()
+    try:
+        cand = sp.start("candidate", "host.py",
+                        {"mode": "fallback", "entry": item.entry, "prompt_code": item.prompt_code,
+                         "test_code": item.test_code,
+                         "paths": {"solution": "solution.py"}},
+                        {"solution.py": item.solution}, pass_fds=(rep_w, rep_w))
+    finally:
+        os.close(rep_w)
+    try:
+        timed_out = _wait(cand.popen, limits.timeout_s)
+        os.set_blocking(rep_r, False)
+        try:
+            data = os.read(rep_r, 65536)
+        except BlockingIOError:
+            data = b""
+    finally:
+        os.close(rep_r)
+    line = data.decode(errors="replace").strip().splitlines()[:1]
+    try:
+        verdict = json.loads(line[0]) if line else {}
+    except ValueError:
+        verdict = {}
+    passed = not timed_out and verdict.get("passed") is True
+    err = _read_tail(cand.err_path)
+    why = "" if passed or timed_out else (str(verdict.get("raised", ""))[:300] or "")
+    return RunOutcome(passed, cand.popen.returncode, timed_out, _read_tail(cand.out_path)[-4000:], err[-4000:], 0.0,
+                      why, fallback=True)
+
+
+def check_many(items: Sequence[CodeItem], limits: SandboxLimits = SandboxLimits(), workers: int | None = None,
+               unsafe: bool = False, base_dir: str | None = None) -> list[RunOutcome]:
+    """Check items in parallel (`workers` at a time; default one per CPU core)."""
+    if not items:
+        return []
+    require_sandbox(unsafe)
+    n = max(1, min(len(items), workers or os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(lambda it: check_solution(it, limits, base_dir, unsafe), items))
+
+
+def run_many(programs: Sequence[str], limits: SandboxLimits = SandboxLimits(), workers: int | None = None,
+             unsafe: bool = False, base_dir: str | None = None) -> list[RunOutcome]:
+    """Run whole programs in parallel (one sandbox each, `workers` at a time)."""
     if not programs:
         return []
+    require_sandbox(unsafe)
     n = max(1, min(len(programs), workers or os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(lambda p: run_python(p, limits), programs))
+        return list(pool.map(lambda p: run_python(p, limits, base_dir, unsafe), programs))
 
 
 def describe_isolation() -> dict:
-    """What this machine's sandbox actually provides (for run manifests and the docs)."""
-    drop = os.geteuid() == 0 and bool(namespace_prefix()) and _python_install() is not None
-    return {"namespaces": " ".join(namespace_prefix()[1:]) or "none", "drops_to_nobody": drop,
+    """What this machine's sandbox provides (for run manifests and the docs)."""
+    exe, why = find_bwrap()
+    return {"sandbox": "bubblewrap" if exe else "none", "why_not": why,
+            "unsafe_opt_in": unsafe_opt_in(), "runs_as": "fresh uid" if os.geteuid() == 0 else "user namespace",
             "limits": asdict(SandboxLimits())}
