@@ -51,3 +51,6 @@ def test_endpoint_only_install_runs_a_text_method_without_torch(tmp_path):
     assert metrics["score"] == sum(p["extracted"] == p["gold"] for p in preds) / 8
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert "torch" not in manifest["versions"]
+    r = _light("moco", "report", str(tmp_path / "run"), "--out", str(tmp_path / "report.html"))
+    assert r.returncode == 2 and r.stderr.strip() == ("error: this needs the optional package 'matplotlib': "
+                                                     "pip install 'moco-collab[report]'")

