@@ -62,3 +62,19 @@ def test_scorers_load_on_first_use():
     assert build_scorer("numeric_match").name == "numeric_match" and "numeric_match" in REGISTRY.loaded()
     with pytest.raises(ConfigError, match="unknown scorer 'numeric_mach' \\(did you mean 'numeric_match'\\?\\)"):
         build_scorer("numeric_mach")
+
+
+def test_backends_are_imported_by_kind_and_a_replaced_class_is_seen(monkeypatch):
+    import moco.models.scripted as scripted
+    from moco.models.backends import BACKENDS
+
+    assert BACKENDS.names() == ["hf", "hf_vision", "openai", "ray", "scripted"]
+    assert BACKENDS.load("scripted") is scripted.from_spec
+    monkeypatch.setattr(scripted, "from_spec", "replaced")
+    assert BACKENDS.load("scripted") == "replaced"  # resolved at each load: tests may patch a backend class
+    seen = _imports_after("from moco.config import parse_config\nfrom moco.models.pool import ModelPool\n"
+                          "cfg = parse_config({'method': 'x', 'task': 't', 'models': ['scripted:a']})\n"
+                          "ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)\n"
+                          "import sys; assert 'moco.models.scripted' in sys.modules\n"
+                          "assert not {'moco.models.hf', 'moco.models.openai'} & set(sys.modules)")
+    assert seen["torch"] is False

@@ -4,7 +4,7 @@ group, aliases, and did-you-mean errors. Methods, scorers, tasks and backends us
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Generic, TypeVar
@@ -36,29 +36,21 @@ def import_target(target: str) -> Any:
 class Registry(Generic[T]):
     """Names -> lazily imported objects. `group` is the entry-point group whose plug-ins join the registry
     (an entry point's name is the registered name, its value the target); they are listed by name without
-    being imported."""
+    being imported. A target is resolved at every `load` (a dictionary lookup once its module is imported),
+    so a test that replaces the attribute on its module is seen."""
 
-    def __init__(self, kind: str, group: str | None = None, *, convert: Callable[[str, Any], T] | None = None):
+    def __init__(self, kind: str, group: str | None = None):
         self.kind = kind
         self.group = group
-        self._convert = convert
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
-        self._loaded: dict[str, T] = {}
+        self._imported: set[str] = set()
         self._plugins_scanned = False
 
     def add(self, name: str, target: str, *, aliases: tuple[str, ...] = (), **meta: Any) -> None:
         self._entries[name] = Entry(name, target, tuple(aliases), meta)
         for a in aliases:
             self._aliases[a] = name
-
-    def put(self, name: str, obj: T, *, aliases: tuple[str, ...] = ()) -> None:
-        """Register an object that is already loaded (e.g. by a decorator running at import)."""
-        if name not in self._entries:
-            self._entries[name] = Entry(name, f"{getattr(obj, '__module__', '?')}:<registered>", tuple(aliases))
-        for a in aliases:
-            self._aliases[a] = name
-        self._loaded[name] = obj
 
     def _scan_plugins(self) -> None:
         if self._plugins_scanned or not self.group:
@@ -79,6 +71,11 @@ class Registry(Generic[T]):
         self._scan_plugins()
         return name in self._entries or name in self._aliases
 
+    def choices(self) -> list[str]:
+        """Every name and alias (for suggestions)."""
+        self._scan_plugins()
+        return [*self._entries, *self._aliases]
+
     def canonical(self, name: str) -> str:
         """The registered name for a name or alias; a ConfigError with a suggestion otherwise."""
         self._scan_plugins()
@@ -88,28 +85,23 @@ class Registry(Generic[T]):
             return self._aliases[name]
         raise ConfigError(f"unknown {self.kind} '{name}'{did_you_mean(name, self.choices())}")
 
-    def choices(self) -> list[str]:
-        """Every name and alias (for suggestions)."""
-        self._scan_plugins()
-        return [*self._entries, *self._aliases]
-
     def entry(self, name: str) -> Entry:
         return self._entries[self.canonical(name)]
 
     def load(self, name: str) -> T:
-        """Import the object behind a name (once); a plug-in that fails to import is a one-line error."""
+        """The object behind a name, its module imported on first use; a plug-in that fails to import is a
+        one-line error (a built-in one is a bug and raises as it is)."""
         key = self.canonical(name)
-        if key not in self._loaded:
-            e = self._entries[key]
-            try:
-                obj = import_target(e.target)
-            except Exception as exc:
-                if e.meta.get("plugin"):
-                    raise ConfigError(f"{self.kind} plug-in '{key}' ({e.target}) failed to load: {exc}") from None
-                raise
-            self._loaded[key] = self._convert(key, obj) if self._convert else obj
-        return self._loaded[key]
+        e = self._entries[key]
+        try:
+            obj = import_target(e.target)
+        except Exception as exc:
+            if e.meta.get("plugin"):
+                raise ConfigError(f"{self.kind} plug-in '{key}' ({e.target}) failed to load: {exc}") from None
+            raise
+        self._imported.add(key)
+        return obj
 
     def loaded(self) -> list[str]:
         """The names imported so far (what a listing or a validation actually pulled in)."""
-        return sorted(self._loaded)
+        return sorted(self._imported)
