@@ -204,7 +204,6 @@ def list_(
 ) -> None:
     """Show what exists: one line per method/task/model; `moco list methods NAME` for a method's parameters."""
     from moco import listing
-
     from moco.errors import ConfigError, did_you_mean
 
     kinds = ("methods", "tasks", "models")
