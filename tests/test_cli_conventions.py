@@ -177,3 +177,10 @@ def test_demo_table_keeps_system_names_whole_at_80_columns():
         text = console.export_text()
         assert "single: a-rather-long-geography-expert" in text and "text_multiagent_refine" in text
         assert "0.42-0.69" in text and "102.4" in text and "…" not in text
+
+
+def test_help_without_a_terminal_has_no_boxes():
+    r = moco("zoo")  # a group without its command: its help, exit 2
+    assert r.returncode == 2 and r.stdout.startswith("Usage: moco zoo") and "build" in r.stdout and r.stderr == ""
+    r = moco("run", "--help")
+    assert r.returncode == 0 and "--output" in r.stdout and "--set" in r.stdout and not BOX & set(r.stdout)

@@ -12,10 +12,12 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from moco.display import make_console
+from moco.display import make_console, wants_plain
 from moco.errors import MocoError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# help in rich panels on a terminal; plain click help (no boxes) in a pipe or with NO_COLOR
+_HELP_STYLE = {"rich_markup_mode": None} if wants_plain() else {}
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **_HELP_STYLE,
                   help="MoCo: run, evaluate and compare model-collaboration methods from one config.")
 console = make_console()
 err = make_console(stderr=True)
@@ -123,7 +125,7 @@ def score(
     console.print(f"written: {out_dir / 'metrics.json'}, {out_dir / 'scores.jsonl'}", highlight=False)
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Get the evaluation datasets.")
+data_app = typer.Typer(no_args_is_help=True, **_HELP_STYLE, help="Get the evaluation datasets.")
 app.add_typer(data_app, name="data")
 
 
@@ -233,7 +235,7 @@ def demo(
     run_demo(console, out, limit, progress)
 
 
-zoo_app = typer.Typer(no_args_is_help=True, help="Pools of specialists fine-tuned from one base model.")
+zoo_app = typer.Typer(no_args_is_help=True, **_HELP_STYLE, help="Pools of specialists fine-tuned from one base model.")
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -418,7 +420,12 @@ def main() -> None:
     except Exception as e:  # usage errors: typer raises its vendored click's exceptions, a plug-in may raise click's
         kind = _click_kind(e)
         if kind == "usage":
-            err.print(f"[red]error:[/] {escape(_usage_line(e))}", highlight=False, soft_wrap=True)
+            if type(e).__name__ == "NoArgsIsHelpError":  # `moco` or `moco zoo` alone: the help, then exit 2
+                help_text = e.format_message().strip()  # type: ignore[attr-defined]
+                if help_text:  # plain help; rich help was printed by typer already
+                    sys.stdout.write(help_text + "\n")
+            else:
+                err.print(f"[red]error:[/] {escape(_usage_line(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         if kind == "abort":
             err.print("aborted.")
