@@ -16,7 +16,7 @@ def test_catalog_matches_the_decorators():
     from moco.methods.catalog import BUILTIN, rows_from_decorators
 
     real = rows_from_decorators()
-    assert sorted(BUILTIN) == real, "the method catalog is stale: run python -m moco.methods.catalog --write"
+    assert sorted(BUILTIN) == real, "the method catalog is stale: run python -W ignore -m moco.methods.catalog --write"
 
 
 def test_registry_loads_lazily_with_aliases_and_suggestions():
