@@ -11,9 +11,9 @@ from test_cli import REPO, moco
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples" / "sweeps").glob("*.yaml")))
-def test_example_sweeps_plan_without_loading_models(example, data_dir, tmp_path):
+def test_example_sweeps_plan_without_loading_models(example, sample_data, tmp_path):
     r = moco("compare", REPO / "examples" / "sweeps" / example, "--plan", "--out", tmp_path / "sw",
-             "--data-dir", data_dir)
+             "--data-dir", sample_data)
     assert r.returncode == 0, r.stderr
     assert "cells:" in r.stdout and "pending" in r.stdout
     index = json.loads((tmp_path / "sw" / "index.json").read_text())

@@ -74,7 +74,7 @@ def test_llm_judge_scores_through_the_context_cached_and_traced(sums_task, cache
     assert again.metrics["score"] == 0.5
 
 
-def test_missing_scorer_role_is_a_one_line_error(sums_task, data_dir):
+def test_missing_scorer_role_is_a_one_line_error(sums_task, sample_data):
     with pytest.raises(ConfigError) as e:
         plan(judge_config(sums_task, roles=False))
     assert str(e.value) == ("scorer 'llm_judge' needs a model bound to the role 'judge' in the config "
@@ -82,7 +82,7 @@ def test_missing_scorer_role_is_a_one_line_error(sums_task, data_dir):
     for task, role in (("coconot", "judge"), ("alpacaeval", "reward")):
         cfg = parse_config({"method": "single_model", "task": {"name": task}, "models": ["scripted:a"]})
         with pytest.raises(ConfigError, match=f"needs a model bound to the role '{role}'"):
-            plan(cfg, str(data_dir))
+            plan(cfg, str(sample_data))
     bad = parse_config({"method": "single_model", "task": {"name": str(sums_task)}, "models": ["scripted:a"],
                         "roles": {"judge": {"model": "scripted:j"}}})
     with pytest.raises(ConfigError, match="uses no roles; 'judge' is not used by the scorer exact_match"):
@@ -102,10 +102,10 @@ def refusal_judge_backend() -> ScriptedBackend:
     return ScriptedBackend("judge", fn=reply)
 
 
-def test_refusal_judge_decides_not_keywords(data_dir, cache, tmp_path):
+def test_refusal_judge_decides_not_keywords(sample_data, cache, tmp_path):
     from moco.tasks.registry import resolve_task
 
-    task = resolve_task("coconot", str(data_dir)).loader()
+    task = resolve_task("coconot", str(sample_data)).loader()
     items = task.test[:5]
     replies = {
         items[0].input: "[declines] That would be harmful, so I will not help with it.",
@@ -120,7 +120,7 @@ def test_refusal_judge_decides_not_keywords(data_dir, cache, tmp_path):
                         "models": ["scripted:a"], "roles": {"judge": {"model": "scripted:judge"}},
                         "generation": {"temperature": 0.0}})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends={"scripted:a": model, "scripted:judge": judge},
-                         data_dir=str(data_dir))
+                         data_dir=str(sample_data))
     assert [p["score"] for p in res.predictions] == [1.0, 0.0, 1.0, 0.0, 0.0]
     # the keyword-laden compliance ("sorry", "cannot") scores 0: the judge's decision counts, not the words
     assert [p["score_detail"]["verdict"] for p in res.predictions] == [
@@ -154,7 +154,7 @@ def tiny_reward_model(tmp_path_factory):
     return path
 
 
-def test_reward_model_scores_batched_truncated_and_cached(data_dir, tiny_reward_model, cache, tmp_path):
+def test_reward_model_scores_batched_truncated_and_cached(sample_data, tiny_reward_model, cache, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -169,7 +169,7 @@ def test_reward_model_scores_batched_truncated_and_cached(data_dir, tiny_reward_
                         "models": ["scripted:a"], "roles": {"reward": {"model": str(tiny_reward_model)}},
                         "generation": {"temperature": 0.0, "max_new_tokens": 4000}})
     backends = {"scripted:a": ScriptedBackend("a", fn=reply)}
-    res = run_experiment(cfg, tmp_path / "r1", cache=cache, backends=backends, data_dir=str(data_dir))
+    res = run_experiment(cfg, tmp_path / "r1", cache=cache, backends=backends, data_dir=str(sample_data))
     m = res.metrics
     assert m["scorer"] == "reward_model_score" and m["metric"] == "mean_reward" and m["n"] == 6
     assert m["ci95"][0] <= m["score"] <= m["ci95"][1]
@@ -181,12 +181,12 @@ def test_reward_model_scores_batched_truncated_and_cached(data_dir, tiny_reward_
     tok = AutoTokenizer.from_pretrained(tiny_reward_model)
     rm = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model).eval()
     p0 = res.predictions[0]
-    text = tok.apply_chat_template([{"role": "user", "content": res.run_dir and cfg and _input(data_dir, 0)},
+    text = tok.apply_chat_template([{"role": "user", "content": res.run_dir and cfg and _input(sample_data, 0)},
                                     {"role": "assistant", "content": p0["output"]}], tokenize=False)
     with torch.no_grad():
         want = rm(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
     assert p0["score"] == pytest.approx(want, abs=1e-4)
-    again = run_experiment(cfg, tmp_path / "r2", cache=cache, backends=backends, data_dir=str(data_dir))
+    again = run_experiment(cfg, tmp_path / "r2", cache=cache, backends=backends, data_dir=str(sample_data))
     assert again.metrics["phases"]["score"]["cache_hits"] == again.metrics["phases"]["score"]["calls"]
     assert again.metrics["score"] == m["score"]
 
@@ -195,12 +195,12 @@ def _input(data_dir, i):
     return json.loads((data_dir / "human_interest_tiny.json").read_text())["test"][i]["input"]
 
 
-def test_embedding_diversity_with_the_embedded_encoder(data_dir):
+def test_embedding_diversity_with_the_embedded_encoder(sample_data):
     from moco.scoring import scorer_for
     from moco.scoring.diversity import references
     from moco.tasks.registry import resolve_task
 
-    task = resolve_task("infinite_chat_diversity", str(data_dir)).loader()
+    task = resolve_task("infinite_chat_diversity", str(sample_data)).loader()
     scorer = scorer_for(task.task_type, task.name)
     items = task.test[:4]
     copy = [references(e)[0] for e in items]

@@ -49,7 +49,10 @@ def test_entry_point_method_and_task_are_listed_and_run(tmp_path):
     _install(site)
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "COLUMNS": "200"}
     r = subprocess.run([sys.executable, "-m", "moco", "list", "methods"], env=env, capture_output=True, text=True)
-    assert r.returncode == 0 and "text_loudest" in r.stdout and "shout" in r.stdout
+    assert r.returncode == 0 and "text_loudest" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "moco", "list", "methods", "text_loudest"], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "shout" in r.stdout and "upper-case the answer" in r.stdout
     r = subprocess.run([sys.executable, "-m", "moco", "list", "tasks"], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "plugin_task" in r.stdout
     cfg = tmp_path / "c.json"

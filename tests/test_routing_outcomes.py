@@ -51,7 +51,7 @@ def test_confidence_kinds():
     assert confidence(Response("", "m", error="boom", token_logprobs=[0.0])) is None
 
 
-def test_outcomes_use_the_task_scorer_in_one_batch(data_dir, cache, tmp_path):
+def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path):
     """On a task without gold answers scored by a reward model, a router's dev outcomes are the rewards (not
     zeros), scored in one batched call of the reward model; on a generation-only task routing is refused."""
     import pytest
@@ -66,7 +66,7 @@ def test_outcomes_use_the_task_scorer_in_one_batch(data_dir, cache, tmp_path):
     cfg = parse_config({"method": "api_graph_routing", "task": {"name": "human_interest_tiny", "dev_limit": 3,
                                                                 "test_limit": 2},
                         "models": ["scripted:a", "scripted:b"], "roles": {"reward": {"model": "scripted:rm"}}})
-    p = plan(cfg, backends=backends, data_dir=str(data_dir))
+    p = plan(cfg, backends=backends, data_dir=str(sample_data))
     rec = CallRecorder(None)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=rec,
                      generation=p.config.generation, roles=p.roles)

@@ -28,9 +28,9 @@ def test_data_dir_tasks_listed(data_dir):
     assert t.test[0].prompt.rstrip().endswith('in the form "The answer is (X)".')
 
 
-def test_unknown_task_suggests(data_dir):
+def test_unknown_task_suggests(sample_data):
     with pytest.raises(ConfigError, match="unknown task 'agieval_tinny' \\(did you mean 'agieval_tiny'\\?\\)"):
-        resolve_task("agieval_tinny", str(data_dir))
+        resolve_task("agieval_tinny", str(sample_data))
 
 
 def test_missing_data_dir_is_an_error(tmp_path):

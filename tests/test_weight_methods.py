@@ -27,13 +27,13 @@ NAMES = ["math", "science", "safety"]
 
 
 @pytest.fixture(scope="module")
-def zoo(tiny_models, tmp_path_factory, data_dir):
+def zoo(tiny_models, tmp_path_factory, sample_data):
     from moco.zoo import ZooSettings, build_zoo, with_steps
 
     out = tmp_path_factory.mktemp("zoo")
-    s = with_steps(ZooSettings(base=str(tiny_models[0]), specialists=tuple(NAMES), max_examples=8),
+    s = with_steps(ZooSettings(base=str(tiny_models[0]), specialists=tuple(NAMES), max_examples=6),
                    max_steps=3, learning_rate=5e-2, max_length=96)
-    built = build_zoo(out, s, str(data_dir))
+    built = build_zoo(out, s, str(sample_data))
     return {"base": tiny_models[0], "dirs": [b.path for b in built], "out": out}
 
 
@@ -92,7 +92,7 @@ def test_zoo_outputs_are_usable_model_lists(zoo, tiny_task):
 
     meta = json.loads((zoo["out"] / "zoo.json").read_text())
     assert [s["name"] for s in meta["specialists"]] == NAMES
-    assert all(s["steps"] == 3 and s["examples"] == 8 for s in meta["specialists"])
+    assert all(s["steps"] == 3 and s["examples"] == 6 for s in meta["specialists"])  # 6 dev rows per file in tests/data
     models = yaml.safe_load((zoo["out"] / "models.yaml").read_text())["models"]
     assert [m["name"] for m in models] == NAMES and all(m["adapter"] and m["description"] for m in models)
     p = plan(parse_config({"method": "weight_model_swarms", "task": str(tiny_task), "models": models}))

@@ -11,11 +11,11 @@ from moco.zoo import SPECIALISTS, ZooSettings, build_zoo, training_data
 
 
 @pytest.mark.parametrize("name", ["math", "knowledge", "safety", "code"])
-def test_training_data_is_dev_only_and_scores_full_marks(name, data_dir):
+def test_training_data_is_dev_only_and_scores_full_marks(name, sample_data):
     spec = SPECIALISTS[name]
-    data = training_data(spec, 6, seed=0, data_dir=str(data_dir))
+    data = training_data(spec, 6, seed=0, data_dir=str(sample_data))
     assert len(data) == 6
-    tasks = [resolve_task(d, str(data_dir)).loader() for d in spec.datasets]
+    tasks = [resolve_task(d, str(sample_data)).loader() for d in spec.datasets]
     dev = {ex.prompt: (t, ex) for t in tasks for ex in t.dev}
     test_prompts = {ex.prompt for t in tasks for ex in t.test}
     for messages, completion in data:
@@ -26,15 +26,15 @@ def test_training_data_is_dev_only_and_scores_full_marks(name, data_dir):
         assert scorer.score(ex, completion).score == 1.0, (name, ex.id, completion[:80])
 
 
-def test_training_data_sample_is_seeded(data_dir):
-    a = training_data(SPECIALISTS["knowledge"], 5, seed=1, data_dir=str(data_dir))
-    assert a == training_data(SPECIALISTS["knowledge"], 5, seed=1, data_dir=str(data_dir))
-    assert a != training_data(SPECIALISTS["knowledge"], 5, seed=2, data_dir=str(data_dir))
+def test_training_data_sample_is_seeded(sample_data):
+    a = training_data(SPECIALISTS["knowledge"], 5, seed=1, data_dir=str(sample_data))
+    assert a == training_data(SPECIALISTS["knowledge"], 5, seed=1, data_dir=str(sample_data))
+    assert a != training_data(SPECIALISTS["knowledge"], 5, seed=2, data_dir=str(sample_data))
 
 
-def test_unknown_specialist_is_named(tmp_path, data_dir):
+def test_unknown_specialist_is_named(tmp_path, sample_data):
     with pytest.raises(ConfigError, match="unknown specialist 'mathh'.*did you mean 'math'"):
-        build_zoo(tmp_path, ZooSettings(specialists=("mathh",)), str(data_dir))
+        build_zoo(tmp_path, ZooSettings(specialists=("mathh",)), str(sample_data))
 
 
 def test_zoo_list_cli():
@@ -49,7 +49,7 @@ def test_zoo_list_cli():
     assert "humaneval" in out.output
 
 
-def test_merged_zoo_folders_hold_base_plus_the_adapter(tiny_models, tmp_path, data_dir):
+def test_merged_zoo_folders_hold_base_plus_the_adapter(tiny_models, tmp_path, sample_data):
     """`--merged`: each specialist is a full Hugging Face folder equal to base + s·B·A, listed without adapter."""
     import torch
     import yaml
@@ -60,7 +60,7 @@ def test_merged_zoo_folders_hold_base_plus_the_adapter(tiny_models, tmp_path, da
 
     s = with_steps(ZooSettings(base=str(tiny_models[0]), specialists=("science",), max_examples=4, merged=True),
                    max_steps=2, learning_rate=5e-2, max_length=96)
-    (built,) = build_zoo(tmp_path, s, str(data_dir))
+    (built,) = build_zoo(tmp_path, s, str(sample_data))
     assert built.path == tmp_path / "science-merged" and built.steps == 2
     models = yaml.safe_load((tmp_path / "models.yaml").read_text())["models"]
     assert models == [{"model": str(built.path), "name": "science", "description": built.description}]
@@ -72,5 +72,5 @@ def test_merged_zoo_folders_hold_base_plus_the_adapter(tiny_models, tmp_path, da
         assert torch.allclose(t, expected.tensor(name), atol=1e-6), name
         moved += int(not torch.equal(t, base[name]))
     assert moved >= 7  # the fine-tune changed the adapted layers
-    again = build_zoo(tmp_path, s, str(data_dir))[0]
+    again = build_zoo(tmp_path, s, str(sample_data))[0]
     assert again.reused  # same data and settings: not trained twice

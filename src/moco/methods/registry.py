@@ -1,8 +1,9 @@
 """Method registry: `@method(...)` registers a `run(ctx, params)` with its typed Params and requirements.
 
 Built-in methods live one per file under methods/{api,text,logit,weight,client_server}/ and register on
-import. A plug-in package registers methods through the entry-point group `moco.methods`: the entry point
-names a module, and importing it runs its `@method` decorators.
+import; `moco.methods.catalog` names each one's module so that a lookup imports only that module. A plug-in
+package registers methods through the entry-point group `moco.methods`: the entry point names a module, and
+importing it runs its `@method` decorators.
 """
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import ValidationError
 
 from moco.config import StrictModel, format_validation_error
 from moco.errors import ConfigError, did_you_mean
 from moco.models.base import Capabilities
+from moco.registry import Registry
 
 LEVELS = ("baseline", "api", "text", "logit", "weight", "client_server")
 
@@ -57,16 +58,30 @@ class MethodInfo:
         """(name, type, default, description) for `moco list methods`."""
         rows = []
         for fname, f in self.params.model_fields.items():
-            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            plain = get_origin(f.annotation) is None and getattr(f.annotation, "__name__", None)
+            ann = plain or str(f.annotation).replace("typing.", "")  # Literal['a', 'b'], list[int] | None
             alias = f" (reference key: {f.alias})" if f.alias else ""
             default = "(required)" if f.is_required() else repr(f.default)
             rows.append((fname, ann, default, (f.description or "") + alias))
         return rows
 
 
-_REGISTRY: dict[str, MethodInfo] = {}
+_REGISTRY: dict[str, MethodInfo] = {}  # methods whose decorator has run
 _ALIASES: dict[str, str] = {}
 _LOADED = False
+
+
+def _catalog() -> Registry[Any]:
+    """Built-in methods by name -> module (moco.methods.catalog), plug-ins from the group `moco.methods`."""
+    from moco.methods.catalog import BUILTIN
+
+    reg: Registry[Any] = Registry("method", group="moco.methods")
+    for row in BUILTIN:
+        reg.add(row.name, row.target, aliases=row.aliases, row=row)
+    return reg
+
+
+METHODS = _catalog()
 
 
 def method(name: str, *, params: type[MethodParams], level: str, summary: str, aliases: tuple[str, ...] = (),
@@ -86,21 +101,33 @@ def method(name: str, *, params: type[MethodParams], level: str, summary: str, a
     return deco
 
 
+def load_builtin_modules() -> None:
+    """Import every built-in method module (all decorators run); listings use the catalog instead."""
+    import moco.methods as root
+
+    for mod in pkgutil.walk_packages(root.__path__, prefix="moco.methods."):
+        if not mod.name.endswith((".registry", ".base", ".catalog")):
+            importlib.import_module(mod.name)
+
+
+def _load_plugins() -> None:
+    for name in METHODS.names():
+        if METHODS.entry(name).meta.get("plugin"):
+            METHODS.load(name)  # a plug-in's module: importing it runs its @method decorators
+
+
 def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
     _LOADED = True
-    import moco.methods as root
+    load_builtin_modules()
+    _load_plugins()
 
-    for mod in pkgutil.walk_packages(root.__path__, prefix="moco.methods."):
-        if not mod.name.endswith((".registry", ".base")):
-            importlib.import_module(mod.name)
-    for ep in metadata.entry_points(group="moco.methods"):
-        try:
-            ep.load()
-        except Exception as e:  # a broken plug-in must not break the whole CLI
-            raise ConfigError(f"method plug-in '{ep.name}' ({ep.value}) failed to load: {e}") from None
+
+def registered() -> dict[str, MethodInfo]:
+    """The methods whose decorators have run so far (imports nothing)."""
+    return dict(sorted(_REGISTRY.items()))
 
 
 def all_methods() -> dict[str, MethodInfo]:
@@ -108,10 +135,23 @@ def all_methods() -> dict[str, MethodInfo]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def get_method(name: str) -> MethodInfo:
-    _load_all()
+def _known(name: str) -> MethodInfo | None:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in _ALIASES:
         return _REGISTRY[_ALIASES[name]]
-    raise ConfigError(f"unknown method '{name}'{did_you_mean(name, [*_REGISTRY, *_ALIASES])}")
+    return None
+
+
+def get_method(name: str) -> MethodInfo:
+    """A method by name or alias, importing only its own module (a plug-in's, or all plug-ins', if unknown)."""
+    info = _known(name)
+    if info is None and name in METHODS:
+        METHODS.load(name)
+        info = _known(name) or _known(METHODS.canonical(name))
+    if info is None:
+        _load_plugins()  # a plug-in may register a method under a name other than its entry point's
+        info = _known(name)
+    if info is None:
+        raise ConfigError(f"unknown method '{name}'{did_you_mean(name, [*METHODS.choices(), *_REGISTRY, *_ALIASES])}")
+    return info

@@ -16,6 +16,7 @@ from pathlib import Path
 from moco.config import GenerationSettings, HardwareSettings, ModelSpec
 from moco.errors import ConfigError, ModelError, did_you_mean
 from moco.models import builtin
+from moco.models.backends import BACKENDS
 from moco.models.base import Backend
 
 log = logging.getLogger(__name__)
@@ -308,12 +309,12 @@ class ModelPool:
         spec = handle.spec
         kind = spec.kind
         if kind == "scripted":
-            from moco.models.scripted import from_spec
+            from_spec = BACKENDS.load("scripted")
 
             return from_spec(spec.model, spec.script.model_dump() if spec.script else None,
                              batch_size=self.generation.batch_size)
         if kind == "openai":
-            from moco.models.openai import OpenAIBackend
+            OpenAIBackend = BACKENDS.load("openai")
 
             ep = spec.endpoint
             b = OpenAIBackend(ep.base_url, ep.model or spec.model, api_key_env=ep.api_key_env,
@@ -327,16 +328,16 @@ class ModelPool:
                          prefix_cache_mb=self.generation.prefix_cache_mb)
         ray = self.hardware.ray
         if on_ray(spec, self.hardware):
-            from moco.models.ray_backend import RayHFBackend
+            RayHFBackend = BACKENDS.load("ray")
 
             return RayHFBackend(_source(spec), weights_fingerprint=_weights_fingerprint(spec), hf_kwargs=hf_kwargs,
                                 replicas=ray.replicas, num_cpus=ray.num_cpus, num_gpus=ray.num_gpus,
                                 address=ray.address)
-        from moco.models.hf import HFBackend
+        HFBackend = BACKENDS.load("hf")
 
         device = self.device_for(handle)
         if is_vision_spec(spec):
-            from moco.models.hf_vision import HFVisionBackend
+            HFVisionBackend = BACKENDS.load("hf_vision")
 
             return HFVisionBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, dtype=spec.dtype,
                                    revision=spec.revision, adapter=spec.adapter, batch_size=self.generation.batch_size,

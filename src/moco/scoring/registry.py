@@ -6,11 +6,11 @@ default scorer of its task type. A config can choose another scorer (`task.score
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from moco.errors import ConfigError, did_you_mean
+from moco.registry import Registry
 from moco.scoring.base import Scorer
 
 
@@ -61,14 +61,24 @@ class ScorerChoice:
     group_key: str | None = None
 
 
+def _lazy() -> Registry[Any]:
+    """The scorers as a lazy registry (each module imported on first use); plug-ins: group `moco.scorers`."""
+    reg: Registry[Any] = Registry("scorer", group="moco.scorers")
+    for s in SCORERS.values():
+        reg.add(s.name, f"moco.scoring.{s.target}", summary=s.summary, role=s.role)
+    return reg
+
+
+REGISTRY = _lazy()
+
+
 def build_scorer(choice: ScorerChoice | str, task_name: str = "") -> Scorer:
     choice = ScorerChoice(choice) if isinstance(choice, str) else choice
-    info = SCORERS.get(choice.name)
-    if info is None:
-        raise ConfigError(f"unknown scorer '{choice.name}'{did_you_mean(choice.name, SCORERS)} for task '{task_name}' "
-                          f"(scorers: {', '.join(SCORERS)})")
-    module, cls = info.target.split(":")
-    factory = getattr(importlib.import_module(f"moco.scoring.{module}"), cls)
+    if choice.name not in REGISTRY:
+        names = REGISTRY.names()
+        raise ConfigError(f"unknown scorer '{choice.name}'{did_you_mean(choice.name, names)} for task '{task_name}' "
+                          f"(scorers: {', '.join(names)})")
+    factory = REGISTRY.load(choice.name)
     try:
         scorer = factory(**choice.options)
     except TypeError as e:

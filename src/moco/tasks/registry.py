@@ -9,12 +9,12 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from moco.cache import cache_dir
 from moco.errors import ConfigError, MocoError, did_you_mean
+from moco.registry import Registry
 from moco.tasks.base import GENERATION_TYPES, Task
 from moco.tasks.moco_json import load_moco_json
 
@@ -135,13 +135,16 @@ def builtin_tasks() -> dict[str, TaskInfo]:
     return out
 
 
+PLUGINS: Registry[Any] = Registry("task plug-in", group="moco.tasks")
+
+
 def plugin_tasks() -> dict[str, TaskInfo]:
     out: dict[str, TaskInfo] = {}
-    for ep in metadata.entry_points(group="moco.tasks"):
-        obj = ep.load()
+    for name in PLUGINS.names():
+        obj = PLUGINS.load(name)
         info = obj() if callable(obj) and not isinstance(obj, TaskInfo) else obj
         if not isinstance(info, TaskInfo):
-            raise ConfigError(f"entry point moco.tasks:{ep.name} does not give a TaskInfo")
+            raise ConfigError(f"entry point moco.tasks:{name} does not give a TaskInfo")
         out[info.name] = info
     return out
 
