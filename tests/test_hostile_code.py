@@ -312,6 +312,18 @@ def test_moco_run_refuses_code_without_a_sandbox_in_one_line(tmp_path):
               MOCO_UNSAFE_CODE_EXECUTION="")
     assert r.returncode == 2 and not (tmp_path / "run").exists()
     assert r.stderr.strip().count("\n") == 0 and "refusing to run model-written code" in r.stderr
+    assert "--unsafe-code-execution" in r.stderr
+
+
+def test_the_cli_opt_in_runs_code_without_a_sandbox(tmp_path):
+    """`moco --unsafe-code-execution run` is the explicit opt-in the refusal names: the honest model's code runs."""
+    import json
+
+    _, honest = _code_task_and_configs(tmp_path)
+    r = _moco(["--unsafe-code-execution", "run", str(honest), "--out", str(tmp_path / "run")], tmp_path,
+              MOCO_BWRAP="none", MOCO_UNSAFE_CODE_EXECUTION="")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["score"] == 1.0
 
 
 @needs_sandbox

@@ -40,8 +40,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="print the version and exit")) -> None:
+                                       help="print the version and exit"),
+          unsafe_code: bool = typer.Option(False, "--unsafe-code-execution",
+                                           help="run model-written code without an OS sandbox (no bubblewrap "
+                                                "here); it can read and change your files")) -> None:
     STATE["debug"] = debug
+    if unsafe_code:  # the scorer reads the opt-in from the environment, so subprocess scorers see it too
+        os.environ["MOCO_UNSAFE_CODE_EXECUTION"] = "1"
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

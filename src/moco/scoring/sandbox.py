@@ -129,7 +129,8 @@ def require_sandbox(unsafe: bool = False) -> str | None:
             log.warning("running model-written code WITHOUT an OS sandbox (%s; opted in)", why)
         return None
     raise SandboxUnavailable(f"refusing to run model-written code without an OS sandbox: {why}; install "
-                             f"bubblewrap, or set {UNSAFE_ENV}=1 to run it unsandboxed at your own risk")
+                             f"bubblewrap, or pass --unsafe-code-execution (or set {UNSAFE_ENV}=1) to run it unsandboxed "
+                             "at your own risk")
 
 
 def _python_install() -> tuple[str, str]:
