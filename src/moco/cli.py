@@ -62,8 +62,10 @@ def score_line(m: dict) -> str:
     """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
     if m.get("generation_only"):
         return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
-    lo, hi = m["ci95"]
-    return (f"{m['metric']} {m['score']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, "
+    ci = m.get("ci95")  # no interval from a single item (a bootstrap of one value is that value)
+    n = m["n"]
+    interval = f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci and n > 1 else f"no 95% CI from {n} item{'s' * (n != 1)}"
+    return (f"{m['metric']} {m['score']:.3f} ({interval}, n={n}, unparsed {m['unparsed']}, "
             f"failed {m['failed']}; scorer {m['scorer']})")
 
 
