@@ -272,6 +272,8 @@ class ModelPool:
         if spec.model in self.overrides:
             return self.overrides[spec.model]
         key = handle.backend_key + f"|{self.device_for(handle)}|{self.generation.batch_size}"
+        if spec.kind == "hf" and not on_ray(spec, self.hardware):  # weights changed on disk: load them again
+            key += f"|{self.fingerprint(handle)}"
         if on_ray(spec, self.hardware):
             key += "|ray:" + self.hardware.ray.model_dump_json()
         with RESIDENT.lock:
