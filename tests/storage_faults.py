@@ -56,18 +56,14 @@ def full_disk(path: Path, size: str = "64k"):
 
 
 def fill(path: Path) -> None:
-    """Fill the filesystem of `path` to the last byte."""
-    with open(Path(path) / ".filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
-            pass
-    try:  # the last partial block
-        with open(Path(path) / ".filler2", "wb") as f:
-            while True:
-                f.write(b"\0")
-                f.flush()
-    except OSError:
-        pass
+    """Fill the filesystem of `path` to the last byte (unbuffered writes: no flush can fail later)."""
+    fd = os.open(Path(path) / ".filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
