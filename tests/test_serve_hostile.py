@@ -108,7 +108,7 @@ def test_bad_json_of_any_shape_and_wrong_types_are_400(tmp_path):
         ok = _post(url, b'{"model": "m", "messages": [{"role": "user", "content": "hi \\ud83d\\ude00"}], '
                         b'"temperature": 0, "max_tokens": 5, "stream": false}')
         assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "hi \U0001F600"
-    tally("bad inputs tried", len(BAD_JSON) + len(wrong))
+    tally("server probes", len(BAD_JSON) + len(wrong))
 
 
 def test_oversized_bodies_are_413_however_sent(tmp_path):
@@ -135,7 +135,7 @@ def test_oversized_bodies_are_413_however_sent(tmp_path):
                          b"Content-Length: 10485760\r\n\r\n{}")
             assert sock.recv(4096).startswith(b"HTTP/1.1 413")
         assert _post(url, {"model": "m", "messages": MSG}).status_code == 200  # the server is fine
-    tally("bad inputs tried", 4)
+    tally("server probes", 4)
 
 
 def test_one_bad_request_never_fails_its_batch_neighbours(tmp_path):
@@ -149,7 +149,7 @@ def test_one_bad_request_never_fails_its_batch_neighbours(tmp_path):
         assert [r.json()["choices"][0]["message"]["content"] for r in rs[:6]] == prompts[:6]
         assert "this prompt breaks the model" in rs[6].json()["error"]["message"]
         assert svc.batcher.stats.largest >= 2  # they did share a batch
-    tally("bad inputs tried")
+    tally("server probes")
 
 
 def test_a_prompt_over_a_models_context_is_400_with_the_limit_and_spares_its_neighbours(tmp_path, tiny_models):
@@ -163,7 +163,7 @@ def test_a_prompt_over_a_models_context_is_400_with_the_limit_and_spares_its_nei
         assert err["code"] == "context_length_exceeded" and "maximum context length is 4096 tokens" in err["message"]
         r = _post(url, {"model": "m", "messages": [{"role": "user", "content": "x" * 300_000}]})
         assert r.status_code == 400 and "characters" in r.json()["error"]["message"]  # too long for any model
-    tally("bad inputs tried", 2)
+    tally("server probes", 2)
 
 
 def test_a_request_over_the_time_limit_is_504_and_a_waiting_one_is_dropped(tmp_path):
@@ -180,7 +180,7 @@ def test_a_request_over_the_time_limit_is_504_and_a_waiting_one_is_dropped(tmp_p
         time.sleep(2.5)  # the slow batch ends; the queued request was never run
         assert not backend.received("queued")
         assert _post(url, {"model": "m", "messages": MSG}).status_code == 200
-    tally("bad inputs tried", 2)
+    tally("server probes", 2)
 
 
 def test_a_full_queue_is_429_with_retry_after(tmp_path):
@@ -193,7 +193,7 @@ def test_a_full_queue_is_429_with_retry_after(tmp_path):
         busy = next(r for r in rs if r.status_code == 429)
         assert busy.headers["retry-after"] == "1" and busy.json()["error"]["code"] == "server_busy"
         assert _post(url, {"model": "m", "messages": MSG}).status_code == 200  # room again
-    tally("bad inputs tried")
+    tally("server probes")
 
 
 def test_every_v1_route_needs_the_token_through_the_dependency(tmp_path):
@@ -211,4 +211,4 @@ def test_every_v1_route_needs_the_token_through_the_dependency(tmp_path):
             ok = httpx.request(method, url + path, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
             assert ok.status_code == 200, (path, ok.text)
         assert httpx.get(url.replace("/v1", "/health")).status_code == 200
-    tally("bad inputs tried", 4 * 6)
+    tally("server probes", 4 * 6)
