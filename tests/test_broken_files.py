@@ -157,3 +157,19 @@ def test_a_changed_model_never_hits_the_old_cache_and_broken_weights_stop_the_ru
         cache.close()
         unload_all()
     tally("bad inputs tried", 2)
+
+
+def test_validate_names_a_broken_model_file_before_loading_anything(model_dir):
+    """`moco validate` / the run's plan check each local model folder's files (cheap: JSON and headers)."""
+    from moco.config import parse_config
+    from moco.runner import plan
+
+    cfg = parse_config({"method": "single_model", "models": [str(model_dir)], "task": "moco_demo"})
+    (model_dir / "config.json").write_text('{"model_type": "llama",')
+    with pytest.raises(ModelError, match=r"config.json: broken model file: not valid JSON"):
+        plan(cfg)
+    (model_dir / "config.json").write_text('{"model_type": "llama"}')
+    _truncate(model_dir / "model.safetensors")
+    with pytest.raises(ModelError, match=r"model.safetensors: broken weights file: truncated"):
+        plan(cfg)
+    tally("bad inputs tried", 2)

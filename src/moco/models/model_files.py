@@ -2,7 +2,7 @@
 
 transformers reports a garbage `config.json`, a truncated or random-bytes `.safetensors` file or a broken
 tokenizer file as a deep traceback (or a Rust panic message) that names no file. These checks read only
-what is cheap: every top-level JSON file must parse as an object, and each safetensors file's header must
+what is cheap: the JSON files the libraries read must parse as objects, and each safetensors file's header must
 parse and account for exactly the bytes the file has (the format is an 8-byte little-endian header length,
 a JSON header with each tensor's byte range, then the data).
 """
@@ -17,10 +17,17 @@ from moco.errors import ModelError
 MAX_HEADER_BYTES = 100 << 20  # the format's own limit on the JSON header
 
 
+# the JSON files transformers, tokenizers and peft read (other JSON files in a folder are not ours to judge)
+MODEL_JSON = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",
+              "special_tokens_map.json", "adapter_config.json", "preprocessor_config.json",
+              "processor_config.json", "model.safetensors.index.json", "added_tokens.json", "vocab.json")
+
+
 def check_model_folder(path: Path) -> None:
     """Raise ModelError naming the first broken file of a local model (or adapter) folder."""
-    for f in sorted(path.glob("*.json")):
-        _check_json(f)
+    for name in MODEL_JSON:
+        if (path / name).is_file():
+            _check_json(path / name)
     for f in sorted(path.glob("*.safetensors")):
         check_safetensors(f)
 

@@ -61,6 +61,9 @@ def check_spec(spec: ModelSpec) -> None:
             raise ModelError(f"model path not found: {m}")
         if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise ModelError(f"model folder {m} has no config.json (not a Hugging Face model folder)")
+        from moco.models.model_files import check_model_folder
+
+        check_model_folder(p)  # a broken JSON or weights file: one line naming it, before anything loads
     else:
         if m.count("/") != 1 or any(c.isspace() for c in m):
             hint = did_you_mean(m, list(builtin.EMBEDDED))
