@@ -24,6 +24,9 @@ BAD_MC = {  # row index in test -> (row, field named in the report, what the rep
     6: ([1, 2, 3], "*", "row is a list, not an object"),
     7: (None, "*", "row is a NoneType, not an object"),
     8: ({"question": 42, "choices": {"A": "x", "B": "y"}, "answer": "A"}, "question", "missing or empty"),
+    9: ({"question": "q \ud800", "choices": {"A": "x", "B": "y"}, "answer": "A"}, "question", "lone surrogate"),
+    10: ({"question": "q", "choices": {"A": "x\udfff", "B": "y"}, "answer": "A"}, "choices", "lone surrogate"),
+    11: ({"question": "q", "choices": {"A": "x", "B": "y"}}, "answer", "missing gold answer"),
 }
 
 

@@ -77,12 +77,31 @@ def to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProb
     """Validate one row; return None (and record why) when it cannot be used. A multiple-choice row
     without a gold answer is unusable unless the whole task is generation-only (`need_gold=False`)."""
     ex = _to_example(row, i, split, ttype, problems, prompt_format, need_gold)
+    bad = _not_unicode(ex) if ex is not None else None
+    if bad:  # "\ud800" is valid JSON but no text: it would crash the run later (cache key, tokenizer, files)
+        problems.append(DataProblem(split, i, bad[0], f"holds a lone surrogate ({bad[1]!a}): not Unicode text",
+                                    "skipped"))
+        return None
     if ex is not None and len(ex.prompt) > MAX_PROMPT_CHARS:
         field = "question" if ttype == "multiple_choice" else "input"
         problems.append(DataProblem(split, i, field, f"prompt of {len(ex.prompt):,} characters is over the "
                                     f"{MAX_PROMPT_CHARS:,} limit", "skipped"))
         return None
     return ex
+
+
+def _not_unicode(ex: Example) -> tuple[str, str] | None:
+    """(field, the offending character) when a text field holds a lone surrogate, else None."""
+    answers = ex.answer if isinstance(ex.answer, list) else [ex.answer]
+    fields = [*(("choices", c) for c in (ex.choices or {}).values()), *(("answer", a) for a in answers),
+              ("question" if ex.choices else "input", ex.prompt)]  # the prompt holds the options too: last
+    for name, text in fields:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return name, text[e.start:e.end]
+    return None
 
 
 def _to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProblem],
