@@ -222,3 +222,23 @@ def test_injected_storage_faults_without_root(tmp_path, task, fault, monkeypatch
     assert json.loads(man.read_text())["status"] == "finished" and res.metrics["n"] == N
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == N
     tally("faults injected")
+
+
+def test_a_model_answer_that_is_not_unicode_is_written_and_not_cached(tmp_path, task, caplog):
+    """A lone surrogate from a model (an endpoint's JSON can carry one) crashed the cache and the result
+    files; now the run finishes, the files hold it as a JSON escape (the same string read back), and the
+    call is simply not cached."""
+    from moco.models.scripted import ScriptedBackend
+
+    model = ScriptedBackend("a", fn=lambda r: "The answer is (A) \ud800")
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    try:
+        res = run_experiment(_cfg(task), tmp_path / "run", cache=cache, backends={"scripted:a": model})
+        assert len(cache) == 0
+    finally:
+        cache.close()
+    assert res.metrics["score"] == 1.0 and res.metrics["n"] == N
+    rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == N and rows[0]["output"] == "The answer is (A) \ud800"
+    assert any("not cached" in r.getMessage() for r in caplog.records)
+    tally("faults injected")

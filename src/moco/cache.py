@@ -174,6 +174,11 @@ class ResponseCache:
             for k, fp, r in items
             if not r.failed
         ]
+        storable = [row for row in rows if _encodable(row)]
+        if len(storable) < len(rows):  # a lone surrogate from an endpoint: SQLite takes only UTF-8 text
+            log.warning("%d response(s) with text that is not Unicode (a lone surrogate) are not cached",
+                        len(rows) - len(storable))
+            rows = storable
         if not rows:
             return
         with self._lock:
@@ -211,6 +216,16 @@ class ResponseCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _encodable(row: tuple) -> bool:
+    try:
+        for v in row:
+            if isinstance(v, str):
+                v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _corrupt(e: sqlite3.DatabaseError) -> bool:

@@ -37,7 +37,7 @@ def atomic_write(path: Path, text: str) -> None:
     (disk full, read-only) removes its temporary file and is one StorageError line naming the file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -78,12 +78,23 @@ def write_failure(path: Path, data: dict[str, Any]) -> None:
         pass  # a read-only directory: the error line is all there can be
 
 
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    """JSON as UTF-8-ready text; a string that is no Unicode (a lone surrogate a model or endpoint sent) is
+    written as a \\u escape instead, which reads back as the very same string."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, indent=indent, ensure_ascii=True, default=str)
+    return text
+
+
 def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    atomic_write(path, _dumps(data, indent=2) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    atomic_write(path, "".join(_dumps(r) + "\n" for r in rows))
 
 
 RESULT_FILES = ("predictions.jsonl", "metrics.json")
