@@ -29,7 +29,8 @@ def storage_error(e: BaseException, where: Path | None = None) -> StorageError |
         return None
     name = e.filename or where
     where = f" {'in ' if not e.filename and where and where.is_dir() else ''}{name}" if name else ""
-    return StorageError(f"cannot write{where}: {STORAGE_ERRNOS[e.errno]} ({e.strerror or e})")
+    verb = "cannot access" if e.errno in (errno.EACCES, errno.EPERM) else "cannot write"  # a read may be refused too
+    return StorageError(f"{verb}{where}: {STORAGE_ERRNOS[e.errno]} ({e.strerror or e})")
 
 
 def atomic_write(path: Path, text: str) -> None:
