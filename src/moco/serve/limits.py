@@ -46,7 +46,10 @@ def context_problem(pool: Any, prompt: str, max_new_tokens: int) -> str | None:
         if limit is None:
             continue
         req = GenRequest((("user", prompt),), SamplingParams(max_new_tokens=max_new_tokens))
-        n = len(backend.encode(req))
+        try:
+            n = len(backend.encode(req))
+        except Exception:  # noqa: BLE001 - a backend that cannot count text alone (vision): its own checks apply
+            continue
         if n + max_new_tokens > limit:
             return (f"this model's maximum context length is {limit} tokens ('{h.name}'); the prompt has {n} "
                     f"tokens and max_tokens asks for {max_new_tokens} more")
