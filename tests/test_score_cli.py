@@ -54,3 +54,43 @@ def test_list_tasks_shows_every_dataset_with_its_scorer(data_dir):
     assert "refusal_judge" in lines["coconot"] and "role judge" in lines["coconot"]
     assert "reward_model_score" in lines["alpacaeval"] and "code_execution" in lines["humaneval"]
     assert "all correct per question_id" in lines["culturebench"] and "2454" in lines["culturebench"]
+
+
+def _mc_task(tmp_path):
+    rows = [{"id": f"q{i}", "question": f"{i}+1?", "choices": {"A": str(i + 1), "B": str(i + 2)}, "answer": "A"}
+            for i in range(3)]
+    return _write(tmp_path, "mc.json", {"task_type": "multiple_choice", "test": rows})
+
+
+BAD_INDEX = [1.9, True, False, "abc", "1", [1], {"i": 1}, 1e400]
+
+
+def test_index_must_be_a_whole_number_never_paired_by_coercion(tmp_path):
+    import pytest
+
+    from moco.errors import DataError
+    from moco.scoring.predictions import match, read_predictions
+    from moco.tasks.moco_json import load_moco_json
+    from reliability import tally
+
+    task = load_moco_json(_mc_task(tmp_path))
+    for bad in BAD_INDEX:
+        p = _write(tmp_path, "p.jsonl", json.dumps({"index": bad, "response": "The answer is (A)"}) + "\n")
+        with pytest.raises(DataError, match=r"line 1: 'index' must be a whole number") as e:
+            match(task.test, read_predictions(p), p)
+        assert "\n" not in str(e.value)
+        tally("bad inputs tried")
+    p = _write(tmp_path, "ok.jsonl", json.dumps({"index": 1, "response": "x"}) + "\n")
+    assert [ex.id for ex, _ in match(task.test, read_predictions(p), p)] == ["q1"]
+
+
+def test_score_cli_one_line_for_a_bad_index_and_no_interval_from_one_item(tmp_path):
+    task = _mc_task(tmp_path)
+    r = moco("score", "--task", task, "--predictions",
+             _write(tmp_path, "p.jsonl", '{"index": "abc", "response": "(A)"}\n'), "--out", tmp_path / "s")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'index' must be a whole number" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "s").exists()
+    r = moco("score", "--task", task, "--predictions",
+             _write(tmp_path, "one.jsonl", '{"index": 0, "response": "The answer is (A)"}\n'), "--out", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    assert "no 95% CI from 1 item" in r.stdout and "95% CI 1.000" not in r.stdout

@@ -51,11 +51,11 @@ def test_batcher_items_arriving_during_a_batch_form_the_next():
         b.close()
 
 
-def test_batcher_handler_failure_fails_the_whole_batch_only():
+def test_batcher_failure_is_isolated_to_the_item_that_fails_alone():
     calls = []
 
     def handler(items):
-        calls.append(items)
+        calls.append(list(items))
         if "bad" in items:
             raise ValueError("boom")
         return items
@@ -63,10 +63,37 @@ def test_batcher_handler_failure_fails_the_whole_batch_only():
     b = MicroBatcher(handler, window_s=0.1)
     try:
         futs = [b.submit("bad"), b.submit("x")]
-        for f in futs:
-            with pytest.raises(ValueError, match="boom"):
-                f.result(5)
+        with pytest.raises(ValueError, match="boom"):
+            futs[0].result(5)
+        assert futs[1].result(5) == "x"  # its neighbour is answered
+        assert calls == [["bad", "x"], ["bad"], ["x"]]  # the batch, then each item alone
         assert b.submit("ok").result(5) == "ok"  # the worker survived
+    finally:
+        b.close()
+
+
+def test_batcher_bounds_its_queue_and_drops_cancelled_items():
+    from moco.serve.batcher import QueueFull
+
+    gate = threading.Event()
+    ran = []
+
+    def handler(items):
+        gate.wait(5)
+        ran.extend(items)
+        return items
+
+    b = MicroBatcher(handler, window_s=0.0, max_pending=2)
+    try:
+        first = b.submit("first")
+        time.sleep(0.1)  # the worker holds "first"
+        second = b.submit("second")
+        with pytest.raises(QueueFull, match="the limit is 2"):
+            b.submit("third")
+        assert second.cancel()  # its caller gave up before its batch started
+        gate.set()
+        assert first.result(5) == "first"
+        assert b.submit("fourth").result(5) == "fourth" and ran == ["first", "fourth"] and b.pending == 0
     finally:
         b.close()
 

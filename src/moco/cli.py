@@ -89,8 +89,10 @@ def score_line(m: dict) -> str:
     """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
     if m.get("generation_only"):
         return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
-    lo, hi = m["ci95"]
-    return (f"{m['metric']} {m['score']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, "
+    ci = m.get("ci95")  # no interval from a single item (a bootstrap of one value is that value)
+    n = m["n"]
+    interval = f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci and n > 1 else f"no 95% CI from {n} item{'s' * (n != 1)}"
+    return (f"{m['metric']} {m['score']:.3f} ({interval}, n={n}, unparsed {m['unparsed']}, "
             f"failed {m['failed']}; scorer {m['scorer']})")
 
 
@@ -303,6 +305,9 @@ def serve(
     batch_window_ms: float = typer.Option(5.0, "--batch-window-ms", help="collect concurrent requests this long"),
     max_batch: int = typer.Option(32, "--max-batch", help="most requests per batch"),
     max_body_kb: int = typer.Option(4096, "--max-body-kb", help="largest request body accepted"),
+    max_queue: int = typer.Option(256, "--max-queue", min=1, help="requests waiting or running at once; more get 429"),
+    timeout_s: float = typer.Option(600.0, "--timeout-s", min=0.001, help="a request without an answer this long "
+                                    "gets 504"),
     expect: int = typer.Option(1, "--expect", help="colm-server: clients per question when a client does not say"),
     gather_timeout_s: float = typer.Option(120.0, "--gather-timeout", help="colm-server: seconds to wait for all "
                                            "clients of a question before aggregating what arrived"),
@@ -319,9 +324,10 @@ def serve(
         err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
     service = build_service(config, role=role, name=name, cache=cache, data_dir=data_dir,
                             window_ms=batch_window_ms, max_batch=max_batch, gather_timeout_s=gather_timeout_s,
-                            expect=expect, log_dir=log_dir)
+                            expect=expect, log_dir=log_dir, max_queue=max_queue)
     err.print(f"serving '{service.name}' ({role}) on http://{host}:{port}/v1" + (" with token auth" if token else ""))
-    run_server(service, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024)
+    run_server(service, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024,
+               request_timeout_s=timeout_s)
 
 
 @app.command()

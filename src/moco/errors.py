@@ -34,3 +34,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
         lowered = {c.lower(): c for c in pool}
         close = [lowered[w] for w in difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class StorageError(MocoError):
+    """A file MoCo must write (run directory, response cache) cannot be: disk full, read-only, no permission."""

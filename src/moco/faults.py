@@ -1,7 +1,8 @@
 """Fault injection for the reliability tests: the process kills itself (SIGKILL) at a named site.
 
 `MOCO_FAULT=<site>:<n>[:<signal>][,...]` makes the process send itself SIGKILL (or the signal named: INT
-for a Ctrl-C, TERM) the n-th time it passes `<site>` (n counts from 1). `MOCO_FAULT_LOG=<file>` gets one
+for a Ctrl-C, TERM) the n-th time it passes `<site>` (n counts from 1); `ENOSPC` or `EROFS` in place of
+the signal raises the OSError of a full or read-only disk there instead. `MOCO_FAULT_LOG=<file>` gets one
 line `<site>:<n> <signal> <pid>` just before, so a test can tell an injected fault from a crash. When MOCO_FAULT is unset (always, outside tests) `hit` is
 a function that does nothing and `torn_write` is a plain write.
 
@@ -9,6 +10,7 @@ Sites (each is where a real crash would hurt most):
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections import Counter
@@ -26,6 +28,8 @@ __doc__ += "".join(f"\n- `{k}`: {v}" for k, v in SITES.items()) + "\n"
 
 
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
+# storage faults: instead of a signal, the site raises the OSError a full or read-only disk gives
+ERRNOS = {"ENOSPC": errno.ENOSPC, "EROFS": errno.EROFS}
 
 
 def parse(spec: str) -> dict[str, tuple[int, str]]:
@@ -34,9 +38,9 @@ def parse(spec: str) -> dict[str, tuple[int, str]]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         bits = part.split(":")
         site, n, sig = bits[0], bits[1] if len(bits) > 1 else "", bits[2] if len(bits) > 2 else "KILL"
-        if site not in SITES or not n.isdigit() or int(n) < 1 or sig not in SIGNALS or len(bits) > 3:
+        if site not in SITES or not n.isdigit() or int(n) < 1 or sig not in {**SIGNALS, **ERRNOS} or len(bits) > 3:
             raise ValueError(f"MOCO_FAULT: bad entry '{part}' (sites: {', '.join(SITES)}; n >= 1; "
-                             f"signals: {', '.join(SIGNALS)})")
+                             f"signals: {', '.join(SIGNALS)}; or an error: {', '.join(ERRNOS)})")
         plan[site] = (int(n), sig)
     return plan
 
@@ -58,6 +62,8 @@ def _die(site: str) -> None:
     if log:
         with open(log, "a") as f:
             f.write(f"{site}:{_COUNTS[site]} {sig} {os.getpid()}\n")
+    if sig in ERRNOS:
+        raise OSError(ERRNOS[sig], os.strerror(ERRNOS[sig]), f"<{site}>")
     os.kill(os.getpid(), SIGNALS[sig])
 
 

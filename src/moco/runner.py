@@ -21,7 +21,8 @@ from moco.models import compat
 from moco.models.base import Backend, Capabilities
 from moco.models.pool import ModelHandle, ModelPool, is_vision_spec, on_ray
 from moco.progress import Progress
-from moco.rundir import atomic_write, default_run_dir, hardware, manifest, start_attempt, write_json, write_jsonl
+from moco.rundir import (atomic_write, default_run_dir, hardware, manifest, start_attempt, storage_error, write_failure,
+                          write_json, write_jsonl)
 from moco.scoring import scorer_for
 from moco.scoring.base import Scorer, missing_role_message
 from moco.scoring.evaluate import prediction_row, score_items, summarize_results
@@ -148,12 +149,12 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
     """Run one experiment end to end and write its run directory."""
     p = plan(cfg, data_dir, backends)
     run_dir = Path(out) if out else default_run_dir(p.method.name, p.task.name, runs_root)
+    own_cache = cache is None
+    cache = ResponseCache() if cache is None else cache  # an unusable cache fails before the run directory exists
     attempt = start_attempt(run_dir)
     (run_dir / "artifacts").mkdir(exist_ok=True)
     resolved = cfg.model_copy(update={"params": p.params.model_dump(mode="json")})
     atomic_write(run_dir / "config.yaml", dump_config(resolved))
-    own_cache = cache is None
-    cache = ResponseCache() if cache is None else cache
     man = manifest(cfg.seed, {"method": p.method.name, "task": p.task.name, "task_type": p.task.task_type,
                               "cache": str(getattr(cache, "path", "")), "status": "running", "attempt": attempt,
                               "n_dev": len(p.task.dev), "n_test": len(p.task.test)})
@@ -165,6 +166,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
                      generation=cfg.generation, seed=cfg.seed, artifacts_dir=run_dir / "artifacts",
                      progress=progress, roles=p.roles)
     t0 = time.time()
+    finished = False
     try:
         outputs = p.method.run(ctx, p.params)
         if len(outputs) != len(p.task.test):
@@ -175,13 +177,21 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
         man.update(status="finished", fingerprints={h.name: p.pool.fingerprint(h) for h in p.pool.handles},
                    finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), hardware=hardware())
         write_json(run_dir / "manifest.json", man)
+        finished = True
     except BaseException as e:
+        fault = storage_error(e, run_dir)  # disk full / read-only: one line naming the file; the manifest says so
         man.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                   error=f"{type(e).__name__}: {e}")
-        write_json(run_dir / "manifest.json", man)
+                   error=f"{type(fault or e).__name__}: {fault or e}")
+        write_failure(run_dir / "manifest.json", man)
+        if fault is not None and fault is not e:
+            raise fault from e
         raise
     finally:
-        recorder.close()
+        try:
+            recorder.close()  # on a full disk its last flush fails again: the first error is the one to tell
+        except OSError as e:
+            if finished:
+                raise storage_error(e, run_dir / "calls.jsonl") or e from None
         if own_cache:
             cache.close()
     return RunResult(run_dir, metrics, predictions)

@@ -7,7 +7,6 @@ and methods that need token-level control (fusion, nudging, deferral) share the 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,32 +18,15 @@ from typing import Any
 
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult
+from moco.models.fingerprint import folder_fingerprint  # noqa: F401 (re-exported)
 from moco.models.kv_buffer import new_cache
+from moco.models.model_files import check_model_folder
 from moco.models.placement import pick_device, pick_dtype  # noqa: F401 (re-exported)
 from moco.models.prefix_cache import PrefixStore, shared_prefixes, store_for
 
 log = logging.getLogger(__name__)
 
 PLAIN_TEMPLATE_NOTE = "no chat template: plain 'User:/Assistant:' format used"
-
-
-def folder_fingerprint(path: Path) -> str:
-    """Cheap content fingerprint of a model folder: config, file names and sizes, head/tail bytes of weights."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path).as_posix()
-        if rel.startswith(".") or "/." in rel or rel == "training_log.json":  # the trainer's log (wall time) is not weights
-            continue
-        size = f.stat().st_size
-        h.update(f"{rel}:{size}".encode())
-        with open(f, "rb") as fh:
-            if size <= 2 << 20:
-                h.update(fh.read())
-            else:
-                h.update(fh.read(1 << 20))
-                fh.seek(size - (1 << 20))
-                h.update(fh.read())
-    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -89,6 +71,9 @@ class HFBackend:
         self.max_batch_tokens = max_batch_tokens
         self.prefix_cache_bytes = int(prefix_cache_mb) << 20
         t0 = time.time()
+        for folder in (source, adapter):  # a broken local file: one line naming it, not a deep traceback
+            if folder and os.path.isdir(folder):
+                check_model_folder(Path(folder))
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
             kwargs: dict[str, Any] = {"dtype": self.torch_dtype, "revision": revision, "trust_remote_code": trust_remote_code}
@@ -96,8 +81,9 @@ class HFBackend:
                 kwargs["device_map"] = device_map
                 kwargs["max_memory"] = max_memory
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        except OSError as e:
-            raise ModelError(f"cannot load model '{source}': {str(e).splitlines()[0]}") from None
+        except Exception as e:  # noqa: BLE001 - transformers/safetensors/tokenizers raise many types for bad files
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ModelError(f"cannot load model '{source}': {type(e).__name__}: {first}") from e
         if adapter:
             try:
                 from peft import PeftModel

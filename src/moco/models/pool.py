@@ -62,6 +62,9 @@ def check_spec(spec: ModelSpec) -> None:
             raise ModelError(f"model path not found: {m}")
         if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise ModelError(f"model folder {m} has no config.json (not a Hugging Face model folder)")
+        from moco.models.model_files import check_model_folder
+
+        check_model_folder(p)  # a broken JSON or weights file: one line naming it, before anything loads
     else:
         if m.count("/") != 1 or any(c.isspace() for c in m):
             hint = did_you_mean(m, list(builtin.EMBEDDED))
@@ -273,6 +276,8 @@ class ModelPool:
         if spec.model in self.overrides:
             return self.overrides[spec.model]
         key = handle.backend_key + f"|{self.device_for(handle)}|{self.generation.batch_size}"
+        if spec.kind == "hf" and not on_ray(spec, self.hardware):  # weights changed on disk: load them again
+            key += f"|{self.fingerprint(handle)}"
         if on_ray(spec, self.hardware):
             key += "|ray:" + self.hardware.ray.model_dump_json()
         with RESIDENT.lock:

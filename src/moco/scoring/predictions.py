@@ -43,7 +43,7 @@ def match(examples: list[Example], preds: list[dict[str, Any]], path: Path) -> l
     pairs, seen = [], Counter()
     for p in preds:
         if "index" in p and p["index"] is not None:
-            ex = by_index.get(int(p["index"]))
+            ex = by_index.get(_index(p, path))
             if ex is None:
                 raise DataError(f"{path}: line {p['_line']}: no item with index {p['index']} in this split")
             if "id" in p and str(p["id"]) != ex.id:
@@ -61,6 +61,15 @@ def match(examples: list[Example], preds: list[dict[str, Any]], path: Path) -> l
             raise DataError(f"{path}: line {p['_line']}: a second prediction for item {ex.id!r}")
         pairs.append((ex, p))
     return pairs
+
+
+def _index(p: dict[str, Any], path: Path) -> int:
+    """The `index` field as a whole number: 1.9, true or "abc" must not quietly become item 1 (or crash)."""
+    i = p["index"]
+    if isinstance(i, bool) or not isinstance(i, int):
+        raise DataError(f"{path}: line {p['_line']}: 'index' must be a whole number (the item's position in its "
+                        f"split), got {type(i).__name__} {i!r:.40}")
+    return i
 
 
 def score_predictions(task: Task, split: str, path: Path, scorer: Any, ctx: Any = None,

@@ -34,7 +34,7 @@ def load_serve_config(path: str | Path, role: str = "collaboration"):
 def build_service(config: str | Path, *, role: str = "collaboration", name: str | None = None,
                   cache: bool = False, data_dir: str | None = None, window_ms: float = 5.0, max_batch: int = 32,
                   gather_timeout_s: float = 120.0, expect: int = 1, log_dir: Path | None = None,
-                  backends: dict[str, Any] | None = None):
+                  backends: dict[str, Any] | None = None, max_queue: int = 256):
     if role not in ROLES:
         raise ConfigError(f"unknown role '{role}' (use {' or '.join(ROLES)})")
     cfg, has_task = load_serve_config(config, role)
@@ -48,7 +48,8 @@ def build_service(config: str | Path, *, role: str = "collaboration", name: str 
     from moco.serve.collab import CollaborationService
 
     return CollaborationService(cfg, has_task=has_task, name=name, cache=store, data_dir=data_dir,
-                                window_ms=window_ms, max_batch=max_batch, log_dir=log_dir, backends=backends)
+                                window_ms=window_ms, max_batch=max_batch, log_dir=log_dir, backends=backends,
+                                max_pending=max_queue)
 
 
 def is_loopback(host: str) -> bool:
@@ -61,13 +62,13 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(service: Any, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_body_bytes: int = 4 * 2**20, log_level: str = "warning") -> None:
+          max_body_bytes: int = 4 * 2**20, log_level: str = "warning", request_timeout_s: float = 600.0) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
     from moco.serve.app import create_app
 
-    app = create_app(service, token=token, max_body_bytes=max_body_bytes)
+    app = create_app(service, token=token, max_body_bytes=max_body_bytes, request_timeout_s=request_timeout_s)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     finally:

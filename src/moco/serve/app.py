@@ -1,31 +1,36 @@
-"""The HTTP face of `moco serve`: OpenAI-compatible routes, bearer-token auth, body size limit, errors.
+"""The HTTP face of `moco serve`: OpenAI-compatible routes, bearer-token auth (a FastAPI dependency), body
+size limit, a time limit per request, errors.
 
 Routes: GET /health (no auth), GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions,
 GET /v1/moco/info (what is served, batching statistics). Every error is OpenAI-shaped JSON:
 {"error": {"message", "type", "param", "code"}}.
 """
+import asyncio
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from moco.serve.protocol import ApiError, chunk, new_id, parse_chat_request, sse
+from moco.serve.batcher import QueueFull
+from moco.serve.protocol import ApiError, ChatRequest, chunk, new_id, parse_chat_request, sse
 
 DEFAULT_MAX_BODY = 4 * 2**20
-
-
-class _TooLarge(Exception):
-    pass
+DEFAULT_TIMEOUT_S = 600.0
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over `max_bytes`, declared (Content-Length) or streamed."""
+    """ASGI middleware: 413 for bodies over `max_bytes`, however sent (declared Content-Length or chunked).
+
+    The body is read here, up to the limit, before the app sees the request; past the limit the client gets
+    413 at once and the rest is never read. (Raising from inside the app would reach FastAPI's error layer
+    first, which answers 500.) A chat body is small, so buffering it costs nothing."""
 
     def __init__(self, app: Any, max_bytes: int):
         self.app = app
@@ -37,29 +42,30 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _send_json(send, 413, self._error())
+        parts: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal seen
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return msg
+            if msg["type"] != "http.request":  # the client went away
+                return None
+            chunk = msg.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                return await _send_json(send, 413, self._error())
+            parts.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        body = b"".join(parts)
+        replayed = False
 
-        async def tracking_send(msg):
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_json(send, 413, self._error())
+        return await self.app(scope, replay, send)
 
     def _error(self) -> dict:
         return ApiError(413, f"request body larger than {self.max_bytes} bytes", code="body_too_large").body()
@@ -72,12 +78,11 @@ async def _send_json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": raw})
 
 
-def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY):
-    """An ASGI app serving `service` (a CollaborationService or a ColmServer) as one OpenAI model."""
-    app = FastAPI(title="MoCo", docs_url=None, redoc_url=None, openapi_url=None)
-    created = int(time.time())
+def bearer_auth(token: str | None) -> Callable[[Request], None]:
+    """A FastAPI dependency: with a token set, every route that depends on it needs
+    'Authorization: Bearer <token>' (compared in constant time); without one it lets everything through."""
 
-    def check_auth(request: Request) -> None:
+    def require_token(request: Request) -> None:
         if token is None:
             return
         header = request.headers.get("authorization", "")
@@ -86,9 +91,21 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
             raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <token>')",
                            code="invalid_api_key")
 
+    return require_token
+
+
+def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
+               request_timeout_s: float = DEFAULT_TIMEOUT_S):
+    """An ASGI app serving `service` (a CollaborationService or a ColmServer) as one OpenAI model.
+    Every /v1 route needs the token (a router-wide dependency); /health does not. A request that has no
+    answer within `request_timeout_s` gets 504 (and is dropped if its batch has not started)."""
+    app = FastAPI(title="MoCo", docs_url=None, redoc_url=None, openapi_url=None)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])
+    created = int(time.time())
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "1"}}.get(exc.status)
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -107,40 +124,48 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
     async def health():
         return {"status": "ok", "model": service.name, "role": service.role}
 
-    @app.get("/v1/models")
-    async def models(request: Request):
-        check_auth(request)
+    @v1.get("/models")
+    async def models():
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model_id:path}")
-    async def one_model(model_id: str, request: Request):
-        check_auth(request)
+    @v1.get("/models/{model_id:path}")
+    async def one_model(model_id: str):
         if model_id != service.name:
             raise ApiError(404, f"model '{model_id}' not found (this server serves '{service.name}')",
                            param="model", code="model_not_found")
         return model_card()
 
-    @app.get("/v1/moco/info")
-    async def info(request: Request):
-        check_auth(request)
+    @v1.get("/moco/info")
+    async def info():
         extra = service.stats() if hasattr(service, "stats") else {}
         return {"model": service.name, **service.describe(), "batching": service.batcher.stats.to_dict(), **extra}
 
-    @app.post("/v1/chat/completions")
+    async def answer(req: ChatRequest) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(service.complete(req), request_timeout_s)
+        except QueueFull as e:
+            raise ApiError(429, f"the server is busy: {e}; retry later", kind="server_error",
+                           code="server_busy") from None
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"no answer within this server's time limit of {request_timeout_s:g} s",
+                           kind="server_error", code="timeout") from None
+
+    @v1.post("/chat/completions")
     async def chat(request: Request):
-        check_auth(request)
         req = parse_chat_request(await request.body())
         if req.model != service.name:
             raise ApiError(404, f"model '{req.model}' not found (this server serves '{service.name}')",
                            param="model", code="model_not_found")
         if not req.stream:
-            return JSONResponse(await service.complete(req))
+            return JSONResponse(await answer(req))
         if getattr(service, "can_stream_tokens", lambda: False)():
-            pending = service.pending(req)  # a bad request fails here, before the stream starts
+            pending = await run_in_threadpool(service.pending, req)  # a bad request fails here, before the stream
+            await run_in_threadpool(service.check_context, pending)
             return StreamingResponse(_token_stream(service, pending), media_type="text/event-stream")
-        body = await service.complete(req)  # the whole answer, then sent as one chunk
+        body = await answer(req)  # the whole answer, then sent as one chunk
         return StreamingResponse(_one_chunk(body), media_type="text/event-stream")
 
+    app.include_router(v1)
     return BodyLimit(app, max_body_bytes)
 
 

@@ -3,6 +3,11 @@
 One worker thread owns the models. It waits for a first item, keeps collecting for `window_s` (or until
 `max_batch` items), and hands the whole list to the handler — so 16 concurrent clients share forward
 passes instead of queueing behind each other. Items that arrive while a batch runs form the next batch.
+
+Limits: at most `max_pending` items wait or run at once (`submit` raises QueueFull beyond, the server's
+429); an item whose caller gave up (its future cancelled, e.g. at the request's time limit) is dropped
+before its batch runs; and when a batch fails, each of its items is run again alone, so one bad item fails
+only itself, never its batch neighbours.
 """
 from __future__ import annotations
 
@@ -34,16 +39,23 @@ class BatchStats:
                 "busy_s": round(self.busy_s, 3), "recent_sizes": self.sizes[-50:]}
 
 
+class QueueFull(Exception):
+    """More items are waiting or running than the batcher accepts."""
+
+
 class MicroBatcher(Generic[T, R]):
     """`submit(item)` returns a Future; `handler(items) -> results` runs in the worker, aligned with items.
-    A handler exception fails every item of its batch."""
+    A handler exception on a batch re-runs its items one by one: only the item that fails alone fails."""
 
     def __init__(self, handler: Callable[[list[T]], list[R]], window_s: float = 0.005, max_batch: int = 32,
-                 name: str = "moco-batcher"):
+                 name: str = "moco-batcher", max_pending: int | None = None):
         self.handler = handler
         self.window_s = max(0.0, window_s)
         self.max_batch = max(1, max_batch)
+        self.max_pending = max_pending
         self.stats = BatchStats()
+        self._pending = 0
+        self._count_lock = threading.Lock()
         self._q: queue.Queue[tuple[T, concurrent.futures.Future] | None] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -52,9 +64,22 @@ class MicroBatcher(Generic[T, R]):
     def submit(self, item: T) -> concurrent.futures.Future:
         if self._stop.is_set():
             raise RuntimeError("the batcher is closed")
+        with self._count_lock:
+            if self.max_pending is not None and self._pending >= self.max_pending:
+                raise QueueFull(f"{self._pending} requests are waiting or running (the limit is {self.max_pending})")
+            self._pending += 1
         fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.add_done_callback(self._release)
         self._q.put((item, fut))
         return fut
+
+    def _release(self, _fut: concurrent.futures.Future) -> None:
+        with self._count_lock:
+            self._pending -= 1
+
+    @property
+    def pending(self) -> int:
+        return self._pending
 
     def close(self) -> None:
         self._stop.set()
@@ -89,19 +114,31 @@ class MicroBatcher(Generic[T, R]):
                 continue
             t0 = time.monotonic()
             try:
-                results = self.handler([it for it, _ in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"batch handler returned {len(results)} results for {len(live)} items")
+                self._run(live)
             except BaseException as e:  # noqa: BLE001 - every waiter must learn of the failure
                 log.exception("batch of %d failed", len(live))
                 for _, f in live:
-                    f.set_exception(e)
-            else:
-                for (_, f), r in zip(live, results):
-                    f.set_result(r)
+                    if not f.done():
+                        f.set_exception(e)
             s = self.stats
             s.batches += 1
             s.items += len(live)
             s.largest = max(s.largest, len(live))
             s.busy_s += time.monotonic() - t0
             s.sizes = (s.sizes + [len(live)])[-1000:]
+
+    def _run(self, live: list[tuple[T, concurrent.futures.Future]]) -> None:
+        try:
+            results = self.handler([it for it, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"batch handler returned {len(results)} results for {len(live)} items")
+        except Exception as e:  # noqa: BLE001 - isolate the item that fails
+            if len(live) == 1:
+                live[0][1].set_exception(e)
+                return
+            log.warning("a batch of %d failed (%s: %s): running its items one by one", len(live), type(e).__name__, e)
+            for pair in live:
+                self._run([pair])
+            return
+        for (_, f), r in zip(live, results):
+            f.set_result(r)

@@ -24,7 +24,8 @@ from moco.config import ExperimentConfig
 from moco.context import Call, RunContext
 from moco.errors import MocoError
 from moco.runner import plan
-from moco.serve.batcher import MicroBatcher
+from moco.serve.batcher import MicroBatcher, QueueFull
+from moco.serve.limits import chars_problem, context_problem
 from moco.serve.protocol import ApiError, ChatRequest, completion
 from moco.serve.served_task import example_of, sampling_key
 from moco.tasks.base import Example, Task
@@ -50,6 +51,7 @@ class Done:
     completion_tokens: int = 0
     batch_size: int = 1
     error: str | None = None
+    status: int = 500  # of the error: 400 when the request itself cannot run (too long for a model)
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -64,7 +66,7 @@ class CollaborationService:
 
     def __init__(self, cfg: ExperimentConfig, *, has_task: bool, name: str | None = None,
                  cache: ResponseCache, data_dir: str | None = None, window_ms: float = 5.0, max_batch: int = 32,
-                 log_dir: Path | None = None, backends: dict[str, Any] | None = None):
+                 log_dir: Path | None = None, backends: dict[str, Any] | None = None, max_pending: int = 256):
         self.cfg = cfg
         base = load_task(cfg.task, data_dir) if has_task else Task("served", "generation", [], [], generation_only=True)
         self.plan = plan(cfg, data_dir, backends, task=base)
@@ -79,7 +81,8 @@ class CollaborationService:
         self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
         self.ctx = RunContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
                               generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
-        self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch)
+        self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
+                                                                 max_pending=max_pending)
         self.requests = 0
         self._streams: bool | None = None
 
@@ -99,12 +102,29 @@ class CollaborationService:
                            param="max_tokens")
         temp = g.temperature if req.temperature is None else req.temperature
         top_p = g.top_p if req.top_p is None else req.top_p
-        return Pending(example_of(req.messages, 0), n, temp, top_p, req.stops)
+        ex = example_of(req.messages, 0)
+        too_long = chars_problem(ex.prompt)
+        if too_long:
+            raise ApiError(400, too_long, param="messages", code="context_length_exceeded")
+        return Pending(ex, n, temp, top_p, req.stops)
+
+    def check_context(self, p: Pending) -> None:
+        """400 when the prompt does not fit a model's context (streaming path; batches check in the worker)."""
+        why = context_problem(self.plan.pool, p.example.prompt, p.max_new_tokens)
+        if why:
+            raise ApiError(400, why, param="messages", code="context_length_exceeded")
 
     async def complete(self, req: ChatRequest) -> dict[str, Any]:
         p = self.pending(req)
         self.requests += 1
-        done: Done = await asyncio.wrap_future(self.batcher.submit(p))
+        try:
+            fut = self.batcher.submit(p)
+        except QueueFull as e:
+            raise ApiError(429, f"the server is busy: {e}; retry later", kind="server_error",
+                           code="server_busy") from None
+        done: Done = await asyncio.wrap_future(fut)
+        if done.error and done.status == 400:
+            raise ApiError(400, done.error, param="messages", code="context_length_exceeded")
         if done.error:
             raise ApiError(500, f"the collaboration failed: {done.error}", kind="server_error", code="moco_error")
         return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens,
@@ -113,20 +133,31 @@ class CollaborationService:
     # ------------------------------------------------------------------ the worker
     def _handle(self, items: list[Pending]) -> list[Done]:
         groups: dict[tuple, list[int]] = {}
-        for i, p in enumerate(items):
-            groups.setdefault(sampling_key(p.max_new_tokens, p.temperature, p.top_p), []).append(i)
         out: list[Done | None] = [None] * len(items)
+        for i, p in enumerate(items):
+            too_long = context_problem(self.plan.pool, p.example.prompt, p.max_new_tokens)
+            if too_long:  # refused alone: its batch neighbours run
+                out[i] = Done("", error=too_long, status=400)
+                continue
+            groups.setdefault(sampling_key(p.max_new_tokens, p.temperature, p.top_p), []).append(i)
         for idx in groups.values():
-            try:
-                results = self._run_group([items[i] for i in idx])
-            except MocoError as e:
-                results = [Done("", error=str(e)) for _ in idx]
-            except Exception as e:  # noqa: BLE001 - a bug in a method fails its requests, not the server
-                log.exception("method %s failed", self.plan.method.name)
-                results = [Done("", error=f"{type(e).__name__}: {e}") for _ in idx]
-            for i, r in zip(idx, results):
+            for i, r in zip(idx, self._run_isolated([items[i] for i in idx])):
                 out[i] = r
         return [o for o in out if o is not None]
+
+    def _run_isolated(self, group: list[Pending]) -> list[Done]:
+        """Run a group; when it fails, run its requests one by one, so only a request that fails alone fails."""
+        try:
+            return self._run_group(group)
+        except Exception as e:  # noqa: BLE001 - a bug in a method fails its requests, not the server
+            if len(group) > 1:
+                log.warning("a batch of %d failed (%s: %s): running its requests one by one", len(group),
+                            type(e).__name__, e)
+                return [d for p in group for d in self._run_isolated([p])]
+            if isinstance(e, MocoError):
+                return [Done("", error=str(e))]
+            log.exception("method %s failed", self.plan.method.name)
+            return [Done("", error=f"{type(e).__name__}: {e}")]
 
     def _totals(self) -> tuple[int, int]:
         ph = self.recorder.phases.values()

@@ -1,7 +1,9 @@
 """The OpenAI chat-completions wire format: request validation with clear 4xx errors, response builders.
 
-Requests are validated strictly: a malformed body, a wrong type, an unknown field or an unsupported
-feature (n > 1, tools, logprobs) is a 400 naming the field. A few OpenAI fields that do not change what a
+Requests are validated strictly: a malformed body (bad syntax, nesting too deep for the parser, a lone
+surrogate that is not Unicode), a wrong type (no coercion: `"max_tokens": "10"` and `"stream": "yes"` are
+refused, pydantic's strict mode), an unknown field or an unsupported feature (n > 1, tools, logprobs) is a
+400 naming the field. A few OpenAI fields that do not change what a
 collaboration computes (penalties, `user`, `stream_options`, ...) are accepted and ignored.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ class ApiError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ImageURL(_Strict):
@@ -66,7 +68,7 @@ class ChatMessage(_Strict):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
@@ -104,8 +106,17 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         data = json.loads(raw or b"")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
+    try:  # "\ud800" is valid JSON but no Unicode text: it would fail later, in a tokenizer or a cache key
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ApiError(400, f"request body holds a lone surrogate ({e.object[e.start:e.end]!a}): not valid "
+                       "Unicode text") from None
+    except (RecursionError, ValueError):
+        raise ApiError(400, "request body is not valid JSON: nested too deeply") from None
     for key, why in UNSUPPORTED_FIELDS.items():
         if data.get(key) not in (None, False, [], {}):
             raise ApiError(400, why, param=key, code="unsupported_parameter")

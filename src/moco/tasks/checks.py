@@ -3,6 +3,7 @@
 - duplicated ids within a split (items are matched by position, never by id);
 - the same item in dev and test (a leak that inflates dev-selected methods);
 - multiple-choice rows whose options repeat the same text (two letters are then equally right);
+- items of an objective task without a gold answer (an error: they would be scored 0 and counted);
 - all-or-nothing groups (CultureBench `question_id`) that are split between dev and test; each row gets
   `meta["group_size"]` so a scorer can tell an incomplete group.
 Each finding is a DataProblem (row -1 for split-level findings) with what was done about it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from moco.errors import DataError
 from moco.tasks.base import DataProblem, Task
 
 
@@ -27,6 +29,7 @@ def _item_key(ex) -> str:
 
 def check_task(task: Task, group_key: str | None = None) -> list[DataProblem]:
     """Run the dataset-level checks; returns the new problems (also appended to task.problems)."""
+    require_gold(task)
     found: list[DataProblem] = []
     for split in ("dev", "test"):
         rows = task.split(split)
@@ -50,6 +53,26 @@ def check_task(task: Task, group_key: str | None = None) -> list[DataProblem]:
         found += _check_groups(task, group_key)
     task.problems.extend(found)
     return found
+
+
+def require_gold(task: Task) -> None:
+    """The last guard before scoring: an objective task whose item has no gold answer would score that item 0
+    (counted, silently). Loaders skip such rows; reaching this with one is an error naming the item."""
+    if not task.objective:
+        return
+    for split in ("dev", "test"):
+        for ex in task.split(split):
+            if _no_gold(ex.answer):
+                raise DataError(f"{task.source or task.name}: {split}[{ex.index}] (id {ex.id!r}) has no gold "
+                                f"answer, and a {task.task_type} task scores every item against its gold")
+
+
+def _no_gold(answer: object) -> bool:
+    if isinstance(answer, str):
+        return not answer.strip()
+    if isinstance(answer, (list, tuple)):
+        return not any(str(a).strip() for a in answer)
+    return answer is None
 
 
 def _check_groups(task: Task, key: str) -> list[DataProblem]:

@@ -16,6 +16,7 @@ from moco.tasks import formats
 from moco.tasks.base import DataProblem, Example, Task
 from moco.tasks.checks import check_task
 from moco.tasks.image_fields import attach_images
+from moco.tasks.text_files import decode_utf8
 
 LETTERS = string.ascii_uppercase
 # gold strings that stand for "no answer" in scraped datasets
@@ -27,17 +28,23 @@ MAX_PROMPT_CHARS = 200_000
 
 def read_json_dataset(path: Path) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read the dataset: {e.strerror}") from None
+    data = parse_json(decode_utf8(raw, path), path)
     if not isinstance(data, dict) or not isinstance(data.get("test"), list):
         raise DataError(f"{path}: expected an object with a 'test' list (and optionally 'dev')")
     return data
+
+
+def parse_json(text: str, path: Path) -> Any:
+    """JSON text, or a one-line DataError (syntax, or nesting too deep for the parser)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except RecursionError:
+        raise DataError(f"{path}: invalid JSON: nested too deeply") from None
 
 
 def load_moco_json(path: Path, task_type: str | None = None, name: str | None = None,
@@ -66,9 +73,15 @@ def load_moco_json(path: Path, task_type: str | None = None, name: str | None = 
 
 
 def to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProblem],
-               prompt_format: str = "options") -> Example | None:
-    """Validate one row; return None (and record why) when it cannot be used."""
-    ex = _to_example(row, i, split, ttype, problems, prompt_format)
+               prompt_format: str = "options", need_gold: bool = True) -> Example | None:
+    """Validate one row; return None (and record why) when it cannot be used. A multiple-choice row
+    without a gold answer is unusable unless the whole task is generation-only (`need_gold=False`)."""
+    ex = _to_example(row, i, split, ttype, problems, prompt_format, need_gold)
+    bad = _not_unicode(ex) if ex is not None else None
+    if bad:  # "\ud800" is valid JSON but no text: it would crash the run later (cache key, tokenizer, files)
+        problems.append(DataProblem(split, i, bad[0], f"holds a lone surrogate ({bad[1]!a}): not Unicode text",
+                                    "skipped"))
+        return None
     if ex is not None and len(ex.prompt) > MAX_PROMPT_CHARS:
         field = "question" if ttype == "multiple_choice" else "input"
         problems.append(DataProblem(split, i, field, f"prompt of {len(ex.prompt):,} characters is over the "
@@ -77,8 +90,22 @@ def to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProb
     return ex
 
 
+def _not_unicode(ex: Example) -> tuple[str, str] | None:
+    """(field, the offending character) when a text field holds a lone surrogate, else None."""
+    answers = ex.answer if isinstance(ex.answer, list) else [ex.answer]
+    fields = [*(("choices", c) for c in (ex.choices or {}).values()), *(("answer", a) for a in answers),
+              ("question" if ex.choices else "input", ex.prompt)]  # the prompt holds the options too: last
+    for name, text in fields:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return name, text[e.start:e.end]
+    return None
+
+
 def _to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataProblem],
-                prompt_format: str = "options") -> Example | None:
+                prompt_format: str = "options", need_gold: bool = True) -> Example | None:
     def skip(fieldname: str, why: str) -> None:
         problems.append(DataProblem(split, i, fieldname, why, "skipped"))
 
@@ -92,6 +119,10 @@ def _to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataPro
         if not isinstance(question, str) or not question.strip():
             skip("question", "missing or empty")
             return None
+        if need_gold and row.get("answer") is None:
+            skip("answer", "missing gold answer" + (" (the row has 'output': multiple choice reads the gold from"
+                                                    " 'answer')" if "output" in row else ""))
+            return None
         choices, answer = _repair_choices(row.get("choices"), row.get("answer"), split, i, problems)
         if choices is None:
             return None
@@ -103,7 +134,8 @@ def _to_example(row: Any, i: int, split: str, ttype: str, problems: list[DataPro
         return None
     gold = row.get("output", row.get("answer"))
     if ttype in ("exact_match", "f1_match", "general_verifier"):
-        if gold is None or (isinstance(gold, str) and not gold.strip()):
+        if gold is None or (isinstance(gold, str) and not gold.strip()) or (
+                isinstance(gold, list) and not any(str(g).strip() for g in gold)):
             skip("output", "gold answer is null (a placeholder)" if gold is None and "output" in row
                  else "missing gold answer")
             return None

@@ -180,6 +180,7 @@ def resolve_task(name: str, data_dir_override: str | None = None) -> TaskInfo:
 
 def load_task(settings, data_dir_override: str | None = None) -> Task:
     """The task a config's `task:` section describes: your own file (`path`), or a registered name / JSON file."""
+    from moco.tasks.checks import require_gold
     from moco.tasks.user_data import is_user_file, load_user_data
 
     path = settings.path or (settings.name if is_user_file(settings.name) else None)
@@ -193,6 +194,7 @@ def load_task(settings, data_dir_override: str | None = None) -> Task:
             task.task_type = settings.task_type
     if task.task_type in GENERATION_TYPES:
         task.generation_only = True
+    require_gold(task)  # a task_type override can make a task objective whose rows have no gold
     if settings.dev_limit is not None:
         task.dev = task.dev[: settings.dev_limit]
     if settings.test_limit is not None:

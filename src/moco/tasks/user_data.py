@@ -21,14 +21,16 @@ Every row is checked; the first bad one stops loading with an error naming the f
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
-from moco.errors import DataError
+from moco.errors import DataError, did_you_mean
 from moco.tasks.base import DataProblem, Task
 from moco.tasks.checks import check_task
-from moco.tasks.moco_json import LETTERS, to_example
+from moco.tasks.moco_json import LETTERS, parse_json, to_example
+from moco.tasks.text_files import read_text
 
 SUFFIXES = (".jsonl", ".csv", ".json", ".tsv")
 ALIASES = {"question": ("question", "input", "prompt"), "answer": ("answer", "output", "target", "label"),
@@ -37,38 +39,54 @@ GOLD_FIELDS = ("answer", "tests", "reference", "category")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL, CSV/TSV or JSON (list of rows) file, with one-line errors naming the line."""
-    if not path.exists():
-        raise DataError(f"data file not found: {path}")
+    """Rows of a JSONL, CSV/TSV or JSON (list of rows) file, with one-line errors naming the line.
+    Text is UTF-8 (a BOM is dropped); anything else is refused, naming the encoding problem."""
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported data file type '{suffix}' (use {', '.join(SUFFIXES)})")
+    text = read_text(path)
     if suffix == ".jsonl":
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {n}: invalid JSON: {e.msg}") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}: line {n}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            row = parse_json(line, f"{path}: line {n}")
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
         return rows
     if suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            return [dict(r) for r in csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")]
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        if isinstance(data, dict) and "test" in data:
-            return data["test"]
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a list of rows or an object with a 'test' list")
-        return data
-    raise DataError(f"{path}: unsupported data file type '{suffix}' (use {', '.join(SUFFIXES)})")
+        return _csv_rows(text, path, "\t" if suffix == ".tsv" else ",")
+    data = parse_json(text, path)
+    if isinstance(data, dict) and "test" in data:
+        data = data["test"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of rows or an object with a 'test' list")
+    return data
+
+
+def _csv_rows(text: str, path: Path, delimiter: str) -> list[dict[str, Any]]:
+    """Rows keyed by the header. A row with more or fewer fields than the header, or a header naming a
+    column twice, is an error: its values would land under the wrong column (or none) unnoticed."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return []
+        dup = [c for c in dict.fromkeys(header) if header.count(c) > 1]
+        if dup:
+            raise DataError(f"{path}: line 1: column {dup[0]!r} appears twice in the header")
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(header):
+                raise DataError(f"{path}: line {reader.line_num}: {len(fields)} fields, but the header has "
+                                f"{len(header)} (a ragged row: quote values that contain '{delimiter}')")
+            rows.append(dict(zip(header, fields)))
+        return rows
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: not valid CSV: {e}") from None
 
 
 def _column(fields: dict[str, Any], ours: str, row: dict[str, Any]) -> Any:
@@ -141,8 +159,7 @@ def to_moco_row(row: dict[str, Any], n: int, fields: dict[str, Any], task_type: 
     return out
 
 
-def _infer_type(rows: list[dict[str, Any]], fields: dict[str, Any]) -> str:
-    first = rows[0] if rows else {}
+def _infer_type(first: dict[str, Any], fields: dict[str, Any]) -> str:
     if _column(fields, "choices", first) is not None:
         return "multiple_choice"
     if _column(fields, "tests", first) is not None:
@@ -167,22 +184,27 @@ def load_user_data(path: str | Path, *, name: str, task_type: str | None = None,
     splits = {"test": (Path(path), read_rows(Path(path)))}
     if dev_path:
         splits["dev"] = (Path(dev_path), read_rows(Path(dev_path)))
-    ttype = task_type or _infer_type(splits["test"][1], fields)
-    generation_only = False
-    examples: dict[str, list] = {"dev": [], "test": []}
-    for split, (p, rows) in splits.items():
+    for p, rows in splits.values():
         if not rows:
             raise DataError(f"{p}: no rows")
-        has_gold = any(_column(fields, f, rows[0]) is not None for f in GOLD_FIELDS)
-        generation_only = generation_only or not has_gold
-        problems: list[DataProblem] = []
         for n, raw in enumerate(rows):
             if not isinstance(raw, dict):
                 raise DataError(f"{p}: row {n + 1}: expected an object with fields, got {type(raw).__name__}")
+        _check_mapped_columns(fields, rows, p)
+    ttype = task_type or _infer_type(_all_columns(splits["test"][1]), fields)
+    generation_only = False
+    examples: dict[str, list] = {"dev": [], "test": []}
+    for split, (p, rows) in splits.items():
+        columns = _all_columns(rows)
+        golds = ("answer",) if ttype == "multiple_choice" else GOLD_FIELDS
+        has_gold = any(_column(fields, f, columns) is not None for f in golds)
+        generation_only = generation_only or not has_gold
+        problems: list[DataProblem] = []
+        for n, raw in enumerate(rows):
             row = to_moco_row(raw, n + 1, fields, ttype)
             if not has_gold and ttype == "multiple_choice":
                 row["answer"] = None
-            ex = to_example(row, n, split, ttype if has_gold else _gen_type(ttype), problems)
+            ex = to_example(row, n, split, ttype if has_gold else _gen_type(ttype), problems, need_gold=has_gold)
             if ex is None:
                 pr = problems[-1]
                 raise DataError(f"{p}: row {n + 1}: field '{_ours(pr.field)}'{_col_note(fields, pr.field, raw)}: "
@@ -193,6 +215,22 @@ def load_user_data(path: str | Path, *, name: str, task_type: str | None = None,
     task.generation_only = generation_only
     check_task(task)
     return task
+
+
+def _all_columns(rows: list[dict[str, Any]]) -> dict[str, None]:
+    """Every column some row has, in first-seen order (a stand-in row for the lookups by name)."""
+    return {k: None for r in rows for k in r}
+
+
+def _check_mapped_columns(fields: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> None:
+    """A field mapped to a column no row has is a typo: it would silently read as empty (no gold, no question)."""
+    columns = _all_columns(rows)
+    for ours, col in fields.items():
+        for c in col if isinstance(col, list) else [col]:
+            if c not in columns:
+                shown = ", ".join(repr(k) for k in list(columns)[:12]) + (", ..." if len(columns) > 12 else "")
+                raise DataError(f"task.fields: '{ours}' is mapped to column {c!r}, which {path} does not have "
+                                f"(columns: {shown}){did_you_mean(str(c), [str(k) for k in columns])}")
 
 
 def _gen_type(ttype: str) -> str:
