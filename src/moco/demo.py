@@ -79,7 +79,8 @@ def comparison_table(rows: list[dict]) -> Table:
                           str(pm["calls"]), f"{test['compute_s'] * share:.1f}")
             continue
         tot = m["total"]
-        lo, hi = m["ci95"] or (0.0, 0.0)
-        t.add_row(m["method"], f"{m['score']:.3f}", f"{lo:.2f}-{hi:.2f}" if m["n"] > 1 else "(one item)", str(tot["tokens_in"]), str(tot["tokens_out"]),
+        ci = m.get("ci95")
+        shown = "(one item)" if m.get("n") == 1 else (f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "")
+        t.add_row(m["method"], f"{m['score']:.3f}", shown, str(tot["tokens_in"]), str(tot["tokens_out"]),
                   str(tot["calls"]), f"{tot['compute_s']:.1f}")
     return t
