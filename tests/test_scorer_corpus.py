@@ -76,3 +76,37 @@ def test_unparsed_answers_are_reported_per_model_and_round(tiny_task, cache, tmp
     assert [r["unparsed"] for r in by["per_round"]] == [0, 8]
     assert by["per_round"][1]["per_model"] == {"a": 0, "h": 8}
     assert m["unparsed"] == 0  # the summaries themselves decide
+
+
+def test_judge_and_rules_disagreements_are_reported(cache, tmp_path):
+    """llm_judge_vs_rules: a lenient judge (always "Yes") against the numeric rule; the items the rule marks
+    wrong are the reported disagreements, and the score is the judge's."""
+    import json
+    import re
+
+    from moco.config import parse_config
+    from moco.models.scripted import ScriptedBackend
+    from moco.runner import run_experiment
+
+    rows = [{"id": i, "input": f"What is {i} plus 1?", "output": str(i + 1)} for i in range(10)]
+    task = tmp_path / "sums.json"
+    task.write_text(json.dumps({"name": "sums", "task_type": "exact_match", "dev": rows[:2], "test": rows[2:]}))
+
+    def answer(req):
+        x = int(re.search(r"What is (\d+) plus 1", req.messages[-1][1]).group(1))
+        return f"The answer is {x + 1 if x % 2 == 0 else x + 5}."
+
+    backends = {"scripted:a": ScriptedBackend("a", fn=answer),
+                "scripted:judge": ScriptedBackend("judge", fn=lambda req: "Looks fine.\nFinal Decision: Yes")}
+    cfg = parse_config({"method": "single_model", "task": {"name": str(task), "scorer": "llm_judge_vs_rules"},
+                        "models": ["scripted:a"], "roles": {"judge": {"model": "scripted:judge"}},
+                        "generation": {"temperature": 0.0, "max_new_tokens": 16}})
+    res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
+    m = json.loads((res.run_dir / "metrics.json").read_text())
+    assert m["score"] == 1.0
+    report = m["judge_vs_rules"]
+    assert report["rule_scorer"] == "exact_match" and report["n"] == 8
+    assert report["disagree"] == report["judge_yes_rules_no"] == 4 and report["judge_no_rules_yes"] == 0
+    assert report["items"] == ["test:1", "test:3", "test:5", "test:7"]  # the odd numbers, answered wrong
+    preds = [json.loads(x) for x in (res.run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert [p["score_detail"]["rule_score"] for p in preds] == [1.0, 0.0] * 4

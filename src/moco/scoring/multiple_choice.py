@@ -150,10 +150,15 @@ class OptionReader:
                 end = end + s + _raw_len(after[s:], own)
                 after = text[end:span_end]
         letters = {letter}
+        for m in re.finditer(r"(?:\bor\b|\band\b|/|,|&)\s*(?:maybe\s+|perhaps\s+|possibly\s+)?(?:option\s+|choice\s+)?"
+                             r"[\(\[]?([A-Za-z])[\)\]]?(?![\w'])", after):
+            if m.group(1).upper() in self.letters and (m.group(1).isupper() or after[m.start(1) - 1:m.start(1)] in "([")\
+                    and not _NOT_BEFORE.search(after[:m.start()]) and not _NEGATED_AFTER.match(after, m.end()):
+                letters.add(m.group(1).upper())
         for alt in self.mentions(after, strong_only=True):
             pre = after[:alt[0]]
-            if _NOT_BEFORE.search(pre):
-                continue
+            if _NOT_BEFORE.search(pre) or _NEGATED_AFTER.match(after, alt[1]):
+                continue  # "(C), and (A) is wrong"
             if not pre.strip(" ,;:") or _ALT.search(pre) or re.search(r"\b(?:or|either|maybe|perhaps|possibly)\b", pre, re.I):
                 letters.add(alt[2])
         return frozenset(letters)
@@ -248,8 +253,9 @@ class OptionReader:
             if ref is not None:
                 found.append(_Ref(m.start(), end, ref, True))
         for m in _CHOOSE.finditer(text):
-            if covered(m.start()):
-                continue
+            sent = max(text.rfind("\n", 0, m.start()), text.rfind(". ", 0, m.start())) + 1
+            if covered(m.start()) or re.search(r"\b(?:not|never|no)\b|n't\b", text[sent:m.start()], re.I):
+                continue  # "I don't think it's C"
             end = self._span_end(text, m.end())
             got = self.letter_at(text, m.end())
             if got is None:
@@ -337,8 +343,9 @@ class OptionReader:
             return None
         if re.search(r"(?m)^\s*(?:[-*•]\s*)?[\(\[]?[A-Z][\)\].]\s*[^\n:]{0,80}:\s*\S", text):
             return None  # "(A) Paris: This is ..." is an analysis item, not a decision
-        if re.search(r"\b(?:not|n't|never|neither|nor|wrong|incorrect|unsure|not\s+sure)\b", text, re.I):
-            return None
+        if re.search(r"\b(?:not|never|neither|nor|wrong|incorrect|unsure|either|or|maybe|perhaps|could|might|possibly)\b|"
+                     r"n't\b", text, re.I):
+            return None  # a negation or alternatives, not a decision
         marks = self.mentions(text)
         named = {k for s, _, k in marks if s >= 0}
         texts = {k for s, _, k in marks if s < 0}

@@ -137,11 +137,16 @@ def response_span(response: str, flexible: bool = True, question: str = "") -> s
         return None
     if re.search(r"\b(?:or|either|not\s+sure|unsure|don'?t\s+know|no\s+idea|cannot|can'?t)\b", t, re.I):
         return None
-    s = short_span(t)
-    if s and not _LEAD.match(t):
+    colon = re.search(r"\b(?:is|are|was|were)\s*:\s*(\S.*)$", t)  # "The sorted list is: abner amity"
+    s = short_span(colon.group(1) if colon else t)
+    if s and not colon and not _LEAD.match(t):
         m = re.search(r"\s(?:is|was|are|were)\s+(?:called\s+|named\s+)?(.+)$", s)
         if m and len(s.split()) > 3:
-            s = m.group(1)
+            # "The capital of Var is Toulon." / "Toulon is the capital of Var.": the side that does not
+            # restate the question is the answer
+            before, after = s[:m.start()], m.group(1)
+            q = set(tokens(question))
+            s = before if q and len(set(tokens(before)) & q) < len(set(tokens(after)) & q) else after
     return s
 
 
