@@ -110,3 +110,47 @@ def test_judge_and_rules_disagreements_are_reported(cache, tmp_path):
     assert report["items"] == ["test:1", "test:3", "test:5", "test:7"]  # the odd numbers, answered wrong
     preds = [json.loads(x) for x in (res.run_dir / "predictions.jsonl").read_text().splitlines()]
     assert [p["score_detail"]["rule_score"] for p in preds] == [1.0, 0.0] * 4
+
+
+SPAIN = ("What is the capital of Spain?", {"A": "Paris", "B": "Rome", "C": "Madrid", "D": "Berlin"}, "C")
+
+
+@pytest.mark.parametrize("response, expected", [
+    ("The correct answer is **(C) Madrid**.\n\nExplanation: Madrid is the capital.", "C"), ("**Correct answer: C**", "C"),
+    ("C. Madrid", "C"), ("The answer is option C: Madrid.", "C"), ("Therefore, (C) is the best choice.", "C"),
+    ("✅ **C) Madrid**", "C"), ("Among the options, Madrid (C) is the capital of Spain.", "C"), ("c) madrid", "C"),
+    ("A) Paris - no\nB) Rome - no\nC) Madrid - yes\nD) Berlin - no\n\nThe answer is (C).", "C"),
+    ("The answer is (C), and (A) is wrong because Paris is in France.", "C"), ("Neither A nor B; the answer is C.", "C"),
+    ("The answer is (C)... no wait, it's (A).", "A"),
+    ("I don't think it's C.", None), ("The answer isn't C.", None), ("It could be either A or C.", None),
+    ("Answer: C or A", None), ("I'm unsure between (A) and (C).", None), ("I initially chose C, but that's incorrect.", None),
+    ("The answer is", None), ("The answer is (C) and (D).", None),
+])
+def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
+    """Phrasings written apart from the corpus families (a check that the rules are not fitted to them)."""
+    from moco.tasks.base import Example
+
+    q, choices, gold = SPAIN
+    ex = Example("1", 0, "test", "p", q, gold, choices)
+    assert scorer_for("multiple_choice", "arc_challenge").extract(ex, response) == expected
+
+
+@pytest.mark.parametrize("name, gold, question, response, score", [
+    ("gsm8k", "112", "Paul drives...", "Morning: 14 × $6 = $84\nAfternoon: 14 × $2 = $28\nTotal: $84 + $28 = $112", 1.0),
+    ("gsm8k", "112", "Paul drives...", "**Final Answer:** The final answer is 112.", 1.0),
+    ("gsm8k", "112", "Paul drives...", "I'm not sure, maybe 112 or 120.", 0.0),
+    ("gsm8k", "112", "Paul drives...", "The answer is between $100 and $120.", 0.0),
+    ("pubmedqa", "yes", "Does BMI influence survival?", "Answer: yes\nExplanation: no significant difference in stage 1, but...", 1.0),
+    ("pubmedqa", "yes", "Does BMI influence survival?", "I would not say yes.", 0.0),
+    ("culturebench", "False", "Is this answer true or false?", "False\n\nCycling is common there, so it is not unusual.", 1.0),
+    ("sciriff", "Background", "Classify the intent.", "Background\n\nThe citation provides context; the authors use it to...", 1.0),
+    ("bbh", "} ]", "Complete the rest of the sequence.", "The closing sequence is: } ]", 1.0),
+    ("popqa", '["Toulon"]', "What is the capital of Var?", "Toulon is the capital of Var.", 1.0),
+    ("popqa", '["Toulon"]', "What is the capital of Var?", "\\boxed{Toulon}. Wait, no, that's wrong.", 0.0),
+])
+def test_phrasings_outside_the_corpus_free_answers(name, gold, question, response, score):
+    from moco.tasks.base import Example
+
+    ex = Example("1", 0, "test", "p", question, gold)
+    scorer = scorer_for("f1_match" if name == "popqa" else "exact_match", name)
+    assert scorer.score(ex, response).score == score

@@ -1,14 +1,21 @@
 """Mathematical equivalence (MATH, TheoremQA) with the maintained `math-verify` library (sympy underneath).
 
-Accepts: the last `\\boxed{}` (nested braces kept: `\\boxed{\\frac{1}{2}}`), else a stated answer ("The answer
-is $\\frac12$"); with flexible extraction, math-verify's own search of the response for a final answer.
+Reads the response's final decision (extract.py): the last `\\boxed{}` (nested braces kept), JSON answer,
+"The answer is ...", "### Final Answer" heading, or a conclusion ("Therefore, the required value is 3.18.");
+a later correction wins, a retracted answer with no new one is unparsed. With flexible extraction and no
+decision at all, the last line of the response (not when it is cut off mid-sentence, negates or hedges).
+The stated answer is prepared for math-verify: the value of an equation ("7 + 3 = 10" -> 10), LaTeX thousands
+separators (`45\\,000`, `45{,}000`), the sentence's full stop, an aside (", not 20", ", which ...").
+Refused (unparsed): negations ("The answer is not 15."), hedges ("either 10 or 20", "between 10 and 20", "could
+be"), and "10 or 20" when the gold is a single value (a gold set "2, 3" accepts "x = 2 or x = 3").
 Equivalent forms match: `\\frac{1}{2}` = `0.5` = `\\dfrac12`, `4\\sqrt{5}` = `\\sqrt{80}`, sets in any order
 (`2, 3, \\frac12`), intervals and unions (`(-\\infty,-8)\\cup(-8,\\infty)`), matrices, `1,\\!000` = `1000`,
 and symbolic expressions (`18x^3+8x^2` = `2x^2(9x+4)`); units in `\\text{}` are ignored.
 
-Typed answers (TheoremQA rows carry `answer_type`): `bool` compares True/False, `option` the letter "(b)",
-`integer` and `float` compare numbers (floats within a relative tolerance; TheoremQA's own evaluation allows
-4%), `list of ...` compares element by element in order.
+Typed answers (TheoremQA rows carry `answer_type`): `bool` is read as a True/False label (labels.py: "**True**",
+"The statement is false."), `option` as a letter a-e (multiple_choice.py: "Option (c) is correct."),
+`integer` and `float` as numbers (numeric.py; floats within a relative tolerance, TheoremQA's own evaluation
+allows 4%), `list of ...` element by element in order.
 """
 from __future__ import annotations
 

@@ -254,7 +254,7 @@ class OptionReader:
                 found.append(_Ref(m.start(), end, ref, True))
         for m in _CHOOSE.finditer(text):
             sent = max(text.rfind("\n", 0, m.start()), text.rfind(". ", 0, m.start())) + 1
-            if covered(m.start()) or re.search(r"\b(?:not|never|no)\b|n't\b", text[sent:m.start()], re.I):
+            if covered(m.start()) or re.search(r"\b(?:not|never)\b|n't\b", text[sent:m.start()], re.I):
                 continue  # "I don't think it's C"
             end = self._span_end(text, m.end())
             got = self.letter_at(text, m.end())

@@ -1,13 +1,20 @@
 """Short-answer QA: exact match and token F1 (BBH, PopQA, WikiDYK, SciRIFF-style labels...).
 
-Accepts: a response whose answer is in `\\boxed{...}`, after "The answer is" / "Answer:" / "####", or (flexible)
-the whole response when it is one short line. Gold: a string, or a list of aliases (a JSON list, a Python list,
-or a string holding one of those, as PopQA stores them; aliases that contain commas are kept whole).
+The answer span is the response's final decision (extract.py): the last `\\boxed{...}`, JSON answer,
+"The answer is ...", "Answer: ...", "####", "### Final Answer" heading, or a correction after a retraction
+("\\boxed{Paris}. Wait, no. Actually, it's Toulon." -> "Toulon"); a retracted answer with no new one is
+unparsed. From a stated sentence the answer part is kept: "It was X." -> "X", "The answer is X, as far as I
+know." -> "X", "X, not Y" -> "X". Flexibly, with no decision, a response of one short sentence: "The capital
+of Var is Toulon." and "Toulon is the capital of Var." -> "Toulon" (the side that does not restate the
+question), "The sorted list is: a b c" -> "a b c". Refused (unparsed): "not X", "X or Y", "either/between",
+"I don't know", an echo of the question. Gold: a string, or a list of aliases (a JSON list, a Python list, or
+a string holding one of those, as PopQA stores them; aliases that contain commas are kept whole).
 
 Normalisation (lower case, punctuation and the articles a/an/the removed, spaces collapsed) never turns a
 non-empty answer into "": a step that would empty it is skipped. So gold "A" stays "a" (the reference's
 article stripping made it "" and let empty responses score on BBH), "-3" and "0.5" keep their sign and point,
-and punctuation-only answers such as Dyck brackets ") ]" are compared as written.
+and punctuation-only answers such as Dyck brackets ") ]" are compared as written (`\\boxed{} ]}` is read as
+"} ]").
 """
 from __future__ import annotations
 
