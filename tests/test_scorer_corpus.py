@@ -125,6 +125,8 @@ SPAIN = ("What is the capital of Spain?", {"A": "Paris", "B": "Rome", "C": "Madr
     ("I don't think it's C.", None), ("The answer isn't C.", None), ("It could be either A or C.", None),
     ("Answer: C or A", None), ("I'm unsure between (A) and (C).", None), ("I initially chose C, but that's incorrect.", None),
     ("The answer is", None), ("The answer is (C) and (D).", None),
+    ("The answer is (C). Option A says Paris, but that is wrong since Paris is in France.", "C"),
+    ("The answer is (C). That's wrong. Hmm.", None),
 ])
 def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
     """Phrasings written apart from the corpus families (a check that the rules are not fitted to them)."""
@@ -140,6 +142,9 @@ def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
     ("gsm8k", "112", "Paul drives...", "**Final Answer:** The final answer is 112.", 1.0),
     ("gsm8k", "112", "Paul drives...", "I'm not sure, maybe 112 or 120.", 0.0),
     ("gsm8k", "112", "Paul drives...", "The answer is between $100 and $120.", 0.0),
+    ("gsm8k", "18", "Janet...", "The answer is 18. Let me reconsider to be sure: 9 * 2 = 18. Yes.", 1.0),
+    ("gsm8k", "18", "Janet...", "She makes 9 * 2 = $18 every day at the farmer's market.", 1.0),
+    ("gsm8k", "18", "Janet...", "So she makes 18 dollars.\n\nHmm, wait, no. She makes 20.", 0.0),
     ("pubmedqa", "yes", "Does BMI influence survival?", "Answer: yes\nExplanation: no significant difference in stage 1, but...", 1.0),
     ("pubmedqa", "yes", "Does BMI influence survival?", "I would not say yes.", 0.0),
     ("culturebench", "False", "Is this answer true or false?", "False\n\nCycling is common there, so it is not unusual.", 1.0),

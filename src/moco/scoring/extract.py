@@ -38,10 +38,14 @@ _CORRECTION = re.compile(
     r"\s+must\s+be)|the\s+(?:correct|right|real|actual)\s+\w+\s+(?:is|was))\b\s*:?\s*", re.I)
 RETRACTION = re.compile(
     r"\b(?:wait|hold\s+on|hmm+|oops|no)\s*[,.!]*\s*(?:no|wait|that'?s\s+(?:not\s+right|wrong|incorrect))\b|"
-    r"\bactually\s*,?\s*no\b|\bthat(?:'s|\s+is)\s+(?:wrong|incorrect|not\s+right|a\s+mistake)\b|"
+    r"\bactually\s*,?\s*no\b|"
     r"\bI\s+(?:made|think\s+I\s+made)\s+(?:a|an)\s+(?:mistake|error)\b|\bscratch\s+that\b|"
-    r"\bI\s+was\s+wrong\b|\blet\s+me\s+(?:correct|redo|reconsider)\b|\bon\s+second\s+thought\b|\bcorrection\s*:",
+    r"\bI\s+was\s+wrong\b|\blet\s+me\s+correct\b|\bon\s+second\s+thought\b|\bcorrection\s*:",
     re.I)
+# "that's wrong" retracts the decision right before it (only interjections between); further on it is about
+# something else ("(A) says Paris, but that is wrong")
+_NEAR_RETRACTION = re.compile(r"\bthat(?:'s|\s+is)\s+(?:wrong|incorrect|not\s+right|a\s+mistake)\b", re.I)
+_NEAR = 40
 
 
 def clean(text: str) -> str:
@@ -188,31 +192,34 @@ def _decisions(text: str) -> list[Decision]:
         span = _trim(text[start:end])
         if span:
             found.append(Decision(m.start(), end, span, True, "statement"))
+    def sentence_after(m: re.Match, strong: bool, kind: str) -> None:
+        """The rest of the sentence after a trigger, unless a box or an earlier decision covers it."""
+        end = sentence_end(text, m.end())
+        at = m.start() if kind == "correction" else m.end()
+        if box_after(m.start(), max(end, m.end() + 1)) or any(d.start <= at < d.end for d in found):
+            return
+        span = _trim(text[m.end():end])
+        if span:
+            found.append(Decision(m.start(), end, span, strong, kind))
+
     for m in _CORRECTION.finditer(text):  # "... wait, no. Actually it's Toulon."
-        if in_box(m.start()) or not RETRACTION.search(text, 0, m.end()) and not re.match(r"actually", m.group(0), re.I):
-            continue
-        end = sentence_end(text, m.end())
-        if box_after(m.start(), max(end, m.end() + 1)) or any(d.start <= m.start() < d.end for d in found):
-            continue
-        span = _trim(text[m.end():end])
-        if span:
-            found.append(Decision(m.start(), end, span, True, "correction"))
+        if not in_box(m.start()) and (RETRACTION.search(text, 0, m.end()) or _NEAR_RETRACTION.search(text, 0, m.end())
+                                      or re.match(r"actually", m.group(0), re.I)):
+            sentence_after(m, True, "correction")
     for m in _CONCLUSION.finditer(text):
-        if in_box(m.start()):
-            continue
-        end = sentence_end(text, m.end())
-        if box_after(m.start(), max(end, m.end() + 1)) or any(d.start <= m.end() < d.end for d in found):
-            continue
-        span = _trim(text[m.end():end])
-        if span:
-            found.append(Decision(m.start(), end, span, False, "conclusion"))
+        if not in_box(m.start()):
+            sentence_after(m, False, "conclusion")
     found.sort(key=lambda d: (d.start, -d.end))
     return found
 
 
 def retracted_after(text: str, pos: int) -> bool:
     """A retraction ("wait, no", "that's wrong") after `pos`."""
-    return RETRACTION.search(text, pos) is not None
+    if RETRACTION.search(text, pos) is not None:
+        return True
+    near = _NEAR_RETRACTION.search(text, pos, pos + _NEAR)
+    return near is not None and re.fullmatch(r"[\s.,!;:…-]*(?:(?:hmm+|oh|oops|no|wait|but|actually|hold\s+on)[\s.,!;:…-]*)*",
+                                             text[pos:near.start()], re.I) is not None
 
 
 def final_decision(text: str, found: list[Decision] | None = None, strong_only: bool = False) -> Decision | None:

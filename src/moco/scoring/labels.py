@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 
 from moco.scoring.base import BaseScorer, ScoreResult
-from moco.scoring.extract import RETRACTION, clean, decisions, echoes_prompt, negated
+from moco.scoring.extract import clean, decisions, echoes_prompt, negated, retracted_after
 from moco.tasks.base import Example
 
 _SAY = re.compile(r"\b(?:I(?:'d|\s+would|\s+will|'ll)?\s+(?:say|answer|choose|pick|select|go\s+with|classify\s+(?:it|this|the\s+\w+)\s+as)|"
@@ -146,7 +146,7 @@ class LabelMatchScorer(BaseScorer):
         pool = strong or found
         if pool:
             start, end, label, _ = pool[-1]
-            if RETRACTION.search(text, end):
+            if retracted_after(text, end):
                 return None
             return label
         if strict or len(text.split()) > 12 or re.search(r"\b(?:not|n't|neither|nor|unsure|not\s+sure)\b", text, re.I):

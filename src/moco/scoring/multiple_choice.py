@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from moco.scoring.base import BaseScorer, ScoreResult
-from moco.scoring.extract import _JSON, RETRACTION, _box_spans, clean, sentence_end
+from moco.scoring.extract import _JSON, _box_spans, clean, retracted_after, sentence_end
 from moco.tasks.base import Example
 
 _CONNECT = {"is", "was", "because", "since", "as", "which", "and", "with", "for", "here", "seems", "appears",
@@ -366,7 +366,7 @@ class OptionReader:
             got = self.fallback(text)
             return next(iter(got)) if got is not None and len(got) == 1 else None
         last = refs[-1]
-        if RETRACTION.search(text, last.end):
+        if retracted_after(text, last.end):
             return None
         if len(last.letters) != 1:
             return None
