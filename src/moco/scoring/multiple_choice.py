@@ -32,6 +32,8 @@ _CONNECT = {"is", "was", "because", "since", "as", "which", "and", "with", "for"
             "then", "therefore", "so", "given", "due", "based", "looks"}
 # a letter marker: (C) [C] {C} C) C. C: C, or a bare C; group 1 is the letter
 _MARK = r"(?:\\text\{\s*)?(?:\(\s*([A-Za-z])\s*\)|\[\s*([A-Za-z])\s*\]|\{\s*([A-Za-z])\s*\}|([A-Za-z])(?:\s*\))?)(?:\s*\})?"
+_MARK_SCAN = re.compile(r"(?<![\w\\])(?:(?:option|choice|answer)\s+)?" + _MARK + r"(?![\w'’])", re.I)
+_MARK_AT = re.compile(r"\s*" + _MARK)
 _STATEMENT = re.compile(
     r"(?:\b(?:final|correct|right|true|best|my|the|most\s+(?:appropriate|likely|accurate|suitable))\s+)?"
     r"\b(?:answer|option|choice|letter|response|selection)s?\b"
@@ -87,11 +89,12 @@ class OptionReader:
         self.choices = choices
         self.letters = set(choices)
         self.texts = {k: _norm(v) for k, v in choices.items() if _norm(v)}
+        self._memo: tuple[str, list[_Ref]] | None = None  # the last text read and its decisions
 
     # ------------------------------------------------------------------ markers and texts
     def letter_at(self, text: str, pos: int) -> tuple[str, int] | None:
         """The option letter marked at `pos` (after spaces), and where the marker ends."""
-        m = re.compile(r"\s*" + _MARK).match(text, pos)
+        m = _MARK_AT.match(text, pos)
         if not m:
             return None
         raw = next(g for g in m.groups() if g)
@@ -263,7 +266,7 @@ class OptionReader:
             ref = self.ref_at(text, m.end(), end)
             if ref is not None and self._ends_clause(text, got[1]):
                 found.append(_Ref(m.start(), end, ref, False))
-        for m in re.finditer(r"(?<![\w\\])(?:(?:option|choice|answer)\s+)?" + _MARK, text, re.I):
+        for m in _MARK_SCAN.finditer(text):
             if covered(m.start()) or not m.group(0).strip():
                 continue
             got = self.letter_at(text, m.start() + (len(m.group(0)) - len(m.group(0).lstrip())))
@@ -359,7 +362,9 @@ class OptionReader:
         text = clean(response).strip()
         if not text:
             return None
-        refs = [r for r in self.decisions(text) if r.strict or not strict]
+        if self._memo is None or self._memo[0] != text:
+            self._memo = (text, self.decisions(text))
+        refs = [r for r in self._memo[1] if r.strict or not strict]
         if not refs:
             if strict:
                 return None
