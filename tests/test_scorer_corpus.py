@@ -127,6 +127,9 @@ SPAIN = ("What is the capital of Spain?", {"A": "Paris", "B": "Rome", "C": "Madr
     ("The answer is", None), ("The answer is (C) and (D).", None),
     ("The answer is (C). Option A says Paris, but that is wrong since Paris is in France.", "C"),
     ("The answer is (C). That's wrong. Hmm.", None),
+    ("The answer is C, and B is clearly wrong.", "C"), ("The answer is (C), while (B) Rome can be ruled out.", "C"),
+    ("(C) Madrid is correct, (A) Paris is incorrect.", "C"), ("The answer is C, B.", None),
+    ("The answer is (C) or possibly (B).", None),
 ])
 def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
     """Phrasings written apart from the corpus families (a check that the rules are not fitted to them)."""
@@ -147,6 +150,8 @@ def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
     ("gsm8k", "18", "Janet...", "So she makes 18 dollars.\n\nHmm, wait, no. She makes 20.", 0.0),
     ("pubmedqa", "yes", "Does BMI influence survival?", "Answer: yes\nExplanation: no significant difference in stage 1, but...", 1.0),
     ("pubmedqa", "yes", "Does BMI influence survival?", "I would not say yes.", 0.0),
+    ("pubmedqa", "yes", "Does BMI influence survival?", "Yes, no significant harm was observed.", 1.0),
+    ("pubmedqa", "yes", "Does BMI influence survival?", "yes, no, or maybe", 0.0),
     ("culturebench", "False", "Is this answer true or false?", "False\n\nCycling is common there, so it is not unusual.", 1.0),
     ("sciriff", "Background", "Classify the intent.", "Background\n\nThe citation provides context; the authors use it to...", 1.0),
     ("bbh", "} ]", "Complete the rest of the sequence.", "The closing sequence is: } ]", 1.0),

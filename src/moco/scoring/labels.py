@@ -79,7 +79,15 @@ class LabelMatchScorer(BaseScorer):
         if not m:
             return False
         other = self._label_at_start(m.group(1))
-        return other is not None and other[0] != label
+        if other is None or other[0] == label:
+            return False
+        if m.group(0).lstrip().startswith(","):  # "yes, no significant ..." is not "yes, no"
+            after = m.group(1)
+            for w in other[1].split():
+                hit = re.search(re.escape(w), after, re.I)
+                after = after[hit.end():] if hit else after
+            return re.match(r"\s*(?:$|[,.;:!?/)\"'”]|\s(?:or|and|nor)\b)", after, re.I) is not None
+        return True
 
     def read_span(self, span: str) -> str | None:
         """The label a stated answer gives; None for a negation, alternatives, or no label at the start."""

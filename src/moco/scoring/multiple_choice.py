@@ -52,8 +52,10 @@ _ASSERT = re.compile(
     r"(?:is|seems|appears|looks|would\s+be|must\s+be|remains)\s+(?:to\s+be\s+)?(?:the\s+)?"
     r"(?:most\s+|only\s+|clearly\s+|definitely\s+|indeed\s+|therefore\s+)?"
     r"(?:correct|right|best|true|accurate|appropriate|likely|valid|suitable|answer|one)\b)", re.I)
-_NEGATED_AFTER = re.compile(r"\s*(?:is|are|seems|appears)?\s*(?:not|n't|incorrect|wrong|false|ruled\s+out|eliminated)\b",
-                            re.I)
+_NEGATED_AFTER = re.compile(
+    r"\s*(?:\)\s*)?(?:is|are|seems|appears|looks|would\s+be|can\s+be|must\s+be|does|do)?\s*"
+    r"(?:(?:clearly|definitely|obviously|also|certainly|simply|likewise)\s+)?"
+    r"(?:not|n't|incorrect|wrong|false|ruled\s+out|eliminated|excluded|implausible|unlikely)\b", re.I)
 _NOT_BEFORE = re.compile(r"(?:\bnot|n't|\bexcept|\bexclude|\beliminate|\brule\s+out|\brather\s+than|\binstead\s+of|"
                          r"\bover|\bthan|\bunlike|\bagainst)\s*(?:option\s+|choice\s+)?$", re.I)
 _ALT = re.compile(r"(?:\bor\b|\band\b|/|,|&|\bvs\.?|\bversus\b|\bbetween\b|\beither\b)\s*(?:option\s+|choice\s+)?$", re.I)
@@ -156,15 +158,25 @@ class OptionReader:
         for m in re.finditer(r"(?:\bor\b|\band\b|/|,|&)\s*(?:maybe\s+|perhaps\s+|possibly\s+)?(?:option\s+|choice\s+)?"
                              r"[\(\[]?([A-Za-z])[\)\]]?(?![\w'])", after):
             if m.group(1).upper() in self.letters and (m.group(1).isupper() or after[m.start(1) - 1:m.start(1)] in "([")\
-                    and not _NOT_BEFORE.search(after[:m.start()]) and not _NEGATED_AFTER.match(after, m.end()):
+                    and not _NOT_BEFORE.search(after[:m.start()]) \
+                    and not _NEGATED_AFTER.match(after, self._past_text(after, m.end(), m.group(1).upper())):
                 letters.add(m.group(1).upper())
         for alt in self.mentions(after, strong_only=True):
             pre = after[:alt[0]]
-            if _NOT_BEFORE.search(pre) or _NEGATED_AFTER.match(after, alt[1]):
+            if _NOT_BEFORE.search(pre) or _NEGATED_AFTER.match(after, self._past_text(after, alt[1], alt[2])):
                 continue  # "(C), and (A) is wrong"
             if not pre.strip(" ,;:") or _ALT.search(pre) or re.search(r"\b(?:or|either|maybe|perhaps|possibly)\b", pre, re.I):
                 letters.add(alt[2])
         return frozenset(letters)
+
+    def _past_text(self, text: str, pos: int, letter: str) -> int:
+        """Where the option's own text ends, when it follows its letter at `pos` ("(B) Rome can be ruled out")."""
+        own = self.texts.get(letter)
+        skip = re.match(r"\s*[:.\-–)]?\s*", text[pos:])
+        s = skip.end() if skip else 0
+        if own and _norm(text[pos + s:pos + s + 400]).startswith(own):
+            return pos + s + _raw_len(text[pos + s:], own)
+        return pos
 
     def mentions(self, text: str, strong_only: bool = False) -> list[tuple[int, int, str]]:
         """(start, end, letter) of option markers: bracketed letters everywhere; with `strong_only` False
