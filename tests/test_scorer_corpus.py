@@ -155,6 +155,8 @@ def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
     ("culturebench", "False", "Is this answer true or false?", "False\n\nCycling is common there, so it is not unusual.", 1.0),
     ("sciriff", "Background", "Classify the intent.", "Background\n\nThe citation provides context; the authors use it to...", 1.0),
     ("bbh", "} ]", "Complete the rest of the sequence.", "The closing sequence is: } ]", 1.0),
+    ("bbh", "a b c d e f g h i j k l m n", "Sort the following words alphabetically.", "Sorted list: a b c d e f g h i j k l m n", 1.0),
+    ("wikidyk", "Pipeline: The Surf Coaster", "Which roller coaster ...?", "It was Pipeline: The Surf Coaster.", 1.0),
     ("popqa", '["Toulon"]', "What is the capital of Var?", "Toulon is the capital of Var.", 1.0),
     ("popqa", '["Toulon"]', "What is the capital of Var?", "\\boxed{Toulon}. Wait, no, that's wrong.", 0.0),
 ])
@@ -162,5 +164,5 @@ def test_phrasings_outside_the_corpus_free_answers(name, gold, question, respons
     from moco.tasks.base import Example
 
     ex = Example("1", 0, "test", "p", question, gold)
-    scorer = scorer_for("f1_match" if name == "popqa" else "exact_match", name)
+    scorer = scorer_for("f1_match" if name in ("popqa", "wikidyk") else "exact_match", name)
     assert scorer.score(ex, response).score == score

@@ -140,6 +140,10 @@ def response_span(response: str, flexible: bool = True, question: str = "") -> s
     if found or not flexible or (question and echoes_prompt(question, text)):
         return None
     t = text.strip()
+    labelled = re.fullmatch(r"((?:the\s+)?(?:sorted|final|closing|completed?|correct|alphabetical)?\s*(?:list|words|sequence|"
+                            r"order|sorted|output|result|answer)):[ \t]*([^\n]+)", t, re.I)  # "Sorted list: abner ..."
+    if labelled and not re.search(r"\b(?:or|either|not)\b", labelled.group(2)):
+        return short_span(labelled.group(2))
     if not t or "\n" in t or len(t.split()) > _SHORT_WORDS or len(re.findall(r"[.!?](?:\s|$)", t)) > 1:
         return None
     if re.search(r"\b(?:or|either|not\s+sure|unsure|don'?t\s+know|no\s+idea|cannot|can'?t)\b", t, re.I):
