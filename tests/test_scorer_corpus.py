@@ -166,3 +166,13 @@ def test_phrasings_outside_the_corpus_free_answers(name, gold, question, respons
     ex = Example("1", 0, "test", "p", question, gold)
     scorer = scorer_for("f1_match" if name in ("popqa", "wikidyk") else "exact_match", name)
     assert scorer.score(ex, response).score == score
+
+
+def test_theoremqa_yes_no_answers_a_boolean_question():
+    from moco.scoring.math_equivalence import MathEquivalenceScorer
+    from moco.tasks.base import Example
+
+    m = MathEquivalenceScorer(rel_tol=0.04)
+    ex = Example("1", 0, "test", "p", "Does aliasing occur?", "False", None, {"answer_type": "bool"})
+    assert m.score(ex, "No, aliasing does not occur since fs > 2 f_max.").score == 1.0
+    assert m.score(ex, "Yes.").score == 0.0 and m.score(ex, "yes or no").extracted is None

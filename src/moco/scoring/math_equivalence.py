@@ -13,7 +13,7 @@ Equivalent forms match: `\\frac{1}{2}` = `0.5` = `\\dfrac12`, `4\\sqrt{5}` = `\\
 and symbolic expressions (`18x^3+8x^2` = `2x^2(9x+4)`); units in `\\text{}` are ignored.
 
 Typed answers (TheoremQA rows carry `answer_type`): `bool` is read as a True/False label (labels.py: "**True**",
-"The statement is false."), `option` as a letter a-e (multiple_choice.py: "Option (c) is correct."),
+"The statement is false."; a yes/no answer to a yes/no question counts as True/False), `option` as a letter a-e (multiple_choice.py: "Option (c) is correct."),
 `integer` and `float` as numbers (numeric.py; floats within a relative tolerance, TheoremQA's own evaluation
 allows 4%), `list of ...` element by element in order.
 """
@@ -34,6 +34,7 @@ from moco.tasks.base import Example
 
 log = logging.getLogger(__name__)
 _BOOL = LabelMatchScorer(["True", "False"])
+_YES_NO = LabelMatchScorer(["yes", "no"])
 _LEAD = re.compile(r"^(?:it|this|that|the\s+result)\s*(?:'s|\s+is|\s+was|\s+equals)\s+", re.I)
 _OPTIONS = OptionReader({k: "" for k in "ABCDE"})
 _HEDGE = re.compile(r"\b(?:either|between|somewhere|not\s+sure|unsure|could\s+be|might\s+be|"
@@ -160,6 +161,9 @@ class MathEquivalenceScorer(BaseScorer):
         gold = str(example.answer)
         if atype == "bool":
             ans = _BOOL.flexible(response, example.input) if flexible else _BOOL.strict(response)
+            if ans is None:  # "Does aliasing occur?" answered "No, it does not." means False
+                yn = _YES_NO.flexible(response, example.input) if flexible else _YES_NO.strict(response)
+                ans = {"yes": "True", "no": "False"}.get(yn or "")
             return ans, ans is not None and ans == _BOOL.gold_key(example)
         if atype == "option":
             letter = _OPTIONS.read(response, strict=not flexible)
