@@ -176,3 +176,12 @@ def test_theoremqa_yes_no_answers_a_boolean_question():
     ex = Example("1", 0, "test", "p", "Does aliasing occur?", "False", None, {"answer_type": "bool"})
     assert m.score(ex, "No, aliasing does not occur since fs > 2 f_max.").score == 1.0
     assert m.score(ex, "Yes.").score == 0.0 and m.score(ex, "yes or no").extracted is None
+
+
+def test_an_option_whose_text_starts_with_a_negation_is_still_an_option():
+    from moco.tasks.base import Example
+
+    ex = Example("1", 0, "test", "p", "Which?", "D", {"A": "1", "B": "2", "C": "3", "D": "None of the above"})
+    mc = scorer_for("multiple_choice", "arc_challenge")
+    assert mc.extract(ex, "The answer is none of the above.") == "D"
+    assert mc.extract(ex, "The answer is not (D).") is None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 _BOX = re.compile(r"\\(?:boxed|box|fbox)\s*\{")
 _STATEMENT = re.compile(
-    r"(?:\b(?:final|correct|right|true|actual|best|my|short|the)\s+)?\b(?:answers?|result|solution)\b"
+    r"(?:\b(?:final|correct|right|true|actual|best|my|short|the)\s+)?\b(?:answers?|(?<=final\s)result)\b"
     r"(?:\s+(?:to|for|of)\s+(?:this|the|that|your)\s+(?:question|problem|task|query)\b)?"
     r"(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be|remains|becomes|stays|here\s+is)\b"
     r"(?:\s*(?:therefore|thus|then|indeed|clearly|simply|just)\b)?\s*:?|\s*[:=])\s*", re.I)

@@ -133,8 +133,8 @@ class OptionReader:
         """The option(s) a decision names from `pos` to `span_end`: a letter (+ its text) or an option text,
         plus any alternative offered after it ("C or A" -> {A, C}); None when it names none or negates."""
         head = text[pos:span_end]
-        if re.match(r"\s*(?:not|n't|never|neither|none\s+of)\b", head, re.I):
-            return None
+        if re.match(r"\s*(?:not|n't|never|neither|none\s+of)\b", head, re.I) and self.text_at(text, pos) is None:
+            return None  # "not (C)"; but "None of the above" may be an option's text
         got = self.letter_at(text, pos)
         if got is None:
             got = self.text_at(text, pos)

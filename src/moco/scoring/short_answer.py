@@ -141,7 +141,8 @@ def response_span(response: str, flexible: bool = True, question: str = "") -> s
         return None
     t = text.strip()
     labelled = re.fullmatch(r"((?:the\s+)?(?:sorted|final|closing|completed?|correct|alphabetical)?\s*(?:list|words|sequence|"
-                            r"order|sorted|output|result|answer)):[ \t]*([^\n]+)", t, re.I)  # "Sorted list: abner ..."
+                            r"order|sorted|output|result|answer))(?::|\s+(?:is|would\s+be)\s*:?)[ \t]*([^\n]+)", t, re.I)
+    # "Sorted list: abner ...", "The result is abner ...": any length
     if labelled and not re.search(r"\b(?:or|either|not)\b", labelled.group(2)):
         return short_span(labelled.group(2))
     if not t or "\n" in t or len(t.split()) > _SHORT_WORDS or len(re.findall(r"[.!?](?:\s|$)", t)) > 1:
