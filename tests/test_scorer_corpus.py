@@ -130,6 +130,7 @@ SPAIN = ("What is the capital of Spain?", {"A": "Paris", "B": "Rome", "C": "Madr
     ("The answer is C, and B is clearly wrong.", "C"), ("The answer is (C), while (B) Rome can be ruled out.", "C"),
     ("(C) Madrid is correct, (A) Paris is incorrect.", "C"), ("The answer is C, B.", None),
     ("The answer is (C) or possibly (B).", None),
+    ('The answer is "C".', "C"), ("Answer: “C”", "C"), ("The answer is 'a city'.", None), ('The answer is "C" or "A".', None),
 ])
 def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
     """Phrasings written apart from the corpus families (a check that the rules are not fitted to them)."""

@@ -96,12 +96,16 @@ class OptionReader:
     # ------------------------------------------------------------------ markers and texts
     def letter_at(self, text: str, pos: int) -> tuple[str, int] | None:
         """The option letter marked at `pos` (after spaces), and where the marker ends."""
-        m = _MARK_AT.match(text, pos)
+        quote = re.match(r"\s*[\"“‘']", text[pos:])  # "The answer is \"C\"", 'C'
+        m = _MARK_AT.match(text, pos + quote.end() if quote else pos)
         if not m:
             return None
         raw = next(g for g in m.groups() if g)
         end = m.end()
-        bracketed = m.group(4) is None or text[m.start(4):end].rstrip().endswith(")")
+        closed = quote is not None and text[end:end + 1] in ("\"", "”", "’", "'")
+        bracketed = closed or m.group(4) is None or text[m.start(4):end].rstrip().endswith(")")
+        if closed:
+            end += 1
         nxt = text[end:end + 1]
         if nxt and (nxt.isalnum() or nxt in "'’-_"):
             return None
@@ -156,7 +160,7 @@ class OptionReader:
                 after = text[end:span_end]
         letters = {letter}
         for m in re.finditer(r"(?:\bor\b|\band\b|/|,|&)\s*(?:maybe\s+|perhaps\s+|possibly\s+)?(?:option\s+|choice\s+)?"
-                             r"[\(\[]?([A-Za-z])[\)\]]?(?![\w'])", after):
+                             r"[\(\[\"“‘']?([A-Za-z])[\)\]\"”’']?(?![\w'])", after):
             if m.group(1).upper() in self.letters and (m.group(1).isupper() or after[m.start(1) - 1:m.start(1)] in "([")\
                     and not _NOT_BEFORE.search(after[:m.start()]) \
                     and not _NEGATED_AFTER.match(after, self._past_text(after, m.end(), m.group(1).upper())):
