@@ -155,6 +155,8 @@ def test_phrasings_outside_the_corpus_multiple_choice(response, expected):
     ("pubmedqa", "yes", "Does BMI influence survival?", "yes, no, or maybe", 0.0),
     ("culturebench", "False", "Is this answer true or false?", "False\n\nCycling is common there, so it is not unusual.", 1.0),
     ("sciriff", "Background", "Classify the intent.", "Background\n\nThe citation provides context; the authors use it to...", 1.0),
+    ("sciriff", "Background", "Classify the intent.", "This citation serves as Background information.", 1.0),
+    ("sciriff", "Uses", "Classify the intent.", "The authors use the cited parser.", 0.0),
     ("bbh", "} ]", "Complete the rest of the sequence.", "The closing sequence is: } ]", 1.0),
     ("bbh", "a b c d e f g h i j k l m n", "Sort the following words alphabetically.", "Sorted list: a b c d e f g h i j k l m n", 1.0),
     ("wikidyk", "Pipeline: The Surf Coaster", "Which roller coaster ...?", "It was Pipeline: The Surf Coaster.", 1.0),

@@ -165,7 +165,7 @@ class LabelMatchScorer(BaseScorer):
         if any(self._hedged(lab, text[m.end():]) for lab in named for m in re.finditer(re.escape(lab), text, re.I)):
             return None  # "yes or no", "True/False"
         named = {lab for lab in named if any(re.search(
-            rf"(?:\b(?:is|be|was|are|say|says|answer)\s+{re.escape(f)}\b|\b{re.escape(f)}\s*(?:[,.;:!?)]|$))",
+            rf"(?:\b(?:is|be|was|are|say|says|answer{'|as|under' if len(f) > 5 else ''})\s+{re.escape(f)}\b|\b{re.escape(f)}\s*(?:[,.;:!?)]|$))",
             _norm_keep_punct(text)) for f in self._ordered if self.forms[f] == lab)}
         if len(named) != 1:
             return None
