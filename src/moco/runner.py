@@ -25,7 +25,7 @@ from moco.rundir import (atomic_write, default_run_dir, hardware, manifest, star
                           write_json, write_jsonl)
 from moco.scoring import scorer_for
 from moco.scoring.base import Scorer, missing_role_message
-from moco.scoring.evaluate import prediction_row, score_items, summarize_results
+from moco.scoring.evaluate import prediction_row, score_items, summarize_results, unparsed_breakdown
 from moco.tasks.base import Task
 from moco.tasks.registry import load_task
 from moco.trace import CallRecorder
@@ -208,6 +208,8 @@ def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) 
         row["trace"] = o.trace
         rows.append(row)
     summary = summarize_results(p.scorer, exs, results, [o.failed for o in outputs], seed=ctx.seed)
+    if (by := unparsed_breakdown(p.scorer, exs, [o.trace for o in outputs])) is not None:
+        summary["unparsed_by"] = by  # per model (final round) and per round of the method's own outputs
     phases = {k: v.to_dict() for k, v in ctx.recorder.phases.items()}
     keys = ("calls", "cache_hits", "failed", "tokens_in", "tokens_out", "generated_tokens", "tokens_reused", "compute_s")
     # the method's cost; the scorer's own model calls (judge, reward model) are reported under phases.score

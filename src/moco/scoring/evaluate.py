@@ -82,3 +82,56 @@ def prediction_row(ex: Example, text: str, result: ScoreResult | None, failed: b
         if result.detail:
             row["score_detail"] = result.detail
     return row
+
+
+def _texts_by_model(part: Any) -> dict[str, str]:
+    """{model: text} from a trace entry written as {model: text} or {model: {"output"/"text": text}}."""
+    out: dict[str, str] = {}
+    if not isinstance(part, dict):
+        return out
+    for name, v in part.items():
+        if isinstance(v, str):
+            out[str(name)] = v
+        elif isinstance(v, dict) and isinstance(v.get("output", v.get("text")), str):
+            out[str(name)] = v.get("output", v.get("text"))
+    return out
+
+
+def unparsed_breakdown(scorer: Any, examples: Sequence[Example], traces: Sequence[dict | None]) -> dict[str, Any] | None:
+    """How many intermediate answers the scorer cannot read, per model and per round, from the methods' traces
+    (`rounds`: [{model: output}], `answers` / `candidates`: {model: output}). A debate whose rounds or
+    summaries are unparsable says so here. None when no trace has per-model outputs, or the scorer calls a
+    model (a judge would be called again for every intermediate answer)."""
+    if is_generation_only(scorer) or getattr(scorer, "role", None) or not hasattr(scorer, "extract"):
+        return None
+    per_model: dict[str, list[int]] = {}
+    per_round: dict[int, dict[str, list[int]]] = {}
+
+    def count(bucket: dict[str, list[int]], name: str, ex: Example, text: str) -> None:
+        n_u = bucket.setdefault(name, [0, 0])
+        n_u[0] += 1
+        try:
+            n_u[1] += scorer.extract(ex, text) is None
+        except Exception:  # a scorer that cannot read this text at all: unparsed
+            n_u[1] += 1
+
+    for ex, trace in zip(examples, traces):
+        if not isinstance(trace, dict):
+            continue
+        rounds = trace.get("rounds")
+        if isinstance(rounds, list) and rounds and all(isinstance(r, dict) for r in rounds):
+            for r, part in enumerate(rounds):
+                for name, text in _texts_by_model(part).items():
+                    count(per_round.setdefault(r, {}), name, ex, text)
+                    if r == len(rounds) - 1:
+                        count(per_model, name, ex, text)
+        for key in ("answers", "candidates"):
+            for name, text in _texts_by_model(trace.get(key)).items():
+                count(per_model, name, ex, text)
+    if not per_model and not per_round:
+        return None
+    out: dict[str, Any] = {"per_model": {m: {"n": n, "unparsed": u} for m, (n, u) in per_model.items()}}
+    if per_round:
+        out["per_round"] = [{"round": r, "n": sum(n for n, _ in b.values()), "unparsed": sum(u for _, u in b.values()),
+                             "per_model": {m: u for m, (_, u) in b.items()}} for r, b in sorted(per_round.items())]
+    return out

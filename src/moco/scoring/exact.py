@@ -1,20 +1,22 @@
 """Exact match for `exact_match` datasets without a more specific scorer: numeric golds compare as numbers
 (see numeric.py), other golds as normalised short answers (see short_answer.py).
 
-Accepts: the last `\\boxed{}` (balanced braces), else the last "answer is ..." statement, else "#### ...",
-else (numeric golds only) the last number in the response. Normalisation never turns a non-empty answer
-into "", so gold "A" or "(A)" never matches an empty or punctuation-only response.
+Accepts: the final decision of the response (the last `\\boxed{}` / JSON answer / "answer is ..." /
+"#### ...", a later correction winning, see extract.py); for numeric golds also a conclusion sentence and,
+with no decision at all, the value of the last sentence with a number. Refuses what those refuse: negations,
+alternatives and ranges, retracted answers. Normalisation never turns a non-empty answer into "", so gold "A"
+or "(A)" never matches an empty or punctuation-only response.
 """
 from __future__ import annotations
 
 from moco.scoring.base import BaseScorer, ScoreResult
-from moco.scoring.extract import answer_span
-from moco.scoring.numeric import NUMBER, number_key, parse_number
-from moco.scoring.short_answer import normalize_answer
+from moco.scoring.numeric import NUMBER, NumericMatchScorer, number_key, parse_number
+from moco.scoring.short_answer import normalize_answer, response_span
 from moco.tasks.base import Example
 
 _NUM = NUMBER  # kept for callers of the old private name
 __all__ = ["ExactMatchScorer", "normalize_text", "parse_number"]
+_NUMERIC = NumericMatchScorer()
 
 
 def normalize_text(s: str) -> str:
@@ -22,36 +24,30 @@ def normalize_text(s: str) -> str:
 
 
 class ExactMatchScorer(BaseScorer):
-    """Numeric-aware exact match of the boxed / stated answer."""
+    """Numeric-aware exact match of the final stated answer."""
 
     name = "exact_match"
     metric = "accuracy"
 
-    def _span(self, example: Example, response: str) -> str | None:
-        span = answer_span(response)
-        if span is None and parse_number(str(example.answer)) is not None:
-            nums = NUMBER.findall(response)
-            span = nums[-1] if nums else None
-        return span
-
-    def _key(self, span: str | None, gold: str) -> str | None:
-        if span is None:
-            return None
-        if parse_number(gold) is not None:
-            v = parse_number(span)
+    def _read(self, example: Example, response: str, flexible: bool) -> str | None:
+        if parse_number(str(example.answer)) is not None:
+            v = _NUMERIC._value(response, flexible, example.input)
             if v is not None:
                 return number_key(v)
-        return normalize_answer(span) or None
+        span = response_span(response, flexible, example.input)
+        return None if span is None else (normalize_answer(span) or None)
 
     def extract(self, example: Example, response: str) -> str | None:
-        return self._key(self._span(example, response), str(example.answer))
+        return self._read(example, response, True)
 
     def gold_key(self, example: Example) -> str | None:
-        return self._key(str(example.answer), str(example.answer))
+        gold = str(example.answer)
+        v = parse_number(gold)
+        return number_key(v) if v is not None else (normalize_answer(gold) or None)
 
     def score(self, example: Example, response: str) -> ScoreResult:
-        key = self.extract(example, response)
-        strict_key = self._key(answer_span(response), str(example.answer))
+        key = self._read(example, response, True)
+        strict_key = self._read(example, response, False)
         gold = self.gold_key(example)
         return ScoreResult(float(key is not None and key == gold), key,
                            strict=float(strict_key is not None and strict_key == gold))

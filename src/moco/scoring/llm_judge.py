@@ -5,9 +5,17 @@ sees the question, the reference answer and the student's final answer, and is a
 without re-solving the problem, ending with "Final Decision: Yes" or "Final Decision: No". Calls go through
 `ctx.generate` in the phase "score" (batched, cached, traced), greedy.
 
-Accepts: any response; the student's answer is its `\\boxed{}` / stated answer, else the whole response
-(truncated to `max_answer_chars`). An empty response scores 0 without a judge call. A verdict without a
-"Final Decision" line scores 0 and is counted in `detail["verdict"] = "unparsed"`.
+Accepts: any response; the student's answer is its final `\\boxed{}` / stated answer (see extract.py), else
+the whole response (truncated to `max_answer_chars`). An empty response scores 0 without a judge call. A
+verdict without a "Final Decision" line scores 0 and is counted in `detail["verdict"] = "unparsed"`.
+
+When to use it: for free-form answers no rule can compare (an explanation, a proof, an answer in words
+where the gold is a formula), for datasets without a rule-based scorer, or to audit one. The rule-based
+scorers are deterministic, free and measured on the corpus of tests/scorer_corpus.py; a judge is another
+model's opinion, with its own errors and cost. `llm_judge_vs_rules` (off by default: choose it with
+`task.scorer: llm_judge_vs_rules`) scores with the judge and also with the dataset's own rule-based scorer,
+and reports where they disagree: `detail["rule_score"]` per item, and `judge_vs_rules` in metrics.json (how
+many items, which way, the first item ids) so a reader can look at the answers behind the disagreement.
 """
 from __future__ import annotations
 
@@ -70,9 +78,10 @@ class LLMJudgeScorer(ModelScorer):
     role = "judge"
     needs_gold = True
 
-    def __init__(self, max_new_tokens: int = 512, max_answer_chars: int = 2000):
+    def __init__(self, max_new_tokens: int = 512, max_answer_chars: int = 2000, compare_rules: bool = False):
         self.max_new_tokens = max_new_tokens
         self.max_answer_chars = max_answer_chars
+        self.compare_rules = compare_rules
 
     def extract(self, example: Example, response: str) -> str | None:
         span = answer_span(response)
@@ -95,7 +104,44 @@ class LLMJudgeScorer(ModelScorer):
             ok, raw = verdicts[i]
             label = "unparsed" if ok is None else ("yes" if ok else "no")
             out.append(ScoreResult(float(bool(ok)), ans, strict=float(bool(ok)), detail={"verdict": label, "judge": raw}))
+        if self.compare_rules:
+            self._compare(ctx, examples, responses, out)
         return out
+
+    def _compare(self, ctx: "RunContext | None", examples: Sequence[Example], responses: Sequence[str],
+                 results: list[ScoreResult]) -> None:
+        """Score the same responses with the task's rule-based scorer; record where the two disagree."""
+        from moco.scoring.registry import scorer_for
+
+        task = getattr(ctx, "task", None)
+        if task is None:
+            return
+        rules = scorer_for(task.task_type, task.name)
+        if getattr(rules, "role", None) or rules.name == self.name:
+            return  # the task's own scorer calls a model too: nothing rule-based to compare with
+        judge_only, rules_only = [], []
+        for ex, text, res in zip(examples, responses, results):
+            r = rules.score(ex, text)
+            res.detail = {**res.detail, "rule_score": r.score, "rule_extracted": r.extracted}
+            if res.score == 1.0 and r.score != 1.0:
+                judge_only.append(ex.uid)
+            elif res.score != 1.0 and r.score == 1.0:
+                rules_only.append(ex.uid)
+        report = {"rule_scorer": rules.name, "n": len(results), "disagree": len(judge_only) + len(rules_only),
+                  "judge_yes_rules_no": len(judge_only), "judge_no_rules_yes": len(rules_only),
+                  "items": (judge_only + rules_only)[:50]}
+        extra = getattr(ctx, "extra_metrics", None)
+        if isinstance(extra, dict):
+            extra["judge_vs_rules"] = report
+
+
+class LLMJudgeVersusRules(LLMJudgeScorer):
+    """The LLM judge's score, with the dataset's rule-based scorer run beside it and disagreements reported."""
+
+    name = "llm_judge_vs_rules"
+
+    def __init__(self, max_new_tokens: int = 512, max_answer_chars: int = 2000):
+        super().__init__(max_new_tokens, max_answer_chars, compare_rules=True)
 
     def score_answer(self, example: Example, answer: str | None) -> ScoreResult:
         return self.score(example, answer or "")

@@ -1,14 +1,21 @@
 """Mathematical equivalence (MATH, TheoremQA) with the maintained `math-verify` library (sympy underneath).
 
-Accepts: the last `\\boxed{}` (nested braces kept: `\\boxed{\\frac{1}{2}}`), else a stated answer ("The answer
-is $\\frac12$"); with flexible extraction, math-verify's own search of the response for a final answer.
+Reads the response's final decision (extract.py): the last `\\boxed{}` (nested braces kept), JSON answer,
+"The answer is ...", "### Final Answer" heading, or a conclusion ("Therefore, the required value is 3.18.");
+a later correction wins, a retracted answer with no new one is unparsed. With flexible extraction and no
+decision at all, the last line of the response (not when it is cut off mid-sentence, negates or hedges).
+The stated answer is prepared for math-verify: the value of an equation ("7 + 3 = 10" -> 10), LaTeX thousands
+separators (`45\\,000`, `45{,}000`), the sentence's full stop, an aside (", not 20", ", which ...").
+Refused (unparsed): negations ("The answer is not 15."), hedges ("either 10 or 20", "between 10 and 20", "could
+be"), and "10 or 20" when the gold is a single value (a gold set "2, 3" accepts "x = 2 or x = 3").
 Equivalent forms match: `\\frac{1}{2}` = `0.5` = `\\dfrac12`, `4\\sqrt{5}` = `\\sqrt{80}`, sets in any order
 (`2, 3, \\frac12`), intervals and unions (`(-\\infty,-8)\\cup(-8,\\infty)`), matrices, `1,\\!000` = `1000`,
 and symbolic expressions (`18x^3+8x^2` = `2x^2(9x+4)`); units in `\\text{}` are ignored.
 
-Typed answers (TheoremQA rows carry `answer_type`): `bool` compares True/False, `option` the letter "(b)",
-`integer` and `float` compare numbers (floats within a relative tolerance; TheoremQA's own evaluation allows
-4%), `list of ...` compares element by element in order.
+Typed answers (TheoremQA rows carry `answer_type`): `bool` is read as a True/False label (labels.py: "**True**",
+"The statement is false."; a yes/no answer to a yes/no question counts as True/False), `option` as a letter a-e (multiple_choice.py: "Option (c) is correct."),
+`integer` and `float` as numbers (numeric.py; floats within a relative tolerance, TheoremQA's own evaluation
+allows 4%), `list of ...` element by element in order.
 """
 from __future__ import annotations
 
@@ -19,13 +26,41 @@ import threading
 from typing import Any
 
 from moco.scoring.base import BaseScorer, ScoreResult
-from moco.scoring.extract import answer_span
+from moco.scoring.extract import clean, decisions, echoes_prompt, final_decision, negated
 from moco.scoring.labels import LabelMatchScorer
-from moco.scoring.numeric import parse_number
+from moco.scoring.multiple_choice import OptionReader
+from moco.scoring.numeric import parse_number, plain_math, value_in_span
 from moco.tasks.base import Example
 
 log = logging.getLogger(__name__)
 _BOOL = LabelMatchScorer(["True", "False"])
+_YES_NO = LabelMatchScorer(["yes", "no"])
+_LEAD = re.compile(r"^(?:it|this|that|the\s+result)\s*(?:'s|\s+is|\s+was|\s+equals)\s+", re.I)
+_OPTIONS = OptionReader({k: "" for k in "ABCDE"})
+_HEDGE = re.compile(r"\b(?:either|between|somewhere|not\s+sure|unsure|could\s+be|might\s+be|"
+                    r"cannot\s+be\s+determined|depends)\b", re.I)
+_ALT = re.compile(r"\s(?:or|and/or)\s|\$\s*(?:,|or|and)\s*\$")
+
+
+def prepare_span(span: str, gold: str) -> str | None:
+    """A stated answer made ready for math-verify: the value of an equation ("7 + 3 = 10" -> "10"), LaTeX
+    thousands separators removed (45\\,000, 45{,}000); None for a negation or a hedge ("either 10 or 20",
+    "between 10 and 20", and "10 or 20" when the gold is one value)."""
+    if negated(span) or _HEDGE.search(span):
+        return None
+    span = re.sub(r",?\s+(?:not|rather\s+than|instead\s+of)\s+.*$|,\s+(?:which|because|since|as)\s+.*$", "", span.strip(), flags=re.S)
+    s = re.sub(r"(\d)\s*(?:\\,|\{,\}|\\!|\\ |~)\s*(?=\d{3}\b)", r"\1", span.strip())
+    single_gold = not re.search(r",|\\cup|\bor\b|\\text\{\s*or|\\pm", gold)
+    if single_gold and _ALT.search(s):
+        return None
+    if "=" not in gold and "=" in s and not re.search(r"\bor\b", s):
+        lhs, rhs = s.rsplit("=", 1)
+        if rhs.strip().strip("$ .") and re.search(r"[\d+\-*/^]|\\(?:frac|sqrt|cdot|times)", lhs):
+            s = rhs
+    s = re.sub(r"^\s*\$+|\$+\s*$", "", s.strip())
+    if re.match(r"^(?:\\text\{)?\s*(?:not|never)\b", s, re.I):
+        return None
+    return s.strip().rstrip(".") or None
 
 
 def _timeouts() -> dict[str, Any]:
@@ -113,21 +148,32 @@ class MathEquivalenceScorer(BaseScorer):
 
     # -------------------------------------------------------------- spans
     @staticmethod
-    def _strict_span(response: str) -> str | None:
-        return answer_span(response)
+    def _span(response: str, flexible: bool) -> tuple[str | None, bool]:
+        """(the final stated answer, whether the response states any decision at all)."""
+        text = clean(response)
+        found = decisions(text)
+        d = final_decision(text, found, strong_only=not flexible)
+        return (d.stated if d else None), bool(found)
 
-    def _typed(self, example: Example, span: str | None) -> tuple[str | None, bool]:
-        """(canonical key, correct) for rows with an answer_type; (None, False) when the span does not parse."""
+    def _typed(self, example: Example, response: str, span: str | None, flexible: bool) -> tuple[str | None, bool]:
+        """(canonical key, correct) for rows with an answer_type; (None, False) when nothing parses."""
         atype = str(example.meta.get("answer_type", ""))
         gold = str(example.answer)
-        if span is None:
-            return None, False
         if atype == "bool":
-            ans = _BOOL.strict(span) or _BOOL.flexible(span)
+            ans = _BOOL.flexible(response, example.input) if flexible else _BOOL.strict(response)
+            if ans is None:  # "Does aliasing occur?" answered "No, it does not." means False
+                yn = _YES_NO.flexible(response, example.input) if flexible else _YES_NO.strict(response)
+                ans = {"yes": "True", "no": "False"}.get(yn or "")
             return ans, ans is not None and ans == _BOOL.gold_key(example)
         if atype == "option":
-            ans = _option(span)
+            letter = _OPTIONS.read(response, strict=not flexible)
+            if letter is None and span is not None:
+                letter = (_option(span) or "").upper() or None
+            ans = letter.lower() if letter else None
             return ans, ans is not None and ans == _option(gold)
+        span = None if span is None else prepare_span(span, gold)
+        if span is None:
+            return None, False
         if atype.startswith("list"):
             got, want = _as_list(span), _as_list(gold)
             if got is None:
@@ -136,7 +182,9 @@ class MathEquivalenceScorer(BaseScorer):
                 math.isclose(a, b, rel_tol=self.rel_tol, abs_tol=1e-9) for a, b in zip(got, want))
             return repr([float(f"{v:.9g}") for v in got]), ok
         if atype in ("integer", "float"):
-            v, g = _as_float(span), _as_float(gold)
+            v = value_in_span(span)
+            v = _as_float(span) if v is None and not re.search(r"\b(?:or|and|to)\b", span) else v
+            g = _as_float(gold)
             if v is None:
                 return None, False
             tol = self.rel_tol if atype == "float" else 1e-9
@@ -156,23 +204,41 @@ class MathEquivalenceScorer(BaseScorer):
         return str(parsed[0]), ok
 
     def _judge(self, example: Example, response: str, flexible: bool) -> tuple[str | None, bool]:
-        span = self._strict_span(response)
+        span, decided = self._span(response, flexible)
         if example.meta.get("answer_type"):
-            if span is None and flexible:
+            if span is None and flexible and not decided and not echoes_prompt(example.input, clean(response)):
                 span = self._flexible_span(response)
-            return self._typed(example, span)
+            return self._typed(example, response, span, flexible)
         if span is not None:
-            key, ok = self._symbolic(example, parse_math(span), span)
-            if key is not None or not flexible:
-                return key, ok
-        if not flexible:
+            prepared = prepare_span(span, str(example.answer))
+            if prepared is None:
+                return None, False
+            return self._symbolic(example, parse_math(prepared), prepared)
+        if not flexible or decided or echoes_prompt(example.input, clean(response)):
             return None, False
-        return self._symbolic(example, parse_math(response, anchored=False))
+        last = self._flexible_span(response)
+        prepared = None if last is None else prepare_span(_LEAD.sub("", last).rstrip("."), str(example.answer))
+        if prepared is None:
+            return None, False
+        anchored = parse_math(prepared)
+        if anchored and len(prepared.split()) <= 3:  # "**6\frac{1}{6}\text{ feet}**", "it's 64."
+            return self._symbolic(example, anchored, prepared)
+        return self._symbolic(example, parse_math(last, anchored=False))
 
     @staticmethod
     def _flexible_span(response: str) -> str | None:
-        lines = [ln.strip() for ln in response.strip().splitlines() if ln.strip()]
-        return lines[-1] if lines else None
+        """The last line of a response that states no decision, unless it is cut off mid-sentence."""
+        text = clean(response).strip()
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if not lines:
+            return None
+        last = lines[-1]
+        if len(last.split()) > 3 and not re.search(r"[.!?)\]}$0-9]\s*$", last):
+            return None  # cut off mid-sentence
+        if re.search(r"\b(?:not|never|possible|possibly|perhaps|maybe|could|might|either|or|between|know|sorry|unable|cannot)\b|n't\b",
+                     last, re.I):
+            return None  # a negation or alternatives, not an answer
+        return last
 
     # -------------------------------------------------------------- protocol
     def extract(self, example: Example, response: str) -> str | None:

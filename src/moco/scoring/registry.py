@@ -32,6 +32,8 @@ SCORERS: dict[str, ScorerInfo] = {s.name: s for s in [
     ScorerInfo("label_match", "labels:LabelMatchScorer", "one label of a closed set (yes/no/maybe, True/False...)"),
     ScorerInfo("code_execution", "code_execution:CodeExecutionScorer", "unit tests run in a sandboxed subprocess"),
     ScorerInfo("llm_judge", "llm_judge:LLMJudgeScorer", "a judge model decides equivalence with the reference", "judge"),
+    ScorerInfo("llm_judge_vs_rules", "llm_judge:LLMJudgeVersusRules",
+               "llm_judge, and where it disagrees with the dataset's rule-based scorer", "judge"),
     ScorerInfo("refusal_judge", "refusal_judge:RefusalJudgeScorer", "a judge model decides appropriate noncompliance", "judge"),
     ScorerInfo("reward_model_score", "reward_model:RewardModelScorer", "scalar reward of a sequence-classification model", "reward"),
     ScorerInfo("embedding_diversity", "diversity:EmbeddingDiversityScorer", "1 - mean cosine similarity to references"),
