@@ -173,7 +173,7 @@ def reward_model(ctx: RunContext, params: Params) -> ModelHandle | None:
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
     n = len(models)
-    descriptions = model_descriptions(models, params.model_descriptions) if params.use_descriptions else None
+    descriptions = model_descriptions(models, params.model_descriptions, ctx) if params.use_descriptions else None
     if ctx.artifacts_dir is None:
         raise ConfigError("api_trained_router needs a run directory for its adapter (artifacts_dir)")
     with ctx.phase("dev"):
