@@ -99,17 +99,19 @@ def test_contrastive_alpha_zero_equals_the_dev_top_model(tiny_models, tiny_task,
 
     ranked = {"calls": 0}
 
-    def fake_dev_scores(self):  # tiny random models all score 0 on dev: fix a ranking to test its use
+    def fake_dev_item_scores(self):  # tiny random models all score 0 on dev: fix a ranking to test its use
         ranked["calls"] += 1
-        return [0.1, 0.9, 0.5]
+        return [[0.1], [0.9], [0.5]]
 
-    monkeypatch.setattr(RunContext, "dev_scores", fake_dev_scores)
+    monkeypatch.setattr(RunContext, "dev_item_scores", fake_dev_item_scores)
     res = run_experiment(_cfg("logit_logit_contrastive", tiny_models, tiny_task, {"alpha": 0.0}), tmp_path / "c0", cache=cache)
     single = run_experiment(_cfg("single_model", tiny_models, tiny_task, {"model": 1}), tmp_path / "s1", cache=cache)
     assert ranked["calls"] >= 1
     assert [r["output"] for r in res.predictions] == [r["output"] for r in single.predictions]
     tr = res.predictions[0]["trace"]
     assert tr["top"] == ["tiny1"] and tr["bottom"] == ["tiny0"] and tr["alpha"] == 0.0
+    sel = res.metrics["dev_selection"]["dev_ranking"]  # the ranking is recorded with every model's dev score
+    assert sel["order"] == ["tiny1", "tiny2", "tiny0"] and sel["chosen"] == "tiny1" and sel["margin"] == 0.4
     strong = run_experiment(_cfg("logit_logit_contrastive", tiny_models, tiny_task, {"alpha": 3.0}), tmp_path / "c3", cache=cache)
     assert [r["output"] for r in strong.predictions] != [r["output"] for r in res.predictions]
 

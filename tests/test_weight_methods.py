@@ -71,7 +71,7 @@ def _fitness(monkeypatch, fn):
 
 
 def _ranking(monkeypatch, scores):
-    monkeypatch.setattr(RunContext, "dev_scores", lambda self: list(scores))
+    monkeypatch.setattr(RunContext, "dev_item_scores", lambda self: [[s] for s in scores])
 
 
 def _saved(res):

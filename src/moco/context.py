@@ -291,6 +291,10 @@ class RunContext:
         """Mean dev score of every model (generated once per run and cached; ties keep pool order). Dev answers
         follow the shared dev-selection settings (`moco.selection`: greedy, or the mean of `dev_repeats`
         samples per item)."""
+        return [sum(s) / max(1, len(s)) for s in self.dev_item_scores()]
+
+    def dev_item_scores(self) -> list[list[float]]:
+        """Per-item dev scores of every model, out[model_index][example_index] (means over `dev_repeats`)."""
         from moco.selection import dev_repeats, dev_sampling
 
         missing = [m for m in self.models if m.index not in self._dev_scores]
@@ -307,17 +311,12 @@ class RunContext:
                 self._dev_answers[m.index] = passes[0]
                 self._dev_scores[m.index] = scored[0]
                 self._dev_item_scores[m.index] = [sum(p[i].score for p in scored) / reps for i in range(n)]
-        return [sum(self._dev_item_scores[m.index]) / max(1, len(self.dev)) for m in self.models]
-
-    def dev_item_scores(self) -> list[list[float]]:
-        """Per-item dev scores of every model, out[model_index][example_index] (means over `dev_repeats`)."""
-        self.dev_scores()
         return [self._dev_item_scores[m.index] for m in self.models]
 
     def dev_answers(self) -> tuple[list[list[Response]], list[list[float]]]:
         """The dev answers `dev_scores()` scored, and their per-item scores: out[model_index][example_index].
         Methods that train on dev candidates reuse them instead of asking (and paying) again."""
-        self.dev_scores()
+        self.dev_item_scores()
         return ([self._dev_answers[m.index] for m in self.models],
                 [[s.score for s in self._dev_scores[m.index]] for m in self.models])
 

@@ -66,3 +66,14 @@ def record(ctx: Any, what: str, labels: Sequence[str], item_scores: Sequence[Seq
            "candidates": rows, **extra}
     ctx.extra_metrics.setdefault("dev_selection", {})[what] = rec
     return rec
+
+
+def ranking(ctx: Any, what: str = "dev_ranking") -> tuple[list[int], list[float]]:
+    """Pool positions best first by mean dev score (ties keep pool order) and the means; the ranking is
+    recorded like a choice (the top model and every model's score with its interval)."""
+    items = ctx.dev_item_scores()
+    means = [sum(s) / max(1, len(s)) for s in items]
+    order = sorted(range(len(means)), key=lambda i: (-means[i], i))
+    names = [m.name for m in ctx.models]
+    record(ctx, what, names, items, names[order[0]], order=[names[i] for i in order])
+    return order, means

@@ -27,6 +27,7 @@ from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities
 from moco.models.fused import Combine, FusedBackend, Member
+from moco.selection import ranking
 
 
 class Params(MethodParams):
@@ -114,8 +115,7 @@ def _validate(params: Params, pool) -> list[str]:
 def run(ctx: RunContext, params: Params) -> list[Output]:
     alpha = params.strength()
     if params.mode == "contrastive":
-        scores = ctx.dev_scores()
-        order = sorted(range(len(ctx.models)), key=lambda i: (-scores[i], i))
+        order, scores = ranking(ctx)
         top, bottom = order[: params.k], order[len(order) - params.k:]
         chosen = [ctx.models[i] for i in top + bottom]
         combine = contrastive(params.k, alpha, params.space)
