@@ -258,7 +258,7 @@ def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
 @method("api_collm", params=Params, level="api", aliases=("collm", "co_llm"), min_models=2, max_models=2,
         needs=Capabilities(logits=True), same_tokenizer=True, trainable=True,
         paper="Shen et al. 2024, Learning to Decode Collaboratively with Multiple Language Models",
-        summary="A deferral head trained on dev (marginal likelihood) picks, per token, generator or mentor")
+        summary="A deferral head trained on dev (marginal likelihood) picks, per token, generator or mentor (threshold chosen on dev)")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     gen, mentor = ctx.model(params.generator), ctx.model(params.mentor)
     if gen.index == mentor.index:

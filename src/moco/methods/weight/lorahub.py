@@ -70,7 +70,7 @@ def _validate(params: Params, pool) -> list[str]:
 @method("weight_lorahub", params=Params, level="weight", aliases=("lorahub",), min_models=2,
         needs=Capabilities(weights=True), same_architecture=True, validate=_validate,
         paper="Huang et al. 2024 (LoraHub); MoCo method #25",
-        summary="Gradient-free (nevergrad) search of scalar weights composing LoRA adapters, L1-regularised dev loss")
+        summary="Gradient-free (nevergrad) search of scalar weights composing LoRA adapters, L1-regularised few-shot cross-entropy")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     import nevergrad as ng
 
