@@ -84,7 +84,7 @@ def test_rerun_reuses_the_head_and_the_outputs(tiny_models, taught_tiny_mentor, 
     from moco.runner import run_experiment
 
     mentor_dir, task = taught_tiny_mentor
-    cfg = _config(tiny_models[0], mentor_dir, task, deferral_strategy="compose",
+    cfg = _config(tiny_models[0], mentor_dir, task, deferral_strategy="compose", deferral_threshold=0.5,
                   threshold_warmup_schedule="linear", threshold_warmup_steps=4)
     a = run_experiment(cfg, out=tmp_path / "a", cache=cache)
     b = run_experiment(cfg, out=tmp_path / "b", cache=cache)
@@ -129,3 +129,75 @@ def test_reference_external_dataset_key_is_refused(tiny_models, tiny_task):
                         "hyperparameters": {"training_dataset_name": "nlile/hendrycks-MATH-benchmark"}})
     with pytest.raises(ConfigError, match="task's own dev split"):
         plan(cfg)
+
+
+def test_threshold_is_chosen_on_dev_and_decoding_is_greedy(tiny_models, taught_tiny_mentor, tmp_path, cache):
+    """The paper's protocol: the deferral threshold is the one with the best dev score (each grid value decodes
+    the dev set), greedy decoding; the test traces carry the chosen threshold."""
+    from moco.runner import run_experiment
+
+    mentor_dir, task = taught_tiny_mentor
+    cfg = _config(tiny_models[0], mentor_dir, task, threshold_grid=[0.05, 0.5, 0.999])
+    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"temperature": 0.9})})
+    res = run_experiment(cfg, out=tmp_path / "r", cache=cache)
+    sel = res.metrics["dev_selection"]["deferral_threshold"]
+    scores = {c["candidate"]: c["dev_score"] for c in sel["candidates"]}
+    assert list(scores) == ["0.05", "0.5", "0.999"] and all(c["items"] == 8 for c in sel["candidates"])
+    best = max(scores.values())
+    assert sel["chosen"] == max((t for t, v in scores.items() if v == best), key=float)  # ties: the higher one
+    # at 0.999 the mentor (almost) never writes, at 0.05 it writes (almost) everything
+    assert sel["deferral_rates"]["0.05"] > sel["deferral_rates"]["0.999"]
+    m = res.metrics["collm"]
+    assert m["threshold"] == float(sel["chosen"]) and m["threshold_from"] == "dev" and m["decoding"] == "greedy"
+    assert all(p["trace"]["threshold"] == m["threshold"] for p in res.predictions)
+    calls = [json.loads(x) for x in (tmp_path / "r" / "calls.jsonl").read_text().splitlines()]
+    tags = {c["tag"] for c in calls if c["phase"] == "dev"}
+    assert {"threshold 0.05", "threshold 0.5", "threshold 0.999"} <= tags
+    # greedy although the run samples at 0.9: the dev-best threshold's dev outputs equal a re-decode
+    again = run_experiment(cfg, out=tmp_path / "r2", cache=None)
+    assert [p["output"] for p in again.predictions] == [p["output"] for p in res.predictions]
+
+
+def test_joint_training_runs_on_the_generators_device(tiny_models, taught_tiny_mentor, tmp_path, cache, monkeypatch):
+    """LoRA joint fine-tuning is placed where the run places the generator (a GPU, mocked), not always the CPU."""
+    import moco.methods.api.collm as collm
+    from moco.runner import run_experiment
+
+    placed, seen = [], {}
+    real_place, real_train = collm.training_placement, collm.train_deferral_head
+
+    def place(ctx, handle):
+        placed.append((handle.name, real_place(ctx, handle)))
+        return "cuda:1", "bfloat16"  # what the run would say for a generator placed on GPU 1
+
+    def train(*a, **kw):
+        seen.update(device=kw["device"], dtype=kw["dtype"])
+        return real_train(*a, **{**kw, "device": "cpu", "dtype": "float32"})  # no GPU in tests
+
+    monkeypatch.setattr(collm, "training_placement", place)
+    monkeypatch.setattr(collm, "train_deferral_head", train)
+    mentor_dir, task = taught_tiny_mentor
+    run_experiment(_config(tiny_models[0], mentor_dir, task, deferral_threshold=0.5, train_generator="lora", epochs=1),
+                   out=tmp_path / "r", cache=cache)
+    assert placed == [("gen", ("cpu", "float32"))] and seen == {"device": "cuda:1", "dtype": "bfloat16"}
+
+
+def test_training_placement_follows_the_runs_device_and_dtype(monkeypatch):
+    """Where a pool model trains: its spec device / hardware.gpu_ids placement, in the run's precision."""
+    import types
+
+    import torch
+
+    from moco.training.adapters import training_placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (8, 0) if i == 1 else (7, 0))
+
+    def ctx_with(device, dtype="auto"):
+        handle = types.SimpleNamespace(spec=types.SimpleNamespace(dtype=dtype))
+        return types.SimpleNamespace(pool=types.SimpleNamespace(device_for=lambda h: device)), handle
+
+    assert training_placement(*ctx_with("cuda:1")) == ("cuda:1", "bfloat16")
+    assert training_placement(*ctx_with("cuda:0")) == ("cuda:0", "float16")  # pre-Ampere GPU
+    assert training_placement(*ctx_with("cuda:1", "float32")) == ("cuda:1", "float32")
+    assert training_placement(*ctx_with("cpu")) == ("cpu", "float32")

@@ -41,7 +41,8 @@ def test_free_mode_the_generator_judges_each_divergence(tiny_backends):
     text before the segments; the chosen segment is what the answer continues with."""
     gen, mentor = tiny_backends
     reqs, sp = _reqs(16)
-    outs = decode_mentor_collab(gen, mentor, reqs, reqs, sampling=sp, proportion=0.5, patch=4, max_word=2)
+    outs = decode_mentor_collab(gen, mentor, reqs, reqs, sampling=sp, proportion=0.5, patch=4, max_word=2,
+                                option_order="fixed")
     ids = gen.tokenizer.convert_tokens_to_ids(["A", "B"])
     n = 0
     for req, o in zip(reqs, outs):
@@ -57,6 +58,40 @@ def test_free_mode_the_generator_judges_each_divergence(tiny_backends):
             n += 1
     assert n >= 3
     assert all(o.usage["mentor"][1] > 0 for o in outs if o.trace["decisions"])
+
+
+def test_free_mode_judges_both_slot_orders_by_default(tiny_backends):
+    """Default (`option_order: both`): the generator judges each divergence twice, once with its own segment in
+    slot A and once in slot B; the mean of the two mentor preferences decides (no A/B position bias)."""
+    gen, mentor = tiny_backends
+    reqs, sp = _reqs(16)
+    outs = decode_mentor_collab(gen, mentor, reqs, reqs, sampling=sp, proportion=0.5, patch=4, max_word=2)
+    ids = gen.tokenizer.convert_tokens_to_ids(["A", "B"])
+    n = 0
+    for req, o in zip(reqs, outs):
+        text = "".join(seg for _, seg in o.trace["segments"])
+        for d in o.trace["decisions"]:
+            before = text[:d["at"]]
+            g, m = d["generator"].strip(), d["mentor"].strip()
+            prefs = []
+            for a, b, mentor_slot in ((g, m, 1), (m, g, 0)):
+                q = before + QUESTION.format(a=a, b=b) + ANCHOR
+                lp = gen.next_token_logprobs([GenRequest(req.messages, sp, assistant_prefix=q)])[0]
+                prefs.append(float(lp[ids[mentor_slot]] - lp[ids[1 - mentor_slot]]))
+            assert d["generator_slot"] == ["A", "B"]
+            assert d["mentor_preference"] == pytest.approx(prefs, abs=1e-3)
+            assert d["score"] == pytest.approx(sum(prefs) / 2, abs=1e-3)
+            assert d["chose"] == ("mentor" if sum(prefs) > 0 else "generator")
+            n += 1
+    assert n >= 3
+    # seeded: one order per decision, drawn from the example's seeded generator, both orders occur
+    seeded = decode_mentor_collab(gen, mentor, reqs, reqs, sampling=sp, proportion=0.5, patch=4, max_word=2,
+                                  option_order="seeded")
+    slots = [d["generator_slot"] for o in seeded for d in o.trace["decisions"]]
+    assert all(len(x) == 1 for x in slots) and {"A", "B"} == {x[0] for x in slots}
+    again = decode_mentor_collab(gen, mentor, reqs, reqs, sampling=sp, proportion=0.5, patch=4, max_word=2,
+                                 option_order="seeded")
+    assert [o.trace for o in again] == [o.trace for o in seeded]
 
 
 def test_stops_at_the_end_of_sequence(taught_tiny_mentor, tiny_backends):

@@ -7,7 +7,7 @@ import pytest
 
 from moco.config import parse_config
 from moco.models.base import GenRequest, SamplingParams
-from moco.methods.api.nudging import decode_nudging, pick_best
+from moco.methods.api.nudging import decode_nudging
 
 QUESTIONS = ["hi", "hello there friend", "abc"]
 
@@ -28,7 +28,8 @@ def test_gamma_extremes_give_each_model_alone(tiny_backends):
     assert [o.text for o in never] == alone_base
     assert all(o.trace["nudges"] == [] and o.usage["nudger"] == [0, 0] for o in never)  # the nudger never ran
     assert [o.text for o in always] == alone_nudger
-    assert all(o.usage["base"][1] == 0 for o in always)  # the base wrote nothing
+    # the base wrote only the tokens that began the nudger's next word (the agreement rule), nothing else
+    assert all(o.usage["base"][1] == len(o.trace["agreements"]) for o in always)
     # the text hand-off (re-tokenise each word) and the no-cache recompute give the same result
     via_text = decode_nudging(base, nudger, reqs, reqs, gamma=1.0, sampling=sp, max_word_tokens=3,
                               shared_vocab=False, kv_cache=False)
@@ -44,7 +45,7 @@ def test_each_nudge_happens_exactly_where_the_base_is_uncertain(tiny_backends):
     reqs, sp = _reqs(14)
     gamma = 0.1
     outs = decode_nudging(base, nudger, reqs, reqs, gamma=gamma, sampling=sp, nudge_first_word=False,
-                          max_word_tokens=1, word_start=lambda tok, t: True)
+                          max_word_tokens=1, word_start=lambda tok, t: True, accept_agreeing=False)
     n_nudged = n_kept = 0
     for req, o in zip(reqs, outs):
         nudged_at = {n["at"]: n for n in o.trace["nudges"]}
@@ -62,10 +63,76 @@ def test_each_nudge_happens_exactly_where_the_base_is_uncertain(tiny_backends):
     assert n_nudged and n_kept  # both kinds of decision occurred
 
 
-def test_pick_best_keeps_the_configured_setting_unless_beaten():
-    assert pick_best([0.5, 0.5, 0.4]) == 0
-    assert pick_best([-3.0, -5.0, -1.0, -2.0]) == 2  # reward-model scores: the best, not the last
-    assert pick_best([-3.0, -5.0]) == 0
+def _top(backend, req, sp, prefix):
+    import torch
+
+    lp = backend.next_token_logprobs([GenRequest(req.messages, sp, assistant_prefix=prefix)])[0]
+    return float(torch.exp(lp.max())), backend.tokenizer.decode([int(lp.argmax())])
+
+
+def _base_positions(o):
+    """(position, text written so far) of every character the base wrote."""
+    pos, out = 0, []
+    for writer, seg in o.trace["segments"]:
+        for ch in seg:
+            if writer == "base":
+                out.append(pos)
+            pos += 1
+    return out
+
+
+def test_uncertainty_is_checked_at_every_token_not_only_at_word_starts(tiny_backends):
+    """The authors check the base's top-1 probability at every token: the base never writes a token it is unsure
+    of. Checking only at word starts (the old rule) lets it write unsure characters inside words."""
+    base, nudger = tiny_backends
+    reqs, sp = _reqs(16)
+    unsure = {}
+    for check_at in ("token", "word"):
+        outs = decode_nudging(base, nudger, reqs, reqs, gamma=0.15, sampling=sp, nudge_first_word=False,
+                              check_at=check_at, accept_agreeing=False, max_word_tokens=3)
+        unsure[check_at] = sum(_top(base, req, sp, o.text[:t])[0] < 0.15
+                               for req, o in zip(reqs, outs) for t in _base_positions(o))
+    assert unsure["token"] == 0 and unsure["word"] > 0
+
+
+def test_base_tokens_agreeing_with_the_nudgers_next_word_are_kept(tiny_backends):
+    """After a nudged word, an uncertain base token is kept when the nudging model's next word starts with it (the
+    authors' agreement rule); every other uncertain position is nudged. Each decision is recomputed here."""
+    base, nudger = tiny_backends
+    reqs, sp = _reqs(14)
+    gamma = 0.2
+    outs = decode_nudging(base, nudger, reqs, reqs, gamma=gamma, sampling=sp, nudge_first_word=False,
+                          max_word_tokens=1, word_start=lambda tok, t: True)
+    agreed = 0
+    for req, o in zip(reqs, outs):
+        nudged = {n["at"] for n in o.trace["nudges"]}
+        kept = {a["at"]: a for a in o.trace["agreements"]}
+        for t in range(len(o.text)):
+            p, base_tok = _top(base, req, sp, o.text[:t])
+            if t in kept:  # uncertain, right after a nudge, and the nudger's next word began with the base token
+                _, nudger_tok = _top(nudger, req, sp, o.text[:t])
+                assert p < gamma and t - 1 in nudged and nudger_tok.startswith(base_tok) and o.text[t] == base_tok
+                assert kept[t]["token"] == base_tok and kept[t]["base_top1"] == pytest.approx(p, abs=1e-3)
+                agreed += 1
+            elif t in nudged:
+                assert p < gamma
+            else:
+                assert p >= gamma
+    assert agreed > 0
+
+
+def test_choice_keeps_the_configured_setting_unless_beaten():
+    """The search's rule (`moco.selection.choose`): index 0 (the configured pair) unless strictly beaten."""
+    import types
+
+    from moco.config import GenerationSettings
+    from moco.selection import choose
+
+    ctx = types.SimpleNamespace(generation=GenerationSettings(), seed=0, extra_metrics={})
+    assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.5], [0.4]]) == 0
+    assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.6], [0.6]]) == 1
+    assert choose(ctx, "x", ["conf", "a"], [[-2.0], [-1.0]]) == 1  # reward-model scores below zero
+    assert ctx.extra_metrics["dev_selection"]["x"]["chosen"] == "a"
 
 
 def _config(tiny_models, task, **params):
@@ -104,6 +171,10 @@ def test_dev_search_reports_the_grid_and_charges_dev(tiny_models, tiny_task, tmp
     # gibberish models score 0 everywhere: the configured gamma stays (the reference would return the last one)
     assert search["chosen"]["gamma"] == 0.1 and res.metrics["nudging"]["gamma"] == 0.1
     assert res.metrics["phases"]["dev"]["calls"] == 3 * 2 * 4  # 3 settings x 2 models x 4 dev items
+    sel = res.metrics["dev_selection"]["nudging"]  # every setting's dev score with its interval, and the margin
+    assert [c["candidate"] for c in sel["candidates"]] == ["gamma=0.1 nudger=nudger", "gamma=0.05 nudger=nudger",
+                                                          "gamma=0.3 nudger=nudger"]
+    assert all(c["ci95"] == [0.0, 0.0] and c["items"] == 4 for c in sel["candidates"]) and sel["margin"] == 0.0
 
 
 def test_validate_rejects_models_without_logits(tiny_task):

@@ -82,3 +82,26 @@ def test_prompt_routing_rejects_wrong_description_count(tiny_task, cache, tmp_pa
     cfg = scripted_config("api_prompt_routing", tiny_task, "ab", {"model_descriptions": ["only one"]})
     with pytest.raises(ConfigError, match="model_descriptions has 1 entries for 2 models"):
         run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
+
+
+def test_prompt_routing_warns_when_descriptions_fall_back(tiny_task, cache, tmp_path, caplog):
+    backends = {"scripted:a": debater("a", False), "scripted:b": debater("b", True),
+                "scripted:c": debater("c", False), "scripted:router": _router()}
+    cfg = scripted_config("prompt_routing", tiny_task, "abc", roles={"router": {"model": "scripted:router"}})
+    cfg = cfg.model_copy(update={"models": [
+        cfg.models[0].model_copy(update={"description": "knows geography"}),
+        cfg.models[1].model_copy(update={"role_prompt": "You are a careful mathematician."}),
+        cfg.models[2]]})
+    with caplog.at_level("WARNING"):
+        res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
+    # b has only a role prompt and c nothing: the router read those instead, and the run says so
+    assert res.metrics["description_fallbacks"] == {"b": "role prompt", "c": "model id"}
+    warned = [r.getMessage() for r in caplog.records if "without a description" in r.getMessage()]
+    assert len(warned) == 1 and "b -> its role prompt" in warned[0] and "c -> its model id" in warned[0]
+    seen = backends["scripted:router"].calls[0].prompt
+    assert "Model 2: You are a careful mathematician." in seen and "Model 3: scripted:c" in seen
+    # with descriptions given, no fallback is recorded
+    given = scripted_config("prompt_routing", tiny_task, "abc", {"model_descriptions": ["x", "y", "z"]},
+                            roles={"router": {"model": "scripted:router"}})
+    assert "description_fallbacks" not in run_experiment(given, tmp_path / "run2", cache=cache,
+                                                         backends=backends).metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import ConfidentBackend, scripted_config
-from moco.routing.offline import Point, Route, Table, apgr, point
+from moco.routing.offline import Point, Route, Table, apgr, oracle_pick, point, sweep
 from moco.runner import run_experiment
 
 
@@ -85,3 +85,17 @@ def test_point_and_apgr_by_hand():
     assert apgr(pts, "r", "test", 0.0, 1.0) == pytest.approx(0.5)
     assert apgr([Point("r", "", "test", 1.0, 0.2, 0, 1)], "r", "test", 0.0, 1.0) == pytest.approx(0.9)
     assert apgr(pts, "r", "test", 0.5, 0.5) is None
+
+
+def test_oracle_takes_the_best_reward_even_below_zero():
+    # reward-model scores: every answer scores below zero, the expensive model's least so
+    cheap_rewards, strong_rewards = [-2.0, -0.5, -1.0], [-0.3, -0.9, -1.0]
+    t = Table(["cheap", "strong"], ["1", "2", "3"], [cheap_rewards, strong_rewards], [[0.9, 0.5, 0.7]] * 2)
+    pts = sweep(t, t, [1.0, 3.0], [0.5])
+    o = _pt([p.__dict__ for p in pts], "oracle", "test")
+    # query 1: strong is best (-0.3 > -2); query 2: cheap (-0.5); query 3: a tie, the cheaper one
+    assert [oracle_pick(t, [0, 1], i) for i in range(3)] == [1, 0, 0]
+    assert o["quality"] == pytest.approx((-0.3 - 0.5 - 1.0) / 3) and o["strong_share"] == pytest.approx(1 / 3)
+    # 0/1 scores: the cheapest right model, else (all wrong) the cheapest
+    b = Table(["a", "b"], ["1", "2", "3"], [[0, 1, 0], [1, 1, 0]], [[None] * 3] * 2)
+    assert [oracle_pick(b, [0, 1], i) for i in range(3)] == [1, 0, 0]

@@ -117,8 +117,13 @@ def test_router_is_trained_and_used_at_test(tiny_models, tiny_task, cache, tmp_p
     assert m["training"]["steps"] == 60 and m["training"]["last_loss"] < m["training"]["first_loss"] * 0.5
     assert not m["training"]["reused"]
     assert m["router"] == "trained-router" and "+lora:" in m["router_fingerprint"]
-    # the trained router names each dev item's own best model (it learnt the per-item labels, not a constant)
-    assert m["router_dev_agreement"] == 1.0
+    # one of the 4 dev items (seeded) is held out of training; the router's agreement is reported on it apart
+    held = [r for r in sft if r["split"] == "heldout"]
+    assert len(held) == 1 and m["training"]["heldout"] == [held[0]["id"]] and m["training"]["examples"] == 3
+    assert m["training"]["device"] == "cpu" and m["training"]["dtype"] == "float32"
+    assert m["router_heldout_agreement"] in (0.0, 1.0)
+    # the trained router names each training item's own best model (it learnt the per-item labels)
+    assert m["router_train_agreement"] == 1.0
     # at test, each query goes where the trained router's output says, and only that model answers it
     outs = [r["trace"]["router_output"] for r in res.predictions]
     assert m["router_parse_failures"] == sum(o not in ("Model 1", "Model 2") for o in outs)
@@ -142,3 +147,11 @@ def test_router_is_trained_and_used_at_test(tiny_models, tiny_task, cache, tmp_p
     fresh = run_experiment(cfg, tmp_path / "run2", cache=cache, backends=backends)
     assert not fresh.metrics["training"]["reused"] and fresh.metrics["total"]["generated_tokens"] == 0
     assert fresh.metrics["router_fingerprint"] == m["router_fingerprint"]
+
+
+def test_heldout_items_are_seeded_and_never_all():
+    from moco.methods.api.trained_router import heldout_items
+
+    assert heldout_items(4, 0.25, 0) == heldout_items(4, 0.25, 0) and len(heldout_items(4, 0.25, 0)) == 1
+    assert len(heldout_items(10, 0.2, 1)) == 2 and heldout_items(10, 0.2, 1) != heldout_items(10, 0.2, 2)
+    assert heldout_items(2, 0.9, 0) != {0, 1} and heldout_items(1, 0.5, 0) == set() == heldout_items(8, 0.0, 0)

@@ -11,7 +11,7 @@ import torch
 
 from moco.config import parse_config
 from moco.errors import ConfigError
-from moco.methods.logit.logit_contrastive import contrastive, proxy_tuning
+from moco.methods.logit.logit_contrastive import contrastive, plausible, proxy_tuning
 from moco.methods.logit.logit_fusion import average
 from moco.models.base import GenRequest, SamplingParams
 from moco.models.fused import FusedBackend, Member
@@ -99,17 +99,19 @@ def test_contrastive_alpha_zero_equals_the_dev_top_model(tiny_models, tiny_task,
 
     ranked = {"calls": 0}
 
-    def fake_dev_scores(self):  # tiny random models all score 0 on dev: fix a ranking to test its use
+    def fake_dev_item_scores(self):  # tiny random models all score 0 on dev: fix a ranking to test its use
         ranked["calls"] += 1
-        return [0.1, 0.9, 0.5]
+        return [[0.1], [0.9], [0.5]]
 
-    monkeypatch.setattr(RunContext, "dev_scores", fake_dev_scores)
+    monkeypatch.setattr(RunContext, "dev_item_scores", fake_dev_item_scores)
     res = run_experiment(_cfg("logit_logit_contrastive", tiny_models, tiny_task, {"alpha": 0.0}), tmp_path / "c0", cache=cache)
     single = run_experiment(_cfg("single_model", tiny_models, tiny_task, {"model": 1}), tmp_path / "s1", cache=cache)
     assert ranked["calls"] >= 1
     assert [r["output"] for r in res.predictions] == [r["output"] for r in single.predictions]
     tr = res.predictions[0]["trace"]
     assert tr["top"] == ["tiny1"] and tr["bottom"] == ["tiny0"] and tr["alpha"] == 0.0
+    sel = res.metrics["dev_selection"]["dev_ranking"]  # the ranking is recorded with every model's dev score
+    assert sel["order"] == ["tiny1", "tiny2", "tiny0"] and sel["chosen"] == "tiny1" and sel["margin"] == 0.4
     strong = run_experiment(_cfg("logit_logit_contrastive", tiny_models, tiny_task, {"alpha": 3.0}), tmp_path / "c3", cache=cache)
     assert [r["output"] for r in strong.predictions] != [r["output"] for r in res.predictions]
 
@@ -168,3 +170,26 @@ def test_fusion_of_smollm_with_itself_equals_its_greedy_output(smollm_dir):
     assert [r.text for r in fused] == [r.text for r in solo]
     assert any(r.finish_reason == "stop" and r.tokens_out < 40 for r in fused)
     assert "Paris" in fused[0].text
+
+
+def test_plausibility_constraint_masks_tokens_the_top_model_rules_out():
+    # p_1 (dev-top) = [.70, .25, .05]; p_2 (dev-bottom) = [.709, .29, .001]; contrastive in log space, α = 1:
+    # 2 log p_1 - log p_2 is largest for token 2 (p_1 = .05): the difference promotes an implausible token
+    p1, p2 = torch.tensor([[0.70, 0.25, 0.05]]), torch.tensor([[0.709, 0.29, 0.001]])
+    logits = [p1.log(), p2.log()]
+    free = contrastive(1, 1.0, "logits")(logits)
+    assert int(free.argmax(-1)) == 2
+    # plausibility 0.1: only tokens with p_1 >= 0.1 * 0.70 = 0.07 stay; token 2 (0.05) is masked
+    masked = plausible(contrastive(1, 1.0, "logits"), 0.1)(logits)
+    assert torch.isinf(masked[0, 2]) and masked[0, 2] < 0 and int(masked.argmax(-1)) == 0  # token 0 by contrast
+    assert torch.equal(masked[0, :2], free[0, :2])  # plausible tokens keep their contrastive scores
+    # a looser constraint (0.05: p_1 >= 0.035) keeps token 2, and it wins again
+    assert int(plausible(contrastive(1, 1.0, "logits"), 0.05)(logits).argmax(-1)) == 2
+    assert plausible(free, None) is free
+
+
+def test_plausibility_recorded_in_the_trace(tiny_models, tiny_task, cache, tmp_path):
+    res = run_experiment(_cfg("logit_contrastive", tiny_models[:2], tiny_task, {"plausibility": 0.1}),
+                         tmp_path / "run", cache=cache)
+    assert res.metrics["logit"]["plausibility"] == 0.1
+    assert all(r["trace"]["plausibility"] == 0.1 for r in res.predictions)

@@ -71,7 +71,7 @@ def _fitness(monkeypatch, fn):
 
 
 def _ranking(monkeypatch, scores):
-    monkeypatch.setattr(RunContext, "dev_scores", lambda self: list(scores))
+    monkeypatch.setattr(RunContext, "dev_item_scores", lambda self: [[s] for s in scores])
 
 
 def _saved(res):
@@ -199,9 +199,10 @@ def test_model_swarms_search_and_final_model(zoo, tiny_task, cache, tmp_path, mo
     base, full = _weights(zoo)
     target = 0.5 * full[0] + 0.5 * full[2]
     _fitness(monkeypatch, lambda r: -float((r.tensor(KEY) - target).norm()))
-    res = run_experiment(_cfg("weight_model_swarms", zoo, tiny_task, {"max_iterations": 6}), tmp_path / "sw", cache=cache)
+    res = run_experiment(_cfg("weight_model_swarms", zoo, tiny_task, {"max_iterations": 6, "lora_space": "product"}),
+                         tmp_path / "sw", cache=cache)
     sw = res.metrics["swarm"]
-    assert sw["lora"] is True  # adapters of one base: base + low-rank deltas, not three full models
+    assert sw["lora"] is True and sw["space"] == "product"  # base + low-rank deltas, not three full models
     first = sw["iterations"][0]
     assert [list(p.values()) for p in first["positions"]] == np.eye(3).tolist()  # particles start as the experts
     assert sw["global_best_dev"] > max(first["fitness"])  # the swarm found a better point than every expert
@@ -215,11 +216,43 @@ def test_model_swarms_search_and_final_model(zoo, tiny_task, cache, tmp_path, mo
     _answers_match_saved_model(res)
 
 
+def test_model_swarms_default_searches_the_authors_lora_factor_space(zoo, tiny_task, cache, tmp_path, monkeypatch):
+    """By default a particle over LoRA experts is its A and B tensors mixed separately (the authors' space):
+    the final model is base + s·(Σ c B)(Σ c A), not the weighted sum of the experts' weights."""
+    base, full = _weights(zoo)
+    ads = [LoraAdapter.load(d) for d in zoo["dirs"]]
+    target = 0.5 * full[0] + 0.5 * full[2]
+    _fitness(monkeypatch, lambda r: -float((r.tensor(KEY) - target).norm()))
+    cfg = _cfg("weight_model_swarms", zoo, tiny_task, {"max_iterations": 3})
+    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"dev_repeats": 2,
+                                                                                "temperature": 0.7})})
+    res = run_experiment(cfg, tmp_path / "sw", cache=cache)
+    sw = res.metrics["swarm"]
+    assert sw["space"] == "factors" and len(sw["iterations"]) == 3
+    # every candidate's dev answers: 2 samples per item; the choice is recorded with intervals
+    n_cand = res.metrics["search"]["candidates"]
+    assert res.metrics["phases"]["dev"]["calls"] == n_cand * 4 * 2
+    sel = res.metrics["dev_selection"]["swarm"]
+    assert sel["repeats"] == 2 and sel["evaluated"] == n_cand
+    assert sel["chosen"] in [c["candidate"] for c in sel["candidates"]] and all(len(c["ci95"]) == 2 for c in sel["candidates"])
+    c = [sw["global_best"][n] for n in NAMES]
+    a = sum(ci * ad.factors[KEY][0] for ci, ad in zip(c, ads))
+    b = sum(ci * ad.factors[KEY][1] for ci, ad in zip(c, ads))
+    saved = _saved(res).model.state_dict()[KEY]
+    assert torch.allclose(saved, base + ads[0].scaling * (b @ a), atol=1e-5)
+    assert not torch.allclose(saved, sum(ci * f for ci, f in zip(c, full)), atol=1e-5)  # not the product space
+    assert -float((saved - target).norm()) == pytest.approx(sw["global_best_dev"], abs=1e-4)
+    # the authors' code defaults, not the MoCo reference's
+    p = __import__("moco.methods.weight.model_swarms", fromlist=["Params"]).Params()
+    assert (p.inertia, p.cognitive, p.social, p.repel, p.step_length, p.patience, p.restart_patience,
+            p.max_iterations) == (0.4, 0.3, 0.3, 0.3, 1.0, 10, 5, 200)
+
+
 def test_lorahub_composes_factors_and_minimises_the_regularised_loss(zoo, tiny_task, cache, tmp_path, monkeypatch):
     goal = np.array([1.0, -0.5, 0.0])
     _fitness(monkeypatch, lambda r: max(0.0, 1 - float(np.linalg.norm(np.array(r.weights) - goal)) / 3))
-    res = run_experiment(_cfg("weight_lorahub", zoo, tiny_task, {"budget": 15, "dev_samples": 2}), tmp_path / "lh",
-                         cache=cache)
+    res = run_experiment(_cfg("weight_lorahub", zoo, tiny_task, {"budget": 15, "dev_samples": 2,
+                                                                 "objective": "dev_score"}), tmp_path / "lh", cache=cache)
     info = res.metrics["lorahub"]
     losses = [s["loss"] for s in info["steps"]]
     assert len(losses) == 15 and info["loss"] == min(losses) < losses[0]  # w = 0 first; the search improved on it
@@ -232,6 +265,32 @@ def test_lorahub_composes_factors_and_minimises_the_regularised_loss(zoo, tiny_t
     a = sum(wi * ad.factors[KEY][0] for wi, ad in zip(w, ads))
     b = sum(wi * ad.factors[KEY][1] for wi, ad in zip(w, ads))
     assert torch.allclose(_saved(res).model.state_dict()[KEY], base + ads[0].scaling * (b @ a), atol=1e-5)
+    _answers_match_saved_model(res)
+
+
+def test_lorahub_default_minimises_the_few_shot_cross_entropy(zoo, tiny_task, cache, tmp_path):
+    """The paper's objective: the gold answers' cross-entropy under each candidate (token mean, / examples as the
+    authors' code) + 0.05·mean|w|, from w = 0; the optimizer's recommendation is the answer."""
+    from moco.methods.text.shared import gold_completion
+    from moco.tasks.registry import resolve_task
+
+    res = run_experiment(_cfg("weight_lorahub", zoo, tiny_task, {"budget": 6}), tmp_path / "lh", cache=cache)
+    info = res.metrics["lorahub"]
+    assert info["objective"] == "cross_entropy" and len(info["steps"]) == 6
+    dev = resolve_task(str(tiny_task), None).loader().dev
+    assert sorted(info["examples"]) == sorted(ex.id for ex in dev)  # 5 asked, the tiny task has 4 dev items
+    # step 0 is w = 0: the bare base model's loss, recomputed here by hand
+    base = HFBackend(str(zoo["base"]), fingerprint="b")
+    golds = [gold_completion(ex) for ex in dev]
+    reqs = [GenRequest((("user", ex.prompt),), SamplingParams(4, 0.0)) for ex in dev]
+    tokens = sum(len(base.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in golds)
+    s0 = info["steps"][0]
+    assert s0["weights"] == {n: 0.0 for n in NAMES}
+    assert s0["cross_entropy"] == pytest.approx(-sum(base.loglikelihood(reqs, golds)) / tokens / len(dev), rel=1e-4)
+    assert len({round(s["cross_entropy"], 6) for s in info["steps"]}) > 1  # the loss depends on the weights
+    for st in info["steps"]:
+        assert st["loss"] == pytest.approx(st["cross_entropy"] + 0.05 * np.mean(np.abs(list(st["weights"].values()))))
+    assert res.metrics["phases"]["dev"]["calls"] >= 6  # every loss evaluation is a recorded model call
     _answers_match_saved_model(res)
 
 

@@ -130,6 +130,11 @@ class GenerationSettings(StrictModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     batch_size: int = Field(16, ge=1, le=4096, description="rows per forward pass (HF backends)")
     big_model_mode: bool = Field(False, description="shard each model over hardware.gpu_ids (device_map=auto)")
+    dev_decoding: Literal["sampled", "greedy"] = Field(
+        "sampled", description="dev answers of every dev-based selection (dev-best model, rankings, soups, "
+        "swarms, grids): the run's sampling (the papers') or greedy")
+    dev_repeats: int = Field(1, ge=1, le=64, description="sampled dev decoding: each dev item's score is the "
+                             "mean over this many independent samples (1: one pass, as the papers)")
     prefix_cache_mb: int = Field(1024, ge=0, le=1 << 20, description="KV of processed prompts kept per loaded "
                                  "model (on its device) so a prompt extending one is prefilled only from where it "
                                  "differs; 0 = off")

@@ -96,6 +96,7 @@ class RunContext:
         self.roles = roles or {}
         self._dev_scores: dict[int, list[ScoreResult]] = {}
         self._dev_answers: dict[int, list[Response]] = {}
+        self._dev_item_scores: dict[int, list[float]] = {}
         self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
         self._batch_id = 0
         self._results_lock = threading.Lock()
@@ -287,26 +288,41 @@ class RunContext:
             return score_many(self.scorer, self, examples, texts)
 
     def dev_scores(self) -> list[float]:
-        """Mean dev score of every model (generated once per run and cached; ties keep pool order)."""
+        """Mean dev score of every model (generated once per run and cached; ties keep pool order). Dev answers
+        follow the shared dev-selection settings (`moco.selection`: greedy, or the mean of `dev_repeats`
+        samples per item)."""
+        return [sum(s) / max(1, len(s)) for s in self.dev_item_scores()]
+
+    def dev_item_scores(self) -> list[list[float]]:
+        """Per-item dev scores of every model, out[model_index][example_index] (means over `dev_repeats`)."""
+        from moco.selection import dev_repeats, dev_sampling
+
         missing = [m for m in self.models if m.index not in self._dev_scores]
         if missing:
             if not self.dev:
                 raise ValueError(f"task {self.task.name} has no dev split; dev-based selection is impossible")
+            sampling, reps, n = dev_sampling(self), dev_repeats(self), len(self.dev)
             with self.phase("dev"):
-                answers = self.answer_all(self.dev, tag="answer", models=missing)
-            for m, outs in zip(missing, answers):
-                self._dev_answers[m.index] = outs
-                self._dev_scores[m.index] = self.score_many(self.dev, [r.text for r in outs])
-        return [sum(s.score for s in self._dev_scores[m.index]) / max(1, len(self.dev)) for m in self.models]
+                flat = self.generate([Call(m, ex.prompt, sampling, replica=r, images=ex.images)
+                                      for r in range(reps) for m in missing for ex in self.dev], tag="answer")
+            for k, m in enumerate(missing):
+                passes = [flat[(r * len(missing) + k) * n:(r * len(missing) + k + 1) * n] for r in range(reps)]
+                scored = [self.score_many(self.dev, [x.text for x in outs]) for outs in passes]
+                self._dev_answers[m.index] = passes[0]
+                self._dev_scores[m.index] = scored[0]
+                self._dev_item_scores[m.index] = [sum(p[i].score for p in scored) / reps for i in range(n)]
+        return [self._dev_item_scores[m.index] for m in self.models]
 
     def dev_answers(self) -> tuple[list[list[Response]], list[list[float]]]:
         """The dev answers `dev_scores()` scored, and their per-item scores: out[model_index][example_index].
         Methods that train on dev candidates reuse them instead of asking (and paying) again."""
-        self.dev_scores()
+        self.dev_item_scores()
         return ([self._dev_answers[m.index] for m in self.models],
                 [[s.score for s in self._dev_scores[m.index]] for m in self.models])
 
     def dev_best(self) -> ModelHandle:
-        """The model with the best mean dev score (first in pool order on ties)."""
-        scores = self.dev_scores()
-        return self.models[max(range(len(scores)), key=lambda i: (scores[i], -i))]
+        """The model with the best mean dev score (first in pool order on ties); the choice and every model's
+        dev score with its interval are recorded in metrics (`dev_selection.dev_best`)."""
+        from moco.selection import choose
+
+        return self.models[choose(self, "dev_best", [m.name for m in self.models], self.dev_item_scores())]

@@ -5,9 +5,9 @@ s = lora_alpha / r (lora_alpha / √r with rsLoRA). Two ways to mix adapters wit
 
 - `delta` (default for every method that searches in weight space): Σ w_i·s_i·B_i·A_i — the exact weighted
   sum of the adapters' effects, the same as mixing the full fine-tuned models W + ΔW_i.
-- `factors` (LoraHub, Huang et al. 2024, eq. 2): (Σ w_i B_i)(Σ w_i A_i)·s — what the LoraHub paper composes.
-  It is not a weighted sum of the adapters' effects (cross terms B_i A_j appear), so we use it only where
-  the paper does. (The reference's swarm fast path mixes A and B separately too; we do not.)
+- `factors` (LoraHub, Huang et al. 2024, eq. 2): (Σ w_i B_i)(Σ w_i A_i)·s — what the LoraHub paper composes,
+  and the search space of the Model Swarms authors' code over LoRA experts. It is not a weighted sum of the
+  adapters' effects (cross terms B_i A_j appear), so it is used where the authors do.
 """
 from __future__ import annotations
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from moco.context import Output, RunContext
+from moco.context import Call, Output, RunContext
 from moco.merging.recipe import Node
 from moco.merging.workbench import Workbench
 from moco.models.pool import ModelHandle
+from moco.selection import dev_repeats, dev_sampling, record
 from moco.tasks.base import Example
 
 
@@ -24,6 +25,7 @@ class DevSearch:
         self.bench = Workbench(template)
         self.handles: dict[str, ModelHandle] = {}
         self.scores: dict[str, float] = {}
+        self.items: dict[str, list[float]] = {}  # recipe digest -> per-item dev scores (means over repeats)
         self.log: list[dict[str, Any]] = []
         self.seconds = 0.0
 
@@ -44,10 +46,14 @@ class DevSearch:
         t0 = time.time()
         merges0 = self.bench.merges
         h = self.handle(recipe)
-        with self.ctx.phase("dev"):
-            rs = self.ctx.ask(h, [ex.prompt for ex in self.dev], tag=f"{self.label} candidate")
-        scored = self.ctx.score_many(self.dev, [r.text for r in rs])  # batched (a judge scorer: one call)
-        s = sum(0.0 if r.failed else x.score for x, r in zip(scored, rs)) / max(1, len(self.dev))
+        sampling, reps, n = dev_sampling(self.ctx), dev_repeats(self.ctx), len(self.dev)
+        with self.ctx.phase("dev"):  # greedy or `dev_repeats` samples per item (moco.selection)
+            rs = self.ctx.generate([Call(h, ex.prompt, sampling, replica=r) for r in range(reps) for ex in self.dev],
+                                   tag=f"{self.label} candidate")
+        scored = self.ctx.score_many(self.dev * reps, [r.text for r in rs])  # batched (a judge scorer: one call)
+        flat = [0.0 if r.failed else x.score for x, r in zip(scored, rs)]
+        self.items[digest] = [sum(flat[r * n + i] for r in range(reps)) / reps for i in range(n)]
+        s = sum(self.items[digest]) / max(1, n)
         dt = time.time() - t0
         self.seconds += dt
         self.scores[digest] = s
@@ -63,6 +69,18 @@ class DevSearch:
                 "merges": self.bench.merges, "merge_seconds": round(self.bench.merge_seconds, 3),
                 "candidates_log": self.log}
 
+    def record_choice(self, recipe: Node, top: int = 10) -> None:
+        """Record the choice in metrics (`dev_selection.<label>`): the chosen candidate and the `top` best by
+        dev score, each with its 95% interval over items, so a reader sees how close the choice was."""
+        chosen = recipe.digest()
+        if chosen not in self.items:
+            return
+        names = {e["digest"]: f"#{e['candidate']} {e['recipe']}" for e in self.log}
+        best = sorted(self.items, key=lambda d: -self.scores[d])[:top]
+        shown = best + ([chosen] if chosen not in best else [])
+        record(self.ctx, self.label, [names.get(d, d) for d in shown], [self.items[d] for d in shown],
+               names.get(chosen, chosen), evaluated=len(self.items))
+
     def finish(self, recipe: Node, trace: dict[str, Any] | None = None) -> list[Output]:
         """Save the chosen model to the run directory, answer the test set with it, record the search cost."""
         saved = None
@@ -72,6 +90,7 @@ class DevSearch:
         with self.ctx.phase("test"):
             rs = self.ctx.ask(h, [ex.prompt for ex in self.ctx.test], tag=f"{self.label} final")
         self.ctx.extra_metrics["search"] = self.report()
+        self.record_choice(recipe)
         self.ctx.extra_metrics["final_model"] = {"recipe": recipe.summary(), "digest": recipe.digest(),
                                                  "dev_score": self.scores.get(recipe.digest()),
                                                  "path": str(saved) if saved else None}

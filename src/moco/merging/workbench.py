@@ -90,5 +90,10 @@ class CandidateBackend:
         self.bench.load(self.recipe)
         return self.bench.backend.generate(requests)
 
+    def loglikelihood(self, requests: list[GenRequest], continuations: list[str]) -> list[float]:
+        """Log-probability of each continuation under the merged model (e.g. LoraHub's few-shot loss)."""
+        self.bench.load(self.recipe)
+        return self.bench.backend.loglikelihood(requests, continuations)
+
     def close(self) -> None:  # the workbench model belongs to the search, not to this view
         pass

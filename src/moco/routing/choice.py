@@ -10,11 +10,14 @@ is a recorded parse failure (never a silent default):
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from moco.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _MODEL_K = re.compile(r"\bmodel\s*(?:number|no\.?|#)?\s*[:#]?\s*(\d+)(?!\d)(?!\.\d)", re.I)
 _NUMBER = re.compile(r"(?<![\w.])(\d+)(?!\d)(?!\.\d)")
@@ -59,13 +62,21 @@ def parse_model_choice(text: str, n_models: int, names: list[str] | None = None)
     return Choice(None, "no model number in the output")
 
 
-def model_descriptions(models: list[Any], given: list[str] | None) -> list[str]:
+def model_descriptions(models: list[Any], given: list[str] | None, ctx: Any = None) -> list[str]:
     """What a router reads about each model: `given` (a params list, one per model), else each model's config
-    `description` (falling back to its role prompt, then its name)."""
+    `description` (falling back to its role prompt, then its name). A router that reads ids or role prompts
+    routes on names, not on what the models are good at: with `ctx`, such fallbacks are warned about (one
+    line) and recorded in metrics (`description_fallbacks`: model -> "role prompt" | "model id")."""
     if given is not None:
         if len(given) != len(models):
             raise ConfigError(f"params: model_descriptions has {len(given)} entries for {len(models)} models")
         return list(given)
+    fallbacks = {m.name: "role prompt" if m.spec.role_prompt else "model id"
+                 for m in models if not m.spec.description}
+    if ctx is not None and fallbacks:
+        ctx.extra_metrics["description_fallbacks"] = fallbacks
+        log.warning("models without a description, the router reads instead: %s (give each model a `description` "
+                    "or params.model_descriptions)", ", ".join(f"{n} -> its {w}" for n, w in fallbacks.items()))
     return [m.description for m in models]
 
 

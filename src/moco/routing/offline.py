@@ -7,7 +7,8 @@ cost = mean summed cost of the calls; calls = mean number of calls. Families eva
 
 - single: each model alone;
 - random: the cheapest model, or with probability p the most expensive one (expected values, exact);
-- oracle: the cheapest model that is right (else the cheapest) — an upper bound no router reaches;
+- oracle: the cheapest model with the query's best score (right answers: the cheapest right model; all wrong:
+  the cheapest; reward scores, which may all be negative: the highest reward) — an upper bound no router reaches;
 - cascade: all models cheapest first, each level's threshold the p-quantile of its model's dev confidences
   (the api_cascade rule); p sweeps a grid;
 - cascade_2: the cheapest then the most expensive model only (a binary confidence router), when M > 2;
@@ -87,6 +88,13 @@ def cascade_thresholds(dev: Table, order: Sequence[int], percentage: float) -> l
     return calibrate([dev.confidences[m] for m in order[:-1]], percentage)
 
 
+def oracle_pick(table: Table, order: Sequence[int], i: int) -> int:
+    """The cheapest model (in cost `order`) whose score on query i is the best of all models. "Right" is the
+    best score, not a positive one: with reward scores below zero the best (least negative) model still wins."""
+    best = max(table.scores[k][i] for k in range(len(table.names)))
+    return next(m for m in order if table.scores[m][i] >= best)
+
+
 def sweep(dev: Table, test: Table, costs: Sequence[float], percentages: Sequence[float],
           decisions: dict[str, Route] | None = None) -> list[Point]:
     """Every family's points on dev and on test (decisions: test only)."""
@@ -102,8 +110,7 @@ def sweep(dev: Table, test: Table, costs: Sequence[float], percentages: Sequence
         for p in percentages:
             points.append(Point("random", f"p={p:.2f}", split, round((1 - p) * qc + p * qs, 6), round(p, 6),
                                 round((1 - p) * costs[cheap] + p * costs[strong], 6), 1.0, p))
-        oracle = [next((m for m in order if table.scores[m][i] > 0 and table.scores[m][i] >= max(
-            table.scores[k][i] for k in range(len(table.names)))), cheap) for i in range(n)]
+        oracle = [oracle_pick(table, order, i) for i in range(n)]
         points.append(point(table, Route([[a] for a in oracle], oracle), costs, "oracle", "best per query", split))
         for family, levels in cascades:
             for p in percentages:

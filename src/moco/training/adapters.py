@@ -58,15 +58,26 @@ def load_tokenizer(base_dir: str | Path, padding_side: str = "right") -> Any:
     return tok
 
 
+def training_placement(ctx: Any, handle: Any) -> tuple[str, str]:
+    """(device, dtype name) to train a model of the pool on: where and in what precision the run places it
+    (its `device`, else hardware.gpu_ids, else the CPU; fp32 on CPU, bf16/fp16 on a GPU unless its `dtype`
+    says otherwise) — not always CPU fp32. LoRA weights stay fp32 (peft upcasts adapters)."""
+    from moco.models.placement import dtype_name, pick_device
+
+    device = pick_device(ctx.pool.device_for(handle))
+    return device, dtype_name(handle.spec.dtype, device)
+
+
 def load_lora_model(base_dir: str | Path, init_adapter: str | Path | None, lora: dict[str, Any],
-                    device: str = "cpu") -> Any:
-    """The base model in fp32 with a trainable LoRA adapter: a fresh one from `lora` settings, or the adapter
-    in `init_adapter` to continue training (the model then is base + that adapter, and so is the result)."""
+                    device: str = "cpu", dtype: str = "float32") -> Any:
+    """The base model (fp32 unless `dtype` says otherwise) on `device` with a trainable LoRA adapter: a fresh
+    one from `lora` settings, or the adapter in `init_adapter` to continue training (the model then is
+    base + that adapter, and so is the result)."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype)).to(device)
     model.config.use_cache = False
     if init_adapter:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)

@@ -167,10 +167,11 @@ def digest_of(parts: dict[str, Any]) -> str:
 
 def train_deferral_head(generator: Any, mentor: Any, gen_seqs: list[TokenSeq], mentor_seqs: list[TokenSeq],
                         out_dir: str | Path, settings: DeferralSettings | None = None, *,
-                        identity: dict[str, Any] | None = None, generator_dir: str | None = None) -> DeferralResult:
+                        identity: dict[str, Any] | None = None, generator_dir: str | None = None,
+                        device: str = "cpu", dtype: str = "float32") -> DeferralResult:
     """Train the deferral head for (generator, mentor) — loaded models, used without gradients unless
-    `settings.lora`, then a trainable copy of `generator_dir` gets a LoRA adapter — on aligned sequences
-    (same target tokens; prompts may differ, e.g. role prompts)."""
+    `settings.lora`, then a trainable copy of `generator_dir` gets a LoRA adapter on `device` in `dtype` (the
+    run's placement of the generator) — on aligned sequences (same target tokens; prompts may differ)."""
     import torch
 
     s = settings or DeferralSettings()
@@ -219,7 +220,7 @@ def train_deferral_head(generator: Any, mentor: Any, gen_seqs: list[TokenSeq], m
     else:
         if generator_dir is None:
             raise ValueError("lora training needs the generator's model folder")
-        adapter_dir = _train_joint(generator_dir, head, gen_seqs, m_stats, s, log, out)
+        adapter_dir = _train_joint(generator_dir, head, gen_seqs, m_stats, s, log, out, device, dtype)
     with torch.no_grad():
         z = head.logit(hidden)
         log["marginal_nll_before"] = float(marginal_nll(torch.full_like(z, -2.0), lp_gen, lp_mentor).mean())
@@ -239,16 +240,16 @@ def train_deferral_head(generator: Any, mentor: Any, gen_seqs: list[TokenSeq], m
 
 
 def _train_joint(generator_dir: str, head: DeferralHead, gen_seqs: list[TokenSeq], m_stats: list[dict],
-                 s: DeferralSettings, log: dict, out: Path) -> Path:
-    """Generator (LoRA) and head trained together on the marginal likelihood; the mentor's log-probs are fixed."""
+                 s: DeferralSettings, log: dict, out: Path, device: str = "cpu", dtype: str = "float32") -> Path:
+    """Generator (LoRA) and head trained together on the marginal likelihood, on `device`; the mentor's
+    log-probs are fixed."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32)
-    model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0,
-                                             target_modules="all-linear", task_type="CAUSAL_LM"))
+    from moco.training.adapters import load_lora_model
+
+    model = load_lora_model(generator_dir, None, {"r": s.lora_r, "lora_alpha": s.lora_alpha, "lora_dropout": 0.0,
+                                                  "target_modules": "all-linear"}, device, dtype)
+    head.linear.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam([{"params": params, "lr": s.lora_learning_rate},
                             {"params": list(head.linear.parameters()), "lr": s.learning_rate}])
@@ -258,19 +259,20 @@ def _train_joint(generator_dir: str, head: DeferralHead, gen_seqs: list[TokenSeq
         for batch in torch.randperm(len(gen_seqs), generator=rng).split(s.batch_sequences):
             seqs = [gen_seqs[i] for i in batch]
             x, mask = right_padded([p + t for p, t in seqs])
-            res = model(input_ids=x, attention_mask=mask, output_hidden_states=True)
+            res = model(input_ids=x.to(device), attention_mask=mask.to(device), output_hidden_states=True)
             logp = torch.log_softmax(res.logits.float(), -1)
             losses = []
             for i, (p, t) in enumerate(seqs):
-                idx = torch.arange(len(p) - 1, len(p) + len(t) - 1)
-                lp_g = logp[i, idx].gather(1, torch.tensor(t)[:, None])[:, 0]
+                idx = torch.arange(len(p) - 1, len(p) + len(t) - 1, device=device)
+                lp_g = logp[i, idx].gather(1, torch.tensor(t, device=device)[:, None])[:, 0]
                 z = head.logit(res.hidden_states[-1][i, idx])
-                losses.append(marginal_nll(z, lp_g, m_stats[int(batch[i])]["lp"]))
+                losses.append(marginal_nll(z, lp_g, m_stats[int(batch[i])]["lp"].to(device)))
             loss = torch.cat(losses).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             log["losses"].append(float(loss.detach()))
+    head.linear.to("cpu")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

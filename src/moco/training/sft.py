@@ -2,7 +2,8 @@
 
 Loss is on the completion tokens only. The adapter is written to `out_dir` with a `.complete` marker holding
 the hash of the data and settings: calling again with the same inputs reuses it (a resumed run does not
-train twice), different inputs retrain. fp32 and no gradient checkpointing on CPU (bf16 is ~3x slower there).
+train twice), different inputs retrain. No gradient checkpointing; fp32 on CPU (bf16 is ~3x slower there),
+the run's precision on a GPU when the caller passes it (`training_placement`).
 `init_adapter` continues training an existing adapter (base + that adapter is the starting model, and the
 result is again one adapter on the base, of that adapter's LoRA shape), e.g. a later iteration of an
 iterative method.
@@ -48,13 +49,15 @@ class SFTResult:
 
 def train_lora_sft(base_dir: str | Path, data: list[tuple[list[Message], str]], out_dir: str | Path,
                    settings: SFTSettings | None = None, device: str = "cpu",
-                   init_adapter: str | Path | None = None) -> SFTResult:
-    """Fine-tune a LoRA adapter on (messages, completion) pairs and save it to `out_dir`."""
+                   init_adapter: str | Path | None = None, dtype: str = "float32") -> SFTResult:
+    """Fine-tune a LoRA adapter on (messages, completion) pairs and save it to `out_dir`, with the base model
+    on `device` in `dtype` (see `training_placement`)."""
     import torch
 
     s = settings or SFTSettings()
     out = Path(out_dir)
-    digest = training_digest(base_dir, [([list(m) for m in msgs], c) for msgs, c in data], s, init_adapter)
+    digest = training_digest(base_dir, [([list(m) for m in msgs], c) for msgs, c in data], s, init_adapter,
+                             **({"dtype": dtype} if dtype != "float32" else {}))
     log = reusable_log(out, digest)
     if log is not None:
         return SFTResult(out, log["steps"], log["losses"], log["seconds"], reused=True)
@@ -63,7 +66,7 @@ def train_lora_sft(base_dir: str | Path, data: list[tuple[list[Message], str]], 
     t0 = time.time()
     torch.manual_seed(s.seed)
     tok = load_tokenizer(base_dir)
-    model = load_lora_model(base_dir, init_adapter, lora_kwargs(s), device)
+    model = load_lora_model(base_dir, init_adapter, lora_kwargs(s), device, dtype)
     rows = [_encode(tok, msgs, completion, s.max_length) for msgs, completion in data]
     rows = [r for r in rows if any(label != -100 for label in r[1])]
     if not rows:

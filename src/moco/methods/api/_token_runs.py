@@ -59,9 +59,10 @@ def hf_backend(ctx: RunContext, handle: ModelHandle, method: str) -> Any:
 
 
 def requests_for(ctx: RunContext, handle: ModelHandle, prompts: Sequence[str],
-                 sampling: SamplingParams) -> list[GenRequest]:
-    """The exact requests `ctx.generate` would send (role prompt, chat messages, per-request seed)."""
-    return [ctx.request(Call(handle, p, sampling))[1] for p in prompts]
+                 sampling: SamplingParams, replica: int = 0) -> list[GenRequest]:
+    """The exact requests `ctx.generate` would send (role prompt, chat messages, per-request seed; `replica`:
+    the i-th independent sample, e.g. a dev repeat)."""
+    return [ctx.request(Call(handle, p, sampling, replica))[1] for p in prompts]
 
 
 def run_token_level(ctx: RunContext, *, method: str, settings: dict[str, Any], models: Sequence[ModelHandle],

@@ -14,6 +14,14 @@ Training (dev phase), on THIS task's dev split (the reference trains on MATH wha
    jointly, which `train_generator: lora` does through a LoRA adapter (then the adapted generator decodes).
    The head (and adapter) are cached by a digest of models, data and settings: re-runs do not retrain.
 
+Threshold (dev phase, as the paper: η is chosen on validation data): with `deferral_threshold: null` (the
+default) the dev split is decoded once per threshold of `threshold_grid` and the best mean dev score wins (ties:
+the higher threshold, fewer mentor calls); metrics `dev_selection.deferral_threshold` list every threshold's
+dev score with its interval. The dev items also trained the head: the choice is optimistic for small dev sets.
+A number fixes the threshold (no search).
+
+Decoding is greedy by default (the paper's and the authors' code); `do_sample: true` uses the run's sampling.
+
 Inference (test phase), per example, all examples of a batch in lock-step with a KV cache per model:
 at step t the generator computes P(defer); above threshold(t) the mentor writes the token (`defer`: the
 mentor's token; `compose`: from (1−p)·p_gen + p·p_mentor), else the generator's token. The mentor is fed
@@ -42,6 +50,7 @@ from moco.models.base import Capabilities, GenRequest, SamplingParams
 from moco.models.stepper import Program, Seeds, Stepper, run_rows, sample
 from moco.tasks.base import Example
 from moco.tasks.formats import MC_INSTRUCTION
+from moco.training.adapters import training_placement
 from moco.training.deferral import DeferralHead, DeferralSettings, digest_of, train_deferral_head
 
 
@@ -56,7 +65,11 @@ class Params(MethodParams):
 
     generator: int | str = Field(0, description="the model that writes and learns when to defer (index or name)")
     mentor: int | str = Field(1, description="the model deferred to (index or name), frozen")
-    deferral_threshold: float = Field(0.5, ge=0.0, le=1.0, description="defer where P(defer) exceeds it")
+    deferral_threshold: float | None = Field(None, ge=0.0, le=1.0, description="defer where P(defer) exceeds it; "
+                                             "None: chosen on dev from threshold_grid (the paper)")
+    threshold_grid: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], min_length=1,
+                                        description="thresholds tried on dev when deferral_threshold is None")
+    do_sample: bool = Field(False, description="False: greedy decoding (the paper); True: the run's sampling")
     deferral_strategy: Literal["defer", "compose"] = Field("defer", description="defer: the mentor writes the "
                                                            "token; compose: mix both distributions by P(defer)")
     threshold_warmup_schedule: Literal["none", "linear", "cosine"] = Field(
@@ -218,8 +231,10 @@ def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
     identity = {"generator": ctx.pool.fingerprint(gen), "mentor": ctx.pool.fingerprint(mentor)}
     out_dir = cache_dir() / "collm" / digest_of({"pair": identity, "task": ctx.task.name, "targets": targets})
     t0 = time.time()
+    device, dtype = training_placement(ctx, gen)  # joint fine-tuning runs where the run places the generator
     result = train_deferral_head(gen_be.model, mentor_be.model, gen_seqs, mentor_seqs, out_dir, settings,
-                                 identity=identity, generator_dir=ctx.model_path(gen) if settings.lora else None)
+                                 identity=identity, generator_dir=ctx.model_path(gen) if settings.lora else None,
+                                 device=device, dtype=dtype)
     seconds = time.time() - t0 if not result.reused else result.log.get("seconds", 0.0)
     n_gen = sum(len(p) + len(t) for p, t in gen_seqs)
     n_men = sum(len(p) + len(t) for p, t in mentor_seqs)
@@ -243,7 +258,7 @@ def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
 @method("api_collm", params=Params, level="api", aliases=("collm", "co_llm"), min_models=2, max_models=2,
         needs=Capabilities(logits=True), same_tokenizer=True, trainable=True,
         paper="Shen et al. 2024, Learning to Decode Collaboratively with Multiple Language Models",
-        summary="A deferral head trained on dev (marginal likelihood) picks, per token, generator or mentor")
+        summary="A deferral head trained on dev (marginal likelihood) picks, per token, generator or mentor (threshold chosen on dev)")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     gen, mentor = ctx.model(params.generator), ctx.model(params.mentor)
     if gen.index == mentor.index:
@@ -254,25 +269,57 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     with ctx.phase("dev"):
         head, decoder, info = train(ctx, params, gen, mentor, gen_be, mentor_be)
     dec_be = hf_backend(ctx, decoder, "api_collm")
-    sampling = ctx.sampling()
-    prompts = [ex.prompt for ex in ctx.test]
-    g_req = requests_for(ctx, decoder, prompts, sampling)
-    m_req = requests_for(ctx, mentor, prompts, sampling)
+    sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
 
-    def decode(idx: list[int]) -> list[Outcome]:
-        return decode_collm(dec_be, mentor_be, head, [g_req[i] for i in idx], [m_req[i] for i in idx],
-                            sampling=sampling, threshold=params.deferral_threshold,
-                            strategy=params.deferral_strategy, schedule=params.threshold_warmup_schedule,
-                            warmup=params.threshold_warmup_steps, kv_cache=params.kv_cache,
-                            names=(decoder.name, mentor.name))
+    def run_on(examples: list[Example], threshold: float, smp: SamplingParams, tag: str, replica: int = 0):
+        prompts = [ex.prompt for ex in examples]
+        g_req = requests_for(ctx, decoder, prompts, smp, replica)
+        m_req = requests_for(ctx, mentor, prompts, smp, replica)
 
-    settings = {"head": info["digest"], "threshold": params.deferral_threshold, "strategy": params.deferral_strategy,
-                "schedule": params.threshold_warmup_schedule, "warmup": params.threshold_warmup_steps, "v": 1}
+        def decode(idx: list[int]) -> list[Outcome]:
+            return decode_collm(dec_be, mentor_be, head, [g_req[i] for i in idx], [m_req[i] for i in idx],
+                                sampling=smp, threshold=threshold, strategy=params.deferral_strategy,
+                                schedule=params.threshold_warmup_schedule, warmup=params.threshold_warmup_steps,
+                                kv_cache=params.kv_cache, names=(decoder.name, mentor.name))
+
+        settings = {"head": info["digest"], "threshold": threshold, "strategy": params.deferral_strategy,
+                    "schedule": params.threshold_warmup_schedule, "warmup": params.threshold_warmup_steps, "v": 1,
+                    **({"replica": replica} if replica else {})}
+        return run_token_level(ctx, method="api_collm", settings=settings, models=[decoder, mentor], prompts=prompts,
+                               sampling=smp, decode=decode, tag=tag)
+
+    threshold = params.deferral_threshold
+    if threshold is None:
+        with ctx.phase("dev"):
+            threshold = choose_threshold(ctx, params, run_on)
     with ctx.phase("test"):
-        outs = run_token_level(ctx, method="api_collm", settings=settings, models=[decoder, mentor], prompts=prompts,
-                               sampling=sampling, decode=decode, tag="co-llm")
+        outs = run_on(ctx.test, threshold, sampling, "co-llm")
     deferred = sum(o.trace["deferred_tokens"] for o in outs)
     total = sum(o.trace["tokens"] for o in outs) or 1
     ctx.extra_metrics["collm"] = {"head": info, "deferral_rate": deferred / total, "generator": decoder.name,
-                                  "mentor": mentor.name}
-    return [Output(o.text, trace={**o.trace, "head": info["digest"]}) for o in outs]
+                                  "mentor": mentor.name, "threshold": threshold,
+                                  "threshold_from": "fixed" if params.deferral_threshold is not None else "dev",
+                                  "decoding": "sampled" if params.do_sample else "greedy"}
+    return [Output(o.text, trace={**o.trace, "head": info["digest"], "threshold": threshold}) for o in outs]
+
+
+def choose_threshold(ctx: RunContext, params: Params, run_on: Any) -> float:
+    """The deferral threshold with the best mean dev score over `threshold_grid` (ties: the higher one)."""
+    from moco.selection import averaged, choose, dev_sampling
+
+    grid = sorted(set(params.threshold_grid))
+    smp = dev_sampling(ctx, **({} if params.do_sample else {"temperature": 0.0}))
+    items, rates = [], {}
+    for t in grid:
+        rate: list[float] = []
+
+        def one_pass(r: int, t: float = t, rate: list[float] = rate) -> list[float]:
+            outs = run_on(ctx.dev, t, smp, f"threshold {t}", r)
+            rate.append(sum(o.trace["deferred_tokens"] for o in outs) / max(1, sum(o.trace["tokens"] for o in outs)))
+            return [s.score for s in ctx.score_many(ctx.dev, [o.text for o in outs])]
+
+        items.append(averaged(ctx, one_pass))
+        rates[str(t)] = round(sum(rate) / len(rate), 4)
+    best = choose(ctx, "deferral_threshold", [str(t) for t in grid], items, key=lambda i: grid[i],
+                  deferral_rates=rates)
+    return grid[best]

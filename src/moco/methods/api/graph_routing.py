@@ -112,7 +112,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
 
     models = ctx.models
     n_m = len(models)
-    descriptions = model_descriptions(models, params.model_descriptions)
+    descriptions = model_descriptions(models, params.model_descriptions, ctx)
     prices = params.costs or [1.0] * n_m
     if len(prices) != n_m:
         raise ConfigError(f"params: costs has {len(prices)} entries for {n_m} models")

@@ -8,7 +8,10 @@ Efficient Reasoning" (2026). A generator writes word by word. Before each word, 
 2. otherwise each writes a lookahead segment of `patch_size` tokens from there: A (generator), B (mentor);
 3. a judge picks the segment that is appended for both models:
    * `free`: the generator itself, asked (as a continuation of the text so far) which option leads to a
-     correct answer; its next-token logits for "A" and "B" after "My choice: Option (" decide;
+     correct answer; its next-token logits for "A" and "B" after "My choice: Option (" decide. By default it
+     is asked twice, with each segment once in slot A (`option_order: both`), and the two preferences are
+     averaged, so a judge that favours one slot does not favour one model (the reference always puts the
+     generator's segment in A); `seeded` draws one order per decision;
    * `train`: a small MLP on the generator's last hidden state at the end of that question; it is trained
      here on dev rollouts (the reference downloads a pre-trained one): at divergence points found while
      decoding the dev set, both segments are completed by the generator alone and scored by the task scorer;
@@ -54,6 +57,10 @@ class Params(MethodParams):
     patch_size: int = Field(16, ge=1, le=256, description="tokens of each lookahead segment")
     mode: Literal["free", "train"] = Field("free", description="free: the generator judges; train: an MLP "
                                            "trained on dev rollouts judges")
+    option_order: Literal["both", "seeded", "fixed"] = Field(
+        "both", description="free mode: the judge sees the segments in both A/B orders and their preferences are "
+        "averaged (no position bias); seeded: one random order per decision; fixed: the generator's always A "
+        "(the reference)")
     mlp_threshold: float = Field(0.5, ge=0.0, le=1.0, description="train mode: MLP score above it keeps the "
                                  "generator's segment")
     train_points: int = Field(64, ge=1, description="train mode: most divergence points labelled on dev")
@@ -81,8 +88,10 @@ def _option_ids(st: Stepper) -> tuple[int, int]:
 
 def mentor_program(row: int, gen: Stepper, mentor: Stepper, *, sampling: SamplingParams, seeds: Seeds,
                    rng: random.Random, proportion: float, patch: int, budget: int, max_word: int,
-                   shared_vocab: bool, judge: Any, collect: list | None, result: dict[str, Any]) -> Program:
-    """MentorCollab for one row. `judge(features)` -> (keep generator?, score) in train mode, None in free mode.
+                   shared_vocab: bool, judge: Any, collect: list | None, result: dict[str, Any],
+                   option_order: str = "both") -> Program:
+    """MentorCollab for one row. `judge(features)` -> (keep generator?, score) in train mode, None in free mode
+    (the generator judges; `option_order` says in which A/B slots it sees the two segments, `slot_orders`).
     With `collect` (dev rollouts) the generator's segment is always kept and each divergence point is stored."""
     decisions: list[dict[str, Any]] = []
     segments: list[list[str]] = []
@@ -133,21 +142,32 @@ def mentor_program(row: int, gen: Stepper, mentor: Stepper, *, sampling: Samplin
         seg_a, seg_b = gen.ids[row][w0:], mentor.ids[row][m0:]
         text_a, text_b = gen.text_of(row, w0), mentor.text_of(row, m0)
         # the judging question continues the text before the segments; it is cut back out afterwards
-        gen.truncate(row, w0)
-        gen.append(row, _question_ids(gen, text_a, text_b, anchor=judge is None and collect is None))
-        yield gen
         decision: dict[str, Any] = {"at": w0 - gen.prompt_len[row], "generator": text_a, "mentor": text_b}
+        if collect is None and judge is None:  # free mode: the generator judges, in each slot order asked
+            prefs, orders = [], slot_orders(option_order, rng)
+            for gen_first in orders:
+                gen.truncate(row, w0)
+                first, second = (text_a, text_b) if gen_first else (text_b, text_a)
+                gen.append(row, _question_ids(gen, first, second, anchor=True))
+                yield gen
+                ia, ib = _option_ids(gen)
+                la, lb = float(gen.logits[row, ia]), float(gen.logits[row, ib])
+                prefs.append(lb - la if gen_first else la - lb)  # > 0: the mentor's segment is preferred
+            decision["generator_slot"] = ["A" if o else "B" for o in orders]
+            decision["mentor_preference"] = [round(x, 4) for x in prefs]
+            pref = sum(prefs) / len(prefs)
+            keep_gen, score = not pref > 0, round(pref, 4)
+        else:
+            gen.truncate(row, w0)
+            gen.append(row, _question_ids(gen, text_a, text_b, anchor=False))
+            yield gen
         if collect is not None:
             collect.append({"row": row, "at": decision["at"], "context": gen.text_of(row, gen.prompt_len[row], w0),
                             "a": text_a, "b": text_b, "a_ended": ended, "b_ended": m_ended,
                             "a_tokens": len(seg_a), "b_tokens": len(seg_b),
                             "features": _pack(gen.hidden[row])})
             keep_gen, score = True, None
-        elif judge is None:
-            ia, ib = _option_ids(gen)
-            la, lb = float(gen.logits[row, ia]), float(gen.logits[row, ib])
-            keep_gen, score = not lb > la, round(lb - la, 4)
-        else:
+        elif judge is not None:
             keep_gen, score = judge(gen.hidden[row])
         gen.truncate(row, w0)
         if keep_gen:
@@ -167,6 +187,18 @@ def mentor_program(row: int, gen: Stepper, mentor: Stepper, *, sampling: Samplin
             break
 
 
+def slot_orders(option_order: str, rng: random.Random) -> list[bool]:
+    """The orders in which the free-mode judge sees the segments (True: the generator's in slot A). `both`:
+    both orders, their preferences averaged, so neither segment gains from its slot (position bias);
+    `seeded`: one order per decision, drawn from the example's seeded generator; `fixed`: the generator's
+    always in A (the reference)."""
+    if option_order == "both":
+        return [True, False]
+    if option_order == "seeded":
+        return [rng.random() < 0.5]
+    return [True]
+
+
 def _pack(vec) -> str:
     return base64.b64encode(vec.numpy().astype("float16").tobytes()).decode()
 
@@ -182,7 +214,7 @@ def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[G
                          mentor_reqs: list[GenRequest], *, sampling: SamplingParams, proportion: float,
                          patch: int, max_word: int = 10, kv_cache: bool = True, judge: Any = None,
                          collect: bool = False, names: tuple[str, str] = ("generator", "mentor"),
-                         seed: int = 0) -> list[Outcome]:
+                         seed: int = 0, option_order: str = "both") -> list[Outcome]:
     """MentorCollab for a batch (requests aligned per row); one Outcome per row. With `collect`, each
     Outcome's trace holds the divergence points (and the generator's segment is always kept)."""
     shared = same_vocabulary(gen_backend.tokenizer, mentor_backend.tokenizer)
@@ -196,7 +228,8 @@ def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[G
                                   rng=random.Random(f"{seed}:{gen_reqs[i].seed}"),
                                   proportion=proportion, patch=patch, budget=sampling.max_new_tokens,
                                   max_word=max_word, shared_vocab=shared, judge=judge,
-                                  collect=points[i] if collect else None, result=results[i])
+                                  collect=points[i] if collect else None, result=results[i],
+                                  option_order=option_order)
                 for i in range(len(gen_reqs))}
     run_rows(programs, [gen, mentor])
     outs = []
@@ -269,7 +302,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
     judge_fn = None
     settings: dict[str, Any] = {"p": params.decision_proportion, "patch": params.patch_size, "mode": params.mode,
-                                "word": params.max_word_tokens, "seed": ctx.seed, "v": 1}
+                                "word": params.max_word_tokens, "seed": ctx.seed, "v": 1,
+                                **({"order": params.option_order} if params.mode == "free" else {})}
 
     def decode_on(prompts: list[str], collect: bool, tag: str) -> list[Outcome]:
         g_req = requests_for(ctx, gen, prompts, sampling)
@@ -279,7 +313,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             return decode_mentor_collab(gb, mb, [g_req[i] for i in idx], [m_req[i] for i in idx], sampling=sampling,
                                         proportion=params.decision_proportion, patch=params.patch_size,
                                         max_word=params.max_word_tokens, kv_cache=params.kv_cache, judge=judge_fn,
-                                        collect=collect, names=(gen.name, mentor.name), seed=ctx.seed)
+                                        collect=collect, names=(gen.name, mentor.name), seed=ctx.seed,
+                                        option_order=params.option_order)
 
         extra = {"collect": True} if collect else {}
         return run_token_level(ctx, method="api_mentor_collab", settings={**settings, **extra}, models=[gen, mentor],

@@ -7,10 +7,14 @@ where its top-1 next-token probability is below `gamma` the nudging model writes
 Per example (all examples of a batch advance together; see `moco.models.stepper`):
 
 1. The first word is the nudging model's (`nudge_first_word`, as the reference implementation does).
-2. The base model samples its next token. If that token starts a new word (or the previous word was the
-   nudger's) and the base's top-1 probability is below gamma, the nudging model writes the next word instead:
-   its tokens up to (not including) the next token that begins with white space, at most `max_word_tokens`.
-   Otherwise the base token is kept. Words are never split between the models.
+2. The base model decodes its next token (greedily by default, as the authors' code). Its top-1
+   probability is checked at every token (`check_at: token`, the authors' code; `word`: only where a word
+   starts): below gamma (0.3, the authors'), the nudging model writes the next word instead — its tokens up
+   to (not including) the next token that begins with white space, at most `max_word_tokens`. Otherwise the
+   base token is kept.
+   Right after a nudged word, an uncertain base token is still kept when the nudging model's next word begins
+   with it (`accept_agreeing`, the authors' rule: the base "agrees" with the nudger); the trace lists these
+   agreements. Otherwise that next word is nudged in.
 3. The text a model writes is appended for BOTH models — as token ids when the two tokenizers share a
    vocabulary, else re-tokenised by the other model — so models of different families can collaborate.
    Each model keeps its own KV cache and is fed only the text it has not seen yet, when it next needs to
@@ -28,7 +32,7 @@ the text as segments written by each model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -42,8 +46,13 @@ from moco.models.stepper import (Program, Seeds, Stepper, run_rows, same_vocabul
 
 
 class Params(MethodParams):
-    gamma: float = Field(0.4, ge=0.0, le=1.0, description="the nudging model writes the next word where the base "
-                         "model's top-1 next-token probability is below gamma")
+    gamma: float = Field(0.3, ge=0.0, le=1.0, description="the nudging model writes the next word where the base "
+                         "model's top-1 next-token probability is below gamma (the authors' top_prob_thres 0.3; "
+                         "the reference's 0.4)")
+    check_at: Literal["token", "word"] = Field("token", description="check the base's uncertainty at every token "
+                                               "(the authors) or only where a word starts")
+    accept_agreeing: bool = Field(True, description="after a nudged word, an uncertain base token that begins the "
+                                  "nudging model's next word is kept (the authors' agreement rule)")
     base: int | str = Field(0, alias="base_model_id", description="the base model (index or name)")
     nudger: int | str = Field(1, alias="nudging_model_id", description="the nudging model (index or name)")
     search_gamma: bool = Field(False, description="pick gamma on dev from gamma_grid")
@@ -51,7 +60,8 @@ class Params(MethodParams):
     search_nudging: bool = Field(False, description="pick the nudging model on dev among all non-base models")
     kv_cache: bool = Field(True, alias="use_kv_cache", description="reuse each model's KV cache (False: "
                            "recompute every sequence at each step; same output, slower)")
-    do_sample: bool = Field(True, description="sample with the run's temperature/top_p (False: greedy)")
+    do_sample: bool = Field(False, description="sample with the run's temperature/top_p (default greedy, as the "
+                            "authors' code; the reference samples)")
     nudge_first_word: bool = Field(True, description="the nudging model writes the first word (reference)")
     max_word_tokens: int = Field(10, ge=1, le=64, description="longest word the nudging model writes at once")
 
@@ -59,18 +69,42 @@ class Params(MethodParams):
 def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, sampling: SamplingParams,
                     seeds_base: Seeds, seeds_nudger: Seeds, budget: int, nudge_first_word: bool,
                     max_word_tokens: int, shared_vocab: bool, result: dict[str, Any],
-                    word_start: Callable[[Any, int], bool] = starts_word) -> Program:
-    """The nudging algorithm for one row; fills `result` with finish, nudges and segments.
-    `word_start(tokenizer, token)` says which tokens begin a word (default: those beginning with white space)."""
+                    word_start: Callable[[Any, int], bool] = starts_word, check_at: str = "token",
+                    accept_agreeing: bool = True) -> Program:
+    """The nudging algorithm for one row; fills `result` with finish, nudges, agreements and segments.
+    `word_start(tokenizer, token)` says which tokens begin a word (default: those beginning with white space).
+    `check_at`: the base's uncertainty is checked at every token (the authors) or only where a word starts.
+    `accept_agreeing`: right after a nudged word, an uncertain base token that begins the nudging model's next
+    word is the base's to write (the authors' agreement rule); otherwise that word is nudged in."""
     nudges: list[dict[str, Any]] = []
+    agreements: list[dict[str, Any]] = []
     segments: list[list[str]] = []  # [writer, text] in order
-    result.update(finish="length", nudges=nudges, segments=segments)
+    result.update(finish="length", nudges=nudges, agreements=agreements, segments=segments)
     b_sync = base.prompt_len[row]  # the nudger has seen the base's text up to ids[:b_sync]
     nudge_next = nudge_first_word
     check_next = True  # the base's next token is checked even if it does not start a word (after a nudge)
 
     def written() -> int:
         return len(base.ids[row]) - base.prompt_len[row]
+
+    def sync_nudger() -> int:
+        """Feed the nudger the base's text it has not seen; returns where its next word starts."""
+        nonlocal b_sync
+        if shared_vocab:
+            nudger.append(row, base.ids[row][b_sync:])
+        else:
+            nudger.append(row, nudger.tokens(base.text_of(row, b_sync)))
+        b_sync = len(base.ids[row])
+        return len(nudger.ids[row])
+
+    def take_word(w0: int) -> str:
+        """The nudger's word (its ids from w0) becomes the base's text too."""
+        nonlocal b_sync
+        text = nudger.text_of(row, w0)
+        base.append(row, nudger.ids[row][w0:] if shared_vocab else base.tokens(text))
+        b_sync = len(base.ids[row])
+        add_segment(segments, "nudger", text)
+        return text
 
     for _step in range(4 * budget + 8):  # bounded even if a model writes only text that decodes to nothing
         if written() >= budget:
@@ -79,8 +113,35 @@ def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, s
             yield base
             logits = base.logits[row]
             tok = sample(logits, sampling, seeds_base[row])
-            if check_next or word_start(base.tokenizer, tok) or tok in base.eos_ids:
+            after_nudge = bool(segments) and segments[-1][0] == "nudger"
+            if check_at == "token" or check_next or word_start(base.tokenizer, tok) or tok in base.eos_ids:
                 p = top1_prob(logits)
+                if p < gamma and accept_agreeing and after_nudge and check_next and tok not in base.eos_ids:
+                    # the nudging model's next word decides: the base keeps its token if the word begins with it
+                    w0 = sync_nudger()
+                    room = max(1, min(max_word_tokens, budget - written()))
+                    start = len(base.ids[row])
+                    base.append(row, [tok])
+                    piece = base.text_of(row, start)
+                    ended = yield from write_word(nudger, row, sampling, seeds_nudger[row], word_start=word_start,
+                                                  max_tokens=room)
+                    word = nudger.text_of(row, w0)
+                    if piece.strip() and not ended and word.lstrip().startswith(piece.lstrip()):
+                        nudger.truncate(row, w0)  # the lookahead word is not used
+                        base.wrote(row)
+                        agreements.append({"at": start - base.prompt_len[row], "base_top1": round(p, 4),
+                                           "token": piece, "nudger_word": word})
+                        add_segment(segments, "base", piece)
+                        check_next = False
+                        continue
+                    base.truncate(row, start)
+                    nudges.append({"at": written(), "base_top1": round(p, 4)})
+                    nudges[-1]["text"] = take_word(w0)
+                    if ended:
+                        result["finish"] = "stop"
+                        break
+                    check_next = True
+                    continue
                 if p < gamma:
                     nudge_next = True
                     nudges.append({"at": written(), "base_top1": round(p, 4)})
@@ -95,20 +156,12 @@ def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, s
             add_segment(segments, "base", base.text_of(row, start))
             continue
         # ---------------------------------------------------------------- the nudging model writes a word
-        if shared_vocab:
-            nudger.append(row, base.ids[row][b_sync:])
-        else:
-            nudger.append(row, nudger.tokens(base.text_of(row, b_sync)))
-        w0 = len(nudger.ids[row])  # where the nudged word starts in the nudger's ids
+        w0 = sync_nudger()
         ended = yield from write_word(nudger, row, sampling, seeds_nudger[row], word_start=word_start,
                                       max_tokens=max(1, min(max_word_tokens, budget - written())))
-        text = nudger.text_of(row, w0)
         if not (nudges and "text" not in nudges[-1]):  # the first word: no decision by the base
             nudges.append({"at": written(), "base_top1": None})
-        nudges[-1]["text"] = text
-        base.append(row, nudger.ids[row][w0:] if shared_vocab else base.tokens(text))
-        b_sync = len(base.ids[row])
-        add_segment(segments, "nudger", text)
+        nudges[-1]["text"] = take_word(w0)
         if ended:
             result["finish"] = "stop"
             break
@@ -120,7 +173,8 @@ def decode_nudging(base_backend: Any, nudger_backend: Any, base_reqs: list[GenRe
                    nudger_reqs: list[GenRequest], *, gamma: float, sampling: SamplingParams, kv_cache: bool = True,
                    nudge_first_word: bool = True, max_word_tokens: int = 10, shared_vocab: bool | None = None,
                    names: tuple[str, str] = ("base", "nudger"),
-                   word_start: Callable[[Any, int], bool] = starts_word) -> list[Outcome]:
+                   word_start: Callable[[Any, int], bool] = starts_word, check_at: str = "token",
+                   accept_agreeing: bool = True) -> list[Outcome]:
     """Nudge a batch of prompts (one request per model per row, aligned); returns one Outcome per row."""
     if shared_vocab is None:
         shared_vocab = same_vocabulary(base_backend.tokenizer, nudger_backend.tokenizer)
@@ -131,7 +185,7 @@ def decode_nudging(base_backend: Any, nudger_backend: Any, base_reqs: list[GenRe
     programs = {i: nudging_program(i, base, nudger, gamma=gamma, sampling=sampling, seeds_base=sb, seeds_nudger=sn,
                                    budget=sampling.max_new_tokens, nudge_first_word=nudge_first_word,
                                    max_word_tokens=max_word_tokens, shared_vocab=shared_vocab, result=results[i],
-                                   word_start=word_start)
+                                   word_start=word_start, check_at=check_at, accept_agreeing=accept_agreeing)
                 for i in range(len(base_reqs))}
     run_rows(programs, [base, nudger])
     outs = []
@@ -139,7 +193,7 @@ def decode_nudging(base_backend: Any, nudger_backend: Any, base_reqs: list[GenRe
         text = base.text_of(i, base.prompt_len[i]).strip()
         n_nudged = sum(1 for s in res["segments"] if s[0] == "nudger")
         trace = {"gamma": gamma, "base": names[0], "nudger": names[1], "nudges": res["nudges"],
-                 "segments": res["segments"], "nudged_words": len(res["nudges"]), "nudged_segments": n_nudged,
+                 "agreements": res["agreements"], "segments": res["segments"], "nudged_words": len(res["nudges"]), "nudged_segments": n_nudged,
                  "base_tokens": len(base.generated(i)), "shared_vocab": shared_vocab}
         outs.append(Outcome(text, res["finish"], trace, usage_of([(names[0], base.usage[i]), (names[1], nudger.usage[i])])))
     return outs
@@ -167,23 +221,30 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
 
 
 def _decode(ctx: RunContext, params: Params, base, nudger, gamma: float, sampling: SamplingParams,
-            prompts: list[str], tag: str) -> list[Outcome]:
+            prompts: list[str], tag: str, replica: int = 0) -> list[Outcome]:
     bb, nb = hf_backend(ctx, base, "api_nudging"), hf_backend(ctx, nudger, "api_nudging")
-    base_reqs = requests_for(ctx, base, prompts, sampling)
-    nudger_reqs = requests_for(ctx, nudger, prompts, sampling)
+    base_reqs = requests_for(ctx, base, prompts, sampling, replica)
+    nudger_reqs = requests_for(ctx, nudger, prompts, sampling, replica)
 
     def decode(idx: list[int]) -> list[Outcome]:
         return decode_nudging(bb, nb, [base_reqs[i] for i in idx], [nudger_reqs[i] for i in idx], gamma=gamma,
                               sampling=sampling, kv_cache=params.kv_cache, nudge_first_word=params.nudge_first_word,
-                              max_word_tokens=params.max_word_tokens, names=(base.name, nudger.name))
+                              max_word_tokens=params.max_word_tokens, names=(base.name, nudger.name),
+                              check_at=params.check_at, accept_agreeing=params.accept_agreeing)
 
-    settings = {"gamma": gamma, "first": params.nudge_first_word, "word": params.max_word_tokens, "v": 1}
+    settings = {"gamma": gamma, "first": params.nudge_first_word, "word": params.max_word_tokens, "v": 1,
+                **({"check": params.check_at, "agree": params.accept_agreeing}
+                   if (params.check_at, params.accept_agreeing) != ("word", False) else {}),
+                **({"replica": replica} if replica else {})}
     return run_token_level(ctx, method="api_nudging", settings=settings, models=[base, nudger], prompts=prompts,
                            sampling=sampling, decode=decode, tag=tag)
 
 
 def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingParams):
-    """Best (gamma, nudger) by mean dev score; the configured pair wins unless another is strictly better."""
+    """Best (gamma, nudger) by mean dev score (greedy or over `dev_repeats` samples, `moco.selection`); the
+    configured pair wins unless another is strictly better. Every pair's dev score and interval is recorded."""
+    from moco.selection import averaged, choose, dev_sampling
+
     if not ctx.dev:
         raise ConfigError(f"api_nudging: search_gamma/search_nudging need a dev split; task {ctx.task.name} has none")
     gammas = sorted(set(params.gamma_grid) | {params.gamma}) if params.search_gamma else [params.gamma]
@@ -191,21 +252,15 @@ def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingPar
     prompts = [ex.prompt for ex in ctx.dev]
     candidates = [(params.gamma, nudger)] + [(g, n) for n in nudgers for g in gammas
                                              if (g, n.index) != (params.gamma, nudger.index)]
-    table: list[dict[str, Any]] = []
+    smp = dev_sampling(ctx, temperature=sampling.temperature)
+    items = []
     with ctx.phase("dev"):
         for g, n in candidates:
-            outs = _decode(ctx, params, base, n, g, sampling, prompts, f"search gamma={g} nudger={n.name}")
-            score = sum(ctx.score(ex, o.text).score for ex, o in zip(ctx.dev, outs)) / len(prompts)
-            table.append({"gamma": g, "nudger": n.name, "dev_score": score})
-    best = pick_best([row["dev_score"] for row in table])
+            def one_pass(r: int, g: float = g, n=n) -> list[float]:
+                outs = _decode(ctx, params, base, n, g, smp, prompts, f"search gamma={g} nudger={n.name}", r)
+                return [x.score for x in ctx.score_many(ctx.dev, [o.text for o in outs])]
+            items.append(averaged(ctx, one_pass))
+    best = choose(ctx, "nudging", [f"gamma={g} nudger={n.name}" for g, n in candidates], items)
+    table = [{"gamma": g, "nudger": n.name, "dev_score": sum(s) / len(s)} for (g, n), s in zip(candidates, items)]
     ctx.extra_metrics["nudging_search"] = {"grid": table, "chosen": table[best]}
     return candidates[best]
-
-
-def pick_best(scores: list[float]) -> int:
-    """Index of the best score; index 0 (the configured setting) unless another is strictly better."""
-    best = 0
-    for i, s in enumerate(scores):
-        if s > scores[best]:
-            best = i
-    return best

@@ -46,7 +46,7 @@ def routing_prompt(query: str, descriptions: list[str]) -> str:
         summary="A router LM reads model descriptions and the query and picks the model that answers")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
-    descriptions = model_descriptions(models, params.model_descriptions)
+    descriptions = model_descriptions(models, params.model_descriptions, ctx)
     router = ctx.model(params.router) if params.router is not None else ctx.role("router") or ctx.dev_best()
     overrides = {"max_new_tokens": params.router_max_new_tokens}
     if params.router_temperature is not None:

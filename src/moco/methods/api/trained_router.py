@@ -15,7 +15,11 @@ classifier written as text.
 3. SFT data: prompt = the query (and, with `use_descriptions`, the numbered model descriptions), completion =
    "Model k". A LoRA adapter is trained (`moco.training.train_lora_sft`) on `router_base`, else the `router`
    role's weights, else the dev-best model's (its base folder: an adapter of that model is not included), into
-   the run's artifacts folder; a resumed run (same --out) reuses it.
+   the run's artifacts folder; a resumed run (same --out) reuses it. Training runs where the run places the
+   router's base model (its device, hardware.gpu_ids, else the CPU) in the run's precision there.
+   `heldout_fraction` of the dev items (seeded) are kept out of training: the router's agreement with their
+   labels (`router_heldout_agreement`) says whether it learnt to route, not to repeat its training data
+   (`router_train_agreement`, reported too).
 4. Test: the adapter router (a new model `trained-router` = base + adapter, loaded through the pool) reads
    each query; its choice is parsed strictly (`moco.routing.choice`); an unreadable choice goes to the dev-best
    model (the reference picks at random) and is counted. The routed model answers with the plain call.
@@ -26,6 +30,7 @@ Defaults are the reference's (5 epochs, lr 1e-5, batch 1 x accumulation 32, LoRA
 from __future__ import annotations
 
 import math
+import random
 import re
 from typing import Literal
 
@@ -41,6 +46,7 @@ from moco.routing.outcomes import Outcomes, collect, read_router, routed_outputs
 from moco.rundir import write_jsonl
 from moco.scoring.reward_model import reward_backend
 from moco.training import SFTSettings, train_lora_sft
+from moco.training.adapters import training_placement
 
 
 class Params(MethodParams):
@@ -76,7 +82,10 @@ class Params(MethodParams):
     router_temperature: float = Field(0.0, ge=0.0, le=5.0, description="router decoding (0: greedy, the "
                                       "argmax class; the reference samples)")
     check_on_dev: bool = Field(True, description="also route the dev set with the trained router and report "
-                               "its agreement with the labels (evidence the training took)")
+                               "its agreement with the labels, on held-out and on training items")
+    heldout_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="share of dev items (seeded, at least one "
+                                    "when > 0 and dev has 2 items or more) not trained on; the router's agreement "
+                                    "is reported on them")
 
 
 def router_prompt(query: str, descriptions: list[str] | None, n: int) -> str:
@@ -154,6 +163,15 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str, reward_max_length
     return labels, why
 
 
+def heldout_items(n: int, fraction: float, seed: int) -> set[int]:
+    """The dev positions kept out of router training: round(fraction * n), at least one when fraction > 0
+    and n >= 2 (never all: the router needs training data), chosen with the run's seed."""
+    if fraction <= 0 or n < 2:
+        return set()
+    k = min(n - 1, max(1, round(fraction * n)))
+    return set(random.Random(seed).sample(range(n), k))
+
+
 def reward_model(ctx: RunContext, params: Params) -> ModelHandle | None:
     """The reward model of the tie-breaks: the `reward` role, else params.reward_model (the reference's key)."""
     if ctx.role("reward") or not params.reward_model:
@@ -173,7 +191,7 @@ def reward_model(ctx: RunContext, params: Params) -> ModelHandle | None:
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
     n = len(models)
-    descriptions = model_descriptions(models, params.model_descriptions) if params.use_descriptions else None
+    descriptions = model_descriptions(models, params.model_descriptions, ctx) if params.use_descriptions else None
     if ctx.artifacts_dir is None:
         raise ConfigError("api_trained_router needs a run directory for its adapter (artifacts_dir)")
     with ctx.phase("dev"):
@@ -188,29 +206,39 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         base_dir = ctx.model_path(base_handle)
         data = [([("user", router_prompt(query_text(ex), descriptions, n))], f"Model {label + 1}")
                 for ex, label in zip(ctx.dev, labels)]
+        heldout = heldout_items(len(data), params.heldout_fraction, ctx.seed)
+        train_idx = [i for i in range(len(data)) if i not in heldout]
         settings = SFTSettings(epochs=params.epochs, max_steps=params.max_steps, learning_rate=params.learning_rate,
                                batch_size=params.batch_size, grad_accum=params.grad_accum, max_length=params.max_length,
                                lora_r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
                                target_modules=list(params.target_modules), seed=ctx.seed)
         write_jsonl(ctx.artifacts_dir / "router_sft_data.jsonl",
-                    [{"id": ex.id, "prompt": msgs[0][1], "completion": c, "label": models[lab].name, **w}
-                     for ex, (msgs, c), lab, w in zip(ctx.dev, data, labels, why)])
-        trained = train_lora_sft(base_dir, data, ctx.artifacts_dir / "router_lora", settings)
+                    [{"id": ex.id, "prompt": msgs[0][1], "completion": c, "label": models[lab].name,
+                      "split": "heldout" if i in heldout else "train", **w}
+                     for i, (ex, (msgs, c), lab, w) in enumerate(zip(ctx.dev, data, labels, why))])
+        device, dtype = training_placement(ctx, base_handle)
+        trained = train_lora_sft(base_dir, [data[i] for i in train_idx], ctx.artifacts_dir / "router_lora", settings,
+                                 device=device, dtype=dtype)
         router = ctx.add_model("trained-router", ModelSpec(model=base_dir, adapter=str(trained.adapter_dir)))
         sampling = ctx.sampling(max_new_tokens=params.router_max_new_tokens, temperature=params.router_temperature)
         if params.check_on_dev:
             on_dev = ctx.generate([Call(router, msgs[0][1], sampling) for msgs, _ in data], tag="router on dev")
             agree = [parse_model_choice(r.text, n).index == label for r, label in zip(on_dev, labels)]
+
+            def share(idx: list[int]) -> float | None:
+                return round(sum(agree[i] for i in idx) / len(idx), 4) if idx else None
     ctx.extra_metrics.update(
         router_base=base_handle.name, router_adapter=str(trained.adapter_dir),
         router_fingerprint=ctx.pool.fingerprint(router),
-        training={"examples": len(data), "steps": trained.steps, "seconds": round(trained.seconds, 2),
-                  "reused": trained.reused, "first_loss": trained.losses[0] if trained.losses else None,
+        training={"examples": len(train_idx), "steps": trained.steps, "seconds": round(trained.seconds, 2),
+                  "reused": trained.reused, "device": device, "dtype": dtype,
+                  "heldout": [ctx.dev[i].id for i in sorted(heldout)], "first_loss": trained.losses[0] if trained.losses else None,
                   "last_loss": trained.losses[-1] if trained.losses else None},
         dev_label_share={m.name: round(labels.count(i) / max(1, len(labels)), 4) for i, m in enumerate(models)},
         dev_ties_broken_by={k: sum(w["by"] == k for w in why) for k in ("score", "reward", "judge", "dev-order")})
     if params.check_on_dev:
-        ctx.extra_metrics["router_dev_agreement"] = round(sum(agree) / max(1, len(agree)), 4)
+        ctx.extra_metrics.update(router_heldout_agreement=share(sorted(heldout)),
+                                 router_train_agreement=share(train_idx))
     with ctx.phase("test"):
         raw = ctx.generate([Call(router, router_prompt(query_text(ex), descriptions, n), sampling) for ex in ctx.test],
                            tag="route")

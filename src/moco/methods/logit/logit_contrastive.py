@@ -10,6 +10,11 @@ proxy_tuning (Liu et al. 2024, "Tuning language models by proxy"): a large base 
 difference a fine-tune made to a small model,
     log p_base + α(log p_expert − log p_antiexpert),
 with `base`, `expert` (small tuned) and `antiexpert` (small untuned) named from the pool. No dev ranking.
+
+`plausibility` (off by default: the MoCo formula has none) adds contrastive decoding's adaptive plausibility
+constraint (Li et al. 2023, "Contrastive Decoding"): only tokens the first member (the dev-top model p_1, or
+the proxy-tuned base) finds plausible, p_1(x) >= plausibility · max p_1, may be chosen; the others are masked
+before sampling, so the difference term cannot promote a token the strong model rules out.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities
 from moco.models.fused import Combine, FusedBackend, Member
+from moco.selection import ranking
 
 
 class Params(MethodParams):
@@ -30,6 +36,9 @@ class Params(MethodParams):
     alpha: float | None = Field(None, alias="lambda_", description=(
         "strength of the difference term; None: 0.2 for contrastive (reference default), 1.0 for proxy tuning"))
     space: Literal["probs", "logits"] = Field("probs", description="contrastive: combine probabilities (paper) or log-probabilities")
+    plausibility: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "adaptive plausibility constraint of contrastive decoding (Li et al. 2023; they use 0.1): tokens with "
+        "p_1 < plausibility * max p_1 are excluded; None: off (the MoCo formula)"))
     base: int | str = Field(0, description="proxy tuning: the large model to steer")
     expert: int | str = Field(1, description="proxy tuning: the small fine-tuned model")
     antiexpert: int | str = Field(2, description="proxy tuning: the small model before fine-tuning")
@@ -54,6 +63,25 @@ def contrastive(k: int, alpha: float, space: str) -> Combine:
         return torch.log(torch.where(empty, p[0], s))
 
     return combine
+
+
+def plausible(combine: Combine, threshold: float | None) -> Combine:
+    """`combine` restricted to the tokens the first member finds plausible: p_1(x) >= threshold · max p_1
+    (the adaptive plausibility constraint); the others get -inf. None: `combine` unchanged."""
+    import math
+
+    import torch
+
+    if threshold is None:
+        return combine
+
+    def masked(logits: list) -> "torch.Tensor":
+        scores = combine(logits)
+        lp1 = torch.log_softmax(logits[0].float(), -1)
+        keep = lp1 >= lp1.max(-1, keepdim=True).values + math.log(threshold)
+        return torch.where(keep, scores, torch.full_like(scores, float("-inf")))
+
+    return masked
 
 
 def proxy_tuning(alpha: float) -> Combine:
@@ -87,8 +115,7 @@ def _validate(params: Params, pool) -> list[str]:
 def run(ctx: RunContext, params: Params) -> list[Output]:
     alpha = params.strength()
     if params.mode == "contrastive":
-        scores = ctx.dev_scores()
-        order = sorted(range(len(ctx.models)), key=lambda i: (-scores[i], i))
+        order, scores = ranking(ctx)
         top, bottom = order[: params.k], order[len(order) - params.k:]
         chosen = [ctx.models[i] for i in top + bottom]
         combine = contrastive(params.k, alpha, params.space)
@@ -102,6 +129,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         key = f"proxy_tuning:{alpha}"
         info = {"mode": "proxy_tuning", "alpha": alpha, "base": chosen[0].name, "expert": chosen[1].name,
                 "antiexpert": chosen[2].name}
+    combine = plausible(combine, params.plausibility)
+    if params.plausibility is not None:
+        key += f":plausibility={params.plausibility}"
+        info["plausibility"] = params.plausibility
     members = [Member(h.name, ctx.pool.backend(h), h.role_prompt) for h in chosen]
     handle = ctx.add_backend(f"logit_{params.mode}", FusedBackend(members, combine, key))
     with ctx.phase("test"):

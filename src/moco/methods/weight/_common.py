@@ -18,7 +18,8 @@ from moco.search import SwarmSettings
 
 
 class PSOParams(MethodParams):
-    """Particle swarm hyperparameters (defaults of Feng et al.'s Model Swarms / the reference §2.4)."""
+    """Particle swarm hyperparameters. Defaults: the MoCo reference implementation's NumericSwarm (its §2.4),
+    not a paper's; `weight_model_swarms` overrides them with the Model Swarms authors' code defaults."""
 
     inertia: float = Field(0.2, ge=0, description="weight of the particle's previous velocity")
     cognitive: float = Field(0.3, ge=0, alias="cognitive_coefficient", description="pull towards the particle's best")
@@ -89,6 +90,8 @@ def experts(ctx: RunContext, *, prefer_lora: bool) -> Experts:
 
 
 def dev_ranking(ctx: RunContext) -> tuple[list[int], list[float]]:
-    """Model indices best first by dev score (ties keep pool order), and the scores."""
-    scores = ctx.dev_scores()
-    return sorted(range(len(scores)), key=lambda i: (-scores[i], i)), scores
+    """Model indices best first by dev score (ties keep pool order), and the scores (recorded with their
+    intervals in metrics `dev_selection.dev_ranking`)."""
+    from moco.selection import ranking
+
+    return ranking(ctx)

@@ -2,13 +2,23 @@
 
 Every model is a LoRA adapter on one base. A candidate weight vector w composes them as in the paper,
     A = Σ w_i A_i,  B = Σ w_i B_i,  θ = θ_base + s·B·A          (compose: factors; `delta` uses Σ w_i·s·B_i·A_i)
-is merged in memory into one resident model and scored on the first `dev_samples` dev examples; nevergrad
-(NGOpt by default) minimises (1 − dev score) + l1·mean|w| over w ∈ [−bound, bound]^n from w = 0 for `budget`
-evaluations. The best evaluated w is used on test. Prompts go through the chat template like every other
-method (the reference sends raw prompts here) and generation uses the run's settings.
+is merged in memory into one resident model. As in the paper and the authors' code (`lorahub_learning`):
+- the examples are `dev_samples` (5) dev items drawn with the run's seed (the authors shuffle and take 5);
+- the objective is the few-shot cross-entropy of the gold answers (written as the prompt asks, e.g. "The answer
+  is (B)."), token-averaged over the examples and divided by their number as the authors' code does (one batch
+  of 5), plus 0.05 · mean|w| (`l1`);
+- nevergrad NGOpt minimises it over w ∈ [−1.5, 1.5]^n from w = 0 for `budget` = 40 evaluations, and the
+  optimizer's recommendation is the answer (the authors' `optimizer.minimize`).
+Prompts go through the chat template like every other method (the reference sends raw prompts here) and test
+generation uses the run's settings. `objective: dev_score` keeps the former variant (1 − mean dev score of
+sampled answers, + the L1 term; the best evaluated w wins): with few items many w tie, and w = 0, the bare
+base, is then returned.
 """
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -16,16 +26,22 @@ from pydantic import Field
 
 from moco.context import Output, RunContext
 from moco.errors import ConfigError, did_you_mean
-from moco.merging import LoraAdapter, LoraMix, Source
+from moco.merging import LoraAdapter, LoraMix, Node, Source
 from moco.merging.search import DevSearch
 from moco.methods.registry import MethodParams, method
 from moco.methods.weight._common import base_spec, check_weight_pool, lora_pool
 from moco.models.base import Capabilities
+from moco.tasks.base import Example
 
 
 class Params(MethodParams):
-    dev_samples: int = Field(5, ge=1, alias="lorahub_dev_samples", description="score candidates on the first n dev examples")
-    budget: int = Field(20, ge=1, alias="max_inference_step", description="candidate evaluations (nevergrad budget)")
+    dev_samples: int = Field(5, ge=1, alias="lorahub_dev_samples", description="few-shot examples: n dev items "
+                             "drawn with the run's seed (the paper's 5)")
+    objective: Literal["cross_entropy", "dev_score"] = Field(
+        "cross_entropy", description="cross_entropy: the paper's few-shot loss of the gold answers; dev_score: "
+        "1 - mean score of generated answers")
+    budget: int = Field(40, ge=1, alias="max_inference_step", description="candidate evaluations (nevergrad "
+                        "budget; the authors' 40)")
     weight_bound: float = Field(1.5, gt=0, alias="lora_weight_bound", description="each weight lies in [-bound, bound]")
     l1: float = Field(0.05, ge=0, alias="regular_coef", description="L1 regulariser: loss = (1 - score) + l1·mean|w|")
     optimizer: str = Field("NGOpt", description="nevergrad optimizer name")
@@ -54,7 +70,7 @@ def _validate(params: Params, pool) -> list[str]:
 @method("weight_lorahub", params=Params, level="weight", aliases=("lorahub",), min_models=2,
         needs=Capabilities(weights=True), same_architecture=True, validate=_validate,
         paper="Huang et al. 2024 (LoraHub); MoCo method #25",
-        summary="Gradient-free (nevergrad) search of scalar weights composing LoRA adapters, L1-regularised dev loss")
+        summary="Gradient-free (nevergrad) search of scalar weights composing LoRA adapters, L1-regularised few-shot cross-entropy")
 def run(ctx: RunContext, params: Params) -> list[Output]:
     import nevergrad as ng
 
@@ -69,7 +85,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     def recipe(w) -> LoraMix:
         return LoraMix(base, adapters, names, fps, [float(x) for x in w], mode=params.compose)
 
-    search = DevSearch(ctx, backend, "lorahub", dev=ctx.dev[: params.dev_samples])
+    examples = few_shot(ctx, params.dev_samples)
+    search = DevSearch(ctx, backend, "lorahub", dev=examples)
+    loss_of = cross_entropy(ctx, search, examples) if params.objective == "cross_entropy" else None
     n = len(adapters)
     space = ng.p.Array(init=np.zeros(n), lower=-params.weight_bound, upper=params.weight_bound)
     space.random_state = np.random.RandomState(ctx.seed)
@@ -78,12 +96,58 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     for step in range(params.budget):
         cand = opt.ask()
         w = np.asarray(cand.value, dtype=float)
-        score = search.score(recipe(w), step=step)
-        loss = (1.0 - score) + params.l1 * float(np.mean(np.abs(w)))
+        l1 = params.l1 * float(np.mean(np.abs(w)))
+        if loss_of is not None:
+            ce = loss_of(recipe(w))
+            loss, row = ce + l1, {"cross_entropy": ce}
+        else:
+            score = search.score(recipe(w), step=step)
+            loss, row = (1.0 - score) + l1, {"dev_score": score}
         opt.tell(cand, loss)
-        steps.append({"step": step, "weights": dict(zip(names, w.tolist())), "dev_score": score, "loss": loss})
+        steps.append({"step": step, "weights": dict(zip(names, w.tolist())), **row, "loss": loss})
         if loss < best_loss:
             best_w, best_loss = w, loss
+    if loss_of is not None:  # the optimizer's recommendation, as the authors' `optimizer.minimize` returns
+        best_w = np.asarray(opt.provide_recommendation().value, dtype=float)
+        best_loss = loss_of(recipe(best_w)) + params.l1 * float(np.mean(np.abs(best_w)))
     ctx.extra_metrics["lorahub"] = {"optimizer": params.optimizer, "compose": params.compose,
+                                    "objective": params.objective, "examples": [ex.id for ex in examples],
                                     "weights": dict(zip(names, best_w.tolist())), "loss": best_loss, "steps": steps}
     return search.finish(recipe(best_w), trace={"weights": dict(zip(names, best_w.tolist()))})
+
+
+def few_shot(ctx: RunContext, n: int) -> list[Example]:
+    """n dev items drawn with the run's seed (in dev order), as the authors draw their 5 examples."""
+    if not ctx.dev:
+        raise ConfigError(f"weight_lorahub learns its weights on dev examples; task {ctx.task.name} has none")
+    picked = sorted(random.Random(ctx.seed).sample(range(len(ctx.dev)), min(n, len(ctx.dev))))
+    return [ctx.dev[i] for i in picked]
+
+
+def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -> Callable[[Node], float]:
+    """Recipe -> the paper's few-shot loss: the gold answers' token-averaged cross-entropy under the merged
+    model, divided by the number of examples (the authors' `default_get_loss` with one batch of 5)."""
+    from moco.methods.api._token_runs import requests_for
+    from moco.methods.text.shared import gold_completion
+
+    golds = [gold_completion(ex) for ex in examples]
+    if any(g is None for g in golds):
+        raise ConfigError(f"weight_lorahub: the cross-entropy objective needs gold answers; task {ctx.task.name} "
+                          "has items without one (use objective: dev_score)")
+    tokens = sum(len(search.bench.backend.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in golds)
+    seen: dict[str, float] = {}
+
+    def loss(recipe: Node) -> float:
+        d = recipe.digest()
+        if d not in seen:
+            h = search.handle(recipe)
+            reqs = requests_for(ctx, h, [ex.prompt for ex in examples], ctx.sampling(temperature=0.0))
+            t0 = time.time()
+            with ctx.phase("dev"):
+                ll = ctx.pool.backend(h).loglikelihood(reqs, golds)
+                ctx.recorder.record(model=h.name, key=d, tag="lorahub loss", tokens_in=tokens, tokens_out=0,
+                                    latency=time.time() - t0, cached=False, finish="stop", error=None, batch=None)
+            seen[d] = -sum(ll) / max(1, tokens) / len(examples)
+        return seen[d]
+
+    return loss
