@@ -26,7 +26,7 @@ BUILTIN: tuple[Row, ...] = (
     Row('api_cascade', 'moco.methods.api.cascade:run', 'api', 2, None, ('cascade',),
         (), "Models answer cheapest first; an answer below its model's dev-calibrated confidence defers"),
     Row('api_collm', 'moco.methods.api.collm:run', 'api', 2, 2, ('collm', 'co_llm'),
-        ('logits',), 'A deferral head trained on dev (marginal likelihood) picks, per token, generator or mentor'),
+        ('logits',), 'A deferral head trained on dev (marginal likelihood) picks, per token, generator or mentor (threshold chosen on dev)'),
     Row('api_graph_routing', 'moco.methods.api.graph_routing:run', 'api', 2, None, ('graph_routing', 'graph_router', 'graphrouter'),
         (), 'A GNN over task, query and model nodes, trained on dev outcomes (performance, cost), routes queries'),
     Row('api_mentor_collab', 'moco.methods.api.mentor_collab:run', 'api', 2, None, ('mentor_collab', 'mentorcollab'),
@@ -88,7 +88,7 @@ BUILTIN: tuple[Row, ...] = (
     Row('weight_greedy_soup', 'moco.methods.weight.greedy_soup:run', 'weight', 2, None, ('greedy_soup', 'soup'),
         ('weights',), 'Greedy soup: add models by dev rank to a uniform weight average while the dev score does not drop'),
     Row('weight_lorahub', 'moco.methods.weight.lorahub:run', 'weight', 2, None, ('lorahub',),
-        ('weights',), 'Gradient-free (nevergrad) search of scalar weights composing LoRA adapters, L1-regularised dev loss'),
+        ('weights',), 'Gradient-free (nevergrad) search of scalar weights composing LoRA adapters, L1-regularised few-shot cross-entropy'),
     Row('weight_model_swarms', 'moco.methods.weight.model_swarms:run', 'weight', 2, None, ('model_swarms', 'swarms'),
         ('weights',), "Particle swarm over the experts' weights (or LoRA adapters), dev score as fitness; output = global best"),
 )
