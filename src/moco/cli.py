@@ -62,8 +62,8 @@ def score_line(m: dict) -> str:
     """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
     if m.get("generation_only"):
         return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
-    lo, hi = m["ci95"]
-    return (f"{m['metric']} {m['score']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, "
+    ci = f"95% CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}" if m.get("ci95") else f"no 95% CI: {m.get('ci_note')}"
+    return (f"{m['metric']} {m['score']:.3f} ({ci}, n={m['n']}, unparsed {m['unparsed']}, "
             f"failed {m['failed']}; scorer {m['scorer']})")
 
 

@@ -77,7 +77,7 @@ def comparison_table(rows: list[dict]) -> Table:
                           str(pm["calls"]), f"{test['compute_s'] * share:.1f}")
             continue
         tot = m["total"]
-        lo, hi = m["ci95"]
-        t.add_row(m["method"], f"{m['score']:.3f}", f"{lo:.2f}-{hi:.2f}", str(tot["tokens_in"]), str(tot["tokens_out"]),
+        ci = f"{m['ci95'][0]:.2f}-{m['ci95'][1]:.2f}" if m.get("ci95") else m.get("ci_note", "")
+        t.add_row(m["method"], f"{m['score']:.3f}", ci, str(tot["tokens_in"]), str(tot["tokens_out"]),
                   str(tot["calls"]), f"{tot['compute_s']:.1f}")
     return t
