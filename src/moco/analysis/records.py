@@ -81,6 +81,24 @@ class Collection:
         return list(seen.values())
 
 
+SEED_KEYS = ("seed", "multi_seed")
+
+
+def seed_groups(entries: list[Entry]) -> list[Entry]:
+    """The entries of one setting, one per seed (a setting listed twice for one seed counts once)."""
+    return list({int(e.get("seed", 0) or 0): e for e in entries}.values())
+
+
+def setting_key(e: Entry) -> str:
+    """What identifies a setting across seeds: its use without the seed."""
+    return json.dumps({k: v for k, v in e.use.items() if k not in SEED_KEYS}, sort_keys=True, default=str)
+
+
+def item_scores(run: Run) -> dict[int, tuple[str, dict[str, Any]]]:
+    """index -> (item id, prediction row) of a run's scored test items."""
+    return {int(p["index"]): (str(p.get("id")), p) for p in run.predictions()}
+
+
 def domain_of(task: str) -> str:
     from moco.tasks.registry import CATALOG, builtin_tasks
 

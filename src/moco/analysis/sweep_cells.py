@@ -47,7 +47,8 @@ class Cell:
     @property
     def dir_name(self) -> str:
         u = self.uses[0]
-        return "__".join(slug(x) for x in (u["task"], u["pool"], u["label"])) + f"__{self.key[:8]}"
+        seed = f"__seed{u['seed']}" if u.get("multi_seed") else ""
+        return "__".join(slug(x) for x in (u["task"], u["pool"], u["label"])) + f"{seed}__{self.key[:8]}"
 
 
 def slug(text: str) -> str:
@@ -133,7 +134,14 @@ class _Builder:
         return list(names) if names is not None else list(self.tasks)
 
     def add(self, method: Method, task: str, pool_label: str, specs: list[ModelSpec], use: dict[str, Any],
-            adversary: str | None = None, skip_reason: str | None = None) -> Cell:
+            adversary: str | None = None, skip_reason: str | None = None) -> list[Cell]:
+        """One cell per seed of the sweep (each use records its seed; `multi_seed` marks a sweep with `seeds`)."""
+        seeded = self.sweep.seeds is not None
+        return [self._add(method, task, pool_label, specs, {**use, "seed": s, **({"multi_seed": True} if seeded else {})},
+                          adversary, skip_reason, s) for s in self.sweep.seed_list]
+
+    def _add(self, method: Method, task: str, pool_label: str, specs: list[ModelSpec], use: dict[str, Any],
+             adversary: str | None, skip_reason: str | None, seed: int) -> Cell:
         tset, domain, shown = self.tasks[task]
         use = {"pool": pool_label, "label": method.label, "method": method.name, "task": shown, "domain": domain,
                **use}
@@ -143,7 +151,7 @@ class _Builder:
         else:
             s = self.sweep
             cfg = ExperimentConfig(method=method.name, task=tset.settings(), models=list(specs), params=method.params,
-                                   generation=s.generation, hardware=s.hardware, roles=method.roles, seed=s.seed)
+                                   generation=s.generation, hardware=s.hardware, roles=method.roles, seed=seed)
             key = config_key(cfg, adversary)
             cell = self.cells.setdefault(key, Cell(key, cfg, [], adversary))
         cell.uses.append(use)

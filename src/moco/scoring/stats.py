@@ -177,10 +177,12 @@ def _binary(xs: Sequence[float]) -> bool:
 
 
 def paired_test(method: Sequence[Sequence[float]], baseline: Sequence[Sequence[float]], level: float = 0.95,
-                seed: int = 0, n_resamples: int = N_RESAMPLES, prefer_mcnemar: bool = True) -> PairedResult:
+                seed: int = 0, n_resamples: int = N_RESAMPLES, prefer_mcnemar: bool = True,
+                weights: Sequence[float] | None = None) -> PairedResult:
     """Method vs baseline, item by item. `method[k][i]` and `baseline[k][i]` are the two scores of item i of
     stratum k (a task; with seeds, each score is the item's mean over seeds). The statistic is the
-    macro-average over strata of the mean difference; its bootstrap resamples items within each stratum.
+    macro-average over strata of the mean difference (or the `weights`-weighted sum of the strata's mean
+    differences); its bootstrap resamples items within each stratum.
 
     p-values: the bootstrap's is two-sided against a distribution shifted to the null,
     (1 + #|d* - d| >= |d|) / (B + 1). McNemar's exact test is computed when all scores are 0/1 and decides
@@ -189,11 +191,15 @@ def paired_test(method: Sequence[Sequence[float]], baseline: Sequence[Sequence[f
     """
     if len(method) != len(baseline) or any(len(a) != len(b) for a, b in zip(method, baseline)):
         raise ValueError("paired_test: method and baseline must have the same items in the same strata")
-    diffs = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in zip(method, baseline) if len(a)]
+    if weights is not None and len(weights) != len(method):
+        raise ValueError("paired_test: one weight per stratum")
+    keep = [k for k, a in enumerate(method) if len(a)]
+    diffs = [np.asarray(method[k], dtype=float) - np.asarray(baseline[k], dtype=float) for k in keep]
     n = sum(len(d) for d in diffs)
     if n == 0:
         return PairedResult(0, float("nan"), Interval(None, None, TOO_FEW), None, None, "none", "no paired items")
-    w = [1 / len(diffs)] * len(diffs)
+    w = [1 / len(diffs)] * len(diffs) if weights is None else [weights[k] for k in keep]
+    w = [x / sum(w) for x in w]
     diff = float(sum(wi * d.mean() for wi, d in zip(w, diffs)))
     flat_a = [x for a in method for x in a]
     flat_b = [x for b in baseline for x in b]
