@@ -208,7 +208,9 @@ def test_table1_marks_only_significant_improvements_and_averages_seeds(tmp_path)
     md = table1.to_markdown(t)
     assert "0.725 ± 0.035 ↑" in md and "0.263 ± 0.018 (↑)" in md and "mean ± std over seeds 0, 1" in md
     rows = table1.test_rows(t)
-    assert [r[2] for r in rows] == ["strong", "weak", "strong", "weak"] and rows[0][-1] == "↑ significant"
+    assert [r[2] for r in rows] == ["strong", "weak"] and rows[0][-1] == "↑ significant"
+    # one domain: the avg cell is the same numbers, it shares the domain's test (not a second one in the family)
+    assert t.get("strong", "p", "avg").improved and t.get("strong", "p", "avg").p_adj == s.p_adj
     # any two rows on request: strong vs weak, items averaged over seeds
     r = table1.compare_rows(load([tmp_path]), "strong", "weak", "p")
     assert r.diff == pytest.approx(s.value - w.value) and r.p < 0.001
@@ -393,5 +395,19 @@ def test_report_is_one_well_formed_offline_html_file_with_every_section(tmp_path
     assert {"svg", "table", "figure"} <= c.tags and text.count("<svg") >= 2
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| method | p1 · math |" in md and "![" in md
+    # the paired tests with their p-values, and every interval (or why there is none)
+    assert "p adjusted (holm)" in text and "(↑) not significant" in text and "mcnemar (1:0 discordant)" in text
+    assert "95% CI (paired)" in text and "(all scores equal)" in text and 'class="up-ns' in text
     pngs = list((tmp_path / "out" / "report_files").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_report_template_escapes_what_runs_contain(tmp_path):
+    make_run(tmp_path, "s", "single_model", "t<i>", [1, 0], per_model={"a": [1, 0]})
+    make_run(tmp_path, "m", "<script>alert(1)</script>", "t<i>", [1, 1])
+    out = tmp_path / "r.html"
+    write(load([tmp_path / "s", tmp_path / "m"]), out, title="A & B")
+    text = out.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<title>A &amp; B</title>" in text
+    c = check_html(text)
+    assert not c.errors and not c.stack

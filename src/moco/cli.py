@@ -306,7 +306,7 @@ def compare(
                           + (f": {st.reason}" if st.reason else ""), highlight=False, markup=False, soft_wrap=True)
         return
     col = load([root])
-    table = to_markdown(build(col))
+    table = to_markdown(build(col, alpha=cfg.alpha, correction=cfg.correction))
     (root / "table1.md").write_text(table)
     console.print(table, highlight=False, markup=False, soft_wrap=True)
     console.print(sharing_line(res.sharing), highlight=False, markup=False, soft_wrap=True)
@@ -314,7 +314,7 @@ def compare(
         from moco.analysis.report import write
 
         write(col, root / "report.html", root / "report.md", title=f"MoCo sweep: {cfg.name or sweep.stem}",
-              paths=[str(root)], overrides=cfg.param_counts)
+              paths=[str(root)], overrides=cfg.param_counts, alpha=cfg.alpha, correction=cfg.correction)
         console.print(f"report: {root / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
     failed = res.count("failed")
     console.print(f"sweep directory: {root} ({res.count('finished')} finished, {res.count('incompatible')} "
@@ -331,6 +331,8 @@ def report_(
                                             "beside it; default: the HTML path with .md)"),
     title: str = typer.Option("MoCo report", "--title"),
     threshold: float = typer.Option(0.5, "--solved-at", help="score at which an item counts as solved (emergence)"),
+    alpha: float = typer.Option(0.05, "--alpha", min=1e-9, max=0.999999, help="level of the paired tests behind ↑"),
+    correction: str = typer.Option("holm", "--correction", help="multiple-comparison correction: holm, bh or none"),
 ) -> None:
     """A self-contained HTML report (and markdown) with the tables and plots of runs and sweeps."""
     from moco.analysis import load
@@ -338,7 +340,12 @@ def report_(
 
     col = load(paths)
     md = markdown or out.with_suffix(".md")
-    secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold)
+    if correction not in ("holm", "bh", "none"):
+        from moco.errors import ConfigError
+
+        raise ConfigError(f"--correction: '{correction}' is not holm, bh or none")
+    secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold, alpha=alpha,
+                 correction=correction)
     console.print(f"wrote {out} and {md} ({len(secs)} sections, {len(col.runs())} runs)", highlight=False, markup=False, soft_wrap=True)
 
 

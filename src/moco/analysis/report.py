@@ -3,16 +3,18 @@ twin (figures as PNG files beside it) from run and sweep directories.
 
 Sections appear when their data exists: Table 1, per-task scores with intervals, collaborative emergence,
 scaling, diversity, model selection, leave-one-out, robustness, cost against quality, cells that could not run.
+The HTML comes from the Jinja2 templates moco/templates/report.html.j2 and report_table1.html.j2 (autoescaped);
+this module computes what they show.
 """
 from __future__ import annotations
 
-import html
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from moco.analysis import cost as costmod
 from moco.analysis import emergence as emer
 from moco.analysis import plots, studies, table1
@@ -55,7 +57,7 @@ class Section:
     text: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[tuple[str, Any]] = field(default_factory=list)  # (caption, matplotlib figure)
-    raw_html: str = ""
+    table1: dict[str, Any] | None = None  # Table 1 as templates/report_table1.html.j2 renders it
     raw_md: str = ""
 
 
@@ -72,50 +74,39 @@ def _table1_section(col: Collection, alpha: float = table1.ALPHA, correction: st
                   "second per column; * some tasks or seeds missing; / cannot run (reasons below). The paired "
                   "tests are listed in the next table.")
     s.raw_md = table1.to_markdown(t)
-    s.raw_html = _table1_html(t)
+    s.table1 = table1_view(t)
     s.tables.append(Table(["pool", "column", "method", "Δ vs best single", "95% CI of Δ", "test", "p",
                            f"p adjusted ({t.correction})", f"verdict at α = {t.alpha:g}"], table1.test_rows(t)))
     return s
 
 
-def _table1_html(t: table1.Table1) -> str:
-    h = ['<table class="t1"><thead><tr><th rowspan="2">method</th>']
-    for p in t.pools:
-        h.append(f'<th colspan="{len(t.columns[p])}">{html.escape(p)}</th>')
-    h.append("</tr><tr>")
-    for p in t.pools:
-        h += [f"<th>{html.escape(c)}</th>" for c in t.columns[p]]
-    h.append("</tr></thead><tbody>")
+def table1_view(t: table1.Table1) -> dict[str, Any]:
+    """What templates/report_table1.html.j2 renders: header spans, cells with their classes and tooltips."""
+    rows = []
     for r in t.rows:
         cells = []
         for p in t.pools:
             for c in t.columns[p]:
                 v = t.get(r, p, c)
-                cls = []
-                if v.improved:
-                    cls.append("up")
-                elif v.point:
-                    cls.append("up-ns")
-                elif v.worse:
-                    cls.append("down")
-                if v.rank == 1:
-                    cls.append("best")
-                elif v.rank == 2:
-                    cls.append("second")
                 if v.value is None and v.reasons:
-                    notes = ",".join(str(t.footnote(x)) for x in sorted(set(v.reasons), key=t.footnote)[:3])
-                    title = html.escape(" | ".join(sorted(set(v.reasons))))
-                    cells.append(f'<td class="na" title="{title}">/<sup>{notes}</sup></td>')
-                else:
-                    text = table1.cell_text(t, v, markdown=False)
-                    cells.append(f'<td class="{" ".join(cls)}">{text}</td>')
-        if any("<td class=\"\"></td>" != c for c in cells):
-            h.append(f"<tr><th>{html.escape(r)}</th>{''.join(cells)}</tr>")
-    h.append("</tbody></table>")
-    if t.reasons:
-        h.append("<ol class='notes'>" + "".join(f"<li>{html.escape(x)}</li>" for x in t.reasons) + "</ol>")
-    h.append(f"<p class='share'>{html.escape(table1.share_line(t))}</p>")
-    return "".join(h)
+                    reasons = sorted(set(v.reasons), key=t.footnote)
+                    cells.append({"na": True, "notes": ",".join(str(t.footnote(x)) for x in reasons[:3]),
+                                  "title": " | ".join(sorted(set(v.reasons)))})
+                    continue
+                cls = ["up" if v.improved else "up-ns" if v.point else "down" if v.worse else "",
+                       {1: "best", 2: "second"}.get(v.rank, "")]
+                title = ""
+                if v.test is not None and v.test.p is not None:
+                    title = (f"Δ {v.test.diff:+.3f} vs best single, 95% CI {v.test.ci.text()}, {v.test.test} "
+                             f"p = {v.test.p:.4f}, adjusted p = {v.p_adj:.4f}" if v.p_adj is not None else "")
+                cells.append({"na": False, "cls": " ".join(x for x in cls if x), "title": title,
+                              "text": table1.cell_text(t, v, markdown=False)})
+        if any(c.get("na") or c.get("text") for c in cells):
+            rows.append({"label": r, "cells": cells})
+    return {"pools": [{"name": p, "span": len(t.columns[p])} for p in t.pools],
+            "columns": [c for p in t.pools for c in t.columns[p]], "rows": rows, "reasons": t.reasons,
+            "legend": table1.legend(t).replace("\\*", "*").replace("**best**", "bold: best").replace(
+                "_second_", "underlined: second"), "share": table1.share_line(t)}
 
 
 def _scores_section(col: Collection) -> Section | None:
@@ -316,23 +307,10 @@ def sections(col: Collection, threshold: float = 0.5, overrides: dict[str, float
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
-h1{font-size:1.6em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-table.t1 td.up{background:#ffd8a8} table.t1 td.up-ns{outline:1px dashed #e8590c;outline-offset:-3px}
-table.t1 td.down{background:#d0ebff} table.t1 td.best{font-weight:bold} table.t1 td.second{text-decoration:underline}
-table.t1 td.na{color:#888;text-align:center} .notes{font-size:12px;color:#555} .share{font-weight:bold}
-figure{margin:8px 0 20px} figcaption{font-size:12px;color:#555} .meta{color:#666;font-size:13px}
-svg{max-width:100%;height:auto}
-"""
-
-
-def _table_html(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def environment() -> jinja2.Environment:
+    """Templates ship with the package (moco/templates); autoescaping is on for every value."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("moco", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def _table_md(t: Table) -> str:
@@ -362,27 +340,22 @@ def write(col: Collection, out_html: Path, out_md: Path | None = None, title: st
     """Render every section to a self-contained HTML file and, optionally, markdown with PNG figures."""
     secs = sections(col, threshold, overrides, alpha, correction)
     meta, _ = _header(col, paths or [])
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    parts += [f"<p class='meta'>{html.escape(x)}</p>" for x in meta]
     md = [f"# {title}", ""] + [x + "\n" for x in meta]
     fig_dir = None
     if out_md is not None:
         fig_dir = out_md.with_name(out_md.stem + "_files")
         fig_dir.mkdir(parents=True, exist_ok=True)
     n_fig = 0
+    views = []
     for s in secs:
-        parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
         md += [f"## {s.title}", ""]
         for x in s.text:
-            parts.append(f"<p>{html.escape(x)}</p>")
             md += [x, ""]
-        if s.raw_html:
-            parts.append(s.raw_html)
+        if s.raw_md:
             md += [s.raw_md, ""]
         for t in s.tables:
-            parts.append(_table_html(t))
             md += [_table_md(t), ""]
+        figures = []
         for caption, fig in s.figures:
             if fig is None:
                 continue
@@ -391,11 +364,11 @@ def write(col: Collection, out_html: Path, out_md: Path | None = None, title: st
                 name = f"figure{n_fig}.png"
                 fig.savefig(fig_dir / name, format="png", bbox_inches="tight", dpi=110)
                 md += [f"![{caption}]({fig_dir.name}/{name})", ""]
-            parts.append(f"<figure>{plots.svg(fig)}<figcaption>{html.escape(caption)}</figcaption></figure>")
-        parts.append("</section>")
-    parts.append("</body></html>")
+            figures.append({"svg": plots.svg(fig), "caption": caption})
+        views.append({"title": s.title, "text": s.text, "table1": s.table1, "tables": s.tables, "figures": figures})
+    page = environment().get_template("report.html.j2").render(title=title, meta=meta, sections=views)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text("".join(parts))
+    out_html.write_text(page)
     if out_md is not None:
         out_md.write_text("\n".join(md))
     return secs

@@ -22,6 +22,8 @@ from moco.tasks.registry import resolve_task
 
 BASELINE = "single_model"
 LIAR_MODEL = "scripted:liar"
+# compute-matched baselines added to Table 1 (sweep `matched_baselines`) unless the sweep has the method already
+MATCHED = {"text_majority_vote": "majority vote (same samples)", "text_self_moa": "Self-MoA (compute-matched)"}
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Method:
     name: str  # registry name
     params: dict[str, Any]  # resolved: defaults written out
     roles: dict[str, Any]
+    matched: bool = False  # a compute-matched baseline added by the sweep (Table 1 only, not the analyses)
 
     @property
     def baseline(self) -> bool:
@@ -83,6 +86,12 @@ def resolve_methods(sweep: SweepConfig) -> list[Method]:
                 if diff:
                     label += "(" + ",".join(f"{k}={v}" for k, v in diff.items()) + ")"
         resolved.append(Method(label, info.name, params, dict(e.roles)))
+    if sweep.matched_baselines:
+        have = {m.name for m in resolved}
+        for name, label in MATCHED.items():
+            if name not in have:
+                info = get_method(name)
+                resolved.append(Method(label, name, info.parse_params({}).model_dump(mode="json"), {}, matched=True))
     labels = [m.label for m in resolved]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -114,7 +123,7 @@ class _Builder:
 
     def pick_methods(self, labels: list[str] | None, with_baseline: bool) -> list[Method]:
         if labels is None:
-            chosen = [m for m in self.methods if not m.baseline]
+            chosen = [m for m in self.methods if not m.baseline and not m.matched]
         else:
             chosen = []
             for lab in labels:

@@ -140,10 +140,18 @@ class SweepConfig(StrictModel):
     seeds: list[int] | None = Field(None, description="run every cell once per seed (tables show mean ± std over "
                                     "seeds, paired tests average each item over seeds); replaces `seed`")
     baseline: bool = Field(True, description="add single_model on every pool (the best single model of Table 1)")
+    matched_baselines: bool = Field(True, description="add the compute-matched baselines to Table 1 when the sweep "
+                                    "lacks them: majority vote over the same first-round samples (free: shared with "
+                                    "single_model through the cache) and Self-MoA sampling the dev-best model as "
+                                    "many times as the pool has models (the calls of a 2-layer MoA)")
     parallel_cells: int | None = Field(None, ge=1, le=256, description="cells on the same models that run together, "
                                        "their model calls merged into shared batches (default: every API-, text- and "
                                        "client-server cell of those models; logit and weight cells run alone); "
                                        "1 runs the cells one by one")
+    alpha: float = Field(0.05, gt=0, lt=1, description="level of the paired tests behind Table 1's ↑")
+    correction: Literal["holm", "bh", "none"] = Field("holm", description="multiple-comparison correction over "
+                                                      "Table 1's tested cells: holm (family-wise), bh (false "
+                                                      "discovery rate), none")
     analyses: Analyses = Field(default_factory=Analyses)
     param_counts: dict[str, float] = Field(default_factory=dict, description="model name or id -> parameters, "
                                            "for FLOPs of models whose size cannot be read (endpoints)")

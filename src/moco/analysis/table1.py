@@ -48,6 +48,7 @@ class Value:
     ref: float | None = None  # the best single model on the same tasks (what `improved` compares with)
     test: PairedResult | None = None
     p_adj: float | None = None
+    same_as: tuple[str, str, str] | None = None  # an avg over one domain: that domain's cell and its test
     unfinished: list[str] = field(default_factory=list)  # "pending" / "failed": not a reason it cannot run
     reasons: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
@@ -136,16 +137,17 @@ def baselines(entries: list[Entry]) -> dict[tuple[str, str], Baseline]:
         es = list({_seed(e): e for e in es}.values())  # one run per seed
         per_model: dict[str, list[float]] = defaultdict(list)
         for e in es:
-            for m, v in (e.run.metrics.get("per_model_test") or {}).items():
+            for m, v in (e.run.record.per_model_test or {}).items():
                 per_model[m].append(float(v))
         full = {m: v for m, v in per_model.items() if len(v) == len(es)}
         if full:
             best = max(full, key=lambda m: (sum(full[m]) / len(full[m]), m))
-            per_seed = {_seed(e): float(e.run.metrics["per_model_test"][best]) for e in es}
+            per_seed = {_seed(e): float(e.run.record.per_model_test[best]) for e in es}
             items = _per_item(es, lambda p, b=best: ((p.get("trace") or {}).get("scores") or {}).get(b))
         else:  # older runs without per-model scores: the run's own output
             best = None
-            per_seed = {_seed(e): float(e.run.metrics.get("best_single_test", e.run.score)) for e in es}
+            per_seed = {_seed(e): float(e.run.record.best_single_test if e.run.record.best_single_test is not None
+                                        else e.run.score) for e in es}
             items = _per_item(es, lambda p: p.get("score"))
         out[key] = Baseline(best, sum(per_seed.values()) / len(per_seed), per_seed, items)
     return out
@@ -265,6 +267,10 @@ def _significance(t: Table1, task_tests: list[PairedResult | None]) -> None:
         v.worse = r.diff < 0 and v.value is not None and v.ref is not None and v.value < v.ref - EPS and p <= t.alpha
         if k[2] != "avg":
             t.improved += int(v.improved)
+    for v in t.values.values():
+        if v.same_as is not None:
+            src = t.values[v.same_as]
+            v.p_adj, v.improved, v.worse = src.p_adj, src.improved, src.worse
     ps = [r.p for r in task_tests if r is not None and r.p is not None]
     ok = [r for r in task_tests if r is not None and r.p is not None]
     t.task_improved = sum(int(r.diff > EPS and p <= t.alpha) for r, p in zip(ok, adjust(ps, t.correction) if ps else []))
@@ -300,7 +306,10 @@ def _averages(t: Table1, pool: str, domains: list[str], runs_of: dict, base: dic
                 if all(x is not None for x in ref):
                     v.ref = _mean([n(d, x) for d, x in zip(have, ref)])
                     v.point = v.value > v.ref + EPS
-                    if r not in t.baselines and not any(d in norm for d in have):
+                    if r not in t.baselines and len(have) == 1 and not norm:
+                        v.same_as = (r, pool, have[0])  # the same numbers: not a second test in the family
+                        v.test = dv[0].test
+                    elif r not in t.baselines and not any(d in norm for d in have):
                         cells, weights = [], []
                         for d, x in zip(have, dv):
                             for tk in x.tasks:
