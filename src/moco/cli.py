@@ -338,12 +338,12 @@ def report_(
     from moco.analysis import load
     from moco.analysis.report import write
 
-    col = load(paths)
-    md = markdown or out.with_suffix(".md")
     if correction not in ("holm", "bh", "none"):
         from moco.errors import ConfigError
 
         raise ConfigError(f"--correction: '{correction}' is not holm, bh or none")
+    col = load(paths)
+    md = markdown or out.with_suffix(".md")
     secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold, alpha=alpha,
                  correction=correction)
     console.print(f"wrote {out} and {md} ({len(secs)} sections, {len(col.runs())} runs)", highlight=False, markup=False, soft_wrap=True)

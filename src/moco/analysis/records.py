@@ -3,7 +3,9 @@
 An entry is one *use* of one run: which analysis it serves, the pool label, the method label, the task and
 its domain, plus analysis-specific fields (n_models, unique/copies, without, variant, strategy...). A sweep
 directory lists its cells' uses in index.json (incompatible cells included, with the reason); a bare run
-directory becomes one Table-1 entry whose pool is named after its models.
+directory becomes one Table-1 entry whose pool is named after its models. A sweep with `seeds` has one
+entry per seed (its use carries `seed`); `seed_groups` / `setting_key` and moco.analysis.seeds put them back
+together. Every file is read through the typed schema of moco.records_schema.
 """
 from __future__ import annotations
 
