@@ -215,6 +215,11 @@ def test_table1_marks_only_significant_improvements_and_averages_seeds(tmp_path)
     r = table1.compare_rows(load([tmp_path]), "strong", "weak", "p")
     assert r.diff == pytest.approx(s.value - w.value) and r.p < 0.001
     assert table1.compare_rows(load([tmp_path]), "Best single", "weak", "p").diff == pytest.approx(-0.0125)
+    secs = write(load([tmp_path]), tmp_path / "r.html", pairs=[("strong", "weak")])
+    pairs = next(x for x in secs if x.title == "Requested paired comparisons").tables[0].rows
+    assert pairs == [["p", "strong", "weak", "40", f"{r.diff:+.3f}", r.ci.text(), "bootstrap", f"{r.p:.4f}"]]
+    with pytest.raises(ConfigError, match="no row 'nope'"):
+        write(load([tmp_path]), tmp_path / "r.html", pairs=[("strong", "nope")])
 
 
 def test_table1_normalises_domains_outside_0_1_for_the_average(tmp_path):

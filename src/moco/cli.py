@@ -333,6 +333,8 @@ def report_(
     threshold: float = typer.Option(0.5, "--solved-at", help="score at which an item counts as solved (emergence)"),
     alpha: float = typer.Option(0.05, "--alpha", min=1e-9, max=0.999999, help="level of the paired tests behind ↑"),
     correction: str = typer.Option("holm", "--correction", help="multiple-comparison correction: holm, bh or none"),
+    pair: list[str] = typer.Option([], "--pair", help='paired test of two Table 1 rows, "A vs B" (repeatable; '
+                                   '"Best single" is a row)'),
 ) -> None:
     """A self-contained HTML report (and markdown) with the tables and plots of runs and sweeps."""
     from moco.analysis import load
@@ -342,10 +344,18 @@ def report_(
         from moco.errors import ConfigError
 
         raise ConfigError(f"--correction: '{correction}' is not holm, bh or none")
+    pairs = []
+    for x in pair:
+        a, sep, b = x.partition(" vs ")
+        if not sep or not a.strip() or not b.strip():
+            from moco.errors import ConfigError
+
+            raise ConfigError(f"--pair: '{x}' is not \"ROW_A vs ROW_B\"")
+        pairs.append((a.strip(), b.strip()))
     col = load(paths)
     md = markdown or out.with_suffix(".md")
     secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold, alpha=alpha,
-                 correction=correction)
+                 correction=correction, pairs=pairs)
     console.print(f"wrote {out} and {md} ({len(secs)} sections, {len(col.runs())} runs)", highlight=False, markup=False, soft_wrap=True)
 
 

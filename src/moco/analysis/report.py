@@ -20,6 +20,7 @@ from moco.analysis import emergence as emer
 from moco.analysis import plots, studies, table1
 from moco.analysis.records import Collection
 from moco.analysis.sharing import sharing_line
+from moco.errors import ConfigError
 from moco.scoring.stats import Interval
 
 
@@ -107,6 +108,32 @@ def table1_view(t: table1.Table1) -> dict[str, Any]:
             "columns": [c for p in t.pools for c in t.columns[p]], "rows": rows, "reasons": t.reasons,
             "legend": table1.legend(t).replace("\\*", "*").replace("**best**", "bold: best").replace(
                 "_second_", "underlined: second"), "share": table1.share_line(t)}
+
+
+def _pairs_section(col: Collection, pairs: list[tuple[str, str]]) -> Section | None:
+    """Paired tests of row pairs the user asked for (`moco report --pair "A vs B"`), in every pool with both."""
+    if not pairs:
+        return None
+    entries = col.where("table")
+    labels = set(e["label"] for e in entries) | {table1.BEST}
+    rows = []
+    for a, b in pairs:
+        for lab in (a, b):
+            if lab not in labels:
+                raise ConfigError(f"--pair: no row '{lab}' (rows: {', '.join(sorted(labels))})")
+        for pool in dict.fromkeys(e["pool"] for e in entries):
+            r = table1.compare_rows(col, a, b, pool)
+            if r is None:
+                rows.append([pool, a, b, "", "", "", "", "no common finished items"])
+                continue
+            test = r.test + (f" ({r.mcnemar.better}:{r.mcnemar.worse} discordant)" if r.test == "mcnemar" else "")
+            rows.append([pool, a, b, str(r.n), f"{r.diff:+.3f}", r.ci.text(), test,
+                         "" if r.p is None else f"{r.p:.4f}"])
+    s = Section("Requested paired comparisons")
+    s.text.append("A − B on the items both rows scored, over the tasks both ran (each item averaged over seeds); "
+                  "p is not corrected for multiple comparisons.")
+    s.tables.append(Table(["pool", "A", "B", "items", "Δ (A − B)", "95% CI", "test", "p"], rows))
+    return s
 
 
 def _scores_section(col: Collection) -> Section | None:
@@ -292,9 +319,10 @@ def _problems_section(col: Collection) -> Section | None:
 
 
 def sections(col: Collection, threshold: float = 0.5, overrides: dict[str, float] | None = None,
-             alpha: float = table1.ALPHA, correction: str = table1.CORRECTION) -> list[Section]:
+             alpha: float = table1.ALPHA, correction: str = table1.CORRECTION,
+             pairs: list[tuple[str, str]] | None = None) -> list[Section]:
     out = [
-        _table1_section(col, alpha, correction), _scores_section(col), _emergence_section(col, threshold),
+        _table1_section(col, alpha, correction), _pairs_section(col, pairs or []), _scores_section(col), _emergence_section(col, threshold),
         _curve_section("Scaling the number of models (paper Figure 2)", studies.scaling(col), "n_models", "models",
                        False, "The first n models of the pool collaborate; dashed: the best single of those n."),
         _curve_section("Model diversity (paper Figure 3)", studies.diversity(col), "setting", "unique × copies", True,
@@ -336,9 +364,9 @@ def _header(col: Collection, paths: list[str]) -> tuple[list[str], list[str]]:
 def write(col: Collection, out_html: Path, out_md: Path | None = None, title: str = "MoCo report",
           paths: list[str] | None = None, threshold: float = 0.5,
           overrides: dict[str, float] | None = None, alpha: float = table1.ALPHA,
-          correction: str = table1.CORRECTION) -> list[Section]:
+          correction: str = table1.CORRECTION, pairs: list[tuple[str, str]] | None = None) -> list[Section]:
     """Render every section to a self-contained HTML file and, optionally, markdown with PNG figures."""
-    secs = sections(col, threshold, overrides, alpha, correction)
+    secs = sections(col, threshold, overrides, alpha, correction, pairs)
     meta, _ = _header(col, paths or [])
     md = [f"# {title}", ""] + [x + "\n" for x in meta]
     fig_dir = None
