@@ -416,3 +416,13 @@ def test_report_template_escapes_what_runs_contain(tmp_path):
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<title>A &amp; B</title>" in text
     c = check_html(text)
     assert not c.errors and not c.stack
+
+
+def test_table1_without_per_item_predictions_shows_the_point_estimate_untested(tmp_path):
+    root = _table_fixture(tmp_path)
+    (root / "runs" / "refine-m1" / "predictions.jsonl").unlink()
+    t = table1.build(load([root]))
+    r = t.get("refine", "p1", "math")
+    assert r.value == pytest.approx(0.5) and r.point and r.test is None and not r.improved
+    assert t.get("refine", "p1", "qa").test is not None  # the other cells are still tested
+    assert ["p1", "math", "refine", "", "", "none", "", "", "no paired items"] in table1.test_rows(t)

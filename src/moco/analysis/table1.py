@@ -135,6 +135,7 @@ def baselines(entries: list[Entry]) -> dict[tuple[str, str], Baseline]:
     out = {}
     for key, es in by.items():
         es = list({_seed(e): e for e in es}.values())  # one run per seed
+        has_items = all((e.run.dir / "predictions.jsonl").exists() for e in es)
         per_model: dict[str, list[float]] = defaultdict(list)
         for e in es:
             for m, v in (e.run.record.per_model_test or {}).items():
@@ -143,12 +144,13 @@ def baselines(entries: list[Entry]) -> dict[tuple[str, str], Baseline]:
         if full:
             best = max(full, key=lambda m: (sum(full[m]) / len(full[m]), m))
             per_seed = {_seed(e): float(e.run.record.per_model_test[best]) for e in es}
-            items = _per_item(es, lambda p, b=best: ((p.get("trace") or {}).get("scores") or {}).get(b))
+            items = _per_item(es, lambda p, b=best: ((p.get("trace") or {}).get("scores") or {}).get(b)) \
+                if has_items else {}
         else:  # older runs without per-model scores: the run's own output
             best = None
             per_seed = {_seed(e): float(e.run.record.best_single_test if e.run.record.best_single_test is not None
                                         else e.run.score) for e in es}
-            items = _per_item(es, lambda p: p.get("score"))
+            items = _per_item(es, lambda p: p.get("score")) if has_items else {}
         out[key] = Baseline(best, sum(per_seed.values()) / len(per_seed), per_seed, items)
     return out
 
@@ -163,8 +165,11 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def _paired(cells: list[tuple[list[Entry], Baseline]], weights: list[float] | None = None) -> PairedResult | None:
-    """Paired test of a method against the best single model over some tasks: strata = tasks."""
+    """Paired test of a method against the best single model over some tasks: strata = tasks. None when a run
+    has no per-item predictions (the cell then shows its point estimate only, marked (↑) at best)."""
     ms, bs = [], []
+    if any(not (e.run.dir / "predictions.jsonl").exists() for es, _ in cells for e in es):
+        return None
     for es, base in cells:
         mine = _per_item(es, lambda p: p.get("score"))
         common = sorted(set(mine) & set(base.items))
