@@ -44,6 +44,8 @@ def test_report_command_on_runs(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["compare", "nope.yaml"], "config file not found"),
     (["report", "no/such/dir"], "not found: no/such/dir"),
+    (["report", "no/such/dir", "--correction", "bonferroni"], "--correction: 'bonferroni' is not holm, bh or none"),
+    (["report", "no/such/dir", "--pair", "a versus b"], "--pair: 'a versus b' is not \"ROW_A vs ROW_B\""),
 ])
 def test_bad_input_is_one_line(args, message, tmp_path):
     r = moco(*args, cwd=tmp_path)

@@ -159,17 +159,67 @@ def test_table1_values_marks_slashes_and_share(tmp_path):
     assert avg.partial and avg.value == pytest.approx(0.375)  # only the math domain...
     assert not avg.improved  # ...compared with the best single model on the same tasks (also .375)
     r = t.get("refine", "p1", "math")
-    assert r.value == pytest.approx(0.5) and r.improved and r.rank == 1
-    assert t.get("refine", "p1", "qa").improved
-    assert t.get("refine", "p1", "avg").value == pytest.approx(0.75) and t.get("refine", "p1", "avg").improved
+    # on four items a point improvement is not evidence: (↑), not ↑
+    assert r.value == pytest.approx(0.5) and r.point and not r.improved and r.rank == 1
+    assert r.test.diff == pytest.approx(0.125) and r.p_adj == pytest.approx(1.0)
+    assert t.get("refine", "p1", "qa").point and not t.get("refine", "p1", "qa").improved
+    # q1: refine solves all 4, the best single model (a) 3: one discordant pair, McNemar p = 1
+    q1 = t.get("refine", "p1", "qa").test
+    assert q1.test == "mcnemar" and (q1.mcnemar.better, q1.mcnemar.worse) == (1, 0) and q1.p == 1.0
+    assert t.get("refine", "p1", "avg").value == pytest.approx(0.75) and t.get("refine", "p1", "avg").point
     assert t.get("vote", "p2", "math").value is None
-    # settings: vote/p1/math (no), refine/p1/math (yes), refine/p1/qa (yes) -> 2 of 3
-    assert (t.improved, t.comparable) == (2, 3)
+    # settings: vote/p1/math (no), refine/p1/math (point), refine/p1/qa (point) -> 2 of 3, none significant
+    assert (t.point_improved, t.improved, t.comparable) == (2, 0, 3)
     # per task: vote m1 yes, vote m2 no, refine m1 no (equal), m2 yes, q1 yes -> 3 of 5
-    assert (t.task_improved, t.task_comparable) == (3, 5)
+    assert (t.task_point_improved, t.task_improved, t.task_comparable) == (3, 0, 5)
     md = table1.to_markdown(t)
-    assert "/^1" in md and "1. needs a task with definite answers" in md and "66.7%" in md and "↑" in md
-    assert "single_model" in md and "**0.500 ↑**" in md
+    assert "/^1" in md and "1. needs a task with definite answers" in md and "66.7%" in md and "(↑)" in md
+    assert "single_model" in md and "**0.500 (↑)**" in md and " ↑" not in md.split("\n\n")[0]
+    assert "significantly in 0 = 0.0%" in md
+
+
+def test_table1_marks_only_significant_improvements_and_averages_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    n = 40
+    a = [1] * 10 + [0] * 30  # the best single model: 10 of 40
+    b = [0] * 5 + [1] * 5 + [0] * 30
+    cells = []
+    for seed in (0, 1):
+        make_run(runs, f"single{seed}", "single_model", "m", a, per_model={"a": a, "b": b})
+        cells.append({"status": "finished", "dir": f"runs/single{seed}",
+                      "uses": [use("table", "p", "single_model", "m", "math", seed=seed, multi_seed=True)]})
+        # strong: 30 of 40 on seed 0, 28 on seed 1 (every item a solves, plus 20 or 18 more)
+        strong = a[:10] + [1] * (20 - 2 * seed) + [0] * (10 + 2 * seed)
+        # weak: one item more than a, on one seed only
+        weak = a[:10] + [1 - seed] + [0] * 29
+        for lab, sc in (("strong", strong), ("weak", weak)):
+            make_run(runs, f"{lab}{seed}", "text_multiagent_refine", "m", sc)
+            cells.append({"status": "finished", "dir": f"runs/{lab}{seed}",
+                          "uses": [use("table", "p", lab, "m", "math", "text_multiagent_refine", seed=seed,
+                                       multi_seed=True)]})
+    t = table1.build(load([make_sweep(tmp_path, cells)]))
+    s = t.get("strong", "p", "math")
+    assert s.value == pytest.approx((30 + 28) / 80) and s.std == pytest.approx(0.05 / 2 ** 0.5 * 1)
+    assert s.per_seed == {0: 0.75, 1: 0.7} and s.improved and s.test.test == "bootstrap"  # seed means: not 0/1
+    w = t.get("weak", "p", "math")
+    assert w.value == pytest.approx(10.5 / 40) and w.point and not w.improved
+    assert t.get("Best single", "p", "math").value == pytest.approx(0.25)
+    assert (t.point_improved, t.improved) == (2, 1)
+    md = table1.to_markdown(t)
+    assert "0.725 ± 0.035 ↑" in md and "0.263 ± 0.018 (↑)" in md and "mean ± std over seeds 0, 1" in md
+    rows = table1.test_rows(t)
+    assert [r[2] for r in rows] == ["strong", "weak"] and rows[0][-1] == "↑ significant"
+    # one domain: the avg cell is the same numbers, it shares the domain's test (not a second one in the family)
+    assert t.get("strong", "p", "avg").improved and t.get("strong", "p", "avg").p_adj == s.p_adj
+    # any two rows on request: strong vs weak, items averaged over seeds
+    r = table1.compare_rows(load([tmp_path]), "strong", "weak", "p")
+    assert r.diff == pytest.approx(s.value - w.value) and r.p < 0.001
+    assert table1.compare_rows(load([tmp_path]), "Best single", "weak", "p").diff == pytest.approx(-0.0125)
+    secs = write(load([tmp_path]), tmp_path / "r.html", pairs=[("strong", "weak")])
+    pairs = next(x for x in secs if x.title == "Requested paired comparisons").tables[0].rows
+    assert pairs == [["p", "strong", "weak", "40", f"{r.diff:+.3f}", r.ci.text(), "bootstrap", f"{r.p:.4f}"]]
+    with pytest.raises(ConfigError, match="no row 'nope'"):
+        write(load([tmp_path]), tmp_path / "r.html", pairs=[("strong", "nope")])
 
 
 def test_table1_normalises_domains_outside_0_1_for_the_average(tmp_path):
@@ -350,5 +400,29 @@ def test_report_is_one_well_formed_offline_html_file_with_every_section(tmp_path
     assert {"svg", "table", "figure"} <= c.tags and text.count("<svg") >= 2
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| method | p1 · math |" in md and "![" in md
+    # the paired tests with their p-values, and every interval (or why there is none)
+    assert "p adjusted (holm)" in text and "(↑) not significant" in text and "mcnemar (1:0 discordant)" in text
+    assert "95% CI (paired)" in text and "(all scores equal)" in text and 'class="up-ns' in text
     pngs = list((tmp_path / "out" / "report_files").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_report_template_escapes_what_runs_contain(tmp_path):
+    make_run(tmp_path, "s", "single_model", "t<i>", [1, 0], per_model={"a": [1, 0]})
+    make_run(tmp_path, "m", "<script>alert(1)</script>", "t<i>", [1, 1])
+    out = tmp_path / "r.html"
+    write(load([tmp_path / "s", tmp_path / "m"]), out, title="A & B")
+    text = out.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<title>A &amp; B</title>" in text
+    c = check_html(text)
+    assert not c.errors and not c.stack
+
+
+def test_table1_without_per_item_predictions_shows_the_point_estimate_untested(tmp_path):
+    root = _table_fixture(tmp_path)
+    (root / "runs" / "refine-m1" / "predictions.jsonl").unlink()
+    t = table1.build(load([root]))
+    r = t.get("refine", "p1", "math")
+    assert r.value == pytest.approx(0.5) and r.point and r.test is None and not r.improved
+    assert t.get("refine", "p1", "qa").test is not None  # the other cells are still tested
+    assert ["p1", "math", "refine", "", "", "none", "", "", "no paired items"] in table1.test_rows(t)

@@ -49,7 +49,8 @@ def sweep_raw(task: Path, **extra) -> dict:
                                     {"method": "text_multiagent_refine", "label": "refine", "params": {"rounds": 1}}],
            "pools": {"trio": TRIO, "solo": [TRIO[0]]},
            "tasks": [{"name": str(task)}, {"name": "moco_demo", "test_limit": 8, "dev_limit": 4}],
-           "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 3}
+           "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 3,
+           "matched_baselines": False}  # the compute-matched rows have their own test
     raw.update(extra)
     return raw
 
@@ -246,7 +247,8 @@ def test_sigkill_midway_then_rerun_recomputes_no_finished_cell(mc_task, tmp_path
     sweep.write_text(json.dumps({"methods": ["text_majority_vote", "_test_blocking",
                                              {"method": "text_multiagent_refine", "params": {"rounds": 1}}],
                                  "pools": {"trio": TRIO}, "tasks": [str(mc_task)],
-                                 "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 5}))
+                                 "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 5,
+                                 "matched_baselines": False}))
     out, cache, flag = tmp_path / "sw", tmp_path / "cache.sqlite", tmp_path / "flag"
     p = _compare(script, sweep, out, cache, flag)
     deadline = time.time() + 120
@@ -276,3 +278,59 @@ def test_sigkill_midway_then_rerun_recomputes_no_finished_cell(mc_task, tmp_path
     calls = [json.loads(x) for x in (blocked / "calls.jsonl").read_text().splitlines()]
     assert calls and all(c["cache_hit"] for c in calls[len(calls) // 2:])  # its answers came from the cache
     assert "| method |" in stdout and "generated tokens:" in stdout
+
+
+def test_sweep_with_seeds_runs_each_cell_per_seed_and_shares_within_a_seed(mc_task, tmp_path):
+    raw = sweep_raw(mc_task, seeds=[0, 1], methods=["text_majority_vote"], pools={"trio": TRIO})
+    raw.pop("seed")
+    raw["tasks"] = [{"name": str(mc_task)}]
+    with pytest.raises(ConfigError, match="either `seed` or `seeds`"):
+        parse_sweep({**raw, "seed": 5})
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_sweep({**raw, "seeds": [1, 1]})
+    sw = parse_sweep(raw)
+    cells = expand(sw)
+    assert sorted((c.uses[0]["label"], c.config.seed) for c in cells) == [
+        ("single_model", 0), ("single_model", 1), ("text_majority_vote", 0), ("text_majority_vote", 1)]
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    res = run_sweep(sw, tmp_path / "sw", cache=cache)
+    cache.close()
+    assert res.count("finished") == 4
+    assert all(f"__seed{st.cell.config.seed}__" in st.cell.dir_name for st in res.states)
+    index = json.loads((tmp_path / "sw" / "index.json").read_text())
+    assert index["seeds"] == [0, 1] and {u["seed"] for c in index["cells"] for u in c["uses"]} == {0, 1}
+    from moco.analysis.sharing import distinct, read_calls
+
+    col = load([tmp_path / "sw"])
+    calls = {(e["label"], e["seed"]): distinct(read_calls(e.run.dir)) for e in col.where("table") if e.ok}
+    # sampling at temperature 0.7: the two seeds ask different calls (the cache keeps them apart)...
+    assert not set(calls[("single_model", 0)]) & set(calls[("single_model", 1)])
+    # ...and within one seed, the vote reuses every answer single_model decoded (generated once per seed)
+    for seed in (0, 1):
+        assert set(calls[("text_majority_vote", seed)]) <= set(calls[("single_model", seed)])
+        vote = next(e for e in col.where("table", label="text_majority_vote") if e["seed"] == seed)
+        assert vote.run.metrics["total"]["generated_tokens"] == 0
+    t = table1.build(col)
+    v = t.get("text_majority_vote", "trio", "avg")
+    scores = {e["seed"]: e.run.score for e in col.where("table", label="text_majority_vote")}
+    assert v.per_seed == scores and v.value == pytest.approx(sum(scores.values()) / 2)
+    assert v.std is not None and " ± " in table1.to_markdown(t) and "mean ± std over seeds 0, 1" in table1.to_markdown(t)
+
+
+def test_compute_matched_baselines_are_table_rows_by_default(mc_task):
+    raw = sweep_raw(mc_task, methods=[{"method": "text_multiagent_refine", "label": "refine", "params": {"rounds": 1}}],
+                    analyses={"scaling": {"pool": "trio", "sizes": [2]}})
+    raw.pop("matched_baselines")
+    cells = expand(parse_sweep(raw))
+    table = {(u["label"], u["pool"]) for c in cells for u in c.uses if u["analysis"] == "table"}
+    assert {("majority vote (same samples)", "trio"), ("Self-MoA (compute-matched)", "trio"),
+            ("Self-MoA (compute-matched)", "solo")} <= table
+    moa = next(c for c in cells if c.uses[0]["label"] == "Self-MoA (compute-matched)")
+    assert moa.config.method == "text_self_moa" and moa.config.params["samples"] is None  # = pool size
+    scaling = {u["label"] for c in cells for u in c.uses if u["analysis"] == "scaling"}
+    assert scaling == {"single_model", "refine"}  # the analyses run only the sweep's own rows
+    # a sweep that has the method already keeps its own row; `matched_baselines: false` adds none
+    mine = expand(parse_sweep({**raw, "methods": ["text_majority_vote"]}))
+    assert not any(u["label"] == "majority vote (same samples)" for c in mine for u in c.uses)
+    off = expand(parse_sweep({**raw, "matched_baselines": False}))
+    assert {u["label"] for c in off for u in c.uses} == {"single_model", "refine"}

@@ -93,7 +93,7 @@ def test_exact_numeric_keys_make_equal_votes():
 
 def test_bootstrap_interval_is_reproducible_and_contains_mean():
     scores = [1.0] * 30 + [0.0] * 20
-    lo, hi = bootstrap_ci(scores, seed=3)
+    lo, hi = bootstrap_ci(scores, seed=3)  # scipy's BCa interval
     assert (lo, hi) == bootstrap_ci(scores, seed=3)
     assert lo < 0.6 < hi and 0.4 < lo and hi < 0.8
     s = summarize(scores, unparsed=4, failed=1)

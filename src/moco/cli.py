@@ -89,9 +89,11 @@ def score_line(m: dict) -> str:
     """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
     if m.get("generation_only"):
         return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
-    ci = m.get("ci95")  # no interval from a single item (a bootstrap of one value is that value)
-    n = m["n"]
-    interval = f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci and n > 1 else f"no 95% CI from {n} item{'s' * (n != 1)}"
+    ci, n = m.get("ci95"), m["n"]  # no interval from one item or all-equal scores (stats says why)
+    if n <= 1:
+        interval = f"no 95% CI from {n} item{'s' * (n != 1)}"
+    else:
+        interval = f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else f"no 95% CI: {m.get('ci_note', 'not computed')}"
     return (f"{m['metric']} {m['score']:.3f} ({interval}, n={n}, unparsed {m['unparsed']}, "
             f"failed {m['failed']}; scorer {m['scorer']})")
 
@@ -367,7 +369,7 @@ def compare(
                           + (f": {st.reason}" if st.reason else ""), highlight=False, markup=False, soft_wrap=True)
         return
     col = load([root])
-    table = to_markdown(build(col))
+    table = to_markdown(build(col, alpha=cfg.alpha, correction=cfg.correction))
     (root / "table1.md").write_text(table)
     console.print(table, highlight=False, markup=False, soft_wrap=True)
     console.print(sharing_line(res.sharing), highlight=False, markup=False, soft_wrap=True)
@@ -375,7 +377,7 @@ def compare(
         from moco.analysis.report import write
 
         write(col, root / "report.html", root / "report.md", title=f"MoCo sweep: {cfg.name or sweep.stem}",
-              paths=[str(root)], overrides=cfg.param_counts)
+              paths=[str(root)], overrides=cfg.param_counts, alpha=cfg.alpha, correction=cfg.correction)
         console.print(f"report: {root / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
     failed = res.count("failed")
     console.print(f"sweep directory: {root} ({res.count('finished')} finished, {res.count('incompatible')} "
@@ -392,14 +394,31 @@ def report_(
                                             "beside it; default: the HTML path with .md)"),
     title: str = typer.Option("MoCo report", "--title"),
     threshold: float = typer.Option(0.5, "--solved-at", help="score at which an item counts as solved (emergence)"),
+    alpha: float = typer.Option(0.05, "--alpha", min=1e-9, max=0.999999, help="level of the paired tests behind ↑"),
+    correction: str = typer.Option("holm", "--correction", help="multiple-comparison correction: holm, bh or none"),
+    pair: list[str] = typer.Option([], "--pair", help='paired test of two Table 1 rows, "A vs B" (repeatable; '
+                                   '"Best single" is a row)'),
 ) -> None:
     """A self-contained HTML report (and markdown) with the tables and plots of runs and sweeps."""
     from moco.analysis import load
     from moco.analysis.report import write
 
+    if correction not in ("holm", "bh", "none"):
+        from moco.errors import ConfigError
+
+        raise ConfigError(f"--correction: '{correction}' is not holm, bh or none")
+    pairs = []
+    for x in pair:
+        a, sep, b = x.partition(" vs ")
+        if not sep or not a.strip() or not b.strip():
+            from moco.errors import ConfigError
+
+            raise ConfigError(f"--pair: '{x}' is not \"ROW_A vs ROW_B\"")
+        pairs.append((a.strip(), b.strip()))
     col = load(paths)
     md = markdown or out.with_suffix(".md")
-    secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold)
+    secs = write(col, out, md, title=title, paths=[str(p) for p in paths], threshold=threshold, alpha=alpha,
+                 correction=correction, pairs=pairs)
     console.print(f"wrote {out} and {md} ({len(secs)} sections, {len(col.runs())} runs)", highlight=False, markup=False, soft_wrap=True)
 
 

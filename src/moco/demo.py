@@ -80,7 +80,7 @@ def comparison_table(rows: list[dict]) -> Table:
             continue
         tot = m["total"]
         ci = m.get("ci95")
-        shown = "(one item)" if m.get("n") == 1 else (f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "")
+        shown = "(one item)" if m.get("n") == 1 else (f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else m.get("ci_note", ""))
         t.add_row(m["method"], f"{m['score']:.3f}", shown, str(tot["tokens_in"]), str(tot["tokens_out"]),
                   str(tot["calls"]), f"{tot['compute_s']:.1f}")
     return t

@@ -21,6 +21,7 @@ from moco.models import compat
 from moco.models.base import Backend, Capabilities
 from moco.models.pool import ModelHandle, ModelPool, is_vision_spec, on_ray
 from moco.progress import Progress
+from moco.records_schema import MetricsRecord, PredictionRecord, write_record
 from moco.rundir import (atomic_write, default_run_dir, hardware, manifest, start_attempt, storage_error, write_failure,
                           write_json, write_jsonl)
 from moco.scoring import scorer_for
@@ -172,8 +173,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
         if len(outputs) != len(p.task.test):
             raise RuntimeError(f"method {p.method.name} returned {len(outputs)} outputs for {len(p.task.test)} examples")
         predictions, metrics = score_outputs(ctx, outputs, p, time.time() - t0)
-        write_jsonl(run_dir / "predictions.jsonl", predictions)
-        write_json(run_dir / "metrics.json", metrics)
+        write_jsonl(run_dir / "predictions.jsonl", [write_record(PredictionRecord, r, stamp=False) for r in predictions])
+        write_json(run_dir / "metrics.json", write_record(MetricsRecord, metrics))
         man.update(status="finished", fingerprints={h.name: p.pool.fingerprint(h) for h in p.pool.handles},
                    finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), hardware=hardware())
         write_json(run_dir / "manifest.json", man)

@@ -4,7 +4,9 @@ share the collaborative system solves.
 Per-item scores of every single model come from single_model's predictions (trace["scores"]; older runs
 without them are re-scored from trace["answers"]), the system's from the method's predictions. Items are
 matched by their position in the test split and must have the same ids in both runs. An item counts as
-solved when its score reaches `threshold` (any value in (0, 1] is the same for accuracy).
+solved when its score reaches `threshold` (any value in (0, 1] is the same for accuracy). With seeds, each
+seed's method run is paired with the same seed's single_model run, and rows stay per seed (the interval of
+a share is over its items, which repeat across seeds, so seeds are not pooled).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from moco.analysis.records import Collection, Run
 from moco.errors import ConfigError
+from moco.scoring.stats import Interval, mean_ci
 
 BASELINE = "single_model"
 
@@ -26,10 +29,15 @@ class EmergenceRow:
     impossible: int  # items no single model solves
     rescued: int  # of those, items the method solves
     lost: int = 0  # items some single model solves but the method does not
+    seed: int = 0
 
     @property
     def share(self) -> float | None:
         return self.rescued / self.impossible if self.impossible else None
+
+    def share_ci(self) -> Interval:
+        """BCa interval of the share: the mean of a 0/1 outcome over the 'impossible' items."""
+        return mean_ci([1.0] * self.rescued + [0.0] * (self.impossible - self.rescued))
 
 
 def single_item_scores(run: Run) -> dict[int, tuple[str, dict[str, float]]]:
@@ -96,22 +104,23 @@ def compare(single: Run, system: Run, threshold: float = 0.5) -> tuple[int, int,
 
 def emergence(col: Collection, analysis: str = "table", threshold: float = 0.5) -> list[EmergenceRow]:
     entries = [e for e in col.where(analysis) if e.ok]
-    singles = {(e["pool"], e["task"]): e.run for e in entries if e["method"] == BASELINE}
+    singles = {(e["pool"], e["task"], e.get("seed", 0)): e.run for e in entries if e["method"] == BASELINE}
     rows = []
     for e in entries:
-        if e["method"] == BASELINE or (e["pool"], e["task"]) not in singles:
+        key = (e["pool"], e["task"], e.get("seed", 0))
+        if e["method"] == BASELINE or key not in singles:
             continue
-        n, imp, res, lost = compare(singles[(e["pool"], e["task"])], e.run, threshold)
-        rows.append(EmergenceRow(e["pool"], e["task"], e["domain"], e["label"], n, imp, res, lost))
+        n, imp, res, lost = compare(singles[key], e.run, threshold)
+        rows.append(EmergenceRow(e["pool"], e["task"], e["domain"], e["label"], n, imp, res, lost, e.get("seed", 0)))
     return rows
 
 
 def by_domain(rows: list[EmergenceRow]) -> list[EmergenceRow]:
-    """Pooled over the tasks of each domain: rescued / impossible summed over tasks."""
-    acc: dict[tuple[str, str, str], EmergenceRow] = {}
+    """Pooled over the tasks of each domain (per seed): rescued / impossible summed over tasks."""
+    acc: dict[tuple[str, str, str, int], EmergenceRow] = {}
     for r in rows:
-        k = (r.pool, r.domain, r.label)
-        a = acc.setdefault(k, EmergenceRow(r.pool, "*", r.domain, r.label, 0, 0, 0, 0))
+        k = (r.pool, r.domain, r.label, r.seed)
+        a = acc.setdefault(k, EmergenceRow(r.pool, "*", r.domain, r.label, 0, 0, 0, 0, r.seed))
         a.n += r.n
         a.impossible += r.impossible
         a.rescued += r.rescued

@@ -3,7 +3,9 @@
 An entry is one *use* of one run: which analysis it serves, the pool label, the method label, the task and
 its domain, plus analysis-specific fields (n_models, unique/copies, without, variant, strategy...). A sweep
 directory lists its cells' uses in index.json (incompatible cells included, with the reason); a bare run
-directory becomes one Table-1 entry whose pool is named after its models.
+directory becomes one Table-1 entry whose pool is named after its models. A sweep with `seeds` has one
+entry per seed (its use carries `seed`); `seed_groups` / `setting_key` and moco.analysis.seeds put them back
+together. Every file is read through the typed schema of moco.records_schema.
 """
 from __future__ import annotations
 
@@ -15,34 +17,52 @@ from typing import Any
 import yaml
 
 from moco.errors import ConfigError
+from moco.records_schema import IndexRecord, MetricsRecord, PredictionRecord, read_record
 
 
 @dataclass
 class Run:
     dir: Path
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # metrics.json as written (methods' own extra metrics included)
     config: dict[str, Any]
+    record: MetricsRecord | None = None  # the same, typed (moco.records_schema)
     _predictions: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.record is None:
+            self.record = read_record(MetricsRecord, self.metrics, f"{self.dir}/metrics.json")
 
     @property
     def score(self) -> float:
-        return float(self.metrics["score"])
+        if self.record.score is None:
+            raise ConfigError(f"{self.dir}: the run has no score (generation-only task)")
+        return float(self.record.score)
 
     @property
     def ci(self) -> tuple[float, float] | None:
-        ci = self.metrics.get("ci95")
-        return (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None
+        ci = self.record.ci95
+        return (float(ci[0]), float(ci[1])) if ci else None
 
     @property
     def models(self) -> list[str]:
-        return list(self.metrics.get("models") or [])
+        return list(self.record.models)
 
     def predictions(self) -> list[dict[str, Any]]:
+        """predictions.jsonl, each line checked against moco.records_schema.PredictionRecord."""
         if self._predictions is None:
             f = self.dir / "predictions.jsonl"
             if not f.exists():
                 raise ConfigError(f"{self.dir} has no predictions.jsonl")
-            self._predictions = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            rows = []
+            for i, line in enumerate(f.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except ValueError as e:
+                        raise ConfigError(f"{f}:{i} is not valid JSON: {e}") from None
+                    read_record(PredictionRecord, row, f"{f}:{i}")
+                    rows.append(row)
+            self._predictions = rows
         return self._predictions
 
 
@@ -81,6 +101,24 @@ class Collection:
         return list(seen.values())
 
 
+SEED_KEYS = ("seed", "multi_seed")
+
+
+def seed_groups(entries: list[Entry]) -> list[Entry]:
+    """The entries of one setting, one per seed (a setting listed twice for one seed counts once)."""
+    return list({int(e.get("seed", 0) or 0): e for e in entries}.values())
+
+
+def setting_key(e: Entry) -> str:
+    """What identifies a setting across seeds: its use without the seed."""
+    return json.dumps({k: v for k, v in e.use.items() if k not in SEED_KEYS}, sort_keys=True, default=str)
+
+
+def item_scores(run: Run) -> dict[int, tuple[str, dict[str, Any]]]:
+    """index -> (item id, prediction row) of a run's scored test items."""
+    return {int(p["index"]): (str(p.get("id")), p) for p in run.predictions()}
+
+
 def domain_of(task: str) -> str:
     from moco.tasks.registry import CATALOG, builtin_tasks
 
@@ -104,7 +142,7 @@ def load_run(path: Path) -> Run:
     for key in ("method", "task", "score"):
         if key not in metrics:
             raise ConfigError(f"{path}/metrics.json has no '{key}'")
-    return Run(path, metrics, cfg)
+    return Run(path, metrics, cfg, read_record(MetricsRecord, metrics, f"{path}/metrics.json"))
 
 
 def bare_entry(run: Run) -> Entry:
@@ -115,18 +153,24 @@ def bare_entry(run: Run) -> Entry:
 
 
 def load_sweep_dir(root: Path) -> tuple[list[Entry], dict[str, Any]]:
-    index = json.loads((root / "index.json").read_text())
+    try:
+        index = json.loads((root / "index.json").read_text())
+    except ValueError as e:
+        raise ConfigError(f"{root}/index.json is not valid JSON: {e}") from None
+    rec = read_record(IndexRecord, index, f"{root}/index.json")
     entries = []
-    for cell in index.get("cells", []):
+    for cell in rec.cells:
         run = None
-        status = cell.get("status", "pending")
+        status = cell.status
         if status == "finished":
-            try:
-                run = load_run(root / cell["dir"])
-            except ConfigError:
+            if cell.dir is None:
+                raise ConfigError(f"{root}/index.json: a finished cell has no 'dir'")
+            if (root / cell.dir / "metrics.json").exists():
+                run = load_run(root / cell.dir)  # a record that does not parse is an error, not "pending"
+            else:
                 status = "pending"
-        for use in cell.get("uses", []):
-            entries.append(Entry(dict(use), status, run, cell.get("reason")))
+        for use in cell.uses:
+            entries.append(Entry(dict(use), status, run, cell.reason))
     index["root"] = str(root)
     return entries, index
 

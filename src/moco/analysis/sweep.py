@@ -33,6 +33,7 @@ from moco.config import dump_config
 from moco.errors import ConfigError
 from moco.lockstep import Lockstep
 from moco.progress import Progress
+from moco.records_schema import IndexRecord, write_record
 from moco.rundir import write_json
 
 INDEX = "index.json"
@@ -151,8 +152,9 @@ def together(todo: list[tuple[str, CellState]], width: int | None) -> list[tuple
 
 
 def write_index(root: Path, sweep: SweepConfig, states: list[CellState], sharing: dict | None = None) -> None:
-    write_json(root / INDEX, {"name": sweep.name or root.name, "seed": sweep.seed,
-                              "cells": [s.to_json(root) for s in states], "sharing": sharing or {}})
+    write_json(root / INDEX, write_record(IndexRecord, {
+        "name": sweep.name or root.name, "seed": sweep.seed, "seeds": sweep.seed_list,
+        "cells": [s.to_json(root) for s in states], "sharing": sharing or {}}))
 
 
 def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = None,
@@ -183,7 +185,8 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
         todo = []
         for i, st in enumerate(runnable, 1):
             u = st.cell.uses[0]
-            what = f"[{i}/{len(runnable)}] {u['label']} on {u['task']} ({u['pool']})"
+            what = f"[{i}/{len(runnable)}] {u['label']} on {u['task']} ({u['pool']})" + \
+                (f" seed {u['seed']}" if u.get("multi_seed") else "")
             if is_finished(root / "cells" / st.cell.dir_name, st.cell):
                 st.status, st.resumed = "finished", True
                 say(f"{what}: already finished, not recomputed")

@@ -22,6 +22,8 @@ from moco.tasks.registry import resolve_task
 
 BASELINE = "single_model"
 LIAR_MODEL = "scripted:liar"
+# compute-matched baselines added to Table 1 (sweep `matched_baselines`) unless the sweep has the method already
+MATCHED = {"text_majority_vote": "majority vote (same samples)", "text_self_moa": "Self-MoA (compute-matched)"}
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Method:
     name: str  # registry name
     params: dict[str, Any]  # resolved: defaults written out
     roles: dict[str, Any]
+    matched: bool = False  # a compute-matched baseline added by the sweep (Table 1 only, not the analyses)
 
     @property
     def baseline(self) -> bool:
@@ -47,7 +50,8 @@ class Cell:
     @property
     def dir_name(self) -> str:
         u = self.uses[0]
-        return "__".join(slug(x) for x in (u["task"], u["pool"], u["label"])) + f"__{self.key[:8]}"
+        seed = f"__seed{u['seed']}" if u.get("multi_seed") else ""
+        return "__".join(slug(x) for x in (u["task"], u["pool"], u["label"])) + f"{seed}__{self.key[:8]}"
 
 
 def slug(text: str) -> str:
@@ -82,6 +86,12 @@ def resolve_methods(sweep: SweepConfig) -> list[Method]:
                 if diff:
                     label += "(" + ",".join(f"{k}={v}" for k, v in diff.items()) + ")"
         resolved.append(Method(label, info.name, params, dict(e.roles)))
+    if sweep.matched_baselines:
+        have = {m.name for m in resolved}
+        for name, label in MATCHED.items():
+            if name not in have:
+                info = get_method(name)
+                resolved.append(Method(label, name, info.parse_params({}).model_dump(mode="json"), {}, matched=True))
     labels = [m.label for m in resolved]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -113,7 +123,7 @@ class _Builder:
 
     def pick_methods(self, labels: list[str] | None, with_baseline: bool) -> list[Method]:
         if labels is None:
-            chosen = [m for m in self.methods if not m.baseline]
+            chosen = [m for m in self.methods if not m.baseline and not m.matched]
         else:
             chosen = []
             for lab in labels:
@@ -133,7 +143,14 @@ class _Builder:
         return list(names) if names is not None else list(self.tasks)
 
     def add(self, method: Method, task: str, pool_label: str, specs: list[ModelSpec], use: dict[str, Any],
-            adversary: str | None = None, skip_reason: str | None = None) -> Cell:
+            adversary: str | None = None, skip_reason: str | None = None) -> list[Cell]:
+        """One cell per seed of the sweep (each use records its seed; `multi_seed` marks a sweep with `seeds`)."""
+        seeded = self.sweep.seeds is not None
+        return [self._add(method, task, pool_label, specs, {**use, "seed": s, **({"multi_seed": True} if seeded else {})},
+                          adversary, skip_reason, s) for s in self.sweep.seed_list]
+
+    def _add(self, method: Method, task: str, pool_label: str, specs: list[ModelSpec], use: dict[str, Any],
+             adversary: str | None, skip_reason: str | None, seed: int) -> Cell:
         tset, domain, shown = self.tasks[task]
         use = {"pool": pool_label, "label": method.label, "method": method.name, "task": shown, "domain": domain,
                **use}
@@ -143,7 +160,7 @@ class _Builder:
         else:
             s = self.sweep
             cfg = ExperimentConfig(method=method.name, task=tset.settings(), models=list(specs), params=method.params,
-                                   generation=s.generation, hardware=s.hardware, roles=method.roles, seed=s.seed)
+                                   generation=s.generation, hardware=s.hardware, roles=method.roles, seed=seed)
             key = config_key(cfg, adversary)
             cell = self.cells.setdefault(key, Cell(key, cfg, [], adversary))
         cell.uses.append(use)

@@ -137,11 +137,21 @@ class SweepConfig(StrictModel):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     hardware: HardwareSettings = Field(default_factory=HardwareSettings)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    seeds: list[int] | None = Field(None, description="run every cell once per seed (tables show mean ± std over "
+                                    "seeds, paired tests average each item over seeds); replaces `seed`")
     baseline: bool = Field(True, description="add single_model on every pool (the best single model of Table 1)")
+    matched_baselines: bool = Field(True, description="add the compute-matched baselines to Table 1 when the sweep "
+                                    "lacks them: majority vote over the same first-round samples (free: shared with "
+                                    "single_model through the cache) and Self-MoA sampling the dev-best model as "
+                                    "many times as the pool has models (the calls of a 2-layer MoA)")
     parallel_cells: int | None = Field(None, ge=1, le=256, description="cells on the same models that run together, "
                                        "their model calls merged into shared batches (default: every API-, text- and "
                                        "client-server cell of those models; logit and weight cells run alone); "
                                        "1 runs the cells one by one")
+    alpha: float = Field(0.05, gt=0, lt=1, description="level of the paired tests behind Table 1's ↑")
+    correction: Literal["holm", "bh", "none"] = Field("holm", description="multiple-comparison correction over "
+                                                      "Table 1's tested cells: holm (family-wise), bh (false "
+                                                      "discovery rate), none")
     analyses: Analyses = Field(default_factory=Analyses)
     param_counts: dict[str, float] = Field(default_factory=dict, description="model name or id -> parameters, "
                                            "for FLOPs of models whose size cannot be read (endpoints)")
@@ -163,8 +173,30 @@ class SweepConfig(StrictModel):
             return {k: ({"models": p} if isinstance(p, list) else p) for k, p in v.items()}
         return v
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("seeds: give at least one seed (or leave `seeds` out and use `seed`)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds: a seed is listed twice ({v})")
+        if any(not 0 <= x <= 2**32 - 1 for x in v):
+            raise ValueError("seeds: each seed must be in [0, 2^32 - 1]")
+        return v
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds every cell runs with: `seeds`, else the one `seed`."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
     @model_validator(mode="after")
     def _references(self) -> "SweepConfig":
+        if self.seeds is not None:
+            if "seed" in self.model_fields_set and self.seed != self.seeds[0]:
+                raise ValueError("give either `seed` or `seeds`, not both")
+            self.seed = self.seeds[0]  # model selection (chosen once, before the cells) uses the first seed
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError("tasks: a task is listed twice")

@@ -1,0 +1,110 @@
+"""The typed, versioned records a run and a sweep write and the analyses read: metrics.json, each line of
+predictions.jsonl, and a sweep's index.json.
+
+The runner and the sweep validate what they write through these models (a field renamed, removed or of the
+wrong type fails at once, and in tests/test_records_schema.py); `moco.analysis.records` reads through them.
+Extra fields are allowed (methods add their own metrics, e.g. per_model_test, training), so adding a field
+needs no schema change; changing or removing a declared one does, with a new SCHEMA_VERSION.
+Files written before the schema carry no version and are read as version 0 (same fields).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = Field(0, description="0: written before the schema existed")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"schema version {v} is newer than this MoCo reads ({SCHEMA_VERSION}): upgrade MoCo")
+        return v
+
+
+class MetricsRecord(_Record):
+    """metrics.json: the score block (moco.scoring.evaluate.summarize_results) plus the run's cost."""
+
+    method: str
+    task: str
+    task_type: str | None = None
+    scorer: str | None = None
+    metric: str | None = None
+    score: float | None  # None: generation-only task
+    ci95: list[float] | None = Field(None, min_length=2, max_length=2)
+    ci_note: str | None = None  # why there is no interval (one item, all scores equal)
+    n: int = Field(0, ge=0)
+    unparsed: int = Field(0, ge=0)
+    failed: Any = 0  # items whose model call failed (a count; failure accounting may add detail)
+    strict_score: float | None = None
+    n_test: int | None = None
+    models: list[str] = Field(default_factory=list)
+    wall_s: float | None = None
+    total: dict[str, Any] = Field(default_factory=dict)
+    phases: dict[str, Any] = Field(default_factory=dict)
+    per_model_test: dict[str, float] | None = None  # single_model: each model's test score
+    best_single_test: float | None = None
+    chosen_model: str | None = None
+
+
+class PredictionRecord(_Record):
+    """One line of predictions.jsonl (moco.scoring.evaluate.prediction_row + the method's trace)."""
+
+    id: str | int
+    index: int
+    prompt: Any = None
+    gold: Any = None
+    output: str | None = None
+    failed: bool = False
+    extracted: Any = None
+    score: float | None = None
+    strict_score: float | None = None
+    trace: dict[str, Any] | None = None
+
+
+class CellRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    key: str | None = None
+    status: Literal["pending", "incompatible", "finished", "failed"] | str
+    uses: list[dict[str, Any]] = Field(default_factory=list)
+    dir: str | None = None
+    reason: str | None = None
+    resumed: bool = False
+    seconds: float | None = None
+
+
+class IndexRecord(_Record):
+    """A sweep's index.json: every cell with its status and the analyses it serves."""
+
+    name: str | None = None
+    seed: int = 0
+    seeds: list[int] | None = None
+    cells: list[CellRecord] = Field(default_factory=list)
+    sharing: dict[str, Any] = Field(default_factory=dict)
+
+
+def write_record(cls: type[_Record], data: dict[str, Any], stamp: bool = True) -> dict[str, Any]:
+    """Validate what is about to be written and stamp the schema version (the dict keeps its key order).
+    Prediction lines are not stamped: their run directory's metrics.json carries the version."""
+    cls.model_validate({**data, "schema_version": SCHEMA_VERSION})
+    return {"schema_version": SCHEMA_VERSION, **data} if stamp else data
+
+
+def read_record(cls: type[_Record], data: Any, where: str):
+    """Parse a record read from disk; a mismatch is one line naming the file and the field."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        from moco.errors import ConfigError
+
+        raise ConfigError(f"{where}: field '{loc}': {err['msg']}") from None
