@@ -34,3 +34,15 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
         lowered = {c.lower(): c for c in pool}
         close = [lowered[w] for w in difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class CallsFailed(MocoError):
+    """Model calls failed after their retries (or a backend went down): the run has no score. Exit code 3, so a
+    script tells it from a usage error (2); the answered calls are cached, and re-running redoes only the rest."""
+
+    exit_code = 3
+
+
+class BackendDown(CallsFailed):
+    """A backend stopped answering at the connection level (refused, reset, timed out with its health endpoint
+    gone): the run stops at once instead of waiting out every retry of every remaining call."""
