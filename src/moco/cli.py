@@ -36,6 +36,9 @@ def run(
     cpu: bool = typer.Option(False, "--cpu", help="ignore gpu_ids and run on the CPU"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
+    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="failed items to tolerate (a count like 3 or a "
+                                             "fraction like 0.1); default 0 (config key max_failed): any failed "
+                                             "model call fails the run, exit code 3, no score"),
 ) -> None:
     """Run one experiment and write its run directory."""
     STATE["no_cache"] = no_cache
@@ -47,6 +50,8 @@ def run(
     cfg = load_config(config)
     if cpu:
         cfg.hardware.gpu_ids = []
+    if max_failed is not None:
+        cfg.max_failed = _max_failed(max_failed)
     bar = make_progress(progress)
     try:
         res = run_experiment(cfg, out, data_dir=data_dir, cache=NullCache() if no_cache else None, progress=bar)
@@ -58,13 +63,24 @@ def run(
     console.print(f"run directory: {res.run_dir}")
 
 
+def _max_failed(text: str) -> float:
+    from moco.failures import parse_max_failed
+
+    try:
+        return parse_max_failed(text)
+    except ValueError as e:
+        raise MocoError(str(e)) from None
+
+
 def score_line(m: dict) -> str:
     """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
     if m.get("generation_only"):
         return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
+    if m.get("score") is None:
+        return m.get("score_note") or "no score"
     lo, hi = m["ci95"]
     return (f"{m['metric']} {m['score']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={m['n']}, unparsed {m['unparsed']}, "
-            f"failed {m['failed']}; scorer {m['scorer']})")
+            f"failed {m['failed']}; scorer {m['scorer']})" + (f", {m['score_note']}" if m.get("score_note") else ""))
 
 
 @app.command()
