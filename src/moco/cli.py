@@ -297,6 +297,8 @@ def compare(
     parallel_cells: Optional[int] = typer.Option(None, "--parallel-cells", min=1, help="cells on the same models run "
                                                  "together, their model calls merged into shared batches (default: "
                                                  "the sweep's parallel_cells, else all API/text cells); 1 = one by one"),
+    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="failed items each cell tolerates (a count or "
+                                             "a fraction); default 0: a cell with a failed model call fails"),
 ) -> None:
     """Run every cell of a sweep (resumable), print the paper's Table 1 and the token sharing ratio."""
     from moco.analysis import load, run_sweep
@@ -308,6 +310,8 @@ def compare(
     cfg = load_sweep(sweep)
     if parallel_cells is not None:
         cfg.parallel_cells = parallel_cells
+    if max_failed is not None:
+        cfg.max_failed = _max_failed(max_failed)
     root = out or Path.cwd() / "runs" / "sweeps" / (cfg.name or sweep.stem)
     bar = make_progress(progress)
     try:

@@ -353,4 +353,7 @@ def format_validation_error(e: ValidationError, prefix: str) -> str:
 
 def dump_config(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML (what the run directory stores)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=False, exclude_none=True), sort_keys=False)
+    data = cfg.model_dump(mode="json", by_alias=False, exclude_none=True)
+    if not data.get("max_failed"):  # the default (no failure tolerated) is not written: older run dirs still match
+        data.pop("max_failed", None)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -137,6 +137,7 @@ class SweepConfig(StrictModel):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     hardware: HardwareSettings = Field(default_factory=HardwareSettings)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    max_failed: float = Field(0, ge=0, description="failed items each cell tolerates (see the run config's max_failed)")
     baseline: bool = Field(True, description="add single_model on every pool (the best single model of Table 1)")
     parallel_cells: int | None = Field(None, ge=1, le=256, description="cells on the same models that run together, "
                                        "their model calls merged into shared batches (default: every API-, text- and "

@@ -10,6 +10,8 @@
   scores) is min-max normalised over the pool's rows first, as the paper does for instruction following.
 - The share of (method, pool, domain) settings where collaboration beats the best single model is the
   paper's 61.0% figure; single_model rows are not collaboration and are not counted.
+- A cell whose run failed (model calls failed, see failures.py) shows "failed (reason)" and its setting is left
+  out of that share; a run that finished under a failure tolerance says over how many items its score is.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class Value:
     rank: int = 0  # 1 best, 2 second among method rows of the column
     ref: float | None = None  # the best single model on the same tasks (what `improved` compares with)
     unfinished: list[str] = field(default_factory=list)  # "pending" / "failed": not a reason it cannot run
+    failures: list[str] = field(default_factory=list)  # why cells failed (shown as "failed (reason)")
+    over: tuple[int, int, int] | None = None  # (items scored, items, failed) when a tolerated run lost items
     reasons: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
 
@@ -113,8 +117,11 @@ def build(col: Collection, analysis: str = "table") -> Table1:
                     if e.ok:
                         scores.append(e.run.score)
                         v.tasks.append(tk)
+                        _count_failed(v, e.run.metrics)
                     elif e.status != "incompatible":
                         v.unfinished.append(e.status)
+                        if e.status == "failed":
+                            v.failures.append(e.reason or "")
                     else:
                         reason = e.reason or e.status
                         v.reasons.append(reason)
@@ -122,7 +129,7 @@ def build(col: Collection, analysis: str = "table") -> Table1:
                             reasons.append(reason)
                 v.value = _mean(scores)
                 v.partial = v.value is not None and bool(v.reasons or v.unfinished)
-                if v.value is not None and all((pool, tk) in best for tk in v.tasks):
+                if v.value is not None and not v.failures and all((pool, tk) in best for tk in v.tasks):
                     v.ref = _mean([best[(pool, tk)] for tk in v.tasks])
                     v.improved = v.value > v.ref + EPS
                     if label not in t.baselines:
@@ -138,6 +145,14 @@ def build(col: Collection, analysis: str = "table") -> Table1:
         _averages(t, pool, domains)
         _ranks(t, pool)
     return t
+
+
+def _count_failed(v: Value, metrics: dict) -> None:
+    """A run that finished under a failure tolerance: its score is over fewer items than the task has."""
+    failed = int(metrics.get("failed") or 0)
+    if failed:
+        k, n, f = v.over or (0, 0, 0)
+        v.over = (k + int(metrics.get("n") or 0), n + int(metrics.get("n_test") or 0), f + failed)
 
 
 def _averages(t: Table1, pool: str, domains: list[str]) -> None:
@@ -183,11 +198,18 @@ def _ranks(t: Table1, pool: str) -> None:
 # ----------------------------------------------------------------------------------------------- rendering
 def cell_text(t: Table1, v: Value, markdown: bool = True) -> str:
     if v.value is None:
+        if v.failures:  # a failed cell says why (a re-run of `moco compare` retries it)
+            why = v.failures[0].replace("|", "/")
+            return f"failed ({why[:80]}{'…' if len(why) > 80 else ''})"
         if not v.reasons:
             return sorted(set(v.unfinished))[0] if v.unfinished else ""
         return "/" + "".join(f"^{t.footnote(r)}" for r in sorted(set(v.reasons), key=t.footnote)[:3]) if markdown \
             else "/"
     s = f"{v.value:.3f}" + ("*" if v.partial else "")
+    if v.failures:
+        s += f" (+{len(v.failures)} failed)"
+    if v.over:
+        s += f" (over {v.over[0]} of {v.over[1]} items, {v.over[2]} failed)"
     if markdown:
         if v.improved:
             s += " ↑"

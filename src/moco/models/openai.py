@@ -210,8 +210,7 @@ class OpenAIBackend:
         try:
             r = _run(self._get_models(min(10.0, self.timeout_s)))
         except openai.APIConnectionError as e:
-            c = e.__cause__ or e
-            raise ModelError(f"endpoint {self.base_url} unreachable: {type(c).__name__}: {c}") from None
+            raise ModelError(f"endpoint {self.base_url} unreachable: {_describe(e.__cause__ or e)}") from None
         if r.status_code in (401, 403):
             raise ModelError(f"endpoint {self.base_url} refused the API key (HTTP {r.status_code})")
         if r.status_code >= 400 and r.status_code != 404:
@@ -336,8 +335,7 @@ class OpenAIBackend:
         except (openai.APITimeoutError, asyncio.TimeoutError):
             raise await self._lost(f"timeout after {self.timeout_s:g}s") from None
         except openai.APIConnectionError as e:
-            c = e.__cause__ or e
-            raise await self._lost(f"{type(c).__name__}: {c}") from None
+            raise await self._lost(_describe(e.__cause__ or e)) from None
         except openai.APIStatusError as e:
             srv.failures = 0  # it answered: alive
             if e.status_code in RETRY_STATUS:
@@ -358,7 +356,7 @@ class OpenAIBackend:
             if not alive and srv.down is None:
                 srv.down = (f"{self.base_url} stopped answering ({srv.failures} connection failures in a row, "
                             f"last: {msg}; GET /models does not answer either)")
-                log.warning("endpoint down: %s", srv.down)
+                log.info("endpoint down: %s", srv.down)  # the run stops with this reason (one line)
         return _GiveUp(f"backend down: {srv.down}") if srv.down is not None else _Retry(msg)
 
     def _result(self, r: httpx.Response, req: GenRequest, t0: float) -> GenResult:
@@ -407,6 +405,12 @@ def _logprobs(choice: dict) -> tuple[list[float] | None, list[float] | None]:
     top = [max([float(x.get("logprob", -1e9)) for x in t.get("top_logprobs") or []] or [float(t.get("logprob", 0.0))])
            for t in content]
     return chosen, top
+
+
+def _describe(err: BaseException) -> str:
+    """'ConnectError: [Errno 111] Connection refused', or the bare type when the error says nothing more."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _failed(msg: str, t0: float) -> GenResult:
