@@ -108,7 +108,8 @@ def test_a_server_that_dies_mid_run_stops_it_fast_and_the_rerun_resumes(tmp_path
     assert dead.returncode == 3, dead.stdout + dead.stderr
     assert end - t0 < 120 and stop_s < 30
     err = dead.stderr.strip().splitlines()
-    assert len(err) == 1 and "is down" in err[0] and "model 'm" in err[0] and "calls failed, first:" in err[0], err
+    assert len(err) == 1 and "is down" in err[0] and "model 'm" in err[0] and "model calls failed" in err[0], err
+    assert "connection failures in a row" in err[0] and "GET /models does not answer" in err[0]
     assert "accuracy" not in dead.stdout  # no headline score
     run = tmp_path / "run"
     man = json.loads((run / "manifest.json").read_text())
@@ -116,6 +117,8 @@ def test_a_server_that_dies_mid_run_stops_it_fast_and_the_rerun_resumes(tmp_path
     assert not (run / "metrics.json").exists()  # stopped in the method: nothing was scored
     first = _jsonl(run / "calls.jsonl")
     answered = {c["key"] for c in first if c["error"] is None}
+    last_call = max(c["t"] for c in first)
+    print(f"last call recorded {last_call - url.exited:.2f} s after the server died")
     assert 0 < len(answered) <= 40 and any(c["error"] for c in first)
 
     with chat_server(port) as url:  # the same command, the server back
@@ -128,6 +131,7 @@ def test_a_server_that_dies_mid_run_stops_it_fast_and_the_rerun_resumes(tmp_path
     second = [c for c in _jsonl(run / "calls.jsonl") if c["attempt"] == 2]
     assert all(c["cache_hit"] for c in second if c["key"] in answered)  # every answered call reused
     assert new_calls == total - len(answered)  # and only the others asked again
+    print(f"re-run: {len(answered)} answered calls reused from the cache, {new_calls} asked again")
 
 
 def test_a_server_failing_a_tenth_of_its_calls(tmp_path):
@@ -188,6 +192,14 @@ def test_a_sweep_shows_the_failed_cell_and_leaves_it_out_of_the_share(tmp_path):
     cells = [v for (r, pool, _c), v in t.values.items() if r == "text_majority_vote" and pool == "served"]
     assert all(v.value is None for v in cells)
     assert t.comparable == 1  # the scripted pool's setting only: the failed one is not counted
+
+    with chat_server(port) as url:  # `moco compare` again, the server healthy: only the failed cells run again
+        again = run_sweep(sweep, tmp_path / "sweep", cache=ResponseCache(tmp_path / "c.sqlite"))
+        asked = _stats(url)["answered"]
+    assert again.count("failed") == 0 and {s.resumed for s in again.states if s.cell.uses[0]["pool"] == "scripted"} \
+        == {True}
+    assert 0 < asked < 3 * 8 * len(failed)  # the calls answered before are not asked again
+    assert "failed" not in to_markdown(build(load([tmp_path / "sweep"])))
 
 
 def test_items_are_traced_from_the_failed_calls_text():

@@ -225,9 +225,10 @@ class RunContext:
         for h in {h.name: h for h in handles}.values():  # backends that ran in this call (so loaded)
             why = getattr(self.pool.backend(h), "down", None)
             if why:
-                f = self.failures()
-                raise BackendDown(f"model '{h.name}' is down: {why}; {len(f.calls)} model calls failed, first: "
-                                  f"{f.calls[0].error[:200] if f.calls else why}. Answered calls are cached: "
+                calls = self.recorder.failures
+                first = next((c.error for c in calls if not c.error.startswith("backend down")), None)
+                raise BackendDown(f"model '{h.name}' is down: {why}; {len(calls)} model calls failed"
+                                  + (f", first: {first[:200]}" if first else "") + ". Answered calls are cached: "
                                   "re-run the same command when the server is back")
 
     def failures(self, output_failed: Sequence[bool] = (), max_failed: float = 0) -> Failures:
