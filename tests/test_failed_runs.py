@@ -209,17 +209,20 @@ def test_items_are_traced_from_the_failed_calls_text():
         return Example(f"{split}{i}", i, split, f"{q}\nAnswer with a letter.", q)
 
     task = Task("t", "multiple_choice", dev=[ex(0, "dev", "What is 1+1?")],
-                test=[ex(0, "test", "What is 2+2?"), ex(1, "test", "What is 2+2+2?")])
+                test=[ex(0, "test", "What is 2+2?"), ex(1, "test", "What is 2+2+2?"), ex(2, "test", "What is 3+3?")])
     calls = [FailedCall("test", "answer", "m", "HTTP 500", "be brief\nWhat is 2+2+2?\nAnswer with a letter."),
              FailedCall("test", "round 1", "m", "HTTP 500", "Others said (B). Question: What is 2+2?"),
              FailedCall("dev", "answer", "m", "HTTP 500", "What is 1+1?\nAnswer with a letter."),
              FailedCall("test", "summary", "m", "HTTP 500", "Summarize the debate.")]
-    f = account(calls, task, [False, False])
+    f = account(calls, task, [False, False, False])
     assert f.test_items == {1: ["lost m (test answer)"], 0: ["lost m (test round 1)"]}
     assert f.dev_items == {0: ["lost m (dev answer)"]} and f.unattributed == {"test": 1}
-    assert f.failed("test") == 2 and f.failed("dev") == 1 and not f.accepted
-    assert account(calls, task, [False, False], max_failed=2).accepted
-    assert not account(calls, task, [False, False], max_failed=0.5).accepted  # 2 of 2 test items > half
+    assert f.failed("test") == 3 and f.failed("dev") == 1 and not f.accepted  # the untraced call counts as an item
+    traced, ok = calls[:3], [False, False, False]
+    assert account(traced, task, ok, max_failed=2).accepted
+    assert not account(traced, task, ok, max_failed=0.7).accepted  # dev counts too: its one item failed (1 > 0.7)
+    assert not account(traced, task, ok, max_failed=0.5).accepted  # 2 of 3 test items > half
+    assert not account(traced, task, [False, False, True], max_failed=5).accepted  # no test item left to score
     assert f.to_dict()["by_stage"] == {"test answer": {"m": 1}, "test round 1": {"m": 1}, "dev answer": {"m": 1},
                                        "test summary": {"m": 1}}
 

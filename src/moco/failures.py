@@ -54,7 +54,10 @@ class Failures:
 
     @property
     def accepted(self) -> bool:
-        """Within the tolerance on both splits (a fraction is of each split's size, a count of each split)."""
+        """Within the tolerance on both splits (a fraction is of each split's size, a count of each split), and
+        at least one test item left to score (no tolerance turns "every item failed" into a result)."""
+        if self.n_test and self.failed("test") >= self.n_test:
+            return False
         return all(self.failed(s) <= allowed(self.max_failed, n) for s, n in (("test", self.n_test), ("dev", self.n_dev)))
 
     def headline(self) -> str:
