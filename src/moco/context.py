@@ -233,7 +233,11 @@ class RunContext:
 
     def failures(self, output_failed: Sequence[bool] = (), max_failed: float = 0) -> Failures:
         """The failed calls so far, traced to the dev and test items they belonged to (see failures.py)."""
-        return account(self.recorder.failures, self.task, list(output_failed), max_failed)
+        f = account(self.recorder.failures, self.task, list(output_failed), max_failed)
+        if self.recorder.failures_untraced:  # beyond what the recorder keeps: each counts as a failed test item
+            f.unattributed["test"] = f.unattributed.get("test", 0) + self.recorder.failures_untraced
+            f.untraced_calls = self.recorder.failures_untraced
+        return f
 
     def _run_backend(self, keys: list[str], unique: dict, done: dict, bar: Any, on_result) -> None:
         """Batches are planned over every request of the call, cached or not, and a batch is cached whole;

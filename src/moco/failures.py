@@ -10,7 +10,7 @@ then the score says over how many items it was taken.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from moco.tasks.base import Example, Task
@@ -42,7 +42,7 @@ class Failures:
     n_test: int
     n_dev: int
     max_failed: float = 0
-    lines: list[str] = field(default_factory=list)
+    untraced_calls: int = 0  # failed calls the recorder counted without keeping them (trace.KEEP_FAILED)
 
     def failed(self, split: str) -> int:
         items, n = (self.test_items, self.n_test) if split == "test" else (self.dev_items, self.n_dev)
@@ -80,7 +80,7 @@ class Failures:
             row = by_stage.setdefault(c.stage, {})
             row[c.model] = row.get(c.model, 0) + 1
         return {
-            "failed_calls": len(self.calls),
+            "failed_calls": len(self.calls) + self.untraced_calls,
             "by_stage": by_stage,  # stage (phase and tag) -> model -> failed calls
             "test_items_failed": self.failed("test"),
             "dev_items_failed": self.failed("dev"),

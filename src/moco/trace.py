@@ -11,6 +11,8 @@ from typing import IO
 from moco import faults
 from moco.failures import FailedCall
 
+KEEP_FAILED = 10_000  # failed calls kept with their prompts; a run fails long before (a server may not)
+
 
 @dataclass
 class PhaseStats:
@@ -66,6 +68,7 @@ class CallRecorder:
         self.phases: dict[str, PhaseStats] = {}
         self.phase = "test"
         self.failures: list[FailedCall] = []  # calls that failed after their retries, in order (see failures.py)
+        self.failures_untraced = 0  # failed calls past KEEP_FAILED (a long-lived server): counted, not kept
 
     def stats(self, phase: str | None = None) -> PhaseStats:
         return self.phases.setdefault(phase or self.phase, PhaseStats())
@@ -75,8 +78,10 @@ class CallRecorder:
                prompt: str | None = None) -> None:
         """`prompt` (the call's text) lets a failed call be traced to the items it belonged to."""
         with self._lock:
-            if error is not None:
+            if error is not None and len(self.failures) < KEEP_FAILED:
                 self.failures.append(FailedCall(self.phase, tag, model, error, prompt))
+            elif error is not None:
+                self.failures_untraced += 1
             self.stats().add(model, tokens_in, tokens_out, latency, cached, error is not None, reused)
             if self._fh:
                 faults.torn_write("calls.write", self._fh, json.dumps({
