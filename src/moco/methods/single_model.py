@@ -47,7 +47,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         per_model = {m.name: answers[m.index][j].text for m in ctx.models}
         trace = {"chosen": chosen.name, "answers": per_model}
         if ex.answer is not None:
-            trace["scores"] = {m.name: value(m, j) for m in ctx.models}
+            trace["scores"] = {m.name: item_scores[m.name][j].score for m in ctx.models
+                               if not answers[m.index][j].failed}  # a failed call has no score
             trace["extracted"] = {m.name: item_scores[m.name][j].extracted for m in ctx.models}
         r = answers[chosen.index][j]
         outputs.append(Output(r.text, trace=trace, failed=r.failed))
