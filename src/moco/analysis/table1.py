@@ -34,7 +34,7 @@ class Value:
     ref: float | None = None  # the best single model on the same tasks (what `improved` compares with)
     unfinished: list[str] = field(default_factory=list)  # "pending" / "failed": not a reason it cannot run
     failures: list[str] = field(default_factory=list)  # why cells failed (shown as "failed (reason)")
-    over: tuple[int, int, int] | None = None  # (items scored, items, failed) when a tolerated run lost items
+    over: tuple[int, int, int] | None = None  # (items scored, items, failed items) over the cell's runs
     reasons: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
 
@@ -148,11 +148,10 @@ def build(col: Collection, analysis: str = "table") -> Table1:
 
 
 def _count_failed(v: Value, metrics: dict) -> None:
-    """A run that finished under a failure tolerance: its score is over fewer items than the task has."""
-    failed = int(metrics.get("failed") or 0)
-    if failed:
-        k, n, f = v.over or (0, 0, 0)
-        v.over = (k + int(metrics.get("n") or 0), n + int(metrics.get("n_test") or 0), f + failed)
+    """Items scored / items / failed items of the cell's runs (a run that finished under a failure tolerance
+    scores fewer items than its task has; the cell then says so)."""
+    k, n, f = v.over or (0, 0, 0)
+    v.over = (k + int(metrics.get("n") or 0), n + int(metrics.get("n_test") or 0), f + int(metrics.get("failed") or 0))
 
 
 def _averages(t: Table1, pool: str, domains: list[str]) -> None:
@@ -208,7 +207,7 @@ def cell_text(t: Table1, v: Value, markdown: bool = True) -> str:
     s = f"{v.value:.3f}" + ("*" if v.partial else "")
     if v.failures:
         s += f" (+{len(v.failures)} failed)"
-    if v.over:
+    if v.over and v.over[2]:
         s += f" (over {v.over[0]} of {v.over[1]} items, {v.over[2]} failed)"
     if markdown:
         if v.improved:
