@@ -12,6 +12,7 @@ import time
 import pytest
 
 from moco.config import parse_config
+from moco.errors import CallsFailed
 from moco.models.base import GenRequest, SamplingParams
 from moco.models.openai import OpenAIBackend
 from moco.runner import run_experiment
@@ -120,8 +121,9 @@ def test_a_flaky_endpoint_is_retried_with_backoff(server):
 
 
 def test_runs_with_silent_mute_and_endless_models_score_nothing_as_correct(tmp_path):
-    """A run whose models (1) hang on a real socket, (2) say nothing, (3) never stop: the run finishes, the
-    hanging calls are failed items, the empty and cut answers are unparsed, and no item counts as correct."""
+    """A run whose models (1) hang on a real socket, (2) say nothing, (3) never stop: the hanging calls fail
+    the run (no score: a failure is not a wrong answer), the empty and cut answers are unparsed and score 0,
+    and no item counts as correct."""
     task = tmp_path / "t.json"
     task.write_text(json.dumps(mc_dataset(n_dev=0, n_test=4)))
     srv = BadServer("silent")
@@ -135,15 +137,23 @@ def test_runs_with_silent_mute_and_endless_models_score_nothing_as_correct(tmp_p
             cfg = parse_config({"method": "single_model", "task": {"name": str(task)}, "models": ms,
                                 "generation": {"max_new_tokens": 16, "temperature": 0.0}})
             t0 = time.time()
+            if name == "hang":
+                with pytest.raises(CallsFailed, match="model 'm' 4 failed calls.*timeout after 1s"):
+                    run_experiment(cfg, tmp_path / name)
+                assert time.time() - t0 < 30
+                m = json.loads((tmp_path / name / "metrics.json").read_text())
+                preds = [json.loads(x) for x in (tmp_path / name / "predictions.jsonl").read_text().splitlines()]
+                assert m["score"] is None and m["failed"] == 4 and m["n"] == 0, m
+                assert all(p["failed"] and "score" not in p for p in preds)
+                assert json.loads((tmp_path / name / "manifest.json").read_text())["status"] == "failed"
+                tally("faults injected", 4)
+                continue
             res = run_experiment(cfg, tmp_path / name)
             assert time.time() - t0 < 30
             m = res.metrics
             assert m["score"] == 0.0 and m["n_test"] == 4, (name, m)
             assert all(p["score"] == 0.0 for p in res.predictions)
-            if name == "hang":
-                assert m["failed"] == 4 and all(p["failed"] for p in res.predictions)
-            else:
-                assert m["unparsed"] == 4 and m["failed"] == 0
+            assert m["unparsed"] == 4 and m["failed"] == 0 and "failures" not in m
             if name == "endless":
                 calls = [json.loads(x) for x in (tmp_path / name / "calls.jsonl").read_text().splitlines()]
                 assert all(c["finish"] == "length" and c["tokens_out"] == 16 for c in calls)

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import time
 
 import httpx
 import pytest
 
 from moco.errors import ModelError
 from moco.models.base import GenRequest, SamplingParams
-from moco.models.openai import OpenAIBackend
+from moco.models.openai import OpenAIBackend, retry_after
 
 
 def _ok(text: str, prompt_tokens: int = 5, completion_tokens: int = 3) -> httpx.Response:
@@ -253,3 +255,55 @@ def test_models_of_one_server_share_its_concurrency():
     out, calls = _run_ctx(backends, prompts_per_model=9)
     assert [r.text for r in out] == [str(c.prompt).upper() for c in calls]
     assert state["peak"] == 3  # two backends of 3 each ran concurrently, yet never more than the server's limit
+
+
+def test_retry_after_is_honoured_when_longer_than_the_backoff():
+    stamps = []
+
+    def handler(request):
+        stamps.append(time.monotonic())
+        if len(stamps) == 1:
+            return httpx.Response(429, headers={"retry-after-ms": "400"}, text="slow down")
+        return _ok("now")
+
+    b = _backend(handler, max_retries=2)  # backoff 1 ms: only the server's 0.4 s can explain the wait
+    assert b.generate([_req()])[0].text == "now" and b.retries_done == 1
+    assert stamps[1] - stamps[0] >= 0.39
+    assert retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after(httpx.Headers({"retry-after": when})) <= 30
+    assert retry_after(httpx.Headers({})) is None and retry_after(httpx.Headers({"retry-after": "soon"})) is None
+
+
+def test_a_dead_server_is_marked_down_and_fails_fast_until_it_answers_again():
+    state = {"alive": False, "posts": 0, "probes": 0}
+
+    def handler(request):
+        if request.method == "GET":
+            state["probes"] += 1
+        else:
+            state["posts"] += 1
+        if not state["alive"]:
+            raise httpx.ConnectError("Connection refused", request=request)
+        return httpx.Response(200, json={"data": []}) if request.method == "GET" else _ok("back")
+
+    b = _backend(handler, max_retries=4, concurrency=1)
+    t0 = time.monotonic()
+    res = b.generate([_req(str(i)) for i in range(20)])
+    assert time.monotonic() - t0 < 2  # not 20 calls x 5 attempts of backoff
+    assert b.down and "3 connection failures in a row" in b.down and "GET /models does not answer" in b.down
+    # the first call's third attempt marked it down: its own retries and the 19 other calls never reached the wire
+    assert state["posts"] == 3 and all(r.failed and r.error.startswith("backend down") for r in res)
+    state["alive"] = True  # restarted: the next batch probes it and goes on
+    assert [r.text for r in b.generate([_req("x")])] == ["back"] and b.down is None
+
+
+def test_timeouts_of_a_server_whose_health_endpoint_answers_are_not_a_dead_server():
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(200, json={"data": []})
+        raise httpx.ReadTimeout("busy", request=request)
+
+    b = _backend(handler, max_retries=1, concurrency=2)
+    res = b.generate([_req(str(i)) for i in range(4)])
+    assert all(r.failed and "timeout" in r.error for r in res) and b.down is None

@@ -10,6 +10,7 @@ import yaml
 from helpers import debater, scripted_config
 from moco.cache import ResponseCache
 from moco.config import parse_config
+from moco.errors import CallsFailed
 from moco.models.openai import OpenAIBackend
 from moco.runner import run_experiment
 
@@ -76,10 +77,16 @@ def test_failed_calls_are_recorded_never_scored_and_retried_next_run(tiny_task, 
     cfg = parse_config({"method": "single_model", "task": {"name": str(tiny_task)},
                         "models": [{"model": "m", "endpoint": {"base_url": "http://x/v1"}}],
                         "generation": {"temperature": 0.0}})
-    res = run_experiment(cfg, tmp_path / "r1", cache=cache, backends={"m": broken})
-    assert res.metrics["failed"] == 8 and res.metrics["score"] == 0.0
-    assert all(p["failed"] and p["score"] == 0.0 for p in res.predictions)
-    calls = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
+    with pytest.raises(CallsFailed, match=r"model 'm' 8 failed calls \(8 of 8 test items affected\).*HTTP 500"):
+        run_experiment(cfg, tmp_path / "r1", cache=cache, backends={"m": broken})
+    run_dir = tmp_path / "r1"
+    man, metrics = (json.loads((run_dir / f).read_text()) for f in ("manifest.json", "metrics.json"))
+    assert man["status"] == "failed" and "8 failed calls" in man["error"]
+    assert metrics["score"] is None and metrics["ci95"] is None and metrics["failed"] == 8 and metrics["n"] == 0
+    assert metrics["failures"]["by_stage"] == {"test answer": {"m": 8}} and not metrics["failures"]["accepted"]
+    preds = [json.loads(x) for x in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert all(p["failed"] and "score" not in p for p in preds)  # a failure is not a wrong answer: never scored
+    calls = [json.loads(x) for x in (run_dir / "calls.jsonl").read_text().splitlines()]
     assert all(c["error"] and "HTTP 500" in c["error"] for c in calls)
     ok = OpenAIBackend("http://x/v1", "m", transport=httpx.MockTransport(
         lambda r: httpx.Response(200, json={"choices": [{"message": {"content": "The answer is (A)"}}]})))

@@ -1,13 +1,15 @@
 """Every text method of the house runs with the smallest pool it accepts and with a larger one: each model
 takes part, every question gets an answer, and (all models being right) the collaboration stays right;
-and a model whose every call fails is left out (failures recorded), never fatal."""
+and a model whose every call fails is left out of the others' prompts, and fails the run visibly (issue 25)."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from helpers import scripted_config
+from moco.errors import CallsFailed
 from moco.models.base import GenResult
 from moco.models.scripted import ScriptedBackend
 from moco.runner import run_experiment
@@ -52,22 +54,32 @@ class Broken(ScriptedBackend):
 
 
 @pytest.mark.parametrize("method, params", METHODS, ids=[m for m, _ in METHODS])
-def test_a_failing_model_is_left_out_not_fatal(method, params, tiny_task, cache, tmp_path):
-    """One model of three fails every call: the run finishes, its failures are recorded, the others carry on
-    and no one is shown its (empty) output as an answer."""
+def test_a_failing_model_fails_the_run_visibly(method, params, tiny_task, cache, tmp_path):
+    """One model of three fails every call: the others carry on (no one is shown its empty output as an
+    answer), but a collaboration that lost a member is not the method's: every item that lost c is failed,
+    the failed calls are counted per stage and model, and the run ends without a score (issue 25)."""
     agents = {"a": agent("a", True), "b": agent("b", True), "c": Broken("c", default="x")}
     if method == "text_heterogeneous_swarms":  # graphs ending at c score 0 on dev: the search must avoid them
         params = {"population": 4, "max_iterations": 2}
     cfg = scripted_config(method, tiny_task, "abc", params, roles=_roles(method))
-    res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends(agents))
-    assert len(res.predictions) == 8 and res.metrics["score"] == 1.0 and res.metrics["failed"] == 0
-    if method == "text_self_moa":  # only the proposer (a) samples: c is never asked
-        assert not agents["c"].calls
-    else:
-        # every failed call is recorded (identical calls of one batch reach the backend once)
-        assert res.metrics["total"]["failed"] >= len(agents["c"].calls) > 0
-    if method == "text_heterogeneous_swarms":
-        assert res.metrics["swarm"]["graph"]["end"] != "c" and res.metrics["swarm"]["dev_score"] == 1.0
+    if method == "text_self_moa":  # only the proposer (a) samples: c is never asked, nothing failed
+        res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends(agents))
+        assert not agents["c"].calls and res.metrics["score"] == 1.0 and "failures" not in res.metrics
+        return
+    with pytest.raises(CallsFailed, match=r"model 'c' \d+ failed calls.*HTTP 503"):
+        run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends(agents))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    f = m["failures"]
+    # every failed call is recorded (identical calls of one batch reach the backend once)
+    assert f["failed_calls"] == m["total"]["failed"] + m["phases"].get("score", {}).get("failed", 0)
+    assert f["failed_calls"] >= len(agents["c"].calls) > 0
+    assert {model for row in f["by_stage"].values() for model in row} == {"c"} and m["score"] is None
+    preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    test_calls = sum(n for stage, row in f["by_stage"].items() if stage.startswith("test") for n in row.values())
+    if test_calls:  # c took part in the test items: each one lost a member
+        assert all(p["failed"] and any("lost c" in w for w in p["failure"]) for p in preds)
+    else:  # c failed only while the method chose on dev: the dev items are failed instead
+        assert f["dev_items_failed"] > 0
     for b in ("a", "b"):  # an answer slot of c would show up as an empty labelled block
         assert not any(re.search(r"(Agent answer|Candidate [AB1-9]|Previous response \d|Assistant \d|"
                                  r"Knowledge \d|Conclusion #\d):\s*\n\n", c.prompt) for c in agents[b].calls)

@@ -63,6 +63,9 @@ def run(
     cpu: bool = typer.Option(False, "--cpu", help="ignore gpu_ids and run on the CPU"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
+    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="failed items to tolerate (a count like 3 or a "
+                                             "fraction like 0.1); default 0 (config key max_failed): any failed "
+                                             "model call fails the run, exit code 3, no score"),
 ) -> None:
     """Run one experiment and write its run directory."""
     STATE["no_cache"] = no_cache
@@ -74,6 +77,8 @@ def run(
     cfg = config_with_overrides(config, sets or (), limit=limit, seed=seed)
     if cpu:
         cfg.hardware.gpu_ids = []
+    if max_failed is not None:
+        cfg.max_failed = _max_failed(max_failed)
     bar = make_progress(progress)
     try:
         res = run_experiment(cfg, out, data_dir=data_dir, cache=NullCache() if no_cache else None, progress=bar)
@@ -85,17 +90,28 @@ def run(
     console.print(f"run directory: {res.run_dir}")
 
 
+def _max_failed(text: str) -> float:
+    from moco.failures import parse_max_failed
+
+    try:
+        return parse_max_failed(text)
+    except ValueError as e:
+        raise MocoError(str(e)) from None
+
+
 def score_line(m: dict) -> str:
     """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
     if m.get("generation_only"):
         return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
+    if m.get("score") is None:
+        return m.get("score_note") or "no score"
     ci, n = m.get("ci95"), m["n"]  # no interval from one item or all-equal scores (stats says why)
     if n <= 1:
         interval = f"no 95% CI from {n} item{'s' * (n != 1)}"
     else:
         interval = f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else f"no 95% CI: {m.get('ci_note', 'not computed')}"
     return (f"{m['metric']} {m['score']:.3f} ({interval}, n={n}, unparsed {m['unparsed']}, "
-            f"failed {m['failed']}; scorer {m['scorer']})")
+            f"failed {m['failed']}; scorer {m['scorer']})" + (f", {m['score_note']}" if m.get("score_note") else ""))
 
 
 @app.command()
@@ -344,6 +360,8 @@ def compare(
     parallel_cells: Optional[int] = typer.Option(None, "--parallel-cells", min=1, help="cells on the same models run "
                                                  "together, their model calls merged into shared batches (default: "
                                                  "the sweep's parallel_cells, else all API/text cells); 1 = one by one"),
+    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="failed items each cell tolerates (a count or "
+                                             "a fraction); default 0: a cell with a failed model call fails"),
 ) -> None:
     """Run every cell of a sweep (resumable), print the paper's Table 1 and the token sharing ratio."""
     from moco.analysis import load, run_sweep
@@ -355,6 +373,8 @@ def compare(
     cfg = load_sweep(sweep)
     if parallel_cells is not None:
         cfg.parallel_cells = parallel_cells
+    if max_failed is not None:
+        cfg.max_failed = _max_failed(max_failed)
     root = out or Path.cwd() / "runs" / "sweeps" / (cfg.name or sweep.stem)
     bar = make_progress(progress)
     try:

@@ -203,6 +203,15 @@ class ExperimentConfig(StrictModel):
                                                     description="role -> pool model name/index or a new model")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     name: str | None = None
+    max_failed: float = Field(0, ge=0, description="failed items tolerated per split before the run fails: a count "
+                              "(0, 1, 2, ...) or a fraction below 1 (0.1 = a tenth); failed items are never scored")
+
+    @field_validator("max_failed")
+    @classmethod
+    def _max_failed(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("max_failed must be a count (0, 1, 2, ...) or a fraction below 1, e.g. 0.1")
+        return int(v) if v >= 1 else v
 
     @field_validator("task", mode="before")
     @classmethod
@@ -349,4 +358,7 @@ def format_validation_error(e: ValidationError, prefix: str) -> str:
 
 def dump_config(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML (what the run directory stores)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=False, exclude_none=True), sort_keys=False)
+    data = cfg.model_dump(mode="json", by_alias=False, exclude_none=True)
+    if not data.get("max_failed"):  # the default (no failure tolerated) is not written: older run dirs still match
+        data.pop("max_failed", None)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -20,7 +20,8 @@ from typing import Any
 from moco import faults, lockstep
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.config import GenerationSettings, ModelSpec
-from moco.errors import ModelError
+from moco.errors import BackendDown, ModelError
+from moco.failures import Failures, account
 from moco.models.base import GenRequest, GenResult, Message, SamplingParams, with_role_prompt
 from moco.models.pool import ModelHandle, ModelPool
 from moco.progress import Progress
@@ -179,7 +180,7 @@ class RunContext:
             if hit.extra is None and any(prepared[p][1].sampling.logprobs for p in where[key]):
                 continue  # cached without log-probabilities: recompute (same seed, same text) and store them
             done[key] = (hit.to_result(), True)
-            self._record(key, where[key], handles, done[key], tag, None)
+            self._record(key, where[key], handles, done[key], tag, None, prepared)
         bar = self.progress.task(f"{self.recorder.phase} {tag}".strip(), len(where)) if where else None
         self.progress.advance(bar, len(done))
         by_backend: dict[str, list[str]] = {}
@@ -189,7 +190,7 @@ class RunContext:
 
         def run(keys: list[str]) -> None:
             self._run_backend(keys, {k: (handles[where[k][0]], _widest(prepared, where[k])) for k in keys},
-                              done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b))
+                              done, bar, lambda k, res, b: self._record(k, where[k], handles, res, tag, b, prepared))
 
         remote = [j for j in jobs if self.pool.is_remote(handles[where[j[0]][0]])]
         together = lockstep.current()
@@ -202,6 +203,7 @@ class RunContext:
             for j in jobs:
                 run(j)
         self.progress.done(bar)
+        self._stop_if_down([handles[where[j[0]][0]] for j in jobs])
         out: list[Response] = []
         for h, (key, _req) in zip(handles, prepared):
             res, cached = done[key]
@@ -210,12 +212,33 @@ class RunContext:
         return out
 
     def _record(self, key: str, positions: list[int], handles: list[ModelHandle], item: tuple[GenResult, bool],
-                tag: str, batch: int | None) -> None:
+                tag: str, batch: int | None, prepared: list[tuple[str, GenRequest]]) -> None:
         res, cached = item
         for n, pos in enumerate(positions):  # identical calls of one generate are decoded once: the others are hits
+            prompt = "\n".join(c for _r, c in prepared[pos][1].messages) if res.error is not None else None
             self.recorder.record(model=handles[pos].name, key=key, tag=tag, tokens_in=res.tokens_in,
                                  tokens_out=res.tokens_out, latency=res.latency_s, cached=cached or n > 0,
-                                 finish=res.finish_reason, error=res.error, batch=batch, reused=res.tokens_reused)
+                                 finish=res.finish_reason, error=res.error, batch=batch, reused=res.tokens_reused,
+                                 prompt=prompt)
+
+    def _stop_if_down(self, handles: Sequence[ModelHandle]) -> None:
+        """Stop the run with one line when a backend of this call went down (its answered calls are cached)."""
+        for h in {h.name: h for h in handles}.values():  # backends that ran in this call (so loaded)
+            why = getattr(self.pool.backend(h), "down", None)
+            if why:
+                calls = self.recorder.failures
+                first = next((c.error for c in calls if not c.error.startswith("backend down")), None)
+                raise BackendDown(f"model '{h.name}' is down: {why}; {len(calls)} model calls failed"
+                                  + (f", first: {first[:200]}" if first else "") + ". Answered calls are cached: "
+                                  "re-run the same command when the server is back")
+
+    def failures(self, output_failed: Sequence[bool] = (), max_failed: float = 0) -> Failures:
+        """The failed calls so far, traced to the dev and test items they belonged to (see failures.py)."""
+        f = account(self.recorder.failures, self.task, list(output_failed), max_failed)
+        if self.recorder.failures_untraced:  # beyond what the recorder keeps: each counts as a failed test item
+            f.unattributed["test"] = f.unattributed.get("test", 0) + self.recorder.failures_untraced
+            f.untraced_calls = self.recorder.failures_untraced
+        return f
 
     def _run_backend(self, keys: list[str], unique: dict, done: dict, bar: Any, on_result) -> None:
         """Batches are planned over every request of the call, cached or not, and a batch is cached whole;
@@ -228,6 +251,8 @@ class RunContext:
             missing = [i for i in batch if keys[i] not in done]
             if not missing:
                 continue
+            if getattr(backend, "down", None):  # a dead server: the rest would fail at once; generate() stops
+                break
             results = backend.generate([reqs[i] for i in missing])
             faults.hit("generate.batch")
             self._deliver(handle, [(keys[i], r, False) for i, r in zip(missing, results)], done, bar, on_result)
@@ -258,7 +283,7 @@ class RunContext:
         handle = handles[where[keys[0]][0]]
         reqs = {k: _widest(prepared, where[k]) for k in keys}
         self._check_images(handle, list(reqs.values()))
-        on_result = lambda k, res, b: self._record(k, where[k], handles, res, tag, b)  # noqa: E731
+        on_result = lambda k, res, b: self._record(k, where[k], handles, res, tag, b, prepared)  # noqa: E731
         return lockstep.Job(self, handle, keys, reqs, done,
                             lambda rows, merged: self._deliver(handle, rows, done, bar, on_result, merged))
 

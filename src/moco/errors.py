@@ -38,3 +38,15 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 
 class StorageError(MocoError):
     """A file MoCo must write (run directory, response cache) cannot be: disk full, read-only, no permission."""
+
+
+class CallsFailed(MocoError):
+    """Model calls failed after their retries (or a backend went down): the run has no score. Exit code 3, so a
+    script tells it from a usage error (2); the answered calls are cached, and re-running redoes only the rest."""
+
+    exit_code = 3
+
+
+class BackendDown(CallsFailed):
+    """A backend stopped answering at the connection level (refused, reset, timed out with its health endpoint
+    gone): the run stops at once instead of waiting out every retry of every remaining call."""

@@ -15,7 +15,8 @@ from typing import Any
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig, HardwareSettings, ModelSpec, dump_config
 from moco.context import Output, RunContext
-from moco.errors import ConfigError, MocoError
+from moco.errors import CallsFailed, ConfigError, MocoError
+from moco.failures import Failures
 from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models import compat
 from moco.models.base import Backend, Capabilities
@@ -172,9 +173,12 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
         outputs = p.method.run(ctx, p.params)
         if len(outputs) != len(p.task.test):
             raise RuntimeError(f"method {p.method.name} returned {len(outputs)} outputs for {len(p.task.test)} examples")
-        predictions, metrics = score_outputs(ctx, outputs, p, time.time() - t0)
+        predictions, metrics, failures = score_outputs(ctx, outputs, p, time.time() - t0)
         write_jsonl(run_dir / "predictions.jsonl", [write_record(PredictionRecord, r, stamp=False) for r in predictions])
         write_json(run_dir / "metrics.json", write_record(MetricsRecord, metrics))
+        if not failures.accepted:  # no score: the run failed (its answered calls are cached for a re-run)
+            raise CallsFailed(f"{failures.headline()}; the run has no score (--max-failed tolerates some); answered "
+                              "calls are cached: re-running the same command redoes only the failed ones")
         man.update(status="finished", fingerprints={h.name: p.pool.fingerprint(h) for h in p.pool.handles},
                    finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), hardware=hardware())
         write_json(run_dir / "manifest.json", man)
@@ -198,17 +202,33 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
     return RunResult(run_dir, metrics, predictions)
 
 
-def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) -> tuple[list[dict], dict]:
-    """Score the test outputs (batched; model-based scorers call their role through ctx in phase "score")."""
+def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) -> tuple[list[dict], dict, Failures]:
+    """Score the test outputs (batched; model-based scorers call their role through ctx in phase "score").
+    Items whose output failed or whose collaboration lost a member (a failed call traced to them, the scorer's
+    own calls included) are not scored: they are listed as failed, and the score is over the others."""
     exs = p.task.test
+    tolerance = p.config.max_failed
+    own = [o.failed for o in outputs]
+    before = ctx.failures(own, tolerance)
     results = score_items(p.scorer, ctx, exs, [o.text for o in outputs], [o.answer for o in outputs],
-                          [o.use_answer for o in outputs], [o.failed for o in outputs])
+                          [o.use_answer for o in outputs], [i in before.test_items for i in range(len(exs))])
+    failures = ctx.failures(own, tolerance)  # now with the scorer's failed calls (a judge that did not answer)
+    failed = [i in failures.test_items for i in range(len(exs))]
+    results = [None if f else r for r, f in zip(results, failed)]
     rows = []
-    for ex, o, res in zip(exs, outputs, results):
-        row = prediction_row(ex, o.text, res, o.failed)
+    for ex, o, res, f in zip(exs, outputs, results, failed):
+        row = prediction_row(ex, o.text, res, f)
+        if f:
+            row["failure"] = failures.test_items[ex.index]
         row["trace"] = o.trace
         rows.append(row)
-    summary = summarize_results(p.scorer, exs, results, [o.failed for o in outputs], seed=ctx.seed)
+    summary = summarize_results(p.scorer, exs, results, failed, seed=ctx.seed)
+    summary["failed"] = failures.failed("test")  # items that matched no failed call's text count too
+    if not failures.accepted:
+        summary.update(score=None, ci95=None, strict_score=None, score_note=f"no score: {failures.headline()}")
+        summary.pop("groups", None)
+    elif failures.any and summary.get("score") is not None:
+        summary["score_note"] = f"over {summary['n']} of {len(exs)} items, {failures.failed('test')} failed"
     if (by := unparsed_breakdown(p.scorer, exs, [o.trace for o in outputs])) is not None:
         summary["unparsed_by"] = by  # per model (final round) and per round of the method's own outputs
     phases = {k: v.to_dict() for k, v in ctx.recorder.phases.items()}
@@ -220,7 +240,9 @@ def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) 
         "n_test": len(exs), "models": [h.name for h in p.pool.handles],
         "wall_s": round(wall, 3), "total": total, "phases": phases, **ctx.extra_metrics,
     }
-    return rows, metrics
+    if failures.any:
+        metrics["failures"] = failures.to_dict()
+    return rows, metrics, failures
 
 
 def describe_plan(p: Plan) -> list[str]:

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import IO
 
 from moco import faults
+from moco.failures import FailedCall
+
+KEEP_FAILED = 10_000  # failed calls kept with their prompts; a run fails long before (a server may not)
 
 
 @dataclass
@@ -64,13 +67,21 @@ class CallRecorder:
         self._lock = threading.Lock()
         self.phases: dict[str, PhaseStats] = {}
         self.phase = "test"
+        self.failures: list[FailedCall] = []  # calls that failed after their retries, in order (see failures.py)
+        self.failures_untraced = 0  # failed calls past KEEP_FAILED (a long-lived server): counted, not kept
 
     def stats(self, phase: str | None = None) -> PhaseStats:
         return self.phases.setdefault(phase or self.phase, PhaseStats())
 
     def record(self, *, model: str, key: str, tag: str, tokens_in: int, tokens_out: int, latency: float,
-               cached: bool, finish: str, error: str | None, batch: int | None, reused: int = 0) -> None:
+               cached: bool, finish: str, error: str | None, batch: int | None, reused: int = 0,
+               prompt: str | None = None) -> None:
+        """`prompt` (the call's text) lets a failed call be traced to the items it belonged to."""
         with self._lock:
+            if error is not None and len(self.failures) < KEEP_FAILED:
+                self.failures.append(FailedCall(self.phase, tag, model, error, prompt))
+            elif error is not None:
+                self.failures_untraced += 1
             self.stats().add(model, tokens_in, tokens_out, latency, cached, error is not None, reused)
             if self._fh:
                 faults.torn_write("calls.write", self._fh, json.dumps({

@@ -211,7 +211,9 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
             else:
                 st.status, st.seconds = "finished", time.time() - t0
                 m = res.metrics
-                say(f"{what}: {m['metric']} {m['score']:.3f} ({st.seconds:.1f} s, "
+                score = "no score" if m["score"] is None else f"{m['score']:.3f}"
+                score += f", {m['score_note']}" if m.get("score_note") else ""
+                say(f"{what}: {m['metric']} {score} ({st.seconds:.1f} s, "
                     f"{m['total']['generated_tokens']} tokens generated, {m['total']['tokens_out']} used)")
             write_index(root, sweep, states)
 

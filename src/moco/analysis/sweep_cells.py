@@ -59,7 +59,8 @@ def slug(text: str) -> str:
 
 
 def config_key(cfg: ExperimentConfig, adversary: str | None = None) -> str:
-    blob = json.dumps({"cfg": cfg.model_dump(mode="json", exclude_none=True), "adversary": adversary}, sort_keys=True)
+    blob = json.dumps({"cfg": cfg.model_dump(mode="json", exclude_none=True, exclude={"max_failed"}),  # a tolerance
+                       "adversary": adversary}, sort_keys=True)  # is not another experiment: same cell, same folder
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -160,7 +161,8 @@ class _Builder:
         else:
             s = self.sweep
             cfg = ExperimentConfig(method=method.name, task=tset.settings(), models=list(specs), params=method.params,
-                                   generation=s.generation, hardware=s.hardware, roles=method.roles, seed=seed)
+                                   generation=s.generation, hardware=s.hardware, roles=method.roles, seed=seed,
+                                   max_failed=s.max_failed)
             key = config_key(cfg, adversary)
             cell = self.cells.setdefault(key, Cell(key, cfg, [], adversary))
         cell.uses.append(use)

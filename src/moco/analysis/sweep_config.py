@@ -139,6 +139,7 @@ class SweepConfig(StrictModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     seeds: list[int] | None = Field(None, description="run every cell once per seed (tables show mean ± std over "
                                     "seeds, paired tests average each item over seeds); replaces `seed`")
+    max_failed: float = Field(0, ge=0, description="failed items each cell tolerates (see the run config's max_failed)")
     baseline: bool = Field(True, description="add single_model on every pool (the best single model of Table 1)")
     matched_baselines: bool = Field(True, description="add the compute-matched baselines to Table 1 when the sweep "
                                     "lacks them: majority vote over the same first-round samples (free: shared with "

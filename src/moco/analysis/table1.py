@@ -18,6 +18,8 @@
 - The share of (method, pool, domain) settings where collaboration beats the best single model (the paper's
   61.0% figure) is reported both ways: point estimate, and significant after correction. single_model rows are
   not collaboration and are not counted.
+- A cell whose run failed (model calls failed, see failures.py) shows "failed (reason)" and its setting is left
+  out of that share; a run that finished under a failure tolerance says over how many items its score is.
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ class Value:
     p_adj: float | None = None
     same_as: tuple[str, str, str] | None = None  # an avg over one domain: that domain's cell and its test
     unfinished: list[str] = field(default_factory=list)  # "pending" / "failed": not a reason it cannot run
+    failures: list[str] = field(default_factory=list)  # why cells failed (shown as "failed (reason)")
+    over: tuple[int, int, int] | None = None  # (items scored, items, failed items) over the cell's runs
     reasons: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
 
@@ -218,9 +222,13 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
                         runs_of[(label, pool, tk)] = ok
                         per_task.append({_seed(e): e.run.score for e in ok})
                         v.tasks.append(tk)
+                        for e in ok:
+                            _count_failed(v, e.run.metrics)
                         v.unfinished += [e.status for e in bad if e.status != "incompatible"]
+                        v.failures += [e.reason or "" for e in bad if e.status == "failed"]
                     elif any(e.status != "incompatible" for e in bad):
                         v.unfinished += [e.status for e in bad]
+                        v.failures += [e.reason or "" for e in bad if e.status == "failed"]
                     else:
                         reason = bad[0].reason or bad[0].status
                         v.reasons.append(reason)
@@ -228,7 +236,7 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
                             reasons.append(reason)
                 _seeded(v, per_task)
                 v.partial = v.value is not None and bool(v.reasons or v.unfinished)
-                if v.value is not None and all((pool, tk) in base for tk in v.tasks):
+                if v.value is not None and not v.failures and all((pool, tk) in base for tk in v.tasks):
                     v.ref = _mean([base[(pool, tk)].score for tk in v.tasks])
                     v.point = v.value > v.ref + EPS
                     if label not in t.baselines:
@@ -246,6 +254,13 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
         _ranks(t, pool)
     _significance(t, task_tests)
     return t
+
+
+def _count_failed(v: Value, metrics: dict) -> None:
+    """Items scored / items / failed items of the cell's runs (a run that finished under a failure tolerance
+    scores fewer items than its task has; the cell then says so)."""
+    k, n, f = v.over or (0, 0, 0)
+    v.over = (k + int(metrics.get("n") or 0), n + int(metrics.get("n_test") or 0), f + int(metrics.get("failed") or 0))
 
 
 def _seeded(v: Value, per_task: list[dict[int, float]]) -> Value:
@@ -378,11 +393,18 @@ def mark(v: Value) -> str:
 
 def cell_text(t: Table1, v: Value, markdown: bool = True) -> str:
     if v.value is None:
+        if v.failures:  # a failed cell says why (a re-run of `moco compare` retries it)
+            why = v.failures[0].replace("|", "/")
+            return f"failed ({why[:80]}{'…' if len(why) > 80 else ''})"
         if not v.reasons:
             return sorted(set(v.unfinished))[0] if v.unfinished else ""
         return "/" + "".join(f"^{t.footnote(r)}" for r in sorted(set(v.reasons), key=t.footnote)[:3]) if markdown \
             else "/"
     s = f"{v.value:.3f}" + (f" ± {v.std:.3f}" if v.std is not None else "") + ("*" if v.partial else "")
+    if v.failures:
+        s += f" (+{len(v.failures)} failed)"
+    if v.over and v.over[2]:
+        s += f" (over {v.over[0]} of {v.over[1]} items, {v.over[2]} failed)"
     s += mark(v)
     if markdown:
         if v.rank == 1:

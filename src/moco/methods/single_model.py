@@ -33,11 +33,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     # record lets analyses (collaborative emergence) tell which items no single model solves
     item_scores = {m.name: [ctx.score(ex, answers[m.index][j].text) if ex.answer is not None else None
                             for j, ex in enumerate(ctx.test)] for m in ctx.models}
-    def value(m, j: int) -> float:  # a failed call scores 0, as the runner scores failed outputs
-        return 0.0 if answers[m.index][j].failed else item_scores[m.name][j].score
-
-    for m in ctx.models:
-        scored = [value(m, j) for j in range(len(ctx.test)) if item_scores[m.name][j] is not None]
+    for m in ctx.models:  # a failed call is no score, not 0 (the run reports it, see failures.py)
+        scored = [item_scores[m.name][j].score for j in range(len(ctx.test))
+                  if item_scores[m.name][j] is not None and not answers[m.index][j].failed]
         if scored:
             per_model_scores[m.name] = sum(scored) / len(scored)
     if per_model_scores:
@@ -49,7 +47,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         per_model = {m.name: answers[m.index][j].text for m in ctx.models}
         trace = {"chosen": chosen.name, "answers": per_model}
         if ex.answer is not None:
-            trace["scores"] = {m.name: value(m, j) for m in ctx.models}
+            trace["scores"] = {m.name: item_scores[m.name][j].score for m in ctx.models
+                               if not answers[m.index][j].failed}  # a failed call has no score
             trace["extracted"] = {m.name: item_scores[m.name][j].extracted for m in ctx.models}
         r = answers[chosen.index][j]
         outputs.append(Output(r.text, trace=trace, failed=r.failed))

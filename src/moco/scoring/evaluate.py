@@ -23,7 +23,8 @@ def score_items(scorer: Any, ctx: "RunContext | None", examples: Sequence[Exampl
                 failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
     """One result per example (None for generation-only tasks). Items whose method already extracted the
     answer (`use_answer`) are scored with `score_answer`; the rest go to the scorer as one batch, inside the
-    phase "score" when there is a run context. A failed output scores 0."""
+    phase "score" when there is a run context. A failed output is not scored (None): a failure is not a wrong
+    answer, so it is left out of the score and counted as failed."""
     n = len(examples)
     if is_generation_only(scorer):
         return [None] * n
@@ -31,9 +32,9 @@ def score_items(scorer: Any, ctx: "RunContext | None", examples: Sequence[Exampl
     answers = list(answers or [None] * n)
     failed = list(failed or [False] * n)
     results: list[ScoreResult | None] = [None] * n
-    batch = [i for i in range(n) if not use_answer[i]]
+    batch = [i for i in range(n) if not use_answer[i] and not failed[i]]
     for i in range(n):
-        if use_answer[i]:
+        if use_answer[i] and not failed[i]:
             results[i] = scorer.score_answer(examples[i], answers[i])
     if batch:
         exs, txts = [examples[i] for i in batch], [texts[i] for i in batch]
@@ -44,10 +45,6 @@ def score_items(scorer: Any, ctx: "RunContext | None", examples: Sequence[Exampl
             got = score_many(scorer, None, exs, txts)
         for i, r in zip(batch, got):
             results[i] = r
-    for i in range(n):
-        if failed[i] and results[i] is not None:
-            results[i].score = 0.0
-            results[i].strict = 0.0 if results[i].strict is not None else None
     return results
 
 
@@ -60,7 +57,7 @@ def summarize_results(scorer: Any, examples: Sequence[Example], results: Sequenc
         return {**head, "generation_only": True, "score": None, "ci95": None, "n": 0, "n_responses": len(examples),
                 "unparsed": 0, "failed": sum(failed), "strict_score": None,
                 "note": "no gold answers: responses written to predictions.jsonl, not scored"}
-    scored = [(ex, r, f) for ex, r, f in zip(examples, results, failed) if r is not None]
+    scored = [(ex, r, f) for ex, r, f in zip(examples, results, failed) if r is not None and not f]
     scores = [r.score for _, r, _ in scored]
     unparsed = sum(1 for _, r, f in scored if r.extracted is None and not f)
     out = {**head, **summarize(scores, unparsed, sum(failed), seed=seed)}
