@@ -165,6 +165,12 @@ def test_a_server_failing_a_tenth_of_its_calls(tmp_path):
     assert m["score_note"] == f"over {k} of {n} items, {fails} failed"
     assert m["score_note"] in ok.stdout
     assert json.loads((tmp_path / "tolerant" / "manifest.json").read_text())["status"] == "finished"
+    rep = subprocess.run([sys.executable, "-m", "moco", "report", str(tmp_path / "tolerant"), "--out",
+                          str(tmp_path / "r.html"), "--md", str(tmp_path / "r.md")], env=moco_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr
+    for page in ("r.md", "r.html"):  # the report says over how many items the score is, as the CLI does
+        assert m["score_note"] in (tmp_path / page).read_text()
     scored = [p["score"] for p in _jsonl(tmp_path / "tolerant" / "predictions.jsonl") if not p["failed"]]
     assert len(scored) == k and m["score"] == pytest.approx(sum(scored) / k)
 

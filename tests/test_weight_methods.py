@@ -234,7 +234,7 @@ def test_model_swarms_default_searches_the_authors_lora_factor_space(zoo, tiny_t
     assert res.metrics["phases"]["dev"]["calls"] == n_cand * 4 * 2
     sel = res.metrics["dev_selection"]["swarm"]
     assert sel["repeats"] == 2 and sel["evaluated"] == n_cand
-    assert sel["chosen"] in [c["candidate"] for c in sel["candidates"]] and all(len(c["ci95"]) == 2 for c in sel["candidates"])
+    assert sel["chosen"] in [c["candidate"] for c in sel["candidates"]] and all(len(c["ci95"]) == 2 if c["ci95"] else c["ci_note"] for c in sel["candidates"])
     c = [sw["global_best"][n] for n in NAMES]
     a = sum(ci * ad.factors[KEY][0] for ci, ad in zip(c, ads))
     b = sum(ci * ad.factors[KEY][1] for ci, ad in zip(c, ads))

@@ -52,13 +52,14 @@ def choose(ctx: Any, what: str, labels: Sequence[str], item_scores: Sequence[Seq
 def record(ctx: Any, what: str, labels: Sequence[str], item_scores: Sequence[Sequence[float]], chosen: str,
            **extra: Any) -> dict[str, Any]:
     """Write (and return) the selection record: every candidate's dev score and 95% interval, the winner."""
-    from moco.scoring.stats import bootstrap_ci
+    from moco.scoring.stats import mean_ci
 
     rows = []
     for label, s in zip(labels, item_scores):
-        lo, hi = bootstrap_ci(list(s), seed=ctx.seed)
+        iv = mean_ci(list(s), seed=ctx.seed)  # no interval from one item or all-equal scores: None and why
         rows.append({"candidate": label, "dev_score": round(sum(s) / max(1, len(s)), 6),
-                     "ci95": [round(lo, 6), round(hi, 6)], "items": len(s)})
+                     "ci95": [round(iv.lo, 6), round(iv.hi, 6)] if iv.ok else None, "items": len(s),
+                     **({} if iv.ok else {"ci_note": iv.note})})
     won = next(r for r in rows if r["candidate"] == chosen)
     others = [r["dev_score"] for r in rows if r is not won]
     rec = {"decoding": ctx.generation.dev_decoding, "repeats": dev_repeats(ctx), "chosen": chosen,

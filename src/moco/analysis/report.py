@@ -148,7 +148,8 @@ def _scores_section(col: Collection) -> Section | None:
     for e in sorted(entries, key=lambda e: (e["pool"], e["task"], e.get("seed", 0))):
         m = e.run.metrics
         ci = e.run.ci
-        rows.append([e["pool"], e["task"], e["label"], str(e.get("seed", "")), f3(m["score"]),
+        note = f" ({m['score_note']})" if m.get("score_note") else ""  # a run accepted under --max-failed
+        rows.append([e["pool"], e["task"], e["label"], str(e.get("seed", "")), f3(m["score"]) + note,
                      f"{f3(ci[0])}–{f3(ci[1])}" if ci else f"({m.get('ci_note') or 'no interval'})",
                      str(m.get("n", "")), str(m.get("unparsed", "")), str(m.get("failed", "")),
                      f3(m.get("best_single_test")) if e["method"] == "single_model" else ""])
