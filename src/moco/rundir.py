@@ -59,12 +59,13 @@ def _remove(path: Path) -> None:
         pass
 
 
-def write_failure(path: Path, data: dict[str, Any]) -> None:
+def write_failure(path: Path, data: dict[str, Any], keep_results: bool = False) -> None:
     """Record a failed (or interrupted) run in its manifest, even on a full disk: atomically if possible,
     else in place (the old manifest's blocks are freed by the truncation, so one of about the same size
     fits). Results written before the failure are removed: a directory never shows results next to a
-    manifest that says they did not come about (a re-run writes them again)."""
-    for name in RESULT_FILES:
+    manifest that says they did not come about (a re-run writes them again). `keep_results`: the results
+    are complete and say themselves that there is no score (a run failed by its failed model calls)."""
+    for name in () if keep_results else RESULT_FILES:
         _remove(path.parent / name)
     try:
         write_json(path, data)

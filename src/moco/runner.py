@@ -168,7 +168,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
                      generation=cfg.generation, seed=cfg.seed, artifacts_dir=run_dir / "artifacts",
                      progress=progress, roles=p.roles)
     t0 = time.time()
-    finished = False
+    finished = finished_scoring = False
     try:
         outputs = p.method.run(ctx, p.params)
         if len(outputs) != len(p.task.test):
@@ -176,6 +176,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
         predictions, metrics, failures = score_outputs(ctx, outputs, p, time.time() - t0)
         write_jsonl(run_dir / "predictions.jsonl", [write_record(PredictionRecord, r, stamp=False) for r in predictions])
         write_json(run_dir / "metrics.json", write_record(MetricsRecord, metrics))
+        finished_scoring = True  # predictions and metrics (score null, failed items listed) stay on failure
         if not failures.accepted:  # no score: the run failed (its answered calls are cached for a re-run)
             raise CallsFailed(f"{failures.headline()}; the run has no score (--max-failed tolerates some); answered "
                               "calls are cached: re-running the same command redoes only the failed ones")
@@ -187,7 +188,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
         fault = storage_error(e, run_dir)  # disk full / read-only: one line naming the file; the manifest says so
         man.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
                    error=f"{type(fault or e).__name__}: {fault or e}")
-        write_failure(run_dir / "manifest.json", man)
+        write_failure(run_dir / "manifest.json", man, keep_results=isinstance(e, CallsFailed) and finished_scoring)
         if fault is not None and fault is not e:
             raise fault from e
         raise
