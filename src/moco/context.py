@@ -223,7 +223,9 @@ class RunContext:
 
     def _stop_if_down(self, handles: Sequence[ModelHandle]) -> None:
         """Stop the run with one line when a backend of this call went down (its answered calls are cached)."""
-        for h in {h.name: h for h in handles}.values():  # backends that ran in this call (so loaded)
+        for h in {h.name: h for h in handles}.values():
+            if not self.pool.is_remote(h):  # only served models go down; asking for a local one could reload it
+                continue
             why = getattr(self.pool.backend(h), "down", None)
             if why:
                 calls = self.recorder.failures
