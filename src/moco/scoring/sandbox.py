@@ -431,26 +431,26 @@ def _fallback(item: CodeItem, limits: SandboxLimits, sp: _Spawner) -> RunOutcome
                       why, fallback=True)
 
 
+def _in_parallel(work, inputs: Sequence, workers: int | None, unsafe: bool) -> list[RunOutcome]:
+    """`work` over `inputs`, `workers` at a time (default one per CPU core); each call is its own sandbox."""
+    if not inputs:
+        return []
+    require_sandbox(unsafe)
+    n = max(1, min(len(inputs), workers or os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(work, inputs))
+
+
 def check_many(items: Sequence[CodeItem], limits: SandboxLimits = SandboxLimits(), workers: int | None = None,
                unsafe: bool = False, base_dir: str | None = None) -> list[RunOutcome]:
     """Check items in parallel (`workers` at a time; default one per CPU core)."""
-    if not items:
-        return []
-    require_sandbox(unsafe)
-    n = max(1, min(len(items), workers or os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(lambda it: check_solution(it, limits, base_dir, unsafe), items))
+    return _in_parallel(lambda it: check_solution(it, limits, base_dir, unsafe), items, workers, unsafe)
 
 
 def run_many(programs: Sequence[str], limits: SandboxLimits = SandboxLimits(), workers: int | None = None,
              unsafe: bool = False, base_dir: str | None = None) -> list[RunOutcome]:
     """Run whole programs in parallel (one sandbox each, `workers` at a time)."""
-    if not programs:
-        return []
-    require_sandbox(unsafe)
-    n = max(1, min(len(programs), workers or os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(lambda p: run_python(p, limits, base_dir, unsafe), programs))
+    return _in_parallel(lambda p: run_python(p, limits, base_dir, unsafe), programs, workers, unsafe)
 
 
 def describe_isolation() -> dict:
