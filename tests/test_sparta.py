@@ -114,6 +114,9 @@ def test_sparta_combat_judging_reputation_dpo_and_selection(fighters, task6, cac
         assert sp["dev_scores"]["x/sparta@1"] == sp["dev_scores"]["x"] == 1.0 and sp["dev_scores"]["z/sparta@2"] == 0.0
         assert sp["dev_scores"]["y"] == 0.5  # y is right on even questions: 6, 8, 10
         assert sp["selected"] == "x/sparta@1" and res.metrics["score"] == 1.0
+        sel = res.metrics["dev_selection"]["final_model"]  # the choice with every candidate's dev score
+        assert sel["chosen"] == "x/sparta@1" and sel["margin"] == 0.0 and len(sel["candidates"]) == 9
+        assert {r["candidate"]: r["dev_score"] for r in sel["candidates"]} == sp["dev_scores"]
         calls = [json.loads(x) for x in (res.run_dir / "calls.jsonl").read_text().splitlines()]
         # who judged whom, from the call log: each model judged both responses of every pair it was not in, with
         # the weights of its iteration (base models in iteration 1, their iteration-1 adapters in iteration 2)
@@ -142,12 +145,21 @@ def test_final_selection_lets_a_hurt_model_lose_and_keeps_instructions_apart():
     """The final choice includes the base models: when DPO made every trained model worse on the selection items,
     the base model that was better wins; on a tie the trained model is kept. The selection items are the last
     ones of dev and never combat instructions; selection_share 0 is the reference's overlap."""
-    from moco.methods.text.sparta import select_final, split_dev
+    from types import SimpleNamespace
 
+    from moco.methods.text.sparta import split_dev
+    from moco.selection import choose
+
+    ctx = SimpleNamespace(seed=0, extra_metrics={}, generation=SimpleNamespace(dev_decoding="sampled", dev_repeats=1))
     names = ["x/sparta@1", "y/sparta@1", "x/sparta@2", "y/sparta@2", "x", "y"]
-    hurt = {"x/sparta@1": 0.5, "y/sparta@1": 0.25, "x/sparta@2": 0.4, "y/sparta@2": 0.25, "x": 0.75, "y": 0.5}
-    assert names[select_final(names, hurt)] == "x"
-    assert names[select_final(names, {**hurt, "x/sparta@2": 0.75})] == "x/sparta@2"  # tie: the trained one
+    hurt = {"x/sparta@1": [1, 0, 0, 1], "y/sparta@1": [1, 0, 0, 0], "x/sparta@2": [0, 1, 0, 1],
+            "y/sparta@2": [0, 0, 1, 0], "x": [1, 1, 1, 0], "y": [1, 0, 1, 0]}
+    assert names[choose(ctx, "final_model", names, [hurt[n] for n in names])] == "x"
+    sel = ctx.extra_metrics["dev_selection"]["final_model"]
+    assert (sel["chosen"], sel["chosen_dev_score"], sel["margin"]) == ("x", 0.75, 0.25)
+    assert [r["candidate"] for r in sel["candidates"]] == names and sel["candidates"][4]["ci95"] is not None
+    tie = {**hurt, "x/sparta@2": [1, 1, 0, 1]}
+    assert names[choose(ctx, "final_model", names, [tie[n] for n in names])] == "x/sparta@2"  # tie: the trained one
     dev = list(range(10))
     assert split_dev(dev, 0.5, 500) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
     assert split_dev(dev, 0.25, 3) == ([0, 1, 2], [7, 8, 9])

@@ -38,6 +38,20 @@ def averaged(ctx: Any, score_pass: Callable[[int], list[float]]) -> list[float]:
     return [sum(col) / len(col) for col in zip(*passes)]
 
 
+def candidate_scores(ctx: Any, handles: Sequence[Any], examples: Sequence[Any], tag: str) -> list[list[float]]:
+    """Per-item dev scores of each candidate model on `examples` (out[candidate][item]), answered the shared way:
+    greedy, or the mean of `dev_repeats` samples per item; a failed answer scores 0. One batched call."""
+    from moco.context import Call
+
+    sampling, reps, n, k = dev_sampling(ctx), dev_repeats(ctx), len(examples), len(handles)
+    with ctx.phase("dev"):
+        flat = ctx.generate([Call(h, ex.prompt, sampling, replica=r, images=ex.images)
+                             for r in range(reps) for h in handles for ex in examples], tag=tag)
+    scored = ctx.score_many(list(examples) * (reps * k), [x.text for x in flat])
+    item = [0.0 if x.failed else s.score for x, s in zip(flat, scored)]
+    return [[sum(item[(r * k + c) * n + i] for r in range(reps)) / reps for i in range(n)] for c in range(k)]
+
+
 def choose(ctx: Any, what: str, labels: Sequence[str], item_scores: Sequence[Sequence[float]],
            key: Callable[[int], Any] | None = None, **extra: Any) -> int:
     """Index of the candidate with the best mean dev score (ties: the first, unless `key(i)` orders them:

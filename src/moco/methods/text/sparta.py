@@ -51,6 +51,7 @@ from moco.methods.registry import method
 from moco.methods.trained import LoraParams, chat, record_training, train_target, trained_model
 from moco.models.base import Capabilities
 from moco.models.pool import ModelHandle
+from moco.selection import candidate_scores, choose
 from moco.training import DPOSettings, train_lora_dpo
 
 JUDGE_PREFIX = '{"score": '
@@ -310,10 +311,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         if params.include_base_models:  # last: a base model wins only when strictly better
             generations.append(list(base.values()))
         candidates = list({h.name: h for gen in generations for h in gen}.values())
-        dev_answers = ctx.answer_all(held_out, tag="selection", models=candidates)
-    dev_score = {h.name: sum(s.score for s in ctx.score_many(held_out, [r.text for r in outs])) / len(held_out)
-                 for h, outs in zip(candidates, dev_answers)}
-    best = candidates[select_final([h.name for h in candidates], dev_score)]
+        items = candidate_scores(ctx, candidates, held_out, "selection")  # greedy or `dev_repeats` samples
+    dev_score = {h.name: sum(s) / len(s) for h, s in zip(candidates, items)}
+    # recorded in metrics `dev_selection.final_model` (every candidate's interval); ties: the earliest
+    best = candidates[choose(ctx, "final_model", [h.name for h in candidates], items)]
     ctx.extra_metrics["sparta"] = {"iterations": summary, "dev_scores": dev_score, "selected": best.name,
                                    "final_ratings": ratings.snapshot(),
                                    "instruction_items": [ex.uid for ex in combat],
@@ -323,12 +324,6 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         finals = ctx.ask(best, [ex.prompt for ex in ctx.test], tag="answer")
     return [Output(r.text, failed=r.failed, trace={"model": best.name, "dev_score": dev_score[best.name]})
             for r in finals]
-
-
-def select_final(names: list[str], dev_score: dict[str, float]) -> int:
-    """Index of the final model: the best selection score, ties to the earliest in `names` (trained models in
-    iteration order, then the base models)."""
-    return max(range(len(names)), key=lambda i: (dev_score[names[i]], -i))
 
 
 def split_dev(dev: list, share: float, num_instructions: int) -> tuple[list, list]:
