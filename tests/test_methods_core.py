@@ -92,6 +92,12 @@ def test_majority_vote_tie_breaks(tie, expected, tiny_task, cache, tmp_path):
     row = res.predictions[1]
     assert sorted(row["trace"]["tied"]) == ["B", "C"]
     assert row["extracted"] == expected
+    if tie == "dev-based":  # the ranking that broke the tie, every model's dev score with its interval
+        sel = res.metrics["dev_selection"]["tie_break"]
+        assert sel["chosen"] == "a" and sel["order"] == ["a", "b", "c"]
+        assert {r["candidate"]: r["dev_score"] for r in sel["candidates"]} == {"b": 0.0, "a": 1.0, "c": 0.0}
+    else:
+        assert "dev_selection" not in res.metrics
 
 
 def test_plurality_rules():

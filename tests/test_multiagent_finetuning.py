@@ -155,6 +155,8 @@ def test_consensus_ties_break_by_dev_score_not_by_letter(tiny_task, cache, mode)
     assert all(sorted(t) == sorted([g, "ABCD"[("ABCD".index(g) + 1) % 4]]) for t, g in zip(d.tied, gold))
     if mode == "dev-based":
         assert tie.dev_scores == {"x": 1.0, "y": 0.0}  # computed once, at the first tie
+        sel = ctx.extra_metrics["dev_selection"]["tie_break"]  # recorded with every agent's dev interval
+        assert sel["order"] == ["x", "y"] and sel["margin"] == 1.0
         assert d.consensus == gold
     elif mode == "lexicographic":
         assert tie.dev_scores is None

@@ -57,6 +57,9 @@ def test_equally_consistent_models_tie_by_dev_score_or_order(tie, chosen, tiny_t
     assert tr["tied"] == ["a", "b"] and tr["chosen"] == chosen
     assert res.metrics["score"] == (1.0 if chosen == "b" else 0.0)
     assert ("dev" in res.metrics["phases"]) == (tie == "dev-based")
+    if tie == "dev-based":  # the dev ranking that broke the tie is recorded with every model's dev score
+        sel = res.metrics["dev_selection"]["tie_break"]
+        assert sel["order"] == ["b", "a"] and sel["candidates"][1]["dev_score"] > sel["candidates"][0]["dev_score"]
 
 
 def test_random_tie_is_seeded(tiny_task, cache, tmp_path):

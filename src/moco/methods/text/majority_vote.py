@@ -42,9 +42,10 @@ def plurality(votes: list[str | None], tie: str, rank: list[int], rng) -> tuple[
 def run(ctx: RunContext, params: Params) -> list[Output]:
     n = len(ctx.models)
     if params.tie == "dev-based":
-        dev = ctx.dev_scores()
-        rank = sorted(range(n), key=lambda i: (-dev[i], i))
-        rank = [rank.index(i) for i in range(n)]
+        from moco.selection import ranking
+
+        order, _ = ranking(ctx, "tie_break")  # recorded: every model's dev score with its interval
+        rank = [order.index(i) for i in range(n)]
     else:
         rank = list(range(n))
     with ctx.phase("test"):

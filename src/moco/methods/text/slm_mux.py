@@ -46,7 +46,12 @@ def consistency(votes: list[str | None], k: int, rng: random.Random) -> tuple[st
 def run(ctx: RunContext, params: Params) -> list[Output]:
     models, test, k = ctx.models, ctx.test, params.samples_per_model
     seed = ctx.seed if params.seed is None else params.seed
-    dev = ctx.dev_scores() if params.tie == "dev-based" else [0.0] * len(models)
+    if params.tie == "dev-based":
+        from moco.selection import ranking
+
+        dev = ranking(ctx, "tie_break")[1]  # recorded: every model's dev score with its interval
+    else:
+        dev = [0.0] * len(models)
     if ctx.generation.temperature <= 0 and k > 1:
         ctx.extra_metrics["warning"] = "temperature 0: the k samples of a model are identical"
     with ctx.phase("test"):
