@@ -246,6 +246,8 @@ def test_server_defaults_to_dev_best_and_bad_params(domain_task, cache, tmp_path
                                        "(no server role bound)); bind a separate model to the 'server' role for the "
                                        "paper's setting (a server apart from its clients)"]
     assert res.metrics["colm"]["headline"]["client"] == "mathy"
+    sel = res.metrics["dev_selection"]["dev_best"]  # the server choice: every client's dev score, sci's margin
+    assert sel["chosen"] == "sci" and sel["chosen_dev_score"] == 1.0 and sel["margin"] == 1.0
     with pytest.raises(ConfigError, match="refine: all"):
         run_experiment(colm_config(domain_task, {"output": "geo", "refine": "selected"}), tmp_path / "r2",
                        cache=cache, backends=bs)

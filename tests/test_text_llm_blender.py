@@ -167,6 +167,9 @@ def test_ranker_and_fuser_default_to_a_non_candidate_and_warn_otherwise(tiny_tas
     assert len(res.metrics["warnings"]) == 2
     assert "ranker 'b' is also candidate 'b': it ranks its own answer" in res.metrics["warnings"][0]
     assert "fuser 'b' is also candidate 'b': it fuses its own answer" in res.metrics["warnings"][1]
+    sel = res.metrics["dev_selection"]["dev_best"]  # on which dev scores b won the ranker/fuser choice
+    assert sel["chosen"] == "b" and [r["candidate"] for r in sel["candidates"]] == ["a", "b", "c"]
+    assert sel["chosen_dev_score"] == max(r["dev_score"] for r in sel["candidates"])
     # a role bound to a pool model (here by name) is a candidate too: warned
     res = run_experiment(scripted_config("text_llm_blender", tiny_task, "abc", {"top_k": 2},
                                          roles={"ranker": "a", "fuser": {"model": "scripted:fuser"}}),
