@@ -109,6 +109,8 @@ def test_greedy_soup_keeps_models_while_dev_does_not_drop(zoo, tiny_task, cache,
     assert [(s["model"], s["kept"]) for s in steps] == [("science", True), ("safety", True), ("math", False)]
     assert res.metrics["soup"]["ingredients"] == ["science", "safety"]
     assert res.metrics["search"]["candidates"] == 2
+    assert res.metrics["dev_selection"]["dev_ranking"]["order"] == ["science", "safety", "math"]
+    assert res.metrics["dev_selection"]["soup"]["evaluated"] == 2  # the kept soup among the scored candidates
     base, full = _weights(zoo)
     saved = _saved(res).model.state_dict()[KEY]
     assert torch.allclose(saved, (full[1] + full[2]) / 2, atol=1e-6)
@@ -291,6 +293,12 @@ def test_lorahub_default_minimises_the_few_shot_cross_entropy(zoo, tiny_task, ca
     for st in info["steps"]:
         assert st["loss"] == pytest.approx(st["cross_entropy"] + 0.05 * np.mean(np.abs(list(st["weights"].values()))))
     assert res.metrics["phases"]["dev"]["calls"] >= 6  # every loss evaluation is a recorded model call
+    sel = res.metrics["dev_selection"]["lorahub"]  # the recommendation next to the lowest-loss candidates
+    assert sel["chosen"].startswith("recommendation") and sel["evaluated"] == 6 and len(sel["candidates"]) == 7
+    assert sel["chosen_dev_score"] == pytest.approx(-info["loss"], abs=1e-5)
+    by_loss = sorted(info["steps"], key=lambda st: st["loss"])
+    assert sel["candidates"][0]["dev_score"] == pytest.approx(-by_loss[0]["loss"], abs=1e-5)
+    assert all(r["items"] == len(dev) for r in sel["candidates"])
     _answers_match_saved_model(res)
 
 
@@ -310,6 +318,9 @@ def test_expo_extrapolates_from_the_dev_ranking(zoo, tiny_task, cache, tmp_path,
     _fitness(monkeypatch, lambda r: -abs(r.alpha - 0.2))
     found = run_experiment(_cfg("expo", zoo, tiny_task, {"alpha_mode": "optimized"}), tmp_path / "ex2", cache=cache)
     assert found.metrics["expo"]["alpha"] == 0.2 and found.metrics["search"]["candidates"] == 5
+    sel = found.metrics["dev_selection"]["expo"]  # every α tried, with its dev items' interval
+    assert sel["evaluated"] == 5 and len(sel["candidates"]) == 5 and "alpha" not in sel
+    assert found.metrics["dev_selection"]["dev_ranking"]["order"] == ["science", "safety", "math"]
     assert torch.allclose(_saved(found).model.state_dict()[KEY], full[1] + 0.2 * (full[1] - full[0]), atol=1e-5)
 
 

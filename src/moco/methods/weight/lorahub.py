@@ -99,7 +99,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         l1 = params.l1 * float(np.mean(np.abs(w)))
         if loss_of is not None:
             ce = loss_of(recipe(w))
-            loss, row = ce + l1, {"cross_entropy": ce}
+            loss, row = ce + l1, {"cross_entropy": ce, "digest": recipe(w).digest()}
         else:
             score = search.score(recipe(w), step=step)
             loss, row = (1.0 - score) + l1, {"dev_score": score}
@@ -110,6 +110,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     if loss_of is not None:  # the optimizer's recommendation, as the authors' `optimizer.minimize` returns
         best_w = np.asarray(opt.provide_recommendation().value, dtype=float)
         best_loss = loss_of(recipe(best_w)) + params.l1 * float(np.mean(np.abs(best_w)))
+        record_ce_choice(ctx, steps, loss_of.items, recipe(best_w),  # type: ignore[attr-defined]
+                         lambda ws: params.l1 * float(np.mean(np.abs(list(ws.values())))))
     ctx.extra_metrics["lorahub"] = {"optimizer": params.optimizer, "compose": params.compose,
                                     "objective": params.objective, "examples": [ex.id for ex in examples],
                                     "weights": dict(zip(names, best_w.tolist())), "loss": best_loss, "steps": steps}
@@ -147,7 +149,27 @@ def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -
                 ll = ctx.pool.backend(h).loglikelihood(reqs, golds)
                 ctx.recorder.record(model=h.name, key=d, tag="lorahub loss", tokens_in=tokens, tokens_out=0,
                                     latency=time.time() - t0, cached=False, finish="stop", error=None, batch=None)
-            seen[d] = -sum(ll) / max(1, tokens) / len(examples)
+            items[d] = [-x / max(1, tokens) for x in ll]  # per example; their mean is the objective
+            seen[d] = sum(items[d]) / len(examples)
         return seen[d]
 
+    items: dict[str, list[float]] = {}
+    loss.items = items  # type: ignore[attr-defined]
     return loss
+
+
+def record_ce_choice(ctx: RunContext, steps: list[dict], items: dict[str, list[float]], chosen: LoraMix,
+                     penalty: Callable[[dict], float], top: int = 10) -> None:
+    """Record the cross-entropy choice in metrics `dev_selection.lorahub` like every dev selection: the chosen
+    weights and the `top` lowest-loss candidates, each with its per-example score = −(cross-entropy + L1 term)
+    (mean = −loss) and its interval, so a reader sees how close the recommendation was to the others."""
+    from moco.selection import record
+
+    rows = [(f"#{s['step']} w={[round(v, 3) for v in s['weights'].values()]}", s["digest"], penalty(s["weights"]))
+            for s in steps]
+    rows.sort(key=lambda r: sum(items[r[1]]) / len(items[r[1]]) + r[2])
+    shown = rows[:top]
+    label = "recommendation w=" + str([round(v, 3) for v in chosen.weights])
+    shown.append((label, chosen.digest(), penalty(dict(enumerate(chosen.weights)))))
+    record(ctx, "lorahub", [r[0] for r in shown], [[-(x + r[2]) for x in items[r[1]]] for r in shown], label,
+           objective="score = -(few-shot cross-entropy + l1 * mean|w|), per example", evaluated=len(steps))
