@@ -70,3 +70,12 @@ class ConfidentBackend(ScriptedBackend):
                 r.token_logprobs = [lp] * r.tokens_out
                 r.top_logprobs = [max(lp, math.log(0.5))] * r.tokens_out
         return out
+
+
+def assert_dev_best(metrics: dict, chosen: str, n_models: int) -> None:
+    """The dev-best choice is recorded (`dev_selection.dev_best`): the winner, on the best mean dev score, next to
+    every model's dev score."""
+    sel = metrics["dev_selection"]["dev_best"]
+    assert sel["chosen"] == chosen and len(sel["candidates"]) == n_models
+    scores = {r["candidate"]: r["dev_score"] for r in sel["candidates"]}
+    assert scores[chosen] == max(scores.values()) == sel["chosen_dev_score"]

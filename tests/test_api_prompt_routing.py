@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from helpers import debater, scripted_config
+from helpers import assert_dev_best, debater, scripted_config
 from moco.errors import ConfigError
 from moco.models.scripted import ScriptedBackend
 from moco.routing.choice import parse_model_choice
@@ -75,6 +75,7 @@ def test_prompt_routing_defaults_router_to_dev_best_and_reuses_cached_answers(ti
     assert len(backends["scripted:b"].calls) - before["scripted:b"] == 8
     assert len(backends["scripted:a"].calls) == before["scripted:a"]
     assert res.metrics["route_share"] == {"a": 0.0, "b": 1.0}
+    assert_dev_best(res.metrics, "b", 2)  # the router choice, with both models' dev scores
 
 
 def test_prompt_routing_rejects_wrong_description_count(tiny_task, cache, tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import debater, scripted_config
+from helpers import assert_dev_best, debater, scripted_config
 from moco.methods.text.majority_vote import plurality
 from moco.models.scripted import ScriptedBackend
 from moco.runner import run_experiment
@@ -44,6 +44,7 @@ def test_refine_who_saw_what_in_which_round(tiny_task, cache, tmp_path):
     assert tr[0]["a"]["saw"] == [] and tr[1]["a"]["saw"] == ["b", "c"] and tr[2]["c"]["saw"] == ["a", "b"]
     assert tr[2]["a"]["output"].startswith("a:r2")
     assert res.metrics["score"] == 1.0  # b summarizes and b is always right
+    assert_dev_best(res.metrics, "b", 3)
     assert res.metrics["phases"]["dev"]["calls"] == 3 * n_dev
     assert res.metrics["phases"]["test"]["calls"] == 3 * n_test * 3 + n_test
 
@@ -119,6 +120,7 @@ def test_single_model_reports_every_model_and_picks_dev_best(tiny_task, cache, t
     m = res.metrics
     assert m["per_model_test"] == {"a": 0.0, "b": 1.0, "c": 0.0}
     assert m["chosen_model"] == "b" and m["score"] == 1.0 and m["best_single_test"] == 1.0
+    assert_dev_best(m, "b", 3)
     pm = m["phases"]["test"]["per_model"]
     assert pm["a"]["calls"] == pm["b"]["calls"] == 8
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import scripted_config
+from helpers import assert_dev_best, scripted_config
 from moco.runner import run_experiment
 from text_agents import agent, backends
 
@@ -28,6 +28,7 @@ def test_answerer_sees_every_paragraph(exclude_self, tiny_task, cache, tmp_path)
         assert (f"c-fact about {q}" in call.prompt) != exclude_self
     row = res.predictions[0]
     assert row["trace"]["answerer"] == "c"
+    assert_dev_best(res.metrics, "c", 3)
     assert row["trace"]["answerer_saw"] == (["a", "b"] if exclude_self else ["a", "b", "c"])
     assert row["trace"]["knowledge"]["b"] == "b-fact about Question 4"
     assert res.metrics["score"] == 1.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from helpers import letter_for, scripted_config
+from helpers import assert_dev_best, letter_for, scripted_config
 from moco.models.scripted import ScriptedBackend
 from moco.runner import run_experiment
 from text_agents import wrong
@@ -43,6 +43,7 @@ def test_moa_layers_see_the_previous_layer(tiny_task, cache, tmp_path):
     assert tr["layers"][1]["a"].startswith("a@2[a,b,c]") and res.predictions[0]["output"].startswith("c@3[a,b,c]")
     assert res.metrics["score"] == 1.0 and res.metrics["calls_per_question"] == 7
     assert res.metrics["phases"]["test"]["calls"] == 8 * 7
+    assert_dev_best(res.metrics, "c", 3)  # the aggregator, chosen on these dev scores
 
 
 def test_moa_lite_with_chosen_proposers_and_aggregator_role(tiny_task, cache, tmp_path):
@@ -63,6 +64,7 @@ def test_self_moa_aggregates_one_models_samples(tiny_task, cache, tmp_path):
                          tmp_path / "run", cache=cache, backends=bk)
     tr = res.predictions[0]["trace"]
     assert tr["proposer"] == tr["aggregator"] == "b"  # the dev-best samples and aggregates
+    assert_dev_best(res.metrics, "b", 3)
     assert len(tr["samples"]) == 6 and len(set(tr["samples"])) == 6  # distinct seeded samples
     agg = bk["scripted:b"].received("Responses from models:")
     assert len(agg) == 8 and all(c.reply.startswith("b@2[b,b,b,b,b,b]") for c in agg)
