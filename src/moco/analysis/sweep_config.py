@@ -144,7 +144,8 @@ class SweepConfig(StrictModel):
     matched_baselines: bool = Field(True, description="add the compute-matched baselines to Table 1 when the sweep "
                                     "lacks them: majority vote over the same first-round samples (free: shared with "
                                     "single_model through the cache) and Self-MoA sampling the dev-best model as "
-                                    "many times as the pool has models (the calls of a 2-layer MoA)")
+                                    "many times as text_mixture_of_agents proposes at its default 3 layers "
+                                    "(2 x models samples + 1 aggregation: the calls of the default MoA)")
     parallel_cells: int | None = Field(None, ge=1, le=256, description="cells on the same models that run together, "
                                        "their model calls merged into shared batches (default: every API-, text- and "
                                        "client-server cell of those models; logit and weight cells run alone); "
