@@ -111,3 +111,15 @@ def test_graph_structure_hides_whole_queries_and_gives_test_queries_no_outcome()
     copy_of = torch.cat([torch.arange(2).repeat_interleave(2), torch.arange(2).repeat_interleave(5),
                          torch.arange(2).repeat_interleave(2)])
     assert bool((copy_of[g.edge_index[0]] == copy_of[g.edge_index[1]]).all())
+
+
+def test_graph_router_warns_when_model_nodes_read_ids(two_domain_task, cache, tmp_path, caplog):
+    """Without descriptions the model nodes embed the model ids: the run says so (one line, and in metrics)."""
+    params = {k: v for k, v in PARAMS.items() if k != "model_descriptions"}
+    with caplog.at_level("WARNING"):
+        res = run_experiment(scripted_config("graph_router", two_domain_task, ["cheap", "pricey"],
+                                             {**params, "epochs": 2}), tmp_path / "run", cache=cache,
+                             backends=_backends())
+    assert res.metrics["description_fallbacks"] == {"cheap": "model id", "pricey": "model id"}
+    warned = [r.getMessage() for r in caplog.records if "without a description" in r.getMessage()]
+    assert len(warned) == 1 and "cheap -> its model id" in warned[0]
