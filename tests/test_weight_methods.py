@@ -160,6 +160,8 @@ def test_dare_ties_weight_search_uses_the_swarm(zoo, tiny_task, cache, tmp_path,
     w = info["weights"]
     assert abs(sum(w.values()) - 1) < 1e-9 and w["math"] == pytest.approx(info["best_dev"])
     assert w["math"] == max(e["dev_score"] for e in res.metrics["search"]["candidates_log"])
+    sel = res.metrics["dev_selection"]["dare_ties"]  # the chosen weights among the evaluated candidates
+    assert sel["evaluated"] == res.metrics["search"]["candidates"] and sel["chosen"] in [c["candidate"] for c in sel["candidates"]]
 
 
 def test_dare_ties_validation(zoo, tiny_task, tmp_path):
