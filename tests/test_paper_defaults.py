@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from moco.methods.registry import get_method
+from serve_util import moco_env
 
 PAPER_DEFAULTS = {
     # CoLM: top-k client selection by an LLM's relevance rating; every client revises; a client's answers report
@@ -63,7 +64,7 @@ def test_self_moa_default_samples_match_moas_default_layers():
 def test_moco_list_methods_prints_the_paper_default():
     """The CLI shows the defaults a researcher gets (the MAFT iterations as an example)."""
     out = subprocess.run([sys.executable, "-m", "moco", "list", "methods", "maft", "--json"], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, env=moco_env())
     assert out.returncode == 0, out.stderr
     params = {p["name"]: p for p in json.loads(out.stdout)["params"]}
     assert params["iterations"]["default"] == "1" and "Table 1" in params["iterations"]["doc"]
