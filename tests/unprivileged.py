@@ -6,7 +6,8 @@ then the command starts inside a mount namespace (bubblewrap, as root) whose vie
 tmpfs with only the needed paths bound back read-only; nothing else of the host changes. Run by an ordinary
 user already, the command runs as that user. `no_namespaces=True` wraps it (as that user) in `bwrap
 --unshare-user --disable-userns`: inside, creating a namespace fails for real, as in a container without
-CAP_SYS_ADMIN or on a kernel that forbids unprivileged user namespaces.
+CAP_SYS_ADMIN or on a kernel that forbids unprivileged user namespaces. `as_root=True` (tests running as root
+only) keeps uid 0 but drops every capability and forbids user namespaces: root in a container.
 
 `why_not(...)` says why this cannot be done here ("" when it can); tests skip with it.
 """
@@ -109,9 +110,12 @@ def give(path: Path) -> None:
             os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
 
 
-def command(argv: list[str], home: Path, no_namespaces: bool = False) -> list[str]:
+def command(argv: list[str], home: Path, no_namespaces: bool = False, as_root: bool = False) -> list[str]:
     env = [shutil.which("env"), f"HOME={home}", f"PYTHONPATH={SRC}{os.pathsep}{ROOT / 'tests'}"]
     inner = [*env, *argv]
+    if as_root:
+        return [shutil.which("bwrap"), "--unshare-user", "--disable-userns", "--uid", "0", "--gid", "0", "--cap-drop",
+                "ALL", "--dev-bind", "/", "/", "--die-with-parent", "--", *inner]
     if no_namespaces:
         inner = [shutil.which("bwrap"), "--unshare-user", "--disable-userns", "--dev-bind", "/", "/", "--die-with-parent", "--",
                  *inner]
@@ -120,12 +124,13 @@ def command(argv: list[str], home: Path, no_namespaces: bool = False) -> list[st
     return [*_root_view(), *_switch(), *inner]
 
 
-def run(argv: list[str], home: Path, *, no_namespaces: bool = False, env: dict[str, str] | None = None,
+def run(argv: list[str], home: Path, *, no_namespaces: bool = False, as_root: bool = False,
+        env: dict[str, str] | None = None,
         cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`argv` as the ordinary user (see the module docstring); `python` at argv[0] means this interpreter."""
     argv = [sys.executable if a == "python" else a for a in argv]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MOCO_", "PYTEST"))}
     base.update({"MOCO_CACHE_DIR": str(home / ".cache" / "moco"), "TMPDIR": "/tmp"})
     base.update(env or {})
-    return subprocess.run(command(argv, home, no_namespaces), capture_output=True, text=True, env=base,
+    return subprocess.run(command(argv, home, no_namespaces, as_root), capture_output=True, text=True, env=base,
                           cwd=str(cwd or home), timeout=timeout)
