@@ -81,16 +81,21 @@ def test_local_decoding_stops_at_the_deadline_and_the_row_is_no_answer(tiny_back
 
 def test_serve_a_slow_request_is_504_at_its_limit_and_its_batch_neighbour_and_a_queued_one_answer(tmp_path):
     with served(_paced_config(tmp_path), "--timeout-s", str(LIMIT), "--batch-window-ms", "300") as url:
-        with ThreadPoolExecutor(3) as pool:
+        with ThreadPoolExecutor(4) as pool:
             long = pool.submit(_post, url, "tell me everything")
             time.sleep(0.05)
             neighbour = pool.submit(_post, url, "a short one")  # same batch window: decoded with the long one
+            quick = pool.submit(_post, url, "short and quick", max_tokens=4)  # same batch, a group of its own
             time.sleep(0.6)
             queued = pool.submit(_post, url, "short, asked later", max_tokens=4)  # waits behind that batch
             (r_long, t_long), (r_nb, t_nb), (r_q, t_q) = long.result(), neighbour.result(), queued.result()
+            r_quick, t_quick = quick.result()
         assert r_long.status_code == 504 and r_long.json()["error"]["code"] == "timeout", r_long.text
         assert r_nb.status_code == 200 and r_nb.json()["choices"][0]["message"]["content"] == "ok", r_nb.text
         assert r_q.status_code == 200 and r_q.json()["choices"][0]["message"]["content"] == "ok", r_q.text
+        # the shorter group of the batch ran first and was answered at once, not at the long one's limit
+        assert r_quick.status_code == 200 and r_quick.json()["moco"]["batch_size"] == 1 and t_quick < 1.0, (
+            r_quick.text, t_quick)
         natural = LONG_WORDS * STEP
         # the worker was held until the limit, never for the 10 s the long answer takes
         assert t_long < LIMIT + 1.5 and t_nb < LIMIT + 1.5 and t_q < LIMIT + 1.5 < natural, (t_long, t_nb, t_q)
@@ -98,7 +103,7 @@ def test_serve_a_slow_request_is_504_at_its_limit_and_its_batch_neighbour_and_a_
         assert r.status_code == 200 and t < 1.0, t  # the worker is free at once
         info = httpx.get(f"{url}/moco/info").json()["batching"]
         assert info["largest_batch"] >= 2  # the long request and its neighbour did share a batch
-    tally("server probes", 3)
+    tally("server probes", 4)
 
 
 @pytest.mark.slow  # ~20 s: a subprocess that loads transformers; the paced test above is the fast coverage

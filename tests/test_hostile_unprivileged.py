@@ -104,7 +104,7 @@ def test_a_corrupt_cache_as_an_ordinary_user_is_moved_aside_or_named(home):
 
 
 @needs_user
-@pytest.mark.parametrize("where", ["run", "cache"])
+@pytest.mark.parametrize("where", ["run", pytest.param("cache", marks=pytest.mark.slow)])  # root: test_storage_faults
 def test_a_full_disk_as_an_ordinary_user_is_one_line_and_a_failed_manifest(home, where):
     cfg = _task_and_cfg(home)
     with full_disk(home / "disk", "8k" if where == "run" else "96k") as disk:
@@ -236,7 +236,7 @@ def _code_configs(root: Path) -> tuple[Path, Path]:
 
 @needs_user
 @needs_no_ns
-@pytest.mark.parametrize("who", ["ordinary user", "root without capabilities"])
+@pytest.mark.parametrize("who", ["ordinary user", pytest.param("root without capabilities", marks=pytest.mark.slow)])
 def test_without_namespaces_code_is_refused_unless_opted_in(home, who):
     """bwrap is installed but cannot create a namespace (forbidden for real: bwrap --disable-userns around
     the run; for root also --cap-drop ALL, as in a container): `moco run` refuses in one line quoting bwrap;
