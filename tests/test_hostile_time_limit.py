@@ -106,22 +106,24 @@ def test_serve_a_slow_request_is_504_at_its_limit_and_its_batch_neighbour_and_a_
     tally("server probes", 4)
 
 
-@pytest.mark.slow  # ~20 s: a subprocess that loads transformers; the paced test above is the fast coverage
+@pytest.mark.slow  # ~20-50 s: a subprocess that loads transformers; the paced test above is the fast coverage
 def test_serve_a_real_model_decoding_past_the_limit_frees_the_worker(tmp_path, tiny_models):
+    limit = 2.5
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump({"method": "single_model", "name": "m", "models": [str(tiny_models[0])],
-                                   "generation": {"max_new_tokens": 3500, "temperature": 0.0}}))
-    with served(cfg, "--timeout-s", str(LIMIT), "--batch-window-ms", "200") as url:
+                                   "generation": {"max_new_tokens": 4000, "temperature": 0.0}}))
+    with served(cfg, "--timeout-s", str(limit), "--batch-window-ms", "200") as url:
         _post(url, "warm up", max_tokens=2)
         with ThreadPoolExecutor(2) as pool:
-            long = pool.submit(_post, url, "tell me everything", max_tokens=3500)  # a random model rarely stops
+            long = pool.submit(_post, url, "tell me everything", max_tokens=4000)  # a random model rarely stops
             time.sleep(0.05)
             short = pool.submit(_post, url, "say hi", max_tokens=4)
             (r_long, t_long), (r_short, t_short) = long.result(), short.result()
         assert r_long.status_code == 504 and r_long.json()["error"]["code"] == "timeout", r_long.text
         assert r_short.status_code == 200 and r_short.json()["usage"]["completion_tokens"] == 4, r_short.text
         # the short request ran first and was answered without waiting for the long one's limit
-        assert t_long < LIMIT + 1.5 and t_short < 1.0, (t_long, t_short)
+        assert t_long < limit + 1.5 and t_short < min(2.0, t_long), (t_long, t_short)
+        print(f"real model: long 504 after {t_long:.2f} s, short 200 after {t_short:.2f} s")
         r, t = _post(url, "again", max_tokens=4)
-        assert r.status_code == 200 and t < 1.0, t
+        assert r.status_code == 200 and t < 2.0, t
     tally("server probes", 2)
