@@ -14,6 +14,7 @@ only) keeps uid 0 but drops every capability and forbids user namespaces: root i
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import stat
@@ -70,6 +71,7 @@ def _root_view() -> list[str]:
     return [*args, "--die-with-parent", "--"]
 
 
+@functools.lru_cache(maxsize=2)
 def why_not(no_namespaces: bool = False) -> str:
     if os.geteuid() == 0:
         if _switch() is None:
@@ -82,6 +84,13 @@ def why_not(no_namespaces: bool = False) -> str:
         probe = subprocess.run(["bwrap", "--help"], capture_output=True, text=True)
         if "--disable-userns" not in probe.stdout:
             return "this bwrap has no --disable-userns (bubblewrap >= 0.8 needed)"
+    try:  # the real thing, once: a kernel or container may still forbid it
+        r = subprocess.run(command([shutil.which("true") or "/bin/true"], Path("/"), no_namespaces),
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the switch to an ordinary user failed: {e}"
+    if r.returncode != 0:
+        return f"the switch to an ordinary user failed: {r.stderr.strip()[-200:] or r.returncode}"
     return ""
 
 

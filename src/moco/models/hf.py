@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from moco.errors import ModelError
+from moco.models import time_limit
 from moco.models.base import Capabilities, GenRequest, GenResult
 from moco.models.fingerprint import folder_fingerprint  # noqa: F401 (re-exported)
 from moco.models.kv_buffer import new_cache
 from moco.models.model_files import check_model_folder
-from moco.models import time_limit
 from moco.models.placement import pick_device, pick_dtype  # noqa: F401 (re-exported)
 from moco.models.prefix_cache import PrefixStore, shared_prefixes, store_for
 
