@@ -212,3 +212,45 @@ def test_every_v1_route_needs_the_token_through_the_dependency(tmp_path):
             assert ok.status_code == 200, (path, ok.text)
         assert httpx.get(url.replace("/v1", "/health")).status_code == 200
     tally("server probes", 4 * 6)
+
+
+def test_the_colm_server_bounds_its_waiting_clients_with_429(tmp_path):
+    """`--role colm-server --max-queue 2`: two clients wait for their partners; a third that would wait gets
+    429 with Retry-After, a request that completes a waiting session is always taken, and room comes back."""
+    from serve_util import served
+
+    cfg = tmp_path / "colm.yaml"
+    cfg.write_text(yaml.safe_dump({"method": "client_server_colm_vlm"}))  # concatenation: no model
+
+    def ask(url, session, client):
+        meta = {"colm_session": session, "colm_client": client, "colm_expected": "2"}
+        return httpx.post(f"{url}/chat/completions", timeout=60, json={
+            "model": "colm-server", "metadata": meta,
+            "messages": [{"role": "user", "content": f"Q {session}?"}, {"role": "assistant", "content": client}]})
+
+    def waiting(url):
+        return httpx.get(f"{url}/moco/info").json()["requests_waiting"]
+
+    with served(cfg, "--role", "colm-server", "--max-queue", "2", "--gather-timeout", "20") as url:
+        with ThreadPoolExecutor(4) as pool:
+            held = [pool.submit(ask, url, s, "a") for s in ("s1", "s2")]
+            deadline = time.time() + 20
+            while waiting(url) < 2:
+                assert time.time() < deadline and not any(h.done() for h in held)
+                time.sleep(0.05)
+            busy = ask(url, "s3", "a")  # would wait as a third: refused at once
+            assert busy.status_code == 429 and busy.headers["retry-after"] == "1", busy.text
+            assert busy.json()["error"]["code"] == "server_busy" and "the limit is 2" in busy.json()["error"]["message"]
+            done = ask(url, "s1", "b")  # completes s1: taken although the queue is full
+            assert done.status_code == 200 and done.json()["choices"][0]["message"]["content"] == "[Model 1] a\n[Model 2] b"
+            assert held[0].result(10).status_code == 200
+            third = pool.submit(ask, url, "s3", "a")  # room for one again
+            while waiting(url) < 2:
+                assert time.time() < deadline and not third.done()
+                time.sleep(0.05)
+            assert ask(url, "s4", "a").status_code == 429
+            assert ask(url, "s2", "b").status_code == 200 and ask(url, "s3", "b").status_code == 200
+            assert held[1].result(10).status_code == 200 and third.result(10).status_code == 200
+        info = httpx.get(f"{url}/moco/info").json()
+        assert info["requests_waiting"] == 0 and info["sessions_completed"] == 3 and info["max_queue"] == 2
+    tally("server probes", 2)

@@ -324,8 +324,8 @@ def serve(
     max_batch: int = typer.Option(32, "--max-batch", help="most requests per batch"),
     max_body_kb: int = typer.Option(4096, "--max-body-kb", help="largest request body accepted"),
     max_queue: int = typer.Option(256, "--max-queue", min=1, help="requests waiting or running at once; more get 429"),
-    timeout_s: float = typer.Option(600.0, "--timeout-s", min=0.001, help="a request without an answer this long "
-                                    "gets 504"),
+    timeout_s: float = typer.Option(600.0, "--timeout-s", min=0.001, help="per-request time limit (seconds from "
+                                    "arrival): local decoding stops there, freeing the worker; the request gets 504"),
     expect: int = typer.Option(1, "--expect", help="colm-server: clients per question when a client does not say"),
     gather_timeout_s: float = typer.Option(120.0, "--gather-timeout", help="colm-server: seconds to wait for all "
                                            "clients of a question before aggregating what arrived"),

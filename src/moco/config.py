@@ -84,6 +84,8 @@ class ScriptSpec(StrictModel):
 
     rules: list[ScriptRule] = Field(default_factory=list)
     default: str | list[str] = ""
+    seconds_per_token: float = Field(0.0, ge=0.0, le=10.0, description="pace replies like a slow model "
+                                     "(tests of the server's time limit)")
 
 
 class ModelSpec(StrictModel):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moco.errors import ModelError
+from moco.models import time_limit
 from moco.models.base import Capabilities, GenRequest, GenResult
 from moco.models.fingerprint import folder_fingerprint  # noqa: F401 (re-exported)
 from moco.models.kv_buffer import new_cache
@@ -205,8 +206,9 @@ class HFBackend:
             # a continuation of an assistant prefix is returned verbatim (spaces, line breaks): prefix + text is the
             # answer so far, and the next continuation may follow it
             text = text if continuing else text.strip()
-            results.append(GenResult(text, tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin,
-                                     token_logprobs=r.logprobs, top_logprobs=r.top, tokens_reused=r.reused))
+            err = time_limit.error_for(fin)  # a row cut at the server's time limit is no answer
+            results.append(GenResult("" if err else text, tokens_in=len(r.ids), tokens_out=len(r.out), finish_reason=fin,
+                                     token_logprobs=r.logprobs, top_logprobs=r.top, tokens_reused=r.reused, error=err))
         return results
 
     def _continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
@@ -492,6 +494,10 @@ def decode_rows(streams: list[KVStream], rows: list[_Row], sampling, eos: set[in
             r.logprobs, r.top = [], []
     logits = combine([s.logits for s in streams])
     for step in range(sampling.max_new_tokens):
+        if time_limit.passed():  # the server's per-request limit: rows still decoding stop here
+            for a in alive:
+                finish[a] = time_limit.FINISH
+            break
         nxt = _sample(logits, sampling, [rows[a].gen for a in alive])
         if want_lp:
             lp = torch.log_softmax(logits.float(), dim=-1)

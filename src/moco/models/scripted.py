@@ -8,9 +8,11 @@ import hashlib
 import random
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from moco.models import time_limit
 from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
 
 Rule = tuple[str, "str | list[str]"]
@@ -33,6 +35,8 @@ class ScriptedBackend:
     A reply may be a list: one element is chosen with the request seed (sampling), or the first when greedy.
     `fn` overrides rules: any callable (request) -> str. `images=True` makes it accept image requests
     (a stand-in for a vision-language model: tests read which images each call carried).
+    `seconds_per_token` > 0 paces a batch like a decoding loop (one word per row per step, a step takes that
+    long, a row leaves when its reply is out) and honours the server's time limit between steps.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class ScriptedBackend:
         fn: Callable[[GenRequest], str] | None = None,
         batch_size: int = 16,
         images: bool = False,
+        seconds_per_token: float = 0.0,
     ):
         self.name = name
         self.capabilities = Capabilities(chat=True, seeded=True, images=images)
@@ -50,6 +55,7 @@ class ScriptedBackend:
         self.default = default
         self.fn = fn
         self.batch_size = batch_size
+        self.seconds_per_token = seconds_per_token
         self.calls: list[ScriptedCall] = []
         self._lock = threading.Lock()
         script_id = repr((rules, default, getattr(fn, "__qualname__", None)))
@@ -88,7 +94,22 @@ class ScriptedBackend:
             with self._lock:
                 self.calls.append(ScriptedCall(req.messages, prompt, text, req.seed, req.images))
             out.append(GenResult(text, len(prompt.split()), len(text.split()), finish))
+        if self.seconds_per_token > 0:
+            self._pace(out)
         return out
+
+    def _pace(self, out: list[GenResult]) -> None:
+        """Take as long as decoding would; rows still 'decoding' at the time limit stop with its error."""
+        alive = [i for i, r in enumerate(out) if r.tokens_out > 0]
+        step = 0
+        while alive:
+            if time_limit.passed():
+                for i in alive:
+                    out[i] = GenResult("", out[i].tokens_in, step, time_limit.FINISH, error=time_limit.ERROR)
+                return
+            time.sleep(self.seconds_per_token)
+            step += 1
+            alive = [i for i in alive if out[i].tokens_out > step]
 
     def received(self, containing: str | None = None) -> list[ScriptedCall]:
         """The calls whose prompt contains `containing` (all calls when None)."""
@@ -99,12 +120,14 @@ class ScriptedBackend:
 
 
 def from_spec(name: str, script: dict | None, batch_size: int = 16) -> ScriptedBackend:
-    """Build a scripted backend from a config entry: `script: {rules: [{match, reply}], default}`; it
-    batches like an HF backend with `generation.batch_size` (so batching and resumption can be tested)."""
+    """Build a scripted backend from a config entry: `script: {rules: [{match, reply}], default,
+    seconds_per_token}`; it batches like an HF backend with `generation.batch_size` (so batching and
+    resumption can be tested) and, paced, takes as long as a slow model would."""
     script = script or {}
     rules = [(r["match"], r["reply"]) for r in script.get("rules", [])]
     builtin = name.split(":", 1)[1] if ":" in name else ""
     if builtin == "echo":
         return ScriptedBackend(name, fn=lambda req: next((c for r, c in reversed(req.messages) if r == "user"), ""),
                                batch_size=batch_size)
-    return ScriptedBackend(name, rules=rules, default=script.get("default", ""), batch_size=batch_size)
+    return ScriptedBackend(name, rules=rules, default=script.get("default", ""), batch_size=batch_size,
+                           seconds_per_token=float(script.get("seconds_per_token") or 0.0))

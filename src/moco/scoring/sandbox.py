@@ -3,7 +3,7 @@
 The boundary is bubblewrap (`bwrap`, Debian package `bubblewrap`): each sandboxed process gets a new root
 holding only /usr, the Python installation (read-only) and MoCo's small sandbox scripts (read-only), a private
 /proc (it sees no other process), a minimal /dev, a writable /tmp that is a tmpfs of `disk_mb` (the disk quota
-per item; nothing of it reaches the host disk), no network (new network namespace), new PID/IPC/UTS
+per item; nothing of it reaches the host disk; past `max_files` entries, watched from outside, the item stops), no network (new network namespace), new PID/IPC/UTS
 namespaces, no environment but PATH/HOME/TMPDIR/LANG, no capabilities, and it dies with its parent. Inside,
 rlimits cap CPU time, address space, file size, open files and processes. Started as root, the program drops
 to a fresh unprivileged uid (so the process limit counts only its own processes and no host file is its own);
@@ -59,6 +59,7 @@ class SandboxLimits:
     max_file_mb: int = 8  # largest file the program may write (its stdout/stderr included)
     max_open_files: int = 64
     disk_mb: int = 16  # size of the private /tmp (the item's whole disk quota)
+    max_files: int = 10_000  # files and folders in the private /tmp (empty files cost no bytes, but memory)
 
 
 @dataclass
@@ -320,23 +321,51 @@ def run_python(program: str, limits: SandboxLimits = SandboxLimits(), base_dir: 
     try:
         proc = _Spawner(bwrap, limits, root).start(
             "program", "host.py", {"mode": "program", "paths": {"solution": "program.py"}}, {"program.py": program})
-        timed_out = _wait(proc.popen, limits.timeout_s)
+        timed_out, stopped = _wait(proc.popen, limits.timeout_s, [proc] if bwrap else [], limits)
         rc = proc.popen.returncode
         out, err = _read_tail(proc.out_path), _read_tail(proc.err_path)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return RunOutcome(not timed_out and rc == 0, rc, timed_out, out[-4000:], err[-4000:], round(time.time() - t0, 3))
+    return RunOutcome(not timed_out and not stopped and rc == 0, rc, timed_out, out[-4000:], err[-4000:],
+                      round(time.time() - t0, 3), stopped)
 
 
-def _wait(p: subprocess.Popen, timeout: float) -> bool:
-    """Wait for `p`, kill its process group either way; True when it ran out of time."""
-    try:
-        p.wait(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        timed_out = True
+def _wait(p: subprocess.Popen, timeout: float, watch: Sequence[_Proc] = (), limits: SandboxLimits | None = None
+          ) -> tuple[bool, str]:
+    """Wait for `p`, kill its process group either way; (True when it ran out of time, why it was stopped).
+    Meanwhile the private /tmp of each sandbox in `watch` is checked: past `limits.max_files` entries (a
+    tmpfs counts bytes, not files) the item is stopped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            _kill(p)
+            return True, ""
+        try:
+            p.wait(timeout=min(left, 0.1) if watch else left)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if limits is not None and any(_files_in_tmp(w, limits) > limits.max_files for w in watch):
+            _kill(p)
+            return False, f"disk quota: more than {limits.max_files} files in the sandbox's /tmp"
     _kill(p)
-    return timed_out
+    return False, ""
+
+
+def _files_in_tmp(proc: _Proc, limits: SandboxLimits) -> int:
+    """Entries in a bwrap sandbox's private /tmp, seen through its first process's root (0 when unknown)."""
+    pid = proc.popen.pid
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+        for kid in kids:
+            st = os.statvfs(f"/proc/{kid}/root/tmp")
+            if st.f_blocks * st.f_frsize == limits.disk_mb * 1024 * 1024:  # the sandbox's tmpfs, set up already
+                return st.f_files - st.f_ffree
+    except OSError:
+        pass
+    return 0
 
 
 @dataclass(frozen=True)
@@ -383,8 +412,11 @@ def _checked(item: CodeItem, limits: SandboxLimits, sp: _Spawner) -> RunOutcome:
     finally:
         for fd in (req_r, req_w, rep_r, rep_w):
             os.close(fd)
-    timed_out = _wait(checker.popen, limits.timeout_s)
+    timed_out, stopped = _wait(checker.popen, limits.timeout_s, [cand] if sp.bwrap else [], limits)
     _kill(cand.popen)
+    if stopped:
+        return RunOutcome(False, checker.popen.returncode, False, _read_tail(cand.out_path)[-4000:],
+                          _read_tail(cand.err_path)[-4000:], 0.0, stopped)
     lines = _read_tail(checker.out_path).strip().splitlines()
     try:
         verdict = json.loads(lines[-1]) if lines else {}
@@ -411,7 +443,7 @@ def _fallback(item: CodeItem, limits: SandboxLimits, sp: _Spawner) -> RunOutcome
     finally:
         os.close(rep_w)
     try:
-        timed_out = _wait(cand.popen, limits.timeout_s)
+        timed_out, stopped = _wait(cand.popen, limits.timeout_s, [cand] if sp.bwrap else [], limits)
         os.set_blocking(rep_r, False)
         try:
             data = os.read(rep_r, 65536)
@@ -424,9 +456,9 @@ def _fallback(item: CodeItem, limits: SandboxLimits, sp: _Spawner) -> RunOutcome
         verdict = json.loads(line[0]) if line else {}
     except ValueError:
         verdict = {}
-    passed = not timed_out and verdict.get("passed") is True
+    passed = not timed_out and not stopped and verdict.get("passed") is True
     err = _read_tail(cand.err_path)
-    why = "" if passed or timed_out else (str(verdict.get("raised", ""))[:300] or "")
+    why = stopped or ("" if passed or timed_out else (str(verdict.get("raised", ""))[:300] or ""))
     return RunOutcome(passed, cand.popen.returncode, timed_out, _read_tail(cand.out_path)[-4000:], err[-4000:], 0.0,
                       why, fallback=True)
 

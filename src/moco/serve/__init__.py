@@ -44,7 +44,7 @@ def build_service(config: str | Path, *, role: str = "collaboration", name: str 
 
         return ColmServer(cfg, name=name, cache=store, window_ms=window_ms, max_batch=max_batch,
                           gather_timeout_s=gather_timeout_s, default_expected=expect, log_dir=log_dir,
-                          backends=backends)
+                          backends=backends, max_pending=max_queue)
     from moco.serve.collab import CollaborationService
 
     return CollaborationService(cfg, has_task=has_task, name=name, cache=store, data_dir=data_dir,

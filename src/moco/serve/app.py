@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moco.serve.batcher import QueueFull
+from moco.serve.limits import backstop_s
 from moco.serve.protocol import ApiError, ChatRequest, chunk, new_id, parse_chat_request, sse
 
 DEFAULT_MAX_BODY = 4 * 2**20
@@ -98,7 +99,10 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
                request_timeout_s: float = DEFAULT_TIMEOUT_S):
     """An ASGI app serving `service` (a CollaborationService or a ColmServer) as one OpenAI model.
     Every /v1 route needs the token (a router-wide dependency); /health does not. A request that has no
-    answer within `request_timeout_s` gets 504 (and is dropped if its batch has not started)."""
+    answer within `request_timeout_s` gets 504: local decoding stops at that limit (the worker is freed,
+    batch neighbours keep their answers); a backend that cannot be stopped is cut off a little later."""
+    if hasattr(service, "set_time_limit"):
+        service.set_time_limit(request_timeout_s)
     app = FastAPI(title="MoCo", docs_url=None, redoc_url=None, openapi_url=None)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])
     created = int(time.time())
@@ -142,7 +146,7 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
 
     async def answer(req: ChatRequest) -> dict[str, Any]:
         try:
-            return await asyncio.wait_for(service.complete(req), request_timeout_s)
+            return await asyncio.wait_for(service.complete(req), backstop_s(request_timeout_s))
         except QueueFull as e:
             raise ApiError(429, f"the server is busy: {e}; retry later", kind="server_error",
                            code="server_busy") from None

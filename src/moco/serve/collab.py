@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from moco.config import ExperimentConfig
 from moco.context import Call, RunContext
 from moco.errors import MocoError
 from moco.runner import plan
-from moco.serve.batcher import MicroBatcher, QueueFull
+from moco.models import time_limit
+from moco.serve.batcher import MicroBatcher, QueueFull, TimeLimitReached
 from moco.serve.limits import chars_problem, context_problem
 from moco.serve.protocol import ApiError, ChatRequest, completion
 from moco.serve.served_task import example_of, sampling_key
@@ -51,7 +52,7 @@ class Done:
     completion_tokens: int = 0
     batch_size: int = 1
     error: str | None = None
-    status: int = 500  # of the error: 400 when the request itself cannot run (too long for a model)
+    status: int = 500  # of the error: 400 when the request itself cannot run (too long for a model), 504 at the time limit
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -82,7 +83,7 @@ class CollaborationService:
         self.ctx = RunContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
                               generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
-                                                                 max_pending=max_pending)
+                                                                 max_pending=max_pending, early=True)
         self.requests = 0
         self._streams: bool | None = None
 
@@ -108,6 +109,10 @@ class CollaborationService:
             raise ApiError(400, too_long, param="messages", code="context_length_exceeded")
         return Pending(ex, n, temp, top_p, req.stops)
 
+    def set_time_limit(self, seconds: float | None) -> None:
+        """Each request has `seconds` from its arrival; local decoding stops there (serve/batcher.py)."""
+        self.batcher.time_limit_s = seconds
+
     def check_context(self, p: Pending) -> None:
         """400 when the prompt does not fit a model's context (streaming path; batches check in the worker)."""
         why = context_problem(self.plan.pool, p.example.prompt, p.max_new_tokens)
@@ -122,7 +127,12 @@ class CollaborationService:
         except QueueFull as e:
             raise ApiError(429, f"the server is busy: {e}; retry later", kind="server_error",
                            code="server_busy") from None
-        done: Done = await asyncio.wrap_future(fut)
+        try:
+            done: Done = await asyncio.wrap_future(fut)
+        except TimeLimitReached as e:
+            raise ApiError(504, str(e), kind="server_error", code="timeout") from None
+        if done.error and done.status == 504:
+            raise ApiError(504, done.error, kind="server_error", code="timeout")
         if done.error and done.status == 400:
             raise ApiError(400, done.error, param="messages", code="context_length_exceeded")
         if done.error:
@@ -131,7 +141,8 @@ class CollaborationService:
                           extra={"method": self.plan.method.name, "batch_size": done.batch_size})
 
     # ------------------------------------------------------------------ the worker
-    def _handle(self, items: list[Pending]) -> list[Done]:
+    def _handle(self, items: list[Pending], ready: Callable[[int, Done], Any] = lambda i, d: None) -> list[Done]:
+        """Groups run shortest max_tokens first, and each group's answers go out as soon as it ends."""
         groups: dict[tuple, list[int]] = {}
         out: list[Done | None] = [None] * len(items)
         for i, p in enumerate(items):
@@ -140,9 +151,11 @@ class CollaborationService:
                 out[i] = Done("", error=too_long, status=400)
                 continue
             groups.setdefault(sampling_key(p.max_new_tokens, p.temperature, p.top_p), []).append(i)
-        for idx in groups.values():
+        for key in sorted(groups, key=lambda k: k[0]):  # shortest max_tokens first: a long group cannot delay them
+            idx = groups[key]
             for i, r in zip(idx, self._run_isolated([items[i] for i in idx])):
                 out[i] = r
+                ready(i, r)
         return [o for o in out if o is not None]
 
     def _run_isolated(self, group: list[Pending]) -> list[Done]:
@@ -150,6 +163,8 @@ class CollaborationService:
         try:
             return self._run_group(group)
         except Exception as e:  # noqa: BLE001 - a bug in a method fails its requests, not the server
+            if time_limit.passed():  # stopped at the time limit: a re-run would stop at once
+                return [_timed_out() for _ in group]
             if len(group) > 1:
                 log.warning("a batch of %d failed (%s: %s): running its requests one by one", len(group),
                             type(e).__name__, e)
@@ -181,7 +196,7 @@ class CollaborationService:
         done = []
         for k, (p, o) in enumerate(zip(items, outputs)):
             if o.failed:
-                done.append(Done("", error="a model call failed (see the server log)"))
+                done.append(_timed_out() if time_limit.passed() else Done("", error="a model call failed (see the server log)"))
                 continue
             text, _ = cut_at_stops(o.text, p.stops)
             done.append(Done(text, share_in[k], share_out[k], n))
@@ -215,6 +230,10 @@ class CollaborationService:
     def close(self) -> None:
         self.batcher.close()
         self.recorder.close()
+
+
+def _timed_out() -> Done:
+    return Done("", error="no answer within this server's time limit: decoding stopped", status=504)
 
 
 def _split(total: int, n: int) -> list[int]:

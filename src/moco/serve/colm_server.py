@@ -22,7 +22,9 @@ passes: then the answers received so far are used, flagged `partial`). Then:
   structured block (the client puts it, with its image, into its refinement prompt).
 
 Every waiting client receives the same guidance as the assistant message. Sessions that complete together
-are synthesised in one batched model call. Only text crosses the network: the clients' models, and their
+are synthesised in one batched model call. At most `max_pending` client requests wait at once (`--max-queue`):
+beyond, a request gets 429 with Retry-After, unless it is the last answer a session waits for (it frees that
+session's waiting clients, so it is always taken). Synthesis stops at the server's time limit (504). Only text crosses the network: the clients' models, and their
 images, stay with the clients.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ from moco.errors import ConfigError, MocoError
 from moco.methods.client_server.colm_common import (answers_block, choose_server, contributors_k, relevance,
                                                      server_prompt, top_k)
 from moco.methods.registry import get_method
+from moco.models import time_limit
 from moco.runner import plan
 from moco.serve.batcher import MicroBatcher
 from moco.serve.protocol import ApiError, ChatRequest, completion
@@ -100,7 +103,8 @@ class ColmServer:
 
     def __init__(self, cfg: ExperimentConfig, *, name: str | None = None, cache: ResponseCache,
                  window_ms: float = 5.0, max_batch: int = 64, gather_timeout_s: float = 120.0,
-                 default_expected: int = 1, log_dir: Path | None = None, backends: dict[str, Any] | None = None):
+                 default_expected: int = 1, log_dir: Path | None = None, backends: dict[str, Any] | None = None,
+                 max_pending: int = 256):
         info = get_method(cfg.method)
         if info.name not in AGGREGATIONS:
             raise ConfigError(f"--role colm-server serves method client_server_colm (the server model synthesises) "
@@ -110,6 +114,8 @@ class ColmServer:
         self.name = name or cfg.name or "colm-server"
         self.gather_timeout_s = gather_timeout_s
         self.default_expected = default_expected
+        self.max_pending = max_pending
+        self.waiting = 0  # client requests held until their session's guidance is ready
         self.sessions: dict[tuple[str, int], Session] = {}
         self.completed = 0
         self.ctx: RunContext | None = None
@@ -157,7 +163,12 @@ class ColmServer:
         return d
 
     def stats(self) -> dict[str, Any]:
-        return {"sessions_open": sum(not s.closed for s in self.sessions.values()), "sessions_completed": self.completed}
+        return {"sessions_open": sum(not s.closed for s in self.sessions.values()), "sessions_completed": self.completed,
+                "requests_waiting": self.waiting, "max_queue": self.max_pending}
+
+    def set_time_limit(self, seconds: float | None) -> None:
+        """The server model's synthesis stops at this limit from the session's close (serve/batcher.py)."""
+        self.batcher.time_limit_s = seconds
 
     # ------------------------------------------------------------------ gathering (event loop thread)
     async def complete(self, req: ChatRequest) -> dict[str, Any]:
@@ -175,6 +186,7 @@ class ColmServer:
         loop = asyncio.get_running_loop()
         s = self.sessions.get(key)
         if s is None:
+            self._admit(completes=expected == 1)
             s = Session(question, expected, time.time(), loop.create_future())
             self.sessions[key] = s
             loop.call_later(self.gather_timeout_s, self._on_timeout, key, s)
@@ -188,10 +200,19 @@ class ColmServer:
         if client in s.answers:
             raise ApiError(409, f"client {client!r} already answered session {key[0]!r} round {rnd}",
                            code="duplicate_client")
+        elif s.answers:
+            self._admit(completes=len(s.answers) + 1 >= s.expected)
         s.answers[client] = (answer, meta.get("colm_description", ""))
         if len(s.answers) >= s.expected:
             self._close(s)
-        g: Guidance = await asyncio.shield(s.future)
+        self.waiting += 1
+        try:
+            g: Guidance = await asyncio.shield(s.future)
+        finally:
+            self.waiting -= 1
+        if g.error and (time_limit.ERROR in g.error or "TimeLimitReached" in g.error):
+            raise ApiError(504, f"no guidance within this server's time limit ({g.error})", kind="server_error",
+                           code="timeout")
         if g.error:
             raise ApiError(502, f"the server model failed: {g.error}", kind="server_error")
         mine = client in g.used
@@ -199,6 +220,12 @@ class ColmServer:
         return completion(self.name, g.text, g.tokens_in // n, g.tokens_out // n, extra={
             "aggregation": self.aggregation, "round": rnd, "clients": len(s.answers), "used": len(g.used),
             "own_answer_used": mine, "partial": s.partial})
+
+    def _admit(self, completes: bool) -> None:
+        """429 when `max_pending` requests wait already, unless this one completes its session."""
+        if self.waiting >= self.max_pending and not completes:
+            raise ApiError(429, f"the server is busy: {self.waiting} client requests are waiting (the limit is "
+                           f"{self.max_pending}); retry later", kind="server_error", code="server_busy")
 
     def _close(self, s: Session) -> None:
         s.closed = True

@@ -1,4 +1,5 @@
-"""Per-request limits of `moco serve`: the prompt must fit every model's context window.
+"""Per-request limits of `moco serve`: the prompt must fit every model's context window, and the answer
+must come within the time limit (`--timeout-s`, enforced in the worker, see serve/batcher.py).
 
 A prompt longer than a model's context is refused with 400 and the limit, as OpenAI does
 (`context_length_exceeded`), instead of running for minutes (or failing) in a batch shared with other
@@ -54,3 +55,10 @@ def context_problem(pool: Any, prompt: str, max_new_tokens: int) -> str | None:
             return (f"this model's maximum context length is {limit} tokens ('{h.name}'); the prompt has {n} "
                     f"tokens and max_tokens asks for {max_new_tokens} more")
     return None
+
+
+def backstop_s(limit_s: float) -> float:
+    """When the HTTP layer gives up on a request whose decoding did not stop at `limit_s` (a remote endpoint,
+    a backend without a stop check): a little later, so a batch stopped at the limit still delivers its
+    neighbours' answers."""
+    return limit_s + min(5.0, max(0.25, 0.5 * limit_s))
