@@ -51,13 +51,15 @@ def test_any_collaboration_is_one_model_for_the_openai_client(debate_config):
                                            messages=[{"role": "user", "content": "Is the sky blue?"}])
         assert r.choices[0].message.content == "SUMMARY of a and b"
         assert r.usage.completion_tokens > 0 and r.choices[0].finish_reason == "stop"
-        # a collaboration streams as one chunk (its answer exists only when the debate is over)
+        # the last stage (the summarizer writing) streams word by word; the debate before it ran batched
         chunks = list(client.chat.completions.create(model="moco-text_multiagent_refine", stream=True,
-                                                     messages=[{"role": "user", "content": "Is grass green?"}]))
-        text = "".join(c.choices[0].delta.content or "" for c in chunks)
-        assert text == "SUMMARY of a and b" and chunks[-1].choices[0].finish_reason == "stop"
+                                                     messages=[{"role": "user", "content": "Is the sky blue?"}]))
+        pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+        assert pieces == ["SUMMARY", " of", " a", " and", " b"] and chunks[-1].choices[0].finish_reason == "stop"
+        assert "".join(pieces) == r.choices[0].message.content
         info = httpx.get(f"{url}/moco/info", headers={"Authorization": f"Bearer {TOKEN}"}).json()
-        assert info["method"] == "text_multiagent_refine" and info["streaming"] == "one chunk"
+        assert info["method"] == "text_multiagent_refine" and info["streaming"] == "tokens"
+        assert info["final_stage"]["model"] == "judge" and info["logprobs"] is False
 
 
 def test_auth_failures(echo_config):

@@ -14,17 +14,16 @@ import asyncio
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
-from moco.context import Call, RunContext
 from moco.errors import MocoError
 from moco.runner import plan
 from moco.serve.batcher import MicroBatcher, QueueFull
+from moco.serve.final_stage import StageContext, StageRequest, stage_info
 from moco.serve.limits import chars_problem, context_problem
 from moco.serve.protocol import ApiError, ChatRequest, completion
 from moco.serve.served_task import example_of, sampling_key
@@ -42,6 +41,7 @@ class Pending:
     temperature: float
     top_p: float
     stops: tuple[str, ...] = ()
+    want: StageRequest | None = None  # a stream or log-probabilities: the request runs alone (final_stage.py)
 
 
 @dataclass
@@ -79,18 +79,17 @@ class CollaborationService:
         artifacts = (log_dir / "artifacts") if log_dir else Path(tempfile.mkdtemp(prefix="moco-serve-"))
         artifacts.mkdir(parents=True, exist_ok=True)
         self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
-        self.ctx = RunContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
-                              generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
+        self.ctx = StageContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
+                                generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
                                                                  max_pending=max_pending)
         self.requests = 0
-        self._streams: bool | None = None
 
     # ------------------------------------------------------------------ requests
     def describe(self) -> dict[str, Any]:
         return {"method": self.plan.method.name, "models": [h.name for h in self.plan.pool.handles],
                 "task": self.base_task.name, "roles": {r: h.name for r, h in self.plan.roles.items()},
-                "streaming": "tokens" if self.can_stream_tokens() else "one chunk"}
+                **stage_info(self.ctx.final)}
 
     def pending(self, req: ChatRequest) -> Pending:
         if req.messages[-1].role != "user":
@@ -108,14 +107,9 @@ class CollaborationService:
             raise ApiError(400, too_long, param="messages", code="context_length_exceeded")
         return Pending(ex, n, temp, top_p, req.stops)
 
-    def check_context(self, p: Pending) -> None:
-        """400 when the prompt does not fit a model's context (streaming path; batches check in the worker)."""
-        why = context_problem(self.plan.pool, p.example.prompt, p.max_new_tokens)
-        if why:
-            raise ApiError(400, why, param="messages", code="context_length_exceeded")
-
-    async def complete(self, req: ChatRequest) -> dict[str, Any]:
+    async def complete(self, req: ChatRequest, want: StageRequest | None = None) -> dict[str, Any]:
         p = self.pending(req)
+        p.want = want
         self.requests += 1
         try:
             fut = self.batcher.submit(p)
@@ -139,7 +133,8 @@ class CollaborationService:
             if too_long:  # refused alone: its batch neighbours run
                 out[i] = Done("", error=too_long, status=400)
                 continue
-            groups.setdefault(sampling_key(p.max_new_tokens, p.temperature, p.top_p), []).append(i)
+            alone = id(p.want) if p.want is not None else None
+            groups.setdefault((*sampling_key(p.max_new_tokens, p.temperature, p.top_p), alone), []).append(i)
         for idx in groups.values():
             for i, r in zip(idx, self._run_isolated([items[i] for i in idx])):
                 out[i] = r
@@ -172,7 +167,7 @@ class CollaborationService:
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
         ctx.extra_metrics = {}
         tin0, tout0 = self._totals()
-        outputs = self.plan.method.run(ctx, self.plan.params)
+        outputs = ctx.run_method(self.plan.method, self.plan.params, p0.want)
         if len(outputs) != len(items):
             raise RuntimeError(f"method returned {len(outputs)} outputs for {len(items)} requests")
         tin, tout = self._totals()
@@ -186,31 +181,6 @@ class CollaborationService:
             text, _ = cut_at_stops(o.text, p.stops)
             done.append(Done(text, share_in[k], share_out[k], n))
         return done
-
-    # ------------------------------------------------------------------ streaming
-    def can_stream_tokens(self) -> bool:
-        """Token streaming is a pass-through of one local text model answering alone (single_model)."""
-        if self._streams is None:
-            from moco.models.pool import is_vision_spec
-
-            pool = self.plan.pool
-            h = pool.handles[0]
-            self._streams = (self.plan.method.name == "single_model" and len(pool.handles) == 1 and
-                             h.spec.kind == "hf" and h.spec.model not in pool.overrides and not is_vision_spec(h.spec))
-        return self._streams
-
-    def stream_tokens(self, p: Pending) -> Iterator[str]:
-        """Text pieces of the single model's answer as they are decoded (not cached, not batched)."""
-        from moco.models.hf import HFBackend
-        from moco.serve.streaming import hf_stream
-
-        handle = self.plan.pool.handles[0]
-        backend = self.plan.pool.backend(handle)
-        if not isinstance(backend, HFBackend):
-            raise ApiError(500, "streaming needs a local transformers model", kind="server_error")
-        sampling = self.ctx.sampling(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p)
-        _key, greq = self.ctx._request(handle, Call(handle, p.example.prompt, sampling))
-        return hf_stream(backend, greq)
 
     def close(self) -> None:
         self.batcher.close()

@@ -1,0 +1,203 @@
+"""The last stage of a served collaboration: the one model call that writes a request's answer.
+
+A method's answer is, for most methods, the text of one model call: refine's summarizer, MoA's aggregator,
+CoLM's refinement by the output client, the chosen model of single_model. That call is what a client can
+watch being written (streaming) and the only call whose log-probabilities describe the answer. Methods do
+not declare it, so the server learns it from the method's own runs: after every method call, the stage
+whose calls' texts ARE the outputs — identified by (phase, tag, model), one call per request, the latest
+such stage — is the final stage. A start-up probe (one short request) teaches it before the first client.
+
+A request that wants its last stage (a stream, or log-probabilities) runs as a method call of its own: every
+stage before the last runs batched as usual, and in the last stage the one call that writes the answer is
+decoded alone, piece by piece (`streaming.decode_one`), cached and traced like any other call. The other
+calls of that stage (e.g. the other CoLM clients' refinements) run batched. When a run turns out to end
+differently (its output is not the watched call's text), the request says so instead of pretending.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moco.context import Call, Output, Response, RunContext
+from moco.models.pool import ModelHandle
+from moco.serve.streaming import TokenLogprob, decode_one, supports_logprobs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinalStage:
+    """Which call writes the answer: the call to `model` tagged `tag` in phase `phase`."""
+
+    phase: str
+    tag: str
+    model: str
+    logprobs: bool = False  # that model's backend reports token log-probabilities
+
+    def describe(self) -> str:
+        return f"'{self.model}' ({self.tag or 'untagged'} call, phase {self.phase})"
+
+
+@dataclass
+class StageRequest:
+    """What one request wants from its last stage, and what it got. `on_piece` is called from the worker
+    thread with each new piece of the answer; `top_logprobs` (0-20) asks for log-probabilities."""
+
+    on_piece: Callable[[str], None] | None = None
+    top_logprobs: int | None = None
+    watched: bool = False  # the final stage's call ran (decoded alone) for this request
+    streamed: str = ""  # the text sent to on_piece
+    logprobs: list[TokenLogprob] | None = None
+    output: str | None = None  # the method's answer (its text before the request's stop strings)
+
+    def piece(self, text: str) -> None:
+        self.streamed += text
+        if self.on_piece is not None:
+            self.on_piece(text)
+
+
+@dataclass
+class _Seen:
+    """One call of a method run, as the learner sees it."""
+
+    phase: str
+    tag: str
+    model: str
+    text: str
+    order: int
+
+
+class StageContext(RunContext):
+    """A RunContext that learns which call writes the answer and can watch that call for one request."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.final: FinalStage | None = None
+        self.runs_learned = 0
+        self._seen: list[_Seen] = []
+        self._order = 0
+        self._want: StageRequest | None = None
+
+    # ------------------------------------------------------------------ running a method
+    def run_method(self, method: Any, params: Any, want: StageRequest | None = None) -> list[Output]:
+        """`method.run` on the current task (its test items are the requests); learns the final stage from the
+        outputs. With `want`, the task must hold that one request. Runs in the one thread that owns the models."""
+        if want is not None and len(self.test) != 1:
+            raise ValueError("a watched request runs as a method call of its own")
+        self._seen, self._order, self._want = [], 0, want
+        try:
+            outputs = method.run(self, params)
+        finally:
+            self._want = None
+        self._learn(outputs)
+        if want is not None and outputs:
+            want.output = None if outputs[0].failed else outputs[0].text
+        return outputs
+
+    def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
+        calls = list(calls)
+        handles = [self.pool.handle(c.model) for c in calls]
+        target = self._target(handles, tag)
+        if target is None:
+            out = super().generate(calls, tag)
+        else:  # the answer's call first (the client is waiting for it), then the rest of the stage, batched
+            first = self._watch(handles[target], calls[target], tag)
+            rest = super().generate(calls[:target] + calls[target + 1:], tag) if len(calls) > 1 else []
+            out = [*rest[:target], first, *rest[target:]]
+        self._order += 1
+        phase = self.recorder.phase
+        self._seen.extend(_Seen(phase, tag, h.name, r.text, self._order) for h, r in zip(handles, out) if not r.failed)
+        return out
+
+    # ------------------------------------------------------------------ the watched call
+    def _target(self, handles: list[ModelHandle], tag: str) -> int | None:
+        want, final = self._want, self.final
+        if want is None or want.watched or final is None:
+            return None
+        if (self.recorder.phase, tag) != (final.phase, final.tag):
+            return None
+        return next((i for i, h in enumerate(handles) if h.name == final.model), None)
+
+    def _watch(self, handle: ModelHandle, call: Call, tag: str) -> Response:
+        """Decode the answer's call alone, streaming it; cached and recorded like every call of `generate`."""
+        want = self._want
+        assert want is not None
+        want.watched = True
+        key, req = self._request(handle, call)
+        hit = self.cache.get_many([key]).get(key) if want.top_logprobs is None else None
+        if hit is not None:
+            res, cached = hit.to_result(), True
+            if not res.failed and res.text:
+                want.piece(res.text)
+        else:
+            try:
+                res, want.logprobs = decode_one(self.pool.backend(handle), req, want.piece, want.top_logprobs)
+            except Exception as e:  # noqa: BLE001 - a failed call, like a backend's: the method sees it
+                log.exception("the watched call to %s failed", handle.name)
+                from moco.models.base import GenResult
+
+                res = GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
+            cached = False
+        done: dict = {}
+        record = lambda k, item, b: self._record(k, [0], [handle], item, tag, b, [(key, req)])  # noqa: E731
+        if cached:
+            done[key] = (res, True)
+            record(key, done[key], None)
+        else:
+            self._deliver(handle, [(key, res, False)], done, None, record)
+        return Response(res.text, handle.name, res.tokens_in, res.tokens_out, cached, res.error,
+                        res.token_logprobs, res.top_logprobs, res.finish_reason)
+
+    # ------------------------------------------------------------------ learning
+    def _learn(self, outputs: list[Output]) -> None:
+        """The latest stage whose calls' texts are exactly the outputs (one call per request) is the final one."""
+        if not outputs or any(o.failed for o in outputs):
+            return
+        want = Counter(o.text for o in outputs)
+        stages: dict[tuple[str, str, str], list[_Seen]] = {}
+        for s in self._seen:
+            stages.setdefault((s.phase, s.tag, s.model), []).append(s)
+        found = [(max(x.order for x in seen), key) for key, seen in stages.items()
+                 if len(seen) == len(outputs) and Counter(x.text for x in seen) == want]
+        if not found:
+            return
+        phase, tag, model = max(found)[1]
+        if self.final is None or (self.final.phase, self.final.tag, self.final.model) != (phase, tag, model):
+            backend = self.pool.backend(self.pool.handle(model))
+            self.final = FinalStage(phase, tag, model, supports_logprobs(backend))
+            log.info("final stage: %s", self.final.describe())
+        self.runs_learned += 1
+
+
+def learn_final_stage(service: Any, prompt: str = "Say hello.", max_new_tokens: int = 16) -> FinalStage | None:
+    """One short probe request through the service's batch handler, so the final stage is known before the
+    first client streams. Call it before serving. A method that cannot answer it is logged; its answers are
+    then sent whole."""
+    from moco.serve.protocol import parse_chat_request
+
+    ctx = getattr(service, "ctx", None)
+    if not isinstance(ctx, StageContext) or ctx.final is not None:
+        return getattr(ctx, "final", None)
+    import json
+
+    body = {"model": service.name, "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": min(max_new_tokens, service.max_new_tokens_cap)}
+    try:
+        # before the port opens the batcher's worker is idle: the probe runs here, outside the request counts
+        done = service.batcher.handler([service.pending(parse_chat_request(json.dumps(body).encode()))])[0]
+        if done.error:
+            log.warning("the start-up probe failed (%s): answers will be sent whole", done.error)
+    except Exception as e:  # noqa: BLE001 - streaming falls back to whole answers; serving goes on
+        log.warning("the start-up probe failed (%s: %s): answers will be sent whole", type(e).__name__, e)
+    return ctx.final
+
+
+def stage_info(final: FinalStage | None) -> dict[str, Any]:
+    """What /v1/moco/info says about streaming and log-probabilities."""
+    if final is None:
+        return {"streaming": "one chunk", "final_stage": None, "logprobs": False}
+    return {"streaming": "tokens", "final_stage": {"phase": final.phase, "tag": final.tag, "model": final.model},
+            "logprobs": final.logprobs}
