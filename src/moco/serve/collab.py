@@ -89,7 +89,7 @@ class CollaborationService:
     def describe(self) -> dict[str, Any]:
         return {"method": self.plan.method.name, "models": [h.name for h in self.plan.pool.handles],
                 "task": self.base_task.name, "roles": {r: h.name for r, h in self.plan.roles.items()},
-                **stage_info(self.ctx.final)}
+                **stage_info(self.ctx)}
 
     def pending(self, req: ChatRequest) -> Pending:
         if req.messages[-1].role != "user":

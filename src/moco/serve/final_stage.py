@@ -76,7 +76,8 @@ class StageContext(RunContext):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.final: FinalStage | None = None
-        self.runs_learned = 0
+        self.runs_learned = 0  # runs whose answers the final stage wrote
+        self.unstable = False  # a run's answers came from another call: nothing streams any more
         self._seen: list[_Seen] = []
         self._order = 0
         self._want: StageRequest | None = None
@@ -153,23 +154,31 @@ class StageContext(RunContext):
 
     # ------------------------------------------------------------------ learning
     def _learn(self, outputs: list[Output]) -> None:
-        """The latest stage whose calls' texts are exactly the outputs (one call per request) is the final one."""
-        if not outputs or any(o.failed for o in outputs):
+        """The latest stage whose calls' texts are exactly the outputs (one call per request) is the final one.
+        A run whose answers did not come from the learned stage (a method that picks a different model per
+        request: a vote, a router) turns streaming off for good: answers are then sent whole."""
+        if not outputs or any(o.failed for o in outputs) or self.unstable:
             return
         want = Counter(o.text for o in outputs)
         stages: dict[tuple[str, str, str], list[_Seen]] = {}
         for s in self._seen:
             stages.setdefault((s.phase, s.tag, s.model), []).append(s)
-        found = [(max(x.order for x in seen), key) for key, seen in stages.items()
-                 if len(seen) == len(outputs) and Counter(x.text for x in seen) == want]
-        if not found:
+        found = {key: max(x.order for x in seen) for key, seen in stages.items()
+                 if len(seen) == len(outputs) and Counter(x.text for x in seen) == want}
+        if self.final is not None:
+            if (self.final.phase, self.final.tag, self.final.model) in found:
+                self.runs_learned += 1
+                return
+            self.final, self.unstable = None, True
+            log.warning("a run's answers were not written by the learned final stage: this method's answer is not "
+                        "always the same call; answers are sent whole from now on")
             return
-        phase, tag, model = max(found)[1]
-        if self.final is None or (self.final.phase, self.final.tag, self.final.model) != (phase, tag, model):
+        if found:
+            phase, tag, model = max(found, key=lambda k: found[k])
             backend = self.pool.backend(self.pool.handle(model))
             self.final = FinalStage(phase, tag, model, supports_logprobs(backend))
+            self.runs_learned = 1
             log.info("final stage: %s", self.final.describe())
-        self.runs_learned += 1
 
 
 def learn_final_stage(service: Any, prompt: str = "Say hello.", max_new_tokens: int = 16) -> FinalStage | None:
@@ -195,9 +204,12 @@ def learn_final_stage(service: Any, prompt: str = "Say hello.", max_new_tokens: 
     return ctx.final
 
 
-def stage_info(final: FinalStage | None) -> dict[str, Any]:
+def stage_info(ctx: StageContext) -> dict[str, Any]:
     """What /v1/moco/info says about streaming and log-probabilities."""
+    final = ctx.final
     if final is None:
-        return {"streaming": "one chunk", "final_stage": None, "logprobs": False}
-    return {"streaming": "tokens", "final_stage": {"phase": final.phase, "tag": final.tag, "model": final.model},
-            "logprobs": final.logprobs}
+        why = ("the method's answers came from different calls in different runs" if ctx.unstable else
+               "no run has shown one model call writing the answer")
+        return {"streaming": "one chunk", "final_stage": None, "logprobs": False, "why_whole": why}
+    return {"streaming": "tokens", "final_stage": {"phase": final.phase, "tag": final.tag, "model": final.model,
+                                                   "runs": ctx.runs_learned}, "logprobs": final.logprobs}
