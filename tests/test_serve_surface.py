@@ -268,3 +268,25 @@ def test_logprobs_of_the_last_stage_on_a_local_model(tmp_path, tiny_models):
         with pytest.raises(openai.BadRequestError, match="not supported with stream"):
             client.chat.completions.create(model="tiny", messages=msgs, logprobs=True, stream=True)
         assert httpx.get(f"{url}/moco/info").json()["logprobs"] is True
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(temperature=0.9, top_p=0.95)], ids=["greedy", "sampled"])
+def test_a_watched_local_call_decodes_what_generate_decodes(tiny_backends, sampling):
+    """decode_one runs the backend's own decoding loop on one row: same seed, same text, piece by piece; a stop
+    string ends it where generate ends."""
+    from moco.models.base import GenRequest, SamplingParams
+    from moco.serve.streaming import decode_one
+
+    backend = tiny_backends[0]
+    req = GenRequest((("user", "Tell me a story."),), SamplingParams(max_new_tokens=12, **sampling), seed=1234)
+    pieces: list[str] = []
+    res, lps = decode_one(backend, req, pieces.append, top_k=2)
+    assert res.text == backend.generate([req])[0].text and res.tokens_out > 0
+    assert "".join(pieces) == res.text and len(pieces) >= 2
+    assert len(lps) >= len(pieces) and all(t.logprob <= 0 and len(t.top) == 2 for t in lps)
+    stop = res.text[len(res.text) // 2:][:2]
+    cut = GenRequest(req.messages, SamplingParams(max_new_tokens=12, stop=(stop,), **sampling), seed=1234)
+    pieces = []
+    res_cut, _ = decode_one(backend, cut, pieces.append)
+    assert res_cut.text == backend.generate([cut])[0].text == res.text[:res.text.index(stop)].strip()
+    assert "".join(pieces) == res_cut.text

@@ -77,17 +77,24 @@ def cut_stream(pieces: Iterable[str], stops: tuple[str, ...]) -> Iterator[str]:
 
 
 class _Emitter:
-    """Turns a growing answer into pieces: leading whitespace is dropped and trailing whitespace held, because
-    the backends return their answers stripped (the pieces must add up to exactly that answer); text ending
-    inside a multi-byte character waits for the rest of it."""
+    """Turns a growing answer into pieces that add up to exactly the answer the backend returns: cut at its
+    stop strings (text that could begin one is held back), stripped (leading whitespace dropped, trailing
+    whitespace held); text ending inside a multi-byte character waits for the rest of it."""
 
-    def __init__(self, on_piece: OnPiece):
+    def __init__(self, on_piece: OnPiece, stops: tuple[str, ...]):
         self.on_piece = on_piece
+        self.stops = tuple(s for s in stops if s)
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.sent = ""
 
-    def update(self, text: str) -> None:
-        if text.endswith("\ufffd"):
+    def update(self, text: str, final: bool = False) -> None:
+        if text.endswith("\ufffd") and not final:
             return
+        cut = min((text.find(s) for s in self.stops if s in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        elif not final:
+            text = text[:max(0, len(text) - self.hold)]
         shown = text.strip()
         if len(shown) > len(self.sent) and shown.startswith(self.sent):
             self.on_piece(shown[len(self.sent):])
@@ -138,12 +145,12 @@ def _hf_decode_one(backend: Any, req: GenRequest, on_piece: OnPiece,
     tok = backend.tokenizer
     row = backend.new_rows([req])[0]
     stops = row.stop_text
-    emitter = _Emitter(on_piece)
+    emitter = _Emitter(on_piece, stops)
     steps: list[Any] = []  # the log-softmax of each step's next-token distribution (top_k only)
 
-    def watch(r) -> bool:  # called after every new token
+    def watch(r) -> bool:  # called after every new token; says whether a stop string was hit (as _hit_stop does)
         emitter.update(tok.decode([t for t in r.out if t not in backend.eos_ids], skip_special_tokens=True))
-        return bool(stops) and backend._hit_stop(r)
+        return bool(stops) and any(s in tok.decode(r.out[-16:], skip_special_tokens=True) for s in stops)
 
     def combine(logits: list[Any]) -> Any:
         if top_k is not None:
@@ -160,7 +167,7 @@ def _hf_decode_one(backend: Any, req: GenRequest, on_piece: OnPiece,
     res = backend.results([req], [row], finish)[0]
     res.latency_s = time.time() - t0
     if not res.failed:
-        emitter.update(res.text)
+        emitter.update(res.text, final=True)
     lps = None if top_k is None else _token_logprobs(tok, row.out, steps, backend.eos_ids, top_k)
     return res, lps
 
