@@ -79,6 +79,21 @@ def test_the_last_stage_streams_word_by_word_and_adds_up_to_the_answer(tmp_path,
         svc.close()
 
 
+def test_an_answer_cut_by_max_tokens_finishes_with_length(tmp_path):
+    """finish_reason is that of the call that wrote the answer: 'length' when it reached max_tokens."""
+    svc = service(tmp_path, REFINE)
+    try:
+        learn_final_stage(svc)
+        full = ask(svc, "Is the sky blue?")
+        p = svc.pending(parse_chat_request(json.dumps({"model": svc.name, "max_tokens": 2, "messages": [
+            {"role": "user", "content": "Is the sky blue?"}]}).encode()))
+        short = svc.batcher.submit(p).result(60)
+        assert (full.text, full.finish) == ("SUMMARY of a and b, both revised", "stop")
+        assert (short.text, short.finish) == ("SUMMARY of", "length")
+    finally:
+        svc.close()
+
+
 def test_colm_other_clients_still_refine_in_the_watched_stage(tmp_path):
     """The output client's refinement streams; the other client's refinement of the same stage still runs."""
     svc = service(tmp_path, COLM)

@@ -52,6 +52,7 @@ class Done:
     batch_size: int = 1
     error: str | None = None
     status: int = 500  # of the error: 400 when the request itself cannot run (too long for a model)
+    finish: str = "stop"  # length: the call that wrote the answer reached max_tokens (final_stage.py)
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -121,7 +122,7 @@ class CollaborationService:
             raise ApiError(400, done.error, param="messages", code="context_length_exceeded")
         if done.error:
             raise ApiError(500, f"the collaboration failed: {done.error}", kind="server_error", code="moco_error")
-        return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens,
+        return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens, done.finish,
                           extra={"method": self.plan.method.name, "batch_size": done.batch_size})
 
     # ------------------------------------------------------------------ the worker
@@ -178,8 +179,9 @@ class CollaborationService:
             if o.failed:
                 done.append(Done("", error="a model call failed (see the server log)"))
                 continue
-            text, _ = cut_at_stops(o.text, p.stops)
-            done.append(Done(text, share_in[k], share_out[k], n))
+            text, stopped = cut_at_stops(o.text, p.stops)
+            finish = "stop" if stopped or not ctx.finishes else ctx.finishes[k]
+            done.append(Done(text, share_in[k], share_out[k], n, finish=finish))
         return done
 
     def close(self) -> None:

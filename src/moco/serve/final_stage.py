@@ -68,6 +68,7 @@ class _Seen:
     model: str
     text: str
     order: int
+    finish: str
 
 
 class StageContext(RunContext):
@@ -78,6 +79,7 @@ class StageContext(RunContext):
         self.final: FinalStage | None = None
         self.runs_learned = 0  # runs whose answers the final stage wrote
         self.unstable = False  # a run's answers came from another call: nothing streams any more
+        self.finishes: list[str] = []  # of the last run: each answer's finish reason (stop | length), when known
         self._seen: list[_Seen] = []
         self._order = 0
         self._want: StageRequest | None = None
@@ -88,7 +90,7 @@ class StageContext(RunContext):
         outputs. With `want`, the task must hold that one request. Runs in the one thread that owns the models."""
         if want is not None and len(self.test) != 1:
             raise ValueError("a watched request runs as a method call of its own")
-        self._seen, self._order, self._want = [], 0, want
+        self._seen, self._order, self._want, self.finishes = [], 0, want, []
         try:
             outputs = method.run(self, params)
         finally:
@@ -110,7 +112,8 @@ class StageContext(RunContext):
             out = [*rest[:target], first, *rest[target:]]
         self._order += 1
         phase = self.recorder.phase
-        self._seen.extend(_Seen(phase, tag, h.name, r.text, self._order) for h, r in zip(handles, out) if not r.failed)
+        self._seen.extend(_Seen(phase, tag, h.name, r.text, self._order, r.finish_reason)
+                          for h, r in zip(handles, out) if not r.failed)
         return out
 
     # ------------------------------------------------------------------ the watched call
@@ -166,8 +169,10 @@ class StageContext(RunContext):
         found = {key: max(x.order for x in seen) for key, seen in stages.items()
                  if len(seen) == len(outputs) and Counter(x.text for x in seen) == want}
         if self.final is not None:
-            if (self.final.phase, self.final.tag, self.final.model) in found:
+            key = (self.final.phase, self.final.tag, self.final.model)
+            if key in found:
                 self.runs_learned += 1
+                self._finishes(outputs, stages[key])
                 return
             self.final, self.unstable = None, True
             log.warning("a run's answers were not written by the learned final stage: this method's answer is not "
@@ -178,7 +183,16 @@ class StageContext(RunContext):
             backend = self.pool.backend(self.pool.handle(model))
             self.final = FinalStage(phase, tag, model, supports_logprobs(backend))
             self.runs_learned = 1
+            self._finishes(outputs, stages[(phase, tag, model)])
             log.info("final stage: %s", self.final.describe())
+
+
+    def _finishes(self, outputs: list[Output], calls: list[_Seen]) -> None:
+        """Each answer's finish reason: that of the call that wrote it."""
+        by_text: dict[str, list[str]] = {}
+        for c in calls:
+            by_text.setdefault(c.text, []).append(c.finish)
+        self.finishes = [by_text[o.text].pop(0) for o in outputs]
 
 
 def learn_final_stage(service: Any, prompt: str = "Say hello.", max_new_tokens: int = 16) -> FinalStage | None:
