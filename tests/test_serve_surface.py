@@ -257,34 +257,6 @@ def test_metrics_count_failures_and_need_the_token(refine_config):
         assert metric(text, "moco_requests_total", route="/v1/chat/completions", status="504") == 1
 
 
-def test_logprobs_of_the_last_stage_on_a_local_model(tmp_path, tiny_models):
-    """A local transformers model as the answer's writer: chat and completions logprobs, OpenAI-shaped."""
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump({"method": "single_model", "models": [str(tiny_models[0])], "name": "tiny",
-                                   "generation": {"max_new_tokens": 8, "temperature": 0.0}}))
-    with served(cfg) as url:
-        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
-        msgs = [{"role": "user", "content": "Say something."}]
-        plain = client.chat.completions.create(model="tiny", messages=msgs).choices[0].message.content
-        r = client.chat.completions.create(model="tiny", messages=msgs, logprobs=True, top_logprobs=3)
-        content = r.choices[0].logprobs.content
-        assert r.choices[0].message.content == plain  # the watched call decodes what the batched one does
-        assert "".join(t.token for t in content).strip() == plain
-        for t in content:
-            assert t.logprob <= 0 and len(t.top_logprobs) == 3
-            assert t.top_logprobs[0].token == t.token  # greedy: the chosen token is the most likely one
-            assert t.top_logprobs[0].logprob == pytest.approx(t.logprob)
-            assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
-        c = client.completions.create(model="tiny", prompt="Say something.", logprobs=2)
-        lp = c.choices[0].logprobs
-        assert c.choices[0].text == plain and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs)
-        assert lp.token_logprobs == pytest.approx([t.logprob for t in content])
-        assert lp.text_offset[0] == 0 and all(len(d) == 2 for d in lp.top_logprobs)
-        with pytest.raises(openai.BadRequestError, match="not supported with stream"):
-            client.chat.completions.create(model="tiny", messages=msgs, logprobs=True, stream=True)
-        assert httpx.get(f"{url}/moco/info").json()["logprobs"] is True
-
-
 @pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(temperature=0.9, top_p=0.95)], ids=["greedy", "sampled"])
 def test_a_watched_local_call_decodes_what_generate_decodes(tiny_backends, sampling):
     """decode_one runs the backend's own decoding loop on one row: same seed, same text, piece by piece; a stop
