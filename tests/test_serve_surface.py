@@ -210,8 +210,10 @@ def test_openai_client_sync_async_streaming_completions_and_metrics(refine_confi
         rs, apieces = asyncio.run(concurrent())
         assert all(r.choices[0].message.content == answer for r in rs)
         assert len(apieces) >= 4 and "".join(apieces) == answer
-        chunks = list(client.chat.completions.create(model="debate", messages=msgs, stream=True, stop=[" both"]))
-        assert "".join(c.choices[0].delta.content or "" for c in chunks) == "SUMMARY of a and b,"
+        chunks = list(client.chat.completions.create(model="debate", messages=msgs, stream=True, stop=[" both"],
+                                                     stream_options={"include_usage": True}))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == "SUMMARY of a and b,"
+        assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == sync.usage.completion_tokens
 
         # legacy completions: one prompt, a list, streamed
         one = client.completions.create(model="debate", prompt="Is the sky blue?")

@@ -26,7 +26,8 @@ from moco.serve.final_stage import StageContext, StageRequest, learn_final_stage
 from moco.serve.live import LiveAnswer
 from moco.serve.metrics import MetricsMiddleware, ServeMetrics
 from moco.serve.protocol import (ApiError, ChatRequest, chat_logprobs, chunk, completion_logprobs, new_id,
-                                 parse_chat_request, parse_completion_request, sse, text_chunk, text_completion)
+                                 parse_chat_request, parse_completion_request, sse, text_chunk, text_completion,
+                                 usage_chunk)
 from moco.serve.streaming import logprobs_within
 
 DEFAULT_MAX_BODY = 4 * 2**20
@@ -222,7 +223,7 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
             return JSONResponse(await answer(req))
         one = live(req)
         await one.started()
-        return StreamingResponse(streamed("/v1/chat/completions", _chat_events(one, service.name)),
+        return StreamingResponse(streamed("/v1/chat/completions", _chat_events(one, service.name, req.include_usage)),
                                  media_type="text/event-stream")
 
     @v1.post("/completions")
@@ -245,27 +246,31 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
                                                 sum(b["usage"]["completion_tokens"] for b in bodies)))
         lives = [live(c) for c in chats]
         await lives[0].started()
-        return StreamingResponse(streamed("/v1/completions", _text_events(lives, service.name)),
+        return StreamingResponse(streamed("/v1/completions", _text_events(lives, service.name, req.include_usage)),
                                  media_type="text/event-stream")
 
     app.include_router(v1)
     return MetricsMiddleware(BodyLimit(app, max_body_bytes), metrics)
 
 
-async def _chat_events(one: LiveAnswer, model: str) -> AsyncIterator[str]:
+async def _chat_events(one: LiveAnswer, model: str, usage: bool) -> AsyncIterator[str]:
     cid = new_id()
     yield sse(chunk(cid, model, {"role": "assistant", "content": ""}))
     async for piece in one.pieces():
         yield sse(chunk(cid, model, {"content": piece}))
     yield sse(chunk(cid, model, {}, one.body["choices"][0]["finish_reason"]))
+    if usage:
+        yield sse(usage_chunk(cid, model, "chat.completion.chunk", [one.body]))
     yield sse("[DONE]")
 
 
-async def _text_events(lives: list[LiveAnswer], model: str) -> AsyncIterator[str]:
+async def _text_events(lives: list[LiveAnswer], model: str, usage: bool) -> AsyncIterator[str]:
     """The prompts' answers one after the other (each chunk names its prompt's `index`)."""
     cid = new_id("cmpl")
     for i, one in enumerate(lives):
         async for piece in one.pieces():
             yield sse(text_chunk(cid, model, i, piece))
         yield sse(text_chunk(cid, model, i, "", one.body["choices"][0]["finish_reason"]))
+    if usage:
+        yield sse(usage_chunk(cid, model, "text_completion", [one.body for one in lives]))
     yield sse("[DONE]")

@@ -5,7 +5,7 @@ Requests are validated strictly: a malformed body (bad syntax, nesting too deep 
 surrogate that is not Unicode), a wrong type (no coercion: `"max_tokens": "10"` and `"stream": "yes"` are
 refused, pydantic's strict mode), an unknown field or an unsupported feature (n > 1, tools, echo) is a
 400 naming the field. A few OpenAI fields that do not change what a
-collaboration computes (penalties, `user`, `stream_options`, ...) are accepted and ignored.
+collaboration computes (penalties, `user`, `store`, ...) are accepted and ignored.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-IGNORED_FIELDS = frozenset({"frequency_penalty", "presence_penalty", "user", "stream_options", "logit_bias", "store",
+IGNORED_FIELDS = frozenset({"frequency_penalty", "presence_penalty", "user", "logit_bias", "store",
                             "service_tier", "parallel_tool_calls", "reasoning_effort"})
 UNSUPPORTED_FIELDS = {"tools": "tools are not supported", "tool_choice": "tools are not supported",
                       "functions": "functions are not supported", "function_call": "functions are not supported",
@@ -69,6 +69,11 @@ class ChatMessage(_Strict):
         return [p.image_url.url for p in self.content if p.type == "image_url" and p.image_url]
 
 
+class StreamOptions(_Strict):
+    include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI's padding against side channels: nothing to hide here
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -85,6 +90,11 @@ class ChatRequest(BaseModel):
     metadata: dict[str, str] | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    stream_options: StreamOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
     @field_validator("stop")
     @classmethod
@@ -120,6 +130,11 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
+    stream_options: StreamOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
     @property
     def prompts(self) -> list[str]:
@@ -217,6 +232,14 @@ def completion(model: str, text: str, prompt_tokens: int, completion_tokens: int
 def chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def usage_chunk(cid: str, model: str, obj: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last chunk of a stream with `stream_options.include_usage`: no choices, the usage of all answers."""
+    pin = sum(b["usage"]["prompt_tokens"] for b in bodies)
+    pout = sum(b["usage"]["completion_tokens"] for b in bodies)
+    return {"id": cid, "object": obj, "created": int(time.time()), "model": model, "choices": [],
+            "usage": {"prompt_tokens": pin, "completion_tokens": pout, "total_tokens": pin + pout}}
 
 
 def sse(obj: dict[str, Any] | str) -> str:
