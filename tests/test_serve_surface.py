@@ -259,6 +259,26 @@ def test_metrics_count_failures_and_need_the_token(refine_config):
         assert metric(text, "moco_requests_total", route="/v1/chat/completions", status="504") == 1
 
 
+def test_a_debate_of_local_models_streams_its_summary_token_by_token(tmp_path, tiny_models):
+    """Transformers models debating: the summarizer's call is decoded alone, token by token; its pieces add up
+    to the answer the batched run gives, and its tokens' log-probabilities are available."""
+    cfg = {"method": "text_multiagent_refine", "params": {"rounds": 1},
+           "models": [{"model": str(p), "name": f"tiny{i}"} for i, p in enumerate(tiny_models)],
+           "roles": {"summarizer": "tiny2"}, "generation": {"max_new_tokens": 8, "temperature": 0.0}}
+    svc = service(tmp_path, cfg)
+    try:
+        stage = learn_final_stage(svc)
+        assert (stage.model, stage.tag, stage.logprobs) == ("tiny2", "summary", True)
+        whole = ask(svc, "Name a colour.")
+        pieces: list[str] = []
+        want = StageRequest(on_piece=pieces.append, top_logprobs=1)
+        streamed = ask(svc, "Name a colour.", want)
+        assert len(pieces) >= 3 and "".join(pieces) == whole.text == streamed.text
+        assert len(want.logprobs) >= len(pieces) and all(t.logprob <= 0 for t in want.logprobs)
+    finally:
+        svc.close()
+
+
 @pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(temperature=0.9, top_p=0.95)], ids=["greedy", "sampled"])
 def test_a_watched_local_call_decodes_what_generate_decodes(tiny_backends, sampling):
     """decode_one runs the backend's own decoding loop on one row: same seed, same text, piece by piece; a stop
