@@ -15,6 +15,7 @@ differently (its output is not the watched call's text), the request says so ins
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from moco.context import Call, Output, Response, RunContext
+from moco.models.base import GenResult
 from moco.models.pool import ModelHandle
+from moco.serve.protocol import parse_chat_request
 from moco.serve.streaming import TokenLogprob, decode_one, supports_logprobs
 
 log = logging.getLogger(__name__)
@@ -141,8 +144,6 @@ class StageContext(RunContext):
                 res, want.logprobs = decode_one(self.pool.backend(handle), req, want.piece, want.top_logprobs)
             except Exception as e:  # noqa: BLE001 - a failed call, like a backend's: the method sees it
                 log.exception("the watched call to %s failed", handle.name)
-                from moco.models.base import GenResult
-
                 res = GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
             cached = False
         done: dict = {}
@@ -186,7 +187,6 @@ class StageContext(RunContext):
             self._finishes(outputs, stages[(phase, tag, model)])
             log.info("final stage: %s", self.final.describe())
 
-
     def _finishes(self, outputs: list[Output], calls: list[_Seen]) -> None:
         """Each answer's finish reason: that of the call that wrote it."""
         by_text: dict[str, list[str]] = {}
@@ -199,13 +199,9 @@ def learn_final_stage(service: Any, prompt: str = "Say hello.", max_new_tokens: 
     """One short probe request through the service's batch handler, so the final stage is known before the
     first client streams. Call it before serving. A method that cannot answer it is logged; its answers are
     then sent whole."""
-    from moco.serve.protocol import parse_chat_request
-
     ctx = getattr(service, "ctx", None)
     if not isinstance(ctx, StageContext) or ctx.final is not None:
         return getattr(ctx, "final", None)
-    import json
-
     body = {"model": service.name, "messages": [{"role": "user", "content": prompt}],
             "max_tokens": min(max_new_tokens, service.max_new_tokens_cap)}
     try:
