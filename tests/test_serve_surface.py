@@ -299,3 +299,28 @@ def test_a_watched_local_call_decodes_what_generate_decodes(tiny_backends, sampl
     res_cut, _ = decode_one(backend, cut, pieces.append)
     assert res_cut.text == backend.generate([cut])[0].text == res.text[:res.text.index(stop)].strip()
     assert "".join(pieces) == res_cut.text
+
+
+def test_an_endpoint_writing_the_answer_streams_it_through(tmp_path):
+    """The summarizer is an OpenAI-compatible endpoint (itself a `moco serve`): the collaboration asks it with
+    `stream: true` and passes its pieces on to the client as they arrive."""
+    judge = tmp_path / "judge.yaml"
+    judge.write_text(yaml.safe_dump({"method": "single_model", "name": "judge-engine",
+                                     "models": [scripted("judge", "the endpoint's summary of the debate")]}))
+    with served(judge) as engine:
+        debate = tmp_path / "debate.yaml"
+        debate.write_text(yaml.safe_dump({
+            "method": "text_multiagent_refine", "params": {"rounds": 1}, "name": "debate",
+            "models": [scripted("a", "a first"), scripted("b", "b first"),
+                       {"model": "judge-engine", "name": "remote", "endpoint": {"base_url": engine}}],
+            "roles": {"summarizer": "remote"}, "generation": {"max_new_tokens": 64, "temperature": 0.0}}))
+        with served(debate) as url:
+            client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+            msgs = [{"role": "user", "content": "Who won?"}]
+            whole = client.chat.completions.create(model="debate", messages=msgs).choices[0].message.content
+            chunks = list(client.chat.completions.create(model="debate", messages=msgs, stream=True))
+            pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+            assert whole == "the endpoint's summary of the debate"
+            # word by word: the engine streamed (a whole answer from it would arrive as one piece)
+            assert len(pieces) >= 4 and "".join(pieces) == whole
+            assert httpx.get(f"{url}/moco/info").json()["final_stage"]["model"] == "remote"

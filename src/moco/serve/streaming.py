@@ -4,13 +4,15 @@
 grows. A local transformers model runs its own batched decoding loop (`moco.models.hf.decode_rows`) on a batch
 of one, with the same per-request seed, so the streamed answer is the answer `generate` gives (and may be
 cached as such); it can also report the log-probability of every token with the `top_k` most likely
-alternatives (the model's distribution at temperature 1). The scripted test backend replies word by word.
-Any other backend (endpoints, vision models) answers whole: its text arrives as one piece.
+alternatives (the model's distribution at temperature 1). An OpenAI-compatible endpoint is asked with
+`stream: true` and its pieces are passed on as they arrive. The scripted test backend replies word by word.
+Any other backend (vision models, Ray engines) answers whole: its text arrives as one piece.
 
 `StopCutter` holds back text that could be the start of a stop string, so a client never sees part of one.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -110,6 +112,8 @@ def decode_one(backend: Any, req: GenRequest, on_piece: OnPiece | None = None,
         return _hf_decode_one(backend, req, on_piece, top_k)
     if top_k is not None:
         raise ValueError(f"{type(backend).__name__} gives no token log-probabilities")
+    if _is_endpoint(backend):
+        return _endpoint_decode_one(backend, req, on_piece), None
     res = backend.generate([req])[0]
     if not res.failed:
         pieces = re.findall(r"\s*\S+|\s+$", res.text) if _is_scripted(backend) else [res.text]
@@ -126,6 +130,12 @@ def is_text_hf(backend: Any) -> bool:
     from moco.models.hf import HFBackend
 
     return isinstance(backend, HFBackend)
+
+
+def _is_endpoint(backend: Any) -> bool:
+    from moco.models.openai import OpenAIBackend
+
+    return isinstance(backend, OpenAIBackend)
 
 
 def _is_scripted(backend: Any) -> bool:
@@ -170,6 +180,45 @@ def _hf_decode_one(backend: Any, req: GenRequest, on_piece: OnPiece,
         emitter.update(res.text, final=True)
     lps = None if top_k is None else _token_logprobs(tok, row.out, steps, backend.eos_ids, top_k)
     return res, lps
+
+
+def _endpoint_decode_one(backend: Any, req: GenRequest, on_piece: OnPiece) -> GenResult:
+    """The request with `stream: true`, pieces passed on as they arrive. A server that fails before sending
+    any text gets the backend's own call (with its retries and down detection); one that fails after it is a
+    failed call (the text already sent cannot be taken back)."""
+    import openai
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    from moco.models.openai import _run
+
+    emitter = _Emitter(on_piece, req.sampling.stop)
+
+    async def streamed() -> GenResult:
+        t0 = time.time()
+        body = {**backend._body(req), "stream": True, "stream_options": {"include_usage": True}}
+        chunks = await backend._api().post("/chat/completions", body=body, cast_to=ChatCompletion, stream=True,
+                                           stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                                           options=backend._options())
+        text, finish, usage = "", "stop", None
+        async for c in chunks:
+            usage = c.usage or usage
+            for choice in c.choices[:1]:
+                text += choice.delta.content or ""
+                finish = "length" if choice.finish_reason == "length" else finish
+                emitter.update(text)
+        text = text if req.assistant_prefix else text.strip()
+        emitter.update(text, final=True)
+        return GenResult(text, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0, finish,
+                         time.time() - t0)
+
+    if backend.down:
+        return backend.generate([req])[0]
+    try:
+        return _run(asyncio.wait_for(streamed(), backend.timeout_s))
+    except Exception as e:  # noqa: BLE001 - below: retried whole, or a failed call
+        if not emitter.sent:
+            return backend.generate([req])[0]
+        return GenResult("", finish_reason="error", error=f"the stream broke off: {type(e).__name__}: {e}")
 
 
 def _token_logprobs(tok: Any, out: list[int], steps: list[Any], eos: set[int], top_k: int) -> list[TokenLogprob]:
