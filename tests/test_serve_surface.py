@@ -94,6 +94,33 @@ def test_an_answer_cut_by_max_tokens_finishes_with_length(tmp_path):
         svc.close()
 
 
+def test_streamed_requests_share_a_batch_and_each_gets_its_own_answer(tmp_path):
+    """Three streams and one plain request arriving together run as ONE method call (every earlier stage
+    batched across them); each stream gets the summary of its own question, word by word."""
+    path = tmp_path / "echo_debate.yaml"
+    path.write_text(yaml.safe_dump({**REFINE, "models": [*REFINE["models"][:2], {"model": "scripted:echo",
+                                                                                 "name": "judge"}]}))
+    svc = build_service(path, window_ms=300)
+    try:
+        learn_final_stage(svc)
+        questions = [f"Question number {i}: how many moons has planet {i}?" for i in range(4)]
+        pieces: list[list[str]] = [[] for _ in questions]
+        pending = []
+        for i, q in enumerate(questions):
+            p = svc.pending(parse_chat_request(json.dumps({"model": svc.name, "messages": [
+                {"role": "user", "content": q}]}).encode()))
+            p.want = StageRequest(on_piece=pieces[i].append) if i < 3 else None
+            pending.append(p)
+        done = [f.result(60) for f in [svc.batcher.submit(p) for p in pending]]
+        assert svc.batcher.stats.batches == 1 and [d.batch_size for d in done] == [4, 4, 4, 4]
+        for i, (q, d) in enumerate(zip(questions, done)):
+            assert q in d.text and all(other not in d.text for other in questions if other != q)
+            if i < 3:
+                assert len(pieces[i]) >= 4 and "".join(pieces[i]) == d.text
+    finally:
+        svc.close()
+
+
 def test_colm_other_clients_still_refine_in_the_watched_stage(tmp_path):
     """The output client's refinement streams; the other client's refinement of the same stage still runs."""
     svc = service(tmp_path, COLM)
@@ -125,7 +152,7 @@ def test_a_method_that_picks_a_different_model_per_request_is_sent_whole(tmp_pat
 
         def run(question: str, want: StageRequest | None = None):
             ctx.task = dataclasses.replace(svc.base_task, test=[ask_example(question)])
-            return ctx.run_method(PickNamed(), None, want)
+            return ctx.run_method(PickNamed(), None, [want])
 
         run("ask x")
         assert ctx.final.model == "x" and svc.describe()["streaming"] == "tokens"

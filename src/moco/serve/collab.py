@@ -41,7 +41,7 @@ class Pending:
     temperature: float
     top_p: float
     stops: tuple[str, ...] = ()
-    want: StageRequest | None = None  # a stream or log-probabilities: the request runs alone (final_stage.py)
+    want: StageRequest | None = None  # a stream or log-probabilities of the last stage (final_stage.py)
 
 
 @dataclass
@@ -134,8 +134,7 @@ class CollaborationService:
             if too_long:  # refused alone: its batch neighbours run
                 out[i] = Done("", error=too_long, status=400)
                 continue
-            alone = id(p.want) if p.want is not None else None
-            groups.setdefault((*sampling_key(p.max_new_tokens, p.temperature, p.top_p), alone), []).append(i)
+            groups.setdefault(sampling_key(p.max_new_tokens, p.temperature, p.top_p), []).append(i)
         for idx in groups.values():
             for i, r in zip(idx, self._run_isolated([items[i] for i in idx])):
                 out[i] = r
@@ -168,7 +167,7 @@ class CollaborationService:
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
         ctx.extra_metrics = {}
         tin0, tout0 = self._totals()
-        outputs = ctx.run_method(self.plan.method, self.plan.params, p0.want)
+        outputs = ctx.run_method(self.plan.method, self.plan.params, [p.want for p in items])
         if len(outputs) != len(items):
             raise RuntimeError(f"method returned {len(outputs)} outputs for {len(items)} requests")
         tin, tout = self._totals()

@@ -7,11 +7,13 @@ not declare it, so the server learns it from the method's own runs: after every 
 whose calls' texts ARE the outputs — identified by (phase, tag, model), one call per request, the latest
 such stage — is the final stage. A start-up probe (one short request) teaches it before the first client.
 
-A request that wants its last stage (a stream, or log-probabilities) runs as a method call of its own: every
-stage before the last runs batched as usual, and in the last stage the one call that writes the answer is
-decoded alone, piece by piece (`streaming.decode_one`), cached and traced like any other call. The other
-calls of that stage (e.g. the other CoLM clients' refinements) run batched. When a run turns out to end
-differently (its output is not the watched call's text), the request says so instead of pretending.
+A request that wants its last stage (a stream, or log-probabilities) is batched with the others as usual:
+every stage before the last runs batched, and in the last stage the call that writes its answer is decoded
+alone, piece by piece (`streaming.decode_one`), cached and traced like any other call. The last stage's calls
+to the answer's model are matched to the requests by position (methods ask in the order of their items);
+the other calls of that stage (the other requests', the other CoLM clients' refinements) run batched. When a
+run turns out to end differently (an answer is not its watched call's text), the request says so instead of
+pretending.
 """
 from __future__ import annotations
 
@@ -85,34 +87,37 @@ class StageContext(RunContext):
         self.finishes: list[str] = []  # of the last run: each answer's finish reason (stop | length), when known
         self._seen: list[_Seen] = []
         self._order = 0
-        self._want: StageRequest | None = None
+        self._wants: list[StageRequest | None] = []
 
     # ------------------------------------------------------------------ running a method
-    def run_method(self, method: Any, params: Any, want: StageRequest | None = None) -> list[Output]:
+    def run_method(self, method: Any, params: Any, wants: Sequence[StageRequest | None] = ()) -> list[Output]:
         """`method.run` on the current task (its test items are the requests); learns the final stage from the
-        outputs. With `want`, the task must hold that one request. Runs in the one thread that owns the models."""
-        if want is not None and len(self.test) != 1:
-            raise ValueError("a watched request runs as a method call of its own")
-        self._seen, self._order, self._want, self.finishes = [], 0, want, []
+        outputs. `wants[k]` is what request k wants from its last stage (None: nothing). Runs in the one
+        thread that owns the models."""
+        wants = list(wants) or [None] * len(self.test)
+        if len(wants) != len(self.test):
+            raise ValueError(f"{len(wants)} stage requests for {len(self.test)} items")
+        self._seen, self._order, self._wants, self.finishes = [], 0, wants, []
         try:
             outputs = method.run(self, params)
         finally:
-            self._want = None
+            self._wants = []
         self._learn(outputs)
-        if want is not None and outputs:
-            want.output = None if outputs[0].failed else outputs[0].text
+        for want, o in zip(wants, outputs):
+            if want is not None:
+                want.output = None if o.failed else o.text
         return outputs
 
     def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
         calls = list(calls)
         handles = [self.pool.handle(c.model) for c in calls]
-        target = self._target(handles, tag)
-        if target is None:
+        watched = {i: self._watch(handles[i], calls[i], tag, want) for i, want in self._targets(handles, tag)}
+        if not watched:
             out = super().generate(calls, tag)
-        else:  # the answer's call first (the client is waiting for it), then the rest of the stage, batched
-            first = self._watch(handles[target], calls[target], tag)
-            rest = super().generate(calls[:target] + calls[target + 1:], tag) if len(calls) > 1 else []
-            out = [*rest[:target], first, *rest[target:]]
+        else:  # the answers' calls first (clients are waiting for them), then the rest of the stage, batched
+            rest_at = [i for i in range(len(calls)) if i not in watched]
+            rest = iter(super().generate([calls[i] for i in rest_at], tag) if rest_at else [])
+            out = [watched[i] if i in watched else next(rest) for i in range(len(calls))]
         self._order += 1
         phase = self.recorder.phase
         self._seen.extend(_Seen(phase, tag, h.name, r.text, self._order, r.finish_reason)
@@ -120,18 +125,20 @@ class StageContext(RunContext):
         return out
 
     # ------------------------------------------------------------------ the watched call
-    def _target(self, handles: list[ModelHandle], tag: str) -> int | None:
-        want, final = self._want, self.final
-        if want is None or want.watched or final is None:
-            return None
+    def _targets(self, handles: list[ModelHandle], tag: str) -> list[tuple[int, StageRequest]]:
+        """(position in the calls, its request's want) of the calls to watch in this generate."""
+        final, wants = self.final, self._wants
+        if final is None or not any(w is not None and not w.watched for w in wants):
+            return []
         if (self.recorder.phase, tag) != (final.phase, final.tag):
-            return None
-        return next((i for i, h in enumerate(handles) if h.name == final.model), None)
+            return []
+        at = [i for i, h in enumerate(handles) if h.name == final.model]
+        if len(at) != len(wants):  # not one call per request: which call answers which request is unknown
+            return []
+        return [(i, w) for i, w in zip(at, wants) if w is not None and not w.watched]
 
-    def _watch(self, handle: ModelHandle, call: Call, tag: str) -> Response:
-        """Decode the answer's call alone, streaming it; cached and recorded like every call of `generate`."""
-        want = self._want
-        assert want is not None
+    def _watch(self, handle: ModelHandle, call: Call, tag: str, want: StageRequest) -> Response:
+        """Decode an answer's call alone, streaming it; cached and recorded like every call of `generate`."""
         want.watched = True
         key, req = self._request(handle, call)
         hit = self.cache.get_many([key]).get(key) if want.top_logprobs is None else None
