@@ -51,13 +51,15 @@ def test_any_collaboration_is_one_model_for_the_openai_client(debate_config):
                                            messages=[{"role": "user", "content": "Is the sky blue?"}])
         assert r.choices[0].message.content == "SUMMARY of a and b"
         assert r.usage.completion_tokens > 0 and r.choices[0].finish_reason == "stop"
-        # a collaboration streams as one chunk (its answer exists only when the debate is over)
+        # the last stage (the summarizer writing) streams word by word; the debate before it ran batched
         chunks = list(client.chat.completions.create(model="moco-text_multiagent_refine", stream=True,
-                                                     messages=[{"role": "user", "content": "Is grass green?"}]))
-        text = "".join(c.choices[0].delta.content or "" for c in chunks)
-        assert text == "SUMMARY of a and b" and chunks[-1].choices[0].finish_reason == "stop"
+                                                     messages=[{"role": "user", "content": "Is the sky blue?"}]))
+        pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+        assert pieces == ["SUMMARY", " of", " a", " and", " b"] and chunks[-1].choices[0].finish_reason == "stop"
+        assert "".join(pieces) == r.choices[0].message.content
         info = httpx.get(f"{url}/moco/info", headers={"Authorization": f"Bearer {TOKEN}"}).json()
-        assert info["method"] == "text_multiagent_refine" and info["streaming"] == "one chunk"
+        assert info["method"] == "text_multiagent_refine" and info["streaming"] == "tokens"
+        assert info["final_stage"]["model"] == "judge" and info["logprobs"] is False
 
 
 def test_auth_failures(echo_config):
@@ -124,19 +126,38 @@ def test_32_concurrent_requests_are_batched_without_error(echo_config):
         assert stats["items"] == 32 and stats["batches"] < 32 and stats["largest_batch"] > 1
 
 
-def test_single_model_streams_tokens(tmp_path, tiny_models):
+def test_single_model_streams_tokens_and_gives_logprobs(tmp_path, tiny_models):
+    """A local transformers model writes the answer: it streams token by token, and chat and completions
+    logprobs come back OpenAI-shaped."""
     cfg = write(tmp_path, "tiny.yaml", {"method": "single_model", "models": [str(tiny_models[0])], "name": "tiny",
                                         "generation": {"max_new_tokens": 12, "temperature": 0.0}})
     with served(cfg) as url:
-        client = openai.OpenAI(base_url=url, api_key="unused")
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         msgs = [{"role": "user", "content": "Say something."}]
         chunks = list(client.chat.completions.create(model="tiny", messages=msgs, stream=True))
         pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
         assert len(pieces) >= 3  # token by token, not one chunk
-        whole = client.chat.completions.create(model="tiny", messages=msgs)
-        assert "".join(pieces).strip() == whole.choices[0].message.content  # greedy: the same answer
+        plain = client.chat.completions.create(model="tiny", messages=msgs).choices[0].message.content
+        assert "".join(pieces) == plain  # greedy: the same answer
         info = httpx.get(f"{url}/moco/info").json()
-        assert info["streaming"] == "tokens"
+        assert info["streaming"] == "tokens" and info["logprobs"] is True
+
+        r = client.chat.completions.create(model="tiny", messages=msgs, logprobs=True, top_logprobs=3)
+        content = r.choices[0].logprobs.content
+        assert r.choices[0].message.content == plain  # the watched call decodes what the batched one does
+        assert "".join(t.token for t in content).strip() == plain
+        for t in content:
+            assert t.logprob <= 0 and len(t.top_logprobs) == 3
+            assert t.top_logprobs[0].token == t.token  # greedy: the chosen token is the most likely one
+            assert t.top_logprobs[0].logprob == pytest.approx(t.logprob)
+            assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+        c = client.completions.create(model="tiny", prompt="Say something.", logprobs=2)
+        lp = c.choices[0].logprobs
+        assert c.choices[0].text == plain and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs)
+        assert lp.token_logprobs == pytest.approx([t.logprob for t in content])
+        assert lp.text_offset[0] == 0 and all(len(d) == 2 for d in lp.top_logprobs)
+        with pytest.raises(openai.BadRequestError, match="not supported with stream"):
+            client.chat.completions.create(model="tiny", messages=msgs, logprobs=True, stream=True)
 
 
 @pytest.mark.smollm

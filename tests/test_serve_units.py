@@ -112,7 +112,7 @@ def test_request_parsing_accepts_openai_shapes_and_names_bad_fields():
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}).encode())
     ex = example_of(r.messages, 0)
     assert ex.prompt == "What is it?" and ex.images == ("data:image/png;base64,AAAA",) and ex.answer is None
-    for body, param in [(_req(logprobs=True), "logprobs"), (_req(top_p=0), "top_p"), (_req(stop=["a"] * 5), "stop"),
+    for body, param in [(_req(top_logprobs=3), "top_logprobs"), (_req(top_p=0), "top_p"), (_req(stop=["a"] * 5), "stop"),
                         (_req(messages=[{"role": "user", "content": [{"type": "audio"}]}]), "messages.0.content")]:
         with pytest.raises(ApiError) as e:
             parse_chat_request(body)

@@ -1,26 +1,35 @@
 """The HTTP face of `moco serve`: OpenAI-compatible routes, bearer-token auth (a FastAPI dependency), body
-size limit, a time limit per request, errors.
+size limit, a time limit per request, errors, Prometheus metrics.
 
-Routes: GET /health (no auth), GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions,
-GET /v1/moco/info (what is served, batching statistics). Every error is OpenAI-shaped JSON:
+Routes: GET /health (no auth), GET /metrics (Prometheus text format), GET /v1/models, GET /v1/models/{id},
+POST /v1/chat/completions, POST /v1/completions (legacy: a prompt or a list of prompts), GET /v1/moco/info
+(what is served, batching statistics, the final stage). Every error is OpenAI-shaped JSON:
 {"error": {"message", "type", "param", "code"}}.
+
+Streaming and log-probabilities come from the collaboration's last stage (final_stage.py): the one model call
+that writes the answer is decoded alone, token by token, while the stages before it run batched.
 """
 import asyncio
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moco.serve.batcher import QueueFull
 from moco.serve.limits import backstop_s
-from moco.serve.protocol import ApiError, ChatRequest, chunk, new_id, parse_chat_request, sse
+from moco.serve.final_stage import StageContext, StageRequest, learn_final_stage
+from moco.serve.live import LiveAnswer
+from moco.serve.metrics import MetricsMiddleware, ServeMetrics
+from moco.serve.protocol import (ApiError, ChatRequest, chat_logprobs, chunk, completion_logprobs, new_id,
+                                 parse_chat_request, parse_completion_request, sse, text_chunk, text_completion,
+                                 usage_chunk)
+from moco.serve.streaming import logprobs_within
 
 DEFAULT_MAX_BODY = 4 * 2**20
 DEFAULT_TIMEOUT_S = 600.0
@@ -96,16 +105,23 @@ def bearer_auth(token: str | None) -> Callable[[Request], None]:
 
 
 def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-               request_timeout_s: float = DEFAULT_TIMEOUT_S):
+               request_timeout_s: float = DEFAULT_TIMEOUT_S, probe: bool = True):
     """An ASGI app serving `service` (a CollaborationService or a ColmServer) as one OpenAI model.
-    Every /v1 route needs the token (a router-wide dependency); /health does not. A request that has no
+    Every /v1 route and /metrics need the token (a dependency); /health does not. A request that has no
     answer within `request_timeout_s` gets 504: local decoding stops at that limit (the worker is freed,
-    batch neighbours keep their answers); a backend that cannot be stopped is cut off a little later."""
+    batch neighbours keep their answers); a backend that cannot be stopped is cut off a little later. With
+    `probe`, one short request runs through the collaboration first, so its final stage is known (streaming)."""
     if hasattr(service, "set_time_limit"):
         service.set_time_limit(request_timeout_s)
     app = FastAPI(title="MoCo", docs_url=None, redoc_url=None, openapi_url=None)
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])
+    auth = Depends(bearer_auth(token))
+    v1 = APIRouter(prefix="/v1", dependencies=[auth])
     created = int(time.time())
+    ctx = getattr(service, "ctx", None)
+    watching = isinstance(ctx, StageContext)  # the service can watch its last stage (a collaboration)
+    if probe and watching:
+        learn_final_stage(service)
+    metrics = ServeMetrics(getattr(service, "batcher", None))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -124,9 +140,33 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
     def model_card() -> dict[str, Any]:
         return {"id": service.name, "object": "model", "created": created, "owned_by": "moco"}
 
+    def check_model(model: str) -> None:
+        if model != service.name:
+            raise ApiError(404, f"model '{model}' not found (this server serves '{service.name}')",
+                           param="model", code="model_not_found")
+
+    def check_logprobs(stream: bool) -> None:
+        """400 unless the answer is one model's generation on a backend with log-probabilities."""
+        final = ctx.final if watching else None
+        if final is None:
+            raise ApiError(400, "logprobs are not available: this server's answer is not the text of one model call "
+                           "(see final_stage in /v1/moco/info)", param="logprobs", code="unsupported_parameter")
+        if not final.logprobs:
+            raise ApiError(400, f"logprobs are not available: the answer is written by '{final.model}', whose "
+                           "backend gives no token log-probabilities (local transformers models do)",
+                           param="logprobs", code="unsupported_parameter")
+        if stream:
+            raise ApiError(400, "logprobs are not supported with stream: ask without stream", param="logprobs",
+                           code="unsupported_parameter")
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": service.name, "role": service.role}
+
+    @app.get("/metrics", dependencies=[auth])
+    async def prometheus():
+        raw, content_type = metrics.render()
+        return Response(raw, media_type=content_type)
 
     @v1.get("/models")
     async def models():
@@ -134,9 +174,7 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
 
     @v1.get("/models/{model_id:path}")
     async def one_model(model_id: str):
-        if model_id != service.name:
-            raise ApiError(404, f"model '{model_id}' not found (this server serves '{service.name}')",
-                           param="model", code="model_not_found")
+        check_model(model_id)
         return model_card()
 
     @v1.get("/moco/info")
@@ -144,53 +182,99 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
         extra = service.stats() if hasattr(service, "stats") else {}
         return {"model": service.name, **service.describe(), "batching": service.batcher.stats.to_dict(), **extra}
 
-    async def answer(req: ChatRequest) -> dict[str, Any]:
+    async def answer(req: ChatRequest, want: StageRequest | None = None) -> dict[str, Any]:
         try:
-            return await asyncio.wait_for(service.complete(req), backstop_s(request_timeout_s))
+            run = service.complete(req, want) if want is not None else service.complete(req)
+            body = await asyncio.wait_for(run, backstop_s(request_timeout_s))
         except QueueFull as e:
             raise ApiError(429, f"the server is busy: {e}; retry later", kind="server_error",
                            code="server_busy") from None
         except asyncio.TimeoutError:
             raise ApiError(504, f"no answer within this server's time limit of {request_timeout_s:g} s",
                            kind="server_error", code="timeout") from None
+        metrics.usage(body)
+        return body
+
+    async def with_logprobs(req: ChatRequest, top: int) -> tuple[dict[str, Any], list[Any]]:
+        want = StageRequest(top_logprobs=top)
+        body = await answer(req, want)
+        if want.logprobs is None:
+            raise ApiError(500, "the collaboration's last stage did not run for this request: no log-probabilities",
+                           kind="server_error", code="no_logprobs")
+        return body, logprobs_within(want.logprobs, body["choices"][0]["message"]["content"])
+
+    def live(req: ChatRequest) -> LiveAnswer:
+        return LiveAnswer(lambda want: answer(req, want), watching, req.stops)
+
+    async def streamed(route: str, events: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield event
+        except ApiError as e:  # the status is sent already: report in the stream
+            metrics.failures.labels(route, "stream").inc()
+            yield sse(e.body())
 
     @v1.post("/chat/completions")
     async def chat(request: Request):
         req = parse_chat_request(await request.body())
-        if req.model != service.name:
-            raise ApiError(404, f"model '{req.model}' not found (this server serves '{service.name}')",
-                           param="model", code="model_not_found")
+        check_model(req.model)
+        if req.logprobs:
+            check_logprobs(req.stream)
+            body, lps = await with_logprobs(req, req.top_logprobs or 0)
+            body["choices"][0]["logprobs"] = chat_logprobs(lps)
+            return JSONResponse(body)
         if not req.stream:
             return JSONResponse(await answer(req))
-        if getattr(service, "can_stream_tokens", lambda: False)():
-            pending = await run_in_threadpool(service.pending, req)  # a bad request fails here, before the stream
-            await run_in_threadpool(service.check_context, pending)
-            return StreamingResponse(_token_stream(service, pending), media_type="text/event-stream")
-        body = await answer(req)  # the whole answer, then sent as one chunk
-        return StreamingResponse(_one_chunk(body), media_type="text/event-stream")
+        one = live(req)
+        await one.started()
+        return StreamingResponse(streamed("/v1/chat/completions", _chat_events(one, service.name, req.include_usage)),
+                                 media_type="text/event-stream")
+
+    @v1.post("/completions")
+    async def completions(request: Request):
+        req = parse_completion_request(await request.body())
+        check_model(req.model)
+        chats = [req.as_chat(p) for p in req.prompts]
+        if req.logprobs is not None:
+            check_logprobs(req.stream)
+        if not req.stream:
+            if req.logprobs is not None:
+                got = await asyncio.gather(*(with_logprobs(c, req.logprobs) for c in chats))
+                bodies = [b for b, _ in got]
+                lps = [completion_logprobs(lp, req.logprobs) for _, lp in got]
+            else:
+                bodies, lps = list(await asyncio.gather(*(answer(c) for c in chats))), [None] * len(chats)
+            choices = [{"text": b["choices"][0]["message"]["content"], "index": i, "logprobs": lp,
+                        "finish_reason": b["choices"][0]["finish_reason"]} for i, (b, lp) in enumerate(zip(bodies, lps))]
+            return JSONResponse(text_completion(service.name, choices, sum(b["usage"]["prompt_tokens"] for b in bodies),
+                                                sum(b["usage"]["completion_tokens"] for b in bodies)))
+        lives = [live(c) for c in chats]
+        await lives[0].started()
+        return StreamingResponse(streamed("/v1/completions", _text_events(lives, service.name, req.include_usage)),
+                                 media_type="text/event-stream")
 
     app.include_router(v1)
-    return BodyLimit(app, max_body_bytes)
+    return MetricsMiddleware(BodyLimit(app, max_body_bytes), metrics)
 
 
-def _one_chunk(body: dict[str, Any]) -> Iterator[str]:
-    cid, model = body["id"], body["model"]
-    yield sse(chunk(cid, model, {"role": "assistant", "content": body["choices"][0]["message"]["content"]}))
-    yield sse(chunk(cid, model, {}, body["choices"][0]["finish_reason"]))
+async def _chat_events(one: LiveAnswer, model: str, usage: bool) -> AsyncIterator[str]:
+    cid = new_id()
+    yield sse(chunk(cid, model, {"role": "assistant", "content": ""}))
+    async for piece in one.pieces():
+        yield sse(chunk(cid, model, {"content": piece}))
+    yield sse(chunk(cid, model, {}, one.body["choices"][0]["finish_reason"]))
+    if usage:
+        yield sse(usage_chunk(cid, model, "chat.completion.chunk", [one.body]))
     yield sse("[DONE]")
 
 
-def _token_stream(service: Any, p) -> Iterator[str]:
-    """Server-sent events for a single model's answer, piece by piece (runs in a worker thread)."""
-    from moco.serve.streaming import cut_stream
-
-    cid, model = new_id(), service.name
-    yield sse(chunk(cid, model, {"role": "assistant", "content": ""}))
-    try:
-        for piece in cut_stream(service.stream_tokens(p), p.stops):
-            yield sse(chunk(cid, model, {"content": piece}))
-    except Exception as e:  # noqa: BLE001 - the status is sent already: report in the stream
-        yield sse({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}})
-        return
-    yield sse(chunk(cid, model, {}, "stop"))
+async def _text_events(lives: list[LiveAnswer], model: str, usage: bool) -> AsyncIterator[str]:
+    """The prompts' answers one after the other (each chunk names its prompt's `index`)."""
+    cid = new_id("cmpl")
+    for i, one in enumerate(lives):
+        async for piece in one.pieces():
+            yield sse(text_chunk(cid, model, i, piece))
+        yield sse(text_chunk(cid, model, i, "", one.body["choices"][0]["finish_reason"]))
+    if usage:
+        yield sse(usage_chunk(cid, model, "text_completion", [one.body for one in lives]))
     yield sse("[DONE]")

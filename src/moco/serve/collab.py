@@ -14,18 +14,18 @@ import asyncio
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
-from moco.context import Call, RunContext
 from moco.errors import MocoError
 from moco.runner import plan
 from moco.models import time_limit
 from moco.serve.batcher import MicroBatcher, QueueFull, TimeLimitReached
+from moco.serve.final_stage import StageContext, StageRequest, stage_info
 from moco.serve.limits import chars_problem, context_problem
 from moco.serve.protocol import ApiError, ChatRequest, completion
 from moco.serve.served_task import example_of, sampling_key
@@ -43,6 +43,7 @@ class Pending:
     temperature: float
     top_p: float
     stops: tuple[str, ...] = ()
+    want: StageRequest | None = None  # a stream or log-probabilities of the last stage (final_stage.py)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Done:
     batch_size: int = 1
     error: str | None = None
     status: int = 500  # of the error: 400 when the request itself cannot run (too long for a model), 504 at the time limit
+    finish: str = "stop"  # length: the call that wrote the answer reached max_tokens (final_stage.py)
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -80,18 +82,17 @@ class CollaborationService:
         artifacts = (log_dir / "artifacts") if log_dir else Path(tempfile.mkdtemp(prefix="moco-serve-"))
         artifacts.mkdir(parents=True, exist_ok=True)
         self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
-        self.ctx = RunContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
-                              generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
+        self.ctx = StageContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
+                                generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
                                                                  max_pending=max_pending, early=True)
         self.requests = 0
-        self._streams: bool | None = None
 
     # ------------------------------------------------------------------ requests
     def describe(self) -> dict[str, Any]:
         return {"method": self.plan.method.name, "models": [h.name for h in self.plan.pool.handles],
                 "task": self.base_task.name, "roles": {r: h.name for r, h in self.plan.roles.items()},
-                "streaming": "tokens" if self.can_stream_tokens() else "one chunk"}
+                **stage_info(self.ctx)}
 
     def pending(self, req: ChatRequest) -> Pending:
         if req.messages[-1].role != "user":
@@ -113,14 +114,9 @@ class CollaborationService:
         """Each request has `seconds` from its arrival; local decoding stops there (serve/batcher.py)."""
         self.batcher.time_limit_s = seconds
 
-    def check_context(self, p: Pending) -> None:
-        """400 when the prompt does not fit a model's context (streaming path; batches check in the worker)."""
-        why = context_problem(self.plan.pool, p.example.prompt, p.max_new_tokens)
-        if why:
-            raise ApiError(400, why, param="messages", code="context_length_exceeded")
-
-    async def complete(self, req: ChatRequest) -> dict[str, Any]:
+    async def complete(self, req: ChatRequest, want: StageRequest | None = None) -> dict[str, Any]:
         p = self.pending(req)
+        p.want = want
         self.requests += 1
         try:
             fut = self.batcher.submit(p)
@@ -137,7 +133,7 @@ class CollaborationService:
             raise ApiError(400, done.error, param="messages", code="context_length_exceeded")
         if done.error:
             raise ApiError(500, f"the collaboration failed: {done.error}", kind="server_error", code="moco_error")
-        return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens,
+        return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens, done.finish,
                           extra={"method": self.plan.method.name, "batch_size": done.batch_size})
 
     # ------------------------------------------------------------------ the worker
@@ -187,7 +183,7 @@ class CollaborationService:
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
         ctx.extra_metrics = {}
         tin0, tout0 = self._totals()
-        outputs = self.plan.method.run(ctx, self.plan.params)
+        outputs = ctx.run_method(self.plan.method, self.plan.params, [p.want for p in items])
         if len(outputs) != len(items):
             raise RuntimeError(f"method returned {len(outputs)} outputs for {len(items)} requests")
         tin, tout = self._totals()
@@ -198,34 +194,10 @@ class CollaborationService:
             if o.failed:
                 done.append(_timed_out() if time_limit.passed() else Done("", error="a model call failed (see the server log)"))
                 continue
-            text, _ = cut_at_stops(o.text, p.stops)
-            done.append(Done(text, share_in[k], share_out[k], n))
+            text, stopped = cut_at_stops(o.text, p.stops)
+            finish = "stop" if stopped or not ctx.finishes else ctx.finishes[k]
+            done.append(Done(text, share_in[k], share_out[k], n, finish=finish))
         return done
-
-    # ------------------------------------------------------------------ streaming
-    def can_stream_tokens(self) -> bool:
-        """Token streaming is a pass-through of one local text model answering alone (single_model)."""
-        if self._streams is None:
-            from moco.models.pool import is_vision_spec
-
-            pool = self.plan.pool
-            h = pool.handles[0]
-            self._streams = (self.plan.method.name == "single_model" and len(pool.handles) == 1 and
-                             h.spec.kind == "hf" and h.spec.model not in pool.overrides and not is_vision_spec(h.spec))
-        return self._streams
-
-    def stream_tokens(self, p: Pending) -> Iterator[str]:
-        """Text pieces of the single model's answer as they are decoded (not cached, not batched)."""
-        from moco.models.hf import HFBackend
-        from moco.serve.streaming import hf_stream
-
-        handle = self.plan.pool.handles[0]
-        backend = self.plan.pool.backend(handle)
-        if not isinstance(backend, HFBackend):
-            raise ApiError(500, "streaming needs a local transformers model", kind="server_error")
-        sampling = self.ctx.sampling(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p)
-        _key, greq = self.ctx._request(handle, Call(handle, p.example.prompt, sampling))
-        return hf_stream(backend, greq)
 
     def close(self) -> None:
         self.batcher.close()
