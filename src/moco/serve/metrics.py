@@ -50,9 +50,9 @@ def observe_batches(batcher: Any, histogram: Histogram) -> None:
     """Count each batch the batcher hands to its handler (its `handler` attribute, wrapped)."""
     inner = batcher.handler
 
-    def handler(items: list[Any]) -> list[Any]:
+    def handler(items: list[Any], *rest: Any) -> list[Any]:  # rest: the batcher's early-answer callback
         histogram.observe(len(items))
-        return inner(items)
+        return inner(items, *rest)
 
     batcher.handler = handler
 
