@@ -173,6 +173,8 @@ def test_defaults_whole_dev_jfk_credit_and_the_unavailable_weight_step(tiny_task
 @pytest.mark.parametrize("models, params, says", [
     ([{"model": f"scripted:{n}", "name": n, "role_prompt": f"You are {n}."} for n in "abc"], {},
      "unavailable: model 'a' has a role prompt, which merged weights cannot keep"),
+    ([{"model": "scripted:a", "name": n} for n in "abc"], {},
+     "unavailable: every model is scripted:a: the same weights, nothing to mix"),
     ("abc", {"weight_step": False}, "off (weight_step: false)"),
     ("abc", {"jfk_assignments": 0}, "unavailable: jfk_assignments: 0 (no JFK-score to use as fitness)"),
 ])

@@ -1,8 +1,9 @@
 """text_heterogeneous_swarms: Heterogeneous Swarms (Feng et al. 2025) — a DAG of models whose roles (the
 graph) and weights are optimised in alternation by particle swarm optimisation on the dev set.
 
-Role-step: a swarm of continuous N x N adjacency matrices (`population` particles), each decoded to a DAG
-(G-decode, `swarm_graphs.decode`); every graph is run with the models' current weights, scored on dev, and
+Role-step: a swarm of continuous N x N adjacency matrices (`population` particles; as the authors start it,
+entries uniform in [0, 1) and velocities towards a random other particle), each decoded to a DAG (G-decode,
+`swarm_graphs.decode`); every graph is run with the models' current weights, scored on dev, and
 the swarm moves (`moco.search.ParticleSwarm`).
 Weight-step: the n models are themselves particles in weight space — as in `weight_model_swarms`, coefficient
 vectors over the experts (LoRA factors mixed separately by default, the authors' space), each merged in
@@ -16,8 +17,9 @@ node: the role-step's graphs, and the weight-step's random assignments) is a can
 system with the best dev score.
 
 The weight-step needs one architecture with weights exposed (local Hugging Face models or LoRA adapters of
-one base, no role prompts). Otherwise (API, endpoint or scripted models, mixed architectures, pseudo-experts
-that differ only by role prompt) it is unavailable: one warning line says why, metrics
+one base, no role prompts, not all the same model). Otherwise (API, endpoint or scripted models, mixed
+architectures, pseudo-experts that differ only by role prompt, one model listed n times: nothing to mix) it is
+unavailable: one warning line says why, metrics
 `swarm.weight_step` is "unavailable: <reason>", and only the role-step runs (the JFK-score of each model on
 the chosen graph is still reported as credit). `weight_step: false` turns it off.
 
@@ -33,7 +35,9 @@ patience 6 and restarts after 4 stale iterations (authors' script: patience 6, r
 code allows up to 200 iterations), G-decode with threshold 0 (the authors' code: the most likely choice at
 every step; the reference samples with 0.7). The authors tune inertia, cognitive, social, repel and step
 length per task by random search over grids; the defaults (0.2, 0.3, 0.4, 0.05, 0.5) are one point of those
-grids. Fixed reference bugs: decoding mutated the matrix in place, was unseeded, and the test graph was
+grids. Still differs from the authors' code: the end node is drawn from softmax(-out-degree) (theirs:
+softmax(1/out-degree), which is not monotone once PSO makes entries negative), and a restarted particle
+returns to its personal best (theirs only zeroes its velocity). Fixed reference bugs: decoding mutated the matrix in place, was unseeded, and the test graph was
 re-sampled from the best particle (so it could differ from the graph scored on dev).
 """
 from __future__ import annotations
@@ -152,6 +156,9 @@ def weight_pool_problem(ctx: RunContext) -> str | None:
     for h in ctx.models:
         if h.role_prompt:
             return f"model '{h.name}' has a role prompt, which merged weights cannot keep"
+    if len({(h.spec.model, h.spec.adapter, h.spec.revision) for h in ctx.models}) == 1:
+        return f"every model is {ctx.models[0].spec.model}: the same weights, nothing to mix"
+    for h in ctx.models:
         if not ctx.pool.backend(h).capabilities.weights:
             return f"model '{h.name}' ({h.spec.kind}) exposes no weights"
     try:
@@ -201,6 +208,19 @@ def _swarm_settings(params: Params, seed: int, **overrides: Any) -> SwarmSetting
     return SwarmSettings(**{**values, **overrides})
 
 
+def graph_swarm(params: Params, n: int, seed: int) -> ParticleSwarm:
+    """The role-step's swarm as the authors start it: adjacency entries uniform in [0, 1) (the diagonal is never
+    read), each particle's velocity pointing at a random other particle (`starting_velocity_mode: random`)."""
+    rng = np.random.default_rng([seed, 15485863])
+    swarm = ParticleSwarm(rng.uniform(0.0, 1.0, (params.population, n * n)),
+                          _swarm_settings(params, seed, starting_velocity="zero"))
+    if params.starting_velocity_mode == "random":
+        for i in range(params.population):
+            j = int(rng.choice([k for k in range(params.population) if k != i]))
+            swarm.velocities[i] = swarm.positions[j] - swarm.positions[i]
+    return swarm
+
+
 def _unavailable(ctx: RunContext, params: Params) -> str | None:
     """Why no weight-step runs (None: it runs), said once on the console and in metrics when it was asked for."""
     if not params.weight_step:
@@ -238,7 +258,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         raise ValueError(f"task {ctx.task.name} has no dev split; the graph search needs one")
     dev = ctx.dev[:max(1, int(len(ctx.dev) * params.dev_ratio))]
     unavailable = _unavailable(ctx, params)
-    graphs = ParticleSwarm.random(params.population, n * n, _swarm_settings(params, ctx.seed))
+    graphs = graph_swarm(params, n, ctx.seed)
     evaluate = DevEvaluator(ctx, dev)
     jfk_rng = np.random.default_rng([ctx.seed, 7919])
     steps: list[dict[str, Any]] = []
