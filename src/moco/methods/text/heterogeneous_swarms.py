@@ -37,8 +37,9 @@ every step; the reference samples with 0.7). The authors tune inertia, cognitive
 length per task by random search over grids; the defaults (0.2, 0.3, 0.4, 0.05, 0.5) are one point of those
 grids. Still differs from the authors' code: the end node is drawn from softmax(-out-degree) (theirs:
 softmax(1/out-degree), which is not monotone once PSO makes entries negative), and a restarted particle
-returns to its personal best (theirs only zeroes its velocity). Fixed reference bugs: decoding mutated the matrix in place, was unseeded, and the test graph was
-re-sampled from the best particle (so it could differ from the graph scored on dev).
+returns to its personal best (theirs only zeroes its velocity). Fixed reference bugs: decoding mutated the
+matrix in place, was unseeded, and the test graph was re-sampled from the best particle (so it could differ
+from the graph scored on dev).
 """
 from __future__ import annotations
 
@@ -233,6 +234,36 @@ def _unavailable(ctx: RunContext, params: Params) -> str | None:
     return f"unavailable: {problem}"
 
 
+def role_step(ctx: RunContext, params: Params, graphs: ParticleSwarm, players: list[ModelHandle],
+              evaluate: DevEvaluator, it: int) -> tuple[list[Graph], list[float], dict[str, Any]]:
+    """Decode every graph particle, run each graph with the current players on dev: graphs, scores, a log."""
+    n, names = len(players), [m.name for m in ctx.models]
+    positions = graphs.positions.round(4).tolist()
+    decoded = [decode(graphs.positions[p], n, params.graph_top_p, np.random.default_rng([ctx.seed, it, p]))
+               for p in range(params.population)]
+    items = evaluate([System(g, tuple(players)) for g in decoded], f"role {it}",
+                     labels=[f"role {it} particle {p + 1}" for p in range(params.population)])
+    scores = [sum(i) / len(i) for i in items]
+    return decoded, scores, {"step": "role", "iteration": it, "scores": scores,
+                             "graphs": [g.describe(names) for g in decoded], "models": [p.name for p in players],
+                             "best_score": evaluate.best_score, "positions": positions}
+
+
+def weight_step(ctx: RunContext, params: Params, weights: WeightParticles, graph: Graph, players: list[ModelHandle],
+                evaluate: DevEvaluator, rng: np.random.Generator, it: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each weight particle's fitness is its JFK-score on `graph` (the role-step's best); the swarm moves."""
+    jfk = jfk_scores(ctx, graph, players, params.jfk_assignments, rng, evaluate, tag=f"weight {it} jfk",
+                     candidates=True)
+    worst = min(jfk["utilities"])  # a particle never drawn gets the round's worst utility
+    fitness = [s if s is not None else worst for s in jfk["scores"]]
+    log = {"step": "weight", "iteration": it, "graph": graph.describe([m.name for m in ctx.models]),
+           "models": [p.name for p in players], "jfk": jfk["scores"], "fitness": fitness,
+           "utilities": jfk["utilities"], "assignments": [[players[m].name for m in row] for row in jfk["assignments"]],
+           "coefficients": [weights.coefficients[p.name] for p in players], "best_score": evaluate.best_score}
+    weights.swarm.update(fitness)
+    return jfk, log
+
+
 def _record_selection(ctx: RunContext, evaluate: DevEvaluator, fresh: list[float], top: int = 10) -> None:
     from moco.scoring.stats import mean_ci
 
@@ -267,28 +298,13 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         weights = WeightParticles(ctx, params) if unavailable is None else None
         players = weights.handles() if weights else list(models)
         for it in range(1, params.max_iterations + 1):
-            positions = graphs.positions.round(4).tolist()
-            decoded = [decode(graphs.positions[p], n, params.graph_top_p, np.random.default_rng([ctx.seed, it, p]))
-                       for p in range(params.population)]
-            items = evaluate([System(g, tuple(players)) for g in decoded], f"role {it}",
-                             labels=[f"role {it} particle {p + 1}" for p in range(params.population)])
-            scores = [sum(i) / len(i) for i in items]
-            steps.append({"step": "role", "iteration": it, "scores": scores, "graphs": [g.describe(names) for g in decoded],
-                          "models": [p.name for p in players], "best_score": evaluate.best_score, "positions": positions})
+            decoded, scores, record_ = role_step(ctx, params, graphs, players, evaluate, it)
+            steps.append(record_)
             go_on = graphs.update(scores)
             if weights is not None:
-                graph = decoded[int(np.argmax(scores))]
-                jfk = jfk_scores(ctx, graph, players, params.jfk_assignments, jfk_rng, evaluate,
-                                 tag=f"weight {it} jfk", candidates=True)
-                worst = min(jfk["utilities"])  # a particle never drawn gets the round's worst utility
-                fitness = [s if s is not None else worst for s in jfk["scores"]]
-                steps.append({"step": "weight", "iteration": it, "graph": graph.describe(names),
-                              "models": [p.name for p in players], "jfk": jfk["scores"], "fitness": fitness,
-                              "utilities": jfk["utilities"],
-                              "assignments": [[players[m].name for m in row] for row in jfk["assignments"]],
-                              "coefficients": [weights.coefficients[p.name] for p in players],
-                              "best_score": evaluate.best_score})
-                weights.swarm.update(fitness)
+                jfk, record_ = weight_step(ctx, params, weights, decoded[int(np.argmax(scores))], players,
+                                           evaluate, jfk_rng, it)
+                steps.append(record_)
                 players = weights.handles()
             if not go_on:
                 break
@@ -316,7 +332,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         "jfk": None if jfk is None else {
             "on": "the last weight-step's graph (particle i started as model i)" if weights else "the chosen graph",
             "scores": dict(zip(names, jfk["scores"])), "utilities": jfk["utilities"],
-                                         "assignments": [[names[m] for m in row] for row in jfk["assignments"]]},
+            "assignments": [[names[m] for m in row] for row in jfk["assignments"]]},
         "iterations": rounds, "restarts": [list(r) for r in graphs.restarts], "trajectory": steps}
     outputs = []
     for j in range(len(ctx.test)):
