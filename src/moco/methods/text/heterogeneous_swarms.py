@@ -65,7 +65,7 @@ __all__ = ["Graph", "decode", "top_p_choice", "jfk_scores", "run"]
 class Params(MethodParams):
     population: int = Field(10, ge=2, le=256, description="graph particles per role-step (authors' code: 10)")
     max_iterations: int = Field(20, ge=1, le=1000, description="role-step + weight-step rounds (stops earlier when "
-                                "the best graph stalls for `patience` rounds)")
+                                "the best graph stalls for `patience` rounds; the authors' code allows 200)")
     dev_ratio: float = Field(1.0, gt=0.0, le=1.0, alias="ratio",
                              description="fraction of the dev set (a prefix) the systems are scored on (paper: the "
                              "whole dev set; reference: 0.25)")
@@ -79,16 +79,17 @@ class Params(MethodParams):
         "space); product = the weighted sum of the experts' full weights")
     graph_top_p: float = Field(0.0, ge=0.0, le=1.0, description="top-p threshold of G-decode's choices (0: the "
                                "most likely choice, the authors' code; the reference samples with 0.7)")
-    starting_velocity_mode: Literal["random", "zero"] = "random"
-    weight_randomness: bool = True
-    inertia: float = Field(0.2, ge=0.0)
-    cognitive_coeff: float = Field(0.3, ge=0.0)
-    social_coeff: float = Field(0.4, ge=0.0)
-    repel_coeff: float = Field(0.05, ge=0.0)
-    repel_term: bool = True
-    step_length: float = Field(0.5, gt=0.0)
-    step_length_factor: float = Field(0.95, gt=0.0, le=1.0)
-    minimum_step_length: float = Field(0.1, ge=0.0)
+    starting_velocity_mode: Literal["random", "zero"] = Field(
+        "random", description="random: each particle's velocity points at a random other particle (authors' script)")
+    weight_randomness: bool = Field(True, description="draw the four term weights from U(0,1) every step (authors')")
+    inertia: float = Field(0.2, ge=0.0, description="authors' grid: 0.1, 0.2, 0.3")
+    cognitive_coeff: float = Field(0.3, ge=0.0, description="authors' grid: 0.1 to 0.5")
+    social_coeff: float = Field(0.4, ge=0.0, description="authors' grid: 0.2 to 0.6")
+    repel_coeff: float = Field(0.05, ge=0.0, description="authors' grid: 0.01, 0.05, 0.1")
+    repel_term: bool = Field(True, description="push away from the swarm's worst (authors' script: on)")
+    step_length: float = Field(0.5, gt=0.0, description="authors' grid: 0.5 to 1.0")
+    step_length_factor: float = Field(0.95, gt=0.0, le=1.0, description="step decay per round (authors' script)")
+    minimum_step_length: float = Field(0.1, ge=0.0, description="authors' code: 0.1")
     patience: int = Field(6, ge=1, description="stop when the best graph has not improved for this many rounds "
                           "(authors' script: 6)")
     restart_patience: int = Field(4, ge=1, description="restart a particle after this many stale rounds (authors' "
