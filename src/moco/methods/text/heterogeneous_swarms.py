@@ -37,9 +37,9 @@ every step; the reference samples with 0.7). The authors tune inertia, cognitive
 length per task by random search over grids; the defaults (0.2, 0.3, 0.4, 0.05, 0.5) are one point of those
 grids. Still differs from the authors' code: the end node is drawn from softmax(-out-degree) (theirs:
 softmax(1/out-degree), which is not monotone once PSO makes entries negative), and a restarted particle
-returns to its personal best (theirs only zeroes its velocity). Fixed reference bugs: decoding mutated the
-matrix in place, was unseeded, and the test graph was re-sampled from the best particle (so it could differ
-from the graph scored on dev).
+returns to its personal best (theirs keeps its position; both zero its velocity and move on). Fixed reference
+bugs: decoding mutated the matrix in place, was unseeded, and the test graph was re-sampled from the best
+particle (so it could differ from the graph scored on dev).
 """
 from __future__ import annotations
 
@@ -211,11 +211,13 @@ def _swarm_settings(params: Params, seed: int, **overrides: Any) -> SwarmSetting
 
 
 def graph_swarm(params: Params, n: int, seed: int) -> ParticleSwarm:
-    """The role-step's swarm as the authors start it: adjacency entries uniform in [0, 1) (the diagonal is never
-    read), each particle's velocity pointing at a random other particle (`starting_velocity_mode: random`)."""
+    """The role-step's swarm as the authors run it: adjacency entries uniform in [0, 1) (the diagonal is never
+    read), each particle's velocity pointing at a random other particle (`starting_velocity_mode: random`); a
+    restarted particle's velocity is zeroed and it still takes that round's step."""
     rng = np.random.default_rng([seed, 15485863])
     swarm = ParticleSwarm(rng.uniform(0.0, 1.0, (params.population, n * n)),
-                          _swarm_settings(params, seed, starting_velocity="zero"))
+                          _swarm_settings(params, seed, starting_velocity="zero", restart_velocity="zero",
+                                          restart_moves=True))
     if params.starting_velocity_mode == "random":
         for i in range(params.population):
             j = int(rng.choice([k for k in range(params.population) if k != i]))
