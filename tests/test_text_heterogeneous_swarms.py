@@ -170,24 +170,24 @@ def test_defaults_whole_dev_jfk_credit_and_the_unavailable_weight_step(tiny_task
                                        "exposes no weights); only the roles (graph) are optimised"]
 
 
-@pytest.mark.parametrize("models, params, says", [
+@pytest.mark.parametrize("models, params, why", [
     ([{"model": f"scripted:{n}", "name": n, "role_prompt": f"You are {n}."} for n in "abc"], {},
-     "unavailable: model 'a' has a role prompt, which merged weights cannot keep"),
-    ([{"model": "scripted:a", "name": n} for n in "abc"], {},
-     "unavailable: every model is scripted:a: the same weights, nothing to mix"),
-    ("abc", {"weight_step": False}, "off (weight_step: false)"),
-    ("abc", {"jfk_assignments": 0}, "unavailable: jfk_assignments: 0 (no JFK-score to use as fitness)"),
+     "model 'a' has a role prompt, which merged weights cannot keep"),
+    ([{"model": "scripted:a", "name": n} for n in "abc"], {}, "every model is scripted:a: the same weights, nothing to mix"),
+    ("abc", {"jfk_assignments": 0}, "jfk_assignments: 0 (no JFK-score to use as fitness)"),
+    ("abc", {"weight_step": False}, None),
 ])
-def test_why_no_weight_step_is_said(models, params, says, tiny_task, cache, tmp_path):
+def test_why_no_weight_step_is_said(models, params, why, tiny_task, cache, tmp_path, spy):
     bk = {f"scripted:{n}": node(n) for n in "abc"}
     extra = {"models": models} if isinstance(models, list) else {}
     res = run_experiment(scripted_config("text_heterogeneous_swarms", tiny_task, "abc",
                                          {"population": 2, "max_iterations": 1, **params}, **extra),
                          tmp_path / "run", cache=cache, backends=bk)
-    assert res.metrics["swarm"]["weight_step"] == says
-    warned = res.metrics.get("warnings", [])
-    assert warned == ([] if says.startswith("off") else [f"text_heterogeneous_swarms: weight-step "
-                      f"{says.replace('unavailable: ', 'unavailable (')}); only the roles (graph) are optimised"])
+    sw = res.metrics["swarm"]
+    assert sw["weight_step"] == (f"unavailable: {why}" if why else "off (weight_step: false)")
+    assert res.metrics.get("warnings", []) == ([f"text_heterogeneous_swarms: weight-step unavailable ({why}); only "
+                                                "the roles (graph) are optimised"] if why else [])
+    assert sw["order"] == ["role 1"] and not any(t.startswith("weight") for t, _ in spy)
 
 
 def lucky(name: str) -> ScriptedBackend:
