@@ -246,14 +246,32 @@ def test_dev_repeats_average_samples_per_item(tiny_task, cache, tmp_path, spy):
     assert all(abs(c["dev_score"] * 12 - round(c["dev_score"] * 12)) < 1e-4 for c in sel["candidates"])  # k/12
 
 
-def test_weight_step_alternates_with_the_role_step_and_moves_weights_by_jfk(tiny_models, tiny_task, cache, tmp_path):
-    """Two tiny Llamas of one architecture: role 1, weight 1, role 2, weight 2. The weight-step's particles are
-    the models (merged candidates, starting as the experts); each one's fitness is its JFK-score over random
-    assignments of the role-step's best graph; the swarm moves their coefficients and the next role-step runs
-    its graphs with the moved models; the chosen system's players answer the test set."""
+@pytest.fixture(scope="module")
+def lora_experts(tiny_models, tmp_path_factory) -> list[dict]:
+    """Two random (untrained, distinct) LoRA adapters of one tiny Llama: the authors' kind of pool."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("hswarm_lora")
+    for i in range(2):
+        torch.manual_seed(i)
+        lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_models[0]), lora).save_pretrained(out / f"m{i}")
+    return [{"model": str(tiny_models[0]), "adapter": str(out / f"m{i}"), "name": f"m{i}"} for i in range(2)]
+
+
+@pytest.mark.parametrize("pool", ["lora", pytest.param("full weights", marks=pytest.mark.slow)])
+def test_weight_step_alternates_with_the_role_step_and_moves_weights_by_jfk(pool, tiny_models, tiny_task, cache,
+                                                                             tmp_path, request):
+    """Two tiny Llamas of one architecture, or two LoRA adapters of one base: role 1, weight 1, role 2, weight 2.
+    The weight-step's particles are the models (merged candidates, starting as the experts); each one's fitness
+    is its JFK-score over random assignments of the role-step's best graph; the swarm moves their coefficients
+    and the next role-step runs its graphs with the moved models; the chosen system's players answer the test."""
+    models = ([{"model": str(p), "name": f"m{i}"} for i, p in enumerate(tiny_models[:2])] if pool == "full weights"
+              else request.getfixturevalue("lora_experts"))
     cfg = scripted_config("text_heterogeneous_swarms", tiny_task, [], {"population": 2, "max_iterations": 2,
-                          "jfk_assignments": 2, "patience": 5},
-                          models=[{"model": str(p), "name": f"m{i}"} for i, p in enumerate(tiny_models[:2])],
+                          "jfk_assignments": 2, "patience": 5}, models=models,
                           generation={"max_new_tokens": 3, "temperature": 0.0},
                           task={"name": str(tiny_task), "dev_limit": 1, "test_limit": 1})
     res = run_experiment(cfg, tmp_path / "run", cache=cache)

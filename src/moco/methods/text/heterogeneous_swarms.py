@@ -152,8 +152,10 @@ def jfk_scores(ctx: RunContext, graph: Graph, models: Sequence[ModelHandle], ass
 
 
 def weight_pool_problem(ctx: RunContext) -> str | None:
-    """Why the weight-step cannot run on this pool (None when it can)."""
+    """Why the weight-step cannot run on this pool (None when it can). Decided from the specs, without loading a
+    model (a pool of LoRA experts then loads only their base, in the weight-step)."""
     from moco.models import compat
+    from moco.runner import _capabilities
 
     for h in ctx.models:
         if h.role_prompt:
@@ -161,7 +163,9 @@ def weight_pool_problem(ctx: RunContext) -> str | None:
     if len({(h.spec.model, h.spec.adapter, h.spec.revision) for h in ctx.models}) == 1:
         return f"every model is {ctx.models[0].spec.model}: the same weights, nothing to mix"
     for h in ctx.models:
-        if not ctx.pool.backend(h).capabilities.weights:
+        over = ctx.pool.overrides.get(h.spec.model)
+        caps = over.capabilities if over is not None else _capabilities(h.spec, ctx.pool.hardware)[0]
+        if not caps.weights:
             return f"model '{h.name}' ({h.spec.kind}) exposes no weights"
     try:
         compat.check_same_architecture(compat.entries_for(ctx.models, ctx.pool.overrides), "text_heterogeneous_swarms")
