@@ -174,7 +174,7 @@ def test_defaults_whole_dev_jfk_credit_and_the_unavailable_weight_step(tiny_task
     ([{"model": f"scripted:{n}", "name": n, "role_prompt": f"You are {n}."} for n in "abc"], {},
      "model 'a' has a role prompt, which merged weights cannot keep"),
     ([{"model": "scripted:a", "name": n} for n in "abc"], {}, "every model is scripted:a: the same weights, nothing to mix"),
-    ("abc", {"jfk_assignments": 0}, "jfk_assignments: 0 (no JFK-score to use as fitness)"),
+    ("abc", {"jfk_assignments": 0}, "model 'a' (scripted) exposes no weights"),  # the pool's reason comes first
     ("abc", {"weight_step": False}, None),
 ])
 def test_why_no_weight_step_is_said(models, params, why, tiny_task, cache, tmp_path, spy):
@@ -188,6 +188,7 @@ def test_why_no_weight_step_is_said(models, params, why, tiny_task, cache, tmp_p
     assert res.metrics.get("warnings", []) == ([f"text_heterogeneous_swarms: weight-step unavailable ({why}); only "
                                                 "the roles (graph) are optimised"] if why else [])
     assert sw["order"] == ["role 1"] and not any(t.startswith("weight") for t, _ in spy)
+    assert (sw["jfk"] is None) == (params.get("jfk_assignments") == 0)  # credit on the chosen graph unless 0
 
 
 def lucky(name: str) -> ScriptedBackend:

@@ -233,8 +233,8 @@ def _unavailable(ctx: RunContext, params: Params) -> str | None:
     """Why no weight-step runs (None: it runs), said once on the console and in metrics when it was asked for."""
     if not params.weight_step:
         return "off (weight_step: false)"
-    problem = "jfk_assignments: 0 (no JFK-score to use as fitness)" if not params.jfk_assignments \
-        else weight_pool_problem(ctx)
+    problem = weight_pool_problem(ctx) or (None if params.jfk_assignments else
+                                           "jfk_assignments: 0 (no JFK-score to use as fitness)")
     if problem is None:
         return None
     warn(ctx, f"text_heterogeneous_swarms: weight-step unavailable ({problem}); only the roles (graph) are optimised")
