@@ -262,7 +262,7 @@ def lora_experts(tiny_models, tmp_path_factory) -> list[dict]:
     return [{"model": str(tiny_models[0]), "adapter": str(out / f"m{i}"), "name": f"m{i}"} for i in range(2)]
 
 
-@pytest.mark.parametrize("pool", ["lora", pytest.param("full weights", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("pool", ["lora", "full weights"])
 def test_weight_step_alternates_with_the_role_step_and_moves_weights_by_jfk(pool, tiny_models, tiny_task, cache,
                                                                              tmp_path, request):
     """Two tiny Llamas of one architecture, or two LoRA adapters of one base: role 1, weight 1, role 2, weight 2.
