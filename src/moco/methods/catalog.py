@@ -58,7 +58,7 @@ BUILTIN: tuple[Row, ...] = (
     Row('text_bbmas', 'moco.methods.text.bbmas:run', 'text', 2, None, ('bbmas', 'blackboard'),
         (), 'Agents (one per model) take turns on a shared blackboard with five actions; a final vote among conclusions'),
     Row('text_heterogeneous_swarms', 'moco.methods.text.heterogeneous_swarms:run', 'text', 2, None, ('heterogeneous_swarms', 'hswarms'),
-        (), "Models as nodes of a DAG, outputs flowing along its edges; the graph searched by particle swarm optimisation on dev score, then the models' weights by PSO on their JFK-scores"),
+        (), "Models as nodes of a DAG, outputs flowing along its edges; role-step (the graph, by PSO on dev) and weight-step (the models' weights, by PSO on their JFK-scores) alternate; 10 particles"),
     Row('text_knowledge_card', 'moco.methods.text.knowledge_card:run', 'text', 2, None, ('knowledge_card',),
         (), 'Every model writes a knowledge paragraph; the answering model answers with all of them'),
     Row('text_llm_blender', 'moco.methods.text.llm_blender:run', 'text', 2, None, ('llm_blender', 'blender'),
