@@ -26,7 +26,8 @@ SCRIPT = {"rules": [{"match": "Conclusions proposed by the agents", "reply": "I 
                     {"match": "choose your next action", "reply": "I choose to terminate and finalize the solution."},
                     {"match": "Write the complete final solution", "reply": "FINAL: The answer is (A)"}],
           "default": "The answer is (A)."}
-FAST = {"api_graph_routing": {"epochs": 3}}  # the GNN's 500 reference epochs are not what this walk tests
+# the GNN's 500 reference epochs are not what this walk tests; text_structure has a required param
+PARAMS = {"api_graph_routing": {"epochs": 3}, "text_structure": {"structure": "chain"}}
 TASK = {"name": "moco_demo", "dev_limit": 4, "test_limit": 2}
 METHODS = sorted(all_methods())
 
@@ -35,7 +36,7 @@ def config(tmp_path, method: str, with_task: bool):
     info = all_methods()[method]
     names = ["a", "b", "c"][:info.max_models or 3]
     raw = {"method": method, "models": [{"model": f"scripted:{n}", "script": SCRIPT} for n in names],
-           "generation": {"max_new_tokens": 16, "temperature": 0.0}, "params": FAST.get(method, {})}
+           "generation": {"max_new_tokens": 16, "temperature": 0.0}, "params": PARAMS.get(method, {})}
     if with_task:
         raw["task"] = TASK
     path = tmp_path / f"{method}-{'task' if with_task else 'notask'}.yaml"
