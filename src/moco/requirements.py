@@ -30,6 +30,7 @@ class Need:
     models: tuple[ModelHandle, ...] = ()  # logprobs / trainable: the models that must provide it
     default_role: str | None = None  # dev: this role, bound, removes the need
     default_param: str | None = None  # dev: this param, set to a pool model, removes the need
+    chooses: str = ""  # dev with a default: what the first model becomes ("summarizer", "final model")
 
 
 @dataclass
@@ -62,7 +63,7 @@ def dev_pick(facts: Facts, ref: Any, role: str, param: str | None, what: str) ->
     """The common case: a model for `role` given by `param`, else the role, else the dev-best model."""
     if not facts.picks_by_dev(ref, role):
         return []
-    return [Need("dev", f"picks its {what} by dev score", default_role=role, default_param=param)]
+    return [Need("dev", f"picks its {what} by dev score", default_role=role, default_param=param, chooses=what)]
 
 
 @dataclass
@@ -110,9 +111,8 @@ def _apply_default(method: str, n: Need, out: Checked, first: ModelHandle) -> st
     else:
         out.roles[n.default_role] = first
         how = f"bind roles.{n.default_role} to choose"
-    role = n.default_role or n.default_param
-    return (f"{method} {n.why}, and no task gives a dev split: the first model '{first.name}' is its {role} "
-            f"({how})")
+    return (f"{method} {n.why}, and no task gives a dev split: the first model '{first.name}' is its "
+            f"{n.chooses or n.default_role or n.default_param} ({how})")
 
 
 def _check(method: str, n: Need, task: Any, capabilities: Callable[[ModelHandle], tuple[Capabilities, str]]) -> None:

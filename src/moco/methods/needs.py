@@ -18,7 +18,7 @@ def _dev(why: str) -> Need:
 
 def single_model(p: Any, f: Facts) -> list[Need]:
     if p.model is None and len(f.models) > 1:
-        return [Need("dev", "answers with its dev-best model", default_param="model")]
+        return [Need("dev", "answers with its dev-best model", default_param="model", chooses="answering model")]
     return []
 
 
@@ -73,7 +73,7 @@ def vote_tie(p: Any, f: Facts) -> list[Need]:  # majority vote, SLM-MUX
 def colm(p: Any, f: Facts) -> list[Need]:
     if "server" in f.roles or len(f.models) == 1:
         return []
-    return [Need("dev", "picks its server by dev score", default_role="server")]
+    return [Need("dev", "picks its server by dev score", default_role="server", chooses="server")]
 
 
 def prompt_routing(p: Any, f: Facts) -> list[Need]:
