@@ -172,3 +172,22 @@ def test_cli_serve_says_its_default_and_answers(tmp_path):
         r = httpx.post(f"{url}/chat/completions", timeout=30,
                        json={"model": "moco-text_multiagent_refine", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+
+
+def test_a_method_that_fails_its_start_up_run_is_refused_at_start(tmp_path):
+    from moco.models.scripted import ScriptedBackend
+
+    def broken(req):
+        raise ValueError("this model is broken\nsecond line")
+
+    path = config(tmp_path, "single_model", with_task=False)
+    raw = yaml.safe_load(path.read_text())
+    raw["models"] = ["scripted:e"]
+    path.write_text(yaml.safe_dump(raw))
+    svc = build_service(path, backends={"scripted:e": ScriptedBackend("e", fn=broken)})
+    try:
+        with pytest.raises(MocoError, match="^single_model failed its start-up run: ") as e:
+            svc.warm_up()
+        assert "\n" not in str(e.value) and not svc.starting
+    finally:
+        svc.close()

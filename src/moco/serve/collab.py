@@ -105,15 +105,16 @@ class CollaborationService:
         try:
             done = self._run_group([item])[0]
         except MocoError as e:
-            raise ConfigError(f"{self.plan.method.name} cannot serve: {e}") from None
+            raise ConfigError(f"{self.plan.method.name} cannot serve: {_first_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - a method's bug refuses the start with its message
-            log.debug("warm-up failed", exc_info=True)
-            raise ConfigError(f"{self.plan.method.name} failed its start-up run: {type(e).__name__}: {e}") from None
+            log.info("the start-up run failed", exc_info=True)  # the traceback with --debug
+            raise ConfigError(f"{self.plan.method.name} failed its start-up run: {type(e).__name__}: "
+                              f"{_first_line(e)}") from None
         finally:
             self.memo.recording = self.starting = False
             self.ctx.progress = Progress()
         if done.error:
-            raise ConfigError(f"{self.plan.method.name} failed its start-up run: {done.error}")
+            raise ConfigError(f"{self.plan.method.name} failed its start-up run: {_first_line(done.error)}")
         ph = self.recorder.phases
         dev_calls = sum(s.calls for name, s in ph.items() if name != "test")
         return (f"start-up run done in {time.time() - t0:.1f}s ({dev_calls} dev-phase calls kept for every "
@@ -248,6 +249,11 @@ class CollaborationService:
     def close(self) -> None:
         self.batcher.close()
         self.recorder.close()
+
+
+def _first_line(e: object) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else "(no message)"
 
 
 def _split(total: int, n: int) -> list[int]:
