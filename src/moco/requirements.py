@@ -82,10 +82,11 @@ def declaration_for(info: Any) -> Declaration | None:
 
 
 def check_needs(info: Any, params: Any, task: Any, models: list[ModelHandle], roles: dict[str, ModelHandle],
-                capabilities: Callable[[ModelHandle], tuple[Capabilities, str]], *, served: bool = False) -> Checked:
+                capabilities: Callable[[ModelHandle], tuple[Capabilities, str]], *, served: bool = False,
+                skip: bool = False) -> Checked:
     """Raise a one-line ConfigError for the first need the task or the models cannot meet. With `served` (moco
     serve without a task) a dev need with a default is met by the first model, and a note says so."""
-    declare = declaration_for(info)
+    declare = None if skip else declaration_for(info)
     out = Checked(params, dict(roles))
     if declare is None:
         return out

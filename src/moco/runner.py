@@ -70,10 +70,12 @@ def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabili
 
 
 def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,
-         task: Task | None = None, scorer: Scorer | None = None, served: bool = False) -> Plan:
+         task: Task | None = None, scorer: Scorer | None = None, served: bool = False, needs: bool = True) -> Plan:
     """Validate everything that can be checked without loading a model. `task`/`scorer` replace the config's
     task (e.g. `moco serve`, whose test items are the requests it receives); `served` (serving without a task)
-    lets a method that would pick a model by dev score use its documented default (`moco.requirements`)."""
+    lets a method that would pick a model by dev score use its documented default (`moco.requirements`);
+    `needs=False` skips the method's declared needs (a caller that serves only part of a method and checks
+    what that part needs itself: the CoLM server role)."""
     info = get_method(cfg.method)
     params = info.parse_params(cfg.params)
     if task is None:
@@ -130,7 +132,7 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         bad = [i for i in cfg.hardware.gpu_ids if i >= torch.cuda.device_count()]
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
-    met = check_needs(info, params, task, pool.handles, roles, capabilities, served=served)
+    met = check_needs(info, params, task, pool.handles, roles, capabilities, served=served, skip=not needs)
     params, roles = met.params, met.roles
     checks: list[str] = []
     entries = compat.entries_for(pool.handles, pool.overrides)
