@@ -75,3 +75,15 @@ def test_gold_answers_are_a_need_of_outcome_routing():
         with pytest.raises(ConfigError, match=f"method {method} routes by scored outcomes: task open is "
                                               "generation-only"):
             plan(_cfg(method, {"name": "moco_demo"}, "ab"), task=task)
+
+
+def test_a_plugin_method_declares_its_needs_with_requires():
+    from moco.methods.registry import MethodInfo, MethodParams
+    from moco.requirements import Need, check_needs
+    from moco.serve.served_task import served_task
+
+    info = MethodInfo("plug", run=lambda ctx, params: [], params=MethodParams, level="text", summary="",
+                      requires=lambda params, facts: [Need("dev", "learns on dev")])
+    with pytest.raises(ConfigError, match=r"^method plug learns on dev: task served has no dev split \(give `task:` "
+                                          "with a dev split\\)$"):
+        check_needs(info, MethodParams(), served_task(), [], {}, lambda h: None)
