@@ -56,6 +56,7 @@ class ConfidentBackend(ScriptedBackend):
             return text
 
         super().__init__(name, fn=reply)
+        self.capabilities = type(self).capabilities  # ScriptedBackend sets its own (without log-probabilities)
         self.conf = conf
 
     @staticmethod

@@ -33,8 +33,9 @@ def moco(*args: str, **popen) -> subprocess.Popen:
 
 
 @contextmanager
-def served(config: Path, *args: str, timeout: float = 120.0, env: dict[str, str] | None = None):
-    """Yield the base URL (http://127.0.0.1:PORT/v1) of a running `moco serve CONFIG ARGS`."""
+def served(config: Path, *args: str, timeout: float = 600.0, env: dict[str, str] | None = None):
+    """Yield the base URL (http://127.0.0.1:PORT/v1) of a running `moco serve CONFIG ARGS` (its start-up run,
+    models loaded and dev work done, may take minutes on a busy machine)."""
     port = free_port()
     proc = moco("serve", str(config), "--port", str(port), *args, env=env or moco_env())
     base = f"http://127.0.0.1:{port}"

@@ -81,10 +81,11 @@ def test_just_ask_mode_defers_on_the_word(tiny_task, cache, tmp_path):
 
 
 def test_logit_mode_needs_logprobs(tiny_task, cache, tmp_path):
-    from moco.errors import ModelError
+    from moco.errors import ConfigError
 
     backends = {"scripted:a": ScriptedBackend("a", default="x"), "scripted:b": ScriptedBackend("b", default="y")}
-    with pytest.raises(ModelError, match="needs per-token log-probabilities"):
+    # refused by the plan, before any model is asked (moco validate says the same): only the last level may lack them
+    with pytest.raises(ConfigError, match="model 'a' .* has no per-token log-probabilities"):
         run_experiment(scripted_config("api_cascade", tiny_task, "ab"), tmp_path / "run", cache=cache, backends=backends)
 
 

@@ -196,12 +196,14 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object ({\"ok\": false, "
                                  "\"error\": ...} on a bad config, still exit 2)"),
 ) -> None:
-    """Check a config (keys, method, params, task, models, requirements) without loading any model."""
-    from moco.overrides import config_with_overrides
-    from moco.runner import describe_plan, plan
+    """Check a config (keys, method, params, task, models, requirements) without loading any model. A config
+    without `task:` is checked as `moco serve` would serve it (the same plan, the same verdict)."""
+    from moco.runner import describe_plan
+    from moco.serve import load_serve_config, serve_plan
 
     try:
-        p = plan(config_with_overrides(config, sets or (), limit=limit, seed=seed), data_dir)
+        cfg, has_task = load_serve_config(config, sets=sets or (), limit=limit, seed=seed)
+        p = serve_plan(cfg, has_task, data_dir)
     except MocoError as e:
         if as_json:
             _print_json({"ok": False, "error": str(e)})
@@ -209,10 +211,13 @@ def validate(
     if as_json:
         from moco.listing import plan_record
 
-        _print_json({"ok": True, **plan_record(p)})
+        _print_json({"ok": True, **plan_record(p), **({} if has_task else {"serve_only": True})})
         return
     for line in describe_plan(p):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if not has_task:
+        console.print("serving  no task: OK for `moco serve` (requests form a generation-only task); "
+                      "`moco run` needs a task", highlight=False, markup=False, soft_wrap=True)
     console.print("[green]OK[/]")
 
 
@@ -334,7 +339,8 @@ def serve(
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
 ) -> None:
-    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/models)."""
+    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/models). What the method
+    cannot serve is refused at start (as `moco validate` says); its dev work runs before the port opens."""
     from moco.serve import build_service, is_loopback
     from moco.serve import serve as run_server
 
@@ -343,6 +349,20 @@ def serve(
     service = build_service(config, role=role, name=name, cache=cache, data_dir=data_dir,
                             window_ms=batch_window_ms, max_batch=max_batch, gather_timeout_s=gather_timeout_s,
                             expect=expect, log_dir=log_dir, max_queue=max_queue)
+    if hasattr(service, "warm_up"):  # dev selection, training, search and model loading: before the port opens
+        from moco.progress import make_progress
+
+        for note in service.plan.notes:
+            err.print(f"default: {note}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"starting '{service.name}': one start-up run of {service.plan.method.name} ...", highlight=False)
+        bar = make_progress(None)
+        try:
+            err.print(service.warm_up(bar), highlight=False, soft_wrap=True)
+        except BaseException:
+            service.close()
+            raise
+        finally:
+            bar.close()
     err.print(f"serving '{service.name}' ({role}) on http://{host}:{port}/v1" + (" with token auth" if token else ""))
     run_server(service, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024,
                request_timeout_s=timeout_s)

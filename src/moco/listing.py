@@ -96,7 +96,8 @@ def plan_record(p: Any) -> dict[str, Any]:
             "n_dev": len(p.task.dev), "n_test": len(p.task.test), "scorer": p.scorer.name,
             "models": [{"name": h.name, "kind": h.spec.kind, "model": h.spec.model} for h in p.pool.handles],
             "params": p.params.model_dump(mode="json"), "roles": {r: h.name for r, h in p.roles.items()},
-            "seed": p.config.seed, "checks": list(p.checks), "warnings": list(p.warnings)}
+            "seed": p.config.seed, "checks": list(p.checks), "warnings": list(p.warnings),
+            "defaults": list(p.notes)}
 
 
 def task_rows(data_dir: str | None = None) -> list[dict[str, Any]]:

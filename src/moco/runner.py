@@ -23,6 +23,7 @@ from moco.models.base import Backend, Capabilities
 from moco.models.pool import ModelHandle, ModelPool, is_vision_spec, on_ray
 from moco.progress import Progress
 from moco.records_schema import MetricsRecord, PredictionRecord, write_record
+from moco.requirements import check_needs
 from moco.rundir import (atomic_write, default_run_dir, hardware, manifest, start_attempt, storage_error, write_failure,
                           write_json, write_jsonl)
 from moco.scoring import scorer_for
@@ -51,6 +52,7 @@ class Plan:
     roles: dict[str, ModelHandle] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)  # compatibility checks that passed (tokenizer, architecture)
+    notes: list[str] = field(default_factory=list)  # defaults applied for `moco serve` without a task (said at start)
 
 
 def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabilities, str]:
@@ -68,9 +70,12 @@ def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabili
 
 
 def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,
-         task: Task | None = None, scorer: Scorer | None = None) -> Plan:
+         task: Task | None = None, scorer: Scorer | None = None, served: bool = False, needs: bool = True) -> Plan:
     """Validate everything that can be checked without loading a model. `task`/`scorer` replace the config's
-    task (e.g. `moco serve`, whose test items are the requests it receives)."""
+    task (e.g. `moco serve`, whose test items are the requests it receives); `served` (serving without a task)
+    lets a method that would pick a model by dev score use its documented default (`moco.requirements`);
+    `needs=False` skips the method's declared needs (a caller that serves only part of a method and checks
+    what that part needs itself: the CoLM server role)."""
     info = get_method(cfg.method)
     params = info.parse_params(cfg.params)
     if task is None:
@@ -106,11 +111,14 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
             roles[role] = pool.handle(ref)
     method_roles = [h for r, h in roles.items() if r != scorer_role]
     pool.check()  # models exist (before asking what they can do)
-    for h in [*pool.handles, *method_roles]:
+
+    def capabilities(h: ModelHandle) -> tuple[Capabilities, str]:
         if h.spec.model in pool.overrides:
-            caps, where = pool.overrides[h.spec.model].capabilities, "in-memory backend"
-        else:
-            caps, where = _capabilities(h.spec, cfg.hardware)
+            return pool.overrides[h.spec.model].capabilities, "in-memory backend"
+        return _capabilities(h.spec, cfg.hardware)
+
+    for h in [*pool.handles, *method_roles]:
+        caps, where = capabilities(h)
         missing = caps.missing(info.needs)
         if missing:
             raise ConfigError(f"method {info.name} needs {', '.join(missing)} from every model; "
@@ -124,6 +132,8 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         bad = [i for i in cfg.hardware.gpu_ids if i >= torch.cuda.device_count()]
         if bad:
             raise ConfigError(f"hardware.gpu_ids {bad} do not exist (this machine has {torch.cuda.device_count()} GPUs)")
+    met = check_needs(info, params, task, pool.handles, roles, capabilities, served=served, skip=not needs)
+    params, roles = met.params, met.roles
     checks: list[str] = []
     entries = compat.entries_for(pool.handles, pool.overrides)
     if info.same_tokenizer:
@@ -132,7 +142,7 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         checks.append(compat.check_same_architecture(entries, info.name))
     if info.validate is not None:
         checks.extend(info.validate(params, pool))
-    p = Plan(cfg, info, params, task, scorer, pool, roles, checks=checks)
+    p = Plan(cfg, info, params, task, scorer, pool, roles, checks=checks, notes=met.notes)
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")
     return p
@@ -260,6 +270,7 @@ def describe_plan(p: Plan) -> list[str]:
     for role, h in p.roles.items():
         lines.append(f"role     {role} -> {h.name}")
     lines += [f"check    {c}" for c in p.checks]
+    lines += [f"default  {n}" for n in p.notes]
     return lines + [f"warning  {w}" for w in p.warnings]
 
 

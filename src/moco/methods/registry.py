@@ -47,6 +47,8 @@ class MethodInfo:
     # method-specific checks that need no loaded model: (params, pool) -> lines for `moco validate`;
     # raises ConfigError when the combination is impossible
     validate: Callable[[Any, Any], list[str]] | None = None
+    # what it needs from the task and models by params and roles (moco.requirements; built-ins: methods/needs.py)
+    requires: Callable[[Any, Any], list[Any]] | None = None
 
     def parse_params(self, raw: dict[str, Any]) -> MethodParams:
         try:

@@ -14,21 +14,38 @@ from typing import Any
 from moco.cache import NullCache, ResponseCache
 from moco.config import parse_config, read_config_file
 from moco.errors import ConfigError
+from moco.serve.served_task import SERVED, served_task
 
 log = logging.getLogger(__name__)
 ROLES = ("collaboration", "colm-server")
 
 
-def load_serve_config(path: str | Path, role: str = "collaboration"):
-    """An experiment config whose `task` is optional (without one, requests form a generation-only task).
-    A colm-server config with `method: client_server_colm_vlm` needs no model either."""
+def load_serve_config(path: str | Path, role: str = "collaboration", sets: Any = (), *, limit: int | None = None,
+                      seed: int | None = None):
+    """An experiment config whose `task` is optional (without one, requests form a generation-only task), with
+    `--set`/`--seed` overrides (and `--limit`, which only a task has). A colm-server config with
+    `method: client_server_colm_vlm` needs no model either."""
+    from moco.overrides import apply_overrides
+
     raw = read_config_file(path)
-    has_task = "task" in raw
+    has_task = "task" in apply_overrides(raw, sets, seed=seed)
+    raw = apply_overrides(raw, sets, limit=limit if has_task else None, seed=seed)
     if not has_task:
-        raw["task"] = {"name": "served"}
+        raw["task"] = {"name": SERVED}
     if role == "colm-server" and not raw.get("models"):
         raw["models"] = ["scripted:unused"]
     return parse_config(raw), has_task
+
+
+def serve_plan(cfg: Any, has_task: bool, data_dir: str | None = None, backends: dict[str, Any] | None = None):
+    """The plan `moco serve` runs — and `moco validate` checks for a config without a task — so the two give
+    one verdict: `runner.plan` on the config's task, or on the requests' generation-only pseudo-task with the
+    methods' documented defaults for what dev data would have chosen (`Plan.notes` says which)."""
+    from moco.runner import plan
+
+    if has_task:
+        return plan(cfg, data_dir, backends)
+    return plan(cfg, data_dir, backends, task=served_task(), served=True)
 
 
 def build_service(config: str | Path, *, role: str = "collaboration", name: str | None = None,

@@ -160,8 +160,10 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
                            code="unsupported_parameter")
 
     @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": service.name, "role": service.role}
+    async def health():  # 503 while start-up work runs (when the port is open by then), 200 once ready
+        if getattr(service, "starting", False):
+            return JSONResponse({"status": "starting", "model": service.name}, status_code=503)
+        return {"status": "ready", "model": service.name, "role": service.role}
 
     @app.get("/metrics", dependencies=[auth])
     async def prometheus():

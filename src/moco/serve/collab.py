@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,16 @@ from typing import Any
 
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
-from moco.errors import MocoError
-from moco.runner import plan
+from moco.errors import ConfigError, MocoError
 from moco.models import time_limit
+from moco.progress import Progress
 from moco.serve.batcher import MicroBatcher, QueueFull, TimeLimitReached
-from moco.serve.final_stage import StageContext, StageRequest, stage_info
+from moco.serve.final_stage import StageRequest, stage_info
 from moco.serve.limits import chars_problem, context_problem
-from moco.serve.protocol import ApiError, ChatRequest, completion
+from moco.serve.protocol import ApiError, ChatMessage, ChatRequest, completion
 from moco.serve.served_task import example_of, sampling_key
-from moco.tasks.base import Example, Task
-from moco.tasks.registry import load_task
+from moco.serve.startup import WARM_UP_PROMPT, ServedContext, StartupMemo
+from moco.tasks.base import Example
 from moco.trace import CallRecorder
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,10 @@ class CollaborationService:
                  cache: ResponseCache, data_dir: str | None = None, window_ms: float = 5.0, max_batch: int = 32,
                  log_dir: Path | None = None, backends: dict[str, Any] | None = None, max_pending: int = 256):
         self.cfg = cfg
-        base = load_task(cfg.task, data_dir) if has_task else Task("served", "generation", [], [], generation_only=True)
-        self.plan = plan(cfg, data_dir, backends, task=base)
-        scorer = self.plan.scorer
+        from moco.serve import serve_plan
+
+        self.plan = serve_plan(cfg, has_task, data_dir, backends)
+        base, scorer = self.plan.task, self.plan.scorer
         self.base_task = base
         self.name = name or cfg.name or f"moco-{self.plan.method.name}"
         self.max_new_tokens_cap = cfg.generation.max_new_tokens
@@ -82,11 +84,43 @@ class CollaborationService:
         artifacts = (log_dir / "artifacts") if log_dir else Path(tempfile.mkdtemp(prefix="moco-serve-"))
         artifacts.mkdir(parents=True, exist_ok=True)
         self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
-        self.ctx = StageContext(pool=self.plan.pool, task=base, scorer=scorer, cache=cache, recorder=self.recorder,
-                                generation=cfg.generation, seed=cfg.seed, artifacts_dir=artifacts, roles=self.plan.roles)
+        self.memo = StartupMemo(cache, self.recorder)
+        self.ctx = ServedContext(pool=self.plan.pool, task=base, scorer=scorer, cache=self.memo,
+                                 recorder=self.recorder, configured=cfg.generation, seed=cfg.seed,
+                                 artifacts_dir=artifacts, roles=self.plan.roles)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
                                                                  max_pending=max_pending, early=True)
         self.requests = 0
+        self.starting = False  # True while warm_up runs (/health answers 503 "starting")
+
+    # ------------------------------------------------------------------ start-up
+    def warm_up(self, progress: Progress | None = None) -> str:
+        """Run the method once on one warm-up item before serving (see `moco.serve.startup`): dev work and
+        model loading happen here; a failure is a one-line refusal to start. Returns what it did, for stderr."""
+        g = self.cfg.generation
+        prompt = self.base_task.dev[0].prompt if self.base_task.dev else WARM_UP_PROMPT
+        item = Pending(example_of([ChatMessage(role="user", content=prompt)], 0), g.max_new_tokens, g.temperature,
+                       g.top_p)
+        t0, self.starting = time.time(), True
+        if progress is not None:
+            self.ctx.progress = progress
+        try:
+            done = self._run_group([item])[0]
+        except MocoError as e:
+            raise ConfigError(f"{self.plan.method.name} cannot serve: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - a method's bug refuses the start with its message
+            log.info("the start-up run failed", exc_info=True)  # the traceback with --debug
+            raise ConfigError(f"{self.plan.method.name} failed its start-up run: {type(e).__name__}: "
+                              f"{_first_line(e)}") from None
+        finally:
+            self.memo.recording = self.starting = False
+            self.ctx.progress = Progress()
+        if done.error:
+            raise ConfigError(f"{self.plan.method.name} failed its start-up run: {_first_line(done.error)}")
+        ph = self.recorder.phases
+        dev_calls = sum(s.calls for name, s in ph.items() if name != "test")
+        return (f"start-up run done in {time.time() - t0:.1f}s ({dev_calls} dev-phase calls kept for every "
+                f"request, {ph['test'].calls if 'test' in ph else 0} on the warm-up item)")
 
     # ------------------------------------------------------------------ requests
     def describe(self) -> dict[str, Any]:
@@ -206,6 +240,11 @@ class CollaborationService:
 
 def _timed_out() -> Done:
     return Done("", error="no answer within this server's time limit: decoding stopped", status=504)
+
+
+def _first_line(e: object) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else "(no message)"
 
 
 def _split(total: int, n: int) -> list[int]:

@@ -123,7 +123,7 @@ class ColmServer:
         self.server_chosen_by = ""
         if self.aggregation == "synthesize":
             task = Task("colm-server", "generation", [], [], generation_only=True)
-            p = plan(cfg, None, backends, task=task)
+            p = plan(cfg, None, backends, task=task, needs=False)  # the server choice is checked below
             scorer = p.scorer
             if log_dir is not None:
                 log_dir.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,10 @@ import itertools
 from typing import Any
 
 from moco.serve.protocol import ApiError, ChatMessage
-from moco.tasks.base import Example
+from moco.tasks.base import Example, Task
 
 _IDS = itertools.count()
+SERVED = "served"  # the pseudo-task of a config without `task:`
 ROLE_NAMES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
 
 
@@ -35,3 +36,8 @@ def example_of(messages: list[ChatMessage], index: int) -> Example:
 
 def sampling_key(max_new_tokens: int, temperature: float, top_p: float) -> tuple[Any, ...]:
     return (max_new_tokens, round(temperature, 6), round(top_p, 6))
+
+
+def served_task() -> Task:
+    """The task of a config without `task:`: no dev split, no gold answers; the requests are its test items."""
+    return Task(SERVED, "generation", [], [], generation_only=True)
