@@ -72,10 +72,11 @@ def _table1_section(col: Collection, alpha: float = table1.ALPHA, correction: st
                   "domains. Best single = the best single model of the pool on each task (oracle). Orange (↑): "
                   "beats the best single model on the same tasks and the paired test confirms it; dashed (↑): a "
                   "point improvement the test does not confirm; ↓ significantly worse; bold best and underlined "
-                  "second per column; * some tasks or seeds missing; / cannot run (reasons below). The paired "
-                  "tests are listed in the next table.")
-    s.raw_md = table1.to_markdown(t)
+                  "second per column; * some tasks or seeds missing; / cannot run (reasons below). The first table "
+                  "below gives every value with its 95% interval (and per-seed values), the second the paired tests.")
+    s.raw_md = table1.to_markdown(t, intervals=False)  # the intervals are the table below
     s.table1 = table1_view(t)
+    s.tables.append(Table(table1.VALUE_HEADERS, table1.value_rows(t)))
     s.tables.append(Table(["pool", "column", "method", "Δ vs best single", "95% CI of Δ", "test", "p",
                            f"p adjusted ({t.correction})", f"verdict at α = {t.alpha:g}"], table1.test_rows(t)))
     return s
@@ -96,10 +97,10 @@ def table1_view(t: table1.Table1) -> dict[str, Any]:
                     continue
                 cls = ["up" if v.improved else "up-ns" if v.point else "down" if v.worse else "",
                        {1: "best", 2: "second"}.get(v.rank, "")]
-                title = ""
+                title = f"95% CI {v.ci.text()}; " if v.ci is not None else ""
                 if v.test is not None and v.test.p is not None:
-                    title = (f"Δ {v.test.diff:+.3f} vs best single, 95% CI {v.test.ci.text()}, {v.test.test} "
-                             f"p = {v.test.p:.4f}, adjusted p = {v.p_adj:.4f}" if v.p_adj is not None else "")
+                    title += (f"Δ {v.test.diff:+.3f} vs best single, 95% CI {v.test.ci.text()}, {v.test.test} "
+                              f"p = {v.test.p:.4f}, adjusted p = {v.p_adj:.4f}" if v.p_adj is not None else "")
                 cells.append({"na": False, "cls": " ".join(x for x in cls if x), "title": title,
                               "text": table1.cell_text(t, v, markdown=False)})
         if any(c.get("na") or c.get("text") for c in cells):
