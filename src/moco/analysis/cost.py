@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moco.analysis.records import Collection, Run
+from moco.scoring.stats import Interval
 
 
 # ------------------------------------------------------------------------------------- parameter counts
@@ -181,6 +182,8 @@ class Cost:
     paper_training: str = ""
     paper_inference: str = ""
     paper_estimate: float | None = None
+    seed: int | None = None  # the run's seed (a sweep with seeds has one run per seed)
+    ci: Interval | None = None  # the run's score interval (or why there is none)
 
 
 def _model_specs(run: Run) -> dict[str, dict[str, Any]]:
@@ -257,7 +260,11 @@ def costs(col: Collection, overrides: dict[str, float] | None = None) -> list[Co
         if not e.ok or str(e.run.dir.resolve()) in seen:
             continue
         seen.add(str(e.run.dir.resolve()))
-        out.append(run_cost(e.run, e["label"], e["pool"], overrides, sizes))
+        c = run_cost(e.run, e["label"], e["pool"], overrides, sizes)
+        c.seed = e.get("seed")
+        ci = e.run.record.ci95
+        c.ci = Interval(ci[0], ci[1]) if ci else Interval(None, None, e.run.record.ci_note or "no interval")
+        out.append(c)
     return out
 
 

@@ -65,8 +65,11 @@ def _degenerate(samples: Sequence[np.ndarray]) -> str | None:
 
 
 def _interval(res, note_if_nan: str = "bootstrap interval undefined") -> Interval:
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    if dist.size and np.all(np.isfinite(dist)) and np.ptp(dist) == 0:  # e.g. a ratio whose numerator is always 0
+        return Interval(None, None, "every resample gives the same value")
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if math.isnan(lo) or math.isnan(hi):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         return Interval(None, None, note_if_nan)
     return Interval(lo, hi)
 
@@ -136,6 +139,8 @@ def ratio_ci(num: Sequence[float], den: Sequence[float], level: float = 0.95, se
         warnings.simplefilter("ignore")
         res = sps.bootstrap((a, b), stat, paired=True, n_resamples=n_resamples, confidence_level=level,
                             method="BCa", vectorized=True, rng=np.random.default_rng(seed))
+    if not np.all(np.isfinite(res.bootstrap_distribution)):  # a bound of ±inf is no interval
+        return Interval(None, None, "undefined: some resamples have a zero denominator")
     return _interval(res)
 
 
