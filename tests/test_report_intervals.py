@@ -147,5 +147,10 @@ def test_table1_markdown_lists_each_value_with_its_interval(report):
     md = table1.to_markdown(table1.build(col))
     head = "| pool | column | method | value | ± std over seeds | per seed | 95% CI | tasks |"
     assert head in md
-    rows = [ln.split(" | ") for ln in md.split(head, 1)[1].splitlines()[2:] if ln.startswith("| ")]
+    block, tests = md.split(head, 1)[1].split("\n\n", 1)
+    rows = [ln.split(" | ") for ln in block.splitlines()[2:]]
     assert len(rows) == 8 and all(INTERVAL.match(r[6]) for r in rows)  # 4 rows x (domain, avg)
+    # then the paired tests: Δ, its interval, the test, p and adjusted p of each tested cell
+    assert "| pool | column | method | Δ vs best single | 95% CI of Δ | test | p | p adjusted | verdict |" in tests
+    trows = [ln.split(" | ") for ln in tests.splitlines() if ln.startswith("| trio")]
+    assert len(trows) == 2 and all(INTERVAL.match(r[4]) and re.match(r"^\d\.\d{4}$", r[6]) for r in trows)

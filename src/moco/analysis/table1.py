@@ -472,8 +472,12 @@ def value_rows(t: Table1) -> list[list[str]]:
 VALUE_HEADERS = ["pool", "column", "method", "value", "± std over seeds", "per seed", "95% CI", "tasks"]
 
 
+TEST_HEADERS = ["pool", "column", "method", "Δ vs best single", "95% CI of Δ", "test", "p", "p adjusted", "verdict"]
+
+
 def to_markdown(t: Table1, intervals: bool = True) -> str:
-    """Table 1 as markdown, its legend, footnotes and share; with `intervals`, every value's 95% interval."""
+    """Table 1 as markdown, its legend, footnotes and share; with `intervals`, every value's 95% interval
+    and the paired tests (Δ, its interval, p, adjusted p) below it."""
     cols = [(p, c) for p in t.pools for c in t.columns[p]]
     head = "| method | " + " | ".join(f"{p} · {c}" for p, c in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
@@ -491,6 +495,9 @@ def to_markdown(t: Table1, intervals: bool = True) -> str:
         lines += ["", "Every value with its 95% BCa interval (items' seed-means, resampled within each task):", "",
                   "| " + " | ".join(VALUE_HEADERS) + " |", "|" + "---|" * len(VALUE_HEADERS)]
         lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in value_rows(t)]
+        lines += ["", f"Paired tests against the best single model (p adjusted: {t.correction}, α = {t.alpha:g}):", "",
+                  "| " + " | ".join(TEST_HEADERS) + " |", "|" + "---|" * len(TEST_HEADERS)]
+        lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in test_rows(t)]
     return "\n".join(lines) + "\n"
 
 
