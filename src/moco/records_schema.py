@@ -30,6 +30,23 @@ class _Record(BaseModel):
         return v
 
 
+class Usage(BaseModel):
+    """Model usage of a run or one of its phases (moco.trace.PhaseStats.to_dict)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    calls: int = Field(0, ge=0)
+    cache_hits: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    tokens_in: int = Field(0, ge=0)
+    tokens_out: int = Field(0, ge=0)  # every output token the method consumed, cached ones included
+    generated_tokens: int = Field(0, ge=0)  # decoded by this run (cache misses)
+    tokens_reused: int = Field(0, ge=0)
+    compute_s: float = 0.0
+    wall_s: float = 0.0
+    per_model: dict[str, dict[str, float]] = Field(default_factory=dict)  # model -> calls, tokens_in, tokens_out
+
+
 class ScoreBlock(_Record):
     """The score block (moco.scoring.evaluate.summarize_results) that a run's and `moco score`'s
     metrics.json share."""
@@ -57,8 +74,8 @@ class MetricsRecord(ScoreBlock):
     n_test: int | None = None
     models: list[str] = Field(default_factory=list)
     wall_s: float | None = None
-    total: dict[str, Any] = Field(default_factory=dict)
-    phases: dict[str, Any] = Field(default_factory=dict)
+    total: Usage = Field(default_factory=Usage)
+    phases: dict[str, Usage] = Field(default_factory=dict)
     per_model_test: dict[str, float] | None = None  # single_model: each model's test score
     best_single_test: float | None = None
     chosen_model: str | None = None

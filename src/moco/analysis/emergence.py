@@ -73,7 +73,7 @@ def _rescore(run: Run, preds: list[dict]) -> dict[int, dict[str, float]]:
     if not name:
         raise ConfigError(f"{run.dir}: single_model predictions lack per-model scores and the config names no task")
     task = resolve_task(name, task_cfg.get("data_dir") if isinstance(task_cfg, dict) else None).loader()
-    scorer = scorer_for(run.metrics.get("task_type") or task.task_type, task.name)
+    scorer = scorer_for(run.record.task_type or task.task_type, task.name)
     by_index = {ex.index: ex for ex in task.test}
     out = {}
     for p in preds:

@@ -147,11 +147,11 @@ def load_run(path: Path) -> Run:
 
 def bare_entry(run: Run) -> Entry:
     pool = "+".join(run.models) or "pool"
-    failed = run.metrics["score"] is None and not run.metrics.get("generation_only")  # model calls failed: no score
-    return Entry({"analysis": "table", "pool": pool, "base_pool": pool, "label": run.metrics["method"],
-                  "method": run.metrics["method"], "task": run.metrics["task"],
-                  "domain": domain_of(run.metrics["task"])}, "failed" if failed else "finished", run,
-                 run.metrics.get("score_note") if failed else None)
+    m = run.record
+    failed = m.score is None and not m.generation_only  # model calls failed: no score
+    return Entry({"analysis": "table", "pool": pool, "base_pool": pool, "label": m.method, "method": m.method,
+                  "task": m.task, "domain": domain_of(m.task)}, "failed" if failed else "finished", run,
+                 m.score_note if failed else None)
 
 
 def load_sweep_dir(root: Path) -> tuple[list[Entry], dict[str, Any]]:

@@ -176,14 +176,14 @@ def _scores_section(col: Collection) -> Section | None:
     for st in sorted(settings(entries), key=lambda st: (st.entry["pool"], st.entry["task"])):
         e0 = st.entry
         for e in sorted(st.runs, key=lambda e: e.get("seed", 0)):
-            m = e.run.metrics
+            m = e.run.record
             ci = e.run.ci
-            note = f" ({m['score_note']})" if m.get("score_note") else ""  # a run accepted under --max-failed
+            note = f" ({m.score_note})" if m.score_note else ""  # a run accepted under --max-failed
             best = with_ci(e.run.record.best_single_test, None, run_best_single_ci(e.run)) \
                 if e["method"] == table1.BASELINE else ""
-            rows.append([e["pool"], e["task"], e["label"], str(e.get("seed", "")), f3(m["score"]) + note,
-                         f"{f3(ci[0])}–{f3(ci[1])}" if ci else f"({m.get('ci_note') or 'no interval'})",
-                         str(m.get("n", "")), str(m.get("unparsed", "")), str(m.get("failed", "")), best])
+            rows.append([e["pool"], e["task"], e["label"], str(e.get("seed", "")), f3(m.score) + note,
+                         f"{f3(ci[0])}–{f3(ci[1])}" if ci else f"({m.ci_note or 'no interval'})",
+                         str(m.n), str(m.unparsed), str(m.failed), best])
         if len(st.runs) > 1:  # the setting over its seeds
             seeded = True
             b = base.get((e0["pool"], e0["task"]))

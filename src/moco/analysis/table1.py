@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from moco.analysis.records import Collection, Entry, item_scores, seed_groups
 from moco.errors import ConfigError
+from moco.records_schema import MetricsRecord
 from moco.scoring.stats import Interval, PairedResult, adjust, mean_std, paired_test, strata_mean_ci
 
 BASELINE = "single_model"
@@ -226,7 +227,7 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
                         per_task.append({_seed(e): e.run.score for e in ok})
                         v.tasks.append(tk)
                         for e in ok:
-                            _count_failed(v, e.run.metrics)
+                            _count_failed(v, e.run.record)
                         v.unfinished += [e.status for e in bad if e.status != "incompatible"]
                         v.failures += [e.reason or "" for e in bad if e.status == "failed"]
                     elif any(e.status != "incompatible" for e in bad):
@@ -279,11 +280,11 @@ def _value_ci(label: str, pool: str, tasks: list[str], runs_of: dict, base: dict
     return strata_mean_ci(groups, weights=weights)
 
 
-def _count_failed(v: Value, metrics: dict) -> None:
+def _count_failed(v: Value, m: MetricsRecord) -> None:
     """Items scored / items / failed items of the cell's runs (a run that finished under a failure tolerance
     scores fewer items than its task has; the cell then says so)."""
     k, n, f = v.over or (0, 0, 0)
-    v.over = (k + int(metrics.get("n") or 0), n + int(metrics.get("n_test") or 0), f + int(metrics.get("failed") or 0))
+    v.over = (k + m.n, n + (m.n_test or 0), f + int(m.failed or 0))
 
 
 def _seeded(v: Value, per_task: list[dict[int, float]]) -> Value:
