@@ -139,9 +139,9 @@ def test_sweep_shares_outputs_resumes_and_writes_table1(mc_task, tmp_path):
 
     exs = {ex.index: ex for ex in resolve_task(str(mc_task)).loader().test}
     for p in single.run.predictions():
-        tr = p["trace"]
+        tr = p.trace  # a typed moco.records_schema.PredictionRecord
         assert set(tr["scores"]) == {"a", "b", "c"}
-        assert tr["scores"] == {m: MultipleChoiceScorer().score(exs[p["index"]], tr["answers"][m]).score for m in tr["answers"]}
+        assert tr["scores"] == {m: MultipleChoiceScorer().score(exs[p.index], tr["answers"][m]).score for m in tr["answers"]}
     t = table1.build(col)
     assert t.pools == ["trio", "solo"] and t.get("refine", "solo", "avg").value is None
     assert t.get("Best single", "trio", "avg").value is not None
@@ -180,7 +180,7 @@ def test_scripted_liar_gives_confident_wrong_answers(mc_task, tmp_path):
     attacked = next(e for e in col.where("adversarial", variant="attacked", label="text_majority_vote"))
     assert attacked.run.models == ["a", "liar", "c"]
     for p in attacked.run.predictions():
-        assert p["trace"]["votes"]["liar"] not in (None, p["gold"])  # the liar always argues for a wrong option
+        assert p.trace["votes"]["liar"] not in (None, p.gold)  # the liar always argues for a wrong option
     rob = {r["label"]: r for r in studies.robustness(col)}
     assert rob["text_majority_vote"]["clean"] == rob["text_majority_vote"]["attacked"] == 0.25  # a and c outvote it
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from moco.analysis.records import Collection, Run
 from moco.errors import ConfigError
+from moco.records_schema import PredictionRecord
 from moco.scoring.stats import TOO_FEW, Interval, mean_ci, mean_std, ratio_ci
 
 BASELINE = "single_model"
@@ -52,18 +53,18 @@ def single_item_scores(run: Run) -> dict[int, tuple[str, dict[str, float]]]:
     """index -> (id, {model: score}) from a single_model run."""
     preds = run.predictions()
     out: dict[int, tuple[str, dict[str, float]]] = {}
-    need_rescore = [p for p in preds if p.get("gold") is not None and "scores" not in (p.get("trace") or {})]
+    need_rescore = [p for p in preds if p.gold is not None and "scores" not in (p.trace or {})]
     rescored = _rescore(run, need_rescore) if need_rescore else {}
     for p in preds:
-        tr = p.get("trace") or {}
+        tr = p.trace or {}
         if "scores" in tr:
-            out[int(p["index"])] = (str(p.get("id")), {k: float(v) for k, v in tr["scores"].items()})
-        elif int(p["index"]) in rescored:
-            out[int(p["index"])] = (str(p.get("id")), rescored[int(p["index"])])
+            out[p.index] = (str(p.id), {k: float(v) for k, v in tr["scores"].items()})
+        elif p.index in rescored:
+            out[p.index] = (str(p.id), rescored[p.index])
     return out
 
 
-def _rescore(run: Run, preds: list[dict]) -> dict[int, dict[str, float]]:
+def _rescore(run: Run, preds: list[PredictionRecord]) -> dict[int, dict[str, float]]:
     """Score each model's answer text again with the task's scorer (runs made before per-item scores)."""
     from moco.scoring import scorer_for
     from moco.tasks.registry import resolve_task
@@ -77,11 +78,11 @@ def _rescore(run: Run, preds: list[dict]) -> dict[int, dict[str, float]]:
     by_index = {ex.index: ex for ex in task.test}
     out = {}
     for p in preds:
-        ex = by_index.get(int(p["index"]))
-        answers = (p.get("trace") or {}).get("answers")
+        ex = by_index.get(p.index)
+        answers = (p.trace or {}).get("answers")
         if ex is None or not answers:
             continue
-        out[int(p["index"])] = {m: scorer.score(ex, text or "").score for m, text in answers.items()}
+        out[p.index] = {m: scorer.score(ex, text or "").score for m, text in answers.items()}
     return out
 
 
@@ -90,17 +91,17 @@ def outcomes(single: Run, system: Run, threshold: float = 0.5) -> dict[int, tupl
     per_model = single_item_scores(single)
     out = {}
     for p in system.predictions():
-        if p.get("score") is None:
+        if p.score is None:
             continue
-        idx = int(p["index"])
+        idx = p.index
         if idx not in per_model:
             continue
         sid, scores = per_model[idx]
-        if p.get("id") is not None and str(p["id"]) != sid:
-            raise ConfigError(f"item {idx} is '{p['id']}' in {system.dir} but '{sid}' in {single.dir}: "
+        if p.id is not None and str(p.id) != sid:
+            raise ConfigError(f"item {idx} is '{p.id}' in {system.dir} but '{sid}' in {single.dir}: "
                               "the runs used different test sets")
         any_single = any(s >= threshold for s in scores.values())
-        out[idx] = (not any_single, any_single, float(p["score"]) >= threshold)
+        out[idx] = (not any_single, any_single, p.score >= threshold)
     return out
 
 

@@ -146,7 +146,7 @@ def run_best_single_ci(run) -> Interval:
     if not (run.dir / "predictions.jsonl").exists():
         return Interval(None, None, "no per-item predictions")
     best = max(pm, key=lambda m: (pm[m], m))
-    xs = [((p.get("trace") or {}).get("scores") or {}).get(best) for p in run.predictions()]
+    xs = [((p.trace or {}).get("scores") or {}).get(best) for p in run.predictions()]
     xs = [float(x) for x in xs if x is not None]
     return mean_ci(xs) if xs else Interval(None, None, "no per-item scores of each model")
 

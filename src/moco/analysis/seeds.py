@@ -36,8 +36,8 @@ class Setting:
         acc: dict[int, list[float]] = defaultdict(list)
         for e in self.runs:
             for idx, (_id, p) in item_scores(e.run).items():
-                if p.get("score") is not None:
-                    acc[idx].append(float(p["score"]))
+                if p.score is not None:
+                    acc[idx].append(p.score)
         return {i: sum(v) / len(v) for i, v in acc.items() if len(v) == len(self.runs)}
 
     def ci(self) -> Interval:

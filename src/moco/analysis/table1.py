@@ -150,13 +150,13 @@ def baselines(entries: list[Entry]) -> dict[tuple[str, str], Baseline]:
         if full:
             best = max(full, key=lambda m: (sum(full[m]) / len(full[m]), m))
             per_seed = {_seed(e): float(e.run.record.per_model_test[best]) for e in es}
-            items = _per_item(es, lambda p, b=best: ((p.get("trace") or {}).get("scores") or {}).get(b)) \
+            items = _per_item(es, lambda p, b=best: ((p.trace or {}).get("scores") or {}).get(b)) \
                 if has_items else {}
         else:  # older runs without per-model scores: the run's own output
             best = None
             per_seed = {_seed(e): float(e.run.record.best_single_test if e.run.record.best_single_test is not None
                                         else e.run.score) for e in es}
-            items = _per_item(es, lambda p: p.get("score")) if has_items else {}
+            items = _per_item(es, lambda p: p.score) if has_items else {}
         out[key] = Baseline(best, sum(per_seed.values()) / len(per_seed), per_seed, items)
     return out
 
@@ -177,7 +177,7 @@ def _paired(cells: list[tuple[list[Entry], Baseline]], weights: list[float] | No
     if any(not (e.run.dir / "predictions.jsonl").exists() for es, _ in cells for e in es):
         return None
     for es, base in cells:
-        mine = _per_item(es, lambda p: p.get("score"))
+        mine = _per_item(es, lambda p: p.score)
         common = sorted(set(mine) & set(base.items))
         for i in common:
             if mine[i][0] != base.items[i][0]:
@@ -273,7 +273,7 @@ def _value_ci(label: str, pool: str, tasks: list[str], runs_of: dict, base: dict
         elif any(not (e.run.dir / "predictions.jsonl").exists() for e in runs_of[(label, pool, tk)]):
             items = {}
         else:
-            items = _per_item(runs_of[(label, pool, tk)], lambda p: p.get("score"))
+            items = _per_item(runs_of[(label, pool, tk)], lambda p: p.score)
         if not items:
             return Interval(None, None, "no per-item predictions")
         groups.append([x for _, x in items.values()])
@@ -403,10 +403,10 @@ def compare_rows(col: Collection, row_a: str, row_b: str, pool: str, tasks: list
             a_runs = [e for e in seed_groups([e for e in entries if e["label"] == row_a and e["task"] == tk]) if e.ok]
             if not a_runs:
                 continue
-            a_items = _per_item(a_runs, lambda p: p.get("score"))
+            a_items = _per_item(a_runs, lambda p: p.score)
         if not b_runs:
             continue
-        b_items = _per_item(b_runs, lambda p: p.get("score"))
+        b_items = _per_item(b_runs, lambda p: p.score)
         common = sorted(set(a_items) & set(b_items))
         if common:
             ms.append([a_items[i][1] for i in common])
