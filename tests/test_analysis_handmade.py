@@ -455,3 +455,15 @@ def test_table1_mcnemar_and_holm_figures_by_hand(tmp_path):
     t_bh = table1.build(load([tmp_path]), correction="bh")  # BH: 0.03125 * 2 / 1 = 0.0625, 0.21875 * 2 / 2
     assert t_bh.get("Y", "p", "math").p_adj == pytest.approx(0.0625)
     assert t_bh.get("X", "p", "math").p_adj == pytest.approx(0.21875)
+
+
+def test_table1_avg_of_a_row_with_no_value_says_why(tmp_path):
+    """A row whose every domain cell is pending (or failed) shows it in avg too, not an empty cell."""
+    make_run(tmp_path / "runs", "single", "single_model", "m", [1, 0], per_model={"a": [1, 0]})
+    cells = [{"status": "finished", "dir": "runs/single", "uses": [use("table", "p", "single_model", "m", "math")]},
+             {"status": "pending", "uses": [use("table", "p", "debate", "m", "math", "text_multiagent_refine")]},
+             {"status": "failed", "reason": "CallsFailed: 2 failed calls",
+              "uses": [use("table", "p", "vote", "m", "math", "text_majority_vote")]}]
+    t = table1.build(load([make_sweep(tmp_path, cells)]))
+    assert [table1.cell_text(t, t.get("debate", "p", c)) for c in ("math", "avg")] == ["pending", "pending"]
+    assert table1.cell_text(t, t.get("vote", "p", "avg")) == "failed (CallsFailed: 2 failed calls)"

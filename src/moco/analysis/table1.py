@@ -367,8 +367,11 @@ def _averages(t: Table1, pool: str, domains: list[str], runs_of: dict, base: dic
                                 weights.append(1 / (len(have) * len(x.tasks)))
                         v.test = _paired(cells, weights)
                         t.tests.append((r, pool, "avg"))
-        else:
-            v.reasons = sorted({x for d in domains for x in t.values.get((r, pool, d), Value()).reasons})
+        else:  # no domain has a value: the avg says why (cannot run, pending, failed) like its domains
+            dv = [t.values.get((r, pool, d), Value()) for d in domains]
+            v.reasons = sorted({why for x in dv for why in x.reasons})
+            v.unfinished = sorted({u for x in dv for u in x.unfinished})
+            v.failures = list(dict.fromkeys(f for x in dv for f in x.failures))
         t.values[(r, pool, "avg")] = v
 
 
