@@ -74,7 +74,9 @@ def _table1_section(col: Collection, alpha: float = table1.ALPHA, correction: st
                   "beats the best single model on the same tasks and the paired test confirms it; dashed (↑): a "
                   "point improvement the test does not confirm; ↓ significantly worse; bold best and underlined "
                   "second per column; * some tasks or seeds missing; / cannot run (reasons below). The first table "
-                  "below gives every value with its 95% interval (and per-seed values), the second the paired tests.")
+                  "below gives every value with its 95% interval (and per-seed values), the second the paired tests: "
+                  "the interval of Δ is per cell (not adjusted for the table's many tests), the verdict uses the "
+                  "adjusted p, so a Δ whose interval excludes 0 can still be (↑).")
     s.raw_md = table1.to_markdown(t, intervals=False)  # the intervals are the table below
     s.table1 = table1_view(t)
     s.tables.append(Table(table1.VALUE_HEADERS, table1.value_rows(t)))
@@ -98,10 +100,11 @@ def table1_view(t: table1.Table1) -> dict[str, Any]:
                     continue
                 cls = ["up" if v.improved else "up-ns" if v.point else "down" if v.worse else "",
                        {1: "best", 2: "second"}.get(v.rank, "")]
-                title = f"95% CI {v.ci.text()}; " if v.ci is not None else ""
-                if v.test is not None and v.test.p is not None:
-                    title += (f"Δ {v.test.diff:+.3f} vs best single, 95% CI {v.test.ci.text()}, {v.test.test} "
-                              f"p = {v.test.p:.4f}, adjusted p = {v.p_adj:.4f}" if v.p_adj is not None else "")
+                tips = [f"95% CI {v.ci.text()}"] if v.ci is not None else []
+                if v.test is not None and v.test.p is not None and v.p_adj is not None:
+                    tips.append(f"Δ {v.test.diff:+.3f} vs best single, 95% CI {v.test.ci.text()}, {v.test.test} "
+                                f"p = {v.test.p:.4f}, adjusted p = {v.p_adj:.4f}")
+                title = "; ".join(tips)
                 cells.append({"na": False, "cls": " ".join(x for x in cls if x), "title": title,
                               "text": table1.cell_text(t, v, markdown=False)})
         if any(c.get("na") or c.get("text") for c in cells):
