@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -292,7 +293,4 @@ def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (n - 1); the std is None for fewer than two values."""
     if not xs:
         return None, None
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, None
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
