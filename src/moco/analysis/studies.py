@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from moco.analysis.records import Collection
-from moco.analysis.seeds import Setting, settings
 import numpy as np
 
+from moco.analysis.records import Collection
+from moco.analysis.seeds import Setting, settings
 from moco.analysis.table1 import BASELINE, Baseline, baselines
 from moco.scoring.stats import Interval, mean_ci, mean_std, paired_stat_ci, paired_test, ratio_ci
 
