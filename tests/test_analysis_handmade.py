@@ -403,6 +403,10 @@ def test_report_is_one_well_formed_offline_html_file_with_every_section(tmp_path
     # the paired tests with their p-values, and every interval (or why there is none)
     assert "p adjusted (holm)" in text and "(↑) not significant" in text and "mcnemar (1:0 discordant)" in text
     assert "95% CI (paired)" in text and "(all scores equal)" in text and 'class="up-ns' in text
+    # every score, difference and ratio printed has its interval or the reason it has none (one seed here)
+    from test_report_intervals import check_every_number_has_an_interval
+
+    assert sum(check_every_number_has_an_interval(t) for s in secs for t in s.tables) >= 60  # 65 printed today
     pngs = list((tmp_path / "out" / "report_files").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
