@@ -223,8 +223,8 @@ def _emergence_section(col: Collection, threshold: float) -> Section | None:
     if seeded:  # per seed, then each setting pooled over seeds (± std of the per-seed shares)
         shown += emer.over_seeds(shown)
         s.text.append("With seeds: the 'all' rows pool the seeds (Σ system solves / Σ no single model solves, ± the "
-                      "standard deviation of the per-seed shares); their interval resamples items, each with its "
-                      "counts over seeds.")
+                      "standard deviation of the per-seed shares; their counts are item × seed pairs); their interval "
+                      "resamples items, each with its counts over seeds.")
     s.tables.append(Table(["pool", "task", "domain", "method", *(["seed"] if seeded else []), "items",
                            "no single model solves", "system solves", "emergence",
                            *(["± std over seeds"] if seeded else []), "95% CI", "lost"],
