@@ -403,6 +403,10 @@ def test_report_is_one_well_formed_offline_html_file_with_every_section(tmp_path
     # the paired tests with their p-values, and every interval (or why there is none)
     assert "p adjusted (holm)" in text and "(↑) not significant" in text and "mcnemar (1:0 discordant)" in text
     assert "95% CI (paired)" in text and "(all scores equal)" in text and 'class="up-ns' in text
+    # every score, difference and ratio printed has its interval or the reason it has none (one seed here)
+    from test_report_intervals import check_every_number_has_an_interval
+
+    assert sum(check_every_number_has_an_interval(t) for s in secs for t in s.tables) >= 60  # 65 printed today
     pngs = list((tmp_path / "out" / "report_files").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
@@ -426,3 +430,44 @@ def test_table1_without_per_item_predictions_shows_the_point_estimate_untested(t
     assert r.value == pytest.approx(0.5) and r.point and r.test is None and not r.improved
     assert t.get("refine", "p1", "qa").test is not None  # the other cells are still tested
     assert ["p1", "math", "refine", "", "", "none", "", "", "no paired items"] in table1.test_rows(t)
+
+
+def test_table1_mcnemar_and_holm_figures_by_hand(tmp_path):
+    """One task, ten items, 0/1 scores, one seed. The best single model 'a' solves items 0-3. Method X solves
+    0-2 and 5-9: 5 items a misses, 1 (item 3) a solves -> McNemar exact p = 2 * P(Bin(6, 1/2) <= 1)
+    = 2 * 7/64 = 0.21875. Method Y solves 0-9: 6 discordant pairs, all for Y -> p = 2 * (1/2)^6 = 0.03125.
+    Holm over the two tested cells: 0.03125 * 2 = 0.0625, then max(0.0625, 0.21875 * 1) = 0.21875. At
+    alpha 0.05 neither is significant after correction, though Y's raw p is below 0.05: both are (↑)."""
+    runs = tmp_path / "runs"
+    a = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    b = [0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    x = [1, 1, 1, 0, 0, 1, 1, 1, 1, 1]
+    y = [1] * 10
+    make_run(runs, "single", "single_model", "m", a, per_model={"a": a, "b": b})
+    make_run(runs, "x", "X", "m", x)
+    make_run(runs, "y", "Y", "m", y)
+    cells = [{"status": "finished", "dir": f"runs/{d}", "uses": [use("table", "p", lab, "m", "math", meth)]}
+             for d, lab, meth in (("single", "single_model", "single_model"), ("x", "X", "X"), ("y", "Y", "Y"))]
+    t = table1.build(load([make_sweep(tmp_path, cells)]))
+    vx, vy = t.get("X", "p", "math"), t.get("Y", "p", "math")
+    assert (vx.test.mcnemar.better, vx.test.mcnemar.worse) == (5, 1) and vx.test.p == pytest.approx(0.21875)
+    assert (vy.test.mcnemar.better, vy.test.mcnemar.worse) == (6, 0) and vy.test.p == pytest.approx(0.03125)
+    assert vy.p_adj == pytest.approx(0.0625) and vx.p_adj == pytest.approx(0.21875)
+    assert vx.point and vy.point and not vx.improved and not vy.improved
+    assert vx.test.diff == pytest.approx(0.8 - 0.4) and vy.test.diff == pytest.approx(0.6)
+    assert t.get("Best single", "p", "math").value == pytest.approx(0.4) and (t.point_improved, t.improved) == (2, 0)
+    t_bh = table1.build(load([tmp_path]), correction="bh")  # BH: 0.03125 * 2 / 1 = 0.0625, 0.21875 * 2 / 2
+    assert t_bh.get("Y", "p", "math").p_adj == pytest.approx(0.0625)
+    assert t_bh.get("X", "p", "math").p_adj == pytest.approx(0.21875)
+
+
+def test_table1_avg_of_a_row_with_no_value_says_why(tmp_path):
+    """A row whose every domain cell is pending (or failed) shows it in avg too, not an empty cell."""
+    make_run(tmp_path / "runs", "single", "single_model", "m", [1, 0], per_model={"a": [1, 0]})
+    cells = [{"status": "finished", "dir": "runs/single", "uses": [use("table", "p", "single_model", "m", "math")]},
+             {"status": "pending", "uses": [use("table", "p", "debate", "m", "math", "text_multiagent_refine")]},
+             {"status": "failed", "reason": "CallsFailed: 2 failed calls",
+              "uses": [use("table", "p", "vote", "m", "math", "text_majority_vote")]}]
+    t = table1.build(load([make_sweep(tmp_path, cells)]))
+    assert [table1.cell_text(t, t.get("debate", "p", c)) for c in ("math", "avg")] == ["pending", "pending"]
+    assert table1.cell_text(t, t.get("vote", "p", "avg")) == "failed (CallsFailed: 2 failed calls)"

@@ -139,9 +139,9 @@ def test_sweep_shares_outputs_resumes_and_writes_table1(mc_task, tmp_path):
 
     exs = {ex.index: ex for ex in resolve_task(str(mc_task)).loader().test}
     for p in single.run.predictions():
-        tr = p["trace"]
+        tr = p.trace  # a typed moco.records_schema.PredictionRecord
         assert set(tr["scores"]) == {"a", "b", "c"}
-        assert tr["scores"] == {m: MultipleChoiceScorer().score(exs[p["index"]], tr["answers"][m]).score for m in tr["answers"]}
+        assert tr["scores"] == {m: MultipleChoiceScorer().score(exs[p.index], tr["answers"][m]).score for m in tr["answers"]}
     t = table1.build(col)
     assert t.pools == ["trio", "solo"] and t.get("refine", "solo", "avg").value is None
     assert t.get("Best single", "trio", "avg").value is not None
@@ -180,7 +180,7 @@ def test_scripted_liar_gives_confident_wrong_answers(mc_task, tmp_path):
     attacked = next(e for e in col.where("adversarial", variant="attacked", label="text_majority_vote"))
     assert attacked.run.models == ["a", "liar", "c"]
     for p in attacked.run.predictions():
-        assert p["trace"]["votes"]["liar"] not in (None, p["gold"])  # the liar always argues for a wrong option
+        assert p.trace["votes"]["liar"] not in (None, p.gold)  # the liar always argues for a wrong option
     rob = {r["label"]: r for r in studies.robustness(col)}
     assert rob["text_majority_vote"]["clean"] == rob["text_majority_vote"]["attacked"] == 0.25  # a and c outvote it
 
@@ -326,7 +326,8 @@ def test_compute_matched_baselines_are_table_rows_by_default(mc_task):
     assert {("majority vote (same samples)", "trio"), ("Self-MoA (compute-matched)", "trio"),
             ("Self-MoA (compute-matched)", "solo")} <= table
     moa = next(c for c in cells if c.uses[0]["label"] == "Self-MoA (compute-matched)")
-    assert moa.config.method == "text_self_moa" and moa.config.params["samples"] is None  # = pool size
+    # no MoA row: Self-MoA's own default, (3 - 1) x pool size samples = MoA's calls at its default 3 layers
+    assert moa.config.method == "text_self_moa" and moa.config.params["samples"] is None
     scaling = {u["label"] for c in cells for u in c.uses if u["analysis"] == "scaling"}
     assert scaling == {"single_model", "refine"}  # the analyses run only the sweep's own rows
     # a sweep that has the method already keeps its own row; `matched_baselines: false` adds none
@@ -334,3 +335,34 @@ def test_compute_matched_baselines_are_table_rows_by_default(mc_task):
     assert not any(u["label"] == "majority vote (same samples)" for c in mine for u in c.uses)
     off = expand(parse_sweep({**raw, "matched_baselines": False}))
     assert {u["label"] for c in off for u in c.uses} == {"single_model", "refine"}
+
+
+def test_matched_self_moa_spends_the_calls_of_the_sweeps_moa(mc_task, tmp_path):
+    """With a MoA row, the matched Self-MoA samples (L-1) x proposers per question on each pool: measured, the
+    two runs make the same number of model calls per question."""
+    from moco.runner import run_experiment
+
+    moa2 = {"method": "text_mixture_of_agents", "label": "moa-2", "params": {"layers": 2}}
+    raw = sweep_raw(mc_task, methods=[moa2], tasks=[{"name": str(mc_task), "test_limit": 3, "dev_limit": 2}])
+    raw.pop("matched_baselines")
+    cells = expand(parse_sweep(raw))
+    by = {(c.uses[0]["label"], c.uses[0]["pool"]): c for c in cells}
+    assert by[("Self-MoA (compute-matched)", "trio")].config.params["samples"] == 3  # (2 - 1) x 3 models
+    assert by[("Self-MoA (compute-matched)", "solo")].config.params["samples"] == 1
+    calls = {}
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    for label in ("moa-2", "Self-MoA (compute-matched)"):
+        res = run_experiment(by[(label, "trio")].config, tmp_path / label, cache=cache)
+        m = res.metrics
+        calls[label] = m["total"]["calls"], m["phases"]["test"]["calls"], m["calls_per_question"]
+    cache.close()
+    # test: 3 items x (3 proposals + 1 aggregation); both pick the dev-best model first (3 models x 2 dev items)
+    assert calls["moa-2"] == calls["Self-MoA (compute-matched)"] == (3 * 4 + 3 * 2, 3 * 4, 4)
+    # two MoA budgets: one matched Self-MoA each, named after the MoA it matches
+    two = expand(parse_sweep({**raw, "methods": [moa2, {"method": "text_mixture_of_agents", "label": "moa-3"},
+                                                 {"method": "text_mixture_of_agents", "label": "moa-3b",
+                                                  "params": {"proposers": [0, 1]}}]}))
+    samples = {c.uses[0]["label"]: c.config.params["samples"] for c in two
+               if c.uses[0]["pool"] == "trio" and c.config.method == "text_self_moa"}
+    assert samples == {"Self-MoA (compute-matched to moa-2)": 3, "Self-MoA (compute-matched to moa-3)": 6,
+                       "Self-MoA (compute-matched to moa-3b)": 4}

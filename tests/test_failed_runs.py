@@ -269,11 +269,15 @@ def test_a_failed_judge_call_fails_the_item_not_scores_it(tmp_path):
 
 def test_table1_cells_say_what_failed():
     from moco.analysis.table1 import Table1, Value, _count_failed, cell_text
+    from moco.records_schema import MetricsRecord
+
+    def rec(**kw):  # the typed metrics.json the analyses read
+        return MetricsRecord(method="m", task="t", score=0.5, **kw)
 
     t = Table1([], {}, [], {}, [])
     v = Value(0.5)
-    _count_failed(v, {"n": 27, "n_test": 30, "failed": 3})  # a run that finished under --max-failed
-    _count_failed(v, {"n": 10, "n_test": 10, "failed": 0})  # a second task of the domain, complete
+    _count_failed(v, rec(n=27, n_test=30, failed=3))  # a run that finished under --max-failed
+    _count_failed(v, rec(n=10, n_test=10, failed=0))  # a second task of the domain, complete
     assert cell_text(t, v, markdown=False) == "0.500 (over 37 of 40 items, 3 failed)"
     assert cell_text(t, Value(unfinished=["failed"], failures=["CallsFailed: model 'm' 3 failed | x"])) == \
         "failed (CallsFailed: model 'm' 3 failed / x)"

@@ -71,3 +71,16 @@ def test_reading_a_bad_or_newer_record_is_one_line(tmp_path):
         load_run(d).predictions()
     with pytest.raises(ConfigError, match="field 'cells.0.status'"):
         read_record(IndexRecord, {"cells": [{"uses": []}]}, "index.json")
+
+
+def test_usage_blocks_are_typed_too():
+    """total and each phase are typed (moco.records_schema.Usage): the cost analysis reads them as fields."""
+    ok = read_record(MetricsRecord, {"method": "m", "task": "t", "score": 0.5,
+                                     "total": {"calls": 4, "tokens_in": 10, "tokens_out": 3},
+                                     "phases": {"test": {"wall_s": 1.5, "per_model": {"a": {"tokens_in": 10}}}}}, "x")
+    assert ok.total.calls == 4 and ok.total.generated_tokens == 0 and ok.phases["test"].per_model["a"]["tokens_in"] == 10
+    with pytest.raises(ConfigError, match=r"^m.json: field 'total.calls': Input should be a valid integer"):
+        read_record(MetricsRecord, {"method": "m", "task": "t", "score": 0.5, "total": {"calls": "many"}}, "m.json")
+    with pytest.raises(ConfigError, match=r"field 'phases.dev.tokens_out': Input should be greater than or equal to 0"):
+        read_record(MetricsRecord, {"method": "m", "task": "t", "score": 0.5, "phases": {"dev": {"tokens_out": -1}}},
+                    "m.json")

@@ -76,7 +76,7 @@ def test_index_must_be_a_whole_number_never_paired_by_coercion(tmp_path):
     task = load_moco_json(_mc_task(tmp_path))
     for bad in BAD_INDEX:
         p = _write(tmp_path, "p.jsonl", json.dumps({"index": bad, "response": "The answer is (A)"}) + "\n")
-        with pytest.raises(DataError, match=r"line 1: 'index' must be a whole number") as e:
+        with pytest.raises(DataError, match=r"p.jsonl: line 1: field 'index': must be a whole number") as e:
             match(task.test, read_predictions(p), p)
         assert "\n" not in str(e.value)
         tally("bad inputs tried")
@@ -88,9 +88,37 @@ def test_score_cli_one_line_for_a_bad_index_and_no_interval_from_one_item(tmp_pa
     task = _mc_task(tmp_path)
     r = moco("score", "--task", task, "--predictions",
              _write(tmp_path, "p.jsonl", '{"index": "abc", "response": "(A)"}\n'), "--out", tmp_path / "s")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'index' must be a whole number" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "field 'index': must be a whole number" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "s").exists()
     r = moco("score", "--task", task, "--predictions",
              _write(tmp_path, "one.jsonl", '{"index": 0, "response": "The answer is (A)"}\n'), "--out", tmp_path / "s")
     assert r.returncode == 0, r.stderr
     assert "no 95% CI from 1 item" in r.stdout and "95% CI 1.000" not in r.stdout
+
+
+def test_score_cli_reads_and_writes_through_the_typed_schema(tmp_path):
+    """Each line read is a records_schema.ResponseRecord and what is written a ScoredRecord / PredictionRecord:
+    a line that does not fit is one line naming the file, the line and the field; nothing is written."""
+    from moco.records_schema import SCHEMA_VERSION, PredictionRecord, ScoredRecord
+
+    task = _mc_task(tmp_path)
+    bad = {"r.jsonl": ('{"id": "q0", "response": 5}', "field 'response': Input should be a valid string"),
+           "o.jsonl": ('{"id": "q0", "output": ["A"]}', "field 'output': Input should be a valid string"),
+           "n.jsonl": ('{"id": "q0"}', "field 'response': missing"),
+           "i.jsonl": ('{"response": "(A)"}', "field 'id': missing"),
+           "d.jsonl": ('{"id": {"q": 0}, "response": "(A)"}', "field 'id.str': Input should be a valid string")}
+    for name, (line, msg) in bad.items():
+        r = moco("score", "--task", task, "--predictions", _write(tmp_path, name, line + "\n"), "--out", tmp_path / "s")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (name, r.stderr)
+        assert f"{name}: line 1: {msg}" in r.stderr, (name, r.stderr)
+        assert not (tmp_path / "s").exists()
+    good = _write(tmp_path, "g.jsonl", '{"id": "q0", "response": "The answer is (A)"}\n'
+                                       '{"index": 1, "output": "The answer is (B)", "extra": 1}\n')
+    r = moco("score", "--task", task, "--predictions", good, "--out", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    rec = ScoredRecord.model_validate(m)
+    assert m["schema_version"] == SCHEMA_VERSION and rec.split == "test" and rec.missing == 1 and rec.n == 2
+    assert rec.score == 0.5 and rec.ci95 is not None and "(test, 2 of 3 items): accuracy 0.500" in r.stdout
+    rows = [PredictionRecord.model_validate_json(x) for x in (tmp_path / "s" / "scores.jsonl").read_text().splitlines()]
+    assert [(x.id, x.score) for x in rows] == [("q0", 1.0), ("q1", 0.0)]

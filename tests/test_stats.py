@@ -99,3 +99,28 @@ def test_multiple_comparison_adjustments_by_hand():
     assert adjust(ps, "none") == ps
     with pytest.raises(ValueError):
         adjust(ps, "bonferonni")
+
+
+def test_stratified_paired_bootstrap_by_hand():
+    """Two tasks, items resampled within each: task 1's differences are (+1, 0), task 2's (+1, +1, -1). The
+    statistic is the macro-average (mean1 + mean2) / 2 = (1/2 + 1/3) / 2 = 5/12. Every resample of the two
+    strata (2^2 x 3^3 = 108 equally likely ordered draws) is enumerated below: the null-shifted two-sided p is
+    P(|d* - 5/12| >= 5/12) = P(d* <= 0) + P(d* >= 5/6), counted here and by hand."""
+    from itertools import product
+
+    s1, s2 = [1, 0], [1, 1, -1]
+    hits = 0
+    for r1 in product(s1, repeat=2):
+        for r2 in product(s2, repeat=3):
+            d = (sum(r1) / 2 + sum(r2) / 3) / 2
+            hits += d <= 1e-12 or d >= 5 / 6 - 1e-12
+    # mean1 is 0, 1/2, 1 with probability 1/4, 1/2, 1/4; mean2 = (3 - 2k)/3 with k the -1s drawn of 3,
+    # P(k = 0, 1, 2, 3) = 8/27, 12/27, 6/27, 1/27, so mean2 = 1, 1/3, -1/3, -1.
+    # d* <= 0 (mean1 + mean2 <= 0): mean1 = 0 and k >= 2 (1/4 * 7/27 = 7/108), mean1 = 1/2 and k = 3
+    # (1/2 * 1/27 = 2/108), mean1 = 1 and k = 3 (1/4 * 1/27 = 1/108) -> 10/108.
+    # d* >= 5/6 (mean1 + mean2 >= 5/3): only mean1 = 1 and k = 0 (1/4 * 8/27 = 8/108).
+    # p = 18/108 = 1/6; 108 draws of equal probability -> 18 of them.
+    assert hits == 18
+    r = paired_test([[1, 0], [2, 1, 0]], [[0, 0], [1, 0, 1]], n_resamples=20000, seed=2)
+    assert r.diff == pytest.approx(5 / 12) and r.test == "bootstrap" and r.mcnemar is None
+    assert r.p_bootstrap == pytest.approx(1 / 6, abs=0.01)  # Monte Carlo error at 20000 resamples: 0.0025

@@ -7,13 +7,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.markup import escape
 
 from moco.display import make_console, wants_plain
 from moco.errors import MocoError
+
+if TYPE_CHECKING:
+    from moco.records_schema import ScoreBlock
 
 # help in rich panels on a terminal; plain click help (no boxes) in a pipe or with NO_COLOR
 _HELP_STYLE = {"rich_markup_mode": None} if wants_plain() else {}
@@ -85,7 +88,9 @@ def run(
     finally:
         bar.close()
     m = res.metrics
-    console.print(f"[bold]{m['method']}[/] on {m['task']}: {score_line(m)}; "
+    from moco.records_schema import MetricsRecord
+
+    console.print(f"[bold]{m['method']}[/] on {m['task']}: {score_line(MetricsRecord.model_validate(m))}; "
                   f"{m['total']['calls']} calls, {m['total']['tokens_out']} tokens out, {m['wall_s']:.1f}s")
     console.print(f"run directory: {res.run_dir}")
 
@@ -99,19 +104,20 @@ def _max_failed(text: str) -> float:
         raise MocoError(str(e)) from None
 
 
-def score_line(m: dict) -> str:
-    """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note."""
-    if m.get("generation_only"):
-        return f"generation only: {m['n_responses']} responses written, not scored (no gold answers)"
-    if m.get("score") is None:
-        return m.get("score_note") or "no score"
-    ci, n = m.get("ci95"), m["n"]  # no interval from one item or all-equal scores (stats says why)
+def score_line(m: ScoreBlock) -> str:
+    """'accuracy 0.512 (95% CI ..., n=..., unparsed ..., failed ...)', or the generation-only note; from the
+    typed score block (moco.records_schema) of a run's or `moco score`'s metrics."""
+    if m.generation_only:
+        return f"generation only: {m.n_responses} responses written, not scored (no gold answers)"
+    if m.score is None:
+        return m.score_note or "no score"
+    ci, n = m.ci95, m.n  # no interval from one item or all-equal scores (stats says why)
     if n <= 1:
         interval = f"no 95% CI from {n} item{'s' * (n != 1)}"
     else:
-        interval = f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else f"no 95% CI: {m.get('ci_note', 'not computed')}"
-    return (f"{m['metric']} {m['score']:.3f} ({interval}, n={n}, unparsed {m['unparsed']}, "
-            f"failed {m['failed']}; scorer {m['scorer']})" + (f", {m['score_note']}" if m.get("score_note") else ""))
+        interval = f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else f"no 95% CI: {m.ci_note or 'not computed'}"
+    return (f"{m.metric} {m.score:.3f} ({interval}, n={n}, unparsed {m.unparsed}, "
+            f"failed {m.failed}; scorer {m.scorer})" + (f", {m.score_note}" if m.score_note else ""))
 
 
 @app.command()
@@ -130,6 +136,7 @@ def score(
     """Score responses produced elsewhere; prints and writes the same metrics as a run."""
     from moco.config import TaskSettings
     from moco.errors import ConfigError
+    from moco.records_schema import ScoredRecord
     from moco.rundir import write_json, write_jsonl
     from moco.scoring import scorer_for
     from moco.scoring.predictions import score_predictions, scoring_context
@@ -145,8 +152,10 @@ def score(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "scores.jsonl", rows)
     write_json(out_dir / "metrics.json", metrics)
-    console.print(f"{t.name} ({split}, {metrics['n'] if not metrics.get('generation_only') else len(rows)} of "
-                  f"{metrics[f'n_{split}']} items): {score_line(metrics)}", highlight=False)
+    rec = ScoredRecord.model_validate(metrics)  # score_predictions validated it on the way out
+    total = rec.n_test if split == "test" else rec.n_dev
+    console.print(f"{t.name} ({split}, {rec.n if not rec.generation_only else len(rows)} of {total} items): "
+                  f"{score_line(rec)}", highlight=False)
     console.print(f"written: {out_dir / 'metrics.json'}, {out_dir / 'scores.jsonl'}", highlight=False)
 
 

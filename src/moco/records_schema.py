@@ -1,5 +1,6 @@
 """The typed, versioned records a run and a sweep write and the analyses read: metrics.json, each line of
-predictions.jsonl, and a sweep's index.json.
+predictions.jsonl, and a sweep's index.json; and what `moco score` reads (one response per line) and writes
+(its metrics.json and scores.jsonl).
 
 The runner and the sweep validate what they write through these models (a field renamed, removed or of the
 wrong type fails at once, and in tests/test_records_schema.py); `moco.analysis.records` reads through them.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -29,26 +30,52 @@ class _Record(BaseModel):
         return v
 
 
-class MetricsRecord(_Record):
-    """metrics.json: the score block (moco.scoring.evaluate.summarize_results) plus the run's cost."""
+class Usage(BaseModel):
+    """Model usage of a run or one of its phases (moco.trace.PhaseStats.to_dict)."""
 
-    method: str
+    model_config = ConfigDict(extra="allow")
+
+    calls: int = Field(0, ge=0)
+    cache_hits: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    tokens_in: int = Field(0, ge=0)
+    tokens_out: int = Field(0, ge=0)  # every output token the method consumed, cached ones included
+    generated_tokens: int = Field(0, ge=0)  # decoded by this run (cache misses)
+    tokens_reused: int = Field(0, ge=0)
+    compute_s: float = 0.0
+    wall_s: float = 0.0
+    per_model: dict[str, dict[str, float]] = Field(default_factory=dict)  # model -> calls, tokens_in, tokens_out
+
+
+class ScoreBlock(_Record):
+    """The score block (moco.scoring.evaluate.summarize_results) that a run's and `moco score`'s
+    metrics.json share."""
+
     task: str
     task_type: str | None = None
     scorer: str | None = None
     metric: str | None = None
-    score: float | None  # None: generation-only task
+    score: float | None  # None: generation-only task, or a run whose model calls failed (score_note says)
     ci95: list[float] | None = Field(None, min_length=2, max_length=2)
     ci_note: str | None = None  # why there is no interval (one item, all scores equal)
     n: int = Field(0, ge=0)
     unparsed: int = Field(0, ge=0)
     failed: Any = 0  # items whose model call failed (a count; failure accounting may add detail)
     strict_score: float | None = None
+    score_note: str | None = None  # "no score: ..." / "over k of n items, f failed"
+    generation_only: bool = False
+    n_responses: int | None = None  # generation-only: responses written
+
+
+class MetricsRecord(ScoreBlock):
+    """A run's metrics.json: the score block plus the method and the run's cost."""
+
+    method: str
     n_test: int | None = None
     models: list[str] = Field(default_factory=list)
     wall_s: float | None = None
-    total: dict[str, Any] = Field(default_factory=dict)
-    phases: dict[str, Any] = Field(default_factory=dict)
+    total: Usage = Field(default_factory=Usage)
+    phases: dict[str, Usage] = Field(default_factory=dict)
     per_model_test: dict[str, float] | None = None  # single_model: each model's test score
     best_single_test: float | None = None
     chosen_model: str | None = None
@@ -67,6 +94,51 @@ class PredictionRecord(_Record):
     score: float | None = None
     strict_score: float | None = None
     trace: dict[str, Any] | None = None
+
+
+class ScoredRecord(ScoreBlock):
+    """`moco score`'s metrics.json: the score block over the responses of one file."""
+
+    split: Literal["test", "dev"]
+    predictions: str  # the file scored
+    missing: int = Field(ge=0)  # items of the split without a response
+    n_test: int | None = None
+    n_dev: int | None = None
+
+
+class ResponseRecord(BaseModel):
+    """One line given to `moco score`: `{"id"/"index": ..., "response": ...}` (`output` or `text` are accepted
+    for `response`, so a run's own predictions.jsonl works as is)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | int | None = None
+    index: int | None = None
+    response: str | None = None
+    output: str | None = None
+    text: str | None = None
+
+    @field_validator("index", mode="before")
+    @classmethod
+    def _whole(cls, v: Any) -> Any:
+        # 1.9, true or "1" must not quietly become item 1
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"must be a whole number (the item's position in its split), got {type(v).__name__} "
+                             f"{v!r:.40}")
+        return v
+
+    @model_validator(mode="after")
+    def _has_item_and_text(self) -> "ResponseRecord":
+        if self.id is None and self.index is None:
+            raise ValueError("field 'id': missing (name the item by 'id' or 'index')")
+        if self.answer is None:
+            raise ValueError("field 'response': missing (a string; 'output' or 'text' are accepted too)")
+        return self
+
+    @property
+    def answer(self) -> str | None:
+        """The response text (`response`, else `output`, else `text`)."""
+        return next((x for x in (self.response, self.output, self.text) if x is not None), None)
 
 
 class CellRecord(BaseModel):
@@ -98,13 +170,17 @@ def write_record(cls: type[_Record], data: dict[str, Any], stamp: bool = True) -
     return {"schema_version": SCHEMA_VERSION, **data} if stamp else data
 
 
-def read_record(cls: type[_Record], data: Any, where: str):
-    """Parse a record read from disk; a mismatch is one line naming the file and the field."""
+def read_record(cls: type[BaseModel], data: Any, where: str, error: type[Exception] | None = None):
+    """Parse a record read from disk; a mismatch is one line naming the file and the field (`error`: the
+    exception class, ConfigError by default)."""
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         from moco.errors import ConfigError
 
-        raise ConfigError(f"{where}: field '{loc}': {err['msg']}") from None
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and not msg.startswith("field '"):
+            loc = "(top level)"
+        raise (error or ConfigError)(f"{where}: " + (f"field '{loc}': " if loc else "") + msg) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moco.analysis.records import Collection, Run
+from moco.scoring.stats import Interval
 
 
 # ------------------------------------------------------------------------------------- parameter counts
@@ -181,6 +182,8 @@ class Cost:
     paper_training: str = ""
     paper_inference: str = ""
     paper_estimate: float | None = None
+    seed: int | None = None  # the run's seed (a sweep with seeds has one run per seed)
+    ci: Interval | None = None  # the run's score interval (or why there is none)
 
 
 def _model_specs(run: Run) -> dict[str, dict[str, Any]]:
@@ -204,14 +207,13 @@ def _model_specs(run: Run) -> dict[str, dict[str, Any]]:
 
 def run_cost(run: Run, label: str, pool: str, overrides: dict[str, float] | None = None,
              _sizes: dict[str, float | None] | None = None) -> Cost:
-    m = run.metrics
-    total = m.get("total") or {}
-    phases = m.get("phases") or {}
+    m = run.record  # the typed metrics (moco.records_schema.MetricsRecord)
+    total = m.total
     specs = _model_specs(run)
     sizes = _sizes if _sizes is not None else {}
     per_model: dict[str, list[int]] = {}
-    for ph in phases.values():
-        for name, pm in (ph.get("per_model") or {}).items():
+    for ph in m.phases.values():
+        for name, pm in ph.per_model.items():
             acc = per_model.setdefault(name, [0, 0])
             acc[0] += int(pm.get("tokens_in", 0))
             acc[1] += int(pm.get("tokens_out", 0))
@@ -229,21 +231,20 @@ def run_cost(run: Run, label: str, pool: str, overrides: dict[str, float] | None
             unknown.append(name)
         else:
             flops += 2 * k * (tin + tout)
-    cx = complexity_for(m["method"])
+    cx = complexity_for(m.method)
     estimate = None
     pool_sizes = [size(name) for name in list(specs)[: len(run.models)]]
     if cx and cx.estimate and pool_sizes and all(x is not None for x in pool_sizes):
         gen = run.config.get("generation") or {}
         mtok = int(gen.get("max_new_tokens", gen.get("max_response_length", 512)))
         try:
-            estimate = cx.estimate(len(pool_sizes), int(m.get("n_test", 0)), mtok, pool_sizes,
+            estimate = cx.estimate(len(pool_sizes), m.n_test or 0, mtok, pool_sizes,
                                    run.config.get("params") or {})
         except (TypeError, ValueError, ZeroDivisionError):
             estimate = None
-    return Cost(str(run.dir), label, m["method"], m["task"], pool, float(m["score"]), int(m.get("n_test", 0)),
-                int(total.get("calls", 0)), int(total.get("tokens_in", 0)), int(total.get("tokens_out", 0)),
-                int(total.get("generated_tokens", 0)), float(m.get("wall_s", 0.0)),
-                {k: float(v.get("wall_s", 0.0)) for k, v in phases.items()}, float(total.get("compute_s", 0.0)),
+    return Cost(str(run.dir), label, m.method, m.task, pool, run.score, m.n_test or 0,
+                total.calls, total.tokens_in, total.tokens_out, total.generated_tokens, float(m.wall_s or 0.0),
+                {k: v.wall_s for k, v in m.phases.items()}, total.compute_s,
                 None if unknown or not per_model else flops, unknown,
                 cx.training if cx else "", cx.inference if cx else "", estimate)
 
@@ -257,7 +258,11 @@ def costs(col: Collection, overrides: dict[str, float] | None = None) -> list[Co
         if not e.ok or str(e.run.dir.resolve()) in seen:
             continue
         seen.add(str(e.run.dir.resolve()))
-        out.append(run_cost(e.run, e["label"], e["pool"], overrides, sizes))
+        c = run_cost(e.run, e["label"], e["pool"], overrides, sizes)
+        c.seed = e.get("seed")
+        ci = e.run.record.ci95
+        c.ci = Interval(ci[0], ci[1]) if ci else Interval(None, None, e.run.record.ci_note or "no interval")
+        out.append(c)
     return out
 
 

@@ -70,8 +70,8 @@ def score_bars(groups: dict[str, list[tuple[str, float, tuple[float, float] | No
 
 
 def curves(rows: list[dict[str, Any]], x_key: str, x_label: str, title: str, categorical: bool = False):
-    """Score against x (number of models, or a×b diversity setting), one line per method, one panel per
-    task; the dashed line is the best single model at each x."""
+    """Score against x (number of models, or a×b diversity setting), one line per method with its 95% interval
+    shaded, one panel per task; the dashed line is the best single model at each x."""
     rows = [r for r in rows if r.get("score") is not None]
     if not rows:
         return None
@@ -88,6 +88,10 @@ def curves(rows: list[dict[str, Any]], x_key: str, x_label: str, title: str, cat
             rs = sorted(rs, key=lambda r: pos[r[x_key]])
             ax.plot([pos[r[x_key]] for r in rs], [r["score"] for r in rs], marker="o", color=COLORS[i % 10],
                     label=label)
+            band = [r for r in rs if r.get("ci") is not None and r["ci"].ok]  # the 95% intervals, shaded
+            if band:
+                ax.fill_between([pos[r[x_key]] for r in band], [r["ci"].lo for r in band], [r["ci"].hi for r in band],
+                                color=COLORS[i % 10], alpha=0.15, linewidth=0)
         bs = sorted({(pos[r[x_key]], r["best_single"]) for r in tr if r.get("best_single") is not None})
         if bs:
             ax.plot([b[0] for b in bs], [b[1] for b in bs], ls="--", color="0.3", marker="x", label="best single")

@@ -26,7 +26,7 @@ class Run:
     metrics: dict[str, Any]  # metrics.json as written (methods' own extra metrics included)
     config: dict[str, Any]
     record: MetricsRecord | None = None  # the same, typed (moco.records_schema)
-    _predictions: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _predictions: list[PredictionRecord] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.record is None:
@@ -47,8 +47,8 @@ class Run:
     def models(self) -> list[str]:
         return list(self.record.models)
 
-    def predictions(self) -> list[dict[str, Any]]:
-        """predictions.jsonl, each line checked against moco.records_schema.PredictionRecord."""
+    def predictions(self) -> list[PredictionRecord]:
+        """predictions.jsonl, each line parsed as a moco.records_schema.PredictionRecord."""
         if self._predictions is None:
             f = self.dir / "predictions.jsonl"
             if not f.exists():
@@ -60,8 +60,7 @@ class Run:
                         row = json.loads(line)
                     except ValueError as e:
                         raise ConfigError(f"{f}:{i} is not valid JSON: {e}") from None
-                    read_record(PredictionRecord, row, f"{f}:{i}")
-                    rows.append(row)
+                    rows.append(read_record(PredictionRecord, row, f"{f}:{i}"))
             self._predictions = rows
         return self._predictions
 
@@ -114,9 +113,9 @@ def setting_key(e: Entry) -> str:
     return json.dumps({k: v for k, v in e.use.items() if k not in SEED_KEYS}, sort_keys=True, default=str)
 
 
-def item_scores(run: Run) -> dict[int, tuple[str, dict[str, Any]]]:
-    """index -> (item id, prediction row) of a run's scored test items."""
-    return {int(p["index"]): (str(p.get("id")), p) for p in run.predictions()}
+def item_scores(run: Run) -> dict[int, tuple[str, PredictionRecord]]:
+    """index -> (item id, prediction) of a run's test items."""
+    return {p.index: (str(p.id), p) for p in run.predictions()}
 
 
 def domain_of(task: str) -> str:
@@ -147,11 +146,11 @@ def load_run(path: Path) -> Run:
 
 def bare_entry(run: Run) -> Entry:
     pool = "+".join(run.models) or "pool"
-    failed = run.metrics["score"] is None and not run.metrics.get("generation_only")  # model calls failed: no score
-    return Entry({"analysis": "table", "pool": pool, "base_pool": pool, "label": run.metrics["method"],
-                  "method": run.metrics["method"], "task": run.metrics["task"],
-                  "domain": domain_of(run.metrics["task"])}, "failed" if failed else "finished", run,
-                 run.metrics.get("score_note") if failed else None)
+    m = run.record
+    failed = m.score is None and not m.generation_only  # model calls failed: no score
+    return Entry({"analysis": "table", "pool": pool, "base_pool": pool, "label": m.method, "method": m.method,
+                  "task": m.task, "domain": domain_of(m.task)}, "failed" if failed else "finished", run,
+                 m.score_note if failed else None)
 
 
 def load_sweep_dir(root: Path) -> tuple[list[Entry], dict[str, Any]]:

@@ -19,9 +19,10 @@ from moco.analysis import cost as costmod
 from moco.analysis import emergence as emer
 from moco.analysis import plots, studies, table1
 from moco.analysis.records import Collection
+from moco.analysis.seeds import settings
 from moco.analysis.sharing import sharing_line
 from moco.errors import ConfigError
-from moco.scoring.stats import Interval
+from moco.scoring.stats import Interval, mean_ci, mean_std
 
 
 def f3(x: float | None) -> str:
@@ -72,10 +73,13 @@ def _table1_section(col: Collection, alpha: float = table1.ALPHA, correction: st
                   "domains. Best single = the best single model of the pool on each task (oracle). Orange (↑): "
                   "beats the best single model on the same tasks and the paired test confirms it; dashed (↑): a "
                   "point improvement the test does not confirm; ↓ significantly worse; bold best and underlined "
-                  "second per column; * some tasks or seeds missing; / cannot run (reasons below). The paired "
-                  "tests are listed in the next table.")
-    s.raw_md = table1.to_markdown(t)
+                  "second per column; * some tasks or seeds missing; / cannot run (reasons below). The first table "
+                  "below gives every value with its 95% interval (and per-seed values), the second the paired tests: "
+                  "the interval of Δ is per cell (not adjusted for the table's many tests), the verdict uses the "
+                  "adjusted p, so a Δ whose interval excludes 0 can still be (↑).")
+    s.raw_md = table1.to_markdown(t, intervals=False)  # the intervals are the table below
     s.table1 = table1_view(t)
+    s.tables.append(Table(table1.VALUE_HEADERS, table1.value_rows(t)))
     s.tables.append(Table(["pool", "column", "method", "Δ vs best single", "95% CI of Δ", "test", "p",
                            f"p adjusted ({t.correction})", f"verdict at α = {t.alpha:g}"], table1.test_rows(t)))
     return s
@@ -96,10 +100,11 @@ def table1_view(t: table1.Table1) -> dict[str, Any]:
                     continue
                 cls = ["up" if v.improved else "up-ns" if v.point else "down" if v.worse else "",
                        {1: "best", 2: "second"}.get(v.rank, "")]
-                title = ""
-                if v.test is not None and v.test.p is not None:
-                    title = (f"Δ {v.test.diff:+.3f} vs best single, 95% CI {v.test.ci.text()}, {v.test.test} "
-                             f"p = {v.test.p:.4f}, adjusted p = {v.p_adj:.4f}" if v.p_adj is not None else "")
+                tips = [f"95% CI {v.ci.text()}"] if v.ci is not None else []
+                if v.test is not None and v.test.p is not None and v.p_adj is not None:
+                    tips.append(f"Δ {v.test.diff:+.3f} vs best single, 95% CI {v.test.ci.text()}, {v.test.test} "
+                                f"p = {v.test.p:.4f}, adjusted p = {v.p_adj:.4f}")
+                title = "; ".join(tips)
                 cells.append({"na": False, "cls": " ".join(x for x in cls if x), "title": title,
                               "text": table1.cell_text(t, v, markdown=False)})
         if any(c.get("na") or c.get("text") for c in cells):
@@ -136,6 +141,31 @@ def _pairs_section(col: Collection, pairs: list[tuple[str, str]]) -> Section | N
     return s
 
 
+def run_best_single_ci(run) -> Interval:
+    """Interval of a single_model run's best single model (its per-model test scores' argmax), over items."""
+    pm = run.record.per_model_test
+    if not pm:
+        return Interval(None, None, "no per-model scores")
+    if not (run.dir / "predictions.jsonl").exists():
+        return Interval(None, None, "no per-item predictions")
+    best = max(pm, key=lambda m: (pm[m], m))
+    xs = [((p.trace or {}).get("scores") or {}).get(best) for p in run.predictions()]
+    xs = [float(x) for x in xs if x is not None]
+    return mean_ci(xs) if xs else Interval(None, None, "no per-item scores of each model")
+
+
+def baseline_ci(b: table1.Baseline) -> Interval:
+    """Interval of the best single model of a (pool, task): its items' seed-means."""
+    return mean_ci([x for _, x in b.items.values()]) if b.items else Interval(None, None, "no per-item scores")
+
+
+def with_ci(x: float | None, std: float | None, iv: Interval | None) -> str:
+    """'0.512 ± 0.020 [0.430–0.590]' (± only with seeds; '[(reason)]' when there is no interval)."""
+    if x is None:
+        return ""
+    return with_std(x, std) + (f" [{iv.text()}]" if iv is not None else "")
+
+
 def _scores_section(col: Collection) -> Section | None:
     entries = [e for e in col.where("table") if e.ok]
     if not entries:
@@ -143,24 +173,39 @@ def _scores_section(col: Collection) -> Section | None:
     s = Section("Scores per task, with 95% bootstrap intervals")
     rows = []
     groups: dict[str, list] = defaultdict(list)
-    best = table1.best_single(entries)
+    base = table1.baselines(entries)
     best_by_group = {}
-    for e in sorted(entries, key=lambda e: (e["pool"], e["task"], e.get("seed", 0))):
-        m = e.run.metrics
-        ci = e.run.ci
-        note = f" ({m['score_note']})" if m.get("score_note") else ""  # a run accepted under --max-failed
-        rows.append([e["pool"], e["task"], e["label"], str(e.get("seed", "")), f3(m["score"]) + note,
-                     f"{f3(ci[0])}–{f3(ci[1])}" if ci else f"({m.get('ci_note') or 'no interval'})",
-                     str(m.get("n", "")), str(m.get("unparsed", "")), str(m.get("failed", "")),
-                     f3(m.get("best_single_test")) if e["method"] == "single_model" else ""])
-        g = f"{e['task']} ({e['pool']})"
-        groups[g].append((e["label"], float(m["score"]), ci))
-        if (e["pool"], e["task"]) in best:
-            best_by_group[g] = best[(e["pool"], e["task"])]
-    s.tables.append(Table(["pool", "task", "method", "seed", "score", "95% CI", "n", "unparsed", "failed", "best single"],
-                          rows))
-    s.figures.append(("Score per method with 95% bootstrap interval; dashed: best single model",
-                      plots.score_bars(dict(groups), best_by_group)))
+    seeded = False
+    for st in sorted(settings(entries), key=lambda st: (st.entry["pool"], st.entry["task"])):
+        e0 = st.entry
+        for e in sorted(st.runs, key=lambda e: e.get("seed", 0)):
+            m = e.run.record
+            ci = e.run.ci
+            note = f" ({m.score_note})" if m.score_note else ""  # a run accepted under --max-failed
+            best = with_ci(e.run.record.best_single_test, None, run_best_single_ci(e.run)) \
+                if e["method"] == table1.BASELINE else ""
+            rows.append([e["pool"], e["task"], e["label"], str(e.get("seed", "")), f3(m.score) + note,
+                         f"{f3(ci[0])}–{f3(ci[1])}" if ci else f"({m.ci_note or 'no interval'})",
+                         str(m.n), str(m.unparsed), str(m.failed), best])
+        if len(st.runs) > 1:  # the setting over its seeds
+            seeded = True
+            b = base.get((e0["pool"], e0["task"]))
+            best = with_ci(b.score, mean_std(list(b.per_seed.values()))[1], baseline_ci(b)) \
+                if e0["method"] == table1.BASELINE and b is not None else ""
+            rows.append([e0["pool"], e0["task"], e0["label"], "mean ± std", with_std(st.score, st.std), st.ci().text(),
+                         "", "", "", best])
+        g = f"{e0['task']} ({e0['pool']})"
+        iv = st.ci()
+        groups[g].append((e0["label"], float(st.score), (iv.lo, iv.hi) if iv.ok else None))
+        if (e0["pool"], e0["task"]) in base:
+            best_by_group[g] = base[(e0["pool"], e0["task"])].score
+    if seeded:
+        s.text.append("One row per seed (the run's own interval over its items), then the setting over its seeds: "
+                      "mean ± standard deviation over seeds, the interval over the items' seed-means.")
+    s.tables.append(Table(["pool", "task", "method", "seed", "score", "95% CI", "n", "unparsed", "failed",
+                           "best single [95% CI]"], rows))
+    s.figures.append(("Score per method with 95% bootstrap interval" + (" (mean over seeds)" if seeded else "")
+                      + "; dashed: best single model", plots.score_bars(dict(groups), best_by_group)))
     return s
 
 
@@ -174,14 +219,22 @@ def _emergence_section(col: Collection, threshold: float) -> Section | None:
                   "solves but the system does not.")
     dom = emer.by_domain(rows)
     seeded = len({r.seed for r in rows}) > 1
+    shown = rows + (dom if len(dom) < len(rows) else [])
+    if seeded:  # per seed, then each setting pooled over seeds (± std of the per-seed shares)
+        shown += emer.over_seeds(shown)
+        s.text.append("With seeds: the 'all' rows pool the seeds (Σ system solves / Σ no single model solves, ± the "
+                      "standard deviation of the per-seed shares; their counts are item × seed pairs); their interval "
+                      "resamples items, each with its counts over seeds.")
     s.tables.append(Table(["pool", "task", "domain", "method", *(["seed"] if seeded else []), "items",
-                           "no single model solves", "system solves", "emergence", "95% CI", "lost"],
+                           "no single model solves", "system solves", "emergence",
+                           *(["± std over seeds"] if seeded else []), "95% CI", "lost"],
                           [[r.pool, r.task, r.domain, r.label, *([str(r.seed)] if seeded else []), str(r.n),
-                            str(r.impossible), str(r.rescued), pct(r.share), pct_ci(r.share_ci()), str(r.lost)]
-                           for r in rows + (dom if len(dom) < len(rows) else [])]))
+                            str(r.impossible), str(r.rescued), pct(r.share),
+                            *([pct(r.std) if r.std is not None else ""] if seeded else []), pct_ci(r.share_ci()),
+                            str(r.lost)] for r in shown]))
     if seeded:
-        dom = [r for r in dom if r.seed == min(x.seed for x in dom)]
-        s.text.append(f"The figure shows seed {dom[0].seed}; the table lists every seed.")
+        dom = emer.over_seeds(dom)
+        s.text.append("The figure shows each domain pooled over seeds.")
     groups = list(dict.fromkeys(f"{r.domain} ({r.pool})" for r in dom))
     labels = list(dict.fromkeys(r.label for r in dom))
     series = {lab: [next((r.share for r in dom if r.label == lab and f"{r.domain} ({r.pool})" == g), None)
@@ -196,9 +249,10 @@ def _curve_section(title: str, rows: list[dict], x_key: str, x_label: str, categ
         return None
     s = Section(title)
     s.text.append(text)
-    s.tables.append(Table(["task", "method", x_label, "score", "95% CI", "best single", "status"],
+    s.tables.append(Table(["task", "method", x_label, "score", "95% CI", "best single [95% CI]", "status"],
                           [[r["task"], r["label"], str(r[x_key]), with_std(r["score"], r.get("std")),
-                            ci_text(r.get("ci")), f3(r.get("best_single")),
+                            ci_text(r.get("ci")),
+                            with_ci(r.get("best_single"), r.get("best_single_std"), r.get("best_single_ci")),
                             r["status"] if not r.get("reason") else f"{r['status']}: {r['reason']}"] for r in rows]))
     s.figures.append((title, plots.curves(rows, x_key, x_label, title.split(" (")[0], categorical)))
     return s
@@ -210,14 +264,14 @@ def _selection_section(col: Collection) -> Section | None:
         return None
     s = Section("Model selection (paper Figure 5)")
     s.text.append("k of the candidate models chosen by prompting an LLM with the model descriptions, by the most "
-                  "mutually distant description embeddings, or at random (mean ± std over repeats); "
+                  "mutually distant description embeddings, or at random (mean ± std over the random repeats; "
+                  "one subset: ± std over seeds) [95% interval over items; random: of the mean over repeats]; "
                   "no collaboration = the best single model of all candidates.")
     strategies = [x for x in ("prompt", "embedding", "random") if any(x in r for r in rows)]
     s.tables.append(Table(["task", "method", "no collaboration", *strategies, "chosen (prompt / embedding)"],
-                          [[r["task"], r["label"], f3(r.get("no_collaboration"))]
-                           + [with_std(r.get(x), r.get(x + "_std"))
-                              + (f" [{r[x + '_ci'].text()}]" if r.get(x + "_ci") is not None else "")
-                              for x in strategies]
+                          [[r["task"], r["label"], with_ci(r.get("no_collaboration"), r.get("no_collaboration_std"),
+                                                           r.get("no_collaboration_ci"))]
+                           + [with_ci(r.get(x), r.get(x + "_std"), r.get(x + "_ci")) for x in strategies]
                            + [" / ".join(", ".join(c[0] or []) for c in (r.get("prompt_chosen") or [[]],
                                                                          r.get("embedding_chosen") or [[]]))]
                            for r in rows]))
@@ -237,15 +291,16 @@ def _loo_section(col: Collection) -> Section | None:
     if not rows:
         return None
     s = Section("Sensitivity to model choice: leave-one-out (paper Table 2)")
-    s.text.append("The score without each model of the pool [95% interval]; mean and sample standard deviation "
-                  "over the leave-one-out pools per dataset.")
+    s.text.append("The score without each model of the pool (± std over seeds) [95% interval]; mean and sample "
+                  "standard deviation over the leave-one-out pools per dataset, each [95% interval: the items "
+                  "resampled together across the pools].")
     for label in dict.fromkeys(r["label"] for r in rows):
         rs = [r for r in rows if r["label"] == label]
         names = list(dict.fromkeys(w for r in rs for w, _ in r["without"]))
-        body = [[f"w/o {n}"] + [f3(dict(r["without"]).get(n)) + (f" [{r['ci'][n].text()}]" if n in r["ci"] else "")
-                                for r in rs] for n in names]
-        body.append(["avg"] + [f3(r["mean"]) for r in rs])
-        body.append(["std"] + [f3(r["std"]) for r in rs])
+        body = [[f"w/o {n}"] + [with_ci(dict(r["without"]).get(n), r["seed_std"].get(n), r["ci"].get(n)) for r in rs]
+                for n in names]
+        body.append(["avg"] + [with_ci(r["mean"], None, r["mean_ci"]) for r in rs])
+        body.append(["std"] + [with_ci(r["std"], None, r["std_ci"]) for r in rs])
         s.tables.append(Table([label] + [r["task"] for r in rs], body))
         for r in rs:
             s.text += [f"{label} on {r['task']}: {m}" for m in r["missing"]]
@@ -261,11 +316,13 @@ def _robustness_section(col: Collection) -> Section | None:
     s.text.append(f"Model '{r0['replaced']}' of the pool replaced by an adversary ({r0['kind']}: "
                   + ("a scripted liar that knows the gold answer and confidently gives a wrong one" if r0["kind"] == "liar"
                      else "the same model with a system prompt that argues confidently for wrong answers")
-                  + "). Drop = clean score − score with the adversary.")
+                  + "). Drop = clean score − score with the adversary (± std over seeds when there are several; the "
+                  "intervals are over items, each item's score averaged over seeds).")
     s.tables.append(Table(["task", "method", "clean", "95% CI", "with adversary", "95% CI", "drop", "95% CI (paired)",
                            "relative drop", "95% CI", "note"],
-                          [[r["task"], r["label"], f3(r["clean"]), ci_text(r.get("clean_ci")), f3(r["attacked"]),
-                            ci_text(r.get("attacked_ci")), f3(r["drop"]), ci_text(r.get("drop_ci")),
+                          [[r["task"], r["label"], with_std(r["clean"], r.get("clean_std")), ci_text(r.get("clean_ci")),
+                            with_std(r["attacked"], r.get("attacked_std")), ci_text(r.get("attacked_ci")),
+                            with_std(r["drop"], r.get("drop_std")), ci_text(r.get("drop_ci")),
                             pct(r["relative_drop"]), pct_ci(r.get("relative_drop_ci")), r["reason"] or ""]
                            for r in rows]))
     groups = [f"{r['task']}: {r['label']}" for r in rows]
@@ -285,11 +342,12 @@ def _cost_section(col: Collection, overrides: dict[str, float]) -> Section | Non
                   "alone would use), tokens decoded by this run (cache misses), wall time per phase. FLOPs = "
                   "Σ over models 2 · parameters · (tokens in + out), parameters read from safetensors headers. "
                   "Table 4 estimate: the paper's inference formula with D = test items, m = max_new_tokens, "
-                  "kᵢ = model sizes (an upper bound: m is the length limit, and the formulas ignore prompts).")
+                  "kᵢ = model sizes (an upper bound: m is the length limit, and the formulas ignore prompts). One row "
+                  "per run (per seed); calls, tokens and time are measured counts, not estimates (no interval).")
     s.tables.append(Table(
-        ["method", "task", "pool", "score", "calls", "tokens in", "tokens out", "decoded here", "wall s (dev/test)",
-         "FLOPs", "Table 4 inference", "Table 4 estimate", "Table 4 training"],
-        [[c.label, c.task, c.pool, f3(c.score), str(c.calls), str(c.tokens_in), str(c.tokens_out),
+        ["method", "task", "pool", "seed", "score", "95% CI", "calls", "tokens in", "tokens out", "decoded here",
+         "wall s (dev/test)", "FLOPs", "Table 4 inference", "Table 4 estimate", "Table 4 training"],
+        [[c.label, c.task, c.pool, "" if c.seed is None else str(c.seed), f3(c.score), ci_text(c.ci), str(c.calls), str(c.tokens_in), str(c.tokens_out),
           str(c.generated_tokens), f"{c.wall_s:.1f} ({c.phase_wall.get('dev', 0):.1f}/{c.phase_wall.get('test', 0):.1f})",
           costmod.human(c.flops) + (f" (size unknown: {_names(c.unknown_size)})" if c.unknown_size else ""),
           c.paper_inference, costmod.human(c.paper_estimate), c.paper_training] for c in rows]))

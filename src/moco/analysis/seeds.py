@@ -36,17 +36,16 @@ class Setting:
         acc: dict[int, list[float]] = defaultdict(list)
         for e in self.runs:
             for idx, (_id, p) in item_scores(e.run).items():
-                if p.get("score") is not None:
-                    acc[idx].append(float(p["score"]))
+                if p.score is not None:
+                    acc[idx].append(p.score)
         return {i: sum(v) / len(v) for i, v in acc.items() if len(v) == len(self.runs)}
 
     def ci(self) -> Interval:
         if not self.runs:
             return Interval(None, None, "not run")
         if len(self.runs) == 1:  # the run's own interval, as the runner wrote it
-            m = self.runs[0].run.metrics
-            ci = m.get("ci95")
-            return Interval(float(ci[0]), float(ci[1])) if ci else Interval(None, None, m.get("ci_note") or "no interval")
+            m = self.runs[0].run.record
+            return Interval(m.ci95[0], m.ci95[1]) if m.ci95 else Interval(None, None, m.ci_note or "no interval")
         return mean_ci(list(self.item_means().values()))
 
     def text(self) -> str:

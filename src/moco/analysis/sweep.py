@@ -211,7 +211,9 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
             else:
                 st.status, st.seconds = "finished", time.time() - t0
                 m = res.metrics
-                score = "no score" if m["score"] is None else f"{m['score']:.3f}"
+                score = "no score" if m["score"] is None else f"{m['score']:.3f}" + (
+                    f" (95% CI {m['ci95'][0]:.3f}–{m['ci95'][1]:.3f})" if m.get("ci95")
+                    else f" (no interval: {m.get('ci_note') or 'not computed'})")
                 score += f", {m['score_note']}" if m.get("score_note") else ""
                 say(f"{what}: {m['metric']} {score} ({st.seconds:.1f} s, "
                     f"{m['total']['generated_tokens']} tokens generated, {m['total']['tokens_out']} used)")

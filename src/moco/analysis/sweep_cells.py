@@ -24,6 +24,7 @@ BASELINE = "single_model"
 LIAR_MODEL = "scripted:liar"
 # compute-matched baselines added to Table 1 (sweep `matched_baselines`) unless the sweep has the method already
 MATCHED = {"text_majority_vote": "majority vote (same samples)", "text_self_moa": "Self-MoA (compute-matched)"}
+MOA = "text_mixture_of_agents"
 
 
 @dataclass
@@ -33,6 +34,9 @@ class Method:
     params: dict[str, Any]  # resolved: defaults written out
     roles: dict[str, Any]
     matched: bool = False  # a compute-matched baseline added by the sweep (Table 1 only, not the analyses)
+    # matched Self-MoA: (proposer layers L-1, proposers or None = the pool) of the MoA row it matches; its
+    # `samples` is set per pool to (L-1) x proposers, MoA's proposals per question
+    match_moa: tuple[int, int | None] | None = None
 
     @property
     def baseline(self) -> bool:
@@ -88,16 +92,37 @@ def resolve_methods(sweep: SweepConfig) -> list[Method]:
                     label += "(" + ",".join(f"{k}={v}" for k, v in diff.items()) + ")"
         resolved.append(Method(label, info.name, params, dict(e.roles)))
     if sweep.matched_baselines:
-        have = {m.name for m in resolved}
-        for name, label in MATCHED.items():
-            if name not in have:
-                info = get_method(name)
-                resolved.append(Method(label, name, info.parse_params({}).model_dump(mode="json"), {}, matched=True))
+        resolved += matched_baselines(resolved)
     labels = [m.label for m in resolved]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise ConfigError(f"sweep methods: two rows are both labelled '{dup[0]}': give each a distinct `label`")
     return resolved
+
+
+def matched_baselines(methods: list[Method]) -> list[Method]:
+    """The compute-matched rows the sweep lacks: majority vote over the same first-round samples, and Self-MoA
+    with the calls of a Mixture-of-Agents. With MoA rows in the sweep, one Self-MoA per distinct MoA budget
+    ((L-1) x proposers samples + 1 aggregation = that MoA's calls per question); without, Self-MoA's own
+    default, which is compute-matched to MoA at its default layers (moco.methods.text.self_moa)."""
+    have = {m.name for m in methods}
+    out = []
+    for name, label in MATCHED.items():
+        if name in have:
+            continue
+        info = get_method(name)
+        params = info.parse_params({}).model_dump(mode="json")
+        budgets = {}
+        for m in methods:
+            if name == "text_self_moa" and m.name == MOA:
+                props = m.params.get("proposers")
+                budgets.setdefault((int(m.params["layers"]) - 1, len(props) if props else None), m.label)
+        if not budgets:
+            out.append(Method(label, name, params, {}, matched=True))
+        for budget, moa_label in budgets.items():
+            lab = label if len(budgets) == 1 else f"Self-MoA (compute-matched to {moa_label})"
+            out.append(Method(lab, name, params, {}, matched=True, match_moa=budget))
+    return out
 
 
 def model_names(specs: list[ModelSpec]) -> list[str]:
@@ -160,7 +185,11 @@ class _Builder:
             cell = self.cells.setdefault(key, Cell(key, None, [], skip_reason=skip_reason))
         else:
             s = self.sweep
-            cfg = ExperimentConfig(method=method.name, task=tset.settings(), models=list(specs), params=method.params,
+            params = method.params
+            if method.match_moa is not None:  # the MoA's proposals on this pool
+                layers, proposers = method.match_moa
+                params = {**params, "samples": layers * (proposers or len(specs))}
+            cfg = ExperimentConfig(method=method.name, task=tset.settings(), models=list(specs), params=params,
                                    generation=s.generation, hardware=s.hardware, roles=method.roles, seed=seed,
                                    max_failed=s.max_failed)
             key = config_key(cfg, adversary)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 from moco.analysis.records import Collection, Entry, item_scores, seed_groups
 from moco.errors import ConfigError
-from moco.scoring.stats import PairedResult, adjust, mean_std, paired_test
+from moco.records_schema import MetricsRecord
+from moco.scoring.stats import Interval, PairedResult, adjust, mean_std, paired_test, strata_mean_ci
 
 BASELINE = "single_model"
 BEST = "Best single"
@@ -51,6 +52,7 @@ class Value:
     test: PairedResult | None = None
     p_adj: float | None = None
     same_as: tuple[str, str, str] | None = None  # an avg over one domain: that domain's cell and its test
+    ci: Interval | None = None  # 95% BCa interval of the value (items' seed-means resampled within each task)
     unfinished: list[str] = field(default_factory=list)  # "pending" / "failed": not a reason it cannot run
     failures: list[str] = field(default_factory=list)  # why cells failed (shown as "failed (reason)")
     over: tuple[int, int, int] | None = None  # (items scored, items, failed items) over the cell's runs
@@ -148,13 +150,13 @@ def baselines(entries: list[Entry]) -> dict[tuple[str, str], Baseline]:
         if full:
             best = max(full, key=lambda m: (sum(full[m]) / len(full[m]), m))
             per_seed = {_seed(e): float(e.run.record.per_model_test[best]) for e in es}
-            items = _per_item(es, lambda p, b=best: ((p.get("trace") or {}).get("scores") or {}).get(b)) \
+            items = _per_item(es, lambda p, b=best: ((p.trace or {}).get("scores") or {}).get(b)) \
                 if has_items else {}
         else:  # older runs without per-model scores: the run's own output
             best = None
             per_seed = {_seed(e): float(e.run.record.best_single_test if e.run.record.best_single_test is not None
                                         else e.run.score) for e in es}
-            items = _per_item(es, lambda p: p.get("score")) if has_items else {}
+            items = _per_item(es, lambda p: p.score) if has_items else {}
         out[key] = Baseline(best, sum(per_seed.values()) / len(per_seed), per_seed, items)
     return out
 
@@ -175,7 +177,7 @@ def _paired(cells: list[tuple[list[Entry], Baseline]], weights: list[float] | No
     if any(not (e.run.dir / "predictions.jsonl").exists() for es, _ in cells for e in es):
         return None
     for es, base in cells:
-        mine = _per_item(es, lambda p: p.get("score"))
+        mine = _per_item(es, lambda p: p.score)
         common = sorted(set(mine) & set(base.items))
         for i in common:
             if mine[i][0] != base.items[i][0]:
@@ -209,6 +211,8 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
             have = [tk for tk in tasks_of[d] if (pool, tk) in base]
             values[(BEST, pool, d)] = _seeded(Value(partial=0 < len(have) < len(tasks_of[d]), tasks=have),
                                               [base[(pool, tk)].per_seed for tk in have])
+            if have:
+                values[(BEST, pool, d)].ci = _value_ci(BEST, pool, have, runs_of, base)
             for label in rows[1:]:
                 v = Value()
                 per_task: list[dict[int, float]] = []
@@ -223,7 +227,7 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
                         per_task.append({_seed(e): e.run.score for e in ok})
                         v.tasks.append(tk)
                         for e in ok:
-                            _count_failed(v, e.run.metrics)
+                            _count_failed(v, e.run.record)
                         v.unfinished += [e.status for e in bad if e.status != "incompatible"]
                         v.failures += [e.reason or "" for e in bad if e.status == "failed"]
                     elif any(e.status != "incompatible" for e in bad):
@@ -236,6 +240,8 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
                             reasons.append(reason)
                 _seeded(v, per_task)
                 v.partial = v.value is not None and bool(v.reasons or v.unfinished)
+                if v.value is not None:
+                    v.ci = _value_ci(label, pool, v.tasks, runs_of, base)
                 if v.value is not None and not v.failures and all((pool, tk) in base for tk in v.tasks):
                     v.ref = _mean([base[(pool, tk)].score for tk in v.tasks])
                     v.point = v.value > v.ref + EPS
@@ -256,11 +262,29 @@ def build(col: Collection, analysis: str = "table", alpha: float = ALPHA, correc
     return t
 
 
-def _count_failed(v: Value, metrics: dict) -> None:
+def _value_ci(label: str, pool: str, tasks: list[str], runs_of: dict, base: dict[tuple[str, str], Baseline],
+              weights: list[float] | None = None) -> Interval:
+    """The interval of a cell's value: its tasks' items (each the mean over seeds) resampled within each task,
+    the statistic the macro-average over tasks (or the `weights`-weighted one)."""
+    groups = []
+    for tk in tasks:
+        if label == BEST:
+            items = base[(pool, tk)].items
+        elif any(not (e.run.dir / "predictions.jsonl").exists() for e in runs_of[(label, pool, tk)]):
+            items = {}
+        else:
+            items = _per_item(runs_of[(label, pool, tk)], lambda p: p.score)
+        if not items:
+            return Interval(None, None, "no per-item predictions")
+        groups.append([x for _, x in items.values()])
+    return strata_mean_ci(groups, weights=weights)
+
+
+def _count_failed(v: Value, m: MetricsRecord) -> None:
     """Items scored / items / failed items of the cell's runs (a run that finished under a failure tolerance
     scores fewer items than its task has; the cell then says so)."""
     k, n, f = v.over or (0, 0, 0)
-    v.over = (k + int(metrics.get("n") or 0), n + int(metrics.get("n_test") or 0), f + int(metrics.get("failed") or 0))
+    v.over = (k + m.n, n + (m.n_test or 0), f + int(m.failed or 0))
 
 
 def _seeded(v: Value, per_task: list[dict[int, float]]) -> Value:
@@ -321,6 +345,12 @@ def _averages(t: Table1, pool: str, domains: list[str], runs_of: dict, base: dic
             seeds = set.intersection(*(set(x.per_seed) for x in dv))
             v.per_seed = {s: _mean([n(d, x.per_seed[s]) for d, x in zip(have, dv)]) for s in sorted(seeds)}
             v.std = mean_std(list(v.per_seed.values()))[1]
+            if any(d in norm for d in have):
+                v.ci = Interval(None, None, "domains min-max normalised over the rows")
+            else:
+                tasks = [tk for x in dv for tk in x.tasks]
+                v.ci = _value_ci(r, pool, tasks, runs_of, base,
+                                 [1 / (len(have) * len(x.tasks)) for x in dv for _ in x.tasks])
             if r != BEST:
                 ref = [x.ref for x in dv]
                 if all(x is not None for x in ref):
@@ -337,8 +367,11 @@ def _averages(t: Table1, pool: str, domains: list[str], runs_of: dict, base: dic
                                 weights.append(1 / (len(have) * len(x.tasks)))
                         v.test = _paired(cells, weights)
                         t.tests.append((r, pool, "avg"))
-        else:
-            v.reasons = sorted({x for d in domains for x in t.values.get((r, pool, d), Value()).reasons})
+        else:  # no domain has a value: the avg says why (cannot run, pending, failed) like its domains
+            dv = [t.values.get((r, pool, d), Value()) for d in domains]
+            v.reasons = sorted({why for x in dv for why in x.reasons})
+            v.unfinished = sorted({u for x in dv for u in x.unfinished})
+            v.failures = list(dict.fromkeys(f for x in dv for f in x.failures))
         t.values[(r, pool, "avg")] = v
 
 
@@ -373,10 +406,10 @@ def compare_rows(col: Collection, row_a: str, row_b: str, pool: str, tasks: list
             a_runs = [e for e in seed_groups([e for e in entries if e["label"] == row_a and e["task"] == tk]) if e.ok]
             if not a_runs:
                 continue
-            a_items = _per_item(a_runs, lambda p: p.get("score"))
+            a_items = _per_item(a_runs, lambda p: p.score)
         if not b_runs:
             continue
-        b_items = _per_item(b_runs, lambda p: p.get("score"))
+        b_items = _per_item(b_runs, lambda p: p.score)
         common = sorted(set(a_items) & set(b_items))
         if common:
             ms.append([a_items[i][1] for i in common])
@@ -423,7 +456,32 @@ def legend(t: Table1) -> str:
             f"seeds missing; / cannot run on this setting:")
 
 
-def to_markdown(t: Table1) -> str:
+def value_rows(t: Table1) -> list[list[str]]:
+    """One row per value of the table: pool, column, method, value, ± std over seeds, per-seed values, 95% CI
+    (or why there is none), the tasks it averages."""
+    out = []
+    for p in t.pools:
+        for r in t.rows:
+            for c in t.columns[p]:
+                v = t.values.get((r, p, c))
+                if v is None or v.value is None:
+                    continue
+                out.append([p, c, r, f"{v.value:.3f}", "" if v.std is None else f"{v.std:.3f}",
+                            ", ".join(f"{sd}: {x:.3f}" for sd, x in v.per_seed.items()) if len(v.per_seed) > 1 else "",
+                            v.ci.text() if v.ci is not None else "(not computed)",
+                            ", ".join(v.tasks) if c != "avg" else "all domains"])
+    return out
+
+
+VALUE_HEADERS = ["pool", "column", "method", "value", "± std over seeds", "per seed", "95% CI", "tasks"]
+
+
+TEST_HEADERS = ["pool", "column", "method", "Δ vs best single", "95% CI of Δ", "test", "p", "p adjusted", "verdict"]
+
+
+def to_markdown(t: Table1, intervals: bool = True) -> str:
+    """Table 1 as markdown, its legend, footnotes and share; with `intervals`, every value's 95% interval
+    and the paired tests (Δ, its interval, p, adjusted p) below it."""
     cols = [(p, c) for p in t.pools for c in t.columns[p]]
     head = "| method | " + " | ".join(f"{p} · {c}" for p, c in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
@@ -437,6 +495,13 @@ def to_markdown(t: Table1) -> str:
         lines.append(f"{i}. {r}")
     lines.append("")
     lines.append(share_line(t))
+    if intervals:
+        lines += ["", "Every value with its 95% BCa interval (items' seed-means, resampled within each task):", "",
+                  "| " + " | ".join(VALUE_HEADERS) + " |", "|" + "---|" * len(VALUE_HEADERS)]
+        lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in value_rows(t)]
+        lines += ["", f"Paired tests against the best single model (p adjusted: {t.correction}, α = {t.alpha:g}):", "",
+                  "| " + " | ".join(TEST_HEADERS) + " |", "|" + "---|" * len(TEST_HEADERS)]
+        lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in test_rows(t)]
     return "\n".join(lines) + "\n"
 
 
@@ -450,7 +515,9 @@ def share_line(t: Table1) -> str:
         s += (f"; per task: {t.task_point_improved} of {t.task_comparable} = "
               f"{100 * t.task_point_improved / t.task_comparable:.1f}% (point), {t.task_improved} = "
               f"{100 * t.task_share:.1f}% (significant)")
-    return s
+    # no interval: these are counts over the table's own settings (a census of what was run), not an estimate
+    # from a sample of settings; each setting's own uncertainty is in its paired test
+    return s + " (shares of this table's settings: no interval; each setting's paired test is listed)"
 
 
 def test_rows(t: Table1) -> list[list[str]]:

@@ -4,6 +4,9 @@ Input: JSONL lines `{"id": ..., "response": ...}` (`output` or `text` are accept
 predictions.jsonl works as is). Items are matched by id; datasets with duplicated ids (math, blend) need the
 `index` field (the item's position in its split), which predictions.jsonl of a run carries. Output: the same
 metrics block as a run (metrics.json) and one line per scored item (scores.jsonl).
+Every line read and every record written goes through the typed schema (moco.records_schema: ResponseRecord
+in, ScoredRecord and PredictionRecord out); a line that does not fit is a one-line error naming file, line and
+field.
 """
 from __future__ import annotations
 
@@ -12,64 +15,52 @@ from pathlib import Path
 from typing import Any
 
 from moco.errors import ConfigError, DataError
+from moco.records_schema import PredictionRecord, ResponseRecord, ScoredRecord, read_record, write_record
 from moco.scoring.evaluate import prediction_row, score_items, summarize_results
 from moco.tasks.base import Example, Task
 from moco.tasks.user_data import read_rows
 
 
-def read_predictions(path: Path) -> list[dict[str, Any]]:
+def read_predictions(path: Path) -> list[tuple[int, ResponseRecord]]:
+    """(line number, typed response) for each line of a JSONL file."""
     if path.suffix.lower() != ".jsonl":
         raise DataError(f"{path}: predictions must be a .jsonl file (one JSON object per line)")
     rows = []
     for n, row in enumerate(read_rows(path), 1):
-        if "id" not in row and "index" not in row:
-            raise DataError(f"{path}: line {n}: expected an object with 'id' (or 'index') and 'response'")
-        text = row.get("response", row.get("output", row.get("text")))
-        if not isinstance(text, str):
-            raise DataError(f"{path}: line {n}: " + ("no 'response' field" if text is None else
-                                                     f"'response' must be a string, got {type(text).__name__}"))
-        rows.append({**row, "_line": n, "_text": text})
+        rows.append((n, read_record(ResponseRecord, row, f"{path}: line {n}", DataError)))
     if not rows:
         raise DataError(f"{path}: no predictions")
     return rows
 
 
-def match(examples: list[Example], preds: list[dict[str, Any]], path: Path) -> list[tuple[Example, dict[str, Any]]]:
-    """Pair each prediction with its item: by `index` when given, else by id (which must be unique)."""
+def match(examples: list[Example], preds: list[tuple[int, ResponseRecord]],
+          path: Path) -> list[tuple[Example, ResponseRecord]]:
+    """Pair each response with its item: by `index` when given, else by id (which must be unique)."""
     by_id: dict[str, list[Example]] = {}
     for ex in examples:
         by_id.setdefault(ex.id, []).append(ex)
     by_index = {ex.index: ex for ex in examples}
     pairs, seen = [], Counter()
-    for p in preds:
-        if "index" in p and p["index"] is not None:
-            ex = by_index.get(_index(p, path))
+    for line, p in preds:
+        if p.index is not None:
+            ex = by_index.get(p.index)
             if ex is None:
-                raise DataError(f"{path}: line {p['_line']}: no item with index {p['index']} in this split")
-            if "id" in p and str(p["id"]) != ex.id:
-                raise DataError(f"{path}: line {p['_line']}: index {p['index']} is item {ex.id!r}, not {p['id']!r}")
+                raise DataError(f"{path}: line {line}: no item with index {p.index} in this split")
+            if p.id is not None and str(p.id) != ex.id:
+                raise DataError(f"{path}: line {line}: index {p.index} is item {ex.id!r}, not {p.id!r}")
         else:
-            cands = by_id.get(str(p["id"]))
+            cands = by_id.get(str(p.id))
             if not cands:
-                raise DataError(f"{path}: line {p['_line']}: no item with id {p['id']!r} in this split")
+                raise DataError(f"{path}: line {line}: no item with id {p.id!r} in this split")
             if len(cands) > 1:
-                raise DataError(f"{path}: line {p['_line']}: id {p['id']!r} is duplicated in this dataset; "
+                raise DataError(f"{path}: line {line}: id {p.id!r} is duplicated in this dataset; "
                                 "give the item's 'index' as well")
             ex = cands[0]
         seen[ex.uid] += 1
         if seen[ex.uid] > 1:
-            raise DataError(f"{path}: line {p['_line']}: a second prediction for item {ex.id!r}")
+            raise DataError(f"{path}: line {line}: a second prediction for item {ex.id!r}")
         pairs.append((ex, p))
     return pairs
-
-
-def _index(p: dict[str, Any], path: Path) -> int:
-    """The `index` field as a whole number: 1.9, true or "abc" must not quietly become item 1 (or crash)."""
-    i = p["index"]
-    if isinstance(i, bool) or not isinstance(i, int):
-        raise DataError(f"{path}: line {p['_line']}: 'index' must be a whole number (the item's position in its "
-                        f"split), got {type(i).__name__} {i!r:.40}")
-    return i
 
 
 def score_predictions(task: Task, split: str, path: Path, scorer: Any, ctx: Any = None,
@@ -80,15 +71,16 @@ def score_predictions(task: Task, split: str, path: Path, scorer: Any, ctx: Any 
         raise ConfigError(f"task {task.name} has no {split} split")
     pairs = match(examples, read_predictions(path), path)
     exs = [ex for ex, _ in pairs]
-    texts = [p["_text"] for _, p in pairs]
+    texts = [p.answer for _, p in pairs]
     results = score_items(scorer, ctx, exs, texts)
-    rows = [prediction_row(ex, t, r) for ex, t, r in zip(exs, texts, results)]
+    rows = [write_record(PredictionRecord, prediction_row(ex, t, r), stamp=False)
+            for ex, t, r in zip(exs, texts, results)]
     metrics = {"task": task.name, "task_type": task.task_type, "split": split, "predictions": str(path),
                **summarize_results(scorer, exs, results, seed=seed),
                f"n_{split}": len(examples), "missing": len(examples) - len(pairs)}
     if ctx is not None:
         metrics["phases"] = {k: v.to_dict() for k, v in ctx.recorder.phases.items()}
-    return rows, metrics
+    return rows, write_record(ScoredRecord, metrics)
 
 
 def scoring_context(task: Task, scorer: Any, role_models: dict[str, str | None], out_dir: Path, seed: int = 0):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,8 +66,11 @@ def _degenerate(samples: Sequence[np.ndarray]) -> str | None:
 
 
 def _interval(res, note_if_nan: str = "bootstrap interval undefined") -> Interval:
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    if dist.size and np.all(np.isfinite(dist)) and np.ptp(dist) == 0:  # e.g. a ratio whose numerator is always 0
+        return Interval(None, None, "every resample gives the same value")
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if math.isnan(lo) or math.isnan(hi):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         return Interval(None, None, note_if_nan)
     return Interval(lo, hi)
 
@@ -81,16 +85,41 @@ def mean_ci(scores: Sequence[float], level: float = 0.95, seed: int = 0, n_resam
 
 
 def strata_mean_ci(groups: Sequence[Sequence[float]], level: float = 0.95, seed: int = 0,
-                   n_resamples: int = N_RESAMPLES) -> Interval:
-    """Interval of the macro-average of several groups' means (a domain over its tasks), each group
-    resampled within itself."""
-    xs = [np.asarray(list(g), dtype=float) for g in groups if len(g)]
+                   n_resamples: int = N_RESAMPLES, weights: Sequence[float] | None = None) -> Interval:
+    """Interval of the macro-average of several groups' means (a domain over its tasks; or the
+    `weights`-weighted sum of their means), each group resampled within itself."""
+    keep = [k for k, g in enumerate(groups) if len(g)]
+    xs = [np.asarray(list(groups[k]), dtype=float) for k in keep]
     if not xs:
         return Interval(None, None, TOO_FEW)
     note = _degenerate(xs)
     if note:
         return Interval(None, None, note)
-    return _interval(_bootstrap(xs, _weighted_means([1 / len(xs)] * len(xs)), level, seed, n_resamples))
+    w = [1.0] * len(xs) if weights is None else [float(weights[k]) for k in keep]
+    w = [x / sum(w) for x in w]
+    return _interval(_bootstrap(xs, _weighted_means(w), level, seed, n_resamples))
+
+
+def paired_stat_ci(columns: Sequence[Sequence[float]], statistic, level: float = 0.95, seed: int = 0,
+                   n_resamples: int = N_RESAMPLES) -> Interval:
+    """Interval of `statistic(means)` where means[j] is the mean of column j, the columns being scores of the
+    same items (e.g. one column per leave-one-out pool): items resampled together (scipy, paired=True), so
+    the statistic (the mean over pools, their standard deviation) keeps the items' correlation."""
+    cols = [np.asarray(list(c), dtype=float) for c in columns]
+    if not cols or len({len(c) for c in cols}) != 1:
+        raise ValueError("paired_stat_ci: columns of the same items, as many in each")
+    if len(cols[0]) < 2:
+        return Interval(None, None, TOO_FEW)
+    if all(np.ptp(c) == 0 for c in cols):
+        return Interval(None, None, ALL_EQUAL)
+
+    def stat(*xs, axis=-1):
+        return statistic(np.stack([np.mean(x, axis=axis) for x in xs], axis=-1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sps.bootstrap(tuple(cols), stat, paired=True, n_resamples=n_resamples, confidence_level=level,
+                            method="BCa", vectorized=True, rng=np.random.default_rng(seed))
+    return _interval(res)
 
 
 def ratio_ci(num: Sequence[float], den: Sequence[float], level: float = 0.95, seed: int = 0,
@@ -111,6 +140,8 @@ def ratio_ci(num: Sequence[float], den: Sequence[float], level: float = 0.95, se
         warnings.simplefilter("ignore")
         res = sps.bootstrap((a, b), stat, paired=True, n_resamples=n_resamples, confidence_level=level,
                             method="BCa", vectorized=True, rng=np.random.default_rng(seed))
+    if not np.all(np.isfinite(res.bootstrap_distribution)):  # a bound of ±inf is no interval
+        return Interval(None, None, "undefined: some resamples have a zero denominator")
     return _interval(res)
 
 
@@ -218,6 +249,10 @@ def paired_test(method: Sequence[Sequence[float]], baseline: Sequence[Sequence[f
         p_sign = float(sps.binomtest(pos, nz, 0.5).pvalue) if nz else 1.0
         return PairedResult(n, diff, ci, p_sign, mc, "mcnemar" if mc and single and prefer_mcnemar else "sign",
                             "all differences equal: exact sign test")
+    # The resampling and the BCa interval are scipy's (each stratum one sample: resampled within itself). What
+    # scipy.stats.bootstrap cannot give is a p-value (it returns an interval and the resampled statistics), so
+    # the two-sided p is read off its bootstrap_distribution shifted to the null (mean 0); a permutation test
+    # (scipy.stats.permutation_test, sign flips) would test exchangeability instead, a different hypothesis.
     res = _bootstrap(diffs, _weighted_means(w), level, seed, n_resamples)
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
     p_boot = float((1 + np.sum(np.abs(dist - diff) >= abs(diff) - 1e-12)) / (len(dist) + 1))
@@ -226,7 +261,8 @@ def paired_test(method: Sequence[Sequence[float]], baseline: Sequence[Sequence[f
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (family-wise error rate, valid under any dependence)."""
+    """Holm's step-down adjusted p-values (family-wise error rate, valid under any dependence). Written here:
+    scipy has no Holm adjustment (only false_discovery_control), and statsmodels is not a dependency."""
     m = len(pvalues)
     order = sorted(range(m), key=lambda i: pvalues[i])
     out = [0.0] * m
@@ -238,16 +274,10 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
-    """Benjamini–Hochberg adjusted p-values (false discovery rate)."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i], reverse=True)
-    out = [0.0] * m
-    running = 1.0
-    for k, i in enumerate(order):
-        rank = m - k
-        running = min(running, pvalues[i] * m / rank)
-        out[i] = min(1.0, running)
-    return out
+    """Benjamini–Hochberg adjusted p-values (false discovery rate): scipy.stats.false_discovery_control."""
+    if not len(pvalues):
+        return []
+    return [float(x) for x in sps.false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")]
 
 
 CORRECTIONS = {"holm": holm, "bh": benjamini_hochberg, "none": lambda ps: list(ps)}
@@ -263,7 +293,4 @@ def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (n - 1); the std is None for fewer than two values."""
     if not xs:
         return None, None
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, None
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
