@@ -119,6 +119,11 @@ def test_sweep_shares_outputs_resumes_and_writes_table1(mc_task, tmp_path):
             v[1] for v in distinct(read_calls(tmp_path / "sw" / "cells" / st.cell.dir_name)).values())
         alone += m["total"]["generated_tokens"]
     assert alone == s["alone_tokens_out"]
+    # --plan on a finished sweep lists its cells as finished and leaves the index (and the report) intact
+    planned = run_sweep(sw, tmp_path / "sw", plan_only=True, cache=cache)
+    assert planned.count("finished") == 10 and planned.count("pending") == 0
+    index = json.loads((tmp_path / "sw" / "index.json").read_text())
+    assert sum(c["status"] == "finished" for c in index["cells"]) == 10
     # the dev answers and first-round answers are shared: vote and refine decode only what is new to them
     col = load([tmp_path / "sw"])
     vote = next(e for e in col.where("table", pool="trio", label="text_majority_vote(tie=model-order)", task="mc"))

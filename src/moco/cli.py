@@ -415,6 +415,7 @@ def compare(
         for st in res.states:
             u = st.cell.uses[0]
             console.print(f"{st.status:12s} {u['label']} on {u['task']} ({u['pool']})"
+                          + (f" seed {u['seed']}" if u.get("multi_seed") else "")
                           + (f": {st.reason}" if st.reason else ""), highlight=False, markup=False, soft_wrap=True)
         return
     col = load([root])

@@ -179,9 +179,6 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
         runnable = [s for s in states if s.status == "pending"]
         say(f"{len(states)} cells: {len(runnable)} to run, {len(states) - len(runnable)} incompatible"
             + (" (model-selection cells are chosen when the sweep runs)" if plan_only and sweep.analyses.selection else ""))
-        if plan_only:
-            write_index(root, sweep, states)
-            return SweepResult(root, states)
         todo = []
         for i, st in enumerate(runnable, 1):
             u = st.cell.uses[0]
@@ -189,10 +186,13 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
                 (f" seed {u['seed']}" if u.get("multi_seed") else "")
             if is_finished(root / "cells" / st.cell.dir_name, st.cell):
                 st.status, st.resumed = "finished", True
-                say(f"{what}: already finished, not recomputed")
+                if not plan_only:
+                    say(f"{what}: already finished, not recomputed")
             else:
                 todo.append((what, st))
-        write_index(root, sweep, states)
+        write_index(root, sweep, states)  # --plan too: finished cells stay finished in the index
+        if plan_only:
+            return SweepResult(root, states)
         def run_cell(item: tuple[str, CellState]) -> None:
             what, st = item
             c = st.cell
