@@ -17,24 +17,25 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _module_level(body: list[ast.stmt]):
-    """Statements run at import: the module body and the bodies of its if/try/with blocks, not defs."""
+def _module_level(body: list[ast.stmt], lazy: bool = False):
+    """Statements run at import: the module body and the bodies of its if/try/with blocks, not defs (with
+    `lazy`, the imports inside functions too)."""
     for node in body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if not lazy and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
         yield node
         for name in ("body", "orelse", "finalbody", "handlers"):
             sub = getattr(node, name, None)
             if isinstance(sub, list):
-                yield from _module_level(sub)
+                yield from _module_level(sub, lazy)
 
 
-def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
+def import_graph(mods: dict[str, Path], lazy: bool = False) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         deps: set[str] = set()
-        for node in _module_level(ast.parse(path.read_text()).body):
+        for node in _module_level(ast.parse(path.read_text()).body, lazy):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -88,3 +89,12 @@ def test_the_check_finds_a_cycle():
 def test_no_import_cycle_in_moco():
     cycle = find_cycle(import_graph(_modules()))
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycles_named_in_issue_22_stay_gone_even_through_lazy_imports():
+    """context <-> scoring/base and scoring/registry <-> tasks/registry were cycles through imports inside
+    functions and under TYPE_CHECKING: scoring types against a protocol, the dataset table is a leaf module."""
+    lazy = import_graph(_modules(), lazy=True)
+    assert not any(m.startswith("moco.context") for m in lazy["moco.scoring.base"])
+    assert not any(m.startswith("moco.scoring") for m in lazy["moco.tasks.registry"])
+    assert "moco.tasks.datasets" in lazy["moco.scoring.registry"]
