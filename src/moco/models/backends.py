@@ -62,6 +62,13 @@ class BackendKind:
     model_files: bool = False  # spec.model names Hugging Face weights: checked, fingerprinted, budgeted
     placed: bool = False  # those weights load in this process, on the pool's device
     selectable: bool = True  # a config may name it in `backend:` (not: kinds the pool routes an hf model to)
+    key: Callable[[ModelSpec], str] | None = None  # specs with equal keys share one loaded backend
+
+    def backend_key(self, spec: ModelSpec) -> str:
+        """Default: the weights and how they load (model, adapter, revision, dtype, device)."""
+        if self.key is not None:
+            return self.key(spec)
+        return f"{self.name}|{spec.model}|{spec.adapter}|{spec.revision}|{spec.dtype}|{spec.device}"
 
 
 BACKENDS: Registry[Factory] = Registry("backend")
@@ -69,13 +76,13 @@ BACKENDS: Registry[Factory] = Registry("backend")
 
 def register(name: str, factory: str | Factory, *, summary: str, capabilities: Capabilities | Callable[[ModelSpec], Capabilities],
              describe: str | None = None, extra: str | None = None, remote: bool = False, model_files: bool = False,
-             placed: bool = False, selectable: bool = True) -> None:
+             placed: bool = False, selectable: bool = True, key: Callable[[ModelSpec], str] | None = None) -> None:
     """Add (or replace) a backend kind. `factory` is "package.module:function", imported on first load (or the
     module-level function itself)."""
     if not isinstance(factory, str):
         factory = f"{factory.__module__}:{factory.__qualname__}"
     info = BackendKind(name, capabilities, describe or f"{name} backend", extra, remote, model_files, placed,
-                       selectable)
+                       selectable, key)
     BACKENDS.add(name, factory, summary=summary, info=info)
 
 
@@ -120,6 +127,16 @@ def _endpoint_caps(spec: ModelSpec) -> Capabilities:
     return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded), images=True)
 
 
+def _endpoint_key(spec: ModelSpec) -> str:
+    ep = spec.endpoint
+    assert ep is not None
+    return f"openai|{ep.base_url}|{ep.model or spec.model}"
+
+
+def _script_key(spec: ModelSpec) -> str:
+    return f"scripted|{spec.model}|{spec.script.model_dump_json() if spec.script else ''}"
+
+
 def _ray_caps(spec: ModelSpec) -> Capabilities:
     from moco.models.ray_backend import CAPABILITIES  # a light module: Ray itself is imported on first load
 
@@ -128,9 +145,10 @@ def _ray_caps(spec: ModelSpec) -> Capabilities:
 
 _HF = Capabilities(chat=True, logprobs=True, logits=True, weights=True, lora=True, seeded=True)
 register("scripted", "moco.models.scripted:load", summary="replies from rules in the config (tests, demos)",
-         capabilities=Capabilities(chat=True, seeded=True))
+         capabilities=Capabilities(chat=True, seeded=True), key=_script_key)
 register("openai", "moco.models.openai:load", summary="an OpenAI-compatible endpoint over HTTP",
-         capabilities=_endpoint_caps, describe="an OpenAI-compatible endpoint", remote=True)
+         capabilities=_endpoint_caps, describe="an OpenAI-compatible endpoint", remote=True,
+         key=_endpoint_key)
 register("hf", "moco.models.hf:load", summary="a local Hugging Face causal LM (torch, transformers)",
          capabilities=_HF, extra="hf", model_files=True, placed=True)
 register("hf_vision", "moco.models.hf_vision:load", summary="a local Hugging Face vision-language model",

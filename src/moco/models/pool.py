@@ -242,13 +242,7 @@ class ModelPool:
 
     # -------------------------------------------------------------- placement and loading
     def _backend_key(self, spec: ModelSpec) -> str:
-        kind = spec.kind
-        if kind == "openai":
-            ep = spec.endpoint
-            return f"openai|{ep.base_url}|{ep.model or spec.model}"
-        if kind == "scripted":
-            return f"scripted|{spec.model}|{spec.script.model_dump_json() if spec.script else ''}"
-        return f"{kind}|{spec.model}|{spec.adapter}|{spec.revision}|{spec.dtype}|{spec.device}"
+        return kind_info(spec.kind).backend_key(spec)
 
     def device_for(self, handle: ModelHandle) -> str:
         """Explicit spec.device, else round-robin over hardware.gpu_ids by distinct weights, else CPU."""
