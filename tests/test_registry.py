@@ -69,8 +69,8 @@ def test_backends_are_imported_by_kind_and_a_replaced_class_is_seen(monkeypatch)
     from moco.models.backends import BACKENDS
 
     assert BACKENDS.names() == ["hf", "hf_vision", "openai", "ray", "scripted"]
-    assert BACKENDS.load("scripted") is scripted.from_spec
-    monkeypatch.setattr(scripted, "from_spec", "replaced")
+    assert BACKENDS.load("scripted") is scripted.load
+    monkeypatch.setattr(scripted, "load", "replaced")
     assert BACKENDS.load("scripted") == "replaced"  # resolved at each load: tests may patch a backend class
     seen = _imports_after("from moco.config import parse_config\nfrom moco.models.pool import ModelPool\n"
                           "cfg = parse_config({'method': 'x', 'task': 't', 'models': ['scripted:a']})\n"

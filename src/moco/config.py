@@ -97,12 +97,23 @@ class ModelSpec(StrictModel):
     description: str | None = Field(None, description="what this model is good at (for routers)")
     adapter: str | None = Field(None, description="LoRA adapter folder applied on top of `model`")
     revision: str | None = None
-    backend: Literal["auto", "hf", "openai", "scripted"] = "auto"
+    backend: str = Field("auto", description="auto, or a registered backend kind: hf, openai, scripted, or one "
+                         "added with moco.models.backends.register")
     endpoint: EndpointSpec | None = None
     script: ScriptSpec | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str | None = Field(None, description="cpu, cuda:N; default from hardware.gpu_ids")
     trust_remote_code: bool = False
+
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from moco.models.backends import selectable_kinds  # the registry imports this module
+
+        kinds = selectable_kinds()
+        if v != "auto" and v not in kinds:
+            raise ValueError(f"unknown backend '{v}'{did_you_mean(v, kinds)} (backends: auto, {', '.join(kinds)})")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":

@@ -19,6 +19,7 @@ from typing import Any
 
 from moco import faults, lockstep
 from moco.cache import ResponseCache, request_key, seed_from_key
+from moco.calls import Call, Response
 from moco.config import GenerationSettings, ModelSpec
 from moco.errors import BackendDown, ModelError
 from moco.failures import Failures, account
@@ -30,35 +31,6 @@ from moco.tasks.base import Example, Task
 from moco.trace import CallRecorder
 
 ModelRef = "int | str | ModelHandle"
-
-
-@dataclass
-class Call:
-    """One prompt for one model. `prompt` is a user message, or a list of (role, content) messages."""
-
-    model: Any  # int | str | ModelHandle
-    prompt: str | Sequence[Message]
-    sampling: SamplingParams | None = None
-    replica: int = 0  # i-th independent sample of the same prompt
-    prefix: str = ""  # assistant text the answer must continue
-    images: Sequence[str] = ()  # image references shown with the last user message (VLMs only)
-
-
-@dataclass
-class Response:
-    text: str
-    model: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cached: bool = False
-    error: str | None = None
-    token_logprobs: list[float] | None = None
-    top_logprobs: list[float] | None = None
-    finish_reason: str = "stop"  # stop (end of answer or stop string) | length (max_new_tokens reached) | error
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
 
 
 @dataclass

@@ -52,6 +52,13 @@ class Registry(Generic[T]):
         for a in aliases:
             self._aliases[a] = name
 
+    def remove(self, name: str) -> None:
+        """Forget a name and its aliases (a test that registered a plug-in of its own)."""
+        e = self._entries.pop(name)
+        for a in e.aliases:
+            self._aliases.pop(a, None)
+        self._imported.discard(name)
+
     def _scan_plugins(self) -> None:
         if self._plugins_scanned or not self.group:
             return

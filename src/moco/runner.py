@@ -20,7 +20,8 @@ from moco.failures import Failures
 from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models import compat
 from moco.models.base import Backend, Capabilities
-from moco.models.pool import ModelHandle, ModelPool, is_vision_spec, on_ray
+from moco.models.backends import capabilities_of, kind_info
+from moco.models.pool import ModelHandle, ModelPool, backend_kind
 from moco.progress import Progress
 from moco.records_schema import MetricsRecord, PredictionRecord, write_record
 from moco.requirements import check_needs
@@ -34,12 +35,6 @@ from moco.tasks.registry import load_task
 from moco.trace import CallRecorder
 
 log = logging.getLogger(__name__)
-
-KIND_CAPABILITIES = {
-    "hf": Capabilities(chat=True, logprobs=True, logits=True, weights=True, lora=True, seeded=True),
-    "scripted": Capabilities(chat=True, seeded=True),
-}
-
 
 @dataclass
 class Plan:
@@ -56,17 +51,10 @@ class Plan:
 
 
 def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabilities, str]:
-    """What a model's backend will be able to do, and what to call that backend in a message."""
-    if spec.kind == "openai":
-        return Capabilities(chat=True, logprobs=True, seeded=bool(spec.endpoint and spec.endpoint.seeded),
-                            images=True), "an OpenAI-compatible endpoint"
-    if on_ray(spec, hardware):
-        from moco.models.ray_backend import CAPABILITIES
-
-        return CAPABILITIES, "Ray actors (hardware.ray)"
-    if is_vision_spec(spec):
-        return Capabilities(chat=True, seeded=True, images=True), "vision backend"
-    return KIND_CAPABILITIES[spec.kind], f"{spec.kind} backend"
+    """What a model's backend will be able to do, and what to call that backend in a message: declared by its
+    kind's registry entry (models/backends.py), nothing loaded."""
+    kind = backend_kind(spec, hardware)
+    return capabilities_of(kind, spec), kind_info(kind).describe
 
 
 def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,

@@ -41,7 +41,7 @@ def averaged(ctx: Any, score_pass: Callable[[int], list[float]]) -> list[float]:
 def candidate_scores(ctx: Any, handles: Sequence[Any], examples: Sequence[Any], tag: str) -> list[list[float]]:
     """Per-item dev scores of each candidate model on `examples` (out[candidate][item]), answered the shared way:
     greedy, or the mean of `dev_repeats` samples per item; a failed answer scores 0. One batched call."""
-    from moco.context import Call
+    from moco.calls import Call
 
     sampling, reps, n, k = dev_sampling(ctx), dev_repeats(ctx), len(examples), len(handles)
     with ctx.phase("dev"):

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moco.errors import ModelError
 from moco.models import time_limit
@@ -24,6 +24,10 @@ from moco.models.kv_buffer import new_cache
 from moco.models.model_files import check_model_folder
 from moco.models.placement import pick_device, pick_dtype  # noqa: F401 (re-exported)
 from moco.models.prefix_cache import PrefixStore, shared_prefixes, store_for
+
+if TYPE_CHECKING:
+    from moco.config import ModelSpec
+    from moco.models.backends import PoolContext
 
 log = logging.getLogger(__name__)
 
@@ -581,3 +585,17 @@ def hub_fingerprint(repo_id: str, revision: str | None) -> str:
 
 def is_local_model(path: str) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))
+
+
+def load(spec: "ModelSpec", ctx: "PoolContext") -> HFBackend:
+    """The backend registry's factory (models/backends.py): on the pool's device, or sharded over
+    hardware.gpu_ids under generation.big_model_mode."""
+    from moco.models.placement import big_model_kwargs, load_kwargs
+
+    kwargs = load_kwargs(spec, ctx.generation)
+    device = ctx.device()
+    gpu_ids = ctx.hardware.gpu_ids
+    if ctx.generation.big_model_mode and gpu_ids:
+        kwargs.update(big_model_kwargs(gpu_ids, ctx.estimate_gb()))
+        device = f"cuda:{gpu_ids[0]}"
+    return HFBackend(ctx.source(), fingerprint=ctx.fingerprint(), device=device, **kwargs)

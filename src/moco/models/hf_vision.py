@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult, SamplingParams, chunk_plan
 from moco.models.images import load_image
+
+if TYPE_CHECKING:
+    from moco.config import ModelSpec
+    from moco.models.backends import PoolContext
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +176,10 @@ class HFVisionBackend:
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def load(spec: "ModelSpec", ctx: "PoolContext") -> HFVisionBackend:
+    """The backend registry's factory (models/backends.py)."""
+    return HFVisionBackend(ctx.source(), fingerprint=ctx.fingerprint(), device=ctx.device(), dtype=spec.dtype,
+                           revision=spec.revision, adapter=spec.adapter, batch_size=ctx.generation.batch_size,
+                           trust_remote_code=spec.trust_remote_code)

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -37,6 +37,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult, SamplingParams, chunk_plan
 from moco.models.images import data_url
+
+if TYPE_CHECKING:
+    from moco.config import ModelSpec
+    from moco.models.backends import PoolContext
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DOWN_AFTER = 3  # consecutive connection-level failures of one server before its health is probed
@@ -415,3 +419,13 @@ def _describe(err: BaseException) -> str:
 
 def _failed(msg: str, t0: float) -> GenResult:
     return GenResult("", finish_reason="error", error=msg, latency_s=time.time() - t0)
+
+
+def load(spec: "ModelSpec", ctx: "PoolContext") -> OpenAIBackend:
+    """The backend registry's factory (models/backends.py): the endpoint is asked which models it serves."""
+    ep = spec.endpoint
+    assert ep is not None  # ModelSpec requires an endpoint for this kind
+    b = OpenAIBackend(ep.base_url, ep.model or spec.model, api_key_env=ep.api_key_env, concurrency=ep.concurrency,
+                      timeout_s=ep.timeout_s, max_retries=ep.max_retries, seeded=ep.seeded)
+    b.check()
+    return b

@@ -63,3 +63,9 @@ def big_model_kwargs(gpu_ids: list[int], need_gb: float = 0.0, headroom: float =
     if need_gb > avail_gb:
         raise ModelError(f"a model needs {need_gb:.1f} GB, more than the {avail_gb:.1f} GB usable on GPUs {gpu_ids}")
     return {"device_map": "auto", "max_memory": max_memory}
+
+
+def load_kwargs(spec: Any, generation: Any) -> dict[str, Any]:
+    """The keyword arguments of a Hugging Face text model's load (in this process or in a Ray actor)."""
+    return dict(dtype=spec.dtype, revision=spec.revision, adapter=spec.adapter, batch_size=generation.batch_size,
+                trust_remote_code=spec.trust_remote_code, prefix_cache_mb=generation.prefix_cache_mb)

@@ -16,7 +16,7 @@ from pathlib import Path
 from moco.config import GenerationSettings, HardwareSettings, ModelSpec
 from moco.errors import ConfigError, ModelError, did_you_mean
 from moco.models import builtin
-from moco.models.backends import BACKENDS
+from moco.models.backends import kind_info, load_backend
 from moco.models.base import Backend
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ def _looks_local(model: str) -> bool:
 
 def check_spec(spec: ModelSpec) -> None:
     """Raise a one-line ModelError if a model cannot exist; loads nothing."""
-    kind = spec.kind
-    if kind in ("scripted", "openai"):
+    if not kind_info(spec.kind).model_files:
         return
     m = spec.model
     if builtin.is_embedded(m):
@@ -91,6 +90,16 @@ def _source(spec: ModelSpec) -> str:
 def on_ray(spec: ModelSpec, hardware: HardwareSettings) -> bool:
     """A text Hugging Face model served by Ray actors (hardware.ray); vision models stay in this process."""
     return spec.kind == "hf" and hardware.ray is not None and not is_vision_spec(spec)
+
+
+def backend_kind(spec: ModelSpec, hardware: HardwareSettings) -> str:
+    """The registered backend kind that loads a spec: its own kind, except a Hugging Face model, which goes to
+    Ray actors under hardware.ray (text models) or to the vision backend (a vision tower in its config)."""
+    if on_ray(spec, hardware):
+        return "ray"
+    if is_vision_spec(spec):
+        return "hf_vision"
+    return spec.kind
 
 
 def is_vision_spec(spec: ModelSpec) -> bool:
@@ -192,7 +201,7 @@ class ModelPool:
         return h
 
     def source_path(self, handle: ModelHandle) -> str:
-        if handle.spec.kind != "hf":
+        if not kind_info(handle.spec.kind).model_files:
             raise ModelError(f"model '{handle.name}' is not a local Hugging Face model (it is {handle.spec.kind})")
         return _source(handle.spec)
 
@@ -211,13 +220,13 @@ class ModelPool:
         spec = handle.spec
         if spec.model in self.overrides:
             return bool(getattr(self.overrides[spec.model], "remote", False))
-        return spec.kind == "openai" or on_ray(spec, self.hardware)
+        return kind_info(spec.kind).remote or on_ray(spec, self.hardware)
 
     def estimate_gb(self, handle: ModelHandle, convert: bool = True) -> float:
         """Weights of a Hugging Face model in the dtype it will be loaded in (0 for other kinds, Ray actors,
         and an embedded model not converted yet when `convert` is False)."""
         spec = handle.spec
-        if spec.kind != "hf" or spec.model in self.overrides or on_ray(spec, self.hardware):
+        if not kind_info(spec.kind).placed or spec.model in self.overrides or on_ray(spec, self.hardware):
             return 0.0
         from moco.models.memory import estimate_gb, local_snapshot
         from moco.models.placement import dtype_name, pick_device
@@ -233,13 +242,7 @@ class ModelPool:
 
     # -------------------------------------------------------------- placement and loading
     def _backend_key(self, spec: ModelSpec) -> str:
-        kind = spec.kind
-        if kind == "openai":
-            ep = spec.endpoint
-            return f"openai|{ep.base_url}|{ep.model or spec.model}"
-        if kind == "scripted":
-            return f"scripted|{spec.model}|{spec.script.model_dump_json() if spec.script else ''}"
-        return f"hf|{spec.model}|{spec.adapter}|{spec.revision}|{spec.dtype}|{spec.device}"
+        return kind_info(spec.kind).backend_key(spec)
 
     def device_for(self, handle: ModelHandle) -> str:
         """Explicit spec.device, else round-robin over hardware.gpu_ids by distinct weights, else CPU."""
@@ -249,7 +252,7 @@ class ModelPool:
         if not ids:
             return "cpu"
         if handle.backend_key not in self._placement:
-            distinct = list(dict.fromkeys(h.backend_key for h in self.handles if h.spec.kind == "hf"))
+            distinct = list(dict.fromkeys(h.backend_key for h in self.handles if kind_info(h.spec.kind).placed))
             pos = distinct.index(handle.backend_key) if handle.backend_key in distinct else len(self._placement)
             self._placement[handle.backend_key] = f"cuda:{ids[pos % len(ids)]}"
         return self._placement[handle.backend_key]
@@ -259,7 +262,7 @@ class ModelPool:
         if key not in self._fingerprints:
             if handle.spec.model in self.overrides:
                 fp = self.overrides[handle.spec.model].fingerprint
-            elif handle.spec.kind == "hf" and not on_ray(handle.spec, self.hardware):
+            elif kind_info(handle.spec.kind).placed and not on_ray(handle.spec, self.hardware):
                 from moco.models.placement import dtype_name, pick_device
 
                 dev = pick_device(self.device_for(handle))
@@ -276,7 +279,7 @@ class ModelPool:
         if spec.model in self.overrides:
             return self.overrides[spec.model]
         key = handle.backend_key + f"|{self.device_for(handle)}|{self.generation.batch_size}"
-        if spec.kind == "hf" and not on_ray(spec, self.hardware):  # weights changed on disk: load them again
+        if kind_info(spec.kind).placed and not on_ray(spec, self.hardware):  # weights changed on disk: load again
             key += f"|{self.fingerprint(handle)}"
         if on_ray(spec, self.hardware):
             key += "|ray:" + self.hardware.ray.model_dump_json()
@@ -311,48 +314,43 @@ class ModelPool:
             backend.close()
 
     def _load(self, handle: ModelHandle) -> Backend:
-        spec = handle.spec
-        kind = spec.kind
-        if kind == "scripted":
-            from_spec = BACKENDS.load("scripted")
+        """Build the backend through its kind's registry entry (models/backends.py); model files are checked
+        first (one line naming what is wrong)."""
+        kind = backend_kind(handle.spec, self.hardware)
+        if kind_info(kind).model_files:
+            check_spec(handle.spec)
+        return load_backend(kind, handle.spec, _Loading(self, handle))
 
-            return from_spec(spec.model, spec.script.model_dump() if spec.script else None,
-                             batch_size=self.generation.batch_size)
-        if kind == "openai":
-            OpenAIBackend = BACKENDS.load("openai")
 
-            ep = spec.endpoint
-            b = OpenAIBackend(ep.base_url, ep.model or spec.model, api_key_env=ep.api_key_env,
-                              concurrency=ep.concurrency, timeout_s=ep.timeout_s, max_retries=ep.max_retries,
-                              seeded=ep.seeded)
-            b.check()
-            return b
-        check_spec(spec)
-        hf_kwargs = dict(dtype=spec.dtype, revision=spec.revision, adapter=spec.adapter,
-                         batch_size=self.generation.batch_size, trust_remote_code=spec.trust_remote_code,
-                         prefix_cache_mb=self.generation.prefix_cache_mb)
-        ray = self.hardware.ray
-        if on_ray(spec, self.hardware):
-            RayHFBackend = BACKENDS.load("ray")
+@dataclass
+class _Loading:
+    """The pool's answers about one model, for its kind's factory (`backends.PoolContext`)."""
 
-            return RayHFBackend(_source(spec), weights_fingerprint=_weights_fingerprint(spec), hf_kwargs=hf_kwargs,
-                                replicas=ray.replicas, num_cpus=ray.num_cpus, num_gpus=ray.num_gpus,
-                                address=ray.address)
-        HFBackend = BACKENDS.load("hf")
+    pool: ModelPool
+    handle: ModelHandle
 
-        device = self.device_for(handle)
-        if is_vision_spec(spec):
-            HFVisionBackend = BACKENDS.load("hf_vision")
+    @property
+    def generation(self) -> GenerationSettings:
+        return self.pool.generation
 
-            return HFVisionBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, dtype=spec.dtype,
-                                   revision=spec.revision, adapter=spec.adapter, batch_size=self.generation.batch_size,
-                                   trust_remote_code=spec.trust_remote_code)
-        if self.generation.big_model_mode and self.hardware.gpu_ids:
-            from moco.models.placement import big_model_kwargs
+    @property
+    def hardware(self) -> HardwareSettings:
+        return self.pool.hardware
 
-            hf_kwargs.update(big_model_kwargs(self.hardware.gpu_ids, self.estimate_gb(handle)))
-            device = f"cuda:{self.hardware.gpu_ids[0]}"
-        return HFBackend(_source(spec), fingerprint=self.fingerprint(handle), device=device, **hf_kwargs)
+    def device(self) -> str:
+        return self.pool.device_for(self.handle)
+
+    def fingerprint(self) -> str:
+        return self.pool.fingerprint(self.handle)
+
+    def estimate_gb(self) -> float:
+        return self.pool.estimate_gb(self.handle)
+
+    def source(self) -> str:
+        return _source(self.handle.spec)
+
+    def weights_fingerprint(self) -> str:
+        return _weights_fingerprint(self.handle.spec)
 
 
 def _within_budget(name: str, need_gb: float, budget: float) -> None:

@@ -16,10 +16,14 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult
+
+if TYPE_CHECKING:
+    from moco.config import ModelSpec
+    from moco.models.backends import PoolContext
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +181,14 @@ def _first_line(e: BaseException) -> str:
     cause = getattr(e, "cause", None) or e
     lines = [x for x in str(cause).splitlines() if x.strip()]
     return lines[-1] if lines else type(e).__name__
+
+
+def load(spec: "ModelSpec", ctx: "PoolContext") -> RayHFBackend:
+    """The backend registry's factory (models/backends.py): replicas of the model as Ray actors."""
+    from moco.models.placement import load_kwargs
+
+    ray = ctx.hardware.ray
+    assert ray is not None  # the pool routes a model here only under hardware.ray
+    return RayHFBackend(ctx.source(), weights_fingerprint=ctx.weights_fingerprint(),
+                        hf_kwargs=load_kwargs(spec, ctx.generation), replicas=ray.replicas, num_cpus=ray.num_cpus,
+                        num_gpus=ray.num_gpus, address=ray.address)

@@ -11,9 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from moco.models import time_limit
 from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
+
+if TYPE_CHECKING:
+    from moco.config import ModelSpec
+    from moco.models.backends import PoolContext
 
 Rule = tuple[str, "str | list[str]"]
 
@@ -131,3 +136,9 @@ def from_spec(name: str, script: dict | None, batch_size: int = 16) -> ScriptedB
                                batch_size=batch_size)
     return ScriptedBackend(name, rules=rules, default=script.get("default", ""), batch_size=batch_size,
                            seconds_per_token=float(script.get("seconds_per_token") or 0.0))
+
+
+def load(spec: "ModelSpec", ctx: "PoolContext") -> ScriptedBackend:
+    """The backend registry's factory (models/backends.py)."""
+    return from_spec(spec.model, spec.script.model_dump() if spec.script else None,
+                     batch_size=ctx.generation.batch_size)

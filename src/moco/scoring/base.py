@@ -9,15 +9,29 @@ needs ("judge", "reward"); `score` on such a scorer works only once it is bound 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from moco import faults
+from moco.calls import Call, Response
 from moco.errors import ConfigError
+from moco.models.base import SamplingParams
 from moco.tasks.base import Example
 
-if TYPE_CHECKING:
-    from moco.context import RunContext
+
+class ScoringContext(Protocol):
+    """What a scorer may use of a run (a `RunContext` is one): the models bound to roles, their sampling, the
+    batched `generate`, and the phase the calls are accounted to. Declared here so that scoring does not
+    import the run context (no import cycle)."""
+
+    def role(self, name: str) -> Any: ...
+
+    def sampling(self, **overrides: Any) -> SamplingParams: ...
+
+    def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]: ...
+
+    def phase(self, name: str) -> AbstractContextManager[None]: ...
 
 
 @dataclass
@@ -71,7 +85,7 @@ class BaseScorer:
         ok = float(answer is not None and answer == self.gold_key(example))
         return ScoreResult(ok, answer, strict=ok)
 
-    def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
+    def score_batch(self, ctx: "ScoringContext | None", examples: Sequence[Example],
                     responses: Sequence[str]) -> list[ScoreResult]:
         return [self.score(ex, r) for ex, r in zip(examples, responses)]
 
@@ -84,12 +98,12 @@ class ModelScorer(BaseScorer):
 
     role = "judge"
     needs_gold = False
-    _ctx: "RunContext | None" = None
+    _ctx: "ScoringContext | None" = None
 
-    def bind(self, ctx: "RunContext") -> None:
+    def bind(self, ctx: "ScoringContext") -> None:
         self._ctx = ctx
 
-    def require(self, ctx: "RunContext | None") -> "RunContext":
+    def require(self, ctx: "ScoringContext | None") -> "ScoringContext":
         ctx = ctx or self._ctx
         if ctx is None:
             raise ConfigError(f"scorer {self.name} calls a model (role '{self.role}'); it needs a run context")
@@ -97,12 +111,10 @@ class ModelScorer(BaseScorer):
             raise ConfigError(missing_role_message(self.name, self.role))
         return ctx
 
-    def ask(self, ctx: "RunContext", prompts: dict[int, str], parse: Any,
+    def ask(self, ctx: "ScoringContext", prompts: dict[int, str], parse: Any,
             max_new_tokens: int) -> dict[int, tuple[Any, str]]:
         """Send prompts (item index -> prompt) to the role's model in one greedy batch through `ctx.generate`;
         returns item index -> (parsed verdict or None, the reply's tail or the call's error)."""
-        from moco.context import Call
-
         if not prompts:
             return {}
         model = ctx.role(self.role)
@@ -124,7 +136,7 @@ def missing_role_message(scorer: str, role: str) -> str:
     return f"scorer '{scorer}' needs a model bound to the role '{role}' in the config (e.g. {example})"
 
 
-def score_many(scorer: Any, ctx: "RunContext | None", examples: Sequence[Example],
+def score_many(scorer: Any, ctx: "ScoringContext | None", examples: Sequence[Example],
                responses: Sequence[str]) -> list[ScoreResult]:
     """Score a batch with any scorer: its `score_batch` when it has one, else item by item."""
     faults.hit("score.batch")

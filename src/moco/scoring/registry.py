@@ -12,6 +12,7 @@ from typing import Any
 from moco.errors import ConfigError, did_you_mean
 from moco.registry import Registry
 from moco.scoring.base import Scorer
+from moco.tasks.datasets import DATASETS
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,16 @@ def build_scorer(choice: ScorerChoice | str, task_name: str = "") -> Scorer:
     return scorer
 
 
+def dataset_scorer(name: str) -> ScorerChoice | None:
+    """The scorer choice of a known dataset (None: use its task type's default)."""
+    d = DATASETS.get(name)
+    if d is None or (d.scorer is None and d.group_key is None):
+        return None
+    return ScorerChoice(d.scorer or "multiple_choice", dict(d.options), d.group_key)
+
+
 def choice_for(task_type: str, task_name: str = "", override: str | None = None) -> ScorerChoice:
     """The scorer a task gets: the config's override, else the dataset's own, else its task type's default."""
-    from moco.tasks.registry import dataset_scorer
-
     if override:
         base = dataset_scorer(task_name)
         return ScorerChoice(override, group_key=base.group_key if base else None)
