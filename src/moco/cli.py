@@ -339,8 +339,9 @@ def serve(
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
 ) -> None:
-    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/models). What the method
-    cannot serve is refused at start (as `moco validate` says); its dev work runs before the port opens."""
+    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/completions, /v1/models).
+    What the method cannot serve is refused at start (as `moco validate` says); its dev work runs before the port
+    opens."""
     from moco.serve import build_service, is_loopback
     from moco.serve import serve as run_server
 
