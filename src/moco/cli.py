@@ -345,6 +345,7 @@ def serve(
     from moco.serve import build_service, is_loopback
     from moco.serve import serve as run_server
 
+    STATE["no_cache"] = not cache  # stopped during start-up: nothing to resume from without --cache
     if not is_loopback(host) and not token:
         err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
     service = build_service(config, role=role, name=name, cache=cache, data_dir=data_dir,
