@@ -192,3 +192,15 @@ def test_serve_help_names_every_openai_route():
     assert r.returncode == 0
     for route in ("/v1/chat/completions", "/v1/completions", "/v1/models"):
         assert route in text, route
+
+
+def test_an_unexpected_error_is_raised_as_itself(monkeypatch):
+    """A bug (not a usage error) reaches the user as its own exception, not as a crash of the error handler."""
+    from moco import cli
+
+    def boom(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main()

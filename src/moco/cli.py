@@ -530,9 +530,9 @@ def _click_kind(e: BaseException) -> str | None:
     for m in mods:
         if isinstance(e, m.ClickException):
             return "usage"
-        if isinstance(e, m.Abort):
+        if isinstance(e, getattr(m, "Abort", ())):  # typer's vendored copy has no Abort nor Exit
             return "abort"
-        if isinstance(e, m.Exit):
+        if isinstance(e, getattr(m, "Exit", ())):
             return "exit"
     return None
 
