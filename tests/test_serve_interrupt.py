@@ -36,3 +36,12 @@ def test_stopped_during_start_up_is_one_line_and_says_nothing_was_cached(tmp_pat
     assert "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith(f"interrupted ({how})") and "nothing was cached" in lines[0], lines
     assert "serving" not in out + err  # the port never opened
+
+
+def test_a_port_out_of_range_is_a_usage_error(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**SLOW, "models": ["scripted:a"]}))
+    r = subprocess.run([MOCO, "serve", str(cfg), "--port", "99999"], capture_output=True, text=True, timeout=120)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "--port" in lines[0], r.stderr
+

@@ -318,7 +318,7 @@ def zoo_list() -> None:
 def serve(
     config: Path = typer.Argument(..., help="experiment config of the collaboration to serve (task optional)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
-    port: int = typer.Option(8000, "--port", help="TCP port"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
     token: Optional[str] = typer.Option(None, "--token", envvar="MOCO_SERVE_TOKEN",
                                         help="require 'Authorization: Bearer TOKEN' (or set MOCO_SERVE_TOKEN)"),
     role: str = typer.Option("collaboration", "--role", help="collaboration (the config's method as one model) "
