@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,3 +46,18 @@ def test_a_port_out_of_range_is_a_usage_error(tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "--port" in lines[0], r.stderr
 
+
+def test_a_busy_port_is_refused_before_the_start_up_run(tmp_path):
+    cfg = tmp_path / "slow.json"
+    cfg.write_text(json.dumps(SLOW))  # its start-up run would take 16 s
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        t0 = time.time()
+        r = subprocess.run([MOCO, "serve", str(cfg), "--port", str(port)], capture_output=True, text=True,
+                           timeout=120)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}") and "in use" in lines[0], lines
+    assert time.time() - t0 < 15  # refused before the start-up run, not after it

@@ -342,10 +342,11 @@ def serve(
     """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/completions, /v1/models).
     What the method cannot serve is refused at start (as `moco validate` says); its dev work runs before the port
     opens."""
-    from moco.serve import build_service, is_loopback
+    from moco.serve import build_service, check_port, is_loopback
     from moco.serve import serve as run_server
 
     STATE["no_cache"] = not cache  # stopped during start-up: nothing to resume from without --cache
+    check_port(host, port)
     if not is_loopback(host) and not token:
         err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
     service = build_service(config, role=role, name=name, cache=cache, data_dir=data_dir,
