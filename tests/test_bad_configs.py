@@ -89,6 +89,8 @@ CORPUS: dict[str, tuple[dict | str, str, str]] = {
                            "key 'method' appears twice"),
     "not UTF-8": (b"method: x\n\xff\xfe\x00\n", ".yaml", "not UTF-8 text"),
     "NUL characters": ("method: x\n\x00\x01\n", ".yaml", "invalid YAML"),
+    "a sweep file": ("name: s\nmethods: [text_majority_vote]\npools:\n  p: [scripted:a, scripted:b]\n"
+                     "tasks: [moco_demo]\n", ".yaml", "this is a sweep (it has `methods:` and `pools:`)"),
 }
 
 

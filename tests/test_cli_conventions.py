@@ -184,3 +184,23 @@ def test_help_without_a_terminal_has_no_boxes():
     assert r.returncode == 2 and r.stdout.startswith("Usage: moco zoo") and "build" in r.stdout and r.stderr == ""
     r = moco("run", "--help")
     assert r.returncode == 0 and "--output" in r.stdout and "--set" in r.stdout and not BOX & set(r.stdout)
+
+
+def test_serve_help_names_every_openai_route():
+    r = moco("serve", "--help")
+    text = " ".join(r.stdout.split())  # the help is wrapped to the terminal's width
+    assert r.returncode == 0
+    for route in ("/v1/chat/completions", "/v1/completions", "/v1/models"):
+        assert route in text, route
+
+
+def test_an_unexpected_error_is_raised_as_itself(monkeypatch):
+    """A bug (not a usage error) reaches the user as its own exception, not as a crash of the error handler."""
+    from moco import cli
+
+    def boom(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main()

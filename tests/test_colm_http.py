@@ -168,8 +168,9 @@ def test_http_server_picks_the_same_server_as_the_in_process_method(tmp_path, ti
     assert info["server"] == "strong" and info["server_chosen_by"] == "the dev-best model (no server role bound)"
     assert info["top_k"] == "half" and info["selection"] == "llm"
     cfg.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "task"}))
-    with pytest.raises(ConfigError, match="no `server` role, so the server is the dev-best model"):
+    with pytest.raises(ConfigError, match="no `server` role, so the server is the dev-best model") as refused:
         build_service(cfg, role="colm-server", backends=bk())
+    assert str(refused.value).endswith("bind roles.server (the config has no task)")  # not "unknown task 'served'"
     cfg.write_text(yaml.safe_dump({**raw, "roles": {"server": "weak"}}))
     service = build_service(cfg, role="colm-server", backends=bk())
     try:

@@ -327,7 +327,7 @@ def zoo_list() -> None:
 def serve(
     config: Path = typer.Argument(..., help="experiment config of the collaboration to serve (task optional)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
-    port: int = typer.Option(8000, "--port", help="TCP port"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
     token: Optional[str] = typer.Option(None, "--token", envvar="MOCO_SERVE_TOKEN",
                                         help="require 'Authorization: Bearer TOKEN' (or set MOCO_SERVE_TOKEN)"),
     role: str = typer.Option("collaboration", "--role", help="collaboration (the config's method as one model) "
@@ -348,11 +348,14 @@ def serve(
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
 ) -> None:
-    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/models). What the method
-    cannot serve is refused at start (as `moco validate` says); its dev work runs before the port opens."""
-    from moco.serve import build_service, is_loopback
+    """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/completions, /v1/models).
+    What the method cannot serve is refused at start (as `moco validate` says); its dev work runs before the port
+    opens."""
+    from moco.serve import build_service, check_port, is_loopback
     from moco.serve import serve as run_server
 
+    STATE["no_cache"] = not cache  # stopped during start-up: nothing to resume from without --cache
+    check_port(host, port)
     if not is_loopback(host) and not token:
         err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
     service = build_service(config, role=role, name=name, cache=cache, data_dir=data_dir,
@@ -538,9 +541,9 @@ def _click_kind(e: BaseException) -> str | None:
     for m in mods:
         if isinstance(e, m.ClickException):
             return "usage"
-        if isinstance(e, m.Abort):
+        if isinstance(e, getattr(m, "Abort", ())):  # typer's vendored copy has no Abort nor Exit
             return "abort"
-        if isinstance(e, m.Exit):
+        if isinstance(e, getattr(m, "Exit", ())):
             return "exit"
     return None
 

@@ -345,6 +345,9 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     """Validate a config dict (ours or the reference's) into an ExperimentConfig."""
     if is_reference_format(raw):
         raw = from_reference(raw)
+    if "method" not in raw and {"methods", "pools"} <= raw.keys():  # a `moco compare` file given to run/validate
+        raise ConfigError("config: this is a sweep (it has `methods:` and `pools:`), not a run config: "
+                          "check it with `moco compare FILE --plan`, run it with `moco compare FILE`")
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:

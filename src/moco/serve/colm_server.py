@@ -49,6 +49,7 @@ from moco.models import time_limit
 from moco.runner import plan
 from moco.serve.batcher import MicroBatcher
 from moco.serve.protocol import ApiError, ChatRequest, completion
+from moco.serve.served_task import SERVED
 from moco.tasks.base import Task
 from moco.trace import CallRecorder
 
@@ -143,6 +144,8 @@ class ColmServer:
         why = (f"--role colm-server: {len(p.pool.handles)} models and no `server` role, so the server is the "
                "dev-best model as in the in-process method; give the config a task with a dev split, or bind "
                "roles.server")
+        if cfg.task.name == SERVED:  # no `task:` in the file: nothing to pick the dev-best model on
+            raise ConfigError(f"{why} (the config has no task)")
         try:
             dev_plan = plan(cfg, None, backends)
         except MocoError as e:
