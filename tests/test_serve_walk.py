@@ -94,6 +94,7 @@ def test_every_method_answers_or_is_refused_at_start_as_validate_says(tmp_path, 
         for r in responses:
             assert r.status_code == 200, f"{method}: started, then {r.status_code} {r.text[:300]}"
             assert r.json()["choices"][0]["message"]["role"] == "assistant"
+            assert r.json()["choices"][0]["message"]["content"].strip(), f"{method}: answered 200 with no text"
         assert dev_after == 0, f"{method}: {dev_after} dev-phase model calls after start-up (not done at start)"
         answered.append(method)
     # both outcomes occur: the walk is not vacuous (scripted models cannot give weights, logits or training)
@@ -191,3 +192,38 @@ def test_a_method_that_fails_its_start_up_run_is_refused_at_start(tmp_path):
         assert "\n" not in str(e.value) and not svc.starting
     finally:
         svc.close()
+
+
+def test_a_vote_on_a_multiple_choice_task_reads_the_requests_options(tmp_path):
+    """A served request has no `choices` field: its listed options are read from its text, so answers are
+    voted on by option; a request that lists none gets 422 saying so, never an empty 200."""
+    svc = build_service(config(tmp_path, "text_majority_vote", with_task=True))
+    try:
+        svc.warm_up()
+        ask = lambda text: client.post("/v1/chat/completions", json={  # noqa: E731
+            "model": svc.name, "messages": [{"role": "user", "content": text}]})
+        with TestClient(create_app(svc)) as client:
+            inline, lines = ask("What is 2+2? (A) 4 (B) 5"), ask("What is 2+2?\nA) 4\nB) 5\nC) 6")
+            bare = ask("Which language is mainly spoken in Brazil?")
+        for r in (inline, lines):
+            assert r.status_code == 200 and "(A)" in r.json()["choices"][0]["message"]["content"]
+        assert bare.status_code == 422
+        err = bare.json()["error"]
+        assert err["code"] == "options_missing" and "multiple choice" in err["message"] and "A) ..." in err["message"]
+    finally:
+        svc.close()
+
+
+@pytest.mark.parametrize("prompt, options", [
+    ("Which? (A) x (B) y", {"A": "x", "B": "y"}),
+    ("Q1\nA) a\nB) b\n\nQ2\nA) c\nB) d\nC) e\nAnswer with the letter", {"A": "c", "B": "d", "C": "e"}),
+    ("A. 12\nB. 15\nC. 18", {"A": "12", "B": "15", "C": "18"}),
+    ("(A) red\n(B) blue", {"A": "red", "B": "blue"}),
+    ("Which language is spoken in Brazil? Answer in one short sentence.", None),
+    ("I think A: no", None),  # one lettered phrase is not a list of options
+    ("A) x\nC) y", None),  # not lettered A, B, ...
+])
+def test_options_in_request_text(prompt, options):
+    from moco.serve.served_task import options_in
+
+    assert options_in(prompt) == options

@@ -29,7 +29,7 @@ from moco.serve.batcher import MicroBatcher, QueueFull, TimeLimitReached
 from moco.serve.final_stage import StageRequest, stage_info
 from moco.serve.limits import chars_problem, context_problem
 from moco.serve.protocol import ApiError, ChatMessage, ChatRequest, completion
-from moco.serve.served_task import example_of, sampling_key
+from moco.serve.served_task import example_of, options_in, sampling_key
 from moco.serve.startup import WARM_UP_PROMPT, ServedContext, StartupMemo
 from moco.tasks.base import Example
 from moco.trace import CallRecorder
@@ -99,8 +99,10 @@ class CollaborationService:
         model loading happen here; a failure is a one-line refusal to start. Returns what it did, for stderr."""
         g = self.cfg.generation
         prompt = self.base_task.dev[0].prompt if self.base_task.dev else WARM_UP_PROMPT
-        item = Pending(example_of([ChatMessage(role="user", content=prompt)], 0), g.max_new_tokens, g.temperature,
-                       g.top_p)
+        ex = self.with_options(example_of([ChatMessage(role="user", content=prompt)], 0))
+        if self.base_task.dev and self.base_task.dev[0].choices:  # the dev item's own options (no gold)
+            ex = dataclasses.replace(ex, choices=self.base_task.dev[0].choices)
+        item = Pending(ex, g.max_new_tokens, g.temperature, g.top_p)
         t0, self.starting = time.time(), True
         if progress is not None:
             self.ctx.progress = progress
@@ -128,6 +130,13 @@ class CollaborationService:
                 "task": self.base_task.name, "roles": {r: h.name for r, h in self.plan.roles.items()},
                 **stage_info(self.ctx)}
 
+    def with_options(self, ex: Example) -> Example:
+        """On a multiple-choice task, the request's listed options become the item's choices, so answers are
+        read (and compared, voted on) by option as on the task's own items."""
+        if self.base_task.task_type != "multiple_choice":
+            return ex
+        return dataclasses.replace(ex, choices=options_in(ex.prompt))
+
     def pending(self, req: ChatRequest) -> Pending:
         if req.messages[-1].role != "user":
             raise ApiError(400, "the last message must come from the user", param="messages")
@@ -138,7 +147,7 @@ class CollaborationService:
                            param="max_tokens")
         temp = g.temperature if req.temperature is None else req.temperature
         top_p = g.top_p if req.top_p is None else req.top_p
-        ex = example_of(req.messages, 0)
+        ex = self.with_options(example_of(req.messages, 0))
         too_long = chars_problem(ex.prompt)
         if too_long:
             raise ApiError(400, too_long, param="messages", code="context_length_exceeded")
@@ -165,6 +174,8 @@ class CollaborationService:
             raise ApiError(504, done.error, kind="server_error", code="timeout")
         if done.error and done.status == 400:
             raise ApiError(400, done.error, param="messages", code="context_length_exceeded")
+        if done.error and done.status == 422:
+            raise ApiError(422, done.error, param="messages", code="options_missing")
         if done.error:
             raise ApiError(500, f"the collaboration failed: {done.error}", kind="server_error", code="moco_error")
         return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens, done.finish,
@@ -227,6 +238,11 @@ class CollaborationService:
         for k, (p, o) in enumerate(zip(items, outputs)):
             if o.failed:
                 done.append(_timed_out() if time_limit.passed() else Done("", error="a model call failed (see the server log)"))
+                continue
+            if not o.text.strip() and self.base_task.task_type == "multiple_choice" and not p.example.choices:
+                done.append(Done("", error=f"no answer: this server's task '{self.base_task.name}' is multiple "
+                                 "choice and the models' answers are read by option, but the request lists no "
+                                 "options (write them as lines 'A) ...', 'B) ...')", status=422))
                 continue
             text, stopped = cut_at_stops(o.text, p.stops)
             finish = "stop" if stopped or not ctx.finishes else ctx.finishes[k]
