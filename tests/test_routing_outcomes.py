@@ -78,7 +78,9 @@ def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path)
                              "models": ["scripted:a", "scripted:b"]})
     (tmp_path / "g.json").write_text('{"name": "g", "task_type": "text_generation", "dev": [{"input": "hi"}], '
                                      '"test": [{"input": "yo"}]}')
-    p = plan(gen_only, backends=backends)
+    with pytest.raises(ConfigError, match="routes by scored outcomes: task g is generation-only"):
+        plan(gen_only, backends=backends)  # refused before any model loads (validate, run and serve alike)
+    p = plan(gen_only, backends=backends, needs=False)  # and collect() itself still refuses, for direct callers
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
                      generation=p.config.generation)
     with pytest.raises(ConfigError, match="generation-only"):
