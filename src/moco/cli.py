@@ -127,7 +127,7 @@ def score(
     split: str = typer.Option("test", "--split", help="test or dev"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for metrics.json and scores.jsonl "
                                        "(default: <predictions>.scores/)"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     scorer_name: Optional[str] = typer.Option(None, "--scorer", help="use this scorer instead of the task's own"),
     judge: Optional[str] = typer.Option(None, "--judge", help="model for the role 'judge' (judge-scored tasks)"),
     reward: Optional[str] = typer.Option(None, "--reward", help="model for the role 'reward' (reward-model tasks)"),
@@ -201,7 +201,7 @@ def validate(
     limit: Optional[int] = LIMIT,
     seed: Optional[int] = SEED,
     sets: Optional[list[str]] = SET,
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object ({\"ok\": false, "
                                  "\"error\": ...} on a bad config, still exit 2)"),
 ) -> None:
@@ -240,7 +240,7 @@ def _print_json(obj: object) -> None:
 def list_(
     what: str = typer.Argument(..., help="methods | tasks | models"),
     name: Optional[str] = typer.Argument(None, help="methods: one method's full hyperparameter table"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON list (or object, with NAME) instead"),
 ) -> None:
     """Show what exists: one line per method/task/model; `moco list methods NAME` for a method's parameters."""
@@ -289,7 +289,7 @@ def zoo_build(
     lr: float = typer.Option(2e-4, "--lr"),
     max_length: int = typer.Option(384, "--max-length", min=16, help="tokens per training sequence"),
     merged: bool = typer.Option(False, "--merged/--adapters", help="save full merged folders instead of adapters"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """LoRA fine-tune the base on several domains' dev data; print a ready-to-use `models:` list."""
@@ -346,7 +346,7 @@ def serve(
     cache: bool = typer.Option(False, "--cache/--no-cache", help="answer repeated identical requests from the "
                                "response cache"),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
 ) -> None:
     """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/completions, /v1/models).
     What the method cannot serve is refused at start (as `moco validate` says); its dev work runs before the port
