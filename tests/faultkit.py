@@ -55,7 +55,7 @@ class Runner:
         False (a resumed run passes a site fewer times: the run may then finish)."""
         before = len(self._fired())
         p = subprocess.run(self._cmd(), env=self._env(fault), capture_output=True, text=True, timeout=timeout,
-                           preexec_fn=_default_sigint)
+                           preexec_fn=default_sigint)
         fired = self._fired()[before:]
         a = Attempt(p.returncode, p.stderr, fired[0] if fired else None)
         self.attempts.append(a)
@@ -87,9 +87,10 @@ class Runner:
         return a
 
 
-def _default_sigint() -> None:
+def default_sigint() -> None:
     """A terminal's Ctrl-C reaches the run even when the tests run as a background job (which ignores SIGINT)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # nor blocked by the thread that started it
 
 
 def sigkill(p: subprocess.Popen) -> None:

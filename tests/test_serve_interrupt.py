@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from faultkit import default_sigint
+
 MOCO = shutil.which("moco", path=str(Path(sys.executable).parent))
 # one scripted model whose warm-up answer takes 8 paced words x 2 s: the start-up run is still going when stopped
 SLOW = {"method": "single_model", "models": [{"model": "scripted:slow",
@@ -26,7 +28,8 @@ def test_stopped_during_start_up_is_one_line_and_says_nothing_was_cached(tmp_pat
     cfg = tmp_path / "slow.json"
     cfg.write_text(json.dumps(SLOW))
     p = subprocess.Popen([MOCO, "serve", str(cfg), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env={**os.environ, "MOCO_CACHE_DIR": str(tmp_path / "cache")})
+                         text=True, env={**os.environ, "MOCO_CACHE_DIR": str(tmp_path / "cache")},
+                         preexec_fn=default_sigint)
     first = p.stderr.readline()  # "starting ...": the start-up run has begun
     assert first.startswith("starting"), first
     time.sleep(0.5)
