@@ -130,7 +130,10 @@ def test_start_up_run_keeps_dev_work_out_of_requests(tmp_path):
         assert dev.calls == 3 * TASK["dev_limit"] and fresh_dev_calls(svc) == dev.calls
         body = {"model": svc.name, "messages": [{"role": "user", "content": "hi"}], "temperature": 0.9,
                 "max_tokens": 8}
-        with TestClient(create_app(svc)) as client:
+        assert svc.ctx.runs == 1
+        app = create_app(svc)
+        assert svc.ctx.runs == 1  # the app's streaming probe does not run the method a second time
+        with TestClient(app) as client:
             assert client.post("/v1/chat/completions", json=body).status_code == 200
         assert fresh_dev_calls(svc) == 3 * TASK["dev_limit"] and svc.recorder.phases["test"].calls > 0
     finally:

@@ -85,6 +85,7 @@ class StageContext(RunContext):
         self.runs_learned = 0  # runs whose answers the final stage wrote
         self.unstable = False  # a run's answers came from another call: nothing streams any more
         self.finishes: list[str] = []  # of the last run: each answer's finish reason (stop | length), when known
+        self.runs = 0  # method runs so far (the start-up run included): each one was a chance to learn
         self._seen: list[_Seen] = []
         self._order = 0
         self._wants: list[StageRequest | None] = []
@@ -102,6 +103,7 @@ class StageContext(RunContext):
             outputs = method.run(self, params)
         finally:
             self._wants = []
+            self.runs += 1
         self._learn(outputs)
         for want, o in zip(wants, outputs):
             if want is not None:
@@ -205,9 +207,9 @@ class StageContext(RunContext):
 def learn_final_stage(service: Any, prompt: str = "Say hello.", max_new_tokens: int = 16) -> FinalStage | None:
     """One short probe request through the service's batch handler, so the final stage is known before the
     first client streams. Call it before serving. A method that cannot answer it is logged; its answers are
-    then sent whole."""
+    then sent whole. After `moco serve`'s start-up run the method has already run once: no second run."""
     ctx = getattr(service, "ctx", None)
-    if not isinstance(ctx, StageContext) or ctx.final is not None:
+    if not isinstance(ctx, StageContext) or ctx.final is not None or ctx.runs:
         return getattr(ctx, "final", None)
     body = {"model": service.name, "messages": [{"role": "user", "content": prompt}],
             "max_tokens": min(max_new_tokens, service.max_new_tokens_cap)}
