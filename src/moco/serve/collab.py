@@ -99,9 +99,9 @@ class CollaborationService:
         model loading happen here; a failure is a one-line refusal to start. Returns what it did, for stderr."""
         g = self.cfg.generation
         prompt = self.base_task.dev[0].prompt if self.base_task.dev else WARM_UP_PROMPT
-        ex = self.with_options(example_of([ChatMessage(role="user", content=prompt)], 0))
-        if self.base_task.dev and self.base_task.dev[0].choices:  # the dev item's own options (no gold)
-            ex = dataclasses.replace(ex, choices=self.base_task.dev[0].choices)
+        ex = example_of([ChatMessage(role="user", content=prompt)], 0)
+        own = self.base_task.dev[0].choices if self.base_task.dev else None  # the dev item's options (no gold)
+        ex = dataclasses.replace(ex, choices=own) if own else self.with_options(ex)
         item = Pending(ex, g.max_new_tokens, g.temperature, g.top_p)
         t0, self.starting = time.time(), True
         if progress is not None:
