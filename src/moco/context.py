@@ -180,18 +180,31 @@ class RunContext:
         for h, (key, _req) in zip(handles, prepared):
             res, cached = done[key]
             out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error,
-                                res.token_logprobs, res.top_logprobs, res.finish_reason))
+                                res.token_logprobs, res.top_logprobs, res.finish_reason, res.extra))
         return out
 
     def _record(self, key: str, positions: list[int], handles: list[ModelHandle], item: tuple[GenResult, bool],
                 tag: str, batch: int | None, prepared: list[tuple[str, GenRequest]]) -> None:
         res, cached = item
+        usage = (res.extra or {}).get("usage")
         for n, pos in enumerate(positions):  # identical calls of one generate are decoded once: the others are hits
+            if usage:  # a composite backend (token-level method): one record per model it drove
+                self._record_usage(usage, key, tag, res, cached or n > 0, batch)
+                continue
             prompt = "\n".join(c for _r, c in prepared[pos][1].messages) if res.error is not None else None
             self.recorder.record(model=handles[pos].name, key=key, tag=tag, tokens_in=res.tokens_in,
                                  tokens_out=res.tokens_out, latency=res.latency_s, cached=cached or n > 0,
                                  finish=res.finish_reason, error=res.error, batch=batch, reused=res.tokens_reused,
                                  prompt=prompt)
+
+    def _record_usage(self, usage: dict[str, list[int]], key: str, tag: str, res: GenResult, cached: bool,
+                      batch: int | None) -> None:
+        """Split a composite call's record over the models it drove (their tokens; latency shared by tokens)."""
+        total = sum(a + b for a, b in usage.values()) or 1
+        for name, (tin, tout) in usage.items():
+            self.recorder.record(model=name, key=key, tag=tag, tokens_in=tin, tokens_out=tout,
+                                 latency=res.latency_s * (tin + tout) / total, cached=cached,
+                                 finish=res.finish_reason, error=res.error, batch=batch, reused=0, prompt=None)
 
     def _stop_if_down(self, handles: Sequence[ModelHandle]) -> None:
         """Stop the run with one line when a backend of this call went down (its answered calls are cached)."""
