@@ -32,8 +32,8 @@ class _NoParams(MethodParams):
 
 @method("_test_needs_logits", params=_NoParams, level="logit", summary="test only: needs full logits",
         needs=Capabilities(chat=True, logits=True))
-def _needs_logits(ctx, params):  # pragma: no cover - never runs: plan() rejects it on scripted models
-    return [Output("") for _ in ctx.test]
+async def _needs_logits(ctx, params):  # pragma: no cover - never runs: plan() rejects it on scripted models
+    return [Output("") for _ in ctx.task.test]
 
 
 def scripted(name: str, replies: list[str], desc: str = "") -> dict:
@@ -225,14 +225,14 @@ BLOCKING = textwrap.dedent('''
         pass
 
     @method("_test_blocking", params=P, level="text", summary="answers, then blocks the first time")
-    def run(ctx, params):
+    async def run(ctx, params):
         with ctx.phase("test"):
-            answers = ctx.answer_all(ctx.test)
+            answers = await ctx.answer_all(ctx.task.test)
         flag = pathlib.Path(os.environ["BLOCK_FLAG"])
         if not flag.exists():
             flag.write_text("blocked")
             time.sleep(600)
-        return [Output(answers[0][j].text) for j in range(len(ctx.test))]
+        return [Output(answers[0][j].text) for j in range(len(ctx.task.test))]
 
     from moco.cli import main
     main()

@@ -132,7 +132,7 @@ def test_choice_keeps_the_configured_setting_unless_beaten():
     assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.5], [0.4]]) == 0
     assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.6], [0.6]]) == 1
     assert choose(ctx, "x", ["conf", "a"], [[-2.0], [-1.0]]) == 1  # reward-model scores below zero
-    assert ctx.extra_metrics["dev_selection"]["x"]["chosen"] == "a"
+    assert ctx.metrics["dev_selection"]["x"]["chosen"] == "a"
 
 
 def _config(tiny_models, task, **params):

@@ -14,6 +14,7 @@ from moco.routing.outcomes import collect
 from moco.runner import plan, run_experiment
 from moco.trace import CallRecorder
 from test_model_scorers import tiny_reward_model  # noqa: F401  (fixture)
+from moco import aio
 
 
 def _ctx(cfg, backends, cache) -> RunContext:
@@ -48,19 +49,19 @@ def test_dev_labels_and_tie_breaks(tiny_task, cache):
     roles = {"reward": {"model": "scripted:rm"}, "judge": {"model": "scripted:judge"}}
     cfg = scripted_config("api_trained_router", tiny_task, "ab", roles=roles)
     ctx = _ctx(cfg, backends, cache)
-    dev = collect(ctx, ctx.dev)
+    dev = aio.run(collect(ctx, ctx.task.dev))
     assert dev.scores == [[1, 1, 0, 0], [0, 1, 1, 0]]
-    labels, why = dev_labels(ctx, dev, "dev-order")  # equal means: pool order, a first
+    labels, why = aio.run(dev_labels(ctx, dev, "dev-order"))  # equal means: pool order, a first
     assert labels == [0, 0, 1, 0] and [w["by"] for w in why] == ["score", "dev-order", "score", "dev-order"]
-    labels, why = dev_labels(ctx, dev, "reward")  # the reward model prefers b's answers (9 vs 4)
+    labels, why = aio.run(dev_labels(ctx, dev, "reward"))  # the reward model prefers b's answers (9 vs 4)
     assert labels == [0, 1, 1, 1] and why[1]["rewards"] == {"a": 4.0, "b": 9.0}
     assert len(backends["scripted:rm"].calls) == 4  # only the tied items' answers were rated
     assert backends["scripted:rm"].calls[0].messages[-1] == ("assistant", dev.answers[0][1].text)  # (question, answer)
-    labels, why = dev_labels(ctx, dev, "judge")  # the judge picks response 2 (of the tied a, b) on item 1
+    labels, why = aio.run(dev_labels(ctx, dev, "judge"))  # the judge picks response 2 (of the tied a, b) on item 1
     assert labels == [0, 1, 1, 0] and why[1]["by"] == "judge"
     assert why[3]["by"] == "dev-order" and "unreadable" in why[3]["note"]
     assert "Response 1:\na says" in backends["scripted:judge"].calls[0].prompt
-    assert dev_labels(ctx, dev, "auto")[1][1]["by"] == "reward"  # auto: the reward role when bound
+    assert aio.run(dev_labels(ctx, dev, "auto"))[1][1]["by"] == "reward"  # auto: the reward role when bound
 
 
 def test_reward_tie_break_uses_the_sequence_classifier(tiny_task, tiny_reward_model, cache):
@@ -73,10 +74,10 @@ def test_reward_tie_break_uses_the_sequence_classifier(tiny_task, tiny_reward_mo
     # the reference's key names the reward model (no role bound)
     cfg = scripted_config("api_trained_router", tiny_task, "ab", {"reward_model_name": str(tiny_reward_model)})
     ctx = _ctx(cfg, backends, cache)
-    dev = collect(ctx, ctx.dev)
+    dev = aio.run(collect(ctx, ctx.task.dev))
     rm_handle = reward_model(ctx, ctx_params(cfg))
     assert rm_handle.name == "reward-model" and ctx.role("reward") is None
-    labels, why = dev_labels(ctx, dev, "auto", reward=rm_handle)
+    labels, why = aio.run(dev_labels(ctx, dev, "auto", reward=rm_handle))
     tok = AutoTokenizer.from_pretrained(tiny_reward_model)
     rm = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model).eval()
 
@@ -99,7 +100,7 @@ def test_tie_break_role_missing_is_a_config_error(tiny_task, cache):
     backends = {"scripted:a": _right_on("a", {0}), "scripted:b": _right_on("b", {0})}
     ctx = _ctx(scripted_config("api_trained_router", tiny_task, "ab"), backends, cache)
     with pytest.raises(ConfigError, match="needs a model bound to the role 'judge'"):
-        dev_labels(ctx, collect(ctx, ctx.dev), "judge")
+        aio.run(dev_labels(ctx, aio.run(collect(ctx, ctx.task.dev)), "judge"))
 
 
 def test_router_is_trained_and_used_at_test(tiny_models, tiny_task, cache, tmp_path, one_thread):

@@ -44,7 +44,7 @@ LOADED: list[ReversedEcho] = []
 
 
 def load(spec: ModelSpec, ctx: backends.PoolContext) -> ReversedEcho:
-    b = ReversedEcho(spec.model, ctx.generation.batch_size)
+    b = ReversedEcho(spec.model, ctx.decoding.batch_size)
     LOADED.append(b)
     return b
 

@@ -14,6 +14,7 @@ from moco.errors import DataError, ModelError
 from moco.models.base import GenRequest, SamplingParams
 from moco.models.images import data_url, image_key
 from moco.models.openai import OpenAIBackend
+from moco import aio
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ def test_text_model_refuses_images(tiny_task, cache, tmp_path, png):
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
                      generation=cfg.generation)
     with pytest.raises(ModelError, match="cannot read images"):
-        ctx.generate([Call("a", "What colour?", images=(str(png),))])
+        aio.run(ctx.generate([Call("a", "What colour?", images=(str(png),))]))
 
 
 def test_hf_vision_backend_generates_with_images(tiny_vlm, png):

@@ -1,4 +1,4 @@
-"""`moco compare` runs the cells on the same models together (lockstep): their model calls share batches, a
+"""`moco compare` runs the cells on the same models together (lockstep, moco.scheduler): their model calls share batches, a
 request two cells ask for at once is decoded once, the answers are those of cells run one by one, and a cell
 that fails loses no other cell's work."""
 from __future__ import annotations
@@ -25,9 +25,9 @@ class _NoParams(MethodParams):
 
 
 @method("_test_fails_after_answers", params=_NoParams, level="text", summary="test only: answers, then raises")
-def _fails(ctx, params):
+async def _fails(ctx, params):
     with ctx.phase("test"):
-        ctx.answer_all(ctx.test)
+        await ctx.answer_all(ctx.task.test)
     raise RuntimeError("this method is broken")
 
 
@@ -160,12 +160,12 @@ def test_a_model_that_fails_to_generate_fails_only_the_cells_that_use_it(task, t
 @pytest.mark.timeout(120)
 def test_a_failure_outside_any_backend_fails_the_waiting_cells_instead_of_hanging(task, tmp_path, monkeypatch):
     """An error in the merge itself (not in a model) reaches every cell that waited for it; none waits for ever."""
-    from moco.lockstep import Lockstep
+    from moco.scheduler import Scheduler
 
-    def broken_flush(self, subs):
+    async def broken_run_group(self, backend, group, errors, *, remote):
         raise RuntimeError("merge broke")
 
-    monkeypatch.setattr(Lockstep, "_flush", broken_flush)
+    monkeypatch.setattr(Scheduler, "_run_group", broken_run_group)
     unload_all()
     cache = ResponseCache(tmp_path / "c.sqlite")
     res = run_sweep(parse_sweep(_sweep(task, ["text_majority_vote"])), tmp_path / "sw", cache=cache)

@@ -9,6 +9,7 @@ from helpers import assert_dev_best, debater, scripted_config
 from moco.methods.text.majority_vote import plurality
 from moco.models.scripted import ScriptedBackend
 from moco.runner import run_experiment
+from moco import aio
 
 
 def _backends(**spec):
@@ -145,10 +146,10 @@ def test_in_memory_backend_registered_as_a_model(tiny_task, cache, tmp_path):
     p = plan(scripted_config("single_model", tiny_task, "a"), backends=_backends(a=True))
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
                      generation=p.config.generation)
-    h1 = ctx.add_backend("candidate", ScriptedBackend("cand1", default="one"))
-    assert ctx.generate([Call(h1, "hi")])[0].text == "one"
-    h2 = ctx.add_backend("candidate", ScriptedBackend("cand2", default="two"))  # new weights, new fingerprint
-    assert ctx.generate([Call(h2, "hi")])[0].text == "two"
+    h1 = ctx.add_model("candidate", ScriptedBackend("cand1", default="one"))
+    assert aio.run(ctx.generate([Call(h1, "hi")]))[0].text == "one"
+    h2 = ctx.add_model("candidate", ScriptedBackend("cand2", default="two"))  # new weights, new fingerprint
+    assert aio.run(ctx.generate([Call(h2, "hi")]))[0].text == "two"
 
 
 def test_refine_history_context_continues_each_models_conversation(tiny_task, cache, tmp_path):

@@ -16,6 +16,7 @@ from moco.runner import run_experiment
 from moco.testing import build_tiny_llama
 from moco.training.adapters import adapter_delta
 from steered import assert_phase_costs, forget, install, real_part, regenerate, user_text  # noqa: F401
+from moco import aio
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -148,21 +149,21 @@ def test_consensus_ties_break_by_dev_score_not_by_letter(tiny_task, cache, mode)
     from moco.methods.text.multiagent_finetuning import TieBreak, debate
 
     ctx, _ = _scripted_ctx(tiny_task, cache, ["x", "y"])
-    test = list(ctx.test)
+    test = list(ctx.task.test)
     tie = TieBreak(ctx, mode)
-    d = debate(ctx, ctx.models, ctx.models, test, 2, tag="t", tie=tie)
+    d = aio.run(debate(ctx, ctx.models, ctx.models, test, 2, tag="t", tie=tie))
     gold = [ex.answer for ex in test]
     assert all(sorted(t) == sorted([g, "ABCD"[("ABCD".index(g) + 1) % 4]]) for t, g in zip(d.tied, gold))
     if mode == "dev-based":
         assert tie.dev_scores == {"x": 1.0, "y": 0.0}  # computed once, at the first tie
-        sel = ctx.extra_metrics["dev_selection"]["tie_break"]  # recorded with every agent's dev interval
+        sel = ctx.metrics["dev_selection"]["tie_break"]  # recorded with every agent's dev interval
         assert sel["order"] == ["x", "y"] and sel["margin"] == 1.0
         assert d.consensus == gold
     elif mode == "lexicographic":
         assert tie.dev_scores is None
         assert d.consensus == [min(t) for t in d.tied] and d.consensus[3] == "A" != gold[3]
     else:
-        again = debate(ctx, ctx.models, ctx.models, test, 2, tag="t", tie=TieBreak(ctx, mode))
+        again = aio.run(debate(ctx, ctx.models, ctx.models, test, 2, tag="t", tie=TieBreak(ctx, mode)))
         assert d.consensus == again.consensus and tie.dev_scores is None
         assert all(c in t for c, t in zip(d.consensus, d.tied))
         assert d.consensus != gold and d.consensus != [min(t) for t in d.tied]  # seeded, neither rule above
@@ -175,8 +176,8 @@ def test_critic_sees_an_llm_summary_of_the_others(tiny_task, cache):
     from moco.methods.text.multiagent_finetuning import CRITIC_MARK, SUMMARY_MARK, TieBreak, debate
 
     ctx, bk = _scripted_ctx(tiny_task, cache, ["x", "y", "z", "s"])
-    test, agents, s = list(ctx.test)[:2], ctx.models[:3], ctx.models[3]
-    d = debate(ctx, agents, agents, test, 2, tag="t", tie=TieBreak(ctx, "dev-based"), summarizers=[s] * 3)
+    test, agents, s = list(ctx.task.test)[:2], ctx.models[:3], ctx.models[3]
+    d = aio.run(debate(ctx, agents, agents, test, 2, tag="t", tie=TieBreak(ctx, "dev-based"), summarizers=[s] * 3))
     asked = [c.messages[-1][1] for c in bk["scripted:s"].calls]
     assert len(asked) == 6  # 3 agents x 2 items, one batched call
     for j, ex in enumerate(test):
@@ -190,5 +191,5 @@ def test_critic_sees_an_llm_summary_of_the_others(tiny_task, cache):
             assert f"{name}:r0" in critic and not any(f"{o}:r0" in critic for o in summ["of"])
     assert d.summaries[0][0] == [None] * 3  # round 0 answers alone
     # no role: each agent's own pool model writes its summary (what run() passes)
-    d2 = debate(ctx, agents, agents, test, 2, tag="t2", summarizers=list(agents))
+    d2 = aio.run(debate(ctx, agents, agents, test, 2, tag="t2", summarizers=list(agents)))
     assert [x["by"] for x in d2.summaries[0][1]] == ["x", "y", "z"]

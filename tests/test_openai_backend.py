@@ -12,6 +12,7 @@ import pytest
 from moco.errors import ModelError
 from moco.models.base import GenRequest, SamplingParams
 from moco.models.openai import OpenAIBackend, retry_after
+from moco import aio
 
 
 def _ok(text: str, prompt_tokens: int = 5, completion_tokens: int = 3) -> httpx.Response:
@@ -213,7 +214,7 @@ def _run_ctx(backends: dict, prompts_per_model: int = 6):
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=NullCache(), recorder=CallRecorder(None),
                      generation=cfg.generation)
     calls = [Call(n, f"{n} q{i}") for n in backends for i in range(prompts_per_model)]
-    return ctx.generate(calls), calls
+    return aio.run(ctx.generate(calls)), calls
 
 
 def _slow_server(state: dict, shared: dict | None = None, delay: float = 0.05):

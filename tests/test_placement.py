@@ -118,8 +118,8 @@ def test_methods_needing_logits_are_refused_on_chat_apis_and_ray_before_loading(
 
     @method("_test_fusion_needs_logits", params=_P, level="logit", summary="test only",
             needs=Capabilities(chat=True, logits=True))
-    def _fusion(ctx, params):  # pragma: no cover - plan() refuses it
-        return [Output("") for _ in ctx.test]
+    async def _fusion(ctx, params):  # pragma: no cover - plan() refuses it
+        return [Output("") for _ in ctx.task.test]
 
     try:
         cfg = {"method": "_test_fusion_needs_logits", "task": {"name": str(tiny_task)},

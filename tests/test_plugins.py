@@ -21,9 +21,9 @@ PLUGIN = textwrap.dedent('''
         shout: bool = Field(False, description="upper-case the answer")
 
     @method("text_loudest", params=Params, level="text", summary="the first model, optionally shouting", min_models=1)
-    def run(ctx, params):
+    async def run(ctx, params):
         with ctx.phase("test"):
-            out = ctx.ask(ctx.models[0], [ex.prompt for ex in ctx.test], tag="answer")
+            out = await ctx.ask(ctx.models[0], [ex.prompt for ex in ctx.task.test], tag="answer")
         return [Output(r.text.upper() if params.shout else r.text) for r in out]
 
     HERE = pathlib.Path(__file__).parent

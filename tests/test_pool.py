@@ -6,6 +6,7 @@ import pytest
 from moco.config import HardwareSettings, ModelSpec
 from moco.errors import ConfigError, ModelError
 from moco.models.pool import ModelPool, check_spec
+from moco import aio
 
 
 def _specs(*items):
@@ -195,6 +196,6 @@ def test_one_generate_call_over_more_models_than_fit_loads_each_once(tiny_models
     assert not p.pool.is_remote(p.pool.handle("a"))
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=NullCache(), recorder=CallRecorder(None),
                      generation=cfg.generation)
-    out = ctx.generate([Call("a", "x"), Call("b", "y"), Call("a", "z")])
+    out = aio.run(ctx.generate([Call("a", "x"), Call("b", "y"), Call("a", "z")]))
     assert [r.model for r in out] == ["a", "b", "a"]
     assert loads == {a: 1, b: 1}

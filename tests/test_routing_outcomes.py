@@ -9,6 +9,7 @@ from moco.context import Call, Response, RunContext
 from moco.routing.outcomes import confidence
 from moco.runner import plan
 from moco.trace import CallRecorder
+from moco import aio
 
 
 def _ctx(models, task, cache) -> RunContext:
@@ -23,20 +24,20 @@ def test_logprob_calls_are_the_plain_calls(tiny_models, tiny_task, tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
     ctx = _ctx(tiny_models[:1], tiny_task, cache)
     prompts = ["hello", "what is 2+2"]
-    plain = ctx.ask(0, prompts)
+    plain = aio.run(ctx.ask(0, prompts))
     assert all(r.token_logprobs is None and not r.cached for r in plain)
     # asking again with log-probabilities recomputes once (the cached entry has none): same seed, same text
-    with_lp = ctx.generate([Call(0, p, ctx.sampling(logprobs=True)) for p in prompts])
+    with_lp = aio.run(ctx.generate([Call(0, p, ctx.sampling(logprobs=True)) for p in prompts]))
     assert [r.text for r in with_lp] == [r.text for r in plain] and not any(r.cached for r in with_lp)
     assert all(len(r.token_logprobs) == r.tokens_out for r in with_lp)
     # now both kinds of call are served by the one entry, which carries the log-probabilities
-    again_plain = ctx.ask(0, prompts)
-    again_lp = ctx.generate([Call(0, p, ctx.sampling(logprobs=True)) for p in prompts])
+    again_plain = aio.run(ctx.ask(0, prompts))
+    again_lp = aio.run(ctx.generate([Call(0, p, ctx.sampling(logprobs=True)) for p in prompts]))
     assert all(r.cached for r in again_plain + again_lp)
     assert [r.token_logprobs for r in again_lp] == [r.token_logprobs for r in with_lp]
     assert len(cache) == 2
     # identical calls in one batch, one with and one without log-probabilities: one computation serves both
-    mixed = ctx.generate([Call(0, "fresh"), Call(0, "fresh", ctx.sampling(logprobs=True))])
+    mixed = aio.run(ctx.generate([Call(0, "fresh"), Call(0, "fresh", ctx.sampling(logprobs=True))]))
     assert mixed[0].text == mixed[1].text and mixed[1].token_logprobs is not None and len(cache) == 3
     cache.close()
 
@@ -70,7 +71,7 @@ def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path)
     rec = CallRecorder(None)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=rec,
                      generation=p.config.generation, roles=p.roles)
-    out = collect(ctx, ctx.dev)
+    out = aio.run(collect(ctx, ctx.task.dev))
     assert out.scores == [[1.0] * 3, [4.0] * 3]  # the reward model's outputs: 1 and 4 words
     assert out.best_order() == [1, 0]
     assert rec.phases["score"].calls == 6 and len(backends["scripted:rm"].calls) == 6
@@ -84,4 +85,4 @@ def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
                      generation=p.config.generation)
     with pytest.raises(ConfigError, match="generation-only"):
-        collect(ctx, ctx.dev)
+        aio.run(collect(ctx, ctx.task.dev))

@@ -17,6 +17,7 @@ from moco.serve import build_service
 from moco.serve.final_stage import StageRequest, learn_final_stage
 from moco.serve.protocol import ApiError, parse_chat_request
 from serve_util import served
+from moco import aio
 
 
 def scripted(name: str, default: str, **rules: str) -> dict:
@@ -142,28 +143,28 @@ def test_a_method_that_picks_a_different_model_per_request_is_sent_whole(tmp_pat
     from moco.context import Call, Output
 
     class PickNamed:  # answers with the model named in the question
-        def run(self, ctx, params):
-            flat = ctx.generate([Call(m, ctx.test[0].prompt) for m in ctx.models], tag="answer")
-            return [Output(next(r.text for r in flat if r.model in ctx.test[0].prompt))]
+        async def run(self, ctx, params):
+            flat = await ctx.generate([Call(m, ctx.task.test[0].prompt) for m in ctx.models], tag="answer")
+            return [Output(next(r.text for r in flat if r.model in ctx.task.test[0].prompt))]
 
     svc = service(tmp_path, SINGLE)
     try:
         ctx = svc.ctx
 
-        def run(question: str, want: StageRequest | None = None):
+        async def run(question: str, want: StageRequest | None = None):
             ctx.task = dataclasses.replace(svc.base_task, test=[ask_example(question)])
-            return ctx.run_method(PickNamed(), None, [want])
+            return await ctx.run_method(PickNamed(), None, [want])
 
-        run("ask x")
+        aio.run(run("ask x"))
         assert ctx.final.model == "x" and svc.describe()["streaming"] == "tokens"
         want = StageRequest()
-        assert run("ask x again", want)[0].text == "x answers alone" and want.streamed == "x answers alone"
-        run("now ask y")  # the answer came from y: the learned stage was not the answer's writer
+        assert aio.run(run("ask x again", want))[0].text == "x answers alone" and want.streamed == "x answers alone"
+        aio.run(run("now ask y"))  # the answer came from y: the learned stage was not the answer's writer
         assert ctx.final is None and ctx.unstable
         info = svc.describe()
         assert info["streaming"] == "one chunk" and "different calls" in info["why_whole"]
         want = StageRequest()
-        run("ask x", want)
+        aio.run(run("ask x", want))
         assert not want.watched and want.streamed == ""
     finally:
         svc.close()

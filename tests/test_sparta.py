@@ -155,7 +155,7 @@ def test_final_selection_lets_a_hurt_model_lose_and_keeps_instructions_apart():
     hurt = {"x/sparta@1": [1, 0, 0, 1], "y/sparta@1": [1, 0, 0, 0], "x/sparta@2": [0, 1, 0, 1],
             "y/sparta@2": [0, 0, 1, 0], "x": [1, 1, 1, 0], "y": [1, 0, 1, 0]}
     assert names[choose(ctx, "final_model", names, [hurt[n] for n in names])] == "x"
-    sel = ctx.extra_metrics["dev_selection"]["final_model"]
+    sel = ctx.metrics["dev_selection"]["final_model"]
     assert (sel["chosen"], sel["chosen_dev_score"], sel["margin"]) == ("x", 0.75, 0.25)
     assert [r["candidate"] for r in sel["candidates"]] == names and sel["candidates"][4]["ci95"] is not None
     tie = {**hurt, "x/sparta@2": [1, 1, 0, 1]}

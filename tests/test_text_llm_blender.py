@@ -12,6 +12,7 @@ from moco.methods.text.llm_blender import parse_preference, rank
 from moco.models.scripted import ScriptedBackend
 from moco.runner import run_experiment
 from text_agents import agent
+from moco import aio
 
 
 def judge(style: str) -> ScriptedBackend:
@@ -190,9 +191,9 @@ def test_fuser_trains_on_candidates_in_the_rankers_order(tiny_task, cache):
     bk = {**_backends("fair"), "scripted:perverse": ScriptedBackend("perverse", fn=perverse)}
     ctx = scripted_context(tiny_task, cache, bk, "abc", method="text_llm_blender",
                            roles={"ranker": {"model": "scripted:perverse"}})
-    data, shown = fuser_training_data(ctx, ctx.role("ranker"), ctx.models[0], 2)
+    data, shown = aio.run(fuser_training_data(ctx, ctx.role("ranker"), ctx.models[0], 2))
     assert [s["order"] for s in shown] == [["a", "c"]] * 4  # by the ranker's wins: a (3) and c (3) beat b (0)
-    for (msgs, target), ex in zip(data, ctx.dev):
+    for (msgs, target), ex in zip(data, ctx.task.dev):
         prompt = msgs[-1][1]
         assert re.findall(r"Candidate \d+:\n(\w):r0", prompt) == ["a", "c"]
         assert target == f"The answer is ({ex.answer}) option {ex.answer.lower()}{ex.index}."

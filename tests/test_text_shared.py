@@ -15,6 +15,7 @@ from moco.scoring.exact import ExactMatchScorer
 from moco.scoring.multiple_choice import MultipleChoiceScorer
 from moco.tasks import formats
 from moco.tasks.base import Example
+from moco import aio
 
 
 def test_gold_completion_scores_as_correct_in_every_prompt_format():
@@ -42,7 +43,7 @@ def test_chat_messages_match_what_generate_sends(tiny_task, cache):
     p = plan(cfg, backends=bk)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
                      generation=p.config.generation)
-    ctx.generate([Call(0, "Q"), Call(1, "Q")])
+    aio.run(ctx.generate([Call(0, "Q"), Call(1, "Q")]))
     for h, name in zip(ctx.models, "xy"):
         assert list(bk[f"scripted:{name}"].calls[0].messages) == chat(h, "Q")
     assert chat(ctx.models[0], "Q")[0] == ("system", "You are a mathematician.")

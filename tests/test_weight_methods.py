@@ -59,10 +59,10 @@ def _weights(zoo):
 def _fitness(monkeypatch, fn):
     real = DevSearch.score
 
-    def score(self, recipe, **note):
+    async def score(self, recipe, **note):
         d = recipe.digest()
         if d not in self.scores:
-            real(self, recipe, **note)  # generate the dev answers for real (plumbing, cost)
+            await real(self, recipe, **note)  # generate the dev answers for real (plumbing, cost)
             self.scores[d] = fn(recipe)
             self.log[-1]["dev_score"] = self.scores[d]
         return self.scores[d]

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moco import aio, scheduler
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig, HardwareSettings, ModelSpec, dump_config
 from moco.context import Output, RunContext
 from moco.errors import CallsFailed, ConfigError, MocoError
 from moco.failures import Failures
+from moco.gateway import Gateway
 from moco.methods.registry import MethodInfo, MethodParams, get_method
 from moco.models import compat
 from moco.models.base import Backend, Capabilities
@@ -147,6 +149,15 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
                    cache: ResponseCache | None = None, progress: Progress | None = None,
                    backends: dict[str, Backend] | None = None, runs_root: Path | None = None) -> RunResult:
     """Run one experiment end to end and write its run directory."""
+    return aio.run(run_experiment_async(cfg, out, data_dir=data_dir, cache=cache, progress=progress,
+                                        backends=backends, runs_root=runs_root))
+
+
+async def run_experiment_async(cfg: ExperimentConfig, out: str | Path | None = None, *, data_dir: str | None = None,
+                               cache: ResponseCache | None = None, progress: Progress | None = None,
+                               backends: dict[str, Backend] | None = None,
+                               runs_root: Path | None = None) -> RunResult:
+    """`run_experiment` on the running loop, as one participant of its scheduler (a sweep runs cells so)."""
     p = plan(cfg, data_dir, backends)
     run_dir = Path(out) if out else default_run_dir(p.method.name, p.task.name, runs_root)
     own_cache = cache is None
@@ -162,16 +173,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
     if p.task.problems:
         write_json(run_dir / "data_problems.json", [pr.__dict__ for pr in p.task.problems])
     recorder = CallRecorder(run_dir / "calls.jsonl", attempt)
+    gw = Gateway(p.pool, cache, recorder, cfg.seed, progress or Progress())
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=recorder,
                      generation=cfg.generation, seed=cfg.seed, artifacts_dir=run_dir / "artifacts",
-                     progress=progress, roles=p.roles)
+                     roles=p.roles, gateway=gw)
     t0 = time.time()
     finished = finished_scoring = False
     try:
-        outputs = p.method.run(ctx, p.params)
-        if len(outputs) != len(p.task.test):
-            raise RuntimeError(f"method {p.method.name} returned {len(outputs)} outputs for {len(p.task.test)} examples")
-        predictions, metrics, failures = score_outputs(ctx, outputs, p, time.time() - t0)
+        predictions, metrics, failures = await scheduler.current_participant(execute(ctx, gw, p, t0))
         write_jsonl(run_dir / "predictions.jsonl", [write_record(PredictionRecord, r, stamp=False) for r in predictions])
         write_json(run_dir / "metrics.json", write_record(MetricsRecord, metrics))
         finished_scoring = True  # predictions and metrics (score null, failed items listed) stay on failure
@@ -184,8 +193,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
         finished = True
     except BaseException as e:
         fault = storage_error(e, run_dir)  # disk full / read-only: one line naming the file; the manifest says so
-        man.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                   error=f"{type(fault or e).__name__}: {fault or e}")
+        stop = aio.interrupted(e)
+        man.update(status="interrupted" if stop else "failed",
+                   error="KeyboardInterrupt: interrupted" if stop else f"{type(fault or e).__name__}: {fault or e}")
         write_failure(run_dir / "manifest.json", man, keep_results=isinstance(e, CallsFailed) and finished_scoring)
         if fault is not None and fault is not e:
             raise fault from e
@@ -201,17 +211,26 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, *, data
     return RunResult(run_dir, metrics, predictions)
 
 
-def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) -> tuple[list[dict], dict, Failures]:
+async def execute(ctx: RunContext, gw: Gateway, p: Plan, t0: float) -> tuple[list[dict], dict, Failures]:
+    """The method's outputs for the test set, scored."""
+    outputs = await p.method.run(ctx, p.params)
+    if len(outputs) != len(p.task.test):
+        raise RuntimeError(f"method {p.method.name} returned {len(outputs)} outputs for {len(p.task.test)} examples")
+    return await score_outputs(ctx, gw, outputs, p, time.time() - t0)
+
+
+async def score_outputs(ctx: RunContext, gw: Gateway, outputs: list[Output], p: Plan,
+                        wall: float) -> tuple[list[dict], dict, Failures]:
     """Score the test outputs (batched; model-based scorers call their role through ctx in phase "score").
     Items whose output failed or whose collaboration lost a member (a failed call traced to them, the scorer's
     own calls included) are not scored: they are listed as failed, and the score is over the others."""
     exs = p.task.test
     tolerance = p.config.max_failed
     own = [o.failed for o in outputs]
-    before = ctx.failures(own, tolerance)
+    before = gw.failures(p.task, own, tolerance)
     results = score_items(p.scorer, ctx, exs, [o.text for o in outputs], [o.answer for o in outputs],
                           [o.use_answer for o in outputs], [i in before.test_items for i in range(len(exs))])
-    failures = ctx.failures(own, tolerance)  # now with the scorer's failed calls (a judge that did not answer)
+    failures = gw.failures(p.task, own, tolerance)  # now with the scorer's failed calls (a judge that did not answer)
     failed = [i in failures.test_items for i in range(len(exs))]
     results = [None if f else r for r, f in zip(results, failed)]
     rows = []
@@ -230,14 +249,14 @@ def score_outputs(ctx: RunContext, outputs: list[Output], p: Plan, wall: float) 
         summary["score_note"] = f"over {summary['n']} of {len(exs)} items, {failures.failed('test')} failed"
     if (by := unparsed_breakdown(p.scorer, exs, [o.trace for o in outputs])) is not None:
         summary["unparsed_by"] = by  # per model (final round) and per round of the method's own outputs
-    phases = {k: v.to_dict() for k, v in ctx.recorder.phases.items()}
+    phases = {k: v.to_dict() for k, v in gw.recorder.phases.items()}
     keys = ("calls", "cache_hits", "failed", "tokens_in", "tokens_out", "generated_tokens", "tokens_reused", "compute_s")
     # the method's cost; the scorer's own model calls (judge, reward model) are reported under phases.score
     total = {key: sum(ph[key] for name, ph in phases.items() if name != "score") for key in keys}
     metrics = {
         "method": p.method.name, "task": p.task.name, "task_type": p.task.task_type, **summary,
         "n_test": len(exs), "models": [h.name for h in p.pool.handles],
-        "wall_s": round(wall, 3), "total": total, "phases": phases, **ctx.extra_metrics,
+        "wall_s": round(wall, 3), "total": total, "phases": phases, **ctx.metrics,
     }
     if failures.any:
         metrics["failures"] = failures.to_dict()

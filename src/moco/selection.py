@@ -14,22 +14,37 @@ choice was.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from moco.calls import Call, Response
 from moco.models.base import SamplingParams
+
+
+@dataclass
+class _DevAnswers:
+    """Each model's dev answers and scores, made once per run context (every selection reuses them)."""
+
+    answers: dict[int, list[Response]] = field(default_factory=dict)
+    scores: dict[int, list[float]] = field(default_factory=dict)  # first pass, per item
+    item_scores: dict[int, list[float]] = field(default_factory=dict)  # mean over dev_repeats, per item
+
+
+_DEV: weakref.WeakKeyDictionary[Any, _DevAnswers] = weakref.WeakKeyDictionary()
 
 
 def dev_sampling(ctx: Any, **overrides: Any) -> SamplingParams:
     """The sampling of dev answers made for a selection: greedy under `dev_decoding: greedy`."""
-    if ctx.generation.dev_decoding == "greedy":
+    if ctx.decoding.dev_decoding == "greedy":
         overrides["temperature"] = 0.0
     return ctx.sampling(**overrides)
 
 
 def dev_repeats(ctx: Any) -> int:
     """Independent samples per dev item (1 when dev decoding is greedy: repeats would be identical)."""
-    return 1 if ctx.generation.dev_decoding == "greedy" else ctx.generation.dev_repeats
+    return 1 if ctx.decoding.dev_decoding == "greedy" else ctx.decoding.dev_repeats
 
 
 def averaged(ctx: Any, score_pass: Callable[[int], list[float]]) -> list[float]:
@@ -38,16 +53,14 @@ def averaged(ctx: Any, score_pass: Callable[[int], list[float]]) -> list[float]:
     return [sum(col) / len(col) for col in zip(*passes)]
 
 
-def candidate_scores(ctx: Any, handles: Sequence[Any], examples: Sequence[Any], tag: str) -> list[list[float]]:
+async def candidate_scores(ctx: Any, handles: Sequence[Any], examples: Sequence[Any], tag: str) -> list[list[float]]:
     """Per-item dev scores of each candidate model on `examples` (out[candidate][item]), answered the shared way:
     greedy, or the mean of `dev_repeats` samples per item; a failed answer scores 0. One batched call."""
-    from moco.calls import Call
-
     sampling, reps, n, k = dev_sampling(ctx), dev_repeats(ctx), len(examples), len(handles)
     with ctx.phase("dev"):
-        flat = ctx.generate([Call(h, ex.prompt, sampling, replica=r, images=ex.images)
-                             for r in range(reps) for h in handles for ex in examples], tag=tag)
-    scored = ctx.score_many(list(examples) * (reps * k), [x.text for x in flat])
+        flat = await ctx.generate([Call(h, ex.prompt, sampling, replica=r, images=ex.images)
+                                   for r in range(reps) for h in handles for ex in examples], tag=tag)
+    scored = await ctx.score(list(examples) * (reps * k), [x.text for x in flat])
     item = [0.0 if x.failed else s.score for x, s in zip(flat, scored)]
     return [[sum(item[(r * k + c) * n + i] for r in range(reps)) / reps for i in range(n)] for c in range(k)]
 
@@ -76,19 +89,60 @@ def record(ctx: Any, what: str, labels: Sequence[str], item_scores: Sequence[Seq
                      **({} if iv.ok else {"ci_note": iv.note})})
     won = next(r for r in rows if r["candidate"] == chosen)
     others = [r["dev_score"] for r in rows if r is not won]
-    rec = {"decoding": ctx.generation.dev_decoding, "repeats": dev_repeats(ctx), "chosen": chosen,
+    rec = {"decoding": ctx.decoding.dev_decoding, "repeats": dev_repeats(ctx), "chosen": chosen,
            "chosen_dev_score": won["dev_score"], "margin": round(won["dev_score"] - max(others), 6) if others else None,
            "candidates": rows, **extra}
-    ctx.extra_metrics.setdefault("dev_selection", {})[what] = rec
+    ctx.metrics.setdefault("dev_selection", {})[what] = rec
     return rec
 
 
-def ranking(ctx: Any, what: str = "dev_ranking") -> tuple[list[int], list[float]]:
+async def ranking(ctx: Any, what: str = "dev_ranking") -> tuple[list[int], list[float]]:
     """Pool positions best first by mean dev score (ties keep pool order) and the means; the ranking is
     recorded like a choice (the top model and every model's score with its interval)."""
-    items = ctx.dev_item_scores()
+    items = await dev_item_scores(ctx)
     means = [sum(s) / max(1, len(s)) for s in items]
     order = sorted(range(len(means)), key=lambda i: (-means[i], i))
     names = [m.name for m in ctx.models]
     record(ctx, what, names, items, names[order[0]], order=[names[i] for i in order])
     return order, means
+
+
+async def dev_item_scores(ctx: Any) -> list[list[float]]:
+    """Per-item dev scores of every model, out[model_index][example_index] (means over `dev_repeats`), made
+    once per run: every model answers the whole dev set in one batched call, the shared dev decoding."""
+    store = _DEV.setdefault(ctx, _DevAnswers())
+    missing = [m for m in ctx.models if m.index not in store.item_scores]
+    if missing:
+        dev = ctx.task.dev
+        if not dev:
+            raise ValueError(f"task {ctx.task.name} has no dev split; dev-based selection is impossible")
+        sampling, reps, n = dev_sampling(ctx), dev_repeats(ctx), len(dev)
+        with ctx.phase("dev"):
+            flat = await ctx.generate([Call(m, ex.prompt, sampling, replica=r, images=ex.images)
+                                       for r in range(reps) for m in missing for ex in dev], tag="answer")
+        for k, m in enumerate(missing):
+            passes = [flat[(r * len(missing) + k) * n:(r * len(missing) + k + 1) * n] for r in range(reps)]
+            scored = [await ctx.score(dev, [x.text for x in outs]) for outs in passes]
+            store.answers[m.index] = passes[0]
+            store.scores[m.index] = [s.score for s in scored[0]]
+            store.item_scores[m.index] = [sum(p[i].score for p in scored) / reps for i in range(n)]
+    return [store.item_scores[m.index] for m in ctx.models]
+
+
+async def dev_scores(ctx: Any) -> list[float]:
+    """Mean dev score of every model (ties keep pool order), by the shared dev decoding."""
+    return [sum(s) / max(1, len(s)) for s in await dev_item_scores(ctx)]
+
+
+async def dev_answers(ctx: Any) -> tuple[list[list[Response]], list[list[float]]]:
+    """The dev answers `dev_scores` scored, and their per-item scores: out[model_index][example_index].
+    Methods that train on dev candidates reuse them instead of asking (and paying) again."""
+    await dev_item_scores(ctx)
+    store = _DEV[ctx]
+    return [store.answers[m.index] for m in ctx.models], [store.scores[m.index] for m in ctx.models]
+
+
+async def dev_best(ctx: Any) -> Any:
+    """The model with the best mean dev score (first in pool order on ties); the choice and every model's
+    dev score with its interval are recorded in metrics (`dev_selection.dev_best`)."""
+    return ctx.models[choose(ctx, "dev_best", [m.name for m in ctx.models], await dev_item_scores(ctx))]

@@ -75,17 +75,19 @@ class CallRecorder:
 
     def record(self, *, model: str, key: str, tag: str, tokens_in: int, tokens_out: int, latency: float,
                cached: bool, finish: str, error: str | None, batch: int | None, reused: int = 0,
-               prompt: str | None = None) -> None:
-        """`prompt` (the call's text) lets a failed call be traced to the items it belonged to."""
+               prompt: str | None = None, phase: str | None = None) -> None:
+        """`prompt` (the call's text) lets a failed call be traced to the items it belonged to; `phase`: the phase
+        the call was made in (default: the current one)."""
+        phase = phase or self.phase
         with self._lock:
             if error is not None and len(self.failures) < KEEP_FAILED:
-                self.failures.append(FailedCall(self.phase, tag, model, error, prompt))
+                self.failures.append(FailedCall(phase, tag, model, error, prompt))
             elif error is not None:
                 self.failures_untraced += 1
-            self.stats().add(model, tokens_in, tokens_out, latency, cached, error is not None, reused)
+            self.stats(phase).add(model, tokens_in, tokens_out, latency, cached, error is not None, reused)
             if self._fh:
                 faults.torn_write("calls.write", self._fh, json.dumps({
-                    "t": round(time.time(), 3), "phase": self.phase, "tag": tag, "model": model, "key": key[:16],
+                    "t": round(time.time(), 3), "phase": phase, "tag": tag, "model": model, "key": key[:16],
                     "tokens_in": tokens_in, "tokens_out": tokens_out, "tokens_reused": 0 if cached else reused,
                     "latency_s": round(latency, 4),
                     "cache_hit": cached, "finish": finish, "error": error, "batch": batch, "attempt": self.attempt,

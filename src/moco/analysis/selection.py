@@ -114,7 +114,7 @@ def random_choices(n: int, k: int, repeats: int, seed: int, task: str) -> list[l
     return [sorted(rng.sample(range(n), k)) for _ in range(repeats)]
 
 
-def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_dir: Path,
+async def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_dir: Path,
                   candidates: list[tuple[str, str]], k: int, file_stem: str) -> dict[str, Any]:
     """Ask the selector LLM (one greedy call through ctx.generate) and parse its picks."""
     from moco.context import Call, RunContext
@@ -154,7 +154,7 @@ def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_dir: P
                          generation=sweep.generation, seed=sweep.seed)
         example = (task.dev or task.test)[0].input if (task.dev or task.test) else None
         prompt = selection_prompt(task.name, task.description, example, candidates, k)
-        reply = ctx.generate([Call(0, prompt, ctx.sampling(temperature=0.0, max_new_tokens=64))], tag="select")[0]
+        reply = (await ctx.generate([Call(0, prompt, ctx.sampling(temperature=0.0, max_new_tokens=64))], tag="select"))[0]
     finally:
         recorder.close()
     picks, missing = parse_choice(reply.text, len(candidates), k, [c[0] for c in candidates])
@@ -162,7 +162,7 @@ def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_dir: P
             "filled_in_pool_order": missing, "chosen": fill(picks, len(candidates), k)}
 
 
-def choose_all(sweep, data_dir: str | None, cache, out_dir: Path, log=None) -> dict[str, dict[str, list[list[int]]]]:
+async def choose_all(sweep, data_dir: str | None, cache, out_dir: Path, log=None) -> dict[str, dict[str, list[list[int]]]]:
     """Run every selection strategy for every task in scope; each task's record goes to
     out_dir/<task>.json and is reused when its inputs are unchanged."""
     from moco.analysis.sweep_cells import model_names, slug
@@ -199,7 +199,7 @@ def choose_all(sweep, data_dir: str | None, cache, out_dir: Path, log=None) -> d
                 subsets["embedding"] = [idx]
                 record["embedding"] = {"encoder": sel.encoder, "distances": np.round(dist, 4).tolist()}
             else:
-                info = prompt_choice(sweep, task, data_dir or _task_dir(sweep, task), cache, out_dir, candidates, sel.k,
+                info = await prompt_choice(sweep, task, data_dir or _task_dir(sweep, task), cache, out_dir, candidates, sel.k,
                                      shown)
                 subsets["prompt"] = [info["chosen"]]
                 record["prompt"] = info

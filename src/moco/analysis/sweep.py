@@ -17,21 +17,22 @@ sweep_dir/
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from moco import aio, scheduler
 from moco.analysis.sweep_cells import LIAR_MODEL, Cell, expand, resolve_methods, selection_cells
 from moco.analysis.sweep_config import SweepConfig
 from moco.cache import ResponseCache
 from moco.config import dump_config
 from moco.errors import ConfigError
-from moco.lockstep import Lockstep
 from moco.progress import Progress
 from moco.records_schema import IndexRecord, write_record
 from moco.rundir import write_json
@@ -151,6 +152,15 @@ def together(todo: list[tuple[str, CellState]], width: int | None) -> list[tuple
     return merged + alone
 
 
+async def _together(run_cell: Callable[[Any], Awaitable[None]], group: list[Any], width: int) -> None:
+    """Run the cells as participants of one scheduler, `width` at a time (their model calls merge); re-raise
+    the first exception that escaped a cell (cells record their own errors)."""
+    got = await scheduler.current().gather([run_cell(item) for item in group], width)
+    for r in got:
+        if isinstance(r, BaseException):
+            raise r
+
+
 def write_index(root: Path, sweep: SweepConfig, states: list[CellState], sharing: dict | None = None) -> None:
     write_json(root / INDEX, write_record(IndexRecord, {
         "name": sweep.name or root.name, "seed": sweep.seed, "seeds": sweep.seed_list,
@@ -161,7 +171,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
               cache: ResponseCache | None = None, progress: Progress | None = None,
               log: Callable[[str], None] | None = None, plan_only: bool = False) -> SweepResult:
     """Run (or, with plan_only, only check) every cell of the sweep into `out`."""
-    from moco.runner import run_experiment
+    from moco.runner import run_experiment_async
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -173,7 +183,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
         if sweep.analyses.selection is not None and not plan_only:
             from moco.analysis.selection import choose_all
 
-            choices = choose_all(sweep, data_dir, cache, root / "selection", log=say)
+            choices = aio.run(choose_all(sweep, data_dir, cache, root / "selection", log=say))
         states = plan_cells(sweep, data_dir, choices)
         (root / "sweep.yaml").write_text(sweep_dump(sweep))
         runnable = [s for s in states if s.status == "pending"]
@@ -193,15 +203,15 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
         write_index(root, sweep, states)  # --plan too: finished cells stay finished in the index
         if plan_only:
             return SweepResult(root, states)
-        def run_cell(item: tuple[str, CellState]) -> None:
+        async def run_cell(item: tuple[str, CellState]) -> None:
             what, st = item
             c = st.cell
             run_dir = root / "cells" / c.dir_name
             t0 = time.time()
             try:
-                res = run_experiment(c.config, run_dir, data_dir=data_dir, cache=cache, progress=progress,
-                                     backends=cell_backends(c, data_dir))
-            except (KeyboardInterrupt, SystemExit):
+                res = await run_experiment_async(c.config, run_dir, data_dir=data_dir, cache=cache,
+                                                 progress=progress, backends=cell_backends(c, data_dir))
+            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):  # stopped: the cell runs again next time
                 st.status = "pending"
                 write_index(root, sweep, states)
                 raise
@@ -226,10 +236,10 @@ def run_sweep(sweep: SweepConfig, out: str | Path, *, data_dir: str | None = Non
         for group, width in groups:
             if width == 1:
                 for item in group:
-                    run_cell(item)
+                    aio.run(run_cell(item))
             else:
                 try:
-                    Lockstep().map(run_cell, group, width)
+                    aio.run(_together(run_cell, group, width))
                 except (KeyboardInterrupt, SystemExit):
                     for _what, st in group:  # cells still running when the sweep was stopped
                         if st.status not in ("finished", "failed"):

@@ -21,7 +21,7 @@ class DevSearch:
     def __init__(self, ctx: RunContext, template: Any, label: str, dev: list[Example] | None = None):
         self.ctx = ctx
         self.label = label
-        self.dev = list(ctx.dev if dev is None else dev)
+        self.dev = list(ctx.task.dev if dev is None else dev)
         self.bench = Workbench(template)
         self.handles: dict[str, ModelHandle] = {}
         self.scores: dict[str, float] = {}
@@ -33,10 +33,10 @@ class DevSearch:
         """The candidate as a model `ctx.generate` can call (registered once per recipe)."""
         digest = recipe.digest()
         if digest not in self.handles:
-            self.handles[digest] = self.ctx.add_backend(f"{self.label}:{digest}", self.bench.candidate(recipe))
+            self.handles[digest] = self.ctx.add_model(f"{self.label}:{digest}", self.bench.candidate(recipe))
         return self.handles[digest]
 
-    def score(self, recipe: Node, **note: Any) -> float:
+    async def score(self, recipe: Node, **note: Any) -> float:
         """Mean dev score of the merged model (a recipe scored before is not evaluated again)."""
         digest = recipe.digest()
         if digest in self.scores:
@@ -48,9 +48,9 @@ class DevSearch:
         h = self.handle(recipe)
         sampling, reps, n = dev_sampling(self.ctx), dev_repeats(self.ctx), len(self.dev)
         with self.ctx.phase("dev"):  # greedy or `dev_repeats` samples per item (moco.selection)
-            rs = self.ctx.generate([Call(h, ex.prompt, sampling, replica=r) for r in range(reps) for ex in self.dev],
+            rs = await self.ctx.generate([Call(h, ex.prompt, sampling, replica=r) for r in range(reps) for ex in self.dev],
                                    tag=f"{self.label} candidate")
-        scored = self.ctx.score_many(self.dev * reps, [r.text for r in rs])  # batched (a judge scorer: one call)
+        scored = await self.ctx.score(self.dev * reps, [r.text for r in rs])  # batched (a judge scorer: one call)
         flat = [0.0 if r.failed else x.score for x, r in zip(scored, rs)]
         self.items[digest] = [sum(flat[r * n + i] for r in range(reps)) / reps for i in range(n)]
         s = sum(self.items[digest]) / max(1, n)
@@ -81,17 +81,17 @@ class DevSearch:
         record(self.ctx, self.label, [names.get(d, d) for d in shown], [self.items[d] for d in shown],
                names.get(chosen, chosen), evaluated=len(self.items))
 
-    def finish(self, recipe: Node, trace: dict[str, Any] | None = None) -> list[Output]:
+    async def finish(self, recipe: Node, trace: dict[str, Any] | None = None) -> list[Output]:
         """Save the chosen model to the run directory, answer the test set with it, record the search cost."""
         saved = None
         if self.ctx.artifacts_dir is not None:
             saved = self.bench.save(recipe, self.ctx.artifacts_dir / "merged_model")
         h = self.handle(recipe)
         with self.ctx.phase("test"):
-            rs = self.ctx.ask(h, [ex.prompt for ex in self.ctx.test], tag=f"{self.label} final")
-        self.ctx.extra_metrics["search"] = self.report()
+            rs = await self.ctx.ask(h, [ex.prompt for ex in self.ctx.task.test], tag=f"{self.label} final")
+        self.ctx.metrics["search"] = self.report()
         self.record_choice(recipe)
-        self.ctx.extra_metrics["final_model"] = {"recipe": recipe.summary(), "digest": recipe.digest(),
+        self.ctx.metrics["final_model"] = {"recipe": recipe.summary(), "digest": recipe.digest(),
                                                  "dev_score": self.scores.get(recipe.digest()),
                                                  "path": str(saved) if saved else None}
         base = {"model": recipe.summary(), "digest": recipe.digest(), **(trace or {})}

@@ -8,6 +8,7 @@ importing it runs its `@method` decorators.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,11 +89,14 @@ METHODS = _catalog()
 
 def method(name: str, *, params: type[MethodParams], level: str, summary: str, aliases: tuple[str, ...] = (),
            **requirements: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register `run(ctx, params) -> list[Output]` as a collaboration method."""
+    """Register `async def run(ctx, params) -> list[Output]` as a collaboration method."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not inspect.iscoroutinefunction(fn):  # it awaits ctx.generate, so its calls merge with everyone's
+            raise TypeError(f"method {name}: write `async def {fn.__name__}(ctx, params)` and `await ctx.generate(...)`"
+                            " (see docs/adding-a-method.md)")
         info = MethodInfo(name, fn, params, level, summary, tuple(aliases), **requirements)
         _REGISTRY[name] = info
         for a in aliases:

@@ -7,10 +7,13 @@ one given by `model`); metrics also list each model's test score and the best of
 """
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from moco.context import Output, RunContext
 from moco.methods.registry import MethodParams, method
+from moco.selection import dev_best
 
 
 class Params(MethodParams):
@@ -19,31 +22,36 @@ class Params(MethodParams):
 
 @method("single_model", params=Params, level="baseline", aliases=("single",),
         summary="Each model answers alone; output = the dev-best model (per-model test scores reported)")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.model is not None:
         chosen = ctx.model(params.model)
     elif len(ctx.models) == 1:
         chosen = ctx.models[0]
     else:
-        chosen = ctx.dev_best()
+        chosen = await dev_best(ctx)
     with ctx.phase("test"):
-        answers = ctx.answer_all(ctx.test)
+        answers = await ctx.answer_all(ctx.task.test)
     per_model_scores = {}
     # item_scores[m][j]: each model's score on each test item (None without a gold answer); the per-item
     # record lets analyses (collaborative emergence) tell which items no single model solves
-    item_scores = {m.name: [ctx.score(ex, answers[m.index][j].text) if ex.answer is not None else None
-                            for j, ex in enumerate(ctx.test)] for m in ctx.models}
+    test = ctx.task.test
+    gold = [j for j, ex in enumerate(test) if ex.answer is not None]
+    flat = await ctx.score([test[j] for _m in ctx.models for j in gold],
+                           [answers[m.index][j].text for m in ctx.models for j in gold])  # one batch
+    item_scores: dict[str, list[Any]] = {m.name: [None] * len(test) for m in ctx.models}
+    for k, (m, j) in enumerate((m, j) for m in ctx.models for j in gold):
+        item_scores[m.name][j] = flat[k]
     for m in ctx.models:  # a failed call is no score, not 0 (the run reports it, see failures.py)
-        scored = [item_scores[m.name][j].score for j in range(len(ctx.test))
+        scored = [item_scores[m.name][j].score for j in range(len(ctx.task.test))
                   if item_scores[m.name][j] is not None and not answers[m.index][j].failed]
         if scored:
             per_model_scores[m.name] = sum(scored) / len(scored)
     if per_model_scores:
-        ctx.extra_metrics["per_model_test"] = per_model_scores
-        ctx.extra_metrics["best_single_test"] = max(per_model_scores.values())
-    ctx.extra_metrics["chosen_model"] = chosen.name
+        ctx.metrics["per_model_test"] = per_model_scores
+        ctx.metrics["best_single_test"] = max(per_model_scores.values())
+    ctx.metrics["chosen_model"] = chosen.name
     outputs = []
-    for j, ex in enumerate(ctx.test):
+    for j, ex in enumerate(ctx.task.test):
         per_model = {m.name: answers[m.index][j].text for m in ctx.models}
         trace = {"chosen": chosen.name, "answers": per_model}
         if ex.answer is not None:

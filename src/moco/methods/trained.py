@@ -43,12 +43,12 @@ def trained_model(ctx: RunContext, origin: ModelHandle, adapter: str | Path, nam
 
 def train_target(ctx: RunContext, handle: ModelHandle) -> tuple[str, str | None, str]:
     """(base folder, adapter the model already has or None, device) of a model to train."""
-    return ctx.model_path(handle), handle.spec.adapter, ctx.pool.device_for(handle)
+    return ctx.local(handle).path, handle.spec.adapter, ctx.local(handle).device
 
 
 def record_training(ctx: RunContext, label: str, result: Any, **info: Any) -> dict[str, Any]:
     """Add one training run to metrics.json's `training` block (total steps and seconds, one row per run)."""
-    block = ctx.extra_metrics.setdefault("training", {"runs": 0, "steps": 0, "seconds": 0.0, "reused": 0,
+    block = ctx.metrics.setdefault("training", {"runs": 0, "steps": 0, "seconds": 0.0, "reused": 0,
                                                       "adapters": []})
     row = {"label": label, "adapter": str(result.adapter_dir), "steps": result.steps,
            "seconds": round(result.seconds, 2), "reused": result.reused, **info}

@@ -16,8 +16,8 @@ from pathlib import Path
 from moco.config import GenerationSettings, HardwareSettings, ModelSpec
 from moco.errors import ConfigError, ModelError, did_you_mean
 from moco.models import builtin
-from moco.models.backends import kind_info, load_backend
-from moco.models.base import Backend
+from moco.models.backends import capabilities_of, kind_info, load_backend
+from moco.models.base import Backend, Capabilities
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,12 @@ class ModelPool:
                 fp = self.backend(handle).fingerprint
             self._fingerprints[key] = fp
         return self._fingerprints[key]
+
+    def capabilities(self, handle: ModelHandle) -> Capabilities:
+        """What the model's backend can do, without loading it (declared by its kind; a ready backend's own)."""
+        if handle.spec.model in self.overrides:
+            return self.overrides[handle.spec.model].capabilities
+        return capabilities_of(backend_kind(handle.spec, self.hardware), handle.spec)
 
     def backend(self, ref: "int | str | ModelHandle") -> Backend:
         """The loaded backend of a model; loads it on first use (once per process)."""

@@ -74,7 +74,7 @@ def model_descriptions(models: list[Any], given: list[str] | None, ctx: Any = No
     fallbacks = {m.name: "role prompt" if m.spec.role_prompt else "model id"
                  for m in models if not m.spec.description}
     if ctx is not None and fallbacks:
-        ctx.extra_metrics["description_fallbacks"] = fallbacks
+        ctx.metrics["description_fallbacks"] = fallbacks
         log.warning("models without a description, the router reads instead: %s (give each model a `description` "
                     "or params.model_descriptions)", ", ".join(f"{n} -> its {w}" for n, w in fallbacks.items()))
     return [m.description for m in models]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from moco.context import Call, Output, Response, RunContext
@@ -69,7 +69,7 @@ def answer_call(model: ModelHandle, example: Example, sampling=None) -> Call:
     return Call(model, example.prompt, sampling, images=example.images)
 
 
-def collect(ctx: RunContext, examples: Sequence[Example], models: Sequence[ModelHandle] | None = None,
+async def collect(ctx: RunContext, examples: Sequence[Example], models: Sequence[ModelHandle] | None = None,
             tag: str = "answer", logprobs: bool = False) -> Outcomes:
     """Every model answers every example in one batched call, and every answer is scored in one batch by the
     task's scorer (a judge or reward model too); a failed call scores 0. With `logprobs`, answers carry
@@ -78,8 +78,8 @@ def collect(ctx: RunContext, examples: Sequence[Example], models: Sequence[Model
         raise ConfigError(f"task {ctx.task.name} is generation-only (no scorer): routing by outcomes needs scores")
     ms = list(models) if models is not None else list(ctx.models)
     sampling = ctx.sampling(logprobs=True) if logprobs else None
-    flat = ctx.generate([answer_call(m, ex, sampling) for m in ms for ex in examples], tag=tag)
-    results = ctx.score_many([ex for _ in ms for ex in examples], [r.text for r in flat])
+    flat = await ctx.generate([answer_call(m, ex, sampling) for m in ms for ex in examples], tag=tag)
+    results = await ctx.score([ex for _ in ms for ex in examples], [r.text for r in flat])
     n = len(examples)
     answers = [flat[i * n:(i + 1) * n] for i in range(len(ms))]
     scores = [[0.0 if r.failed else float(s.score) for r, s in zip(row, results[i * n:(i + 1) * n])]
@@ -87,11 +87,11 @@ def collect(ctx: RunContext, examples: Sequence[Example], models: Sequence[Model
     return Outcomes(list(examples), ms, answers, scores)
 
 
-def answer_routed(ctx: RunContext, examples: Sequence[Example], chosen: Sequence[ModelHandle],
+async def answer_routed(ctx: RunContext, examples: Sequence[Example], chosen: Sequence[ModelHandle],
                   tag: str = "routed answer", logprobs: bool = False) -> list[Response]:
     """Each example answered by its chosen model: one batched call, the same calls as plain answers."""
     sampling = ctx.sampling(logprobs=True) if logprobs else None
-    return ctx.generate([answer_call(m, ex, sampling) for m, ex in zip(chosen, examples)], tag=tag)
+    return await ctx.generate([answer_call(m, ex, sampling) for m, ex in zip(chosen, examples)], tag=tag)
 
 
 def route_shares(models: Sequence[ModelHandle], chosen: Sequence[ModelHandle]) -> dict[str, float]:
@@ -101,31 +101,31 @@ def route_shares(models: Sequence[ModelHandle], chosen: Sequence[ModelHandle]) -
     return {h.name: round(counts.get(h.name, 0) / n, 4) for h in models}
 
 
-def routed_outputs(ctx: RunContext, chosen: Sequence[ModelHandle], traces: list[dict],
+async def routed_outputs(ctx: RunContext, chosen: Sequence[ModelHandle], traces: list[dict],
                    tag: str = "routed answer") -> list[Output]:
     """Answer every test example with its chosen model and report the share of queries per model.
 
     `traces[i]` (why example i went where it went) is completed with the routed model and its answer."""
     with ctx.phase("test"):
-        answers = answer_routed(ctx, ctx.test, chosen, tag=tag)
+        answers = await answer_routed(ctx, ctx.task.test, chosen, tag=tag)
     shares = route_shares(ctx.models, chosen)
-    ctx.extra_metrics["route_share"] = shares
-    ctx.extra_metrics["routed_counts"] = {h.name: sum(c.name == h.name for c in chosen) for h in ctx.models}
+    ctx.metrics["route_share"] = shares
+    ctx.metrics["routed_counts"] = {h.name: sum(c.name == h.name for c in chosen) for h in ctx.models}
     outputs = []
     for h, r, tr in zip(chosen, answers, traces):
         outputs.append(Output(r.text, failed=r.failed, trace={**tr, "routed_to": h.name, "answer": r.text}))
     return outputs
 
 
-def read_router(ctx: RunContext, router: ModelHandle, raw: Sequence[Response],
-                fallback: Callable[[], ModelHandle]) -> tuple[list[ModelHandle], list[dict]]:
+async def read_router(ctx: RunContext, router: ModelHandle, raw: Sequence[Response],
+                      fallback: Callable[[], Awaitable[ModelHandle]]) -> tuple[list[ModelHandle], list[dict]]:
     """The model each router output names (strict parsing), and why. An unreadable output is a counted parse
     failure sent to `fallback()` (evaluated only when some output is unreadable), never a silent default."""
     models = ctx.models
     parsed = [parse_model_choice("" if r.failed else r.text, len(models), [m.name for m in models]) for r in raw]
     failures = sum(not c.ok for c in parsed)
-    backup = fallback() if failures else None
-    ctx.extra_metrics.update(router=router.name, router_parse_failures=failures,
+    backup = await fallback() if failures else None
+    ctx.metrics.update(router=router.name, router_parse_failures=failures,
                              router_parse_failure_rate=round(failures / max(1, len(parsed)), 4),
                              fallback_model=backup.name if backup else None)
     chosen = [models[c.index] if c.ok else backup for c in parsed]

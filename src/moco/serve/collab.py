@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moco import aio, scheduler
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
 from moco.errors import ConfigError, MocoError
+from moco.gateway import Gateway
 from moco.models import time_limit
 from moco.progress import Progress
 from moco.serve.batcher import MicroBatcher, QueueFull, TimeLimitReached
@@ -85,9 +87,10 @@ class CollaborationService:
         artifacts.mkdir(parents=True, exist_ok=True)
         self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
         self.memo = StartupMemo(cache, self.recorder)
+        self.gateway = Gateway(self.plan.pool, self.memo, self.recorder, cfg.seed)
         self.ctx = ServedContext(pool=self.plan.pool, task=base, scorer=scorer, cache=self.memo,
                                  recorder=self.recorder, configured=cfg.generation, seed=cfg.seed,
-                                 artifacts_dir=artifacts, roles=self.plan.roles)
+                                 artifacts_dir=artifacts, roles=self.plan.roles, gateway=self.gateway)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
                                                                  max_pending=max_pending, early=True)
         self.requests = 0
@@ -105,7 +108,7 @@ class CollaborationService:
         item = Pending(ex, g.max_new_tokens, g.temperature, g.top_p)
         t0, self.starting = time.time(), True
         if progress is not None:
-            self.ctx.progress = progress
+            self.gateway.progress = progress
         try:
             done = self._run_group([item])[0]
         except MocoError as e:
@@ -116,7 +119,7 @@ class CollaborationService:
                               f"{_first_line(e)}") from None
         finally:
             self.memo.recording = self.starting = False
-            self.ctx.progress = Progress()
+            self.gateway.progress = Progress()
         if done.error:
             raise ConfigError(f"{self.plan.method.name} failed its start-up run: {_first_line(done.error)}")
         ph = self.recorder.phases
@@ -224,11 +227,13 @@ class CollaborationService:
         examples = [dataclasses.replace(p.example, index=i) for i, p in enumerate(items)]
         b = self.base_task
         ctx.task = dataclasses.replace(b, test=examples)
-        ctx.generation = self.cfg.generation.model_copy(
+        ctx.decoding = self.cfg.generation.model_copy(
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
-        ctx.extra_metrics = {}
+        ctx.metrics = {}
         tin0, tout0 = self._totals()
-        outputs = ctx.run_method(self.plan.method, self.plan.params, [p.want for p in items])
+        # one batch of requests is one participant of the scheduler, like a run's method (moco.scheduler)
+        outputs = aio.run(scheduler.current_participant(
+            ctx.run_method(self.plan.method, self.plan.params, [p.want for p in items])))
         if len(outputs) != len(items):
             raise RuntimeError(f"method returned {len(outputs)} outputs for {len(items)} requests")
         tin, tout = self._totals()

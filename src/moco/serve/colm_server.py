@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moco import aio, scheduler
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
 from moco.context import Call, RunContext
@@ -140,7 +141,7 @@ class ColmServer:
                        cache: ResponseCache) -> tuple[Any, str]:
         """The in-process method's rule (colm_common.choose_server); the dev-best needs the config's task."""
         if "server" in p.roles or len(p.pool.handles) == 1:
-            return choose_server(self.ctx)
+            return aio.run(choose_server(self.ctx))
         why = (f"--role colm-server: {len(p.pool.handles)} models and no `server` role, so the server is the "
                "dev-best model as in the in-process method; give the config a task with a dev split, or bind "
                "roles.server")
@@ -154,7 +155,7 @@ class ColmServer:
             raise ConfigError(f"{why} (task {dev_plan.task.name} has no dev split)")
         dev_ctx = RunContext(pool=p.pool, task=dev_plan.task, scorer=dev_plan.scorer, cache=cache,
                              recorder=self.recorder, generation=cfg.generation, seed=cfg.seed, roles=p.roles)
-        return choose_server(dev_ctx)
+        return aio.run(choose_server(dev_ctx))
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"role": "colm-server", "aggregation": self.aggregation,
@@ -267,18 +268,21 @@ class ColmServer:
     def _synthesise(self, snaps: list[Snapshot]) -> list[Guidance]:
         if self.aggregation == "concat":
             return [Guidance(answers_block(s.answers), list(s.clients)) for s in snaps]
+        return aio.run(scheduler.current_participant(self._synthesise_async(snaps)))
+
+    async def _synthesise_async(self, snaps: list[Snapshot]) -> list[Guidance]:
         ctx = self.ctx
         chosen = [list(range(len(s.clients))) for s in snaps]
         ks = [contributors_k(self.params.top_k, len(s.clients)) for s in snaps]
         ranked = [j for j, s in enumerate(snaps) if len(s.clients) > ks[j]]
         if ranked:
-            scores, _ = relevance(ctx, [snaps[j].question for j in ranked], [snaps[j].descriptions for j in ranked],
+            scores, _ = await relevance(ctx, [snaps[j].question for j in ranked], [snaps[j].descriptions for j in ranked],
                                   self.params.selection, self.selector, self.params.encoder)
             for j, sc in zip(ranked, scores):
                 chosen[j] = top_k(sc, ks[j])
         calls = [Call(self.server, server_prompt(s.question, [s.answers[i] for i in c])) for s, c in zip(snaps, chosen)]
         with ctx.phase("test"):
-            resps = ctx.generate(calls, tag="colm server")
+            resps = await ctx.generate(calls, tag="colm server")
         return [Guidance(r.text, [s.clients[i] for i in c], r.error, r.tokens_in, r.tokens_out)
                 for s, c, r in zip(snaps, chosen, resps)]
 

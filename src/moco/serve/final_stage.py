@@ -91,16 +91,16 @@ class StageContext(RunContext):
         self._wants: list[StageRequest | None] = []
 
     # ------------------------------------------------------------------ running a method
-    def run_method(self, method: Any, params: Any, wants: Sequence[StageRequest | None] = ()) -> list[Output]:
+    async def run_method(self, method: Any, params: Any, wants: Sequence[StageRequest | None] = ()) -> list[Output]:
         """`method.run` on the current task (its test items are the requests); learns the final stage from the
         outputs. `wants[k]` is what request k wants from its last stage (None: nothing). Runs in the one
         thread that owns the models."""
-        wants = list(wants) or [None] * len(self.test)
-        if len(wants) != len(self.test):
-            raise ValueError(f"{len(wants)} stage requests for {len(self.test)} items")
+        wants = list(wants) or [None] * len(self.task.test)
+        if len(wants) != len(self.task.test):
+            raise ValueError(f"{len(wants)} stage requests for {len(self.task.test)} items")
         self._seen, self._order, self._wants, self.finishes = [], 0, wants, []
         try:
-            outputs = method.run(self, params)
+            outputs = await method.run(self, params)
         finally:
             self._wants = []
             self.runs += 1
@@ -110,18 +110,18 @@ class StageContext(RunContext):
                 want.output = None if o.failed else o.text
         return outputs
 
-    def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
+    async def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
         calls = list(calls)
-        handles = [self.pool.handle(c.model) for c in calls]
+        handles = [self.model(c.model) for c in calls]
         watched = {i: self._watch(handles[i], calls[i], tag, want) for i, want in self._targets(handles, tag)}
         if not watched:
-            out = super().generate(calls, tag)
+            out = await super().generate(calls, tag)
         else:  # the answers' calls first (clients are waiting for them), then the rest of the stage, batched
             rest_at = [i for i in range(len(calls)) if i not in watched]
-            rest = iter(super().generate([calls[i] for i in rest_at], tag) if rest_at else [])
+            rest = iter(await super().generate([calls[i] for i in rest_at], tag) if rest_at else [])
             out = [watched[i] if i in watched else next(rest) for i in range(len(calls))]
         self._order += 1
-        phase = self.recorder.phase
+        phase = self._gw.recorder.phase
         self._seen.extend(_Seen(phase, tag, h.name, r.text, self._order, r.finish_reason)
                           for h, r in zip(handles, out) if not r.failed)
         return out
@@ -132,7 +132,7 @@ class StageContext(RunContext):
         final, wants = self.final, self._wants
         if final is None or not any(w is not None and not w.watched for w in wants):
             return []
-        if (self.recorder.phase, tag) != (final.phase, final.tag):
+        if (self._gw.recorder.phase, tag) != (final.phase, final.tag):
             return []
         at = [i for i, h in enumerate(handles) if h.name == final.model]
         if len(at) != len(wants):  # not one call per request: which call answers which request is unknown
@@ -142,28 +142,24 @@ class StageContext(RunContext):
     def _watch(self, handle: ModelHandle, call: Call, tag: str, want: StageRequest) -> Response:
         """Decode an answer's call alone, streaming it; cached and recorded like every call of `generate`."""
         want.watched = True
-        key, req = self._request(handle, call)
-        hit = self.cache.get_many([key]).get(key) if want.top_logprobs is None else None
+        gw = self._gw
+        key, req = gw.request(handle, call, self.sampling())
+        hit = gw.cache.get_many([key]).get(key) if want.top_logprobs is None else None
         if hit is not None:
             res, cached = hit.to_result(), True
             if not res.failed and res.text:
                 want.piece(res.text)
         else:
             try:
-                res, want.logprobs = decode_one(self.pool.backend(handle), req, want.piece, want.top_logprobs)
+                res, want.logprobs = decode_one(gw.pool.backend(handle), req, want.piece, want.top_logprobs)
             except Exception as e:  # noqa: BLE001 - a failed call, like a backend's: the method sees it
                 log.exception("the watched call to %s failed", handle.name)
                 res = GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
             cached = False
-        done: dict = {}
-        record = lambda k, item, b: self._record(k, [0], [handle], item, tag, b, [(key, req)])  # noqa: E731
-        if cached:
-            done[key] = (res, True)
-            record(key, done[key], None)
-        else:
-            self._deliver(handle, [(key, res, False)], done, None, record)
+            gw.cache.put_many([(key, gw.pool.fingerprint(handle), res)])
+        gw.record(key, handle, (res, cached), tag, None, req)
         return Response(res.text, handle.name, res.tokens_in, res.tokens_out, cached, res.error,
-                        res.token_logprobs, res.top_logprobs, res.finish_reason)
+                        res.token_logprobs, res.top_logprobs, res.finish_reason, res.extra)
 
     # ------------------------------------------------------------------ learning
     def _learn(self, outputs: list[Output]) -> None:
@@ -190,7 +186,7 @@ class StageContext(RunContext):
             return
         if found:
             phase, tag, model = max(found, key=lambda k: found[k])
-            backend = self.pool.backend(self.pool.handle(model))
+            backend = self.local(model).backend
             self.final = FinalStage(phase, tag, model, supports_logprobs(backend))
             self.runs_learned = 1
             self._finishes(outputs, stages[(phase, tag, model)])

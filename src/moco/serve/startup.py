@@ -65,10 +65,10 @@ class ServedContext(StageContext):
         self.configured = configured
 
     def sampling(self, **overrides: Any) -> SamplingParams:
-        if self.recorder.phase == "test":
+        if self._gw.recorder.phase == "test":
             return super().sampling(**overrides)
-        current, self.generation = self.generation, self.configured
+        current, self.decoding = self.decoding, self.configured
         try:
             return super().sampling(**overrides)
         finally:
-            self.generation = current
+            self.decoding = current

@@ -27,17 +27,17 @@ class Params(MethodParams):
     objective_task_only=False,
     paper="Author et al. 2025, Title",
 )
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     # (3) the algorithm. Dev-set work (selection, training, search) goes in a `ctx.phase("dev")` block.
     with ctx.phase("test"):
-        answers = ctx.answer_all(ctx.test)  # answers[model_index][example_index], one batched call
+        answers = await ctx.answer_all(ctx.task.test)  # answers[model_index][example_index], one batched call
         for r in range(params.rounds):
             calls = [Call(m, f"{ex.prompt}\n\nYour answer: {answers[m.index][j].text}\n\nImprove it.")
-                     for m in ctx.models for j, ex in enumerate(ctx.test)]
-            flat = ctx.generate(calls, tag=f"revise {r + 1}")
-            n = len(ctx.test)
+                     for m in ctx.models for j, ex in enumerate(ctx.task.test)]
+            flat = await ctx.generate(calls, tag=f"revise {r + 1}")
+            n = len(ctx.task.test)
             answers = [flat[i * n:(i + 1) * n] for i in range(len(ctx.models))]
     first = ctx.models[0]
     return [Output(answers[first.index][j].text, failed=answers[first.index][j].failed,
                    trace={m.name: answers[m.index][j].text for m in ctx.models})
-            for j in range(len(ctx.test))]
+            for j in range(len(ctx.task.test))]

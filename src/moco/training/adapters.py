@@ -64,7 +64,7 @@ def training_placement(ctx: Any, handle: Any) -> tuple[str, str]:
     says otherwise) — not always CPU fp32. LoRA weights stay fp32 (peft upcasts adapters)."""
     from moco.models.placement import dtype_name, pick_device
 
-    device = pick_device(ctx.pool.device_for(handle))
+    device = pick_device(ctx.local(handle).device)
     return device, dtype_name(handle.spec.dtype, device)
 
 

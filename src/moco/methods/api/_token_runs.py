@@ -51,7 +51,7 @@ def usage_of(pairs: Sequence[tuple[str, RowUsage]]) -> dict[str, list[int]]:
 
 def hf_backend(ctx: RunContext, handle: ModelHandle, method: str) -> Any:
     """The loaded Hugging Face backend of a model (token-level methods need its model and tokenizer)."""
-    backend = ctx.pool.backend(handle)
+    backend = ctx.local(handle).backend
     if not hasattr(backend, "model") or not hasattr(backend, "tokenizer"):
         raise ConfigError(f"method {method} decodes token by token and needs a local Hugging Face model; "
                           f"'{handle.name}' is a {handle.spec.kind} backend")
@@ -69,7 +69,7 @@ def run_token_level(ctx: RunContext, *, method: str, settings: dict[str, Any], m
                     prompts: Sequence[str], sampling: SamplingParams,
                     decode: Callable[[list[int]], list[Outcome]], tag: str) -> list[Outcome]:
     """Decode `prompts` (by index, in batches) with `decode`, through the response cache and the call records."""
-    fps = [ctx.pool.fingerprint(h) for h in models]
+    fps = [ctx.local(h).fingerprint for h in models]
     keys = []
     for p in prompts:
         msgs = [list(map(list, ctx.request(Call(h, p, sampling))[1].messages)) for h in models]
@@ -91,7 +91,7 @@ def run_token_level(ctx: RunContext, *, method: str, settings: dict[str, Any], m
     ctx.progress.advance(bar, len(prompts) - len(todo))
     lengths = {i: len(prompts[i]) for i in todo}
     order = sorted(todo, key=lambda i: (-lengths[i], i))
-    size = max(1, ctx.generation.batch_size)
+    size = max(1, ctx.decoding.batch_size)
     fp = "token-level:" + method + ":" + "+".join(fps)
     for start in range(0, len(order), size):
         batch = order[start:start + size]
@@ -117,7 +117,7 @@ def run_token_level(ctx: RunContext, *, method: str, settings: dict[str, Any], m
 def _record(ctx: RunContext, key: str, o: Outcome, latency: float, cached: bool, tag: str) -> None:
     total = sum(a + b for a, b in o.usage.values()) or 1
     for name, (tin, tout) in o.usage.items():
-        ctx.recorder.record(model=name, key=key, tag=tag, tokens_in=tin, tokens_out=tout,
+        ctx.account(model=name, key=key, tag=tag, tokens_in=tin, tokens_out=tout,
                             latency=latency * (tin + tout) / total, cached=cached, finish=o.finish, error=None,
                             batch=None)
 

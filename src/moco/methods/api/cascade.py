@@ -74,7 +74,7 @@ def _confidences(responses: list[Response], kind: str, model: ModelHandle) -> li
 @method("api_cascade", params=Params, level="api", aliases=("cascade",), min_models=2,
         paper="Chen et al. 2023 (FrugalGPT); Gupta et al. 2024 (Language model cascades: token-level uncertainty)",
         summary="Models answer cheapest first; an answer below its model's dev-calibrated confidence defers")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     order = cascade_order(ctx.models, params.costs)
     levels = len(order)
     logit = params.mode == "logit"
@@ -87,17 +87,17 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                                   f"got {len(params.thresholds)}")
             thresholds = list(params.thresholds)
         else:
-            if not ctx.dev:
+            if not ctx.task.dev:
                 raise ConfigError(f"task {ctx.task.name} has no dev split: give `thresholds` or use mode just_ask")
             with ctx.phase("dev"):
-                dev = ctx.generate([answer_call(m, ex, lp) for m in order[:-1] for ex in ctx.dev], tag="calibrate")
-            n = len(ctx.dev)
+                dev = await ctx.generate([answer_call(m, ex, lp) for m in order[:-1] for ex in ctx.task.dev], tag="calibrate")
+            n = len(ctx.task.dev)
             dev_conf = [_confidences(dev[i * n:(i + 1) * n], params.confidence, m) for i, m in enumerate(order[:-1])]
             try:
                 thresholds = calibrate(dev_conf, params.percentage)
             except ValueError as e:
                 raise ModelError(str(e)) from None
-    test = ctx.test
+    test = ctx.task.test
     final: list[Response | None] = [None] * len(test)
     answered_by: list[ModelHandle | None] = [None] * len(test)
     visits: list[list[dict]] = [[] for _ in test]
@@ -113,7 +113,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                 calls = [answer_call(m, test[j]) for j in pending]
             else:
                 calls = [Call(m, just_ask_prompt(test[j].prompt), images=test[j].images) for j in pending]
-            responses = ctx.generate(calls, tag=f"level {level}")
+            responses = await ctx.generate(calls, tag=f"level {level}")
             confs = _confidences(responses, params.confidence, m) if logit else [None] * len(responses)
             deferred = []
             for j, r, c in zip(pending, responses, confs):
@@ -136,7 +136,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     deferred.append(j)
             pending = deferred
     shares = route_shares(ctx.models, answered_by)
-    ctx.extra_metrics.update(
+    ctx.metrics.update(
         cascade_order=[m.name for m in order], mode=params.mode,
         thresholds={m.name: round(t, 6) for m, t in zip(order, thresholds)},
         answered_share=shares, route_share=shares,

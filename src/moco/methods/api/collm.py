@@ -182,24 +182,24 @@ def gold_response(ex: Example) -> str | None:
     return ans
 
 
-def training_targets(ctx: RunContext, params: Params, gen, mentor) -> tuple[list[tuple[Example, str]], dict]:
+async def training_targets(ctx: RunContext, params: Params, gen, mentor) -> tuple[list[tuple[Example, str]], dict]:
     """(example, target response) pairs from the dev split, and counts of where they came from."""
     pairs: list[tuple[Example, str]] = []
     stats = {"gold": 0, "gold_rejected_by_scorer": 0, "correct_outputs": 0}
     if params.targets in ("gold", "both"):
-        for ex in ctx.dev:
+        for ex in ctx.task.dev:
             text = gold_response(ex)
             if text is None:
                 continue
-            if ctx.score(ex, text).score >= 1.0:
+            if (await ctx.score([ex], [text]))[0].score >= 1.0:
                 pairs.append((ex, text))
                 stats["gold"] += 1
             else:
                 stats["gold_rejected_by_scorer"] += 1
     if params.targets in ("correct", "both"):
-        answers = ctx.answer_all(ctx.dev, tag="answer", models=[gen, mentor])
-        for j, ex in enumerate(ctx.dev):
-            scored = [(ctx.score(ex, a[j].text).score, a[j].text) for a in answers if not a[j].failed]
+        answers = await ctx.answer_all(ctx.task.dev, tag="answer", models=[gen, mentor])
+        for j, ex in enumerate(ctx.task.dev):
+            scored = [((await ctx.score([ex], [a[j].text]))[0].score, a[j].text) for a in answers if not a[j].failed]
             best = max((s for s, _ in scored), default=0.0)
             for s, text in dict.fromkeys((s, t.strip()) for s, t in scored):
                 if best > 0 and s == best and text and (ex, text) not in pairs:
@@ -208,12 +208,12 @@ def training_targets(ctx: RunContext, params: Params, gen, mentor) -> tuple[list
     return pairs[:params.max_train_examples], stats
 
 
-def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
+async def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
     """Train (or reuse) the head for this pair on the dev split; returns the head, the generator handle to
     decode with (the LoRA-adapted one when trained) and the training log."""
     import time
 
-    pairs, stats = training_targets(ctx, params, gen, mentor)
+    pairs, stats = await training_targets(ctx, params, gen, mentor)
     if not pairs:
         raise ConfigError(f"api_collm: no training targets from the dev split of {ctx.task.name} "
                           f"(targets={params.targets}: no gold answers scored correct and no correct dev answers)")
@@ -228,18 +228,18 @@ def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
                                 learning_rate=params.learning_rate, lora=params.train_generator == "lora",
                                 min_steps=params.min_steps,
                                 max_length=params.max_sequence_length, seed=ctx.seed)
-    identity = {"generator": ctx.pool.fingerprint(gen), "mentor": ctx.pool.fingerprint(mentor)}
+    identity = {"generator": ctx.local(gen).fingerprint, "mentor": ctx.local(mentor).fingerprint}
     out_dir = cache_dir() / "collm" / digest_of({"pair": identity, "task": ctx.task.name, "targets": targets})
     t0 = time.time()
     device, dtype = training_placement(ctx, gen)  # joint fine-tuning runs where the run places the generator
     result = train_deferral_head(gen_be.model, mentor_be.model, gen_seqs, mentor_seqs, out_dir, settings,
-                                 identity=identity, generator_dir=ctx.model_path(gen) if settings.lora else None,
+                                 identity=identity, generator_dir=ctx.local(gen).path if settings.lora else None,
                                  device=device, dtype=dtype)
     seconds = time.time() - t0 if not result.reused else result.log.get("seconds", 0.0)
     n_gen = sum(len(p) + len(t) for p, t in gen_seqs)
     n_men = sum(len(p) + len(t) for p, t in mentor_seqs)
     for h, n in ((gen, n_gen), (mentor, n_men)):  # the scoring forwards are this training's model calls
-        ctx.recorder.record(model=h.name, key=result.digest, tag="collm training", tokens_in=n, tokens_out=0,
+        ctx.account(model=h.name, key=result.digest, tag="collm training", tokens_in=n, tokens_out=0,
                             latency=seconds * n / (n_gen + n_men), cached=result.reused, finish="stop", error=None,
                             batch=None)
     head = DeferralHead.load(result.head_path)
@@ -259,15 +259,15 @@ def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
         needs=Capabilities(logits=True), same_tokenizer=True, trainable=True,
         paper="Shen et al. 2024, Learning to Decode Collaboratively with Multiple Language Models",
         summary="A deferral head trained on dev (marginal likelihood) picks, per token, generator or mentor (threshold chosen on dev)")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     gen, mentor = ctx.model(params.generator), ctx.model(params.mentor)
     if gen.index == mentor.index:
         raise ConfigError(f"api_collm: generator and mentor are the same model ('{gen.name}')")
     gen_be, mentor_be = hf_backend(ctx, gen, "api_collm"), hf_backend(ctx, mentor, "api_collm")
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ConfigError(f"api_collm: the deferral head is trained on the dev split; task {ctx.task.name} has none")
     with ctx.phase("dev"):
-        head, decoder, info = train(ctx, params, gen, mentor, gen_be, mentor_be)
+        head, decoder, info = await train(ctx, params, gen, mentor, gen_be, mentor_be)
     dec_be = hf_backend(ctx, decoder, "api_collm")
     sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
 
@@ -293,10 +293,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         with ctx.phase("dev"):
             threshold = choose_threshold(ctx, params, run_on)
     with ctx.phase("test"):
-        outs = run_on(ctx.test, threshold, sampling, "co-llm")
+        outs = run_on(ctx.task.test, threshold, sampling, "co-llm")
     deferred = sum(o.trace["deferred_tokens"] for o in outs)
     total = sum(o.trace["tokens"] for o in outs) or 1
-    ctx.extra_metrics["collm"] = {"head": info, "deferral_rate": deferred / total, "generator": decoder.name,
+    ctx.metrics["collm"] = {"head": info, "deferral_rate": deferred / total, "generator": decoder.name,
                                   "mentor": mentor.name, "threshold": threshold,
                                   "threshold_from": "fixed" if params.deferral_threshold is not None else "dev",
                                   "decoding": "sampled" if params.do_sample else "greedy"}
@@ -313,10 +313,10 @@ def choose_threshold(ctx: RunContext, params: Params, run_on: Any) -> float:
     for t in grid:
         rate: list[float] = []
 
-        def one_pass(r: int, t: float = t, rate: list[float] = rate) -> list[float]:
-            outs = run_on(ctx.dev, t, smp, f"threshold {t}", r)
+        async def one_pass(r: int, t: float = t, rate: list[float] = rate) -> list[float]:
+            outs = run_on(ctx.task.dev, t, smp, f"threshold {t}", r)
             rate.append(sum(o.trace["deferred_tokens"] for o in outs) / max(1, sum(o.trace["tokens"] for o in outs)))
-            return [s.score for s in ctx.score_many(ctx.dev, [o.text for o in outs])]
+            return [s.score for s in await ctx.score(ctx.task.dev, [o.text for o in outs])]
 
         items.append(averaged(ctx, one_pass))
         rates[str(t)] = round(sum(rate) / len(rate), 4)

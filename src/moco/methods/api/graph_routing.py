@@ -105,7 +105,7 @@ def encode(encoder: str, texts: list[str]):
 @method("api_graph_routing", params=Params, level="api", aliases=("graph_routing", "graph_router", "graphrouter"),
         min_models=2, trainable=True, paper="Feng et al. 2024, GraphRouter: a graph-based router for LLM selections",
         summary="A GNN over task, query and model nodes, trained on dev outcomes (performance, cost), routes queries")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     import torch
 
     from moco.routing import graph as G
@@ -116,7 +116,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     prices = params.costs or [1.0] * n_m
     if len(prices) != n_m:
         raise ConfigError(f"params: costs has {len(prices)} entries for {n_m} models")
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ConfigError(f"task {ctx.task.name} has no dev split: the graph router learns from dev outcomes")
     w_perf, w_cost = SCENARIOS[params.scenario]
     base = params.task_description or ctx.task.description or ctx.task.name
@@ -124,10 +124,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     def task_of(ex) -> str:
         return str(ex.meta.get(params.task_key, "unknown")) if params.task_key else ""
 
-    task_values = sorted({task_of(ex) for ex in [*ctx.dev, *ctx.test]})
+    task_values = sorted({task_of(ex) for ex in [*ctx.task.dev, *ctx.task.test]})
     task_texts = [f"{base} ({params.task_key}: {v})" if params.task_key else base for v in task_values]
     with ctx.phase("dev"):
-        dev = collect(ctx, ctx.dev)
+        dev = await collect(ctx, ctx.task.dev)
         perf = torch.tensor(dev.scores, dtype=torch.float32).T  # [Q, M]
         if perf.numel() and (perf.min() < 0 or perf.max() > 1):  # e.g. reward-model scores: onto cost's [0, 1] scale
             perf = (perf - perf.min()) / (perf.max() - perf.min()).clamp(min=1e-9)
@@ -135,10 +135,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                            dtype=torch.float32).T
         cost = raw / raw.max().clamp(min=1e-9)
         inp = G.GraphInputs(task_emb=encode(params.encoder, task_texts), model_emb=encode(params.encoder, descriptions),
-                            known_emb=encode(params.encoder, [query_text(ex) for ex in ctx.dev]),
-                            known_task=[task_values.index(task_of(ex)) for ex in ctx.dev],
+                            known_emb=encode(params.encoder, [query_text(ex) for ex in ctx.task.dev]),
+                            known_task=[task_values.index(task_of(ex)) for ex in ctx.task.dev],
                             perf=perf, cost=cost, reward=w_perf * perf - w_cost * cost)
-        order = list(range(len(ctx.dev)))
+        order = list(range(len(ctx.task.dev)))
         random.Random(ctx.seed).shuffle(order)
         n_val = round(params.val_fraction * len(order)) if len(order) >= 5 else 0
         val_q, train_q = sorted(order[:n_val]), sorted(order[n_val:])
@@ -148,17 +148,17 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         if ctx.artifacts_dir is not None:
             torch.save(net.state_dict(), ctx.artifacts_dir / "graph_router.pt")
     with ctx.phase("test"):
-        inp.unknown_emb = encode(params.encoder, [query_text(ex) for ex in ctx.test])
-        inp.unknown_task = [task_values.index(task_of(ex)) for ex in ctx.test]
-        known = list(range(len(ctx.dev)))
-        test_nodes = [len(ctx.dev) + j for j in range(len(ctx.test))]
+        inp.unknown_emb = encode(params.encoder, [query_text(ex) for ex in ctx.task.test])
+        inp.unknown_task = [task_values.index(task_of(ex)) for ex in ctx.task.test]
+        known = list(range(len(ctx.task.dev)))
+        test_nodes = [len(ctx.task.dev) + j for j in range(len(ctx.task.test))]
         graph = G.build_graph(inp, [known], include_unknown=True)
         scores = torch.sigmoid(G.predict(net, inp, known, test_nodes, include_unknown=True))
     picks = scores.argmax(dim=1).tolist()
     best = G.best_targets(inp.reward)
-    ctx.extra_metrics.update(
+    ctx.metrics.update(
         scenario=params.scenario, reward_weights={"performance": w_perf, "cost": -w_cost},
-        graph={"task_nodes": len(task_values), "dev_queries": len(ctx.dev), "test_queries": len(ctx.test),
+        graph={"task_nodes": len(task_values), "dev_queries": len(ctx.task.dev), "test_queries": len(ctx.task.test),
                "model_nodes": n_m, "dev_outcome_edges": sum(graph.outcome_edges_of(q) for q in known),
                "test_outcome_edges": sum(graph.outcome_edges_of(q) for q in test_nodes)},
         training=report.__dict__,
@@ -168,4 +168,4 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                "task": task_values[t] if params.task_key else None,
                "why": f"highest predicted {params.scenario} reward"}
               for row, t in zip(scores.tolist(), inp.unknown_task)]
-    return routed_outputs(ctx, [models[p] for p in picks], traces)
+    return await routed_outputs(ctx, [models[p] for p in picks], traces)

@@ -247,15 +247,15 @@ def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[G
 
 
 # ---------------------------------------------------------------------- train mode: the branch classifier
-def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -> tuple[BranchClassifier, dict]:
+async def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -> tuple[BranchClassifier, dict]:
     """Find divergence points on dev, label them by completing both segments with the generator and scoring
     the completions, train the MLP (cached by a digest of its data and settings)."""
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ConfigError(f"api_mentor_collab: train mode learns its classifier on the dev split; "
                           f"task {ctx.task.name} has none")
-    outs = decode_on([ex.prompt for ex in ctx.dev], True, "collect divergence points")
-    points = [(ex, p) for ex, o in zip(ctx.dev, outs) for p in o.trace["points"]][:params.train_points]
-    budget = ctx.generation.max_new_tokens
+    outs = decode_on([ex.prompt for ex in ctx.task.dev], True, "collect divergence points")
+    points = [(ex, p) for ex, o in zip(ctx.task.dev, outs) for p in o.trace["points"]][:params.train_points]
+    budget = ctx.decoding.max_new_tokens
     calls, spans = [], []
     for ex, p in points:  # complete both branches with the generator alone
         for branch in ("a", "b"):
@@ -266,11 +266,11 @@ def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -> tupl
                 spans.append(("call", prefix))
                 left = max(1, budget - p["at"] - p[branch + "_tokens"])
                 calls.append(Call(gen, ex.prompt, ctx.sampling(temperature=0.0, max_new_tokens=left), prefix=prefix))
-    done = iter(ctx.generate(calls, tag="complete branches"))
+    done = iter(await ctx.generate(calls, tag="complete branches"))
     texts = [prefix if kind == "done" else prefix + next(done).text for kind, prefix in spans]
     feats, labels, rows = [], [], []
     for k, (ex, p) in enumerate(points):
-        sa, sb = ctx.score(ex, texts[2 * k]).score, ctx.score(ex, texts[2 * k + 1]).score
+        sa, sb = (s.score for s in await ctx.score([ex, ex], [texts[2 * k], texts[2 * k + 1]]))
         rows.append({"example": ex.id, "at": p["at"], "score_generator": sa, "score_mentor": sb})
         if sa != sb:
             feats.append(unpack_features(p["features"]))
@@ -280,7 +280,7 @@ def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -> tupl
     if not labels:
         raise ConfigError(f"api_mentor_collab: no dev divergence point where the generator's and the mentor's "
                           f"segments led to different scores ({len(points)} points); use mode: free, or more dev items")
-    ident = {"generator": ctx.pool.fingerprint(gen), "mentor": ctx.pool.fingerprint(mentor)}
+    ident = {"generator": ctx.local(gen).fingerprint, "mentor": ctx.local(mentor).fingerprint}
     clf, log = train_branch_classifier(feats, labels, cache_dir() / "mentor_collab", epochs=params.mlp_epochs,
                                        learning_rate=params.mlp_learning_rate, seed=ctx.seed, identity=ident)
     info.update(log)
@@ -294,7 +294,7 @@ def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -> tupl
         paper="Wang et al. 2026, MentorCollab: Selective Large-to-Small Inference-Time Guidance",
         summary="At sampled words the mentor proposes a segment where it disagrees; the generator or a trained "
                 "MLP picks")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     gen, mentor = ctx.model(params.generator), ctx.model(params.mentor)
     if gen.index == mentor.index:
         raise ConfigError(f"api_mentor_collab: generator and mentor are the same model ('{gen.name}')")
@@ -322,18 +322,18 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
 
     if params.mode == "train":
         with ctx.phase("dev"):
-            clf, info = train_judge(ctx, params, gen, mentor, decode_on)
+            clf, info = await train_judge(ctx, params, gen, mentor, decode_on)
 
         def judge_fn(hidden) -> tuple[bool, float]:
             score = clf.score(hidden)
             return score > params.mlp_threshold, round(score, 4)
 
         settings["mlp"] = info["digest"]
-        ctx.extra_metrics["mentor_collab_mlp"] = info
+        ctx.metrics["mentor_collab_mlp"] = info
     with ctx.phase("test"):
-        outs = decode_on([ex.prompt for ex in ctx.test], False, "mentor collab")
+        outs = decode_on([ex.prompt for ex in ctx.task.test], False, "mentor collab")
     tokens = sum(o.trace["tokens"] for o in outs) or 1
-    ctx.extra_metrics["mentor_collab"] = {
+    ctx.metrics["mentor_collab"] = {
         "consulted": sum(o.trace["consulted"] for o in outs),
         "divergences": sum(len(o.trace["decisions"]) for o in outs),
         "mentor_chosen": sum(d["chose"] == "mentor" for o in outs for d in o.trace["decisions"]),

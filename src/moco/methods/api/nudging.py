@@ -203,7 +203,7 @@ def decode_nudging(base_backend: Any, nudger_backend: Any, base_reqs: list[GenRe
         needs=Capabilities(logits=True),
         paper="Fei, Razeghi & Singh 2024, Nudging: Inference-time Alignment of LLMs via Guided Decoding",
         summary="A base model decodes; where its top-1 token probability < gamma a nudging model writes the next word")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     base = ctx.model(params.base)
     nudger = ctx.model(params.nudger)
     if base.index == nudger.index:
@@ -213,9 +213,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.search_gamma or params.search_nudging:
         gamma, nudger = _search(ctx, params, base, nudger, sampling)
     with ctx.phase("test"):
-        outs = _decode(ctx, params, base, nudger, gamma, sampling, [ex.prompt for ex in ctx.test], "nudging")
+        outs = _decode(ctx, params, base, nudger, gamma, sampling, [ex.prompt for ex in ctx.task.test], "nudging")
     n_words = sum(o.trace["nudged_words"] for o in outs)
-    ctx.extra_metrics["nudging"] = {"gamma": gamma, "nudger": nudger.name, "base": base.name,
+    ctx.metrics["nudging"] = {"gamma": gamma, "nudger": nudger.name, "base": base.name,
                                     "nudges_per_answer": n_words / max(1, len(outs))}
     return [Output(o.text, trace=o.trace) for o in outs]
 
@@ -245,22 +245,22 @@ def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingPar
     configured pair wins unless another is strictly better. Every pair's dev score and interval is recorded."""
     from moco.selection import averaged, choose, dev_sampling
 
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ConfigError(f"api_nudging: search_gamma/search_nudging need a dev split; task {ctx.task.name} has none")
     gammas = sorted(set(params.gamma_grid) | {params.gamma}) if params.search_gamma else [params.gamma]
     nudgers = [m for m in ctx.models if m.index != base.index] if params.search_nudging else [nudger]
-    prompts = [ex.prompt for ex in ctx.dev]
+    prompts = [ex.prompt for ex in ctx.task.dev]
     candidates = [(params.gamma, nudger)] + [(g, n) for n in nudgers for g in gammas
                                              if (g, n.index) != (params.gamma, nudger.index)]
     smp = dev_sampling(ctx, temperature=sampling.temperature)
     items = []
     with ctx.phase("dev"):
         for g, n in candidates:
-            def one_pass(r: int, g: float = g, n=n) -> list[float]:
+            async def one_pass(r: int, g: float = g, n=n) -> list[float]:
                 outs = _decode(ctx, params, base, n, g, smp, prompts, f"search gamma={g} nudger={n.name}", r)
-                return [x.score for x in ctx.score_many(ctx.dev, [o.text for o in outs])]
+                return [x.score for x in await ctx.score(ctx.task.dev, [o.text for o in outs])]
             items.append(averaged(ctx, one_pass))
     best = choose(ctx, "nudging", [f"gamma={g} nudger={n.name}" for g, n in candidates], items)
     table = [{"gamma": g, "nudger": n.name, "dev_score": sum(s) / len(s)} for (g, n), s in zip(candidates, items)]
-    ctx.extra_metrics["nudging_search"] = {"grid": table, "chosen": table[best]}
+    ctx.metrics["nudging_search"] = {"grid": table, "chosen": table[best]}
     return candidates[best]

@@ -20,6 +20,7 @@ from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
 from moco.routing.choice import model_descriptions, query_text
 from moco.routing.outcomes import read_router, routed_outputs
+from moco.selection import dev_best
 
 
 class Params(MethodParams):
@@ -44,16 +45,16 @@ def routing_prompt(query: str, descriptions: list[str]) -> str:
         min_models=2, roles={"router": "reads the model descriptions and picks a model per query (default: dev-best)"},
         paper="MoCo (Feng et al. 2026) method #1, prompt routing",
         summary="A router LM reads model descriptions and the query and picks the model that answers")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
     descriptions = model_descriptions(models, params.model_descriptions, ctx)
-    router = ctx.model(params.router) if params.router is not None else ctx.role("router") or ctx.dev_best()
+    router = ctx.model(params.router) if params.router is not None else ctx.role("router") or await dev_best(ctx)
     overrides = {"max_new_tokens": params.router_max_new_tokens}
     if params.router_temperature is not None:
         overrides["temperature"] = params.router_temperature
     sampling = ctx.sampling(**overrides)
     with ctx.phase("test"):
-        prompts = [routing_prompt(query_text(ex), descriptions) for ex in ctx.test]
-        raw = ctx.generate([Call(router, p, sampling) for p in prompts], tag="route")
-    chosen, traces = read_router(ctx, router, raw, fallback=ctx.dev_best)
-    return routed_outputs(ctx, chosen, traces)
+        prompts = [routing_prompt(query_text(ex), descriptions) for ex in ctx.task.test]
+        raw = await ctx.generate([Call(router, p, sampling) for p in prompts], tag="route")
+    chosen, traces = await read_router(ctx, router, raw, fallback=lambda: dev_best(ctx))
+    return await routed_outputs(ctx, chosen, traces)

@@ -44,20 +44,20 @@ class Params(MethodParams):
         min_models=2, paper="Ong et al. 2025 (RouteLLM) evaluation protocol: quality vs. % calls to the strong model",
         summary="Every model answers once; routers and cascade thresholds are swept offline (quality vs. share of "
         "calls to the most expensive model)")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
     n_m = len(models)
     costs = params.costs or [float(i + 1) for i in range(n_m)]
     if len(costs) != n_m:
         raise ConfigError(f"params: costs has {len(costs)} entries for {n_m} models")
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ConfigError(f"task {ctx.task.name} has no dev split: cascade thresholds are calibrated on dev")
     if any(not 0.0 <= p <= 1.0 for p in params.percentages) or not params.percentages:
         raise ConfigError("params: percentages must be a non-empty list of values in [0, 1]")
     tables, outs = {}, {}
-    for split, examples in (("dev", ctx.dev), ("test", ctx.test)):
+    for split, examples in (("dev", ctx.task.dev), ("test", ctx.task.test)):
         with ctx.phase(split):
-            outs[split] = collect(ctx, examples, tag=f"answer {split}", logprobs=True)
+            outs[split] = await collect(ctx, examples, tag=f"answer {split}", logprobs=True)
         missing = [m.name for m, row in zip(models, outs[split].answers)
                    if any(r.token_logprobs is None and not r.failed for r in row)]
         if missing:
@@ -81,7 +81,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     test_pick = next(p for p in points if p.router == "cascade" and p.split == "test" and p.param == pick.param)
     q = {s: [sum(t.scores[m]) / max(1, len(t.ids)) for m in range(n_m)] for s, t in tables.items()}
     families = ["random", "cascade"] + (["cascade_2"] if n_m > 2 else [])
-    ctx.extra_metrics.update(
+    ctx.metrics.update(
         cost_order=[models[m].name for m in order], costs={m.name: c for m, c in zip(models, costs)},
         most_expensive=models[strong].name,
         selected={"router": "cascade", "percentage": pick.param, "max_strong_share": params.max_strong_share,
@@ -94,9 +94,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     if ctx.artifacts_dir is not None:
         files = offline.write_report(points, ctx.artifacts_dir, f"{ctx.task.name}: routers, {n_m} models",
                                      plot=params.plot)
-        ctx.extra_metrics["router_eval_files"] = [f.name for f in files]
+        ctx.metrics["router_eval_files"] = [f.name for f in files]
     outputs = []
-    for i, ex in enumerate(ctx.test):
+    for i, ex in enumerate(ctx.task.test):
         a = route.answerer[i]
         r = test_out.answers[a][i]
         trace = {"routed_to": models[a].name, "answered_by": models[a].name,

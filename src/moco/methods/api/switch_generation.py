@@ -110,7 +110,7 @@ def new_state(ex: Example, *, segments: list[tuple[int, str]] | None = None, use
             "rounds": [], "replica": replica, "limit": limit, "round0": round0, "first": first}
 
 
-def switch_generate(ctx: RunContext, states: list[dict[str, Any]], *, models: list[ModelHandle], total_rounds: int,
+async def switch_generate(ctx: RunContext, states: list[dict[str, Any]], *, models: list[ModelHandle], total_rounds: int,
                     patch: int, budget: int, choose: Any, params: Params, tag: str = "") -> list[dict[str, Any]]:
     """Advance every state round by round: `choose(active_states, r)` names each writer, then all patches of the
     round are one `ctx.generate` call (each continuing its state's text as the assistant prefix)."""
@@ -127,7 +127,7 @@ def switch_generate(ctx: RunContext, states: list[dict[str, Any]], *, models: li
             n = min(patch, budget - s["used"])
             calls.append(Call(models[k], s["example"].prompt, ctx.sampling(max_new_tokens=n), replica=s["replica"],
                               prefix=s["text"]))
-        for s, k, resp in zip(active, picks, ctx.generate(calls, tag=f"{tag} round {r}".strip())):
+        for s, k, resp in zip(active, picks, await ctx.generate(calls, tag=f"{tag} round {r}".strip())):
             s["text"] += resp.text
             s["segments"].append((k, resp.text))
             s["used"] += resp.tokens_out
@@ -151,7 +151,7 @@ class Selector:
         self.parse_failures = 0
         self.calls = 0
 
-    def __call__(self, states: list[dict[str, Any]], r: int) -> list[int]:
+    async def __call__(self, states: list[dict[str, Any]], r: int) -> list[int]:
         picks: list[int | None] = [s["first"] if r == 0 and s["first"] is not None else None for s in states]
         ask = [i for i, p in enumerate(picks) if p is None]
         if self.handle is None:
@@ -162,7 +162,7 @@ class Selector:
         calls = [Call(self.handle, selector_prompt(states[i]["example"].prompt,
                                                    [x for x in states[i]["segments"] if x[0] >= 0], self.n),
                       self.ctx.sampling(temperature=0.0, max_new_tokens=4), prefix=ANSWER_PREFIX) for i in ask]
-        replies = self.ctx.generate(calls, tag=f"{self.tag} round {r}") if calls else []
+        replies = await self.ctx.generate(calls, tag=f"{self.tag} round {r}") if calls else []
         self.calls += len(calls)
         for i, resp in zip(ask, replies):
             k = None if resp.failed else parse_choice(resp.text, self.n)
@@ -185,17 +185,17 @@ def _model_ref(ctx: RunContext, ref: int | str, name: str) -> ModelHandle:
 
 
 # ---------------------------------------------------------------------- selector training
-def selector_training_data(ctx: RunContext, params: Params, models: list[ModelHandle], rounds: int,
+async def selector_training_data(ctx: RunContext, params: Params, models: list[ModelHandle], rounds: int,
                            budget: int) -> tuple[list[tuple[list[tuple[str, str]], str]], list[dict[str, Any]]]:
     """Dev rollouts -> (selector messages, "The answer is model j") pairs, and one log row per instance."""
     n = len(models)
     contexts = list(range(rounds - 1)) or [0]  # decision rounds 0..R-2 (see the module docstring)
     rng = ctx.rng
-    instances = [(rng.choice(ctx.dev), rng.choice(contexts)) for _ in range(params.training_instances)]
+    instances = [(rng.choice(ctx.task.dev), rng.choice(contexts)) for _ in range(params.training_instances)]
     random_pick = Selector(ctx, None, n)
     # 1. each instance's context: c patches written by random switching (all instances advance together)
     heads = [new_state(ex, limit=c, replica=i) for i, (ex, c) in enumerate(instances)]  # independent samples
-    switch_generate(ctx, heads, models=models, total_rounds=rounds, patch=params.patch_size, budget=budget,
+    await switch_generate(ctx, heads, models=models, total_rounds=rounds, patch=params.patch_size, budget=budget,
                     choose=random_pick, params=params, tag="selector context")
     # 2. rollouts: each model writes the first continuation segment of an equal share of them
     rollouts, owner = [], []
@@ -207,12 +207,12 @@ def selector_training_data(ctx: RunContext, params: Params, models: list[ModelHa
             rollouts.append(new_state(ex, segments=h["segments"], used=h["used"], replica=replica, limit=rounds - c,
                                       round0=c, first=k % n))
             owner.append(i)
-    switch_generate(ctx, rollouts, models=models, total_rounds=rounds, patch=params.patch_size, budget=budget,
+    await switch_generate(ctx, rollouts, models=models, total_rounds=rounds, patch=params.patch_size, budget=budget,
                     choose=random_pick, params=params, tag="selector rollouts")
     # 3. utility of each first writer = mean task score of its rollouts; label = the best (ties skipped)
     scores: dict[int, dict[int, list[float]]] = {}
     for i, s in zip(owner, rollouts):
-        scores.setdefault(i, {}).setdefault(s["first"], []).append(ctx.score(s["example"], s["text"]).score)
+        scores.setdefault(i, {}).setdefault(s["first"], []).append((await ctx.score([s["example"]], [s["text"]]))[0].score)
     data, log = [], []
     for i, per_model in sorted(scores.items()):
         ex, c = instances[i]
@@ -229,17 +229,17 @@ def selector_training_data(ctx: RunContext, params: Params, models: list[ModelHa
     return data, log
 
 
-def train_selector(ctx: RunContext, params: Params, models: list[ModelHandle], rounds: int,
+async def train_selector(ctx: RunContext, params: Params, models: list[ModelHandle], rounds: int,
                    budget: int) -> tuple[ModelHandle, dict[str, Any]]:
     """Label dev rollouts, LoRA-train the selector base on them, and return the trained selector."""
     import time
 
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ConfigError(f"api_switch_generation: training the selector needs a dev split; task {ctx.task.name} "
                           "has none (give a selector, or selector_mode: random)")
     base = (_model_ref(ctx, params.selector_base, "selector-base") if params.selector_base is not None
             else ctx.role("selector_base") or ctx.models[0])
-    data, log = selector_training_data(ctx, params, models, rounds, budget)
+    data, log = await selector_training_data(ctx, params, models, rounds, budget)
     if ctx.artifacts_dir is not None:
         Path(ctx.artifacts_dir, "selector_training.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     if not data:
@@ -249,15 +249,15 @@ def train_selector(ctx: RunContext, params: Params, models: list[ModelHandle], r
                           "training_instances or rollouts_per_instance")
     settings = SFTSettings(epochs=params.sft_epochs, learning_rate=params.sft_learning_rate, lora_r=params.sft_lora_r,
                            lora_alpha=2 * params.sft_lora_r, seed=ctx.seed)
-    ident = hashlib.sha256(json.dumps([ctx.pool.fingerprint(base), data], default=str).encode()).hexdigest()[:20]
+    ident = hashlib.sha256(json.dumps([ctx.local(base).fingerprint, data], default=str).encode()).hexdigest()[:20]
     t0 = time.time()
-    res = train_lora_sft(ctx.model_path(base), data, cache_dir() / "switch_selector" / ident, settings,
-                         device=ctx.pool.device_for(base))
+    res = train_lora_sft(ctx.local(base).path, data, cache_dir() / "switch_selector" / ident, settings,
+                         device=ctx.local(base).device)
     spec = base.spec.model_copy(update={"adapter": str(res.adapter_dir), "role_prompt": None, "name": None,
                                         "description": None})
     selector = ctx.add_model("switch-selector", spec)
-    tokens = _count_tokens(ctx.model_path(base), [m[0][1] + c for m, c in data])
-    ctx.recorder.record(model=selector.name, key=ident, tag="selector sft", tokens_in=tokens * settings.epochs,
+    tokens = _count_tokens(ctx.local(base).path, [m[0][1] + c for m, c in data])
+    ctx.account(model=selector.name, key=ident, tag="selector sft", tokens_in=tokens * settings.epochs,
                         tokens_out=0, latency=res.seconds if res.reused else time.time() - t0, cached=res.reused,
                         finish="stop", error=None, batch=None)
     labels = [c.rsplit(" ", 1)[1] for _, c in data]
@@ -281,9 +281,9 @@ def _count_tokens(model_dir: str, texts: list[str]) -> int:
                "selector_base": "the model LoRA-trained as the selector (default: the first model)"},
         paper="Feng et al. 2025, Don't Throw Away Your Pretrained Model (Switch Generation)",
         summary="Models take turns writing patches of the answer; a given or dev-trained selector LM picks each turn")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
-    budget = ctx.generation.max_new_tokens
+    budget = ctx.decoding.max_new_tokens
     rounds = math.ceil(budget / params.patch_size)
     mode = params.selector_mode
     given = params.selector if params.selector is not None else ctx.role("selector")
@@ -297,18 +297,18 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         selector = given if isinstance(given, ModelHandle) else _model_ref(ctx, given, "switch-selector")
     elif mode == "trained":
         with ctx.phase("dev"):
-            selector, training = train_selector(ctx, params, models, rounds, budget)
+            selector, training = await train_selector(ctx, params, models, rounds, budget)
         info["training"] = training
     pick = Selector(ctx, selector, len(models))
     with ctx.phase("test"):
-        states = switch_generate(ctx, [new_state(ex, limit=rounds) for ex in ctx.test], models=models,
+        states = await switch_generate(ctx, [new_state(ex, limit=rounds) for ex in ctx.task.test], models=models,
                                  total_rounds=rounds, patch=params.patch_size, budget=budget, choose=pick,
                                  params=params, tag="switch")
     written = [k for s in states for k, _ in s["segments"] if k >= 0]
     info.update(selector=selector.name if selector else "random", parse_failures=pick.parse_failures,
                 selector_calls=pick.calls, rounds=rounds,
                 segment_share={m.name: written.count(m.index) / max(1, len(written)) for m in models})
-    ctx.extra_metrics["switch_generation"] = info
+    ctx.metrics["switch_generation"] = info
     outputs = []
     for s in states:
         segs = [{"model": models[k].name if k >= 0 else None, "text": t} for k, t in s["segments"]]

@@ -111,7 +111,7 @@ def _reward(text: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str, reward_max_length: int = 4096,
+async def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str, reward_max_length: int = 4096,
                reward: ModelHandle | None = None) -> tuple[list[int], list[dict]]:
     """Best model per dev item (pool position) and how each label was decided. `reward`: the reward model
     (default: the model bound to the `reward` role)."""
@@ -138,7 +138,7 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str, reward_max_length
     if mode == "reward":
         pairs = [(i, m) for i in need for m in tied[i]]
         rm = reward_backend(ctx, reward, batch_size=8, max_length=reward_max_length)
-        rated = ctx.generate([Call(rm, [("user", ex[i].input), ("assistant", dev.answers[m][i].text)],
+        rated = await ctx.generate([Call(rm, [("user", ex[i].input), ("assistant", dev.answers[m][i].text)],
                                    ctx.sampling(max_new_tokens=1, temperature=0.0)) for i, m in pairs], tag="reward")
         scores: dict[int, dict[int, float | None]] = {}
         for (i, m), r in zip(pairs, rated):
@@ -151,7 +151,7 @@ def dev_labels(ctx: RunContext, dev: Outcomes, tie_break: str, reward_max_length
             else:
                 why[i].update(by="dev-order", note="unreadable reward")
     else:
-        verdicts = ctx.generate([Call(ctx.role("judge"), judge_prompt(ex[i].input, [dev.answers[m][i].text for m in tied[i]]),
+        verdicts = await ctx.generate([Call(ctx.role("judge"), judge_prompt(ex[i].input, [dev.answers[m][i].text for m in tied[i]]),
                                       ctx.sampling(max_new_tokens=16, temperature=0.0)) for i in need], tag="judge")
         for i, r in zip(need, verdicts):
             c = parse_model_choice(re.sub(r"(?i)\bresponse\b", "model", r.text), len(tied[i])) if not r.failed else None
@@ -188,24 +188,24 @@ def reward_model(ctx: RunContext, params: Params) -> ModelHandle | None:
                "judge": "picks the best of tied dev answers for the labels (optional)"},
         paper="Ong et al. 2025 (RouteLLM); MoCo (Feng et al. 2026) method #4, trained router",
         summary="LoRA-train a router LM on the best model per dev item; at test the routed model answers")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
     n = len(models)
     descriptions = model_descriptions(models, params.model_descriptions, ctx) if params.use_descriptions else None
     if ctx.artifacts_dir is None:
         raise ConfigError("api_trained_router needs a run directory for its adapter (artifacts_dir)")
     with ctx.phase("dev"):
-        dev = collect(ctx, ctx.dev)
-        labels, why = dev_labels(ctx, dev, params.tie_break, params.reward_max_length, reward_model(ctx, params))
+        dev = await collect(ctx, ctx.task.dev)
+        labels, why = await dev_labels(ctx, dev, params.tie_break, params.reward_max_length, reward_model(ctx, params))
         dev_best = models[dev.best_order()[0]]
         if params.router_base:
             check_spec(ModelSpec(model=params.router_base))  # a one-line error for a model that is not here
             base_handle: ModelHandle = ctx.add_model("router-base", ModelSpec(model=params.router_base))
         else:
             base_handle = ctx.role("router") or dev_best
-        base_dir = ctx.model_path(base_handle)
+        base_dir = ctx.local(base_handle).path
         data = [([("user", router_prompt(query_text(ex), descriptions, n))], f"Model {label + 1}")
-                for ex, label in zip(ctx.dev, labels)]
+                for ex, label in zip(ctx.task.dev, labels)]
         heldout = heldout_items(len(data), params.heldout_fraction, ctx.seed)
         train_idx = [i for i in range(len(data)) if i not in heldout]
         settings = SFTSettings(epochs=params.epochs, max_steps=params.max_steps, learning_rate=params.learning_rate,
@@ -215,32 +215,37 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         write_jsonl(ctx.artifacts_dir / "router_sft_data.jsonl",
                     [{"id": ex.id, "prompt": msgs[0][1], "completion": c, "label": models[lab].name,
                       "split": "heldout" if i in heldout else "train", **w}
-                     for i, (ex, (msgs, c), lab, w) in enumerate(zip(ctx.dev, data, labels, why))])
+                     for i, (ex, (msgs, c), lab, w) in enumerate(zip(ctx.task.dev, data, labels, why))])
         device, dtype = training_placement(ctx, base_handle)
         trained = train_lora_sft(base_dir, [data[i] for i in train_idx], ctx.artifacts_dir / "router_lora", settings,
                                  device=device, dtype=dtype)
         router = ctx.add_model("trained-router", ModelSpec(model=base_dir, adapter=str(trained.adapter_dir)))
         sampling = ctx.sampling(max_new_tokens=params.router_max_new_tokens, temperature=params.router_temperature)
         if params.check_on_dev:
-            on_dev = ctx.generate([Call(router, msgs[0][1], sampling) for msgs, _ in data], tag="router on dev")
+            on_dev = await ctx.generate([Call(router, msgs[0][1], sampling) for msgs, _ in data], tag="router on dev")
             agree = [parse_model_choice(r.text, n).index == label for r, label in zip(on_dev, labels)]
 
             def share(idx: list[int]) -> float | None:
                 return round(sum(agree[i] for i in idx) / len(idx), 4) if idx else None
-    ctx.extra_metrics.update(
+    ctx.metrics.update(
         router_base=base_handle.name, router_adapter=str(trained.adapter_dir),
-        router_fingerprint=ctx.pool.fingerprint(router),
+        router_fingerprint=ctx.local(router).fingerprint,
         training={"examples": len(train_idx), "steps": trained.steps, "seconds": round(trained.seconds, 2),
                   "reused": trained.reused, "device": device, "dtype": dtype,
-                  "heldout": [ctx.dev[i].id for i in sorted(heldout)], "first_loss": trained.losses[0] if trained.losses else None,
+                  "heldout": [ctx.task.dev[i].id for i in sorted(heldout)], "first_loss": trained.losses[0] if trained.losses else None,
                   "last_loss": trained.losses[-1] if trained.losses else None},
         dev_label_share={m.name: round(labels.count(i) / max(1, len(labels)), 4) for i, m in enumerate(models)},
         dev_ties_broken_by={k: sum(w["by"] == k for w in why) for k in ("score", "reward", "judge", "dev-order")})
     if params.check_on_dev:
-        ctx.extra_metrics.update(router_heldout_agreement=share(sorted(heldout)),
+        ctx.metrics.update(router_heldout_agreement=share(sorted(heldout)),
                                  router_train_agreement=share(train_idx))
     with ctx.phase("test"):
-        raw = ctx.generate([Call(router, router_prompt(query_text(ex), descriptions, n), sampling) for ex in ctx.test],
+        raw = await ctx.generate([Call(router, router_prompt(query_text(ex), descriptions, n), sampling) for ex in ctx.task.test],
                            tag="route")
-    chosen, traces = read_router(ctx, router, raw, fallback=lambda: dev_best)
-    return routed_outputs(ctx, chosen, traces)
+    chosen, traces = await read_router(ctx, router, raw, fallback=lambda: _ready(dev_best))
+    return await routed_outputs(ctx, chosen, traces)
+
+
+async def _ready(handle: ModelHandle) -> ModelHandle:
+    """An already-known fallback model, as the awaitable `read_router` asks for."""
+    return handle

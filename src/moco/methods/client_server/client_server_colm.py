@@ -96,13 +96,13 @@ class Variant:
         paper="Huang, Huang & Zhang 2026, CoLM: Collaborative Large Models via a Client-Server Paradigm",
         summary="Top-k relevant clients answer, a server synthesises guidance, every client revises; rounds; "
                 "the output is a client's refined answers")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     clients = ctx.models
-    test = ctx.test
+    test = ctx.task.test
     only = [ctx.model(r).index for r in params.only] if params.only else None
     if only and any(i < 0 for i in only):
         raise ConfigError("only: name clients of the pool, not roles")
-    server, why = choose_server(ctx)
+    server, why = await choose_server(ctx)
     doubles = candidate_of(ctx, server)
     if doubles is not None:
         warn(ctx, f"client_server_colm: client '{doubles.name}' doubles as the server ({why}); bind a separate "
@@ -125,21 +125,21 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         unparsed = 0
         if need_rank:
             descriptions = [c.description for c in clients]
-            scores, unparsed = relevance(ctx, [ex.input for ex in test], [descriptions] * len(test),
+            scores, unparsed = await relevance(ctx, [ex.input for ex in test], [descriptions] * len(test),
                                          params.selection, ctx.role("selector") or server, params.encoder)
         else:
             scores = [[0.0] * len(clients) for _ in test]
         ranking = [top_k(s, None) for s in scores]
         variants = _variants(params, clients, ranking, only, k)
-        first = _first_answers(ctx, test, clients, variants)
+        first = await _first_answers(ctx, test, clients, variants)
         for v in variants:
             v.answers = [{c: [first[j][c]] for c in {*v.contributors[j], *v.refiners[j]}} for j in range(len(test))]
         for r in range(1, params.rounds + 1):
-            _server_step(ctx, server, test, variants, r)
-            _refine_step(ctx, test, variants, r)
+            await _server_step(ctx, server, test, variants, r)
+            await _refine_step(ctx, test, variants, r)
     main = variants[0]
-    _report(ctx, params, clients, server.name, test, variants, unparsed, need_rank)
-    ctx.extra_metrics["colm"].update(headline=headline, server_chosen_by=why, top_k=k,
+    await _report(ctx, params, clients, server.name, test, variants, unparsed, need_rank)
+    ctx.metrics["colm"].update(headline=headline, server_chosen_by=why, top_k=k,
                                      server_is_client=doubles.name if doubles is not None else None)
     outputs = []
     for j, ex in enumerate(test):
@@ -167,26 +167,26 @@ def _variants(params: Params, clients, ranking: list[list[int]], only: list[int]
     return out
 
 
-def _first_answers(ctx: RunContext, test, clients, variants: list[Variant]) -> list[dict[int, Response]]:
+async def _first_answers(ctx: RunContext, test, clients, variants: list[Variant]) -> list[dict[int, Response]]:
     """Round 0: every client that any variant needs answers each query independently (one batched call)."""
     needed = [sorted({c for v in variants for c in (*v.contributors[j], *v.refiners[j])}) for j in range(len(test))]
     calls = [Call(clients[c], ex.prompt, images=ex.images) for j, ex in enumerate(test) for c in needed[j]]
-    flat = iter(ctx.generate(calls, tag="colm client answer"))
+    flat = iter(await ctx.generate(calls, tag="colm client answer"))
     return [{c: next(flat) for c in needed[j]} for j in range(len(test))]
 
 
-def _server_step(ctx: RunContext, server, test, variants: list[Variant], r: int) -> None:
+async def _server_step(ctx: RunContext, server, test, variants: list[Variant], r: int) -> None:
     calls = []
     for v in variants:
         for j, ex in enumerate(test):
             seen = [v.latest(j, c).text for c in v.contributors[j] if not v.latest(j, c).failed]
             calls.append(Call(server, server_prompt(ex.prompt, seen), images=ex.images))
-    flat = iter(ctx.generate(calls, tag=f"colm server r{r}"))
+    flat = iter(await ctx.generate(calls, tag=f"colm server r{r}"))
     for v in variants:
         v.server.append([next(flat) for _ in test])
 
 
-def _refine_step(ctx: RunContext, test, variants: list[Variant], r: int) -> None:
+async def _refine_step(ctx: RunContext, test, variants: list[Variant], r: int) -> None:
     """Every refiner revises its latest answer with its variant's round-r guidance (one batched call)."""
     calls, where = [], []
     for vi, v in enumerate(variants):
@@ -195,23 +195,23 @@ def _refine_step(ctx: RunContext, test, variants: list[Variant], r: int) -> None
                 calls.append(Call(ctx.models[c], refine_prompt(ex.prompt, v.latest(j, c).text, v.server[r - 1][j].text),
                                   images=ex.images))
                 where.append((vi, j, c))
-    new = dict(zip(where, ctx.generate(calls, tag=f"colm refine r{r}")))
+    new = dict(zip(where, await ctx.generate(calls, tag=f"colm refine r{r}")))
     for vi, v in enumerate(variants):
         for j in range(len(test)):
             for c, hist in v.answers[j].items():  # clients that did not revise keep their answer
                 hist.append(new.get((vi, j, c), hist[-1]))
 
 
-def _report(ctx: RunContext, params: Params, clients, server: str, test, variants: list[Variant], unparsed: int,
+async def _report(ctx: RunContext, params: Params, clients, server: str, test, variants: list[Variant], unparsed: int,
             ranked: bool) -> None:
     """The paper's rows: each client alone, each client refined, the server output; per round; ablations."""
     main = variants[0]
-    per_round: dict[str, list[float | None]] = {"server output": [rounded(_server_score(ctx, test, main, r))
+    per_round: dict[str, list[float | None]] = {"server output": [rounded(await _server_score(ctx, test, main, r))
                                                                   for r in range(params.rounds)]}
     table = []
     for c in clients:
         rows_j = [j for j in range(len(test)) if c.index in main.refiners[j]]
-        curve = [rounded(_client_score(ctx, test, main, c.index, r, rows_j)) for r in range(params.rounds + 1)]
+        curve = [rounded(await _client_score(ctx, test, main, c.index, r, rows_j)) for r in range(params.rounds + 1)]
         per_round[c.name] = curve
         table.append({"system": c.name, "setting": "alone", "score": curve[0], "n": len(rows_j)})
         table.append({"system": f"{c.name}*", "setting": "refined", "score": curve[-1], "n": len(rows_j)})
@@ -225,24 +225,24 @@ def _report(ctx: RunContext, params: Params, clients, server: str, test, variant
     ablations = {}
     for v in variants[1:]:
         ablations[v.label] = {
-            "server output": rounded(_server_score(ctx, test, v, params.rounds - 1)),
-            **{f"{c.name}*": rounded(_client_score(ctx, test, v, c.index, params.rounds,
+            "server output": rounded(await _server_score(ctx, test, v, params.rounds - 1)),
+            **{f"{c.name}*": rounded(await _client_score(ctx, test, v, c.index, params.rounds,
                                                    [j for j in range(len(test)) if c.index in v.refiners[j]]))
                for c in clients},
         }
     if ablations:
         info["ablations"] = ablations
-    ctx.extra_metrics["colm"] = info
+    ctx.metrics["colm"] = info
 
 
-def _server_score(ctx: RunContext, test, v: Variant, r: int) -> float | None:
+async def _server_score(ctx: RunContext, test, v: Variant, r: int) -> float | None:
     """Score of the server output of round r+1."""
-    return mean_score(ctx, [(ex, v.server[r][j].text) for j, ex in enumerate(test)])
+    return await mean_score(ctx, [(ex, v.server[r][j].text) for j, ex in enumerate(test)])
 
 
-def _client_score(ctx: RunContext, test, v: Variant, c: int, r: int, rows: list[int]) -> float | None:
+async def _client_score(ctx: RunContext, test, v: Variant, c: int, r: int, rows: list[int]) -> float | None:
     """Score of client c's answers after round r (0 = alone) on the examples `rows`."""
-    return mean_score(ctx, [(test[j], v.answers[j][c][r].text) for j in rows])
+    return await mean_score(ctx, [(test[j], v.answers[j][c][r].text) for j in rows])
 
 
 def _trace(clients, server: str, v: Variant, j: int, scores) -> dict:

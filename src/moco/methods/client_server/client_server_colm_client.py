@@ -47,14 +47,14 @@ class Params(MethodParams):
 @method("client_server_colm_client", params=Params, level="client_server", aliases=("colm_client",),
         min_models=1, paper="Huang, Huang & Zhang 2026, CoLM: Collaborative Large Models via a Client-Server Paradigm",
         summary="CoLM client process: answer locally, exchange with a remote colm-server, revise locally")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    models, test = ctx.models, ctx.test
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    models, test = ctx.models, ctx.task.test
     remote = ColmClient(params.server_url, params.server_model, api_key_env=params.api_key_env,
                         timeout_s=params.timeout_s, concurrency=params.concurrency)
     prefix = params.session or f"{ctx.task.name}-{ctx.seed}"
     with ctx.phase("test"):
         remote.check()
-        first = ctx.answer_all(test, tag="colm client answer")  # first[model][example]
+        first = await ctx.answer_all(test, tag="colm client answer")  # first[model][example]
         history = [[[first[m.index][j]] for j in range(len(test))] for m in models]
         guidance: list[list[list[Reply]]] = [[[] for _ in test] for _ in models]
         failures = 0
@@ -78,11 +78,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                           else refine_prompt(ex.prompt, x.answer, rep.text))
                 calls.append(Call(m, prompt, images=ex.images))
                 where.append((m.index, j))
-            new = dict(zip(where, ctx.generate(calls, tag=f"colm refine r{r}")))
+            new = dict(zip(where, await ctx.generate(calls, tag=f"colm refine r{r}")))
             for m in models:
                 for j in range(len(test)):
                     history[m.index][j].append(new.get((m.index, j), history[m.index][j][-1]))
-    _report(ctx, models, test, history, guidance, params.rounds, failures)
+    await _report(ctx, models, test, history, guidance, params.rounds, failures)
     out_model = models[0]
     return [Output(history[out_model.index][j][-1].text, failed=history[out_model.index][j][-1].failed,
                    trace=_trace(models, history, guidance, j)) for j in range(len(test))]
@@ -90,25 +90,25 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
 
 def _record(ctx: RunContext, server: str, x: Exchange, rep: Reply, r: int) -> None:
     key = hashlib.sha256(f"{x.session}|{x.round}|{x.client}".encode()).hexdigest()
-    ctx.recorder.record(model=f"remote:{server}", key=key, tag=f"colm exchange r{r}", tokens_in=rep.tokens_in,
+    ctx.account(model=f"remote:{server}", key=key, tag=f"colm exchange r{r}", tokens_in=rep.tokens_in,
                         tokens_out=rep.tokens_out, latency=rep.latency_s, cached=False,
                         finish="error" if rep.failed else "stop", error=rep.error, batch=None)
 
 
-def _report(ctx: RunContext, models, test, history, guidance, rounds: int, failures: int) -> None:
+async def _report(ctx: RunContext, models, test, history, guidance, rounds: int, failures: int) -> None:
     clients = {}
     for m in models:
         hist = history[m.index]
         clients[m.name] = {
-            "per_round": [rounded(mean_score(ctx, [(ex, hist[j][r].text) for j, ex in enumerate(test)]))
+            "per_round": [rounded(await mean_score(ctx, [(ex, hist[j][r].text) for j, ex in enumerate(test)]))
                           for r in range(rounds + 1)],
-            "guidance_per_round": [rounded(mean_score(ctx, [(ex, guidance[m.index][j][r].text)
+            "guidance_per_round": [rounded(await mean_score(ctx, [(ex, guidance[m.index][j][r].text)
                                                             for j, ex in enumerate(test)
                                                             if not guidance[m.index][j][r].failed]))
                                    for r in range(rounds)],
         }
     partial = sum(bool(g.info.get("partial")) for row in guidance for per in row for g in per)
-    ctx.extra_metrics["colm_client"] = {"clients": clients, "exchange_failures": failures, "partial_sessions": partial}
+    ctx.metrics["colm_client"] = {"clients": clients, "exchange_failures": failures, "partial_sessions": partial}
 
 
 def _trace(models, history: list[list[list[Response]]], guidance: list[list[list[Reply]]], j: int) -> dict:

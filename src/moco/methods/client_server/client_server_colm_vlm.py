@@ -32,15 +32,15 @@ class Params(MethodParams):
         min_models=2, needs=Capabilities(chat=True, images=True),
         paper="Huang, Huang & Zhang 2026, CoLM: Collaborative Large Models via a Client-Server Paradigm",
         summary="VLMs answer an image question; all answers concatenated and fed back; each VLM refines")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
-    test = ctx.test
+    test = ctx.task.test
     target = ctx.model(params.target) if params.target is not None else models[0]
     groups = [tuple(m.index for m in models)]
     if params.ablate_only_each:
         groups += [pair for pair in combinations(range(len(models)), 2) if pair != groups[0]]
     with ctx.phase("test"):
-        first = ctx.answer_all(test, tag="colm vlm answer")  # first[model][example]
+        first = await ctx.answer_all(test, tag="colm vlm answer")  # first[model][example]
         # history[group][model][example] = [answer after round 0, 1, ...]
         history = {g: {m: [[first[m][j]] for j in range(len(test))] for m in g} for g in groups}
         for r in range(1, params.rounds + 1):
@@ -52,21 +52,21 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     for m in g:
                         calls.append(Call(models[m], prompt, images=ex.images))
                         where.append((g, m, j))
-            for (g, m, j), resp in zip(where, ctx.generate(calls, tag=f"colm vlm refine r{r}")):
+            for (g, m, j), resp in zip(where, await ctx.generate(calls, tag=f"colm vlm refine r{r}")):
                 history[g][m][j].append(resp)
-    _report(ctx, models, test, groups, history, params.rounds, target.name)
+    await _report(ctx, models, test, groups, history, params.rounds, target.name)
     main = history[groups[0]]
     return [Output(main[target.index][j][-1].text, failed=main[target.index][j][-1].failed,
                    trace=_trace(models, main, j, target.name)) for j in range(len(test))]
 
 
-def _score(ctx: RunContext, test, answers: list[list[Response]], r: int) -> float | None:
-    return mean_score(ctx, [(ex, answers[j][r].text) for j, ex in enumerate(test)])
+async def _score(ctx: RunContext, test, answers: list[list[Response]], r: int) -> float | None:
+    return await mean_score(ctx, [(ex, answers[j][r].text) for j, ex in enumerate(test)])
 
 
-def _report(ctx: RunContext, models, test, groups, history, rounds: int, target: str) -> None:
+async def _report(ctx: RunContext, models, test, groups, history, rounds: int, target: str) -> None:
     main = history[groups[0]]
-    per_round = {m.name: [rounded(_score(ctx, test, main[m.index], r)) for r in range(rounds + 1)] for m in models}
+    per_round = {m.name: [rounded(await _score(ctx, test, main[m.index], r)) for r in range(rounds + 1)] for m in models}
     table = []
     for m in models:
         table.append({"system": m.name, "setting": "alone", "score": per_round[m.name][0], "n": len(test)})
@@ -77,9 +77,9 @@ def _report(ctx: RunContext, models, test, groups, history, rounds: int, target:
         for g in groups[1:]:
             for t in g:
                 partner = next(o for o in g if o != t)
-                only[models[t].name][models[partner].name] = rounded(_score(ctx, test, history[g][t], rounds))
+                only[models[t].name][models[partner].name] = rounded(await _score(ctx, test, history[g][t], rounds))
         info["only"] = only
-    ctx.extra_metrics["colm_vlm"] = info
+    ctx.metrics["colm_vlm"] = info
 
 
 def _trace(models, main, j: int, target: str) -> dict:

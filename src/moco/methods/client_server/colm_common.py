@@ -13,6 +13,7 @@ from typing import Any
 
 from moco.context import Call, RunContext
 from moco.tasks.base import Example
+from moco.selection import dev_best
 
 FORMAT_NOTE = "Keep the answer format the question asks for."
 
@@ -63,7 +64,7 @@ def parse_rating(text: str) -> float | None:
 
 
 # ---------------------------------------------------------------------------------- roles
-def choose_server(ctx: RunContext) -> tuple[Any, str]:
+async def choose_server(ctx: RunContext) -> tuple[Any, str]:
     """The server model and why it was chosen — one rule for the in-process method and the HTTP server: the
     model bound to the `server` role, else the only model, else the dev-best model of the pool."""
     bound = ctx.role("server")
@@ -71,7 +72,7 @@ def choose_server(ctx: RunContext) -> tuple[Any, str]:
         return bound, "the server role"
     if len(ctx.models) == 1:
         return ctx.models[0], "the only model"
-    return ctx.dev_best(), "the dev-best model (no server role bound)"
+    return await dev_best(ctx), "the dev-best model (no server role bound)"
 
 
 def contributors_k(top_k: int | str, n_clients: int) -> int:
@@ -84,7 +85,7 @@ def contributors_k(top_k: int | str, n_clients: int) -> int:
 
 
 # ---------------------------------------------------------------------------------- selection
-def relevance(ctx: RunContext, queries: Sequence[str], candidates: Sequence[Sequence[str]], how: str,
+async def relevance(ctx: RunContext, queries: Sequence[str], candidates: Sequence[Sequence[str]], how: str,
               selector: Any = None, encoder: str = "all-minilm-l6-v2") -> tuple[list[list[float]], int]:
     """out[q][i]: relevance of candidate description i of query q to that query (how: embedding | llm),
     and the number of ratings that could not be parsed (scored 0). Every rating is one batched call."""
@@ -96,7 +97,7 @@ def relevance(ctx: RunContext, queries: Sequence[str], candidates: Sequence[Sequ
         return [[float(vecs[q] @ vecs[d]) for d in ds] for q, ds in zip(queries, candidates)], 0
     calls = [Call(selector, rating_prompt(q, d), ctx.sampling(temperature=0.0, max_new_tokens=8))
              for q, ds in zip(queries, candidates) for d in ds]
-    flat = iter(ctx.generate(calls, tag="colm select"))
+    flat = iter(await ctx.generate(calls, tag="colm select"))
     parsed = [[parse_rating(next(flat).text) for _ in ds] for ds in candidates]
     scores = [[p if p is not None else 0.0 for p in row] for row in parsed]
     return scores, sum(p is None for row in parsed for p in row)
@@ -109,9 +110,10 @@ def top_k(scores: Sequence[float], k: int | None) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------- scoring
-def mean_score(ctx: RunContext, pairs: Sequence[tuple[Example, str]]) -> float | None:
+async def mean_score(ctx: RunContext, pairs: Sequence[tuple[Example, str]]) -> float | None:
     """Mean task score of (example, text) pairs with a gold answer; None when nothing can be scored."""
-    scored = [ctx.score(ex, text).score for ex, text in pairs if ex.answer is not None]
+    kept = [(ex, t) for ex, t in pairs if ex.answer is not None]
+    scored = [r.score for r in await ctx.score([ex for ex, _ in kept], [t for _, t in kept])] if kept else []
     return sum(scored) / len(scored) if scored else None
 
 

@@ -112,10 +112,10 @@ def _validate(params: Params, pool) -> list[str]:
         min_models=2, needs=Capabilities(logits=True), same_tokenizer=True, validate=_validate,
         objective_task_only=False, paper="MoCo method #21; Liu et al. 2024 (proxy tuning)",
         summary="Decode with p_top1 + α(Σ top-k − Σ bottom-k) by dev rank; or proxy tuning base + α(expert − anti)")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     alpha = params.strength()
     if params.mode == "contrastive":
-        order, scores = ranking(ctx)
+        order, scores = await ranking(ctx)
         top, bottom = order[: params.k], order[len(order) - params.k:]
         chosen = [ctx.models[i] for i in top + bottom]
         combine = contrastive(params.k, alpha, params.space)
@@ -133,9 +133,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.plausibility is not None:
         key += f":plausibility={params.plausibility}"
         info["plausibility"] = params.plausibility
-    members = [Member(h.name, ctx.pool.backend(h), h.role_prompt) for h in chosen]
-    handle = ctx.add_backend(f"logit_{params.mode}", FusedBackend(members, combine, key))
+    members = [Member(h.name, ctx.local(h).backend, h.role_prompt) for h in chosen]
+    handle = ctx.add_model(f"logit_{params.mode}", FusedBackend(members, combine, key))
     with ctx.phase("test"):
-        rs = ctx.ask(handle, [ex.prompt for ex in ctx.test], tag=params.mode)
-    ctx.extra_metrics["logit"] = info
+        rs = await ctx.ask(handle, [ex.prompt for ex in ctx.task.test], tag=params.mode)
+    ctx.metrics["logit"] = info
     return [Output(r.text, trace=dict(info), failed=r.failed) for r in rs]

@@ -53,16 +53,16 @@ def _validate(params: Params, pool) -> list[str]:
         needs=Capabilities(logits=True), same_tokenizer=True, validate=_validate,
         paper="MoCo method #20 (logit fusion)",
         summary="Decode from the average of the models' next-token distributions (shared vocabulary)")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     raw = params.weights or [1.0] * len(ctx.models)
     weights = [w / sum(raw) for w in raw]
-    members = [Member(h.name, ctx.pool.backend(h), h.role_prompt) for h in ctx.models]
+    members = [Member(h.name, ctx.local(h).backend, h.role_prompt) for h in ctx.models]
     key = f"fusion:{params.space}:{weights}"
     fused = FusedBackend(members, average(weights, params.space), key)
-    handle = ctx.add_backend("logit_fusion", fused)
+    handle = ctx.add_model("logit_fusion", fused)
     with ctx.phase("test"):
-        rs = ctx.ask(handle, [ex.prompt for ex in ctx.test], tag="fusion")
+        rs = await ctx.ask(handle, [ex.prompt for ex in ctx.task.test], tag="fusion")
     names = [h.name for h in ctx.models]
-    ctx.extra_metrics["logit"] = {"members": names, "space": params.space, "weights": weights}
+    ctx.metrics["logit"] = {"members": names, "space": params.space, "weights": weights}
     trace = {"members": names, "space": params.space, "weights": weights}
     return [Output(r.text, trace=dict(trace), failed=r.failed) for r in rs]

@@ -34,6 +34,7 @@ from moco.methods.text.majority_vote import plurality
 from moco.methods.trained import LoraParams, chat, record_training, train_target, trained_model
 from moco.models.pool import ModelHandle, check_spec
 from moco.training import GRPOSettings, train_lora_grpo
+from moco.selection import dev_best
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,10 @@ class SolutionSet:
     hard: bool
 
 
-def _aggregator(ctx: RunContext, params: Params) -> ModelHandle:
+async def _aggregator(ctx: RunContext, params: Params) -> ModelHandle:
     ref = params.aggregator
     if ref is None:
-        return ctx.role("aggregator") or ctx.dev_best()
+        return ctx.role("aggregator") or await dev_best(ctx)
     if isinstance(ref, int) or any(h.name == ref for h in ctx.models):
         return ctx.model(ref)
     spec = ModelSpec(model=ref)
@@ -97,7 +98,7 @@ def solution_sets(ctx: RunContext, samples: list[list[list[str]]]) -> list[Solut
     """samples[m][i][j]: model m's i-th answer to dev problem j -> one scored set per (problem, sample)."""
     sets = []
     order = list(range(len(samples)))
-    for j, ex in enumerate(ctx.dev):
+    for j, ex in enumerate(ctx.task.dev):
         for i in range(len(samples[0])):
             texts = [samples[m][i][j] for m in order]
             answers = [ctx.scorer.extract(ex, t) for t in texts]
@@ -108,8 +109,8 @@ def solution_sets(ctx: RunContext, samples: list[list[list[str]]]) -> list[Solut
 
 
 def _key(ctx: RunContext, agg: ModelHandle, params: Params, models: list[ModelHandle]) -> str:
-    blob = json.dumps({"task": ctx.task.name, "task_type": ctx.task.task_type, "dev": [e.uid for e in ctx.dev],
-                       "models": [ctx.pool.fingerprint(h) for h in models], "aggregator": ctx.pool.fingerprint(agg),
+    blob = json.dumps({"task": ctx.task.name, "task_type": ctx.task.task_type, "dev": [e.uid for e in ctx.task.dev],
+                       "models": [ctx.local(h).fingerprint for h in models], "aggregator": ctx.local(agg).fingerprint,
                        "params": params.model_dump(mode="json"), "seed": ctx.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -119,15 +120,15 @@ def _key(ctx: RunContext, agg: ModelHandle, params: Params, models: list[ModelHa
         paper="Zhao et al. 2025, The Majority is not always right: RL training for solution aggregation",
         summary="An aggregator trained with GRPO on dev (verifiable rewards, hard and easy sets balanced) "
                 "combines the models' answers")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = list(ctx.models)
-    agg = _aggregator(ctx, params)
+    agg = await _aggregator(ctx, params)
     base_dir, init_adapter, device = train_target(ctx, agg)  # fails early if the aggregator cannot be trained
     rng = ctx.rng
     with ctx.phase("dev"):
-        calls = [Call(m, ex.prompt, replica=i) for m in models for i in range(params.sample_size) for ex in ctx.dev]
-        flat = ctx.generate(calls, tag="dev samples")
-        n, s = len(ctx.dev), params.sample_size
+        calls = [Call(m, ex.prompt, replica=i) for m in models for i in range(params.sample_size) for ex in ctx.task.dev]
+        flat = await ctx.generate(calls, tag="dev samples")
+        n, s = len(ctx.task.dev), params.sample_size
         samples = [[[flat[(mi * s + i) * n + j].text for j in range(n)] for i in range(s)] for mi in range(len(models))]
         sets = solution_sets(ctx, samples)
         hard = [x for x in sets if x.hard]
@@ -136,14 +137,14 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         key = _key(ctx, agg, params, models)
         out = Path(ctx.artifacts_dir or ".") / "agglm" / f"aggregator-{key}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"row": r, "uid": ctx.dev[x.example].uid, "sample": x.sample, "hard": x.hard, "answers": x.answers,
-                 "majority": x.majority, "gold": ctx.dev[x.example].answer} for r, x in enumerate(chosen)]
+        rows = [{"row": r, "uid": ctx.task.dev[x.example].uid, "sample": x.sample, "hard": x.hard, "answers": x.answers,
+                 "majority": x.majority, "gold": ctx.task.dev[x.example].answer} for r, x in enumerate(chosen)]
         (out.parent / f"train_sets-{key}.json").write_text(json.dumps(rows, indent=1, default=str))
         info: dict[str, Any] = {"aggregator": agg.name, "sets": len(sets), "hard": len(hard), "easy": len(easy),
                                 "trained_on": {"hard": sum(x.hard for x in chosen),
                                                "easy": sum(not x.hard for x in chosen)}}
         if chosen:
-            examples = [ctx.dev[x.example] for x in chosen]  # by position: duplicate ids cannot mix golds
+            examples = [ctx.task.dev[x.example] for x in chosen]  # by position: duplicate ids cannot mix golds
 
             def reward(row_ids: list[int], completions: list[str]) -> list[float]:
                 return [ctx.scorer.score(examples[r], c).score for r, c in zip(row_ids, completions)]
@@ -154,12 +155,12 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                                     learning_rate=params.learning_rate, weight_decay=params.weight_decay,
                                     lr_scheduler=params.lr_scheduler, num_generations=params.train_batch_size,
                                     batch_size=params.train_batch_size,
-                                    max_completion_length=params.grpo_max_completion_length or ctx.generation.max_new_tokens,
+                                    max_completion_length=params.grpo_max_completion_length or ctx.decoding.max_new_tokens,
                                     temperature=params.grpo_temperature, seed=ctx.seed,
                                     **params.lora_settings())
             if not params.reuse_log:
                 shutil.rmtree(out, ignore_errors=True)
-            prompts = [chat(agg, aggregation_prompt(ctx.dev[x.example].prompt, x.texts)) for x in chosen]
+            prompts = [chat(agg, aggregation_prompt(ctx.task.dev[x.example].prompt, x.texts)) for x in chosen]
             res = train_lora_grpo(base_dir, prompts, reward, reward_id, out, settings, device=device,
                                   init_adapter=init_adapter)
             aggregator = trained_model(ctx, agg, res.adapter_dir, f"{agg.name}/agglm")
@@ -170,12 +171,12 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             info["training"] = "skipped: no solution set to train on"
             log.warning("text_agglm: no hard or easy solution sets on dev; the aggregator is not trained")
     info["used_aggregator"] = aggregator.name
-    ctx.extra_metrics["agglm"] = info
+    ctx.metrics["agglm"] = info
     with ctx.phase("test"):
-        answers = ctx.answer_all(ctx.test)
+        answers = await ctx.answer_all(ctx.task.test)
         prompts = [aggregation_prompt(ex.prompt, [answers[mi][j].text for mi in range(len(models))])
-                   for j, ex in enumerate(ctx.test)]
-        finals = ctx.ask(aggregator, prompts, tag="aggregate")
+                   for j, ex in enumerate(ctx.task.test)]
+        finals = await ctx.ask(aggregator, prompts, tag="aggregate")
     return [Output(f.text, failed=f.failed, trace={"aggregator": aggregator.name,
                                                    "solutions": {m.name: answers[mi][j].text for mi, m in enumerate(models)}})
             for j, f in enumerate(finals)]

@@ -149,8 +149,8 @@ def conclusion_of(text: str) -> str:
         paper="Blackboard multi-agent system (MoCo method #17, BBMAS)",
         summary="Agents (one per model) take turns on a shared blackboard with five actions; a final vote "
                 "among conclusions")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    agents, test = ctx.models, ctx.test
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    agents, test = ctx.models, ctx.task.test
     boards = [Board(ex.prompt, idle={a.index: 0 for a in agents}) for ex in test]
     stats: Counter = Counter()
     consensus = params.termination == "consensus"
@@ -161,9 +161,9 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             if not open_:
                 break
             turns = [(j, a) for j in open_ for a in _acting(ctx.seed, j, it, agents, boards[j], params)]
-            chosen = _choose(ctx, turns, boards, it, params.max_num_retries, stats)
+            chosen = await _choose(ctx, turns, boards, it, params.max_num_retries, stats)
             valid = [(j, a, act, why) for (j, a), (act, why) in zip(turns, chosen) if act is not None]
-            outs = ctx.generate([Call(a, action_prompt(a, boards[j], act, why)) for j, a, act, why in valid],
+            outs = await ctx.generate([Call(a, action_prompt(a, boards[j], act, why)) for j, a, act, why in valid],
                                 tag=f"iteration {it} act")
             done_this: Counter = Counter()
             for (j, a), (act, why) in zip(turns, chosen):
@@ -184,14 +184,14 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     boards[j].ended_by = "agents"
         forced = [j for j, b in enumerate(boards) if not b.ended_by]
         if forced:  # the iteration cap: every agent writes a final solution from the blackboard
-            outs = ctx.generate([Call(a, action_prompt(a, boards[j], "terminate", "The iteration limit is reached."))
+            outs = await ctx.generate([Call(a, action_prompt(a, boards[j], "terminate", "The iteration limit is reached."))
                                  for j in forced for a in agents], tag="forced conclusion")
             for k, j in enumerate(forced):
                 rs = outs[k * len(agents):(k + 1) * len(agents)]
                 boards[j].conclusions = [{"author": a.name, "text": conclusion_of(r.text)}
                                          for a, r in zip(agents, rs) if not r.failed and r.text.strip()]
                 boards[j].ended_by = "iteration cap"
-        votes = _vote(ctx, boards, params.max_num_retries)
+        votes = await _vote(ctx, boards, params.max_num_retries)
     outputs = []
     for j, b in enumerate(boards):
         winner = _winner(votes.get(j, {}), len(b.conclusions))
@@ -201,7 +201,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                  "votes": votes.get(j, {}), "winner": winner if b.conclusions else None}
         outputs.append(Output(text, failed=not b.conclusions, trace=trace))
     n = max(1, len(boards))
-    ctx.extra_metrics["blackboard"] = {
+    ctx.metrics["blackboard"] = {
         "mean_iterations": sum(b.iterations for b in boards) / n,
         "ended_by_cap": sum(b.ended_by == "iteration cap" for b in boards) / n,
         "termination": params.termination, "agents_to_stop": need,
@@ -230,7 +230,7 @@ def _acting(seed: int, j: int, it: int, agents: list[ModelHandle], board: Board,
     return [a for a in agents if a.index in drawn]
 
 
-def _choose(ctx: RunContext, turns: list[tuple[int, ModelHandle]], boards: list[Board], it: int, retries: int,
+async def _choose(ctx: RunContext, turns: list[tuple[int, ModelHandle]], boards: list[Board], it: int, retries: int,
             stats: Counter) -> list[tuple[str | None, str]]:
     """(action or None, reasoning) per turn: one batched call, then batched retries for unrecognised choices.
     Every iteration and attempt is a fresh sample (its own replica): a board left unchanged by lost turns would
@@ -242,7 +242,7 @@ def _choose(ctx: RunContext, turns: list[tuple[int, ModelHandle]], boards: list[
             break
         stats["retries"] += len(pending) if attempt else 0
         replica = (it - 1) * (retries + 1) + attempt
-        rs = ctx.generate([Call(turns[t][1], select_prompt(turns[t][1], boards[turns[t][0]]), replica=replica)
+        rs = await ctx.generate([Call(turns[t][1], select_prompt(turns[t][1], boards[turns[t][0]]), replica=replica)
                            for t in pending], tag=f"iteration {it} select" + (f" retry {attempt}" if attempt else ""))
         for t, r in zip(pending, rs):
             chosen[t] = (None if r.failed else parse_action(r.text), r.text)
@@ -250,7 +250,7 @@ def _choose(ctx: RunContext, turns: list[tuple[int, ModelHandle]], boards: list[
     return chosen
 
 
-def _vote(ctx: RunContext, boards: list[Board], retries: int) -> dict[int, dict[str, int | None]]:
+async def _vote(ctx: RunContext, boards: list[Board], retries: int) -> dict[int, dict[str, int | None]]:
     """Every agent votes on every question with several conclusions; batched, unparsed votes retried."""
     ballots = [(j, a) for j, b in enumerate(boards) if len(b.conclusions) > 1 for a in ctx.models]
     votes: dict[int, dict[str, int | None]] = {}
@@ -258,7 +258,7 @@ def _vote(ctx: RunContext, boards: list[Board], retries: int) -> dict[int, dict[
     for attempt in range(retries + 1):
         if not pending:
             break
-        rs = ctx.generate([Call(ballots[t][1], vote_prompt(boards[ballots[t][0]].problem,
+        rs = await ctx.generate([Call(ballots[t][1], vote_prompt(boards[ballots[t][0]].problem,
                                                            [c["text"] for c in boards[ballots[t][0]].conclusions]),
                                 replica=attempt) for t in pending], tag="vote" + (f" retry {attempt}" if attempt else ""))
         for t, r in zip(pending, rs):

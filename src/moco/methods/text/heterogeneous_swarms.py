@@ -106,14 +106,14 @@ class DevEvaluator:
         self.candidates: dict[tuple, dict[str, Any]] = {}
         self.best: tuple | None = None
 
-    def __call__(self, systems: Sequence[System], tag: str, fresh: bool = False,
+    async def __call__(self, systems: Sequence[System], tag: str, fresh: bool = False,
                  labels: Sequence[str] | None = None) -> list[list[float]]:
         """Item scores of each system. `fresh`: new samples (replicas never used by the search)."""
         replicas = range(self.reps, 2 * self.reps) if fresh else range(self.reps)
-        runs = run_systems(self.ctx, systems, self.dev, tag, replicas, self.sampling)
+        runs = await run_systems(self.ctx, systems, self.dev, tag, replicas, self.sampling)
         ends = [runs[si][ri][j][s.graph.end] for si, s in enumerate(systems) for ri in range(self.reps)
                 for j in range(len(self.dev))]
-        scored = self.ctx.score_many(self.dev * (len(systems) * self.reps), [r.text for r in ends])
+        scored = await self.ctx.score(self.dev * (len(systems) * self.reps), [r.text for r in ends])
         flat = [0.0 if r.failed else x.score for x, r in zip(scored, ends)]
         n, per = len(self.dev), self.reps * len(self.dev)
         items = [[sum(flat[si * per + ri * n + j] for ri in range(self.reps)) / self.reps for j in range(n)]
@@ -136,7 +136,7 @@ class DevEvaluator:
         return self.candidates[self.best]["mean"] if self.best is not None else float("-inf")
 
 
-def jfk_scores(ctx: RunContext, graph: Graph, models: Sequence[ModelHandle], assignments: int,
+async def jfk_scores(ctx: RunContext, graph: Graph, models: Sequence[ModelHandle], assignments: int,
                rng: np.random.Generator, evaluate: DevEvaluator, tag: str = "jfk",
                candidates: bool = False) -> dict[str, Any]:
     """The paper's JFK-score: `models` assigned at random, with replacement, to the graph's positions
@@ -145,7 +145,7 @@ def jfk_scores(ctx: RunContext, graph: Graph, models: Sequence[ModelHandle], ass
     rows = [[int(x) for x in rng.integers(0, len(models), size=graph.n)] for _ in range(assignments)]
     systems = [System(graph, tuple(models[m] for m in row)) for row in rows]
     labels = [f"{tag} assignment {j + 1}" for j in range(len(rows))] if candidates else None
-    utility = [sum(i) / len(i) for i in evaluate(systems, tag, labels=labels)]
+    utility = [sum(i) / len(i) for i in await evaluate(systems, tag, labels=labels)]
     cnt = np.array([[row.count(i) for row in rows] for i in range(len(models))], dtype=float)  # [model][assignment]
     score = [float(cnt[i] @ utility / cnt[i].sum()) if cnt[i].sum() else None for i in range(len(models))]
     return {"scores": score, "assignments": rows, "utilities": utility}
@@ -155,7 +155,6 @@ def weight_pool_problem(ctx: RunContext) -> str | None:
     """Why the weight-step cannot run on this pool (None when it can). Decided from the specs, without loading a
     model (a pool of LoRA experts then loads only their base, in the weight-step)."""
     from moco.models import compat
-    from moco.runner import _capabilities
 
     for h in ctx.models:
         if h.role_prompt:
@@ -163,12 +162,12 @@ def weight_pool_problem(ctx: RunContext) -> str | None:
     if len({(h.spec.model, h.spec.adapter, h.spec.revision) for h in ctx.models}) == 1:
         return f"every model is {ctx.models[0].spec.model}: the same weights, nothing to mix"
     for h in ctx.models:
-        over = ctx.pool.overrides.get(h.spec.model)
-        caps = over.capabilities if over is not None else _capabilities(h.spec, ctx.pool.hardware)[0]
+        caps = ctx.local(h).capabilities
         if not caps.weights:
             return f"model '{h.name}' ({h.spec.kind}) exposes no weights"
     try:
-        compat.check_same_architecture(compat.entries_for(ctx.models, ctx.pool.overrides), "text_heterogeneous_swarms")
+        compat.check_same_architecture(compat.entries_for(ctx.models, {h.spec.model: ctx.local(h).preloaded for h in ctx.models
+                                                                if ctx.local(h).preloaded is not None}), "text_heterogeneous_swarms")
     except ConfigError as e:
         return str(e)
     return None
@@ -241,14 +240,14 @@ def _unavailable(ctx: RunContext, params: Params) -> str | None:
     return f"unavailable: {problem}"
 
 
-def role_step(ctx: RunContext, params: Params, graphs: ParticleSwarm, players: list[ModelHandle],
+async def role_step(ctx: RunContext, params: Params, graphs: ParticleSwarm, players: list[ModelHandle],
               evaluate: DevEvaluator, it: int) -> tuple[list[Graph], list[float], dict[str, Any]]:
     """Decode every graph particle, run each graph with the current players on dev: graphs, scores, a log."""
     n, names = len(players), [m.name for m in ctx.models]
     positions = graphs.positions.round(4).tolist()
     decoded = [decode(graphs.positions[p], n, params.graph_top_p, np.random.default_rng([ctx.seed, it, p]))
                for p in range(params.population)]
-    items = evaluate([System(g, tuple(players)) for g in decoded], f"role {it}",
+    items = await evaluate([System(g, tuple(players)) for g in decoded], f"role {it}",
                      labels=[f"role {it} particle {p + 1}" for p in range(params.population)])
     scores = [sum(i) / len(i) for i in items]
     return decoded, scores, {"step": "role", "iteration": it, "scores": scores,
@@ -256,10 +255,10 @@ def role_step(ctx: RunContext, params: Params, graphs: ParticleSwarm, players: l
                              "best_score": evaluate.best_score, "positions": positions}
 
 
-def weight_step(ctx: RunContext, params: Params, weights: WeightParticles, graph: Graph, players: list[ModelHandle],
+async def weight_step(ctx: RunContext, params: Params, weights: WeightParticles, graph: Graph, players: list[ModelHandle],
                 evaluate: DevEvaluator, rng: np.random.Generator, it: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each weight particle's fitness is its JFK-score on `graph` (the role-step's best); the swarm moves."""
-    jfk = jfk_scores(ctx, graph, players, params.jfk_assignments, rng, evaluate, tag=f"weight {it} jfk",
+    jfk = await jfk_scores(ctx, graph, players, params.jfk_assignments, rng, evaluate, tag=f"weight {it} jfk",
                      candidates=True)
     worst = min(jfk["utilities"])  # a particle never drawn gets the round's worst utility
     fitness = [s if s is not None else worst for s in jfk["scores"]]
@@ -289,12 +288,12 @@ def _record_selection(ctx: RunContext, evaluate: DevEvaluator, fresh: list[float
         "for multi-LLM systems",
         summary="Models as nodes of a DAG, outputs flowing along its edges; role-step (the graph, by PSO on dev) "
                 "and weight-step (the models' weights, by PSO on their JFK-scores) alternate; 10 particles")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models, n = ctx.models, len(ctx.models)
     names = [m.name for m in models]
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ValueError(f"task {ctx.task.name} has no dev split; the graph search needs one")
-    dev = ctx.dev[:max(1, int(len(ctx.dev) * params.dev_ratio))]
+    dev = ctx.task.dev[:max(1, int(len(ctx.task.dev) * params.dev_ratio))]
     unavailable = _unavailable(ctx, params)
     graphs = graph_swarm(params, n, ctx.seed)
     evaluate = DevEvaluator(ctx, dev)
@@ -305,11 +304,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         weights = WeightParticles(ctx, params) if unavailable is None else None
         players = weights.handles() if weights else list(models)
         for it in range(1, params.max_iterations + 1):
-            decoded, scores, record_ = role_step(ctx, params, graphs, players, evaluate, it)
+            decoded, scores, record_ = await role_step(ctx, params, graphs, players, evaluate, it)
             steps.append(record_)
             go_on = graphs.update(scores)
             if weights is not None:
-                jfk, record_ = weight_step(ctx, params, weights, decoded[int(np.argmax(scores))], players,
+                jfk, record_ = await weight_step(ctx, params, weights, decoded[int(np.argmax(scores))], players,
                                            evaluate, jfk_rng, it)
                 steps.append(record_)
                 players = weights.handles()
@@ -317,16 +316,16 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                 break
         chosen: System = evaluate.candidates[evaluate.best]["system"]
         if weights is None and params.jfk_assignments:  # credit only: the chosen graph, the pool's models
-            jfk = jfk_scores(ctx, chosen.graph, models, params.jfk_assignments, jfk_rng, evaluate, tag="jfk")
+            jfk = await jfk_scores(ctx, chosen.graph, models, params.jfk_assignments, jfk_rng, evaluate, tag="jfk")
         # the search's best is the maximum of many noisy evaluations: run the chosen system on dev once more
-        fresh = evaluate([chosen], "re-evaluate", fresh=True)[0]
+        fresh = (await evaluate([chosen], "re-evaluate", fresh=True))[0]
         _record_selection(ctx, evaluate, fresh)
     with ctx.phase("test"):
-        runs = run_systems(ctx, [chosen], ctx.test, tag="test")[0][0]
+        runs = (await run_systems(ctx, [chosen], ctx.task.test, tag="test"))[0][0]
     best, node_players = chosen.graph, chosen.players
     graph = best.describe(names)
     rounds = max(s["iteration"] for s in steps)
-    ctx.extra_metrics["swarm"] = {
+    ctx.metrics["swarm"] = {
         "graph": graph, "levels": [[names[v] for v in lv] for lv in best.levels()],
         "chosen": evaluate.candidates[evaluate.best]["label"],
         "dev_score": sum(fresh) / len(fresh), "search_dev_score": evaluate.best_score, "dev_examples": len(dev),
@@ -342,7 +341,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             "assignments": [[names[m] for m in row] for row in jfk["assignments"]]},
         "iterations": rounds, "restarts": [list(r) for r in graphs.restarts], "trajectory": steps}
     outputs = []
-    for j in range(len(ctx.test)):
+    for j in range(len(ctx.task.test)):
         nodes = {names[v]: {"output": runs[j][v].text, "saw": [names[p] for p in best.predecessors(v)],
                             "model": node_players[v].name} for v in range(n)}
         final = runs[j][best.end]

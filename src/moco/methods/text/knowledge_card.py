@@ -40,16 +40,16 @@ def answer_prompt(question: str, paragraphs: list[str]) -> str:
         roles={"answerer": "answers with every model's knowledge paragraph (default: dev-best model)"},
         paper="Feng et al. 2024, Knowledge Card: filling LLMs' knowledge gaps with plug-in specialized LMs",
         summary="Every model writes a knowledge paragraph; the answering model answers with all of them")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    models, test = ctx.models, ctx.test
-    answerer = pick_model(ctx, params.answerer, "answerer")
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    models, test = ctx.models, ctx.task.test
+    answerer = await pick_model(ctx, params.answerer, "answerer")
     sampling = ctx.sampling(max_new_tokens=params.knowledge_max_new_tokens) if params.knowledge_max_new_tokens else None
     with ctx.phase("test"):
-        cards = per_model(ctx.generate([Call(m, knowledge_prompt(ex.prompt), sampling) for m in models for ex in test],
+        cards = per_model(await ctx.generate([Call(m, knowledge_prompt(ex.prompt), sampling) for m in models for ex in test],
                                        tag="knowledge"), len(test))
         shown = [[m for m in models if not cards[m.index][j].failed
                   and not (params.exclude_self and m.index == answerer.index)] for j in range(len(test))]
-        finals = ctx.ask(answerer, [answer_prompt(ex.prompt, [cards[m.index][j].text for m in shown[j]])
+        finals = await ctx.ask(answerer, [answer_prompt(ex.prompt, [cards[m.index][j].text for m in shown[j]])
                                     for j, ex in enumerate(test)], tag="answer with knowledge")
     return [Output(fr.text, failed=fr.failed, trace={
         "knowledge": {m.name: cards[m.index][j].text for m in models},

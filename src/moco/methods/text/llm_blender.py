@@ -37,6 +37,7 @@ from moco.methods.text.shared import candidate_of, gold_completion, numbered, pi
 from moco.methods.trained import chat
 from moco.models.pool import ModelHandle
 from moco.training import SFTSettings, train_lora_sft
+from moco.selection import dev_answers
 
 
 def _gpu(v: Any) -> Any:
@@ -128,14 +129,14 @@ def rank(n: int, verdicts: list[tuple[int, int, str | None]]) -> tuple[list[int]
     return sorted(range(n), key=lambda i: (-wins[i], i)), wins
 
 
-def choose_role(ctx: RunContext, ref: int | str | None, role: str, other: str, device: str | None) -> ModelHandle:
+async def choose_role(ctx: RunContext, ref: int | str | None, role: str, other: str, device: str | None) -> ModelHandle:
     """The ranker or fuser: as given, else bound to the role, else a non-candidate bound to the other role, else
     the dev-best (a warning when the chosen model is a candidate: it judges or fuses its own answer)."""
     if ref is None and ctx.role(role) is None:
         bound = ctx.role(other)
         if bound is not None and candidate_of(ctx, bound) is None:
             return bound
-    handle = pick_model(ctx, ref, role, device)
+    handle = await pick_model(ctx, ref, role, device)
     own = candidate_of(ctx, handle)
     if own is not None:
         warn(ctx, f"text_llm_blender: the {role} '{handle.name}' is also candidate '{own.name}': it "
@@ -144,7 +145,7 @@ def choose_role(ctx: RunContext, ref: int | str | None, role: str, other: str, d
     return handle
 
 
-def rank_candidates(ctx: RunContext, ranker: ModelHandle, examples: list, cands: list, k: int, tag: str,
+async def rank_candidates(ctx: RunContext, ranker: ModelHandle, examples: list, cands: list, k: int, tag: str,
                     verdict_tokens: int) -> tuple[dict[int, list], list[tuple[list[int], list[float]]]]:
     """Pairwise verdicts in both orders (one batched call) and, per example, the top-k candidate indices best
     first with every candidate's wins. cands[model][example]; failed candidates are left out."""
@@ -152,7 +153,7 @@ def rank_candidates(ctx: RunContext, ranker: ModelHandle, examples: list, cands:
     judge = ctx.sampling(max_new_tokens=verdict_tokens)
     pairs = [(j, a, b) for j in range(len(examples)) for a in range(n_models) for b in range(n_models)
              if a != b and not cands[a][j].failed and not cands[b][j].failed]
-    replies = ctx.generate([Call(ranker, pairwise_prompt(examples[j].prompt, cands[a][j].text, cands[b][j].text), judge)
+    replies = await ctx.generate([Call(ranker, pairwise_prompt(examples[j].prompt, cands[a][j].text, cands[b][j].text), judge)
                             for j, a, b in pairs], tag=tag)
     by_ex: dict[int, list[tuple[int, int, str | None, str]]] = {}
     for (j, a, b), r in zip(pairs, replies):
@@ -171,25 +172,25 @@ def rank_candidates(ctx: RunContext, ranker: ModelHandle, examples: list, cands:
         paper="Jiang et al. 2023, LLM-Blender: ensembling LLMs with pairwise ranking and generative fusion",
         summary="Candidates from every model, ranked pairwise in both orders by a ranker, top-k fused by a fuser; "
                 "ranker and fuser optionally LoRA-trained on dev")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    models, test, n = ctx.models, ctx.test, len(ctx.test)
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    models, test, n = ctx.models, ctx.task.test, len(ctx.task.test)
     k = max(1, min(params.top_k, len(models)))
-    ranker = choose_role(ctx, params.ranker, "ranker", "fuser", params.ranker_device)
-    fuser = choose_role(ctx, params.fuser, "fuser", "ranker", params.fuser_device)
+    ranker = await choose_role(ctx, params.ranker, "ranker", "fuser", params.ranker_device)
+    fuser = await choose_role(ctx, params.fuser, "fuser", "ranker", params.fuser_device)
     if params.train_ranker_on_dev or params.train_fuser_on_dev:
         with ctx.phase("dev"):
-            ranker, fuser = _train_on_dev(ctx, params, ranker, fuser, k)
+            ranker, fuser = await _train_on_dev(ctx, params, ranker, fuser, k)
     fuse = ctx.sampling(max_new_tokens=params.fuser_max_new_tokens) if params.fuser_max_new_tokens else None
     with ctx.phase("test"):
-        cands = ctx.answer_all(test)
-        by_ex, ranking = rank_candidates(ctx, ranker, test, cands, k, "rank pairs", params.ranker_max_new_tokens)
-        finals = ctx.generate([Call(fuser, fusion_prompt(ex.prompt, [cands[i][j].text for i in ranking[j][0]]), fuse)
+        cands = await ctx.answer_all(test)
+        by_ex, ranking = await rank_candidates(ctx, ranker, test, cands, k, "rank pairs", params.ranker_max_new_tokens)
+        finals = await ctx.generate([Call(fuser, fusion_prompt(ex.prompt, [cands[i][j].text for i in ranking[j][0]]), fuse)
                                for j, ex in enumerate(test)], tag="fuse")
     verdicts = [v for rows in by_ex.values() for _, _, v, _ in rows]
-    ctx.extra_metrics["ranker_parsed"] = sum(v is not None for v in verdicts) / max(1, len(verdicts))
-    ctx.extra_metrics["ranker_first_position_wins"] = sum(v == "A" for v in verdicts) / max(1, sum(v is not None for v in verdicts))
+    ctx.metrics["ranker_parsed"] = sum(v is not None for v in verdicts) / max(1, len(verdicts))
+    ctx.metrics["ranker_first_position_wins"] = sum(v == "A" for v in verdicts) / max(1, sum(v is not None for v in verdicts))
     own_r, own_f = candidate_of(ctx, ranker), candidate_of(ctx, fuser)
-    ctx.extra_metrics["blender_roles"] = {"ranker": ranker.name, "fuser": fuser.name,
+    ctx.metrics["blender_roles"] = {"ranker": ranker.name, "fuser": fuser.name,
                                           "ranker_is_candidate": own_r.name if own_r else None,
                                           "fuser_is_candidate": own_f.name if own_f else None}
     outputs = []
@@ -206,13 +207,13 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     return outputs
 
 
-def fuser_training_data(ctx: RunContext, ranker: ModelHandle, fuser: ModelHandle, k: int, verdict_tokens: int = 128
+async def fuser_training_data(ctx: RunContext, ranker: ModelHandle, fuser: ModelHandle, k: int, verdict_tokens: int = 128
                         ) -> tuple[list, list[dict[str, Any]]]:
     """(fuser SFT examples, what each holds): per dev item with a gold answer, the fusion prompt of the top-k dev
     candidates in the order `ranker` puts them (the order the fuser meets at test time) -> the gold answer."""
-    answers, _ = ctx.dev_answers()
-    dev = list(ctx.dev)
-    _, ranking = rank_candidates(ctx, ranker, dev, answers, k, "rank dev pairs (fuser data)", verdict_tokens)
+    answers, _ = await dev_answers(ctx)
+    dev = list(ctx.task.dev)
+    _, ranking = await rank_candidates(ctx, ranker, dev, answers, k, "rank dev pairs (fuser data)", verdict_tokens)
     data, shown = [], []
     for j, ex in enumerate(dev):
         gold, top = gold_completion(ex), ranking[j][0]
@@ -222,17 +223,17 @@ def fuser_training_data(ctx: RunContext, ranker: ModelHandle, fuser: ModelHandle
     return data, shown
 
 
-def _train_on_dev(ctx: RunContext, params: Params, ranker: ModelHandle, fuser: ModelHandle,
+async def _train_on_dev(ctx: RunContext, params: Params, ranker: ModelHandle, fuser: ModelHandle,
                   k: int) -> tuple[ModelHandle, ModelHandle]:
     """LoRA-SFT the ranker and/or fuser on the dev candidates; return the handles to use on the test set."""
     if ctx.artifacts_dir is None:
         raise ConfigError("text_llm_blender: training needs a run directory for the adapters")
-    answers, scores = ctx.dev_answers()
+    answers, scores = await dev_answers(ctx)
     models = ctx.models
     report: dict[str, Any] = {}
     if params.train_ranker_on_dev:
         data = []
-        for j, ex in enumerate(ctx.dev):
+        for j, ex in enumerate(ctx.task.dev):
             for a in range(len(models)):
                 for b in range(len(models)):
                     if a != b and scores[a][j] != scores[b][j] and not answers[a][j].failed and not answers[b][j].failed:
@@ -240,11 +241,11 @@ def _train_on_dev(ctx: RunContext, params: Params, ranker: ModelHandle, fuser: M
                         data.append((chat(ranker, prompt), "A" if scores[a][j] > scores[b][j] else "B"))
         ranker, report["ranker"] = _train(ctx, params, ranker, data, "ranker")
     if params.train_fuser_on_dev:
-        data, shown = fuser_training_data(ctx, ranker, fuser, k, params.ranker_max_new_tokens)
+        data, shown = await fuser_training_data(ctx, ranker, fuser, k, params.ranker_max_new_tokens)
         fuser, report["fuser"] = _train(ctx, params, fuser, data, "fuser")
         report["fuser"]["candidate_order"] = f"ranked by {ranker.name}"
         report["fuser"]["orders"] = shown
-    ctx.extra_metrics["training"] = report
+    ctx.metrics["training"] = report
     return ranker, fuser
 
 
@@ -261,7 +262,7 @@ def _train(ctx: RunContext, params: Params, base: ModelHandle, data: list, role:
                            lora_r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
                            target_modules=list(params.lora_target_modules), seed=ctx.seed)
     out = ctx.artifacts_dir / f"{role}_lora"
-    res = train_lora_sft(ctx.model_path(base), data, out, settings, device=ctx.pool.device_for(base))
+    res = train_lora_sft(ctx.local(base).path, data, out, settings, device=ctx.local(base).device)
     trained = ctx.add_model(f"{base.name}+{role}-lora", base.spec.model_copy(update={"adapter": str(out), "name": None}))
     return trained, {"base": base.name, "model": trained.name, "adapter": str(out), "examples": len(data),
                      "steps": res.steps, "first_loss": res.losses[0] if res.losses else None,

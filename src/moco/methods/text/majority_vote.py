@@ -39,19 +39,19 @@ def plurality(votes: list[str | None], tie: str, rank: list[int], rng) -> tuple[
 @method("text_majority_vote", params=Params, level="text", aliases=("majority_vote", "vote"), min_models=2,
         objective_task_only=True, paper="Wang et al. 2023 (self-consistency); MoCo method #13",
         summary="Every model answers; plurality vote over extracted answers with a defined tie-break")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     n = len(ctx.models)
     if params.tie == "dev-based":
         from moco.selection import ranking
 
-        order, _ = ranking(ctx, "tie_break")  # recorded: every model's dev score with its interval
+        order, _ = await ranking(ctx, "tie_break")  # recorded: every model's dev score with its interval
         rank = [order.index(i) for i in range(n)]
     else:
         rank = list(range(n))
     with ctx.phase("test"):
-        answers = ctx.answer_all(ctx.test)
+        answers = await ctx.answer_all(ctx.task.test)
     outputs = []
-    for j, ex in enumerate(ctx.test):
+    for j, ex in enumerate(ctx.task.test):
         votes = [ctx.scorer.extract(ex, answers[m.index][j].text) for m in ctx.models]
         winner, tied = plurality(votes, params.tie, rank, ctx.rng)
         trace = {"votes": {m.name: v for m, v in zip(ctx.models, votes)},

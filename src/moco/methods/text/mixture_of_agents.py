@@ -50,22 +50,22 @@ class Params(MethodParams):
         roles={"aggregator": "synthesizes the last proposer layer (default: dev-best model)"},
         paper="Wang et al. 2024, Mixture-of-Agents enhances large language model capabilities",
         summary="Layers of proposers, each seeing the previous layer's answers; an aggregator synthesizes the last")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    test, n = ctx.test, len(ctx.test)
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    test, n = ctx.task.test, len(ctx.task.test)
     proposers = [ctx.model(p) for p in params.proposers] if params.proposers else ctx.models
-    aggregator = pick_model(ctx, params.aggregator, "aggregator")
+    aggregator = await pick_model(ctx, params.aggregator, "aggregator")
     with ctx.phase("test"):
-        layer = per_model(ctx.generate([Call(p, ex.prompt) for p in proposers for ex in test], tag="layer 1"), n)
+        layer = per_model(await ctx.generate([Call(p, ex.prompt) for p in proposers for ex in test], tag="layer 1"), n)
         trace = [[{p.name: layer[a][j].text for a, p in enumerate(proposers)}] for j in range(n)]
         for ell in range(2, params.layers):
             shown = [usable([layer[a][j] for a in range(len(proposers))]) for j in range(n)]
-            layer = per_model(ctx.generate([Call(p, aggregate_messages(ex.prompt, shown[j]))
+            layer = per_model(await ctx.generate([Call(p, aggregate_messages(ex.prompt, shown[j]))
                                             for p in proposers for j, ex in enumerate(test)], tag=f"layer {ell}"), n)
             for j in range(n):
                 trace[j].append({p.name: layer[a][j].text for a, p in enumerate(proposers)})
         shown = [usable([layer[a][j] for a in range(len(proposers))]) for j in range(n)]
-        finals = ctx.generate([Call(aggregator, aggregate_messages(ex.prompt, shown[j])) for j, ex in enumerate(test)],
+        finals = await ctx.generate([Call(aggregator, aggregate_messages(ex.prompt, shown[j])) for j, ex in enumerate(test)],
                               tag="aggregate")
-    ctx.extra_metrics["calls_per_question"] = (params.layers - 1) * len(proposers) + 1
+    ctx.metrics["calls_per_question"] = (params.layers - 1) * len(proposers) + 1
     return [Output(f.text, failed=f.failed, trace={"layers": trace[j], "aggregator": aggregator.name})
             for j, f in enumerate(finals)]

@@ -60,13 +60,13 @@ def givers(seed: int, round_: int, example: int, receiver: int, others: list[int
         min_models=2, roles={"summarizer": "writes the final answer (default: dev-best model)"},
         paper="Feng et al. 2024, Don't Hallucinate, Abstain: multi-LLM collaboration (cross-feedback)",
         summary="Models answer, give each other feedback and refine on it for `rounds` rounds; a summarizer concludes")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    models, test, n = ctx.models, ctx.test, len(ctx.test)
-    summarizer = pick_model(ctx, params.summarizer, "summarizer") if params.final == "summarizer" else None
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    models, test, n = ctx.models, ctx.task.test, len(ctx.task.test)
+    summarizer = await pick_model(ctx, params.summarizer, "summarizer") if params.final == "summarizer" else None
     if summarizer is None:
         require_votable(ctx, "text_multiagent_feedback")
     with ctx.phase("test"):
-        current: list[list[Response]] = ctx.answer_all(test)
+        current: list[list[Response]] = await ctx.answer_all(test)
         log = [[[{"output": current[m.index][j].text, "feedback": []}] for m in models] for j in range(n)]
         for r in range(1, params.rounds + 1):
             # (a) feedback: (giver, receiver, example) triples, one batched call for the whole round
@@ -78,7 +78,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     others = [o.index for o in models if o.index != m.index]
                     for g in givers(ctx.seed, r, j, m.index, others, params.feedback_count):
                         triples.append((g, m.index, j))
-            fb = ctx.generate([Call(models[g], feedback_prompt(test[j].prompt, current[i][j].text))
+            fb = await ctx.generate([Call(models[g], feedback_prompt(test[j].prompt, current[i][j].text))
                                for g, i, j in triples], tag=f"feedback {r}")
             received: dict[tuple[int, int], list[tuple[str, str]]] = {}
             for (g, i, j), resp in zip(triples, fb):
@@ -88,12 +88,12 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             calls = [Call(m, refine_prompt(ex.prompt, current[m.index][j].text,
                                            [t for _, t in received.get((m.index, j), [])]))
                      for m in models for j, ex in enumerate(test)]
-            current = per_model(ctx.generate(calls, tag=f"refine {r}"), n)
+            current = per_model(await ctx.generate(calls, tag=f"refine {r}"), n)
             for m in models:
                 for j in range(n):
                     log[j][m.index].append({"output": current[m.index][j].text,
                                             "feedback": [{"from": g, "text": t} for g, t in received.get((m.index, j), [])]})
-        outputs = conclude(ctx, models, current, summarizer)
+        outputs = await conclude(ctx, models, current, summarizer)
         for j, o in enumerate(outputs):
             o.trace = {**_trace(models, log[j], summarizer.name if summarizer else None), **o.trace}
     return outputs

@@ -110,18 +110,18 @@ class TieBreak:
         self._rank: list[int] | None = None
         self.dev_scores: dict[str, float] | None = None
 
-    def rank(self) -> list[int]:
+    async def rank(self) -> list[int]:
         if self._rank is None:
             from moco.selection import ranking
 
-            dev = ranking(self.ctx, "tie_break")[1]  # recorded in metrics dev_selection.tie_break
+            dev = (await ranking(self.ctx, "tie_break"))[1]  # recorded in metrics dev_selection.tie_break
             self.dev_scores = {m.name: s for m, s in zip(self.ctx.models, dev)}
             jitter = [self.rng.random() for _ in dev]  # equal dev scores: a seeded random order
             order = sorted(range(len(dev)), key=lambda i: (-dev[i], jitter[i]))
             self._rank = [order.index(i) for i in range(len(dev))]
         return self._rank
 
-    def __call__(self, votes: list[str | None]) -> tuple[str | None, list[str]]:
+    async def __call__(self, votes: list[str | None]) -> tuple[str | None, list[str]]:
         counts = Counter(v for v in votes if v is not None)
         top = max(counts.values(), default=0)
         tied = sorted(a for a, c in counts.items() if c == top)
@@ -129,7 +129,7 @@ class TieBreak:
             return (tied[0] if tied else None), tied
         if self.mode == "random":
             return self.rng.choice(tied), tied
-        return plurality(votes, "dev-based", self.rank(), self.rng)
+        return plurality(votes, "dev-based", await self.rank(), self.rng)
 
 
 @dataclass
@@ -147,7 +147,7 @@ class Debate:
     summaries: list[list[list[dict | None]]] = field(default_factory=list)
 
 
-def debate(ctx: RunContext, gens: list[ModelHandle], critics: list[ModelHandle], examples: list[Example],
+async def debate(ctx: RunContext, gens: list[ModelHandle], critics: list[ModelHandle], examples: list[Example],
            rounds: int, tag: str, tie: TieBreak | None = None,
            summarizers: list[ModelHandle] | None = None) -> Debate:
     """Round 0 by the generation models, then rounds 1..R-1 by the critics; each round is one batched call
@@ -164,7 +164,7 @@ def debate(ctx: RunContext, gens: list[ModelHandle], critics: list[ModelHandle],
         models.append([h.name for h in who])
         if r and summarizers:
             asks = [(i, j) for i in range(n) for j in range(m)]
-            outs = ctx.generate([Call(summarizers[i], summarize_prompt(
+            outs = await ctx.generate([Call(summarizers[i], summarize_prompt(
                 examples[j].prompt, [texts[j][r - 1][o] for o in range(n) if o != i])) for i, j in asks],
                 tag=f"{tag} round {r} summaries")
             for (i, j), resp in zip(asks, outs):
@@ -183,7 +183,7 @@ def debate(ctx: RunContext, gens: list[ModelHandle], critics: list[ModelHandle],
                     seen = [models[r - 1][o] for o in others]
                 calls.append(Call(h, text))
                 meta.append((i, j, chat(h, text), seen))
-        out = ctx.generate(calls, tag=f"{tag} round {r}")
+        out = await ctx.generate(calls, tag=f"{tag} round {r}")
         for (i, j, msgs, seen), resp in zip(meta, out):  # agent-major order: texts[j][r][i] lands at index i
             texts[j][r].append(resp.text)
             prompts[j][r].append(msgs)
@@ -234,13 +234,13 @@ def _write_jsonl(path: Path, rows: list[tuple[list[Message], str, int]], example
         paper="Subramaniam et al. 2025, Multiagent Finetuning: Self Improvement with Diverse Reasoning Chains",
         summary="Agents debate on dev; consensus answers build generation/critic SFT data per agent; "
                 "the fine-tuned agents debate and vote on test")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     agents = list(ctx.models)
     n = len(agents)
     gens, critics = list(agents), list(agents)
     root = Path(ctx.artifacts_dir or ".") / "multiagent_finetuning"
     rng = ctx.rng
-    dev = list(ctx.dev)
+    dev = list(ctx.task.dev)
     if not dev:
         from moco.errors import DataError
 
@@ -258,7 +258,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         summarizers = [ctx.role("summarizer") or a for a in agents]
     with ctx.phase("dev"):
         for it in range(1, params.iterations + 1):
-            d = debate(ctx, gens, critics, dev, params.rounds, tag=f"iteration {it}", tie=tie, summarizers=summarizers)
+            d = await debate(ctx, gens, critics, dev, params.rounds, tag=f"iteration {it}", tie=tie, summarizers=summarizers)
             data = build_datasets(ctx, d, dev, n, params.w, rng)
             it_dir = root / f"iteration_{it}"
             entry: dict[str, Any] = {"iteration": it, "debaters": d.models,
@@ -287,11 +287,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                 entry["agents"][a.name] = info
             gens, critics = new_gens, new_critics
             log.append(entry)
-    test = list(ctx.test)
+    test = list(ctx.task.test)
     with ctx.phase("test"):
-        d = debate(ctx, gens, critics, test, params.rounds, tag="test", tie=tie, summarizers=summarizers)
-    ctx.extra_metrics["multiagent_finetuning"] = log
-    ctx.extra_metrics["multiagent_finetuning_setup"] = {
+        d = await debate(ctx, gens, critics, test, params.rounds, tag="test", tie=tie, summarizers=summarizers)
+    ctx.metrics["multiagent_finetuning"] = log
+    ctx.metrics["multiagent_finetuning_setup"] = {
         "summary": params.summary, "summarizers": [s.name for s in summarizers] if summarizers else None,
         "tie": params.tie, "tie_dev_scores": tie.dev_scores}
     outputs = []

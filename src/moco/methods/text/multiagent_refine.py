@@ -21,6 +21,7 @@ from moco.context import Call, Output, RunContext
 from moco.methods.registry import MethodParams, method
 from moco.methods.text.shared import conclude, from_total_rounds, require_votable
 from moco.models.base import Message
+from moco.selection import dev_best
 
 
 class Params(MethodParams):
@@ -58,17 +59,17 @@ def debate_turn(history: list[Message], own: str, others: list[str]) -> list[Mes
         min_models=2, roles={"summarizer": "writes the final answer (default: dev-best model)"},
         paper="Du et al. 2023, Improving factuality and reasoning through multiagent debate",
         summary="Models answer, then revise for `rounds` rounds seeing the others' answers; a summarizer concludes")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
     summarizer = None
     if params.final == "summarizer":
         summarizer = (ctx.model(params.summarizer) if params.summarizer is not None
-                      else ctx.role("summarizer") or ctx.dev_best())
+                      else ctx.role("summarizer") or await dev_best(ctx))
     else:
         require_votable(ctx, "text_multiagent_refine")
-    test = ctx.test
+    test = ctx.task.test
     with ctx.phase("test"):
-        current = ctx.answer_all(test)  # current[model][example]
+        current = await ctx.answer_all(test)  # current[model][example]
         convo: list[list[list[Message]]] = [[[("user", ex.prompt)] for ex in test] for _ in models]
         history = [[{"output": current[m.index][j].text, "saw": []} for m in models] for j in range(len(test))]
         rounds_log: list[list[list[dict]]] = [[[h] for h in row] for row in history]
@@ -85,13 +86,13 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     else:
                         calls.append(Call(m, refine_prompt(ex.prompt, own, texts)))
                     seen.append([o.name for o, _ in others])
-            flat = ctx.generate(calls, tag=f"round {r}")
+            flat = await ctx.generate(calls, tag=f"round {r}")
             n = len(test)
             current = [flat[i * n:(i + 1) * n] for i in range(len(models))]
             for i, m in enumerate(models):
                 for j in range(n):
                     rounds_log[j][i].append({"output": current[i][j].text, "saw": seen[i * n + j]})
-        outputs = conclude(ctx, models, current, summarizer)
+        outputs = await conclude(ctx, models, current, summarizer)
         for j, o in enumerate(outputs):
             o.trace = {**_trace(models, rounds_log[j], summarizer.name if summarizer else None, o.text), **o.trace}
     return outputs

@@ -52,29 +52,29 @@ class Params(MethodParams):
         paper="Li et al. 2025, Rethinking Mixture-of-Agents: is mixing different LLMs beneficial?",
         summary="The best model samples several answers; aggregate-and-synthesize combines them at once "
                 "(Self-MoA) or in a sliding window (Self-MoA-Seq)")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    test, n = ctx.test, len(ctx.test)
-    proposer = pick_model(ctx, params.proposer, "proposer")
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    test, n = ctx.task.test, len(ctx.task.test)
+    proposer = await pick_model(ctx, params.proposer, "proposer")
     aggregator = ctx.model(params.aggregator) if params.aggregator is not None else ctx.role("aggregator") or proposer
     k = params.samples or moa_default_proposals(len(ctx.models))
-    if ctx.generation.temperature <= 0 and k > 1:
-        ctx.extra_metrics["warning"] = "temperature 0: the proposer's samples are identical"
+    if ctx.decoding.temperature <= 0 and k > 1:
+        ctx.metrics["warning"] = "temperature 0: the proposer's samples are identical"
     w = k if params.variant == "parallel" else params.window
     with ctx.phase("test"):
-        flat = ctx.generate([Call(proposer, ex.prompt, replica=r) for r in range(k) for ex in test], tag="samples")
+        flat = await ctx.generate([Call(proposer, ex.prompt, replica=r) for r in range(k) for ex in test], tag="samples")
         samples = per_model(flat, n)  # samples[replica][example]
         steps: list[list[dict]] = [[] for _ in range(n)]
         finals = None
         for s, start in enumerate(range(0, k, w)):
             window = list(range(start, min(k, start + w)))
             shown = [([finals[j]] if finals is not None else []) + [samples[r][j] for r in window] for j in range(n)]
-            finals = ctx.generate([Call(aggregator, aggregate_messages(ex.prompt, usable(shown[j])))
+            finals = await ctx.generate([Call(aggregator, aggregate_messages(ex.prompt, usable(shown[j])))
                                    for j, ex in enumerate(test)], tag="aggregate" + (f" step {s + 1}" if s else ""))
             for j in range(n):
                 steps[j].append({"samples": window, "with_previous": s > 0, "output": finals[j].text})
     aggregations = math.ceil(k / w)
-    ctx.extra_metrics["calls_per_question"] = k + aggregations
-    ctx.extra_metrics["self_moa"] = {"variant": params.variant, "samples": k, "aggregations": aggregations,
+    ctx.metrics["calls_per_question"] = k + aggregations
+    ctx.metrics["self_moa"] = {"variant": params.variant, "samples": k, "aggregations": aggregations,
                                      "moa_default_calls_per_question": moa_default_proposals(len(ctx.models)) + 1}
     return [Output(f.text, failed=f.failed, trace={"proposer": proposer.name, "aggregator": aggregator.name,
                                                    "samples": [samples[r][j].text for r in range(k)],

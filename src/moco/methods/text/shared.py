@@ -13,6 +13,7 @@ from moco.methods.text.majority_vote import plurality
 from moco.models.pool import ModelHandle, check_spec
 from moco.tasks import formats
 from moco.tasks.base import Example
+from moco.selection import dev_best
 
 T = TypeVar("T")
 log = logging.getLogger("moco.methods")
@@ -21,7 +22,7 @@ log = logging.getLogger("moco.methods")
 def warn(ctx: RunContext, text: str) -> None:
     """A one-line warning on the console and in metrics (`warnings`), so a reader of the numbers sees it too."""
     log.warning("%s", text)
-    ctx.extra_metrics.setdefault("warnings", []).append(text)
+    ctx.metrics.setdefault("warnings", []).append(text)
 
 
 def candidate_of(ctx: RunContext, handle: ModelHandle) -> ModelHandle | None:
@@ -39,7 +40,7 @@ def from_total_rounds(v: Any) -> Any:
     return v
 
 
-def pick_model(ctx: RunContext, ref: int | str | None, role: str, device: str | None = None) -> ModelHandle:
+async def pick_model(ctx: RunContext, ref: int | str | None, role: str, device: str | None = None) -> ModelHandle:
     """The model for `role`: `ref` if given (a pool index or name; any other string is loaded as a model id,
     e.g. the reference's `ranker_model_name`, on `device` if given), else the model bound to the role in the
     config, else the model with the best dev score."""
@@ -53,7 +54,7 @@ def pick_model(ctx: RunContext, ref: int | str | None, role: str, device: str | 
             check_spec(spec)
             return ctx.add_model(ref, spec)
     else:
-        handle = ctx.role(role) or ctx.dev_best()
+        handle = ctx.role(role) or await dev_best(ctx)
     if device is not None and handle.spec.device != device:
         raise ConfigError(f"{role}: a device applies only to a model given by id, not to '{handle.name}' "
                           "(pool models are placed by hardware.gpu_ids or their own `device`)")
@@ -101,14 +102,14 @@ def summary_prompt(question: str, answers: list[str]) -> str:
             "Keep the answer format the question asks for.")
 
 
-def conclude(ctx: RunContext, models: Sequence[ModelHandle], last: Sequence[Sequence[Response]],
+async def conclude(ctx: RunContext, models: Sequence[ModelHandle], last: Sequence[Sequence[Response]],
              summarizer: ModelHandle | None) -> list[Output]:
     """Final outputs from the models' last answers (last[model][example]): the summarizer's answer over those
     that did not fail (one batched call), or, without a summarizer, the plurality of their extracted answers
     (ties: pool order; trace: the votes)."""
-    test = ctx.test
+    test = ctx.task.test
     if summarizer is not None:
-        finals = ctx.ask(summarizer, [summary_prompt(ex.prompt, [last[i][j].text for i in range(len(models))
+        finals = await ctx.ask(summarizer, [summary_prompt(ex.prompt, [last[i][j].text for i in range(len(models))
                                                                  if not last[i][j].failed])
                                       for j, ex in enumerate(test)], tag="summary")
         return [Output(f.text, failed=f.failed, trace={}) for f in finals]

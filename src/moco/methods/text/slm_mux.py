@@ -43,20 +43,20 @@ def consistency(votes: list[str | None], k: int, rng: random.Random) -> tuple[st
 @method("text_slm_mux", params=Params, level="text", aliases=("slm_mux",), min_models=2, objective_task_only=True,
         paper="Wang et al. 2026, SLM-MUX: orchestrating small language models for reasoning",
         summary="k samples per model; the most self-consistent model's majority answer wins, ties by dev score")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    models, test, k = ctx.models, ctx.test, params.samples_per_model
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    models, test, k = ctx.models, ctx.task.test, params.samples_per_model
     seed = ctx.seed if params.seed is None else params.seed
     if params.tie == "dev-based":
         from moco.selection import ranking
 
-        dev = ranking(ctx, "tie_break")[1]  # recorded: every model's dev score with its interval
+        dev = (await ranking(ctx, "tie_break"))[1]  # recorded: every model's dev score with its interval
     else:
         dev = [0.0] * len(models)
-    if ctx.generation.temperature <= 0 and k > 1:
-        ctx.extra_metrics["warning"] = "temperature 0: the k samples of a model are identical"
+    if ctx.decoding.temperature <= 0 and k > 1:
+        ctx.metrics["warning"] = "temperature 0: the k samples of a model are identical"
     with ctx.phase("test"):
         calls = [Call(m, ex.prompt, replica=r) for m in models for ex in test for r in range(k)]
-        flat = ctx.generate(calls, tag="samples")
+        flat = await ctx.generate(calls, tag="samples")
     outputs = []
     for j, ex in enumerate(test):
         per: dict[str, dict] = {}

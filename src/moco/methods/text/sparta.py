@@ -192,7 +192,7 @@ def pair_up(names: list[str], n_instructions: int, ratings: Ratings, p: Params, 
     return pairs
 
 
-def judge_pairs(ctx: RunContext, pairs: list[dict], current: dict[str, ModelHandle], instructions: list[str],
+async def judge_pairs(ctx: RunContext, pairs: list[dict], current: dict[str, ModelHandle], instructions: list[str],
                 p: Params, tag: str) -> None:
     """Every model outside a pair scores both responses (one batched call for all pairs); fills pair['judges'],
     ['judge_scores'] (judge -> mean score of each side) and ['parse_failures']."""
@@ -208,7 +208,7 @@ def judge_pairs(ctx: RunContext, pairs: list[dict], current: dict[str, ModelHand
                     text = judge_prompt(instructions[pair["instruction"]], pair["responses"][side])
                     calls.append(Call(current[judge], text, sampling, replica=r, prefix=prefix))
                     where.append((k, judge, side))
-    replies = ctx.generate(calls, tag=tag)
+    replies = await ctx.generate(calls, tag=tag)
     raw: dict[tuple[int, str, int], list[float | None]] = {}
     for (k, judge, side), rep in zip(where, replies):
         raw.setdefault((k, judge, side), []).append(None if rep.failed else parse_score(prefix + rep.text))
@@ -245,15 +245,15 @@ def decide(pair: dict, ratings: Ratings) -> None:
         paper="Jiang et al. 2025, SPARTA alignment: Collectively aligning multiple language models through combat",
         summary="Pairs of models answer dev instructions, the others judge weighted by reputation; every model "
                 "is DPO-trained on the preferences; the best of base and trained models on held-out dev answers")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     base = {h.name: h for h in ctx.models}
     names = list(base)
     if len(names) < 3:
         raise DataError("text_sparta needs at least 3 models: a pair needs a judge outside it")
-    combat, held_out = split_dev(list(ctx.dev), params.selection_share, params.num_instructions)
+    combat, held_out = split_dev(list(ctx.task.dev), params.selection_share, params.num_instructions)
     if not combat:
         raise DataError(f"text_sparta needs dev prompts as instructions; task {ctx.task.name} has "
-                        f"{len(ctx.dev)} dev items ({len(held_out)} held out for the final selection)")
+                        f"{len(ctx.task.dev)} dev items ({len(held_out)} held out for the final selection)")
     instructions = [ex.prompt for ex in combat]
     root = Path(ctx.artifacts_dir or ".") / "sparta"
     settings = DPOSettings(epochs=params.dpo_epochs, max_steps=params.dpo_max_steps,
@@ -270,12 +270,12 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             it_dir.mkdir(parents=True, exist_ok=True)
             before = ratings.snapshot()
             pairs = pair_up(names, len(instructions), ratings, params, ctx.rng)
-            answers = ctx.generate([Call(current[m], instructions[pr["instruction"]]) for pr in pairs for m in pr["models"]],
+            answers = await ctx.generate([Call(current[m], instructions[pr["instruction"]]) for pr in pairs for m in pr["models"]],
                                    tag=f"iteration {it} combat")
             for k, pr in enumerate(pairs):
                 pr["responses"] = [answers[2 * k].text, answers[2 * k + 1].text]
                 pr["answered_by"] = [current[m].name for m in pr["models"]]
-            judge_pairs(ctx, pairs, current, instructions, params, tag=f"iteration {it} judging")
+            await judge_pairs(ctx, pairs, current, instructions, params, tag=f"iteration {it} judging")
             prefs = []
             for pr in pairs:  # duel by duel: weigh the judges, decide, move the ratings
                 decide(pr, ratings)
@@ -311,17 +311,17 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         if params.include_base_models:  # last: a base model wins only when strictly better
             generations.append(list(base.values()))
         candidates = list({h.name: h for gen in generations for h in gen}.values())
-        items = candidate_scores(ctx, candidates, held_out, "selection")  # greedy or `dev_repeats` samples
+        items = await candidate_scores(ctx, candidates, held_out, "selection")  # greedy or `dev_repeats` samples
     dev_score = {h.name: sum(s) / len(s) for h, s in zip(candidates, items)}
     # recorded in metrics `dev_selection.final_model` (every candidate's interval); ties: the earliest
     best = candidates[choose(ctx, "final_model", [h.name for h in candidates], items)]
-    ctx.extra_metrics["sparta"] = {"iterations": summary, "dev_scores": dev_score, "selected": best.name,
+    ctx.metrics["sparta"] = {"iterations": summary, "dev_scores": dev_score, "selected": best.name,
                                    "final_ratings": ratings.snapshot(),
                                    "instruction_items": [ex.uid for ex in combat],
                                    "selection_items": [ex.uid for ex in held_out],
                                    "base_models_in_selection": params.include_base_models}
     with ctx.phase("test"):
-        finals = ctx.ask(best, [ex.prompt for ex in ctx.test], tag="answer")
+        finals = await ctx.ask(best, [ex.prompt for ex in ctx.task.test], tag="answer")
     return [Output(r.text, failed=r.failed, trace={"model": best.name, "dev_score": dev_score[best.name]})
             for r in finals]
 

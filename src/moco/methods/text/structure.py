@@ -96,18 +96,18 @@ def update_prompt(question: str, own: str, neighbours: list[str]) -> str:
         paper="Yu et al. 2025, NetSafe: exploring the topological safety of multi-agent networks",
         summary="Rounds of answer updates over a graph (chain, tree, star, circle, complete, custom): "
                 "each model sees its 1-hop in-neighbours")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    models, test, n = ctx.models, ctx.test, len(ctx.test)
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    models, test, n = ctx.models, ctx.task.test, len(ctx.task.test)
     adj = adjacency(params.structure, len(models), params.matrix)
     if params.final == "vote":
         require_votable(ctx, "text_structure")
-    chosen = pick_model(ctx, params.final_model, "final") if params.final != "vote" else None
+    chosen = await pick_model(ctx, params.final_model, "final") if params.final != "vote" else None
     if params.final == "model" and chosen.index < 0:
         raise ConfigError(f"params (text_structure): final 'model' takes a pool model's last answer; "
                           f"'{chosen.name}' is not in the pool (use final: summarizer)")
     sees = {m.index: [o for o in models if adj[o.index][m.index]] for m in models}
     with ctx.phase("test"):
-        current = ctx.answer_all(test)
+        current = await ctx.answer_all(test)
         log = [[[{"output": current[m.index][j].text, "saw": []}] for m in models] for j in range(n)]
         for r in range(1, params.rounds + 1):
             active = [m for m in models if sees[m.index]]
@@ -118,7 +118,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                     calls.append(Call(m, update_prompt(ex.prompt, current[m.index][j].text,
                                                        [current[o.index][j].text for o in nb])))
                     seen.append([o.name for o in nb])
-            updated = per_model(ctx.generate(calls, tag=f"round {r}"), n) if calls else []
+            updated = per_model(await ctx.generate(calls, tag=f"round {r}"), n) if calls else []
             current = list(current)
             for a, m in enumerate(active):
                 current[m.index] = updated[a]
@@ -132,8 +132,8 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             outputs = [Output(current[chosen.index][j].text, failed=current[chosen.index][j].failed, trace={})
                        for j in range(n)]
         else:
-            outputs = conclude(ctx, models, current, chosen if params.final == "summarizer" else None)
-    ctx.extra_metrics["graph"] = graph
+            outputs = await conclude(ctx, models, current, chosen if params.final == "summarizer" else None)
+    ctx.metrics["graph"] = graph
     for j, o in enumerate(outputs):
         o.trace = {"graph": graph, "final": params.final, "final_model": chosen.name if chosen else None,
                    "rounds": [{m.name: log[j][m.index][r] for m in models} for r in range(params.rounds + 1)], **o.trace}

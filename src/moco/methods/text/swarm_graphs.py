@@ -105,7 +105,7 @@ def node_prompt(question: str, previous: list[str], final: bool) -> str:
             f"{numbered(previous, 'Previous response')}\n\nQuestion:\n{question}")
 
 
-def run_systems(ctx: RunContext, systems: Sequence[System], examples: Sequence[Example], tag: str,
+async def run_systems(ctx: RunContext, systems: Sequence[System], examples: Sequence[Example], tag: str,
                 replicas: Sequence[int] = (0,), sampling: SamplingParams | None = None
                 ) -> list[list[list[dict[int, Response]]]]:
     """Every system on every example, once per replica: out[system][replica][example][node]. One batched call
@@ -122,6 +122,6 @@ def run_systems(ctx: RunContext, systems: Sequence[System], examples: Sequence[E
             seen = [out[si][ri][j][p].text for p in g.predecessors(v) if not out[si][ri][j][p].failed]
             calls.append(Call(systems[si].players[v], node_prompt(examples[j].prompt, seen, v == g.end),
                               sampling, replica=reps[ri]))
-        for (si, ri, v, j), r in zip(todo, ctx.generate(calls, tag=f"{tag} level {depth}")):
+        for (si, ri, v, j), r in zip(todo, await ctx.generate(calls, tag=f"{tag} level {depth}")):
             out[si][ri][j][v] = r
     return out

@@ -63,8 +63,8 @@ def base_spec(spec: ModelSpec, model: str | None = None) -> ModelSpec:
 
 def source_of(ctx: RunContext, handle: ModelHandle) -> Source:
     """A pool model's weights (its resident parameters; nothing is copied)."""
-    backend = ctx.pool.backend(handle)
-    return Source(handle.name, ctx.pool.fingerprint(handle), backend.model.state_dict())
+    backend = ctx.local(handle).backend
+    return Source(handle.name, ctx.local(handle).fingerprint, backend.model.state_dict())
 
 
 @dataclass
@@ -80,18 +80,18 @@ def experts(ctx: RunContext, *, prefer_lora: bool) -> Experts:
     handles = ctx.models
     if prefer_lora and lora_pool(handles):
         bh = ctx.add_model(f"base:{handles[0].spec.model}", base_spec(handles[0].spec))
-        backend = ctx.pool.backend(bh)
-        base = Source(bh.name, ctx.pool.fingerprint(bh), backend.model.state_dict())
-        srcs: list[Node] = [LoraSource(h.name, ctx.pool.fingerprint(h), base, LoraAdapter.load(h.spec.adapter))
+        backend = ctx.local(bh).backend
+        base = Source(bh.name, ctx.local(bh).fingerprint, backend.model.state_dict())
+        srcs: list[Node] = [LoraSource(h.name, ctx.local(h).fingerprint, base, LoraAdapter.load(h.spec.adapter))
                             for h in handles]
         return Experts(srcs, backend, base)
     srcs = [source_of(ctx, h) for h in handles]
-    return Experts(srcs, ctx.pool.backend(handles[0]), None)
+    return Experts(srcs, ctx.local(handles[0]).backend, None)
 
 
-def dev_ranking(ctx: RunContext) -> tuple[list[int], list[float]]:
+async def dev_ranking(ctx: RunContext) -> tuple[list[int], list[float]]:
     """Model indices best first by dev score (ties keep pool order), and the scores (recorded with their
     intervals in metrics `dev_selection.dev_ranking`)."""
     from moco.selection import ranking
 
-    return ranking(ctx)
+    return await ranking(ctx)

@@ -71,7 +71,7 @@ def softmax(x: np.ndarray) -> list[float]:
         needs=Capabilities(weights=True), same_architecture=True, validate=_validate,
         paper="Yu et al. 2024 (DARE); Yadav et al. 2023 (TIES); MoCo method #23",
         summary="DARE drop-and-rescale + TIES sign consensus of task vectors vs a base; weights uniform or PSO-searched")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     base_idx = next((h.index for h in ctx.models if h.name == params.base_model), None)
     lora_base = (lora_pool(ctx.models) and base_idx is None
                  and base_identity(ModelSpec(model=params.base_model)) == base_identity(base_spec(ctx.models[0].spec)))
@@ -97,11 +97,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     else:
         swarm = ParticleSwarm.random(params.population, n, params.swarm_settings(ctx.seed))
         for it in range(params.max_iterations):
-            fitness = [search.score(recipe(softmax(x)), iteration=it, particle=p) for p, x in enumerate(swarm.positions)]
+            fitness = [await search.score(recipe(softmax(x)), iteration=it, particle=p) for p, x in enumerate(swarm.positions)]
             if not swarm.update(fitness):
                 break
         weights = softmax(swarm.gbest)
         info.update(iterations=swarm.iteration, best_dev=swarm.gbest_score, history=swarm.history)
     info["weights"] = dict(zip(info["members"], weights))
-    ctx.extra_metrics["dare_ties"] = info
-    return search.finish(recipe(weights), trace={"weights": info["weights"]})
+    ctx.metrics["dare_ties"] = info
+    return await search.finish(recipe(weights), trace={"weights": info["weights"]})

@@ -54,12 +54,12 @@ def _validate(params: Params, pool) -> list[str]:
         needs=Capabilities(weights=True), same_architecture=True, validate=_validate,
         paper="Zheng et al. 2024 (ExPO); MoCo method #26",
         summary="Extrapolate x_top + α(x_top − x_bottom) from the dev-ranked top-k and bottom-k models; α fixed or searched")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.strong is not None:
         top, bottom = [ctx.model(params.strong).index], [ctx.model(params.weak).index]
         ranking = None
     else:
-        order, scores = dev_ranking(ctx)
+        order, scores = await dev_ranking(ctx)
         top, bottom = order[: params.k], order[len(order) - params.k:]
         ranking = [[ctx.models[i].name, scores[i]] for i in order]
     ex = experts(ctx, prefer_lora=ranking is None)
@@ -69,10 +69,10 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.alpha_mode == "fixed":
         alpha = params.alpha
     else:
-        tried = [(search.score(Extrapolate(strong, weak, a), alpha=a), a) for a in params.alpha_candidates]
+        tried = [(await search.score(Extrapolate(strong, weak, a), alpha=a), a) for a in params.alpha_candidates]
         alpha = max(tried, key=lambda t: t[0])[1]  # first best on ties
     info = {"top": [ctx.models[i].name for i in top], "bottom": [ctx.models[i].name for i in bottom],
             "alpha": alpha, "alpha_mode": params.alpha_mode, "ranking": ranking}
-    ctx.extra_metrics["expo"] = info
-    return search.finish(Extrapolate(strong, weak, alpha), trace={"alpha": alpha, "top": info["top"],
+    ctx.metrics["expo"] = info
+    return await search.finish(Extrapolate(strong, weak, alpha), trace={"alpha": alpha, "top": info["top"],
                                                                    "bottom": info["bottom"]})

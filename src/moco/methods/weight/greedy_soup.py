@@ -23,20 +23,20 @@ class Params(MethodParams):
         needs=Capabilities(weights=True), same_architecture=True, validate=check_weight_pool,
         paper="Wortsman et al. 2022 (model soups); MoCo method #22",
         summary="Greedy soup: add models by dev rank to a uniform weight average while the dev score does not drop")
-def run(ctx: RunContext, params: Params) -> list[Output]:
-    order, scores = dev_ranking(ctx)
+async def run(ctx: RunContext, params: Params) -> list[Output]:
+    order, scores = await dev_ranking(ctx)
     ex = experts(ctx, prefer_lora=False)  # the ranking loaded every model already: use their weights
     search = DevSearch(ctx, ex.template, "soup")
     soup, current = [order[0]], scores[order[0]]
     steps = [{"model": ctx.models[order[0]].name, "soup_dev": current, "kept": True}]
     for i in order[1:]:
-        s = search.score(average([ex.sources[j] for j in soup + [i]]), added=ctx.models[i].name)
+        s = await search.score(average([ex.sources[j] for j in soup + [i]]), added=ctx.models[i].name)
         kept = s >= current
         steps.append({"model": ctx.models[i].name, "soup_dev": s, "kept": kept})
         if kept:
             soup.append(i)
             current = s
     names = [ctx.models[j].name for j in soup]
-    ctx.extra_metrics["soup"] = {"ranking": [[ctx.models[i].name, scores[i]] for i in order], "steps": steps,
+    ctx.metrics["soup"] = {"ranking": [[ctx.models[i].name, scores[i]] for i in order], "steps": steps,
                                  "ingredients": names, "dev_score": current}
-    return search.finish(average([ex.sources[j] for j in soup]), trace={"ingredients": names})
+    return await search.finish(average([ex.sources[j] for j in soup]), trace={"ingredients": names})

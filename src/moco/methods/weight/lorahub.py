@@ -71,16 +71,16 @@ def _validate(params: Params, pool) -> list[str]:
         needs=Capabilities(weights=True), same_architecture=True, validate=_validate,
         paper="Huang et al. 2024 (LoraHub); MoCo method #25",
         summary="Gradient-free (nevergrad) search of scalar weights composing LoRA adapters, L1-regularised few-shot cross-entropy")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     import nevergrad as ng
 
     handles = ctx.models
     bh = ctx.add_model(f"base:{handles[0].spec.model}", base_spec(handles[0].spec))
-    backend = ctx.pool.backend(bh)
-    base = Source(bh.name, ctx.pool.fingerprint(bh), backend.model.state_dict())
+    backend = ctx.local(bh).backend
+    base = Source(bh.name, ctx.local(bh).fingerprint, backend.model.state_dict())
     adapters = [LoraAdapter.load(h.spec.adapter) for h in handles]
     names = [h.name for h in handles]
-    fps = [ctx.pool.fingerprint(h) for h in handles]
+    fps = [ctx.local(h).fingerprint for h in handles]
 
     def recipe(w) -> LoraMix:
         return LoraMix(base, adapters, names, fps, [float(x) for x in w], mode=params.compose)
@@ -101,7 +101,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
             ce = loss_of(recipe(w))
             loss, row = ce + l1, {"cross_entropy": ce, "digest": recipe(w).digest()}
         else:
-            score = search.score(recipe(w), step=step)
+            score = await search.score(recipe(w), step=step)
             loss, row = (1.0 - score) + l1, {"dev_score": score}
         opt.tell(cand, loss)
         steps.append({"step": step, "weights": dict(zip(names, w.tolist())), **row, "loss": loss})
@@ -112,18 +112,18 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         best_loss = loss_of(recipe(best_w)) + params.l1 * float(np.mean(np.abs(best_w)))
         record_ce_choice(ctx, steps, loss_of.items, recipe(best_w),  # type: ignore[attr-defined]
                          lambda ws: params.l1 * float(np.mean(np.abs(list(ws.values())))))
-    ctx.extra_metrics["lorahub"] = {"optimizer": params.optimizer, "compose": params.compose,
+    ctx.metrics["lorahub"] = {"optimizer": params.optimizer, "compose": params.compose,
                                     "objective": params.objective, "examples": [ex.id for ex in examples],
                                     "weights": dict(zip(names, best_w.tolist())), "loss": best_loss, "steps": steps}
-    return search.finish(recipe(best_w), trace={"weights": dict(zip(names, best_w.tolist()))})
+    return await search.finish(recipe(best_w), trace={"weights": dict(zip(names, best_w.tolist()))})
 
 
 def few_shot(ctx: RunContext, n: int) -> list[Example]:
     """n dev items drawn with the run's seed (in dev order), as the authors draw their 5 examples."""
-    if not ctx.dev:
+    if not ctx.task.dev:
         raise ConfigError(f"weight_lorahub learns its weights on dev examples; task {ctx.task.name} has none")
-    picked = sorted(random.Random(ctx.seed).sample(range(len(ctx.dev)), min(n, len(ctx.dev))))
-    return [ctx.dev[i] for i in picked]
+    picked = sorted(random.Random(ctx.seed).sample(range(len(ctx.task.dev)), min(n, len(ctx.task.dev))))
+    return [ctx.task.dev[i] for i in picked]
 
 
 def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -> Callable[[Node], float]:
@@ -146,8 +146,8 @@ def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -
             reqs = requests_for(ctx, h, [ex.prompt for ex in examples], ctx.sampling(temperature=0.0))
             t0 = time.time()
             with ctx.phase("dev"):
-                ll = ctx.pool.backend(h).loglikelihood(reqs, golds)
-                ctx.recorder.record(model=h.name, key=d, tag="lorahub loss", tokens_in=tokens, tokens_out=0,
+                ll = ctx.local(h).backend.loglikelihood(reqs, golds)
+                ctx.account(model=h.name, key=d, tag="lorahub loss", tokens_in=tokens, tokens_out=0,
                                     latency=time.time() - t0, cached=False, finish="stop", error=None, batch=None)
             items[d] = [-x / max(1, tokens) for x in ll]  # per example; their mean is the objective
             seen[d] = sum(items[d]) / len(examples)

@@ -92,7 +92,7 @@ def candidate_recipe(ex: Experts, lora_space: str) -> Callable[[list[float]], No
         needs=Capabilities(weights=True), same_architecture=True, validate=check_weight_pool,
         paper="Feng et al. 2024 (Model Swarms); MoCo method #24",
         summary="Particle swarm over the experts' weights (or LoRA adapters), dev score as fitness; output = global best")
-def run(ctx: RunContext, params: Params) -> list[Output]:
+async def run(ctx: RunContext, params: Params) -> list[Output]:
     ex = experts(ctx, prefer_lora=True)
     n = len(ex.sources)
     names = [h.name for h in ctx.models]
@@ -103,16 +103,16 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     recipe = candidate_recipe(ex, params.lora_space)
     iterations = []
     for it in range(params.max_iterations):
-        fitness = [search.score(recipe(list(x)), iteration=it, particle=p)
+        fitness = [await search.score(recipe(list(x)), iteration=it, particle=p)
                    for p, x in enumerate(swarm.positions)]
         iterations.append({"iteration": it, "fitness": fitness,
                            "positions": [dict(zip(names, map(float, x))) for x in swarm.positions]})
         if not swarm.update(fitness):
             break
     best = [float(c) for c in swarm.gbest]
-    ctx.extra_metrics["swarm"] = {"experts": names, "lora": ex.base is not None,
+    ctx.metrics["swarm"] = {"experts": names, "lora": ex.base is not None,
                                   "space": params.lora_space if ex.base is not None else "weights",
                                   "global_best": dict(zip(names, best)),
                                   "global_best_dev": swarm.gbest_score, "history": swarm.history,
                                   "restarts": swarm.restarts, "iterations": iterations}
-    return search.finish(recipe(best), trace={"coefficients": dict(zip(names, best))})
+    return await search.finish(recipe(best), trace={"coefficients": dict(zip(names, best))})
