@@ -5,7 +5,7 @@ Starts `--servers` fake OpenAI-compatible servers on 127.0.0.1 (stdlib threads; 
 as the endpoint setting tells MoCo) and runs `text_majority_vote` on `--questions` moco_demo questions with
 one model per server, through the normal runner (pool, OpenAI backend, cache off), twice:
   (a) MoCo as shipped: the servers' requests are in flight together,
-  (b) the same with `RunContext.overlap_remote = False`: one server after the other,
+  (b) the same with `Scheduler.overlap_remote = False`: one server after the other,
 and prints both wall times and the ratio b/a (ideal: the number of servers) plus the servers' peak of
 requests in flight (each must stay within its concurrency).
 
@@ -74,7 +74,7 @@ def main() -> None:
 
     from moco.cache import NullCache
     from moco.config import parse_config
-    from moco.context import RunContext
+    from moco.scheduler import Scheduler
     from moco.runner import run_experiment
 
     stats = [{"now": 0, "peak": 0, "served": 0} for _ in range(args.servers)]
@@ -96,7 +96,7 @@ def main() -> None:
         s["served"] = 0
     walls = {}
     for label, overlap in (("a", True), ("b", False)):
-        RunContext.overlap_remote = overlap
+        Scheduler.overlap_remote = overlap
         t0 = time.perf_counter()
         res = run_experiment(cfg, out=root / label, cache=NullCache())
         walls[label] = time.perf_counter() - t0
@@ -106,7 +106,7 @@ def main() -> None:
             s["served"] = 0
         print(f"({label}) {'concurrent servers  ' if overlap else 'one server at a time'}: {calls} calls in "
               f"{walls[label]:6.2f} s; {res.metrics['total'].get('generated_tokens')} tokens")
-    RunContext.overlap_remote = True
+    Scheduler.overlap_remote = True
     waves = -(-per_server // args.concurrency)
     print(f"workload: text_majority_vote on {args.questions} test questions (and the dev items), {args.servers} servers, "
           f"{per_server} calls each, {args.latency:g} s per request, concurrency {args.concurrency} per server "

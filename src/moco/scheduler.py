@@ -20,7 +20,7 @@ import contextvars
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from moco import faults
 from moco.models.base import GenRequest, GenResult
@@ -57,6 +57,8 @@ class _Submission:
 @dataclass
 class Scheduler:
     """The waiting requests of one loop's tasks, decoded when all live participants wait."""
+
+    overlap_remote: ClassVar[bool] = True  # remote backends decode while local ones do (False: one after the other)
 
     batches: int = 0  # merged backend batches run (for tests and benchmarks)
     shared_rows: int = 0  # rows served to a second participant from a batch decoded for another
@@ -129,6 +131,10 @@ class Scheduler:
                     groups.setdefault(id(j.backend), (j.backend, []))[1].append((n, j))
             remote = [g for g in groups.values() if any(j.remote for _n, j in g[1])]
             local = [g for g in groups.values() if g not in remote]
+            if not self.overlap_remote:
+                for b, g in remote:
+                    await self._run_group(b, g, errors, remote=True)
+                remote = []
             tasks = [asyncio.ensure_future(self._run_group(b, g, errors, remote=True)) for b, g in remote]
             if tasks:
                 await asyncio.sleep(0)  # the remote work starts before the local decoding blocks the loop

@@ -1,7 +1,7 @@
 """`moco compare`: run every cell of a sweep into one sweep directory, resumably.
 
 All cells run in one process with one response cache, so model outputs that cells share (each model's dev
-answers, first-round answers...) are generated once. Cells on the same models run together (moco.lockstep):
+answers, first-round answers...) are generated once. Cells on the same models run together (moco.scheduler):
 while one waits for its model calls the next one runs, and the calls all of them wait for are decoded in
 shared batches, so each method's own calls (refinements, feedback, aggregations) fill batches too. A cell
 whose run directory holds a finished manifest and the same resolved config is not run again, so a killed
