@@ -55,7 +55,8 @@ class Gateway:
             where.setdefault(key, []).append(pos)
         done: Done = {}
         for key, hit in self.cache.get_many(list(where)).items():
-            if hit.extra is None and any(prepared[p][1].sampling.logprobs for p in where[key]):
+            if (hit.extra or {}).get("token_logprobs") is None and any(prepared[p][1].sampling.logprobs
+                                                                        for p in where[key]):
                 continue  # cached without log-probabilities: recompute (same seed, same text) and store them
             done[key] = (hit.to_result(), True)
             self._record(key, where[key], handles, done[key], tag, None, prepared, phase)
