@@ -101,6 +101,11 @@ class RunContext:
         Its `fingerprint` must identify its weights: cached responses are keyed on it."""
         return self.pool.register_backend(name, backend)
 
+    def token_model(self, ref: Any) -> Any:
+        """A local model's token-level interface (tokenizer, logits, KV cache), for a composite backend that
+        decodes with it (models/fused.py) and is then called through `generate`; loaded once, as for `generate`."""
+        return self.pool.backend(self.pool.handle(ref))
+
     def model_path(self, ref: Any) -> str:
         """The local folder of a Hugging Face model (embedded models are converted first), e.g. to train it."""
         return self.pool.source_path(self.pool.handle(ref))
@@ -114,6 +119,12 @@ class RunContext:
         base = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p}
         base.update(overrides)
         return SamplingParams(**base)
+
+    def record(self, model: str, key: str, tag: str, tokens_in: int, tokens_out: int, seconds: float,
+               cached: bool) -> None:
+        """Account work that is not a `generate` call (e.g. training a model) in calls.jsonl and the phase."""
+        self.recorder.record(model=model, key=key, tag=tag, tokens_in=tokens_in, tokens_out=tokens_out,
+                             latency=seconds, cached=cached, finish="stop", error=None, batch=None)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
