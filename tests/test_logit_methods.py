@@ -54,6 +54,13 @@ def test_fusion_of_a_model_with_itself_equals_the_model(tiny_models, tiny_backen
         assert [r.text for r in ours] == [r.text for r in ref]
         assert [r.tokens_out for r in ours] == [r.tokens_out for r in ref]
         assert all(o.tokens_in == 2 * r.tokens_in for o, r in zip(ours, ref))  # both members read the prompt
+        # per-member usage: a writes the fused tokens, b reads the prompt and is fed them
+        assert [o.extra["usage"] for o in ours] == [{"a": [r.tokens_in, r.tokens_out],
+                                                    "b": [r.tokens_in + r.tokens_out, 0]} for r in ref]
+    shared = FusedBackend([Member("a", solo), Member("b", solo)], average([0.5, 0.5], "probs"), "avg")
+    ours, ref = shared.generate(_reqs()), solo.generate(_reqs())  # one loaded model: one forward pass for both
+    assert [o.text for o in ours] == [r.text for r in ref]
+    assert [o.extra["usage"] for o in ours] == [{"a": [r.tokens_in, r.tokens_out], "b": [0, 0]} for r in ref]
 
 
 def test_fused_batch_decoding_equals_a_naive_loop(tiny_backends):
@@ -149,9 +156,13 @@ def test_fused_calls_go_through_the_core_a_cached_rerun_decodes_nothing(tiny_mod
     calls = [json.loads(x) for x in (tmp_path / "a" / "calls.jsonl").read_text().splitlines()]
     assert len(calls) == 24 and {c["model"] for c in calls} == {"tiny0", "tiny1", "tiny2"}
     assert not any(c["cache_hit"] for c in calls) and all(c["tag"] == "proxy_tuning" for c in calls)
-    for key in {c["key"] for c in calls}:  # one cached result, three records: every member read the prompt
-        rows = [c for c in calls if c["key"] == key]
-        assert len(rows) == 3 and len({c["tokens_out"] for c in rows}) == 1 and all(c["tokens_in"] > 0 for c in rows)
+    for key in {c["key"] for c in calls}:  # one cached result, three records: the base (first member) writes
+        rows = {c["model"]: c for c in calls if c["key"] == key}  # the fused tokens, the others are fed them
+        base = rows["tiny0"]
+        assert len(rows) == 3 and base["tokens_in"] > 0 and base["tokens_out"] > 0
+        assert all(rows[m]["tokens_in"] == base["tokens_in"] + base["tokens_out"] and rows[m]["tokens_out"] == 0
+                   for m in ("tiny1", "tiny2"))
+    assert first.metrics["phases"]["test"]["generated_tokens"] == sum(c["tokens_out"] for c in calls) > 0
     again = run_experiment(cfg, tmp_path / "b", cache=cache)
     assert sum(decoded) == 8  # nothing decoded the second time
     assert [p["output"] for p in again.predictions] == [p["output"] for p in first.predictions]

@@ -10,8 +10,11 @@ same role prompt share one forward pass.
 Registered with `ctx.add_backend` (`fused_model`), a fused model is called through `ctx.generate` like any
 other model: batched by its lead member's `plan_batches`, cached under its fingerprint (the method's combine
 key and every member's weights and role prompt), seeded per request, traced. Each result lists its per-member
-usage in `extra["usage"]` ({name: [prompt tokens read, tokens decoded]}; a member sharing an earlier member's
-forward pass reads and decodes nothing of its own), so calls.jsonl holds one record per member model.
+usage in `extra["usage"]` ({name: [tokens_in, tokens_out]}), so calls.jsonl holds one record per member model,
+counted as the token-level methods count (models/stepper.py `RowUsage`): the fused tokens are written once,
+by the first member (its generator samples them, its tokenizer decodes them); every other member reads its
+prompt and is fed those tokens (its tokens_in); a member sharing an earlier member's forward pass costs nothing.
+So the run's tokens_out is the text's tokens, not one copy per member.
 """
 from __future__ import annotations
 
@@ -106,9 +109,16 @@ class FusedBackend:
         first = {s: k for k, s in reversed(list(enumerate(member_stream)))}  # the member that owns each stream
         for j, res in enumerate(results):  # prompt tokens every distinct member had to read
             res.tokens_in = sum(len(ids[j]) for ids in prompt_ids)
-            res.extra = {"usage": {m.name: ([len(prompt_ids[s][j]), res.tokens_out] if first[s] == k else [0, 0])
+            res.extra = {"usage": {m.name: self._usage(k, len(prompt_ids[s][j]), res.tokens_out, first[s] == k)
                                    for k, (m, s) in enumerate(zip(self.members, member_stream))}}
         return results
+
+    @staticmethod
+    def _usage(member: int, prompt: int, out: int, own_stream: bool) -> list[int]:
+        """[tokens_in, tokens_out] of one member for one row (see the module docstring)."""
+        if not own_stream:
+            return [0, 0]
+        return [prompt, out] if member == 0 else [prompt + out, 0]
 
     def close(self) -> None:  # members belong to the pool
         pass
