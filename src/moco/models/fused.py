@@ -124,8 +124,8 @@ class FusedBackend:
         pass
 
 
-def fused_model(ctx: "RunContext", name: str, handles: "list[ModelHandle]", combine: Combine,
-                combine_key: str) -> "ModelHandle":
+def fused_model(ctx: RunContext, name: str, handles: list[ModelHandle], combine: Combine,
+                combine_key: str) -> ModelHandle:
     """Register the fusion of `handles` (in order) as the model `name`, to be called with `ctx.generate`.
     `combine_key` names the method and its settings: responses are cached under it and the members' weights."""
     members = [Member(h.name, ctx.token_model(h), h.role_prompt) for h in handles]
