@@ -90,6 +90,16 @@ def test_trained_selector_learns_from_dev_rollouts_and_writes_the_test_answers(t
     assert info["parse_failures"] == sum(r.get("parse_failed", False) for p in res.predictions for r in p["trace"]["rounds"])
     # test phase: per round one selector call and one patch call for all examples
     assert count_generate[-4:] == ["select round 0", "switch round 0", "select round 1", "switch round 1"]
+    sft = [c for c in calls if c["tag"] == "selector sft"]
+    assert len(sft) == 1 and sft[0]["model"] == "switch-selector" and sft[0]["tokens_in"] > 0
+    # a re-run trains nothing and decodes nothing: the adapter is reused and every call is a cache hit
+    asked = {name: len(b.calls) for name, b in backends.items()}
+    again = run_experiment(cfg, out=tmp_path / "r2", cache=cache, backends=backends)
+    assert {name: len(b.calls) for name, b in backends.items()} == asked
+    assert again.metrics["switch_generation"]["training"]["reused"] is True
+    assert [p["output"] for p in again.predictions] == [p["output"] for p in res.predictions]
+    assert [p["trace"] for p in again.predictions] == [p["trace"] for p in res.predictions]
+    assert all(json.loads(x)["cache_hit"] for x in (tmp_path / "r2" / "calls.jsonl").read_text().splitlines())
 
 
 def test_given_selector_and_prefix_continuation(tiny_task, tmp_path, cache):
@@ -124,8 +134,19 @@ def test_unparseable_selector_replies_are_recorded_and_fall_back_to_seeded_rando
     info = a.metrics["switch_generation"]
     assert info["parse_failures"] == info["selector_calls"] > 0
     assert all(r["parse_failed"] for p in a.predictions for r in p["trace"]["rounds"])
+    asked = {name: len(b.calls) for name, b in backends.items()}
     b = run_experiment(cfg, out=tmp_path / "b", cache=cache, backends=backends)
     assert [p["trace"]["rounds"] for p in b.predictions] == [p["trace"]["rounds"] for p in a.predictions]
+    # every segment and selector reply is an ordinary call: the re-run reads them all from the cache, and
+    # calls.jsonl holds one record per call under the model that wrote it
+    assert {name: len(b.calls) for name, b in backends.items()} == asked
+    assert [p["output"] for p in b.predictions] == [p["output"] for p in a.predictions]
+    first, again = ([json.loads(x) for x in (tmp_path / d / "calls.jsonl").read_text().splitlines()] for d in "ab")
+    assert {c["model"] for c in first} == {"bad", "good", "sel"} and not any(c["cache_hit"] for c in first)
+    assert sum(c["tag"].startswith("select") for c in first) == info["selector_calls"]
+    assert {c["model"] for c in first if c["tag"].startswith("select")} == {"sel"}
+    assert all(c["cache_hit"] for c in again)
+    assert sorted((c["model"], c["key"], c["tag"]) for c in again) == sorted((c["model"], c["key"], c["tag"]) for c in first)
 
 
 def test_an_answer_that_ends_stops_switching_unless_wait(tiny_task, tmp_path, cache):

@@ -54,6 +54,13 @@ def test_fusion_of_a_model_with_itself_equals_the_model(tiny_models, tiny_backen
         assert [r.text for r in ours] == [r.text for r in ref]
         assert [r.tokens_out for r in ours] == [r.tokens_out for r in ref]
         assert all(o.tokens_in == 2 * r.tokens_in for o, r in zip(ours, ref))  # both members read the prompt
+        # per-member usage: a writes the fused tokens, b reads the prompt and is fed them
+        assert [o.extra["usage"] for o in ours] == [{"a": [r.tokens_in, r.tokens_out],
+                                                    "b": [r.tokens_in + r.tokens_out, 0]} for r in ref]
+    shared = FusedBackend([Member("a", solo), Member("b", solo)], average([0.5, 0.5], "probs"), "avg")
+    ours, ref = shared.generate(_reqs()), solo.generate(_reqs())  # one loaded model: one forward pass for both
+    assert [o.text for o in ours] == [r.text for r in ref]
+    assert [o.extra["usage"] for o in ours] == [{"a": [r.tokens_in, r.tokens_out], "b": [0, 0]} for r in ref]
 
 
 def test_fused_batch_decoding_equals_a_naive_loop(tiny_backends):
@@ -119,7 +126,9 @@ def test_contrastive_alpha_zero_equals_the_dev_top_model(tiny_models, tiny_task,
 def test_fusion_runs_from_config_and_records_members(tiny_models, tiny_task, cache, tmp_path):
     res = run_experiment(_cfg("logit_fusion", tiny_models[:2], tiny_task), tmp_path / "f", cache=cache)
     assert res.metrics["logit"]["members"] == ["tiny0", "tiny1"]
-    assert res.metrics["phases"]["test"]["calls"] == 8 and "dev" not in res.metrics["phases"]
+    test = res.metrics["phases"]["test"]  # one record per member model for each of the 8 test items
+    assert test["calls"] == 16 and "dev" not in res.metrics["phases"]
+    assert {m: c["calls"] for m, c in test["per_model"].items()} == {"tiny0": 8, "tiny1": 8}
     assert all(r["trace"]["space"] == "probs" for r in res.predictions)
     with pytest.raises(ConfigError, match="weights has 3 entries for 2 models"):
         plan(_cfg("logit_fusion", tiny_models[:2], tiny_task, {"weights": [1, 1, 1]}))
@@ -127,6 +136,41 @@ def test_fusion_runs_from_config_and_records_members(tiny_models, tiny_task, cac
         plan(_cfg("logit_contrastive", tiny_models, tiny_task, {"k": 2}))
     with pytest.raises(ConfigError, match="three different models"):
         plan(_cfg("logit_contrastive", tiny_models, tiny_task, {"mode": "proxy_tuning", "expert": 0}))
+
+
+def test_fused_calls_go_through_the_core_a_cached_rerun_decodes_nothing(tiny_models, tiny_task, cache, tmp_path,
+                                                                        monkeypatch):
+    """The fused model is an ordinary `ctx.generate` model: its results are cached under its fingerprint and
+    recorded once per member (the prompt tokens each read, the tokens each decoded); a re-run reads the cache."""
+    decoded: list[int] = []
+    real = FusedBackend._decode
+
+    def counting(self, requests, sampling):
+        decoded.append(len(requests))
+        return real(self, requests, sampling)
+
+    monkeypatch.setattr(FusedBackend, "_decode", counting)
+    cfg = _cfg("logit_contrastive", tiny_models, tiny_task, {"mode": "proxy_tuning", "alpha": 1.0})
+    first = run_experiment(cfg, tmp_path / "a", cache=cache)
+    assert sum(decoded) == 8
+    calls = [json.loads(x) for x in (tmp_path / "a" / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 24 and {c["model"] for c in calls} == {"tiny0", "tiny1", "tiny2"}
+    assert not any(c["cache_hit"] for c in calls) and all(c["tag"] == "proxy_tuning" for c in calls)
+    for key in {c["key"] for c in calls}:  # one cached result, three records: the base (first member) writes
+        rows = {c["model"]: c for c in calls if c["key"] == key}  # the fused tokens, the others are fed them
+        base = rows["tiny0"]
+        assert len(rows) == 3 and base["tokens_in"] > 0 and base["tokens_out"] > 0
+        assert all(rows[m]["tokens_in"] == base["tokens_in"] + base["tokens_out"] and rows[m]["tokens_out"] == 0
+                   for m in ("tiny1", "tiny2"))
+    assert first.metrics["phases"]["test"]["generated_tokens"] == sum(c["tokens_out"] for c in calls) > 0
+    again = run_experiment(cfg, tmp_path / "b", cache=cache)
+    assert sum(decoded) == 8  # nothing decoded the second time
+    assert [p["output"] for p in again.predictions] == [p["output"] for p in first.predictions]
+    assert [p["trace"] for p in again.predictions] == [p["trace"] for p in first.predictions]
+    cached = [json.loads(x) for x in (tmp_path / "b" / "calls.jsonl").read_text().splitlines()]
+    assert all(c["cache_hit"] for c in cached)
+    assert sorted((c["model"], c["key"], c["tokens_in"], c["tokens_out"]) for c in cached) == \
+        sorted((c["model"], c["key"], c["tokens_in"], c["tokens_out"]) for c in calls)
 
 
 def test_validate_checks_tokenizers_and_architectures_from_files(tiny_models, tiny_task, tmp_path):

@@ -7,8 +7,14 @@ token from that with its own seeded generator (as in the HF backend), the token 
 a row leaves every member's batch as soon as it emits EOS. Members that are the same loaded model with the
 same role prompt share one forward pass.
 
-Registered with `ctx.add_backend`, a fused model is called through `ctx.generate` like any other model
-(batched, cached under its fingerprint, traced).
+Registered with `ctx.add_backend` (`fused_model`), a fused model is called through `ctx.generate` like any
+other model: batched by its lead member's `plan_batches`, cached under its fingerprint (the method's combine
+key and every member's weights and role prompt), seeded per request, traced. Each result lists its per-member
+usage in `extra["usage"]` ({name: [tokens_in, tokens_out]}), so calls.jsonl holds one record per member model,
+counted as the token-level methods count (models/stepper.py `RowUsage`): the fused tokens are written once,
+by the first member (its generator samples them, its tokenizer decodes them); every other member reads its
+prompt and is fed those tokens (its tokens_in); a member sharing an earlier member's forward pass costs nothing.
+So the run's tokens_out is the text's tokens, not one copy per member.
 """
 from __future__ import annotations
 
@@ -16,12 +22,16 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult, with_role_prompt
 from moco.models.hf import KVStream, decode_rows, generate_grouped
 from moco.models.prefix_cache import store_for
+
+if TYPE_CHECKING:
+    from moco.context import RunContext
+    from moco.models.pool import ModelHandle
 
 Combine = Callable[[list[Any]], Any]
 """Member logits (each [rows, vocab], float32, in member order) -> scores [rows, vocab] to sample from."""
@@ -96,9 +106,27 @@ class FusedBackend:
 
             finish = decode_rows(streams, rows, sampling, self.eos_ids, step, self.lead._hit_stop)
             results = self.lead.results(requests, rows, finish)
+        first = {s: k for k, s in reversed(list(enumerate(member_stream)))}  # the member that owns each stream
         for j, res in enumerate(results):  # prompt tokens every distinct member had to read
             res.tokens_in = sum(len(ids[j]) for ids in prompt_ids)
+            res.extra = {"usage": {m.name: self._usage(k, len(prompt_ids[s][j]), res.tokens_out, first[s] == k)
+                                   for k, (m, s) in enumerate(zip(self.members, member_stream))}}
         return results
+
+    @staticmethod
+    def _usage(member: int, prompt: int, out: int, own_stream: bool) -> list[int]:
+        """[tokens_in, tokens_out] of one member for one row (see the module docstring)."""
+        if not own_stream:
+            return [0, 0]
+        return [prompt, out] if member == 0 else [prompt + out, 0]
 
     def close(self) -> None:  # members belong to the pool
         pass
+
+
+def fused_model(ctx: RunContext, name: str, handles: list[ModelHandle], combine: Combine,
+                combine_key: str) -> ModelHandle:
+    """Register the fusion of `handles` (in order) as the model `name`, to be called with `ctx.generate`.
+    `combine_key` names the method and its settings: responses are cached under it and the members' weights."""
+    members = [Member(h.name, ctx.local(h).backend, h.role_prompt) for h in handles]
+    return ctx.add_model(name, FusedBackend(members, combine, combine_key))

@@ -6,6 +6,10 @@ rounds of `patch_size` tokens. Before each round a selector LM reads the questio
 segment; that model continues the assistant turn (the text so far is its assistant prefix). All examples'
 patches of a round are one batched `ctx.generate` call (grouped per model), and so are the selector calls.
 An example is finished when a model ends the answer (end-of-sequence) or after max_new_tokens.
+The method is a program of ordinary `ctx.generate` calls, not a composite backend: a segment is one model's
+ordinary continuation of an assistant prefix (any kind of model, served ones included — no logits are
+combined), so every segment and selector reply is cached, seeded, batched and recorded under the model that
+wrote it, and a later round reuses the earlier rounds' prompt KV (models/prefix_cache.py).
 
 The selector is
 * given: a pool model or another model (`selector`, or the role `selector`), used as it is;
@@ -29,7 +33,6 @@ next model continue; rollouts are balanced over the first continuation model; de
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -45,6 +48,7 @@ from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
 from moco.models.pool import ModelHandle
 from moco.tasks.base import Example
+from moco.training.adapters import training_digest, training_placement
 from moco.training.sft import SFTSettings, train_lora_sft
 
 ANSWER_PREFIX = "The answer is model"
@@ -249,17 +253,17 @@ async def train_selector(ctx: RunContext, params: Params, models: list[ModelHand
                           "training_instances or rollouts_per_instance")
     settings = SFTSettings(epochs=params.sft_epochs, learning_rate=params.sft_learning_rate, lora_r=params.sft_lora_r,
                            lora_alpha=2 * params.sft_lora_r, seed=ctx.seed)
-    ident = hashlib.sha256(json.dumps([ctx.local(base).fingerprint, data], default=str).encode()).hexdigest()[:20]
+    base_dir = ctx.local(base).path
+    ident = training_digest(base_dir, data, settings)[:20]  # the adapter's folder: what determines its weights
     t0 = time.time()
-    res = train_lora_sft(ctx.local(base).path, data, cache_dir() / "switch_selector" / ident, settings,
-                         device=ctx.local(base).device)
+    res = train_lora_sft(base_dir, data, cache_dir() / "switch_selector" / ident, settings,
+                         device=training_placement(ctx, base)[0])  # fp32 where the run places the base
     spec = base.spec.model_copy(update={"adapter": str(res.adapter_dir), "role_prompt": None, "name": None,
                                         "description": None})
     selector = ctx.add_model("switch-selector", spec)
-    tokens = _count_tokens(ctx.local(base).path, [m[0][1] + c for m, c in data])
+    tokens = _count_tokens(base_dir, [m[0][1] + c for m, c in data])
     ctx.account(model=selector.name, key=ident, tag="selector sft", tokens_in=tokens * settings.epochs,
-                        tokens_out=0, latency=res.seconds if res.reused else time.time() - t0, cached=res.reused,
-                        finish="stop", error=None, batch=None)
+                latency=res.seconds if res.reused else time.time() - t0, cached=res.reused)
     labels = [c.rsplit(" ", 1)[1] for _, c in data]
     info = {"base": base.name, "adapter": str(res.adapter_dir), "reused": res.reused, "examples": len(data),
             "instances": len(log), "skipped_ties": sum(r["label"] is None for r in log), "steps": res.steps,
@@ -283,7 +287,7 @@ def _count_tokens(model_dir: str, texts: list[str]) -> int:
         summary="Models take turns writing patches of the answer; a given or dev-trained selector LM picks each turn")
 async def run(ctx: RunContext, params: Params) -> list[Output]:
     models = ctx.models
-    budget = ctx.decoding.max_new_tokens
+    budget = ctx.sampling().max_new_tokens
     rounds = math.ceil(budget / params.patch_size)
     mode = params.selector_mode
     given = params.selector if params.selector is not None else ctx.role("selector")

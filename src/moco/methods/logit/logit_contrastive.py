@@ -26,7 +26,7 @@ from moco.context import Output, RunContext
 from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities
-from moco.models.fused import Combine, FusedBackend, Member
+from moco.models.fused import Combine, fused_model
 from moco.selection import ranking
 
 
@@ -133,8 +133,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.plausibility is not None:
         key += f":plausibility={params.plausibility}"
         info["plausibility"] = params.plausibility
-    members = [Member(h.name, ctx.local(h).backend, h.role_prompt) for h in chosen]
-    handle = ctx.add_model(f"logit_{params.mode}", FusedBackend(members, combine, key))
+    handle = fused_model(ctx, f"logit_{params.mode}", chosen, combine, key)
     with ctx.phase("test"):
         rs = await ctx.ask(handle, [ex.prompt for ex in ctx.task.test], tag=params.mode)
     ctx.metrics["logit"] = info

@@ -18,7 +18,7 @@ from moco.context import Output, RunContext
 from moco.errors import ConfigError
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities
-from moco.models.fused import Combine, FusedBackend, Member
+from moco.models.fused import Combine, fused_model
 
 
 class Params(MethodParams):
@@ -56,10 +56,8 @@ def _validate(params: Params, pool) -> list[str]:
 async def run(ctx: RunContext, params: Params) -> list[Output]:
     raw = params.weights or [1.0] * len(ctx.models)
     weights = [w / sum(raw) for w in raw]
-    members = [Member(h.name, ctx.local(h).backend, h.role_prompt) for h in ctx.models]
-    key = f"fusion:{params.space}:{weights}"
-    fused = FusedBackend(members, average(weights, params.space), key)
-    handle = ctx.add_model("logit_fusion", fused)
+    handle = fused_model(ctx, "logit_fusion", ctx.models, average(weights, params.space),
+                         f"fusion:{params.space}:{weights}")
     with ctx.phase("test"):
         rs = await ctx.ask(handle, [ex.prompt for ex in ctx.task.test], tag="fusion")
     names = [h.name for h in ctx.models]
