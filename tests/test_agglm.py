@@ -106,8 +106,8 @@ def test_adapter_key_depends_on_task_models_and_settings():
     def ctx(task="a", fps=("m1", "m2")):
         dev = [Example("same-id", i, "dev", "p", "p", str(i)) for i in range(2)]
         fp = dict(zip(["x", "y", "agg"], [*fps, "agg"]))
-        return SimpleNamespace(task=SimpleNamespace(name=task, task_type="exact_match"), dev=dev, seed=0,
-                               pool=SimpleNamespace(fingerprint=lambda h: fp[h.name]))
+        return SimpleNamespace(task=SimpleNamespace(name=task, task_type="exact_match", dev=dev), seed=0,
+                               local=lambda h: SimpleNamespace(fingerprint=fp[h.name]))
 
     hs = [SimpleNamespace(name=n) for n in ("x", "y")]
     agg = SimpleNamespace(name="agg")
