@@ -26,7 +26,7 @@ from moco.failures import Failures, account
 from moco.models.base import GenRequest, GenResult, Message, SamplingParams, with_role_prompt
 from moco.models.pool import ModelHandle, ModelPool
 from moco.progress import Progress
-from moco.scoring.base import Scorer, ScoreResult
+from moco.scoring.base import BoundModels, Scorer, ScoreResult, run_batch
 from moco.tasks.base import Example, Task
 from moco.trace import CallRecorder
 
@@ -73,8 +73,8 @@ class RunContext:
         self.extra_metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
         self._batch_id = 0
         self._results_lock = threading.Lock()
-        if hasattr(scorer, "bind"):  # model-based scorers (judge, reward) call their role through this context
-            scorer.bind(self)
+        if hasattr(scorer, "bind"):  # model-based scorers (judge, reward): this run's generation and roles only
+            scorer.bind(self._scorer_generate, BoundModels(pool, self.role, self.sampling))
 
     # ------------------------------------------------------------------ models and data
     @property
@@ -290,14 +290,19 @@ class RunContext:
 
     # ------------------------------------------------------------------ scoring and dev selection
     def score(self, example: Example, text: str) -> ScoreResult:
-        return self.scorer.score(example, text)
+        """One item (a model-based scorer: a batch of one, phase "score"; prefer `score_many`)."""
+        if getattr(self.scorer, "role", None) is None:
+            return self.scorer.score(example, text)
+        return self.score_many([example], [text])[0]
 
     def score_many(self, examples: Sequence[Example], texts: Sequence[str]) -> list[ScoreResult]:
         """Score many responses at once (a judge or reward model is called in one batch, phase "score")."""
-        from moco.scoring.base import score_many
-
         with self.phase("score"):
-            return score_many(self.scorer, self, examples, texts)
+            return run_batch(self.scorer, examples, texts)
+
+    async def _scorer_generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
+        """The `Generate` a scorer is bound to (transitional: the synchronous `generate`, awaited)."""
+        return self.generate(calls, tag=tag)
 
     def dev_scores(self) -> list[float]:
         """Mean dev score of every model (generated once per run and cached; ties keep pool order). Dev answers

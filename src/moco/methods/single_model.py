@@ -11,6 +11,7 @@ from pydantic import Field
 
 from moco.context import Output, RunContext
 from moco.methods.registry import MethodParams, method
+from moco.scoring.base import ScoreResult
 
 
 class Params(MethodParams):
@@ -30,9 +31,16 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         answers = ctx.answer_all(ctx.test)
     per_model_scores = {}
     # item_scores[m][j]: each model's score on each test item (None without a gold answer); the per-item
-    # record lets analyses (collaborative emergence) tell which items no single model solves
-    item_scores = {m.name: [ctx.score(ex, answers[m.index][j].text) if ex.answer is not None else None
-                            for j, ex in enumerate(ctx.test)] for m in ctx.models}
+    # record lets analyses (collaborative emergence) tell which items no single model solves. Each model's
+    # answers are one scoring batch (a judge: one call per model, not per item; a group rule such as
+    # CultureBench's applies within one model's answers, as it does to the run's output)
+    gold = [j for j, ex in enumerate(ctx.test) if ex.answer is not None]
+    item_scores: dict[str, list[ScoreResult | None]] = {}
+    for m in ctx.models:
+        got = ctx.score_many([ctx.test[j] for j in gold], [answers[m.index][j].text for j in gold]) if gold else []
+        item_scores[m.name] = [None] * len(ctx.test)
+        for j, r in zip(gold, got):
+            item_scores[m.name][j] = r
     for m in ctx.models:  # a failed call is no score, not 0 (the run reports it, see failures.py)
         scored = [item_scores[m.name][j].score for j in range(len(ctx.test))
                   if item_scores[m.name][j] is not None and not answers[m.index][j].failed]
