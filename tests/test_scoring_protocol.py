@@ -157,3 +157,34 @@ def test_the_judge_compared_with_rules_gets_them_at_build_time():
     report = judge.comparison(exs, got)
     assert report["judge_yes_rules_no"] == 1 and report["items"] == [exs[1].uid]
     assert scorer_for("reward_model", "x", "llm_judge_vs_rules").rules is None  # its own scorer is a model
+
+
+def test_ctrl_c_during_a_blocking_judge_call_interrupts_it_at_once():
+    """The synchronous bridge must not hold a Ctrl-C until the model call ends (asyncio.run's handler would)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals arrive in the main thread")
+    finished = []
+
+    class Blocking(FakeGenerate):
+        async def __call__(self, calls, tag=""):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # a synchronous model call of 5 s: the interrupt must cut it
+                time.sleep(0.05)
+            finished.append(True)
+            return [Response("Final Decision: Yes", "judge") for _ in calls]
+
+    judge = LLMJudgeScorer()
+    bound_to(judge, Blocking(lambda c: ""))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    t0 = time.time()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(judge, items(2), ["2", "3"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not finished and time.time() - t0 < 2.0

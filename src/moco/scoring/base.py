@@ -169,12 +169,26 @@ def missing_role_message(scorer: str, role: str) -> str:
 
 def run_batch(scorer: Any, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
     """Score a batch from synchronous code (no event loop running in this thread): `score_batch` when the scorer
-    has one, else item by item. Transitional: async callers await `scorer.score_batch` directly."""
+    has one, else item by item; a rule-based scorer runs without an event loop. Transitional: async callers
+    await `scorer.score_batch` directly."""
     faults.hit("score.batch")
     if not examples:
         return []
     if getattr(scorer, "role", None) is None and hasattr(scorer, "score_all"):
         return list(scorer.score_all(examples, responses))  # no model: no event loop needed
     if hasattr(scorer, "score_batch"):
-        return list(asyncio.run(scorer.score_batch(examples, responses)))
+        return list(_run(scorer.score_batch(examples, responses)))
     return [scorer.score(ex, r) for ex, r in zip(examples, responses)]
+
+
+def _run(coro: Awaitable[list[ScoreResult]]) -> list[ScoreResult]:
+    """Run a coroutine on a private event loop. Not `asyncio.run`: its Ctrl-C handler only cancels the task, so
+    a Ctrl-C during a blocking (synchronous) model call would wait for the call to end; here it interrupts."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
