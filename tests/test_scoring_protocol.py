@@ -188,3 +188,37 @@ def test_ctrl_c_during_a_blocking_judge_call_interrupts_it_at_once():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert not finished and time.time() - t0 < 2.0
+
+
+def test_async_code_scores_a_split_inside_its_own_loop_in_one_call_and_phase():
+    """What an async runner does: `await score_items_async(...)` on its running loop; the judge's one call
+    happens inside the phase "score"; items the method answered itself and failed items are not sent."""
+    from contextlib import contextmanager
+
+    from moco.scoring.evaluate import score_items_async
+
+    phases: list[str] = []
+    seen: list[list[str]] = []
+
+    class Run:
+        @contextmanager
+        def phase(self, name):
+            phases.append(name)
+            yield
+
+    class InPhase(FakeGenerate):
+        async def __call__(self, calls, tag=""):
+            seen.append(list(phases))
+            return await super().__call__(calls, tag)
+
+    gen = InPhase(lambda c: "Final Decision: Yes")
+    judge = LLMJudgeScorer()
+    bound_to(judge, gen)
+
+    async def runner():
+        return await score_items_async(judge, Run(), items(4), ["1", "2", "3", "4"],
+                                       use_answer=[False, True, False, False], failed=[False, False, False, True])
+
+    got = asyncio.run(runner())
+    assert len(gen.batches) == 1 and len(gen.batches[0][0]) == 2 and seen == [["score"]]
+    assert [r is None for r in got] == [False, False, False, True]

@@ -7,15 +7,16 @@ responses)`, the one entry point of a run: a rule-based scorer maps it to `score
 
 A model-based scorer never sees the run: it is bound (`bind(generate, models)`) to a `Generate` (the run's
 batched, cached, traced generation: `async (calls, tag) -> responses`) and a `RoleModels` (the model bound to
-its config `role`, the run's decoding defaults). `run_batch` is the synchronous bridge for code that is not
-async yet (`moco score`, `RunContext.score_many`); it goes away once its callers await `score_batch`.
+its config `role`, the run's decoding defaults). Async code scores with `await score_with(scorer, examples,
+responses)`; `run_batch` / `run_sync` are the synchronous bridges for code that is not async yet (`moco score`,
+`RunContext.score_many`), and go away once their callers await.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from moco import faults
 from moco.calls import Call, Response
@@ -25,6 +26,8 @@ from moco.tasks.base import Example
 
 if TYPE_CHECKING:
     from moco.models.pool import ModelHandle, ModelPool
+
+T = TypeVar("T")
 
 Generate = Callable[[Sequence[Call], str], Awaitable[list[Response]]]
 """The generation a scorer may use: `await generate(calls, tag)` -> one response per call, in order."""
@@ -167,23 +170,29 @@ def missing_role_message(scorer: str, role: str) -> str:
     return f"scorer '{scorer}' needs a model bound to the role '{role}' in the config (e.g. {example})"
 
 
-def run_batch(scorer: Any, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
-    """Score a batch from synchronous code (no event loop running in this thread): `score_batch` when the scorer
-    has one, else item by item; a rule-based scorer runs without an event loop. Transitional: async callers
-    await `scorer.score_batch` directly."""
+async def score_with(scorer: Any, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
+    """Score a batch with any scorer, from async code: its `score_batch` when it has one, else item by item."""
     faults.hit("score.batch")
     if not examples:
         return []
-    if getattr(scorer, "role", None) is None and hasattr(scorer, "score_all"):
-        return list(scorer.score_all(examples, responses))  # no model: no event loop needed
     if hasattr(scorer, "score_batch"):
-        return list(_run(scorer.score_batch(examples, responses)))
+        return list(await scorer.score_batch(examples, responses))
     return [scorer.score(ex, r) for ex, r in zip(examples, responses)]
 
 
-def _run(coro: Awaitable[list[ScoreResult]]) -> list[ScoreResult]:
-    """Run a coroutine on a private event loop. Not `asyncio.run`: its Ctrl-C handler only cancels the task, so
-    a Ctrl-C during a blocking (synchronous) model call would wait for the call to end; here it interrupts."""
+def run_batch(scorer: Any, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
+    """`score_with` from synchronous code (no event loop running in this thread); a rule-based scorer runs
+    without an event loop. Transitional: async callers await `score_with` (or `scorer.score_batch`)."""
+    if getattr(scorer, "role", None) is None and hasattr(scorer, "score_all"):
+        faults.hit("score.batch")
+        return list(scorer.score_all(examples, responses)) if examples else []  # no model: no event loop needed
+    return run_sync(score_with(scorer, examples, responses))
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end on a private event loop, from synchronous code. Not `asyncio.run`: its Ctrl-C
+    handler only cancels the task, so a Ctrl-C during a blocking (synchronous) model call would wait for the
+    call to end; here it interrupts it."""
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(coro)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
-from moco.scoring.base import ScoreResult, run_batch
+from moco.scoring.base import ScoreResult, run_sync, score_with
 from moco.scoring.stats import summarize
 from moco.tasks.base import Example
 
@@ -22,13 +22,14 @@ def is_generation_only(scorer: Any) -> bool:
     return getattr(scorer, "name", "") == "generation_only"
 
 
-def score_items(scorer: Any, ctx: Phases | None, examples: Sequence[Example], texts: Sequence[str],
-                answers: Sequence[str | None] | None = None, use_answer: Sequence[bool] | None = None,
-                failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
+async def score_items_async(scorer: Any, ctx: Phases | None, examples: Sequence[Example], texts: Sequence[str],
+                            answers: Sequence[str | None] | None = None, use_answer: Sequence[bool] | None = None,
+                            failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
     """One result per example (None for generation-only tasks). Items whose method already extracted the
     answer (`use_answer`) are scored with `score_answer`; the rest go to the scorer as one batch (a judge: one
-    batched call through the generation it is bound to), inside the phase "score" when a run is given. A failed output is not scored (None): a failure is not a wrong
-    answer, so it is left out of the score and counted as failed."""
+    batched call through the generation it is bound to), inside the phase "score" when a run is given. A
+    failed output is not scored (None): a failure is not a wrong answer, so it is left out of the score and
+    counted as failed."""
     n = len(examples)
     if is_generation_only(scorer):
         return [None] * n
@@ -43,10 +44,17 @@ def score_items(scorer: Any, ctx: Phases | None, examples: Sequence[Example], te
     if batch:
         exs, txts = [examples[i] for i in batch], [texts[i] for i in batch]
         with ctx.phase("score") if ctx is not None else nullcontext():
-            got = run_batch(scorer, exs, txts)
+            got = await score_with(scorer, exs, txts)
         for i, r in zip(batch, got):
             results[i] = r
     return results
+
+
+def score_items(scorer: Any, ctx: Phases | None, examples: Sequence[Example], texts: Sequence[str],
+                answers: Sequence[str | None] | None = None, use_answer: Sequence[bool] | None = None,
+                failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
+    """`score_items_async` from synchronous code (transitional: no event loop may be running in this thread)."""
+    return run_sync(score_items_async(scorer, ctx, examples, texts, answers, use_answer, failed))
 
 
 def summarize_results(scorer: Any, examples: Sequence[Example], results: Sequence[ScoreResult | None],
