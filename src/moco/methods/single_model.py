@@ -39,11 +39,11 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     for m in ctx.models:
         got = ctx.score_many([ctx.test[j] for j in gold], [answers[m.index][j].text for j in gold]) if gold else []
         item_scores[m.name] = [None] * len(ctx.test)
-        for j, r in zip(gold, got):
-            item_scores[m.name][j] = r
+        for j, res in zip(gold, got):
+            item_scores[m.name][j] = res
     for m in ctx.models:  # a failed call is no score, not 0 (the run reports it, see failures.py)
-        scored = [item_scores[m.name][j].score for j in range(len(ctx.test))
-                  if item_scores[m.name][j] is not None and not answers[m.index][j].failed]
+        scored = [res.score for j, res in enumerate(item_scores[m.name])
+                  if res is not None and not answers[m.index][j].failed]
         if scored:
             per_model_scores[m.name] = sum(scored) / len(scored)
     if per_model_scores:
