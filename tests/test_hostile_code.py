@@ -127,7 +127,7 @@ def test_hostile_completions_fail_and_touch_nothing(tmp_path, monkeypatch):
     scorer = CodeExecutionScorer(limits=TIGHT, workers=2)
     names = ["control", *hostile]
     t0 = time.time()
-    results = scorer.score_batch(None, [ex] * len(names), [completion("pass")] + [completion(a) for a in hostile.values()])
+    results = scorer.score_all([ex] * len(names), [completion("pass")] + [completion(a) for a in hostile.values()])
     elapsed = time.time() - t0
     stop.set()
     t.join()
@@ -249,7 +249,7 @@ def test_every_cheat_family_scores_zero(monkeypatch):
     names = ["honest", "constant", *CHEATS]
     responses = ["```python\ndef sort_list(xs):\n    return sorted(xs)\n```", CONSTANT_CHEAT,
                  *[cheat_response(f, "sort_list") for f in CHEATS]]
-    res = scorer.score_batch(None, [item] * len(names), responses)
+    res = scorer.score_all([item] * len(names), responses)
     tally("hostile completions tried", len(names) - 1)
     assert res[0].score == 1.0, res[0].detail
     passed = [n for n, r in zip(names[1:], res[1:]) if r.score != 0.0]
@@ -266,7 +266,7 @@ def test_cheats_score_zero_on_real_items(dataset, data_dir):
     scorer = CodeExecutionScorer(limits=SandboxLimits(timeout_s=10, memory_mb=512), workers=2)
     pairs = [(e, CONSTANT_CHEAT) for e in items] + [(e, cheat_response(f, entry_point(e))) for e in items
                                                      for f in CHEATS]
-    res = scorer.score_batch(None, [e for e, _ in pairs], [r for _, r in pairs])
+    res = scorer.score_all([e for e, _ in pairs], [r for _, r in pairs])
     tally("hostile completions tried", len(pairs))
     assert sum(r.score for r in res) == 0, [(e.id, r.detail) for (e, _), r in zip(pairs, res) if r.score]
 

@@ -185,7 +185,7 @@ test = "def check(candidate):\\n    assert candidate([3, 1, 2]) == [1, 2, 3]\\n 
 item = Example("1", 0, "test", "def sort_list(xs):\\n    pass\\n", "", None, None, {{"test": test, "entry_point": "sort_list"}})
 responses = ["```python\\ndef sort_list(xs):\\n    return sorted(xs)\\n```", CONSTANT_CHEAT,
              *[cheat_response(f, "sort_list") for f in CHEATS]]
-res = CodeExecutionScorer(limits=L, workers=2).score_batch(None, [item] * len(responses), responses)
+res = CodeExecutionScorer(limits=L, workers=2).score_all([item] * len(responses), responses)
 print(json.dumps({{"outcomes": {{k: [o.passed, o.stdout[-400:], o.stderr[-400:]] for k, o in zip(progs, outs)}},
                   "scores": [r.score for r in res], "isolation": sandbox.describe_isolation()}}))
 """

@@ -98,3 +98,31 @@ def test_the_cycles_named_in_issue_22_stay_gone_even_through_lazy_imports():
     assert not any(m.startswith("moco.context") for m in lazy["moco.scoring.base"])
     assert not any(m.startswith("moco.scoring") for m in lazy["moco.tasks.registry"])
     assert "moco.tasks.datasets" in lazy["moco.scoring.registry"]
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others; not through the top package `moco`, whose
+    lazy re-exports (`moco.run`, `moco.score`...) name the whole public API (`from moco import __version__`
+    is not an import of the runner)."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                if nxt != "moco":
+                    todo.append(nxt)
+    return seen
+
+
+def test_scoring_reaches_no_run_context_and_the_two_registries_do_not_reach_each_other():
+    """Transitively, counting imports inside functions: no scoring module reaches moco.context (scorers are
+    bound to a Generate, `moco score`'s run context lives in moco.score_context), and neither registry
+    reaches the other (tasks.registry may not need scoring to load a task)."""
+    lazy = import_graph(_modules(), lazy=True)
+    scoring = [m for m in lazy if m.startswith("moco.scoring")]
+    assert len(scoring) > 15
+    assert {m for m in scoring if "moco.context" in _reach(lazy, m)} == set()
+    assert "moco.scoring.registry" not in _reach(lazy, "moco.tasks.registry")
+    assert "moco.tasks.registry" not in _reach(lazy, "moco.scoring.registry")
+    assert "moco.context" in _reach(lazy, "moco.score_context")  # the check sees what it looks for

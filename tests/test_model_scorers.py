@@ -205,9 +205,9 @@ def test_embedding_diversity_with_the_embedded_encoder(sample_data):
     items = task.test[:4]
     copy = [references(e)[0] for e in items]
     unrelated = ["The mitochondria is the powerhouse of the cell; ATP synthase turns protons into energy."] * 4
-    a = scorer.score_batch(None, items, copy)
-    b = scorer.score_batch(None, items, unrelated)
-    c = scorer.score_batch(None, items, [""] * 4)
+    a = scorer.score_all(items, copy)
+    b = scorer.score_all(items, unrelated)
+    c = scorer.score_all(items, [""] * 4)
     assert all(0.0 <= r.score <= 2.0 for r in a + b)  # 1 - cosine
     assert sum(r.score for r in a) < sum(r.score for r in b)
     assert all(r.score == 0.0 and r.extracted is None for r in c)

@@ -91,7 +91,7 @@ def test_explicit_opt_in_runs_unsandboxed_with_the_same_checker(monkeypatch, bas
     e = ex(STUB, ADD_TEST)
     responses = ["```python\ndef add(a, b):\n    return a + b\n```", "    return a - b\n",
                  "```python\nclass T:\n    def __eq__(self, o):\n        return True\n\ndef add(a, b):\n    return T()\n```"]
-    assert [r.score for r in scorer.score_batch(None, [e] * 3, responses)] == [1.0, 0.0, 0.0]
+    assert [r.score for r in scorer.score_all([e] * 3, responses)] == [1.0, 0.0, 0.0]
     monkeypatch.delenv("MOCO_UNSAFE_CODE_EXECUTION")
     assert CodeExecutionScorer(limits=TIGHT, unsafe_code_execution=True).score(e, responses[0]).score == 1.0
 
@@ -339,7 +339,7 @@ def test_code_response_corpus_on_real_rows():
             responses.append(text)
             expected.append(want)
             names.append(f"{r['dataset']} {r['id']}: {name}")
-    got = scorer.score_batch(None, exs, responses)
+    got = scorer.score_all(exs, responses)
     wrong = [(n, res.note) for n, res, want in zip(names, got, expected) if res.score != want]
     assert not wrong, wrong
     assert len(responses) >= 6 * 10  # every family on every row

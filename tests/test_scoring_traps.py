@@ -153,7 +153,7 @@ def test_culturebench_group_rule_all_or_nothing(data_dir):
     right = [f"Answer: {e.answer}" for e in rows]
     wrong_one = right[:]
     wrong_one[0] = "Answer: " + ("False" if rows[0].answer == "True" else "True")
-    res = scorer.score_batch(None, rows, wrong_one)
+    res = scorer.score_all(rows, wrong_one)
     assert [r.score for r in res] == [0.0] * 4 + [1.0] * 4
     assert res[1].detail["row_score"] == 1.0  # the row itself was right; its question was not
     summary = scorer.group_summary(rows, res)

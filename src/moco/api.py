@@ -185,7 +185,8 @@ def score(task: str, predictions: Sequence[str] | Sequence[Mapping[str, Any]] | 
 
     from moco.config import TaskSettings
     from moco.scoring import scorer_for
-    from moco.scoring.predictions import score_predictions, scoring_context
+    from moco.score_context import scoring_context
+    from moco.scoring.predictions import score_predictions
     from moco.tasks.registry import load_task
 
     if split not in ("test", "dev"):

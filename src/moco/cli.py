@@ -139,7 +139,8 @@ def score(
     from moco.records_schema import ScoredRecord
     from moco.rundir import write_json, write_jsonl
     from moco.scoring import scorer_for
-    from moco.scoring.predictions import score_predictions, scoring_context
+    from moco.score_context import scoring_context
+    from moco.scoring.predictions import score_predictions
     from moco.tasks.registry import load_task
 
     if split not in ("test", "dev"):

@@ -21,9 +21,9 @@ from moco.calls import Call, Response
 from moco.config import GenerationSettings, ModelSpec
 from moco.gateway import Gateway
 from moco.models.base import Capabilities, SamplingParams
-from moco.models.pool import ModelHandle, ModelPool
+from moco.models.pool import LocalModel, ModelHandle, ModelPool
 from moco.progress import Progress
-from moco.scoring.base import Scorer, ScoreResult
+from moco.scoring.base import BoundModels, Scorer, ScoreResult, score_with
 from moco.tasks.base import Example, Task
 from moco.trace import CallRecorder
 
@@ -39,43 +39,6 @@ class Output:
     use_answer: bool = False
     trace: dict[str, Any] | None = None
     failed: bool = False
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """In-process access to one model, for what is not generation: its weights or next-token logits (weight
-    and logit methods), its fingerprint (to key trained artifacts), device and files (training)."""
-
-    handle: ModelHandle
-    _pool: ModelPool
-
-    @property
-    def backend(self) -> Any:
-        """The loaded backend (loads it on first use, once per process)."""
-        return self._pool.backend(self.handle)
-
-    @property
-    def fingerprint(self) -> str:
-        return self._pool.fingerprint(self.handle)
-
-    @property
-    def device(self) -> str | None:
-        return self._pool.device_for(self.handle)
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """What its backend can do (declared by its kind; nothing loaded)."""
-        return self._pool.capabilities(self.handle)
-
-    @property
-    def preloaded(self) -> Any:
-        """The ready in-memory backend given for this model (tests, merged weights), or None."""
-        return self._pool.overrides.get(self.handle.spec.model)
-
-    @property
-    def path(self) -> str:
-        """The local folder of a Hugging Face model (embedded models are converted first), e.g. to train it."""
-        return self._pool.source_path(self.handle)
 
 
 class RunContext:
@@ -95,8 +58,8 @@ class RunContext:
         self.artifacts_dir = artifacts_dir
         self._roles = roles or {}
         self.metrics: dict[str, Any] = {}  # method-specific figures merged into metrics.json
-        if hasattr(scorer, "bind"):  # model-based scorers (judge, reward) call their role through this context
-            scorer.bind(self)
+        if hasattr(scorer, "bind"):  # model-based scorers (judge, reward): this run's generation and roles only
+            scorer.bind(self.generate, BoundModels(self.role, self.sampling, self.local, self.add_model))
 
     # ------------------------------------------------------------------ models and data
     @property
@@ -139,14 +102,13 @@ class RunContext:
     def phase(self, name: str) -> Iterator[None]:
         """Account calls and wall time to `name` (dev, test or score) inside the block."""
         rec = self._gw.recorder
-        prev = rec.phase
-        rec.phase = name
+        token = rec.enter(name)
         t0 = time.time()
         try:
             yield
         finally:
             rec.stats(name).wall_s += time.time() - t0
-            rec.phase = prev
+            rec.leave(token)
 
     # ------------------------------------------------------------------ generation
     async def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
@@ -170,7 +132,5 @@ class RunContext:
     # ------------------------------------------------------------------ scoring
     async def score(self, examples: Sequence[Example], texts: Sequence[str]) -> list[ScoreResult]:
         """Score many responses at once (a judge or reward model is called in one batch, phase "score")."""
-        from moco.scoring.base import score_many
-
         with self.phase("score"):
-            return score_many(self.scorer, self, examples, texts)
+            return await score_with(self.scorer, examples, texts)

@@ -31,7 +31,7 @@ from moco.rundir import (atomic_write, default_run_dir, hardware, manifest, star
                           write_json, write_jsonl)
 from moco.scoring import scorer_for
 from moco.scoring.base import Scorer, missing_role_message
-from moco.scoring.evaluate import prediction_row, score_items, summarize_results, unparsed_breakdown
+from moco.scoring.evaluate import prediction_row, score_items_async, summarize_results, unparsed_breakdown
 from moco.tasks.base import Task
 from moco.tasks.registry import load_task
 from moco.trace import CallRecorder
@@ -228,7 +228,7 @@ async def score_outputs(ctx: RunContext, gw: Gateway, outputs: list[Output], p: 
     tolerance = p.config.max_failed
     own = [o.failed for o in outputs]
     before = gw.failures(p.task, own, tolerance)
-    results = score_items(p.scorer, ctx, exs, [o.text for o in outputs], [o.answer for o in outputs],
+    results = await score_items_async(p.scorer, ctx, exs, [o.text for o in outputs], [o.answer for o in outputs],
                           [o.use_answer for o in outputs], [i in before.test_items for i in range(len(exs))])
     failures = gw.failures(p.task, own, tolerance)  # now with the scorer's failed calls (a judge that did not answer)
     failed = [i in failures.test_items for i in range(len(exs))]

@@ -7,12 +7,13 @@ one given by `model`); metrics also list each model's test score and the best of
 """
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 from pydantic import Field
 
 from moco.context import Output, RunContext
 from moco.methods.registry import MethodParams, method
+from moco.scoring.base import ScoreResult
 from moco.selection import dev_best
 
 
@@ -33,17 +34,21 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
         answers = await ctx.answer_all(ctx.task.test)
     per_model_scores = {}
     # item_scores[m][j]: each model's score on each test item (None without a gold answer); the per-item
-    # record lets analyses (collaborative emergence) tell which items no single model solves
+    # record lets analyses (collaborative emergence) tell which items no single model solves. Each model's
+    # answers are one scoring batch (a judge: one call per model, not per item; a group rule such as
+    # CultureBench's applies within one model's answers, as it does to the run's output)
+    gold = [j for j, ex in enumerate(ctx.task.test) if ex.answer is not None]
     test = ctx.task.test
-    gold = [j for j, ex in enumerate(test) if ex.answer is not None]
-    flat = await ctx.score([test[j] for _m in ctx.models for j in gold],
-                           [answers[m.index][j].text for m in ctx.models for j in gold])  # one batch
-    item_scores: dict[str, list[Any]] = {m.name: [None] * len(test) for m in ctx.models}
-    for k, (m, j) in enumerate((m, j) for m in ctx.models for j in gold):
-        item_scores[m.name][j] = flat[k]
+    batches = await asyncio.gather(*(ctx.score([test[j] for j in gold], [answers[m.index][j].text for j in gold])
+                                     for m in ctx.models)) if gold else [[] for _ in ctx.models]
+    item_scores: dict[str, list[ScoreResult | None]] = {}
+    for m, got in zip(ctx.models, batches):  # a batch per model; gathered, so a judge's calls still merge
+        item_scores[m.name] = [None] * len(test)
+        for j, res in zip(gold, got):
+            item_scores[m.name][j] = res
     for m in ctx.models:  # a failed call is no score, not 0 (the run reports it, see failures.py)
-        scored = [item_scores[m.name][j].score for j in range(len(ctx.task.test))
-                  if item_scores[m.name][j] is not None and not answers[m.index][j].failed]
+        scored = [res.score for j, res in enumerate(item_scores[m.name])
+                  if res is not None and not answers[m.index][j].failed]
         if scored:
             per_model_scores[m.name] = sum(scored) / len(scored)
     if per_model_scores:

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from moco.config import GenerationSettings, HardwareSettings, ModelSpec
 from moco.errors import ConfigError, ModelError, did_you_mean
@@ -378,3 +379,40 @@ def unload_all() -> None:
             b.close()
         RESIDENT.backends.clear()
         RESIDENT.sizes.clear()
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """In-process access to one model, for what is not generation: its weights or next-token logits (weight
+    and logit methods), its fingerprint (to key trained artifacts), device and files (training)."""
+
+    handle: ModelHandle
+    _pool: ModelPool
+
+    @property
+    def backend(self) -> Any:
+        """The loaded backend (loads it on first use, once per process)."""
+        return self._pool.backend(self.handle)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._pool.fingerprint(self.handle)
+
+    @property
+    def device(self) -> str | None:
+        return self._pool.device_for(self.handle)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What its backend can do (declared by its kind; nothing loaded)."""
+        return self._pool.capabilities(self.handle)
+
+    @property
+    def preloaded(self) -> Any:
+        """The ready in-memory backend given for this model (tests, merged weights), or None."""
+        return self._pool.overrides.get(self.handle.spec.model)
+
+    @property
+    def path(self) -> str:
+        """The local folder of a Hugging Face model (embedded models are converted first), e.g. to train it."""
+        return self._pool.source_path(self.handle)

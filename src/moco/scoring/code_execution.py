@@ -18,16 +18,12 @@ import ast
 import logging
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from moco.errors import ConfigError
 from moco.scoring.base import BaseScorer, ScoreResult
 from moco.scoring.code_extraction import extract_solution
 from moco.scoring.sandbox import CodeItem, RunOutcome, SandboxLimits, SandboxUnavailable, check_many, require_sandbox
 from moco.tasks.base import Example
-
-if TYPE_CHECKING:
-    from moco.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +111,7 @@ class CodeExecutionScorer(BaseScorer):
             detail["checked_beside_solution"] = True  # the tests could not run apart from the solution
         return ScoreResult(ok, code, strict=ok, note=outcome.reason, detail=detail)
 
-    def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
-                    responses: Sequence[str]) -> list[ScoreResult]:
+    def score_all(self, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
         items = [build_item(ex, r) for ex, r in zip(examples, responses)]
         todo = [i for i, it in enumerate(items) if it is not None]
         try:
@@ -131,7 +126,7 @@ class CodeExecutionScorer(BaseScorer):
         return [self._result(ex, r, outcomes.get(i)) for i, (ex, r) in enumerate(zip(examples, responses))]
 
     def score(self, example: Example, response: str) -> ScoreResult:
-        return self.score_batch(None, [example], [response])[0]
+        return self.score_all([example], [response])[0]
 
     def score_answer(self, example: Example, answer: str | None) -> ScoreResult:
         return self.score(example, answer or "")

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moco.scoring.base import BaseScorer, ScoreResult
 from moco.tasks.base import Example
-
-if TYPE_CHECKING:
-    from moco.context import RunContext
 
 _ENCODERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -59,8 +56,7 @@ class EmbeddingDiversityScorer(BaseScorer):
     def extract(self, example: Example, response: str) -> str | None:
         return response.strip() or None
 
-    def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
-                    responses: Sequence[str]) -> list[ScoreResult]:
+    def score_all(self, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
         import numpy as np
 
         texts = [self.extract(ex, r) for ex, r in zip(examples, responses)]
@@ -89,7 +85,7 @@ class EmbeddingDiversityScorer(BaseScorer):
         return out
 
     def score(self, example: Example, response: str) -> ScoreResult:
-        return self.score_batch(None, [example], [response])[0]
+        return self.score_all([example], [response])[0]
 
     def score_answer(self, example: Example, answer: str | None) -> ScoreResult:
         return self.score(example, answer or "")

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
-from moco.scoring.base import ScoreResult, score_many
+from moco import aio
+from moco.scoring.base import ScoreResult, score_with
 from moco.scoring.stats import summarize
 from moco.tasks.base import Example
 
-if TYPE_CHECKING:
-    from moco.context import RunContext
+
+class Phases(Protocol):
+    """What scoring uses of a run: the phase its model calls are accounted to (a `RunContext` is one)."""
+
+    def phase(self, name: str) -> AbstractContextManager[None]: ...
 
 
 def is_generation_only(scorer: Any) -> bool:
     return getattr(scorer, "name", "") == "generation_only"
 
 
-def score_items(scorer: Any, ctx: "RunContext | None", examples: Sequence[Example], texts: Sequence[str],
-                answers: Sequence[str | None] | None = None, use_answer: Sequence[bool] | None = None,
-                failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
+async def score_items_async(scorer: Any, ctx: Phases | None, examples: Sequence[Example], texts: Sequence[str],
+                            answers: Sequence[str | None] | None = None, use_answer: Sequence[bool] | None = None,
+                            failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
     """One result per example (None for generation-only tasks). Items whose method already extracted the
-    answer (`use_answer`) are scored with `score_answer`; the rest go to the scorer as one batch, inside the
-    phase "score" when there is a run context. A failed output is not scored (None): a failure is not a wrong
-    answer, so it is left out of the score and counted as failed."""
+    answer (`use_answer`) are scored with `score_answer`; the rest go to the scorer as one batch (a judge: one
+    batched call through the generation it is bound to), inside the phase "score" when a run is given. A
+    failed output is not scored (None): a failure is not a wrong answer, so it is left out of the score and
+    counted as failed."""
     n = len(examples)
     if is_generation_only(scorer):
         return [None] * n
@@ -38,14 +44,18 @@ def score_items(scorer: Any, ctx: "RunContext | None", examples: Sequence[Exampl
             results[i] = scorer.score_answer(examples[i], answers[i])
     if batch:
         exs, txts = [examples[i] for i in batch], [texts[i] for i in batch]
-        if ctx is not None:
-            with ctx.phase("score"):
-                got = score_many(scorer, ctx, exs, txts)
-        else:
-            got = score_many(scorer, None, exs, txts)
+        with ctx.phase("score") if ctx is not None else nullcontext():
+            got = await score_with(scorer, exs, txts)
         for i, r in zip(batch, got):
             results[i] = r
     return results
+
+
+def score_items(scorer: Any, ctx: Phases | None, examples: Sequence[Example], texts: Sequence[str],
+                answers: Sequence[str | None] | None = None, use_answer: Sequence[bool] | None = None,
+                failed: Sequence[bool] | None = None) -> list[ScoreResult | None]:
+    """`score_items_async` from synchronous code (transitional: no event loop may be running in this thread)."""
+    return aio.run(score_items_async(scorer, ctx, examples, texts, answers, use_answer, failed))
 
 
 def summarize_results(scorer: Any, examples: Sequence[Example], results: Sequence[ScoreResult | None],
@@ -65,6 +75,10 @@ def summarize_results(scorer: Any, examples: Sequence[Example], results: Sequenc
     out["strict_score"] = (sum(strict) / len(strict)) if strict else None
     if hasattr(scorer, "group_summary") and scored:
         out["groups"] = scorer.group_summary([s[0] for s in scored], [s[1] for s in scored], seed=seed)
+    if hasattr(scorer, "comparison") and scored:  # llm_judge_vs_rules: where the judge and the rules disagree
+        report = scorer.comparison([s[0] for s in scored], [s[1] for s in scored])
+        if report is not None:
+            out["judge_vs_rules"] = report
     if out["score"] is not None and isinstance(out["score"], float) and math.isnan(out["score"]):
         out["score"] = None
     return out

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from moco.scoring.base import BaseScorer, ScoreResult, score_many
+from moco.scoring.base import BaseScorer, ScoreResult
 from moco.scoring.stats import summarize
 from moco.tasks.base import Example
-
-if TYPE_CHECKING:
-    from moco.context import RunContext
 
 
 class AllCorrectPerGroup(BaseScorer):
@@ -55,9 +52,24 @@ class AllCorrectPerGroup(BaseScorer):
                 r.strict = float(all_strict)
         return results
 
-    def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
-                    responses: Sequence[str]) -> list[ScoreResult]:
-        return self.apply(examples, score_many(self.inner, ctx, examples, responses))
+    def score_all(self, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
+        inner = getattr(self.inner, "score_all", None)
+        return self.apply(examples, list(inner(examples, responses)) if inner else
+                          [self.inner.score(ex, r) for ex, r in zip(examples, responses)])
+
+    async def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
+        if not hasattr(self.inner, "score_batch"):
+            return self.score_all(examples, responses)
+        return self.apply(examples, list(await self.inner.score_batch(examples, responses)))
+
+    def bind(self, generate: Any, models: Any) -> None:
+        """Bind the wrapped scorer when it calls a model."""
+        if hasattr(self.inner, "bind"):
+            self.inner.bind(generate, models)
+
+    def comparison(self, examples: Sequence[Example], results: Sequence[ScoreResult]) -> dict[str, Any] | None:
+        compare = getattr(self.inner, "comparison", None)
+        return compare(examples, results) if compare else None
 
     def score(self, example: Example, response: str) -> ScoreResult:
         """One row alone: its own correctness (a group rule needs the whole batch)."""

@@ -13,23 +13,21 @@ When to use it: for free-form answers no rule can compare (an explanation, a pro
 where the gold is a formula), for datasets without a rule-based scorer, or to audit one. The rule-based
 scorers are deterministic, free and measured on the corpus of tests/scorer_corpus.py; a judge is another
 model's opinion, with its own errors and cost. `llm_judge_vs_rules` (off by default: choose it with
-`task.scorer: llm_judge_vs_rules`) scores with the judge and also with the dataset's own rule-based scorer,
-and reports where they disagree: `detail["rule_score"]` per item, and `judge_vs_rules` in metrics.json (how
-many items, which way, the first item ids) so a reader can look at the answers behind the disagreement.
+`task.scorer: llm_judge_vs_rules`) scores with the judge and also with the dataset's own rule-based scorer
+(given to it as `rules` when the scorer is built for a task), and reports where they disagree:
+`detail["rule_score"]` per item, and `judge_vs_rules` in metrics.json (how many items, which way, the first
+item ids) so a reader can look at the answers behind the disagreement.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
-from moco.scoring.base import ModelScorer, ScoreResult
+from moco.scoring.base import ModelScorer, Scorer, ScoreResult
 from moco.scoring.extract import answer_span
 from moco.scoring.short_answer import aliases
 from moco.tasks.base import Example
-
-if TYPE_CHECKING:
-    from moco.context import RunContext
 
 JUDGE_PROMPT = """You are grading a student's final answer against a reference answer.
 
@@ -82,6 +80,7 @@ class LLMJudgeScorer(ModelScorer):
         self.max_new_tokens = max_new_tokens
         self.max_answer_chars = max_answer_chars
         self.compare_rules = compare_rules
+        self.rules: Scorer | None = None  # the task's rule-based scorer, set by `scorer_for` when comparing
 
     def extract(self, example: Example, response: str) -> str | None:
         span = answer_span(response)
@@ -91,11 +90,10 @@ class LLMJudgeScorer(ModelScorer):
     def prompt(self, example: Example, answer: str) -> str:
         return JUDGE_PROMPT.format(question=question_text(example), reference=reference_text(example), answer=answer)
 
-    def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
-                    responses: Sequence[str]) -> list[ScoreResult]:
+    async def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
         answers = [self.extract(ex, r) for ex, r in zip(examples, responses)]
         todo = {i: self.prompt(examples[i], a) for i, a in enumerate(answers) if a is not None}
-        verdicts = self.ask(self.require(ctx), todo, parse_decision, self.max_new_tokens) if todo else {}
+        verdicts = await self.ask(todo, parse_decision, self.max_new_tokens)
         out = []
         for i, ans in enumerate(answers):
             if ans is None:
@@ -104,35 +102,22 @@ class LLMJudgeScorer(ModelScorer):
             ok, raw = verdicts[i]
             label = "unparsed" if ok is None else ("yes" if ok else "no")
             out.append(ScoreResult(float(bool(ok)), ans, strict=float(bool(ok)), detail={"verdict": label, "judge": raw}))
-        if self.compare_rules:
-            self._compare(ctx, examples, responses, out)
+        if self.compare_rules and self.rules is not None:
+            for ex, text, res in zip(examples, responses, out):
+                r = self.rules.score(ex, text)
+                res.detail = {**res.detail, "rule_score": r.score, "rule_extracted": r.extracted}
         return out
 
-    def _compare(self, ctx: "RunContext | None", examples: Sequence[Example], responses: Sequence[str],
-                 results: list[ScoreResult]) -> None:
-        """Score the same responses with the task's rule-based scorer; record where the two disagree."""
-        from moco.scoring.registry import scorer_for
-
-        task = getattr(ctx, "task", None)
-        if task is None:
-            return
-        rules = scorer_for(task.task_type, task.name)
-        if getattr(rules, "role", None) or rules.name == self.name:
-            return  # the task's own scorer calls a model too: nothing rule-based to compare with
-        judge_only, rules_only = [], []
-        for ex, text, res in zip(examples, responses, results):
-            r = rules.score(ex, text)
-            res.detail = {**res.detail, "rule_score": r.score, "rule_extracted": r.extracted}
-            if res.score == 1.0 and r.score != 1.0:
-                judge_only.append(ex.uid)
-            elif res.score != 1.0 and r.score == 1.0:
-                rules_only.append(ex.uid)
-        report = {"rule_scorer": rules.name, "n": len(results), "disagree": len(judge_only) + len(rules_only),
-                  "judge_yes_rules_no": len(judge_only), "judge_no_rules_yes": len(rules_only),
-                  "items": (judge_only + rules_only)[:50]}
-        extra = getattr(ctx, "extra_metrics", None)
-        if isinstance(extra, dict):
-            extra["judge_vs_rules"] = report
+    def comparison(self, examples: Sequence[Example], results: Sequence[ScoreResult]) -> dict[str, Any] | None:
+        """Where the judge and the rule-based scorer disagree on these scored items (None: no comparison)."""
+        if not self.compare_rules or self.rules is None:
+            return None
+        pairs = [(ex, res) for ex, res in zip(examples, results) if "rule_score" in res.detail]
+        judge_only = [ex.uid for ex, res in pairs if res.score == 1.0 and res.detail["rule_score"] != 1.0]
+        rules_only = [ex.uid for ex, res in pairs if res.score != 1.0 and res.detail["rule_score"] == 1.0]
+        return {"rule_scorer": self.rules.name, "n": len(pairs), "disagree": len(judge_only) + len(rules_only),
+                "judge_yes_rules_no": len(judge_only), "judge_no_rules_yes": len(rules_only),
+                "items": (judge_only + rules_only)[:50]}
 
 
 class LLMJudgeVersusRules(LLMJudgeScorer):

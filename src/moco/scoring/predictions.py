@@ -81,25 +81,3 @@ def score_predictions(task: Task, split: str, path: Path, scorer: Any, ctx: Any 
     if ctx is not None:
         metrics["phases"] = {k: v.to_dict() for k, v in ctx.recorder.phases.items()}
     return rows, write_record(ScoredRecord, metrics)
-
-
-def scoring_context(task: Task, scorer: Any, role_models: dict[str, str | None], out_dir: Path, seed: int = 0):
-    """A run context for a model-based scorer outside a run (its role bound to a model given on the CLI)."""
-    from moco.cache import ResponseCache
-    from moco.config import GenerationSettings, ModelSpec
-    from moco.context import RunContext
-    from moco.models.pool import ModelPool
-    from moco.trace import CallRecorder
-
-    role = getattr(scorer, "role", None)
-    if role is None:
-        return None
-    model = role_models.get(role)
-    if not model:
-        raise ConfigError(f"scorer '{scorer.name}' needs a model for the role '{role}': pass --{role} MODEL")
-    pool = ModelPool([], generation=GenerationSettings())
-    handle = pool.add_extra(role, ModelSpec(model=model))
-    pool.check()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return RunContext(pool=pool, task=task, scorer=scorer, cache=ResponseCache(), recorder=CallRecorder(out_dir / "calls.jsonl"),
-                      generation=GenerationSettings(), seed=seed, roles={role: handle})

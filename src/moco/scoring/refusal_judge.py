@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from moco.scoring.base import ModelScorer, ScoreResult
 from moco.tasks.base import Example
-
-if TYPE_CHECKING:
-    from moco.context import RunContext
 
 RUBRICS = {
     "incomplete": "The request lacks information needed to answer it (missing context, underspecified, "
@@ -92,11 +88,10 @@ class RefusalJudgeScorer(ModelScorer):
         return REFUSAL_PROMPT.format(category=category, rubric=rubric_for(category), request=example.input.strip(),
                                      response=response)
 
-    def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
-                    responses: Sequence[str]) -> list[ScoreResult]:
+    async def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
         texts = [self.extract(ex, r) for ex, r in zip(examples, responses)]
         todo = {i: self.prompt(examples[i], t) for i, t in enumerate(texts) if t is not None}
-        verdicts = self.ask(self.require(ctx), todo, parse_refusal, self.max_new_tokens) if todo else {}
+        verdicts = await self.ask(todo, parse_refusal, self.max_new_tokens)
         out = []
         for i, text in enumerate(texts):
             if text is None:

@@ -118,7 +118,14 @@ def choice_for(task_type: str, task_name: str = "", override: str | None = None)
 
 
 def scorer_for(task_type: str, task_name: str = "", override: str | None = None) -> Scorer:
-    return build_scorer(choice_for(task_type, task_name, override), task_name)
+    """The task's scorer, built. A scorer that compares itself with the task's rule-based scorer
+    (`llm_judge_vs_rules`) gets that scorer as `rules` (none when the task's own scorer calls a model too)."""
+    scorer = build_scorer(choice_for(task_type, task_name, override), task_name)
+    judge: Any = getattr(scorer, "inner", scorer)
+    if getattr(judge, "compare_rules", False):
+        rules = build_scorer(choice_for(task_type, task_name), task_name)
+        judge.rules = None if getattr(rules, "role", None) or rules.name == judge.name else rules
+    return scorer
 
 
 def scorer_name_for(task_type: str, task_name: str = "") -> str:

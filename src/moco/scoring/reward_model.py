@@ -5,7 +5,7 @@ comparable only between runs scored by the same reward model.
 The model bound to the config role `reward` is any Hugging Face `AutoModelForSequenceClassification` with one
 output (e.g. Skywork/Skywork-Reward-Llama-3.1-8B-v0.2 on a GPU). It is loaded once per process, scores in
 length-sorted batches, truncates from the left to `max_length` tokens (the response end is kept), and is
-called through `ctx.generate` in the phase "score" (cached and traced like any model call): its backend
+called through the run's batched `generate` in the phase "score" (cached and traced like any model call): its backend
 returns the reward as the text of the result.
 
 Accepts: any response; the instruction is the row's `input`. An empty response is still scored (the reward
@@ -20,13 +20,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from moco.calls import Call
 from moco.errors import ModelError
 from moco.models.base import Capabilities, GenRequest, GenResult
-from moco.scoring.base import ModelScorer, ScoreResult
+from moco.scoring.base import ModelScorer, RoleModels, ScoreResult
 from moco.tasks.base import Example
 
 if TYPE_CHECKING:
-    from moco.context import RunContext
+    from moco.models.pool import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +91,23 @@ _LOADED: dict[tuple, RewardModelBackend] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def reward_backend(ctx: "RunContext", role: Any, batch_size: int, max_length: int) -> Any:
-    """The loaded reward backend for the model bound to `role` (or a model handle; loaded once per process)."""
-    handle = ctx.role(role) if isinstance(role, str) else role
-    pool = ctx.pool
-    if handle.spec.model in pool.overrides:  # an in-memory backend given to the run (tests, servers)
+def reward_backend(models: RoleModels, role: "str | ModelHandle", batch_size: int, max_length: int) -> "ModelHandle":
+    """A handle on the reward backend of the model bound to `role` (or of a model handle), loaded once per
+    process. `models`: a run context, or a scorer's `RoleModels`."""
+    handle = models.role(role) if isinstance(role, str) else role
+    if handle is None:
+        raise ModelError(f"no model is bound to the role '{role}'")
+    local = models.local(handle)
+    if local.preloaded is not None:  # an in-memory backend given to the run (tests, servers)
         return handle
-    path = ctx.model_path(handle)
-    device = pool.device_for(handle)
+    path, device = local.path, local.device
     key = (path, handle.spec.revision, device, max_length)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            fp = hashlib.sha256(pool.fingerprint(handle).encode()).hexdigest()[:16]
+            fp = hashlib.sha256(local.fingerprint.encode()).hexdigest()[:16]
             log.info("loading reward model %s on %s", path, device)
             _LOADED[key] = RewardModelBackend(path, fp, device=device, batch_size=batch_size, max_length=max_length)
-    return ctx.add_backend(f"{handle.name}:reward", _LOADED[key])
+    return models.add_model(f"{handle.name}:reward", _LOADED[key])
 
 
 class RewardModelScorer(ModelScorer):
@@ -121,18 +124,15 @@ class RewardModelScorer(ModelScorer):
     def extract(self, example: Example, response: str) -> str | None:
         return response.strip() or None
 
-    def score_batch(self, ctx: "RunContext | None", examples: Sequence[Example],
-                    responses: Sequence[str]) -> list[ScoreResult]:
-        from moco.context import Call
-
+    async def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[ScoreResult]:
         if not examples:
             return []
-        ctx = self.require(ctx)
-        rm = reward_backend(ctx, self.role, self.batch_size, self.max_length)
-        sampling = ctx.sampling(temperature=0.0, max_new_tokens=1)
+        generate, models, _ = self.bound()
+        rm = reward_backend(models, self.role, self.batch_size, self.max_length)
+        sampling = models.sampling(temperature=0.0, max_new_tokens=1)
         calls = [Call(rm, [("user", ex.input), ("assistant", r)], sampling) for ex, r in zip(examples, responses)]
         out = []
-        for ex, r, resp in zip(examples, responses, ctx.generate(calls, tag=self.name)):
+        for ex, r, resp in zip(examples, responses, await generate(calls, self.name)):
             if resp.failed:
                 out.append(ScoreResult(0.0, None, note=resp.error or "", detail={"error": resp.error}))
                 continue
