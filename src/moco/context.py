@@ -25,6 +25,7 @@ from moco.errors import BackendDown, ModelError
 from moco.failures import Failures, account
 from moco.models.base import GenRequest, GenResult, Message, SamplingParams, with_role_prompt
 from moco.models.pool import ModelHandle, ModelPool
+from moco.models.token_model import TokenModel, require_token_model
 from moco.progress import Progress
 from moco.scoring.base import Scorer, ScoreResult
 from moco.tasks.base import Example, Task
@@ -100,6 +101,16 @@ class RunContext:
         """Use an already-built backend (e.g. a model whose weights were merged in memory) under `name`.
         Its `fingerprint` must identify its weights: cached responses are keyed on it."""
         return self.pool.register_backend(name, backend)
+
+    def token_model(self, ref: Any, method: str) -> TokenModel:
+        """A model's token-level interface (next-token logits, KV cache) for a method decoding token by token;
+        a model without one (an endpoint, a scripted model) is a one-line ConfigError naming `method`."""
+        h = self.pool.handle(ref)
+        return require_token_model(self.pool.backend(h), h.name, h.spec.kind, method)
+
+    def record_work(self, key: str, tag: str, usage: dict[str, list[int]], latency: float, cached: bool) -> None:
+        """Record model work done outside `generate` (e.g. training forwards): one call record per model."""
+        self._record_usage(usage, key, tag, GenResult("", latency_s=latency), cached, None)
 
     def model_path(self, ref: Any) -> str:
         """The local folder of a Hugging Face model (embedded models are converted first), e.g. to train it."""
