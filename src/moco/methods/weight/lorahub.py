@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from moco.context import Output, RunContext
+from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError, did_you_mean
 from moco.merging import LoraAdapter, LoraMix, Node, Source
 from moco.merging.search import DevSearch
@@ -129,7 +129,6 @@ def few_shot(ctx: RunContext, n: int) -> list[Example]:
 def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -> Callable[[Node], float]:
     """Recipe -> the paper's few-shot loss: the gold answers' token-averaged cross-entropy under the merged
     model, divided by the number of examples (the authors' `default_get_loss` with one batch of 5)."""
-    from moco.methods.api._token_runs import requests_for
     from moco.methods.text.shared import gold_completion
 
     golds = [gold_completion(ex) for ex in examples]
@@ -143,7 +142,7 @@ def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -
         d = recipe.digest()
         if d not in seen:
             h = search.handle(recipe)
-            reqs = requests_for(ctx, h, [ex.prompt for ex in examples], ctx.sampling(temperature=0.0))
+            reqs = [ctx.request(Call(h, ex.prompt, ctx.sampling(temperature=0.0)))[1] for ex in examples]
             t0 = time.time()
             with ctx.phase("dev"):
                 ll = ctx.pool.backend(h).loglikelihood(reqs, golds)
