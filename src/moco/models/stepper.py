@@ -73,10 +73,10 @@ class Stepper:
         self._fed = [0] * n  # how many of ids[row] the cache holds
         self._cols: list[list[int]] = [[] for _ in range(n)]  # cache column of each fed token
         self._slot: dict[int, int] = {r: r for r in range(n)}  # row -> position in the cache batch
-        self._mask = None  # [batch, columns] attention mask of the cache
+        self._mask: Any = None  # [batch, columns] attention mask of the cache
         self._cache: Any = None
         self.logits: Any = None  # last next-token logits of each row ([rows, vocab], fp32, CPU) after a forward
-        self.hidden = None  # last hidden state of each row when hidden=True
+        self.hidden: Any = None  # last hidden state of each row when hidden=True
         # nothing runs yet: the prompts are prefilled when a row first needs this model
 
     @classmethod
@@ -140,8 +140,8 @@ class Stepper:
             mask = torch.zeros((len(alive), width), dtype=torch.long)
             pos = torch.zeros((len(alive), width), dtype=torch.long)
             for i, r in enumerate(alive):
-                s, k = self.ids[r], len(self.ids[r])
-                x[i, width - k:] = torch.tensor(s)
+                seq, k = self.ids[r], len(self.ids[r])
+                x[i, width - k:] = torch.tensor(seq)
                 mask[i, width - k:] = 1
                 pos[i, width - k:] = torch.arange(k)
                 self._cols[r] = list(range(width - k, width))
@@ -216,7 +216,7 @@ class Stepper:
 
     # ------------------------------------------------------------------ finished rows
     def _slot_order(self) -> list[int]:
-        return sorted(self._slot, key=self._slot.get)
+        return sorted(self._slot, key=lambda r: self._slot[r])
 
     def release(self, rows: Iterable[int]) -> None:
         """Rows that are done leave the cache batch (when at least half of it is done: a copy costs time)."""

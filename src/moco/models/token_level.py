@@ -23,7 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from moco.models.base import Capabilities, GenRequest, GenResult, SamplingParams, chunk_plan, with_role_prompt
+from moco.models.base import (
+    Capabilities,
+    GenRequest,
+    GenResult,
+    SamplingParams,
+    chunk_plan,
+    with_role_prompt,
+)
 from moco.models.stepper import RowUsage
 from moco.models.token_model import TokenModel
 

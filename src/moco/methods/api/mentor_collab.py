@@ -145,6 +145,7 @@ def mentor_program(row: int, gen: Stepper, mentor: Stepper, *, sampling: Samplin
         text_a, text_b = gen.text_of(row, w0), mentor.text_of(row, m0)
         # the judging question continues the text before the segments; it is cut back out afterwards
         decision: dict[str, Any] = {"at": w0 - gen.prompt_len[row], "generator": text_a, "mentor": text_b}
+        score: float | None
         if collect is None and judge is None:  # free mode: the generator judges, in each slot order asked
             prefs, orders = [], slot_orders(option_order, rng)
             for gen_first in orders:
