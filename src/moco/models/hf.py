@@ -226,8 +226,32 @@ class HFBackend:
         return self.tokenizer.decode(new_ids, skip_special_tokens=True)
 
     def _hit_stop(self, row: _Row) -> bool:
-        tail = self.tokenizer.decode(row.out[-16:], skip_special_tokens=True)
-        return any(s in tail for s in row.stop_text)
+        return self.hit_stop(row.out, row.stop_text)
+
+    # ---------------------------------------------------------------- token-level stepping (models/token_model.py)
+    def hit_stop(self, tokens: list[int], stops: tuple[str, ...]) -> bool:
+        tail = self.tokenizer.decode(tokens[-16:], skip_special_tokens=True)
+        return any(s in tail for s in stops)
+
+    def new_kv_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def next_logits(self, input_ids: Any, attention_mask: Any, position_ids: Any, kv_cache: Any = None,
+                    hidden: bool = False) -> tuple[Any, Any]:
+        """Last-position logits (and last-layer hidden states) of a left-padded batch; see TokenModel."""
+        dev = _model_device(self.model, self.device)
+        cached = {"past_key_values": kv_cache, "use_cache": True} if kv_cache is not None else {}
+        out = self.model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
+                         position_ids=position_ids.to(dev), logits_to_keep=1, output_hidden_states=hidden, **cached)
+        last = out.logits[:, -1, :].float().cpu()
+        return last, out.hidden_states[-1][:, -1, :].float().cpu() if hidden else None
+
+    def select_kv_rows(self, kv_cache: Any, rows: list[int]) -> None:
+        import torch
+
+        kv_cache.batch_select_indices(torch.tensor(rows, device=_model_device(self.model, self.device)))
 
     # ---------------------------------------------------------------- scores
     def next_token_logprobs(self, requests: list[GenRequest]):

@@ -407,6 +407,13 @@ class LocalModel:
         """What its backend can do (declared by its kind; nothing loaded)."""
         return self._pool.capabilities(self.handle)
 
+    def token_model(self, method: str) -> Any:
+        """Its token-level interface (`models.token_model.TokenModel`: next-token logits, KV cache) for a method
+        decoding token by token; a model without one (an endpoint, a scripted model) is a one-line ConfigError."""
+        from moco.models.token_model import require_token_model
+
+        return require_token_model(self.backend, self.handle.name, self.handle.spec.kind, method)
+
     @property
     def preloaded(self) -> Any:
         """The ready in-memory backend given for this model (tests, merged weights), or None."""

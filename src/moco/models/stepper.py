@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moco.models.base import SamplingParams
+from moco.models.token_model import TokenModel
 
 Program = Generator["Stepper", None, None]
 """One row's algorithm: yields the stepper whose next-token logits it needs; returns when the row is done."""
@@ -49,22 +50,18 @@ class RowUsage:
 
 
 class Stepper:
-    """One loaded HF model decoding a batch of rows (see the module docstring)."""
+    """One token model (`moco.models.token_model.TokenModel`) decoding a batch of rows (see the module docstring)."""
 
-    def __init__(self, backend: Any, prompts: list[list[int]], *, name: str = "", kv_cache: bool = True,
+    def __init__(self, backend: TokenModel, prompts: list[list[int]], *, name: str = "", kv_cache: bool = True,
                  hidden: bool = False):
-        import torch
-
         if not prompts or any(not p for p in prompts):
             raise ValueError("every row needs a non-empty prompt")
         self.backend = backend
-        self.model = backend.model
         self.tokenizer = backend.tokenizer
         self.eos_ids: set[int] = set(backend.eos_ids)
         self.name = name
         self.kv_cache = kv_cache
         self.want_hidden = hidden
-        self.device = self.model.device if hasattr(self.model, "device") else torch.device("cpu")
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.ids: list[list[int]] = [list(p) for p in prompts]
         self.prompt_len = [len(p) for p in prompts]
@@ -76,15 +73,14 @@ class Stepper:
         self._fed = [0] * n  # how many of ids[row] the cache holds
         self._cols: list[list[int]] = [[] for _ in range(n)]  # cache column of each fed token
         self._slot: dict[int, int] = {r: r for r in range(n)}  # row -> position in the cache batch
-        self._mask = None  # [batch, columns] attention mask of the cache
-        self._cache = None
-        vocab = self.model.get_output_embeddings().weight.shape[0]
-        self.logits = torch.zeros(n, vocab)  # last next-token logits of each row (fp32, CPU)
-        self.hidden = None  # last hidden state of each row when hidden=True
+        self._mask: Any = None  # [batch, columns] attention mask of the cache
+        self._cache: Any = None
+        self.logits: Any = None  # last next-token logits of each row ([rows, vocab], fp32, CPU) after a forward
+        self.hidden: Any = None  # last hidden state of each row when hidden=True
         # nothing runs yet: the prompts are prefilled when a row first needs this model
 
     @classmethod
-    def from_requests(cls, backend: Any, requests: list, **kwargs: Any) -> "Stepper":
+    def from_requests(cls, backend: TokenModel, requests: list, **kwargs: Any) -> "Stepper":
         """A stepper over the exact prompts the backend would render for these GenRequests."""
         return cls(backend, [backend.encode(r) for r in requests], **kwargs)
 
@@ -136,9 +132,7 @@ class Stepper:
         import torch
 
         if self._cache is None:  # prefill the rows still alive: left-padded, positions count real tokens only
-            from transformers import DynamicCache
-
-            self._cache = DynamicCache(config=self.model.config)
+            self._cache = self.backend.new_kv_cache()
             alive = self._slot_order()
             self._slot = {r: i for i, r in enumerate(alive)}
             width = max(len(self.ids[r]) for r in alive)
@@ -146,8 +140,8 @@ class Stepper:
             mask = torch.zeros((len(alive), width), dtype=torch.long)
             pos = torch.zeros((len(alive), width), dtype=torch.long)
             for i, r in enumerate(alive):
-                s, k = self.ids[r], len(self.ids[r])
-                x[i, width - k:] = torch.tensor(s)
+                seq, k = self.ids[r], len(self.ids[r])
+                x[i, width - k:] = torch.tensor(seq)
                 mask[i, width - k:] = 1
                 pos[i, width - k:] = torch.arange(k)
                 self._cols[r] = list(range(width - k, width))
@@ -180,10 +174,7 @@ class Stepper:
         self._run(x, self._mask, pos, todo)
 
     def _run(self, x, mask, pos, rows: list[int]) -> None:
-        dev = self.device
-        out = self.model(input_ids=x.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         past_key_values=self._cache, use_cache=True, logits_to_keep=1,
-                         output_hidden_states=self.want_hidden)
+        out = self.backend.next_logits(x, mask, pos, kv_cache=self._cache, hidden=self.want_hidden)
         self._store(out, [(r, self._slot[r]) for r in rows])
 
     def _forward_full(self, todo: list[int]) -> None:
@@ -198,9 +189,7 @@ class Stepper:
             x[i, width - len(s):] = torch.tensor(s)
             mask[i, width - len(s):] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        dev = self.device
-        out = self.model(input_ids=x.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         logits_to_keep=1, output_hidden_states=self.want_hidden)
+        out = self.backend.next_logits(x, mask, pos, hidden=self.want_hidden)
         for r in todo:
             if self._fed[r] >= self.prompt_len[r]:
                 self.usage[r].fed += len(self.ids[r]) - self._fed[r]
@@ -212,11 +201,12 @@ class Stepper:
         self.padded_tokens += len(todo) * width
         self._store(out, [(r, i) for i, r in enumerate(todo)])
 
-    def _store(self, out, row_and_index: list[tuple[int, int]]) -> None:
+    def _store(self, out: tuple[Any, Any], row_and_index: list[tuple[int, int]]) -> None:
         import torch
 
-        last = out.logits[:, -1, :].float().cpu()
-        hid = out.hidden_states[-1][:, -1, :].float().cpu() if self.want_hidden else None
+        last, hid = out
+        if self.logits is None:
+            self.logits = torch.zeros(len(self.ids), last.shape[-1])
         if hid is not None and self.hidden is None:
             self.hidden = torch.zeros(self.logits.shape[0], hid.shape[-1])
         for r, i in row_and_index:
@@ -226,7 +216,7 @@ class Stepper:
 
     # ------------------------------------------------------------------ finished rows
     def _slot_order(self) -> list[int]:
-        return sorted(self._slot, key=self._slot.get)
+        return sorted(self._slot, key=lambda r: self._slot[r])
 
     def release(self, rows: Iterable[int]) -> None:
         """Rows that are done leave the cache batch (when at least half of it is done: a copy costs time)."""
@@ -240,9 +230,9 @@ class Stepper:
         size = self._mask.shape[0]
         if not alive or len(alive) * 2 > size:
             return
-        keep = torch.tensor([self._slot[r] for r in alive])
-        self._cache.batch_select_indices(keep.to(self.device))
-        self._mask = self._mask[keep]
+        keep = [self._slot[r] for r in alive]
+        self.backend.select_kv_rows(self._cache, keep)
+        self._mask = self._mask[torch.tensor(keep)]
         self._slot = {r: i for i, r in enumerate(alive)}
 
     def tokens(self, text: str) -> list[int]:

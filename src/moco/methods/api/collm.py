@@ -42,12 +42,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from moco.cache import cache_dir
-from moco.context import Output, RunContext
+from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
-from moco.methods.api._token_runs import Outcome, add_segment, hf_backend, requests_for, run_token_level, usage_of
 from moco.methods.registry import MethodParams, method
-from moco.models.base import Capabilities, GenRequest, SamplingParams
+from moco.models.base import Capabilities, GenRequest, SamplingParams, with_role_prompt
+from moco.models.pool import ModelHandle
 from moco.models.stepper import Program, Seeds, Stepper, run_rows, sample
+from moco.models.token_level import Member, Outcome, TokenLevelBackend, add_segment, outcomes, usage_of
+from moco.models.token_model import TokenModel, TrainableTokenModel
 from moco.tasks.base import Example
 from moco.tasks.formats import MC_INSTRUCTION
 from moco.training.adapters import training_placement
@@ -142,7 +144,7 @@ def collm_program(row: int, gen: Stepper, mentor: Stepper, head: DeferralHead, *
         add_segment(segments, writer, text)
 
 
-def decode_collm(gen_backend: Any, mentor_backend: Any, head: DeferralHead, gen_reqs: list[GenRequest],
+def decode_collm(gen_backend: TokenModel, mentor_backend: TokenModel, head: DeferralHead, gen_reqs: list[GenRequest],
                  mentor_reqs: list[GenRequest], *, sampling: SamplingParams, threshold: float = 0.5,
                  strategy: str = "defer", schedule: str = "none", warmup: int = 15, kv_cache: bool = True,
                  names: tuple[str, str] = ("generator", "mentor")) -> list[Outcome]:
@@ -187,19 +189,23 @@ async def training_targets(ctx: RunContext, params: Params, gen, mentor) -> tupl
     pairs: list[tuple[Example, str]] = []
     stats = {"gold": 0, "gold_rejected_by_scorer": 0, "correct_outputs": 0}
     if params.targets in ("gold", "both"):
-        for ex in ctx.task.dev:
-            text = gold_response(ex)
-            if text is None:
-                continue
-            if (await ctx.score([ex], [text]))[0].score >= 1.0:
+        golds = [(ex, t) for ex in ctx.task.dev if (t := gold_response(ex)) is not None]
+        checked = await ctx.score([ex for ex, _ in golds], [t for _, t in golds])  # one batch
+        for (ex, text), res in zip(golds, checked):
+            if res.score >= 1.0:
                 pairs.append((ex, text))
                 stats["gold"] += 1
             else:
                 stats["gold_rejected_by_scorer"] += 1
     if params.targets in ("correct", "both"):
         answers = await ctx.answer_all(ctx.task.dev, tag="answer", models=[gen, mentor])
+        cands = [(j, ex, a[j].text) for j, ex in enumerate(ctx.task.dev) for a in answers if not a[j].failed]
+        got = await ctx.score([ex for _, ex, _ in cands], [t for _, _, t in cands])  # one batch
+        by_item: dict[int, list[tuple[float, str]]] = {}
+        for (j, _ex, text), res in zip(cands, got):
+            by_item.setdefault(j, []).append((res.score, text))
         for j, ex in enumerate(ctx.task.dev):
-            scored = [((await ctx.score([ex], [a[j].text]))[0].score, a[j].text) for a in answers if not a[j].failed]
+            scored = by_item.get(j, [])
             best = max((s for s, _ in scored), default=0.0)
             for s, text in dict.fromkeys((s, t.strip()) for s, t in scored):
                 if best > 0 and s == best and text and (ex, text) not in pairs:
@@ -208,18 +214,22 @@ async def training_targets(ctx: RunContext, params: Params, gen, mentor) -> tupl
     return pairs[:params.max_train_examples], stats
 
 
-async def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be):
+async def train(ctx: RunContext, params: Params, gen: ModelHandle, mentor: ModelHandle, gen_be: TokenModel,
+          mentor_be: TokenModel):
     """Train (or reuse) the head for this pair on the dev split; returns the head, the generator handle to
     decode with (the LoRA-adapted one when trained) and the training log."""
     import time
 
+    if not isinstance(gen_be, TrainableTokenModel) or not isinstance(mentor_be, TrainableTokenModel):
+        raise ConfigError("api_collm trains its deferral head on the models' hidden states; "
+                          f"'{gen.name}' or '{mentor.name}' does not expose its torch module")
     pairs, stats = await training_targets(ctx, params, gen, mentor)
     if not pairs:
         raise ConfigError(f"api_collm: no training targets from the dev split of {ctx.task.name} "
                           f"(targets={params.targets}: no gold answers scored correct and no correct dev answers)")
     sampling = ctx.sampling(temperature=0.0)
-    g_req = requests_for(ctx, gen, [ex.prompt for ex, _ in pairs], sampling)
-    m_req = requests_for(ctx, mentor, [ex.prompt for ex, _ in pairs], sampling)
+    g_req = [GenRequest(with_role_prompt((("user", ex.prompt),), gen.role_prompt), sampling) for ex, _ in pairs]
+    m_req = [GenRequest(with_role_prompt((("user", ex.prompt),), mentor.role_prompt), sampling) for ex, _ in pairs]
     tok = gen_be.tokenizer
     targets = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for _, t in pairs]
     gen_seqs = [(gen_be.encode(r), t) for r, t in zip(g_req, targets)]
@@ -228,7 +238,7 @@ async def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be)
                                 learning_rate=params.learning_rate, lora=params.train_generator == "lora",
                                 min_steps=params.min_steps,
                                 max_length=params.max_sequence_length, seed=ctx.seed)
-    identity = {"generator": ctx.local(gen).fingerprint, "mentor": ctx.local(mentor).fingerprint}
+    identity = {"generator": gen_be.fingerprint, "mentor": mentor_be.fingerprint}
     out_dir = cache_dir() / "collm" / digest_of({"pair": identity, "task": ctx.task.name, "targets": targets})
     t0 = time.time()
     device, dtype = training_placement(ctx, gen)  # joint fine-tuning runs where the run places the generator
@@ -238,10 +248,10 @@ async def train(ctx: RunContext, params: Params, gen, mentor, gen_be, mentor_be)
     seconds = time.time() - t0 if not result.reused else result.log.get("seconds", 0.0)
     n_gen = sum(len(p) + len(t) for p, t in gen_seqs)
     n_men = sum(len(p) + len(t) for p, t in mentor_seqs)
-    for h, n in ((gen, n_gen), (mentor, n_men)):  # the scoring forwards are this training's model calls
-        ctx.account(model=h.name, key=result.digest, tag="collm training", tokens_in=n, tokens_out=0,
-                            latency=seconds * n / (n_gen + n_men), cached=result.reused, finish="stop", error=None,
-                            batch=None)
+    # the scoring forwards are this training's model calls
+    for h, n in ((gen, n_gen), (mentor, n_men)):
+        ctx.account(model=h.name, key=result.digest, tag="collm training", tokens_in=n,
+                    latency=seconds * n / max(1, n_gen + n_men), cached=result.reused)
     head = DeferralHead.load(result.head_path)
     decoder = gen
     if result.adapter_dir is not None:
@@ -263,37 +273,35 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     gen, mentor = ctx.model(params.generator), ctx.model(params.mentor)
     if gen.index == mentor.index:
         raise ConfigError(f"api_collm: generator and mentor are the same model ('{gen.name}')")
-    gen_be, mentor_be = hf_backend(ctx, gen, "api_collm"), hf_backend(ctx, mentor, "api_collm")
+    gen_be, mentor_be = ctx.local(gen).token_model("api_collm"), ctx.local(mentor).token_model("api_collm")
     if not ctx.task.dev:
         raise ConfigError(f"api_collm: the deferral head is trained on the dev split; task {ctx.task.name} has none")
     with ctx.phase("dev"):
         head, decoder, info = await train(ctx, params, gen, mentor, gen_be, mentor_be)
-    dec_be = hf_backend(ctx, decoder, "api_collm")
+    dec_be = ctx.local(decoder).token_model("api_collm")
     sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
 
-    def run_on(examples: list[Example], threshold: float, smp: SamplingParams, tag: str, replica: int = 0):
-        prompts = [ex.prompt for ex in examples]
-        g_req = requests_for(ctx, decoder, prompts, smp, replica)
-        m_req = requests_for(ctx, mentor, prompts, smp, replica)
+    members = [Member(decoder.name, dec_be, decoder.role_prompt), Member(mentor.name, mentor_be, mentor.role_prompt)]
 
-        def decode(idx: list[int]) -> list[Outcome]:
-            return decode_collm(dec_be, mentor_be, head, [g_req[i] for i in idx], [m_req[i] for i in idx],
-                                sampling=smp, threshold=threshold, strategy=params.deferral_strategy,
-                                schedule=params.threshold_warmup_schedule, warmup=params.threshold_warmup_steps,
-                                kv_cache=params.kv_cache, names=(decoder.name, mentor.name))
+    async def run_on(examples: list[Example], threshold: float, smp: SamplingParams, tag: str,
+               replica: int = 0) -> list[Outcome]:
+        def decode(reqs: list[list[GenRequest]], sp: SamplingParams) -> list[Outcome]:
+            return decode_collm(dec_be, mentor_be, head, reqs[0], reqs[1], sampling=sp, threshold=threshold,
+                                strategy=params.deferral_strategy, schedule=params.threshold_warmup_schedule,
+                                warmup=params.threshold_warmup_steps, kv_cache=params.kv_cache,
+                                names=(decoder.name, mentor.name))
 
         settings = {"head": info["digest"], "threshold": threshold, "strategy": params.deferral_strategy,
-                    "schedule": params.threshold_warmup_schedule, "warmup": params.threshold_warmup_steps, "v": 1,
-                    **({"replica": replica} if replica else {})}
-        return run_token_level(ctx, method="api_collm", settings=settings, models=[decoder, mentor], prompts=prompts,
-                               sampling=smp, decode=decode, tag=tag)
+                    "schedule": params.threshold_warmup_schedule, "warmup": params.threshold_warmup_steps}
+        handle = ctx.add_model("api_collm", TokenLevelBackend("api_collm", settings, members, decode))
+        return outcomes(await ctx.generate([Call(handle, ex.prompt, smp, replica) for ex in examples], tag=tag))
 
     threshold = params.deferral_threshold
     if threshold is None:
         with ctx.phase("dev"):
             threshold = choose_threshold(ctx, params, run_on)
     with ctx.phase("test"):
-        outs = run_on(ctx.task.test, threshold, sampling, "co-llm")
+        outs = await run_on(ctx.task.test, threshold, sampling, "co-llm")
     deferred = sum(o.trace["deferred_tokens"] for o in outs)
     total = sum(o.trace["tokens"] for o in outs) or 1
     ctx.metrics["collm"] = {"head": info, "deferral_rate": deferred / total, "generator": decoder.name,
@@ -314,7 +322,7 @@ def choose_threshold(ctx: RunContext, params: Params, run_on: Any) -> float:
         rate: list[float] = []
 
         async def one_pass(r: int, t: float = t, rate: list[float] = rate) -> list[float]:
-            outs = run_on(ctx.task.dev, t, smp, f"threshold {t}", r)
+            outs = await run_on(ctx.task.dev, t, smp, f"threshold {t}", r)
             rate.append(sum(o.trace["deferred_tokens"] for o in outs) / max(1, sum(o.trace["tokens"] for o in outs)))
             return [s.score for s in await ctx.score(ctx.task.dev, [o.text for o in outs])]
 

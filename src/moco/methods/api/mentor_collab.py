@@ -38,10 +38,12 @@ from pydantic import Field, field_validator
 from moco.cache import cache_dir
 from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
-from moco.methods.api._token_runs import Outcome, add_segment, hf_backend, requests_for, run_token_level, usage_of
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities, GenRequest, SamplingParams
+from moco.models.pool import ModelHandle
 from moco.models.stepper import (Program, Seeds, Stepper, run_rows, same_vocabulary, write_tokens, write_word)
+from moco.models.token_level import Member, Outcome, TokenLevelBackend, add_segment, outcomes, usage_of
+from moco.models.token_model import TokenModel
 from moco.training.classifier import BranchClassifier, train_branch_classifier
 
 QUESTION = ("\n\n(Which of the two continuations below leads to a correct answer?)\n"
@@ -143,6 +145,7 @@ def mentor_program(row: int, gen: Stepper, mentor: Stepper, *, sampling: Samplin
         text_a, text_b = gen.text_of(row, w0), mentor.text_of(row, m0)
         # the judging question continues the text before the segments; it is cut back out afterwards
         decision: dict[str, Any] = {"at": w0 - gen.prompt_len[row], "generator": text_a, "mentor": text_b}
+        score: float | None
         if collect is None and judge is None:  # free mode: the generator judges, in each slot order asked
             prefs, orders = [], slot_orders(option_order, rng)
             for gen_first in orders:
@@ -210,7 +213,7 @@ def unpack_features(s: str):
     return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype="float16").astype("float32"))
 
 
-def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[GenRequest],
+def decode_mentor_collab(gen_backend: TokenModel, mentor_backend: TokenModel, gen_reqs: list[GenRequest],
                          mentor_reqs: list[GenRequest], *, sampling: SamplingParams, proportion: float,
                          patch: int, max_word: int = 10, kv_cache: bool = True, judge: Any = None,
                          collect: bool = False, names: tuple[str, str] = ("generator", "mentor"),
@@ -247,15 +250,15 @@ def decode_mentor_collab(gen_backend: Any, mentor_backend: Any, gen_reqs: list[G
 
 
 # ---------------------------------------------------------------------- train mode: the branch classifier
-async def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -> tuple[BranchClassifier, dict]:
+async def train_judge(ctx: RunContext, params: Params, gen: ModelHandle, idents: dict[str, str], budget: int,
+                decode_on: Any) -> tuple[BranchClassifier, dict]:
     """Find divergence points on dev, label them by completing both segments with the generator and scoring
     the completions, train the MLP (cached by a digest of its data and settings)."""
     if not ctx.task.dev:
         raise ConfigError(f"api_mentor_collab: train mode learns its classifier on the dev split; "
                           f"task {ctx.task.name} has none")
-    outs = decode_on([ex.prompt for ex in ctx.task.dev], True, "collect divergence points")
+    outs = await decode_on([ex.prompt for ex in ctx.task.dev], True, "collect divergence points")
     points = [(ex, p) for ex, o in zip(ctx.task.dev, outs) for p in o.trace["points"]][:params.train_points]
-    budget = ctx.decoding.max_new_tokens
     calls, spans = [], []
     for ex, p in points:  # complete both branches with the generator alone
         for branch in ("a", "b"):
@@ -269,8 +272,9 @@ async def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -
     done = iter(await ctx.generate(calls, tag="complete branches"))
     texts = [prefix if kind == "done" else prefix + next(done).text for kind, prefix in spans]
     feats, labels, rows = [], [], []
+    got = [r.score for r in await ctx.score([ex for ex, _ in points for _ in (0, 1)], texts)]  # one batch
     for k, (ex, p) in enumerate(points):
-        sa, sb = (s.score for s in await ctx.score([ex, ex], [texts[2 * k], texts[2 * k + 1]]))
+        sa, sb = got[2 * k], got[2 * k + 1]
         rows.append({"example": ex.id, "at": p["at"], "score_generator": sa, "score_mentor": sb})
         if sa != sb:
             feats.append(unpack_features(p["features"]))
@@ -280,9 +284,8 @@ async def train_judge(ctx: RunContext, params: Params, gen, mentor, decode_on) -
     if not labels:
         raise ConfigError(f"api_mentor_collab: no dev divergence point where the generator's and the mentor's "
                           f"segments led to different scores ({len(points)} points); use mode: free, or more dev items")
-    ident = {"generator": ctx.local(gen).fingerprint, "mentor": ctx.local(mentor).fingerprint}
     clf, log = train_branch_classifier(feats, labels, cache_dir() / "mentor_collab", epochs=params.mlp_epochs,
-                                       learning_rate=params.mlp_learning_rate, seed=ctx.seed, identity=ident)
+                                       learning_rate=params.mlp_learning_rate, seed=ctx.seed, identity=idents)
     info.update(log)
     if ctx.artifacts_dir is not None:
         Path(ctx.artifacts_dir, "mentor_collab_mlp.json").write_text(json.dumps({**info, "rows": rows}, indent=1))
@@ -298,31 +301,31 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     gen, mentor = ctx.model(params.generator), ctx.model(params.mentor)
     if gen.index == mentor.index:
         raise ConfigError(f"api_mentor_collab: generator and mentor are the same model ('{gen.name}')")
-    gb, mb = hf_backend(ctx, gen, "api_mentor_collab"), hf_backend(ctx, mentor, "api_mentor_collab")
+    gb, mb = ctx.local(gen).token_model("api_mentor_collab"), ctx.local(mentor).token_model("api_mentor_collab")
+    members = [Member(gen.name, gb, gen.role_prompt), Member(mentor.name, mb, mentor.role_prompt)]
     sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
     judge_fn = None
     settings: dict[str, Any] = {"p": params.decision_proportion, "patch": params.patch_size, "mode": params.mode,
-                                "word": params.max_word_tokens, "seed": ctx.seed, "v": 1,
+                                "word": params.max_word_tokens, "seed": ctx.seed,
                                 **({"order": params.option_order} if params.mode == "free" else {})}
 
-    def decode_on(prompts: list[str], collect: bool, tag: str) -> list[Outcome]:
-        g_req = requests_for(ctx, gen, prompts, sampling)
-        m_req = requests_for(ctx, mentor, prompts, sampling)
-
-        def decode(idx: list[int]) -> list[Outcome]:
-            return decode_mentor_collab(gb, mb, [g_req[i] for i in idx], [m_req[i] for i in idx], sampling=sampling,
+    async def decode_on(prompts: list[str], collect: bool, tag: str) -> list[Outcome]:
+        def decode(reqs: list[list[GenRequest]], smp: SamplingParams) -> list[Outcome]:
+            return decode_mentor_collab(gb, mb, reqs[0], reqs[1], sampling=smp,
                                         proportion=params.decision_proportion, patch=params.patch_size,
                                         max_word=params.max_word_tokens, kv_cache=params.kv_cache, judge=judge_fn,
                                         collect=collect, names=(gen.name, mentor.name), seed=ctx.seed,
                                         option_order=params.option_order)
 
-        extra = {"collect": True} if collect else {}
-        return run_token_level(ctx, method="api_mentor_collab", settings={**settings, **extra}, models=[gen, mentor],
-                               prompts=prompts, sampling=sampling, decode=decode, tag=tag)
+        backend = TokenLevelBackend("api_mentor_collab", {**settings, **({"collect": True} if collect else {})},
+                                    members, decode)
+        handle = ctx.add_model("api_mentor_collab", backend)
+        return outcomes(await ctx.generate([Call(handle, p, sampling) for p in prompts], tag=tag))
 
     if params.mode == "train":
         with ctx.phase("dev"):
-            clf, info = await train_judge(ctx, params, gen, mentor, decode_on)
+            clf, info = await train_judge(ctx, params, gen, {"generator": gb.fingerprint, "mentor": mb.fingerprint},
+                                    sampling.max_new_tokens, decode_on)
 
         def judge_fn(hidden) -> tuple[bool, float]:
             score = clf.score(hidden)
@@ -331,7 +334,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
         settings["mlp"] = info["digest"]
         ctx.metrics["mentor_collab_mlp"] = info
     with ctx.phase("test"):
-        outs = decode_on([ex.prompt for ex in ctx.task.test], False, "mentor collab")
+        outs = await decode_on([ex.prompt for ex in ctx.task.test], False, "mentor collab")
     tokens = sum(o.trace["tokens"] for o in outs) or 1
     ctx.metrics["mentor_collab"] = {
         "consulted": sum(o.trace["consulted"] for o in outs),

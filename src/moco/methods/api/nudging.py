@@ -36,13 +36,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from moco.context import Output, RunContext
+from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError
-from moco.methods.api._token_runs import Outcome, add_segment, hf_backend, requests_for, run_token_level, usage_of
 from moco.methods.registry import MethodParams, method
 from moco.models.base import Capabilities, GenRequest, SamplingParams
+from moco.models.pool import ModelHandle
 from moco.models.stepper import (Program, Seeds, Stepper, run_rows, same_vocabulary, sample, starts_word, top1_prob,
                                  write_word)
+from moco.models.token_level import Member, Outcome, TokenLevelBackend, add_segment, outcomes, usage_of
+from moco.models.token_model import TokenModel
 
 
 class Params(MethodParams):
@@ -169,7 +171,7 @@ def nudging_program(row: int, base: Stepper, nudger: Stepper, *, gamma: float, s
         check_next = True
 
 
-def decode_nudging(base_backend: Any, nudger_backend: Any, base_reqs: list[GenRequest],
+def decode_nudging(base_backend: TokenModel, nudger_backend: TokenModel, base_reqs: list[GenRequest],
                    nudger_reqs: list[GenRequest], *, gamma: float, sampling: SamplingParams, kv_cache: bool = True,
                    nudge_first_word: bool = True, max_word_tokens: int = 10, shared_vocab: bool | None = None,
                    names: tuple[str, str] = ("base", "nudger"),
@@ -213,31 +215,28 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     if params.search_gamma or params.search_nudging:
         gamma, nudger = _search(ctx, params, base, nudger, sampling)
     with ctx.phase("test"):
-        outs = _decode(ctx, params, base, nudger, gamma, sampling, [ex.prompt for ex in ctx.task.test], "nudging")
+        outs = await _decode(ctx, params, base, nudger, gamma, sampling, [ex.prompt for ex in ctx.task.test], "nudging")
     n_words = sum(o.trace["nudged_words"] for o in outs)
     ctx.metrics["nudging"] = {"gamma": gamma, "nudger": nudger.name, "base": base.name,
                                     "nudges_per_answer": n_words / max(1, len(outs))}
     return [Output(o.text, trace=o.trace) for o in outs]
 
 
-def _decode(ctx: RunContext, params: Params, base, nudger, gamma: float, sampling: SamplingParams,
-            prompts: list[str], tag: str, replica: int = 0) -> list[Outcome]:
-    bb, nb = hf_backend(ctx, base, "api_nudging"), hf_backend(ctx, nudger, "api_nudging")
-    base_reqs = requests_for(ctx, base, prompts, sampling, replica)
-    nudger_reqs = requests_for(ctx, nudger, prompts, sampling, replica)
+async def _decode(ctx: RunContext, params: Params, base: ModelHandle, nudger: ModelHandle, gamma: float,
+            sampling: SamplingParams, prompts: list[str], tag: str, replica: int = 0) -> list[Outcome]:
+    """Nudge `prompts` through `ctx.generate`: the decoding is a composite backend (cached, batched, traced)."""
+    members = [Member(h.name, ctx.local(h).token_model("api_nudging"), h.role_prompt) for h in (base, nudger)]
 
-    def decode(idx: list[int]) -> list[Outcome]:
-        return decode_nudging(bb, nb, [base_reqs[i] for i in idx], [nudger_reqs[i] for i in idx], gamma=gamma,
-                              sampling=sampling, kv_cache=params.kv_cache, nudge_first_word=params.nudge_first_word,
+    def decode(reqs: list[list[GenRequest]], smp: SamplingParams) -> list[Outcome]:
+        return decode_nudging(members[0].model, members[1].model, reqs[0], reqs[1], gamma=gamma, sampling=smp,
+                              kv_cache=params.kv_cache, nudge_first_word=params.nudge_first_word,
                               max_word_tokens=params.max_word_tokens, names=(base.name, nudger.name),
                               check_at=params.check_at, accept_agreeing=params.accept_agreeing)
 
-    settings = {"gamma": gamma, "first": params.nudge_first_word, "word": params.max_word_tokens, "v": 1,
-                **({"check": params.check_at, "agree": params.accept_agreeing}
-                   if (params.check_at, params.accept_agreeing) != ("word", False) else {}),
-                **({"replica": replica} if replica else {})}
-    return run_token_level(ctx, method="api_nudging", settings=settings, models=[base, nudger], prompts=prompts,
-                           sampling=sampling, decode=decode, tag=tag)
+    settings = {"gamma": gamma, "first": params.nudge_first_word, "word": params.max_word_tokens,
+                "check": params.check_at, "agree": params.accept_agreeing}
+    handle = ctx.add_model("api_nudging", TokenLevelBackend("api_nudging", settings, members, decode))
+    return outcomes(await ctx.generate([Call(handle, p, sampling, replica) for p in prompts], tag=tag))
 
 
 def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingParams):
@@ -257,7 +256,7 @@ def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingPar
     with ctx.phase("dev"):
         for g, n in candidates:
             async def one_pass(r: int, g: float = g, n=n) -> list[float]:
-                outs = _decode(ctx, params, base, n, g, smp, prompts, f"search gamma={g} nudger={n.name}", r)
+                outs = await _decode(ctx, params, base, n, g, smp, prompts, f"search gamma={g} nudger={n.name}", r)
                 return [x.score for x in await ctx.score(ctx.task.dev, [o.text for o in outs])]
             items.append(averaged(ctx, one_pass))
     best = choose(ctx, "nudging", [f"gamma={g} nudger={n.name}" for g, n in candidates], items)

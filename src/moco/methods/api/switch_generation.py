@@ -215,8 +215,9 @@ async def selector_training_data(ctx: RunContext, params: Params, models: list[M
                     choose=random_pick, params=params, tag="selector rollouts")
     # 3. utility of each first writer = mean task score of its rollouts; label = the best (ties skipped)
     scores: dict[int, dict[int, list[float]]] = {}
-    for i, s in zip(owner, rollouts):
-        scores.setdefault(i, {}).setdefault(s["first"], []).append((await ctx.score([s["example"]], [s["text"]]))[0].score)
+    got = await ctx.score([s["example"] for s in rollouts], [s["text"] for s in rollouts])  # one batch
+    for i, s, res in zip(owner, rollouts, got):
+        scores.setdefault(i, {}).setdefault(s["first"], []).append(res.score)
     data, log = [], []
     for i, per_model in sorted(scores.items()):
         ex, c = instances[i]

@@ -24,13 +24,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from moco.context import Output, RunContext
+from moco.context import Call, Output, RunContext
 from moco.errors import ConfigError, did_you_mean
 from moco.merging import LoraAdapter, LoraMix, Node, Source
 from moco.merging.search import DevSearch
 from moco.methods.registry import MethodParams, method
 from moco.methods.weight._common import base_spec, check_weight_pool, lora_pool
-from moco.models.base import Capabilities
+from moco.models.base import Capabilities, GenRequest, with_role_prompt
 from moco.tasks.base import Example
 
 
@@ -129,7 +129,6 @@ def few_shot(ctx: RunContext, n: int) -> list[Example]:
 def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -> Callable[[Node], float]:
     """Recipe -> the paper's few-shot loss: the gold answers' token-averaged cross-entropy under the merged
     model, divided by the number of examples (the authors' `default_get_loss` with one batch of 5)."""
-    from moco.methods.api._token_runs import requests_for
     from moco.methods.text.shared import gold_completion
 
     golds = [gold_completion(ex) for ex in examples]
@@ -143,12 +142,12 @@ def cross_entropy(ctx: RunContext, search: DevSearch, examples: list[Example]) -
         d = recipe.digest()
         if d not in seen:
             h = search.handle(recipe)
-            reqs = requests_for(ctx, h, [ex.prompt for ex in examples], ctx.sampling(temperature=0.0))
+            greedy = ctx.sampling(temperature=0.0)  # the messages generate would send (role prompt included)
+            reqs = [GenRequest(with_role_prompt([("user", ex.prompt)], h.role_prompt), greedy) for ex in examples]
             t0 = time.time()
             with ctx.phase("dev"):
                 ll = ctx.local(h).backend.loglikelihood(reqs, golds)
-                ctx.account(model=h.name, key=d, tag="lorahub loss", tokens_in=tokens, tokens_out=0,
-                                    latency=time.time() - t0, cached=False, finish="stop", error=None, batch=None)
+                ctx.account(model=h.name, key=d, tag="lorahub loss", tokens_in=tokens, latency=time.time() - t0)
             items[d] = [-x / max(1, tokens) for x in ll]  # per example; their mean is the objective
             seen[d] = sum(items[d]) / len(examples)
         return seen[d]
