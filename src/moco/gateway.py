@@ -9,7 +9,9 @@ backend (a token-level method) gets all of it by being registered in the pool.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from moco.tasks.base import Task
 from moco.trace import CallRecorder
 
 Done = dict[str, tuple[GenResult, bool]]  # key -> (result, served without decoding for this call)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,12 +73,7 @@ class Gateway:
             await scheduler.current().submit(jobs)
         self.progress.done(bar)
         self._stop_if_down([handles[where[j.keys[0]][0]] for j in jobs])
-        out: list[Response] = []
-        for h, (key, _req) in zip(handles, prepared):
-            res, cached = done[key]
-            out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error,
-                                res.token_logprobs, res.top_logprobs, res.finish_reason, res.extra))
-        return out
+        return [_response(h, *done[key]) for h, (key, _req) in zip(handles, prepared)]
 
     def failures(self, task: Task, output_failed: Sequence[bool] = (), max_failed: float = 0) -> Failures:
         """The failed calls so far, traced to the dev and test items they belonged to (see failures.py)."""
@@ -85,10 +83,35 @@ class Gateway:
             f.untraced_calls = self.recorder.failures_untraced
         return f
 
-    def record(self, key: str, handle: ModelHandle, item: tuple[GenResult, bool], tag: str, batch: int | None,
-               req: GenRequest) -> None:
-        """Record one call made outside `generate` (a server's streamed answer), like `generate` records."""
-        self._record(key, [0], [handle], item, tag, batch, [(key, req)], self.recorder.phase)
+    async def generate_alone(self, call: Call, default: SamplingParams, decode: Callable[[Any, GenRequest], GenResult],
+                             tag: str = "", cached: bool = True) -> Response:
+        """One call decoded by itself with `decode(backend, request)` (a server streaming an answer as it is
+        written), keyed, cached, recorded and counted like the calls of `generate`. With `cached=False` it is
+        decoded even when the cache holds it (the caller wants what only decoding gives: token log-probabilities).
+        A local backend decodes on the loop's thread, as the scheduler's local batches do; a remote one in a
+        worker thread. A failed decoding is a failed call, as a backend's."""
+        handle = self.pool.handle(call.model)
+        key, req = self.request(handle, call, default)
+        phase = self.recorder.phase
+        hit = self.cache.get_many([key]).get(key) if cached else None
+        if hit is not None:
+            item = (hit.to_result(), True)
+        else:
+            backend = self.pool.backend(handle)
+            bar = self.progress.task(f"{phase} {tag}".strip(), 1)
+            try:
+                remote = bool(getattr(backend, "remote", False))
+                res = await asyncio.to_thread(decode, backend, req) if remote else decode(backend, req)
+            except Exception as e:  # noqa: BLE001 - the caller sees a failed call, as from a backend
+                log.exception("the call to %s failed", handle.name)
+                res = GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
+            self.cache.put_many([(key, self.pool.fingerprint(handle), res)])
+            item = (res, False)
+            self.progress.advance(bar, 1)
+            self.progress.done(bar)
+        self._record(key, [0], [handle], item, tag, None, [(key, req)], phase)
+        self._stop_if_down([handle])
+        return _response(handle, *item)
 
     # ------------------------------------------------------------------ internals
     def _job(self, keys: list[str], handles: list[ModelHandle], where: dict[str, list[int]],
@@ -142,6 +165,11 @@ class Gateway:
                 raise BackendDown(f"model '{h.name}' is down: {why}; {len(calls)} model calls failed"
                                   + (f", first: {first[:200]}" if first else "") + ". Answered calls are cached: "
                                   "re-run the same command when the server is back")
+
+
+def _response(handle: ModelHandle, res: GenResult, cached: bool) -> Response:
+    return Response(res.text, handle.name, res.tokens_in, res.tokens_out, cached, res.error, res.token_logprobs,
+                    res.top_logprobs, res.finish_reason, res.extra)
 
 
 def _widest(prepared: list[tuple[str, GenRequest]], positions: list[int]) -> GenRequest:

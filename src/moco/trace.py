@@ -1,6 +1,7 @@
 """Call records: every model call (cached or not) goes to calls.jsonl as it happens, and into phase totals."""
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -66,9 +67,19 @@ class CallRecorder:
         self._fh: IO[str] | None = open(path, "a", buffering=1) if path else None
         self._lock = threading.Lock()
         self.phases: dict[str, PhaseStats] = {}
-        self.phase = "test"
+        # the phase is per task: participants running on one loop (a server's concurrent batches) each keep theirs
+        self._phase: contextvars.ContextVar[str] = contextvars.ContextVar(f"moco_phase_{id(self)}", default="test")
         self.failures: list[FailedCall] = []  # calls that failed after their retries, in order (see failures.py)
         self.failures_untraced = 0  # failed calls past KEEP_FAILED (a long-lived server): counted, not kept
+
+    @property
+    def phase(self) -> str:
+        """The phase calls are accounted to (dev, test, score) in the running task."""
+        return self._phase.get()
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._phase.set(name)
 
     def stats(self, phase: str | None = None) -> PhaseStats:
         return self.phases.setdefault(phase or self.phase, PhaseStats())
