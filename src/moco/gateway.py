@@ -9,7 +9,6 @@ backend (a token-level method) gets all of it by being registered in the pool.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,32 +85,25 @@ class Gateway:
     async def generate_alone(self, call: Call, default: SamplingParams, decode: Callable[[Any, GenRequest], GenResult],
                              tag: str = "", cached: bool = True) -> Response:
         """One call decoded by itself with `decode(backend, request)` (a server streaming an answer as it is
-        written), keyed, cached, recorded and counted like the calls of `generate`. With `cached=False` it is
-        decoded even when the cache holds it (the caller wants what only decoding gives: token log-probabilities).
-        A local backend decodes on the loop's thread, as the scheduler's local batches do; a remote one in a
-        worker thread. A failed decoding is a failed call, as a backend's."""
+        written): keyed, cached, recorded and counted like the calls of `generate`, and run by the scheduler as
+        a job of its own. With `cached=False` it is decoded even when the cache holds it (the caller wants what
+        only decoding gives: token log-probabilities). A failed decoding is a failed call, as a backend's."""
         handle = self.pool.handle(call.model)
         key, req = self.request(handle, call, default)
-        phase = self.recorder.phase
+        prepared, where, phase = [(key, req)], {key: [0]}, self.recorder.phase
+        done: Done = {}
         hit = self.cache.get_many([key]).get(key) if cached else None
         if hit is not None:
-            item = (hit.to_result(), True)
+            done[key] = (hit.to_result(), True)
+            self._record(key, [0], [handle], done[key], tag, None, prepared, phase)
         else:
-            backend = self.pool.backend(handle)
             bar = self.progress.task(f"{phase} {tag}".strip(), 1)
-            try:
-                remote = bool(getattr(backend, "remote", False))
-                res = await asyncio.to_thread(decode, backend, req) if remote else decode(backend, req)
-            except Exception as e:  # noqa: BLE001 - the caller sees a failed call, as from a backend
-                log.exception("the call to %s failed", handle.name)
-                res = GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
-            self.cache.put_many([(key, self.pool.fingerprint(handle), res)])
-            item = (res, False)
-            self.progress.advance(bar, 1)
+            job = self._job([key], [handle], where, prepared, done, bar, tag, phase)
+            job.decode = lambda reqs: [_decoded(decode, job.backend, handle.name, r) for r in reqs]
+            await scheduler.current().submit([job])
             self.progress.done(bar)
-        self._record(key, [0], [handle], item, tag, None, [(key, req)], phase)
-        self._stop_if_down([handle])
-        return _response(handle, *item)
+            self._stop_if_down([handle])
+        return _response(handle, *done[key])
 
     # ------------------------------------------------------------------ internals
     def _job(self, keys: list[str], handles: list[ModelHandle], where: dict[str, list[int]],
@@ -165,6 +157,14 @@ class Gateway:
                 raise BackendDown(f"model '{h.name}' is down: {why}; {len(calls)} model calls failed"
                                   + (f", first: {first[:200]}" if first else "") + ". Answered calls are cached: "
                                   "re-run the same command when the server is back")
+
+
+def _decoded(decode: Callable[[Any, GenRequest], GenResult], backend: Any, name: str, req: GenRequest) -> GenResult:
+    try:
+        return decode(backend, req)
+    except Exception as e:  # noqa: BLE001 - the caller sees a failed call, as from a backend
+        log.exception("the call to %s failed", name)
+        return GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
 
 
 def _response(handle: ModelHandle, res: GenResult, cached: bool) -> Response:
