@@ -136,7 +136,7 @@ def test_server_keeps_the_top_k_relevant_answers(tmp_path):
                           ["geography", "maths"]),
                  Snapshot("What is the sum of 2 and 3?", ["g", "m"], ["geo-answer", "math-answer"],
                           ["geography", "maths"])]
-        out = service._synthesise(snaps)
+        out = service.batcher.run_now(snaps)  # one batch of two closed sessions
     finally:
         service.close()
     assert [g.text for g in out] == ["saw geo", "saw math"] and [g.used for g in out] == [["g"], ["m"]]

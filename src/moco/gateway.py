@@ -9,7 +9,8 @@ backend (a token-level method) gets all of it by being registered in the pool.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from moco.tasks.base import Task
 from moco.trace import CallRecorder
 
 Done = dict[str, tuple[GenResult, bool]]  # key -> (result, served without decoding for this call)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,12 +73,7 @@ class Gateway:
             await scheduler.current().submit(jobs)
         self.progress.done(bar)
         self._stop_if_down([handles[where[j.keys[0]][0]] for j in jobs])
-        out: list[Response] = []
-        for h, (key, _req) in zip(handles, prepared):
-            res, cached = done[key]
-            out.append(Response(res.text, h.name, res.tokens_in, res.tokens_out, cached, res.error,
-                                res.token_logprobs, res.top_logprobs, res.finish_reason, res.extra))
-        return out
+        return [_response(h, *done[key]) for h, (key, _req) in zip(handles, prepared)]
 
     def failures(self, task: Task, output_failed: Sequence[bool] = (), max_failed: float = 0) -> Failures:
         """The failed calls so far, traced to the dev and test items they belonged to (see failures.py)."""
@@ -86,10 +83,28 @@ class Gateway:
             f.untraced_calls = self.recorder.failures_untraced
         return f
 
-    def record(self, key: str, handle: ModelHandle, item: tuple[GenResult, bool], tag: str, batch: int | None,
-               req: GenRequest) -> None:
-        """Record one call made outside `generate` (a server's streamed answer), like `generate` records."""
-        self._record(key, [0], [handle], item, tag, batch, [(key, req)], self.recorder.phase)
+    async def generate_alone(self, call: Call, default: SamplingParams, decode: Callable[[Any, GenRequest], GenResult],
+                             tag: str = "", cached: bool = True) -> Response:
+        """One call decoded by itself with `decode(backend, request)` (a server streaming an answer as it is
+        written): keyed, cached, recorded and counted like the calls of `generate`, and run by the scheduler as
+        a job of its own. With `cached=False` it is decoded even when the cache holds it (the caller wants what
+        only decoding gives: token log-probabilities). A failed decoding is a failed call, as a backend's."""
+        handle = self.pool.handle(call.model)
+        key, req = self.request(handle, call, default)
+        prepared, where, phase = [(key, req)], {key: [0]}, self.recorder.phase
+        done: Done = {}
+        hit = self.cache.get_many([key]).get(key) if cached else None
+        if hit is not None:
+            done[key] = (hit.to_result(), True)
+            self._record(key, [0], [handle], done[key], tag, None, prepared, phase)
+        else:
+            bar = self.progress.task(f"{phase} {tag}".strip(), 1)
+            job = self._job([key], [handle], where, prepared, done, bar, tag, phase)
+            job.decode = lambda reqs: [_decoded(decode, job.backend, handle.name, r) for r in reqs]
+            await scheduler.current().submit([job])
+            self.progress.done(bar)
+            self._stop_if_down([handle])
+        return _response(handle, *done[key])
 
     # ------------------------------------------------------------------ internals
     def _job(self, keys: list[str], handles: list[ModelHandle], where: dict[str, list[int]],
@@ -143,6 +158,19 @@ class Gateway:
                 raise BackendDown(f"model '{h.name}' is down: {why}; {len(calls)} model calls failed"
                                   + (f", first: {first[:200]}" if first else "") + ". Answered calls are cached: "
                                   "re-run the same command when the server is back")
+
+
+def _decoded(decode: Callable[[Any, GenRequest], GenResult], backend: Any, name: str, req: GenRequest) -> GenResult:
+    try:
+        return decode(backend, req)
+    except Exception as e:  # noqa: BLE001 - the caller sees a failed call, as from a backend
+        log.exception("the call to %s failed", name)
+        return GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
+
+
+def _response(handle: ModelHandle, res: GenResult, cached: bool) -> Response:
+    return Response(res.text, handle.name, res.tokens_in, res.tokens_out, cached, res.error, res.token_logprobs,
+                    res.top_logprobs, res.finish_reason, res.extra)
 
 
 def _widest(prepared: list[tuple[str, GenRequest]], positions: list[int]) -> GenRequest:

@@ -41,6 +41,7 @@ class Job:
     requests: dict[str, GenRequest]  # key -> request (the one asking for log-probabilities if any)
     done: dict[str, Any]  # key -> (result, cached) of the calling context: what is already answered
     deliver: Callable[[Rows, int], None]  # one finished batch: this job's rows, the merged batch number
+    decode: Callable[[list[GenRequest]], list[GenResult]] | None = None  # set: decoded alone by it (a streamed answer)
 
     @property
     def remote(self) -> bool:
@@ -128,7 +129,7 @@ class Scheduler:
             groups: dict[int, tuple[Any, list[tuple[int, Job]]]] = {}
             for n, s in enumerate(subs):
                 for j in s.jobs:
-                    groups.setdefault(id(j.backend), (j.backend, []))[1].append((n, j))
+                    groups.setdefault(id(j) if j.decode else id(j.backend), (j.backend, []))[1].append((n, j))
             remote = [g for g in groups.values() if any(j.remote for _n, j in g[1])]
             local = [g for g in groups.values() if g not in remote]
             if not self.overlap_remote:
@@ -178,7 +179,8 @@ class Scheduler:
                 if getattr(backend, "down", None):  # a dead server: the rest would fail at once; generate stops
                     break
                 todo = [reqs[k] for k in missing]
-                out = await asyncio.to_thread(backend.generate, todo) if remote else backend.generate(todo)
+                run = group[0][1].decode or backend.generate  # a job with its own decoding is a group alone
+                out = await asyncio.to_thread(run, todo) if remote else run(todo)
                 results = dict(zip(missing, out))
                 faults.hit("generate.batch")
                 self.batches += 1

@@ -35,6 +35,12 @@ class _DevAnswers:
 _DEV: weakref.WeakKeyDictionary[Any, _DevAnswers] = weakref.WeakKeyDictionary()
 
 
+def share_dev_answers(child: Any, parent: Any) -> None:
+    """Let `child` (a context derived from `parent` with the same models, dev split and dev decoding, e.g. one
+    per batch a server answers) reuse `parent`'s dev answers, and add to them: dev work is done once."""
+    _DEV[child] = _DEV.setdefault(parent, _DevAnswers())
+
+
 def dev_sampling(ctx: Any, **overrides: Any) -> SamplingParams:
     """The sampling of dev answers made for a selection: greedy under `dev_decoding: greedy`."""
     if ctx.decoding.dev_decoding == "greedy":
@@ -56,8 +62,9 @@ def averaged(ctx: Any, score_pass: Callable[[int], list[float]]) -> list[float]:
 async def candidate_scores(ctx: Any, handles: Sequence[Any], examples: Sequence[Any], tag: str) -> list[list[float]]:
     """Per-item dev scores of each candidate model on `examples` (out[candidate][item]), answered the shared way:
     greedy, or the mean of `dev_repeats` samples per item; a failed answer scores 0. One batched call."""
-    sampling, reps, n, k = dev_sampling(ctx), dev_repeats(ctx), len(examples), len(handles)
+    reps, n, k = dev_repeats(ctx), len(examples), len(handles)
     with ctx.phase("dev"):
+        sampling = dev_sampling(ctx)  # in the dev phase: a served context samples dev work as configured
         flat = await ctx.generate([Call(h, ex.prompt, sampling, replica=r, images=ex.images)
                                    for r in range(reps) for h in handles for ex in examples], tag=tag)
     scored = await ctx.score(list(examples) * (reps * k), [x.text for x in flat])
@@ -116,8 +123,9 @@ async def dev_item_scores(ctx: Any) -> list[list[float]]:
         dev = ctx.task.dev
         if not dev:
             raise ValueError(f"task {ctx.task.name} has no dev split; dev-based selection is impossible")
-        sampling, reps, n = dev_sampling(ctx), dev_repeats(ctx), len(dev)
+        reps, n = dev_repeats(ctx), len(dev)
         with ctx.phase("dev"):
+            sampling = dev_sampling(ctx)
             flat = await ctx.generate([Call(m, ex.prompt, sampling, replica=r, images=ex.images)
                                        for r in range(reps) for m in missing for ex in dev], tag="answer")
         for k, m in enumerate(missing):

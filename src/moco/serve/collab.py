@@ -6,7 +6,8 @@ answers); without a task the requests form a generation-only pseudo-task. Concur
 within the batching window run as ONE call of the method on a batch of test items — so every model call
 of the collaboration is batched across clients. Requests with different sampling settings (max_tokens,
 temperature, top_p) run as separate method calls of the same batch, since a method decodes with one
-setting.
+setting. Each method call runs in a context of its own (`StageContext.derive`) on the batcher's one event
+loop, so batches running at the same time merge their model calls (moco.scheduler) and never share state.
 """
 from __future__ import annotations
 
@@ -25,9 +26,8 @@ from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
 from moco.errors import ConfigError, MocoError
 from moco.gateway import Gateway
-from moco.models import time_limit
 from moco.progress import Progress
-from moco.serve.batcher import MicroBatcher, QueueFull, TimeLimitReached
+from moco.serve.batcher import MicroBatcher, QueueFull, TimeLimitReached, past_deadline
 from moco.serve.final_stage import StageRequest, stage_info
 from moco.serve.limits import chars_problem, context_problem
 from moco.serve.protocol import ApiError, ChatMessage, ChatRequest, completion
@@ -110,7 +110,7 @@ class CollaborationService:
         if progress is not None:
             self.gateway.progress = progress
         try:
-            done = self._run_group([item])[0]
+            done = aio.run(scheduler.current_participant(self._run_group([item])))[0]
         except MocoError as e:
             raise ConfigError(f"{self.plan.method.name} cannot serve: {_first_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - a method's bug refuses the start with its message
@@ -184,9 +184,11 @@ class CollaborationService:
         return completion(self.name, done.text, done.prompt_tokens, done.completion_tokens, done.finish,
                           extra={"method": self.plan.method.name, "batch_size": done.batch_size})
 
-    # ------------------------------------------------------------------ the worker
-    def _handle(self, items: list[Pending], ready: Callable[[int, Done], Any] = lambda i, d: None) -> list[Done]:
-        """Groups run shortest max_tokens first, and each group's answers go out as soon as it ends."""
+    # ------------------------------------------------------------------ the worker's loop
+    async def _handle(self, items: list[Pending], ready: Callable[[int, Done], Any] = lambda i, d: None) -> list[Done]:
+        """One batch (a participant of the worker loop's scheduler: its model calls merge with those of the
+        batches running beside it). Its groups run shortest max_tokens first, and each group's answers go out
+        as soon as it ends: a group merged into the backend batches of a longer one would wait for its end."""
         groups: dict[tuple, list[int]] = {}
         out: list[Done | None] = [None] * len(items)
         for i, p in enumerate(items):
@@ -197,52 +199,46 @@ class CollaborationService:
             groups.setdefault(sampling_key(p.max_new_tokens, p.temperature, p.top_p), []).append(i)
         for key in sorted(groups, key=lambda k: k[0]):  # shortest max_tokens first: a long group cannot delay them
             idx = groups[key]
-            for i, r in zip(idx, self._run_isolated([items[i] for i in idx])):
+            for i, r in zip(idx, await self._run_isolated([items[i] for i in idx])):
                 out[i] = r
                 ready(i, r)
         return [o for o in out if o is not None]
 
-    def _run_isolated(self, group: list[Pending]) -> list[Done]:
+    async def _run_isolated(self, group: list[Pending]) -> list[Done]:
         """Run a group; when it fails, run its requests one by one, so only a request that fails alone fails."""
         try:
-            return self._run_group(group)
+            return await self._run_group(group)
         except Exception as e:  # noqa: BLE001 - a bug in a method fails its requests, not the server
-            if time_limit.passed():  # stopped at the time limit: a re-run would stop at once
+            if past_deadline():  # stopped at the time limit: a re-run would stop at once
                 return [_timed_out() for _ in group]
             if len(group) > 1:
                 log.warning("a batch of %d failed (%s: %s): running its requests one by one", len(group),
                             type(e).__name__, e)
-                return [d for p in group for d in self._run_isolated([p])]
+                return [d for p in group for d in await self._run_isolated([p])]
             if isinstance(e, MocoError):
                 return [Done("", error=str(e))]
             log.exception("method %s failed", self.plan.method.name)
             return [Done("", error=f"{type(e).__name__}: {e}")]
 
-    def _totals(self) -> tuple[int, int]:
-        ph = self.recorder.phases.values()
-        return sum(p.tokens_in for p in ph), sum(p.tokens_out for p in ph)
-
-    def _run_group(self, items: list[Pending]) -> list[Done]:
-        ctx, p0 = self.ctx, items[0]
-        examples = [dataclasses.replace(p.example, index=i) for i, p in enumerate(items)]
-        b = self.base_task
-        ctx.task = dataclasses.replace(b, test=examples)
-        ctx.decoding = self.cfg.generation.model_copy(
+    def context_for(self, items: list[Pending]) -> ServedContext:
+        """The group's own context: its requests as the test items, its sampling; the rest shared (see derive)."""
+        p0 = items[0]
+        test = [dataclasses.replace(p.example, index=i) for i, p in enumerate(items)]
+        decoding = self.cfg.generation.model_copy(
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
-        ctx.metrics = {}
-        tin0, tout0 = self._totals()
-        # one batch of requests is one participant of the scheduler, like a run's method (moco.scheduler)
-        outputs = aio.run(scheduler.current_participant(
-            ctx.run_method(self.plan.method, self.plan.params, [p.want for p in items])))
+        return self.ctx.derive(dataclasses.replace(self.base_task, test=test), decoding)
+
+    async def _run_group(self, items: list[Pending]) -> list[Done]:
+        ctx = self.context_for(items)
+        outputs = await ctx.run_method(self.plan.method, self.plan.params, [p.want for p in items])
         if len(outputs) != len(items):
             raise RuntimeError(f"method returned {len(outputs)} outputs for {len(items)} requests")
-        tin, tout = self._totals()
         n = len(items)
-        share_in, share_out = _split(tin - tin0, n), _split(tout - tout0, n)
+        share_in, share_out = _split(ctx.tokens[0], n), _split(ctx.tokens[1], n)
         done = []
         for k, (p, o) in enumerate(zip(items, outputs)):
             if o.failed:
-                done.append(_timed_out() if time_limit.passed() else Done("", error="a model call failed (see the server log)"))
+                done.append(_timed_out() if past_deadline() else Done("", error="a model call failed (see the server log)"))
                 continue
             if not o.text.strip() and self.base_task.task_type == "multiple_choice" and not p.example.choices:
                 done.append(Done("", error=f"no answer: this server's task '{self.base_task.name}' is multiple "

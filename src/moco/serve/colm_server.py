@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moco import aio, scheduler
+from moco import aio
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig
 from moco.context import Call, RunContext
@@ -265,12 +265,11 @@ class ColmServer:
             del self.sessions[key]
 
     # ------------------------------------------------------------------ aggregation (worker thread)
-    def _synthesise(self, snaps: list[Snapshot]) -> list[Guidance]:
+    async def _synthesise(self, snaps: list[Snapshot]) -> list[Guidance]:
+        """One batch of closed sessions, on the batcher's loop (a scheduler participant: batches running at the
+        same time merge their server-model calls). The context is only read here, never changed."""
         if self.aggregation == "concat":
             return [Guidance(answers_block(s.answers), list(s.clients)) for s in snaps]
-        return aio.run(scheduler.current_participant(self._synthesise_async(snaps)))
-
-    async def _synthesise_async(self, snaps: list[Snapshot]) -> list[Guidance]:
         ctx = self.ctx
         chosen = [list(range(len(s.clients))) for s in snaps]
         ks = [contributors_k(self.params.top_k, len(s.clients)) for s in snaps]

@@ -17,18 +17,23 @@ pretending.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from moco.config import GenerationSettings
 from moco.context import Call, Output, Response, RunContext
-from moco.models.base import GenResult
+from moco.models.base import GenRequest, GenResult
 from moco.models.pool import ModelHandle
+from moco.selection import share_dev_answers
 from moco.serve.protocol import parse_chat_request
 from moco.serve.streaming import TokenLogprob, decode_one, supports_logprobs
+from moco.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -76,34 +81,76 @@ class _Seen:
     finish: str
 
 
+@dataclass
+class StageLearner:
+    """What the server learned about the final stage, shared by every batch's context."""
+
+    final: FinalStage | None = None
+    runs_learned: int = 0  # runs whose answers the final stage wrote
+    unstable: bool = False  # a run's answers came from another call: nothing streams any more
+    runs: int = 0  # method runs so far (the start-up run included): each one was a chance to learn
+
+
 class StageContext(RunContext):
-    """A RunContext that learns which call writes the answer and can watch that call for one request."""
+    """A RunContext that learns which call writes the answer and can watch that call for one request. A server
+    answers each batch in a context of its own (`derive`): they share the models, gateway, scorer, roles,
+    artifacts, dev answers and what was learned (`learner`); the test items, decoding and metrics are the batch's."""
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.final: FinalStage | None = None
-        self.runs_learned = 0  # runs whose answers the final stage wrote
-        self.unstable = False  # a run's answers came from another call: nothing streams any more
+        self.learner = StageLearner()
+        self._own_state()
+
+    def _own_state(self) -> None:
+        """What each context keeps for itself (a derived one starts afresh)."""
         self.finishes: list[str] = []  # of the last run: each answer's finish reason (stop | length), when known
-        self.runs = 0  # method runs so far (the start-up run included): each one was a chance to learn
+        self.tokens = [0, 0]  # prompt and completion tokens of this context's calls (cached ones included)
         self._seen: list[_Seen] = []
         self._order = 0
         self._wants: list[StageRequest | None] = []
+        self._in_run = False
+
+    def derive(self, task: Task, decoding: GenerationSettings) -> StageContext:
+        """A context for one batch: its own test items, decoding, metrics, rng and run state; everything else
+        (and the dev answers of moco.selection) shared with this one. The scorer stays bound to this context."""
+        if task.dev is not self.task.dev:
+            raise ValueError("a derived context keeps the dev split (its dev answers are shared)")
+        child = copy.copy(self)
+        child.task, child.decoding, child.metrics = task, decoding, {}
+        child.rng = random.Random(self.seed)
+        child._own_state()
+        share_dev_answers(child, self)
+        return child
+
+    @property
+    def final(self) -> FinalStage | None:
+        return self.learner.final
+
+    @property
+    def unstable(self) -> bool:
+        return self.learner.unstable
+
+    @property
+    def runs(self) -> int:
+        return self.learner.runs
+
+    @property
+    def runs_learned(self) -> int:
+        return self.learner.runs_learned
 
     # ------------------------------------------------------------------ running a method
     async def run_method(self, method: Any, params: Any, wants: Sequence[StageRequest | None] = ()) -> list[Output]:
-        """`method.run` on the current task (its test items are the requests); learns the final stage from the
-        outputs. `wants[k]` is what request k wants from its last stage (None: nothing). Runs in the one
-        thread that owns the models."""
+        """`method.run` on this context's task (its test items are the requests); learns the final stage from
+        the outputs. `wants[k]` is what request k wants from its last stage (None: nothing)."""
         wants = list(wants) or [None] * len(self.task.test)
         if len(wants) != len(self.task.test):
             raise ValueError(f"{len(wants)} stage requests for {len(self.task.test)} items")
-        self._seen, self._order, self._wants, self.finishes = [], 0, wants, []
+        self._seen, self._order, self._wants, self.finishes, self._in_run = [], 0, wants, [], True
         try:
             outputs = await method.run(self, params)
         finally:
-            self._wants = []
-            self.runs += 1
+            self._wants, self._in_run = [], False
+            self.learner.runs += 1
         self._learn(outputs)
         for want, o in zip(wants, outputs):
             if want is not None:
@@ -113,7 +160,8 @@ class StageContext(RunContext):
     async def generate(self, calls: Sequence[Call], tag: str = "") -> list[Response]:
         calls = list(calls)
         handles = [self.model(c.model) for c in calls]
-        watched = {i: self._watch(handles[i], calls[i], tag, want) for i, want in self._targets(handles, tag)}
+        targets = self._targets(handles, tag)
+        watched = {i: await self._watch(calls[i], tag, want) for i, want in targets}
         if not watched:
             out = await super().generate(calls, tag)
         else:  # the answers' calls first (clients are waiting for them), then the rest of the stage, batched
@@ -121,9 +169,12 @@ class StageContext(RunContext):
             rest = iter(await super().generate([calls[i] for i in rest_at], tag) if rest_at else [])
             out = [watched[i] if i in watched else next(rest) for i in range(len(calls))]
         self._order += 1
+        self.tokens[0] += sum(r.tokens_in for r in out)
+        self.tokens[1] += sum(r.tokens_out for r in out)
         phase = self._gw.recorder.phase
-        self._seen.extend(_Seen(phase, tag, h.name, r.text, self._order, r.finish_reason)
-                          for h, r in zip(handles, out) if not r.failed)
+        if self._in_run:  # not the calls a shared scorer makes through the service's own context
+            self._seen.extend(_Seen(phase, tag, h.name, r.text, self._order, r.finish_reason)
+                              for h, r in zip(handles, out) if not r.failed)
         return out
 
     # ------------------------------------------------------------------ the watched call
@@ -139,34 +190,25 @@ class StageContext(RunContext):
             return []
         return [(i, w) for i, w in zip(at, wants) if w is not None and not w.watched]
 
-    def _watch(self, handle: ModelHandle, call: Call, tag: str, want: StageRequest) -> Response:
-        """Decode an answer's call alone, streaming it; cached and recorded like every call of `generate`."""
+    async def _watch(self, call: Call, tag: str, want: StageRequest) -> Response:
+        """Decode an answer's call alone, streaming it; keyed, cached and recorded by the gateway like every call."""
         want.watched = True
-        gw = self._gw
-        key, req = gw.request(handle, call, self.sampling())
-        hit = gw.cache.get_many([key]).get(key) if want.top_logprobs is None else None
-        if hit is not None:
-            res, cached = hit.to_result(), True
-            if not res.failed and res.text:
-                want.piece(res.text)
-        else:
-            try:
-                res, want.logprobs = decode_one(gw.pool.backend(handle), req, want.piece, want.top_logprobs)
-            except Exception as e:  # noqa: BLE001 - a failed call, like a backend's: the method sees it
-                log.exception("the watched call to %s failed", handle.name)
-                res = GenResult("", error=f"{type(e).__name__}: {e}", finish_reason="error")
-            cached = False
-            gw.cache.put_many([(key, gw.pool.fingerprint(handle), res)])
-        gw.record(key, handle, (res, cached), tag, None, req)
-        return Response(res.text, handle.name, res.tokens_in, res.tokens_out, cached, res.error,
-                        res.token_logprobs, res.top_logprobs, res.finish_reason, res.extra)
+
+        def decode(backend: Any, req: GenRequest) -> GenResult:
+            res, want.logprobs = decode_one(backend, req, want.piece, want.top_logprobs)
+            return res
+
+        r = await self._gw.generate_alone(call, self.sampling(), decode, tag, cached=want.top_logprobs is None)
+        if r.cached and not r.failed and r.text:
+            want.piece(r.text)
+        return r
 
     # ------------------------------------------------------------------ learning
     def _learn(self, outputs: list[Output]) -> None:
         """The latest stage whose calls' texts are exactly the outputs (one call per request) is the final one.
         A run whose answers did not come from the learned stage (a method that picks a different model per
         request: a vote, a router) turns streaming off for good: answers are then sent whole."""
-        if not outputs or any(o.failed for o in outputs) or self.unstable:
+        if not outputs or any(o.failed for o in outputs) or self.learner.unstable:
             return
         want = Counter(o.text for o in outputs)
         stages: dict[tuple[str, str, str], list[_Seen]] = {}
@@ -174,23 +216,24 @@ class StageContext(RunContext):
             stages.setdefault((s.phase, s.tag, s.model), []).append(s)
         found = {key: max(x.order for x in seen) for key, seen in stages.items()
                  if len(seen) == len(outputs) and Counter(x.text for x in seen) == want}
-        if self.final is not None:
-            key = (self.final.phase, self.final.tag, self.final.model)
+        lr = self.learner
+        if lr.final is not None:
+            key = (lr.final.phase, lr.final.tag, lr.final.model)
             if key in found:
-                self.runs_learned += 1
+                lr.runs_learned += 1
                 self._finishes(outputs, stages[key])
                 return
-            self.final, self.unstable = None, True
+            lr.final, lr.unstable = None, True
             log.warning("a run's answers were not written by the learned final stage: this method's answer is not "
                         "always the same call; answers are sent whole from now on")
             return
         if found:
             phase, tag, model = max(found, key=lambda k: found[k])
             backend = self.local(model).backend
-            self.final = FinalStage(phase, tag, model, supports_logprobs(backend))
-            self.runs_learned = 1
+            lr.final = FinalStage(phase, tag, model, supports_logprobs(backend))
+            lr.runs_learned = 1
             self._finishes(outputs, stages[(phase, tag, model)])
-            log.info("final stage: %s", self.final.describe())
+            log.info("final stage: %s", lr.final.describe())
 
     def _finishes(self, outputs: list[Output], calls: list[_Seen]) -> None:
         """Each answer's finish reason: that of the call that wrote it."""
@@ -211,7 +254,7 @@ def learn_final_stage(service: Any, prompt: str = "Say hello.", max_new_tokens: 
             "max_tokens": min(max_new_tokens, service.max_new_tokens_cap)}
     try:
         # before the port opens the batcher's worker is idle: the probe runs here, outside the request counts
-        done = service.batcher.handler([service.pending(parse_chat_request(json.dumps(body).encode()))])[0]
+        done = service.batcher.run_now([service.pending(parse_chat_request(json.dumps(body).encode()))])[0]
         if done.error:
             log.warning("the start-up probe failed (%s): answers will be sent whole", done.error)
     except Exception as e:  # noqa: BLE001 - streaming falls back to whole answers; serving goes on
