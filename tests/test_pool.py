@@ -190,11 +190,11 @@ def test_one_generate_call_over_more_models_than_fit_loads_each_once(tiny_models
     cfg = parse_config({"method": "single_model", "task": {"name": str(tiny_task)},
                         "models": [{"model": a, "name": "a"}, {"model": b, "name": "b"}],
                         "hardware": {"memory_budget_gb": 1.5 * _size_gb(tiny_models[0])},
-                        "generation": {"max_new_tokens": 2}})
+                        "decoding": {"max_new_tokens": 2}})
     p = plan(cfg)
     assert not p.pool.is_remote(p.pool.handle("a"))
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=NullCache(), recorder=CallRecorder(None),
-                     generation=cfg.generation)
+                     decoding=cfg.decoding)
     out = ctx.generate([Call("a", "x"), Call("b", "y"), Call("a", "z")])
     assert [r.model for r in out] == ["a", "b", "a"]
     assert loads == {a: 1, b: 1}

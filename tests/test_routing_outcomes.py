@@ -13,10 +13,10 @@ from moco.trace import CallRecorder
 
 def _ctx(models, task, cache) -> RunContext:
     cfg = parse_config({"method": "single_model", "task": {"name": str(task)}, "models": [str(m) for m in models],
-                        "generation": {"max_new_tokens": 6, "temperature": 0.8}})
+                        "decoding": {"max_new_tokens": 6, "temperature": 0.8}})
     p = plan(cfg)
     return RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                      generation=p.config.generation, seed=1)
+                      decoding=p.config.decoding, seed=1)
 
 
 def test_logprob_calls_are_the_plain_calls(tiny_models, tiny_task, tmp_path):
@@ -69,7 +69,7 @@ def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path)
     p = plan(cfg, backends=backends, data_dir=str(sample_data))
     rec = CallRecorder(None)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=rec,
-                     generation=p.config.generation, roles=p.roles)
+                     decoding=p.config.decoding, roles=p.roles)
     out = collect(ctx, ctx.dev)
     assert out.scores == [[1.0] * 3, [4.0] * 3]  # the reward model's outputs: 1 and 4 words
     assert out.best_order() == [1, 0]
@@ -82,6 +82,6 @@ def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path)
         plan(gen_only, backends=backends)  # refused before any model loads (validate, run and serve alike)
     p = plan(gen_only, backends=backends, needs=False)  # and collect() itself still refuses, for direct callers
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                     generation=p.config.generation)
+                     decoding=p.config.decoding)
     with pytest.raises(ConfigError, match="generation-only"):
         collect(ctx, ctx.dev)

@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from moco import faults, lockstep
 from moco.cache import ResponseCache, request_key, seed_from_key
 from moco.calls import Call, Response
-from moco.config import GenerationSettings, ModelSpec
+from moco.config import ENGINE_KEYS, DecodingSettings, ModelSpec
 from moco.errors import BackendDown, ModelError
 from moco.failures import Failures, account
 from moco.models.base import GenRequest, GenResult, Message, SamplingParams, with_role_prompt
@@ -53,7 +54,7 @@ class RunContext:
     overlap_remote = True  # remote backends of one generate call run concurrently (False: one after the other)
 
     def __init__(self, *, pool: ModelPool, task: Task, scorer: Scorer, cache: ResponseCache,
-                 recorder: CallRecorder, generation: GenerationSettings, seed: int = 0,
+                 recorder: CallRecorder, decoding: DecodingSettings, seed: int = 0,
                  artifacts_dir: Path | None = None, progress: Progress | None = None,
                  roles: dict[str, ModelHandle] | None = None):
         self.pool = pool
@@ -61,7 +62,7 @@ class RunContext:
         self.scorer = scorer
         self.cache = cache
         self.recorder = recorder
-        self.generation = generation
+        self.decoding = decoding
         self.seed = seed
         self.rng = random.Random(seed)
         self.artifacts_dir = artifacts_dir
@@ -109,8 +110,15 @@ class RunContext:
         """The model bound to a role in the config (`roles:`), or None when unbound."""
         return self.roles.get(name)
 
+    @property
+    def generation(self) -> SimpleNamespace:
+        """Read-only former view (decoding + the pool's engine resources) for methods not yet moved to
+        `decoding` / the pool; to be removed."""
+        hw = self.pool.hardware
+        return SimpleNamespace(**self.decoding.model_dump(), **{k: getattr(hw, k) for k in ENGINE_KEYS})
+
     def sampling(self, **overrides: Any) -> SamplingParams:
-        g = self.generation
+        g = self.decoding
         base = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p}
         base.update(overrides)
         return SamplingParams(**base)

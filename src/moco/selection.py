@@ -2,7 +2,7 @@
 soups, swarms, ExPO's α, the nudging grid, LoraHub, Co-LLM's threshold).
 
 One sampled pass over a small dev set makes the winner's score optimistic and seed-dependent. Two shared
-settings (`generation.dev_decoding`, `generation.dev_repeats`) say how dev answers for a selection are made:
+settings (`decoding.dev_decoding`, `decoding.dev_repeats`) say how dev answers for a selection are made:
 
 - `sampled` (default, the papers' protocol): the run's sampling, averaged over `dev_repeats` independent
   samples per item (1 = one pass, as the papers);
@@ -22,14 +22,14 @@ from moco.models.base import SamplingParams
 
 def dev_sampling(ctx: Any, **overrides: Any) -> SamplingParams:
     """The sampling of dev answers made for a selection: greedy under `dev_decoding: greedy`."""
-    if ctx.generation.dev_decoding == "greedy":
+    if ctx.decoding.dev_decoding == "greedy":
         overrides["temperature"] = 0.0
     return ctx.sampling(**overrides)
 
 
 def dev_repeats(ctx: Any) -> int:
     """Independent samples per dev item (1 when dev decoding is greedy: repeats would be identical)."""
-    return 1 if ctx.generation.dev_decoding == "greedy" else ctx.generation.dev_repeats
+    return 1 if ctx.decoding.dev_decoding == "greedy" else ctx.decoding.dev_repeats
 
 
 def averaged(ctx: Any, score_pass: Callable[[int], list[float]]) -> list[float]:
@@ -76,7 +76,7 @@ def record(ctx: Any, what: str, labels: Sequence[str], item_scores: Sequence[Seq
                      **({} if iv.ok else {"ci_note": iv.note})})
     won = next(r for r in rows if r["candidate"] == chosen)
     others = [r["dev_score"] for r in rows if r is not won]
-    rec = {"decoding": ctx.generation.dev_decoding, "repeats": dev_repeats(ctx), "chosen": chosen,
+    rec = {"decoding": ctx.decoding.dev_decoding, "repeats": dev_repeats(ctx), "chosen": chosen,
            "chosen_dev_score": won["dev_score"], "margin": round(won["dev_score"] - max(others), 6) if others else None,
            "candidates": rows, **extra}
     ctx.extra_metrics.setdefault("dev_selection", {})[what] = rec

@@ -86,7 +86,7 @@ def score_predictions(task: Task, split: str, path: Path, scorer: Any, ctx: Any 
 def scoring_context(task: Task, scorer: Any, role_models: dict[str, str | None], out_dir: Path, seed: int = 0):
     """A run context for a model-based scorer outside a run (its role bound to a model given on the CLI)."""
     from moco.cache import ResponseCache
-    from moco.config import GenerationSettings, ModelSpec
+    from moco.config import DecodingSettings, ModelSpec
     from moco.context import RunContext
     from moco.models.pool import ModelPool
     from moco.trace import CallRecorder
@@ -97,9 +97,9 @@ def scoring_context(task: Task, scorer: Any, role_models: dict[str, str | None],
     model = role_models.get(role)
     if not model:
         raise ConfigError(f"scorer '{scorer.name}' needs a model for the role '{role}': pass --{role} MODEL")
-    pool = ModelPool([], generation=GenerationSettings())
+    pool = ModelPool([])
     handle = pool.add_extra(role, ModelSpec(model=model))
     pool.check()
     out_dir.mkdir(parents=True, exist_ok=True)
     return RunContext(pool=pool, task=task, scorer=scorer, cache=ResponseCache(), recorder=CallRecorder(out_dir / "calls.jsonl"),
-                      generation=GenerationSettings(), seed=seed, roles={role: handle})
+                      decoding=DecodingSettings(), seed=seed, roles={role: handle})

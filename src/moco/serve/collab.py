@@ -78,7 +78,7 @@ class CollaborationService:
         base, scorer = self.plan.task, self.plan.scorer
         self.base_task = base
         self.name = name or cfg.name or f"moco-{self.plan.method.name}"
-        self.max_new_tokens_cap = cfg.generation.max_new_tokens
+        self.max_new_tokens_cap = cfg.decoding.max_new_tokens
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
         artifacts = (log_dir / "artifacts") if log_dir else Path(tempfile.mkdtemp(prefix="moco-serve-"))
@@ -86,7 +86,7 @@ class CollaborationService:
         self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
         self.memo = StartupMemo(cache, self.recorder)
         self.ctx = ServedContext(pool=self.plan.pool, task=base, scorer=scorer, cache=self.memo,
-                                 recorder=self.recorder, configured=cfg.generation, seed=cfg.seed,
+                                 recorder=self.recorder, configured=cfg.decoding, seed=cfg.seed,
                                  artifacts_dir=artifacts, roles=self.plan.roles)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
                                                                  max_pending=max_pending, early=True)
@@ -97,7 +97,7 @@ class CollaborationService:
     def warm_up(self, progress: Progress | None = None) -> str:
         """Run the method once on one warm-up item before serving (see `moco.serve.startup`): dev work and
         model loading happen here; a failure is a one-line refusal to start. Returns what it did, for stderr."""
-        g = self.cfg.generation
+        g = self.cfg.decoding
         prompt = self.base_task.dev[0].prompt if self.base_task.dev else WARM_UP_PROMPT
         ex = example_of([ChatMessage(role="user", content=prompt)], 0)
         own = self.base_task.dev[0].choices if self.base_task.dev else None  # the dev item's options (no gold)
@@ -140,7 +140,7 @@ class CollaborationService:
     def pending(self, req: ChatRequest) -> Pending:
         if req.messages[-1].role != "user":
             raise ApiError(400, "the last message must come from the user", param="messages")
-        g = self.cfg.generation
+        g = self.cfg.decoding
         n = req.max_new_tokens or g.max_new_tokens
         if n > self.max_new_tokens_cap:
             raise ApiError(400, f"max_tokens {n} exceeds this server's limit of {self.max_new_tokens_cap}",
@@ -224,7 +224,7 @@ class CollaborationService:
         examples = [dataclasses.replace(p.example, index=i) for i, p in enumerate(items)]
         b = self.base_task
         ctx.task = dataclasses.replace(b, test=examples)
-        ctx.generation = self.cfg.generation.model_copy(
+        ctx.decoding = self.cfg.decoding.model_copy(
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
         ctx.extra_metrics = {}
         tin0, tout0 = self._totals()

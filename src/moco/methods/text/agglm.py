@@ -56,7 +56,7 @@ class Params(LoraParams):
     grpo_temperature: float = Field(1.0, gt=0.0, le=5.0, description="sampling temperature of GRPO rollouts "
                                     "(reference: 1.0)")
     grpo_max_completion_length: int | None = Field(None, ge=1, description="rollout length; default: the run's "
-                                                   "generation.max_new_tokens (reference: max_response_length)")
+                                                   "decoding.max_new_tokens (reference: max_response_length)")
     agglm_log_path: str | None = Field(None, description="reference key, no effect: the adapter goes in the run "
                                        "directory's artifacts")
     reuse_log: bool = Field(True, description="reuse a finished adapter of this run; False retrains")
@@ -154,7 +154,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
                                     learning_rate=params.learning_rate, weight_decay=params.weight_decay,
                                     lr_scheduler=params.lr_scheduler, num_generations=params.train_batch_size,
                                     batch_size=params.train_batch_size,
-                                    max_completion_length=params.grpo_max_completion_length or ctx.generation.max_new_tokens,
+                                    max_completion_length=params.grpo_max_completion_length or ctx.decoding.max_new_tokens,
                                     temperature=params.grpo_temperature, seed=ctx.seed,
                                     **params.lora_settings())
             if not params.reuse_log:

@@ -57,7 +57,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
     proposer = pick_model(ctx, params.proposer, "proposer")
     aggregator = ctx.model(params.aggregator) if params.aggregator is not None else ctx.role("aggregator") or proposer
     k = params.samples or moa_default_proposals(len(ctx.models))
-    if ctx.generation.temperature <= 0 and k > 1:
+    if ctx.decoding.temperature <= 0 and k > 1:
         ctx.extra_metrics["warning"] = "temperature 0: the proposer's samples are identical"
     w = k if params.variant == "parallel" else params.window
     with ctx.phase("test"):

@@ -52,7 +52,7 @@ def run(ctx: RunContext, params: Params) -> list[Output]:
         dev = ranking(ctx, "tie_break")[1]  # recorded: every model's dev score with its interval
     else:
         dev = [0.0] * len(models)
-    if ctx.generation.temperature <= 0 and k > 1:
+    if ctx.decoding.temperature <= 0 and k > 1:
         ctx.extra_metrics["warning"] = "temperature 0: the k samples of a model are identical"
     with ctx.phase("test"):
         calls = [Call(m, ex.prompt, replica=r) for m in models for ex in test for r in range(k)]
