@@ -1,7 +1,7 @@
 """Experiment config: one file (YAML or JSON) says models, task, method, decoding and hardware.
 
-`decoding:` is how answers are sampled (it changes results); `hardware:` is where and how models run (GPUs,
-batch size, KV prefix cache, sharding: it changes speed, never results). Our schema is strict (unknown keys
+`decoding:` is how answers are sampled (part of what a model is asked); `hardware:` is where and how fast models
+run (GPUs, batch size, KV prefix cache, sharding: engine resources, not part of a request's cache key). Our schema is strict (unknown keys
 are errors that suggest the nearest valid key). A config with the former `generation:` section (both kinds
 mixed) is read with one warning line naming where each of its keys now lives. The reference implementation's
 JSON configs (`method`, `task`, `task_type`, `gpu_ids`, `model_names`, `hyperparameters`) are read unchanged:
@@ -184,7 +184,7 @@ class ModelSpec(StrictModel):
 
 
 class DecodingSettings(StrictModel):
-    """How every model call of a run samples its answer (methods may override per call): changes results."""
+    """How every model call of a run samples its answer (methods may override per call)."""
 
     moved_keys: ClassVar[dict[str, str]] = {k: f"hardware.{k}" for k in ENGINE_KEYS}
 
@@ -217,7 +217,7 @@ class RaySettings(StrictModel):
 
 
 class HardwareSettings(StrictModel):
-    """Where and how models run (engine resources: they change speed and memory, never answers).
+    """Where and how fast models run (engine resources, not part of what a model is asked).
     Empty `gpu_ids` means CPU."""
 
     moved_keys: ClassVar[dict[str, str]] = {k: f"decoding.{k}" for k in
