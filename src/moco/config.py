@@ -1,11 +1,12 @@
 """Experiment config: one file (YAML or JSON) says models, task, method, decoding and hardware.
 
-`decoding:` is how answers are sampled (part of what a model is asked); `hardware:` is where and how fast models
-run (GPUs, batch size, KV prefix cache, sharding: engine resources, not part of a request's cache key). Our schema is strict (unknown keys
-are errors that suggest the nearest valid key). A config with the former `generation:` section (both kinds
-mixed) is read with one warning line naming where each of its keys now lives. The reference implementation's
-JSON configs (`method`, `task`, `task_type`, `gpu_ids`, `model_names`, `hyperparameters`) are read unchanged:
-decoding keys go to `decoding`, engine keys to `hardware`, the rest to the method's typed `params`.
+`decoding:` is how answers are sampled (part of what a model is asked); `hardware:` is where and how fast
+models run (GPUs, batch size, KV prefix cache, sharding: engine resources, not part of a request's cache key).
+Our schema is strict (unknown keys are errors that suggest the nearest valid key). A config with the former
+`generation:` section (both kinds mixed) is read with one warning line naming where each of its keys now
+lives. The reference implementation's JSON configs (`method`, `task`, `task_type`, `gpu_ids`, `model_names`,
+`hyperparameters`) are read unchanged: decoding keys go to `decoding`, engine keys to `hardware`, the rest to
+the method's typed `params`.
 """
 from __future__ import annotations
 
