@@ -51,11 +51,11 @@ def main() -> None:
         "task": {"name": "moco_demo", "test_limit": args.questions},
         "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
         "params": {"rounds": 1, "summarizer": 0} if args.method == "text_multiagent_refine" else {},
-        "generation": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9,
-                       "batch_size": args.batch_size},
+        "decoding": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9},
+        "hardware": {"batch_size": args.batch_size},
     })
     # load once before timing (a persistent pool is the point; loading is not generation)
-    ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)
+    ModelPool(cfg.models, cfg.hardware).backend(0)
     if args.method == "logit_logit_fusion":
         return fusion_workload(cfg, args)
 
@@ -77,7 +77,7 @@ def main() -> None:
     tok_a = res.metrics["total"]["generated_tokens"]
     n_calls = len(calls_log)
 
-    backend: HFBackend = ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)  # resident
+    backend: HFBackend = ModelPool(cfg.models, cfg.hardware).backend(0)  # resident
     tok = backend.tokenizer
     eos = backend.eos_ids
 
@@ -143,7 +143,7 @@ def fusion_workload(cfg, args) -> None:
     from moco.runner import run_experiment
     from moco.tasks.registry import load_task
 
-    pool = ModelPool(cfg.models, cfg.hardware, cfg.generation)
+    pool = ModelPool(cfg.models, cfg.hardware)
     backend = pool.backend(0)
     t0 = time.perf_counter()
     res = run_experiment(cfg, out=None, cache=NullCache(), runs_root=_tmp_root())

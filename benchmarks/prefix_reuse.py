@@ -1,5 +1,5 @@
 """KV reuse across calls on the embedded model: each method run twice through the runner, once with the
-prefix store off (`generation.prefix_cache_mb: 0`) and once on, with an empty response cache both times.
+prefix store off (`hardware.prefix_cache_mb: 0`) and once on, with an empty response cache both times.
 
 Prints per method: wall time off/on and their ratio, prompt tokens the model computed vs took from the store,
 rows whose prompt repeated another row's in the same batch, and how many predictions are identical (outputs
@@ -58,10 +58,10 @@ def main() -> None:
             "method": name, "task": {"name": "moco_demo", "test_limit": args.questions},
             "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
             "params": params, "seed": 0,
-            "generation": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9,
-                           "batch_size": 16},
+            "decoding": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9},
+            "hardware": {"batch_size": 16},
         })
-        backend = ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)  # resident, shared by the runs
+        backend = ModelPool(cfg.models, cfg.hardware).backend(0)  # resident, shared by the runs
         budget = backend.prefix_cache_bytes
         runs = {}
         for mode in ("off", "on"):

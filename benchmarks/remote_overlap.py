@@ -85,7 +85,7 @@ def main() -> None:
         "models": [{"model": f"engine-{i}", "endpoint": {"base_url": f"http://127.0.0.1:{s.server_port}/v1",
                                                          "concurrency": args.concurrency}}
                    for i, s in enumerate(servers)],
-        "generation": {"max_new_tokens": 16, "temperature": 0.0},
+        "decoding": {"max_new_tokens": 16, "temperature": 0.0},
     })
     import tempfile
     from pathlib import Path

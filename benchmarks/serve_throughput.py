@@ -99,7 +99,7 @@ def main() -> None:
     builtin.ensure_converted("smollm2-135m-instruct")  # convert once, outside the timing
     cfg = Path(tempfile.mkdtemp()) / "bench.yaml"
     cfg.write_text("method: single_model\nname: bench\nmodels: [smollm2-135m-instruct]\n"
-                   f"generation: {{max_new_tokens: {args.max_tokens}, temperature: 0.0, batch_size: 32}}\n")
+                   f"decoding: {{max_new_tokens: {args.max_tokens}, temperature: 0.0}}\nhardware: {{batch_size: 32}}\n")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     print(f"workload: single_model smollm2-135m-instruct, greedy, max_tokens {args.max_tokens}, no response cache, "
           f"server threads: {args.threads or 'default'}")

@@ -108,7 +108,7 @@ def _switch(args, per_plain: float) -> None:
             "method": method, "task": {"name": "moco_demo", "test_limit": args.questions},
             "models": [{"model": "smollm2-135m-instruct", "name": "base", "role_prompt": BASE},
                        {"model": "smollm2-135m-instruct", "name": "expert", "role_prompt": EXPERT}],
-            "params": params, "generation": {"max_new_tokens": args.max_new_tokens, "temperature": 0.0},
+            "params": params, "decoding": {"max_new_tokens": args.max_new_tokens, "temperature": 0.0},
         })
         res = run_experiment(cfg, cache=NullCache(), runs_root=Path(tempfile.mkdtemp(prefix="moco-bench-")))
         test = res.metrics["phases"]["test"]

@@ -34,7 +34,7 @@ def debater(name: str, correct: bool) -> ScriptedBackend:
 
 def scripted_config(method: str, task_path, names, params=None, **extra):
     raw = {"method": method, "task": {"name": str(task_path)}, "models": [f"scripted:{n}" for n in names],
-           "params": params or {}, "generation": {"max_new_tokens": 32, "temperature": 0.0}}
+           "params": params or {}, "decoding": {"max_new_tokens": 32, "temperature": 0.0}}
     raw.update(extra)
     return parse_config(raw)
 

@@ -54,7 +54,7 @@ def test_agglm_hard_easy_grpo_by_position_and_trained_aggregator(pool_dirs, digi
            "roles": {"aggregator": {"model": str(pool_dirs[3])}},
            "params": {"sample_size": 1, "max_steps": 8, "train_batch_size": 8, "learning_rate": 3e-2, "lora_r": 8,
                       "grpo_max_completion_length": 24},
-           "generation": {"max_new_tokens": 12, "temperature": 0.0}}
+           "decoding": {"max_new_tokens": 12, "temperature": 0.0}}
     try:
         res = run_experiment(parse_config(raw), tmp_path / "run", cache=cache)
         info = res.metrics["agglm"]

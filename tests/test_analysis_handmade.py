@@ -327,7 +327,7 @@ def test_parameter_count_from_safetensors_header_and_flops(tmp_path):
     assert cost.folder_params(folder) == 200 + 5 + 27
     d = make_run(tmp_path, "r", "text_multiagent_refine", "t", [1, 0], models=("x", "y"),
                  config={"method": "text_multiagent_refine", "task": {"name": "t"}, "params": {"rounds": 2},
-                         "generation": {"max_new_tokens": 10},
+                         "decoding": {"max_new_tokens": 10},
                          "models": [{"model": str(folder), "name": "x"}, {"model": "scripted:y", "name": "y"}]})
     col = load([d])
     c = cost.costs(col)[0]

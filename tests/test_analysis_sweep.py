@@ -50,7 +50,7 @@ def sweep_raw(task: Path, **extra) -> dict:
                                     {"method": "text_multiagent_refine", "label": "refine", "params": {"rounds": 1}}],
            "pools": {"trio": TRIO, "solo": [TRIO[0]]},
            "tasks": [{"name": str(task)}, {"name": "moco_demo", "test_limit": 8, "dev_limit": 4}],
-           "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 3,
+           "decoding": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 3,
            "matched_baselines": False}  # the compute-matched rows have their own test
     raw.update(extra)
     return raw
@@ -66,8 +66,13 @@ def mc_task(tmp_path) -> Path:
 def test_sweep_config_is_strict_and_labels_are_unique(mc_task):
     with pytest.raises(ConfigError, match="unknown key 'modles'"):
         parse_sweep({**sweep_raw(mc_task), "pools": {"p": {"modles": []}}})
-    with pytest.raises(ConfigError, match="did you mean 'generation'"):
-        parse_sweep({**sweep_raw(mc_task), "generaton": {}})
+    with pytest.raises(ConfigError, match="did you mean 'decoding'"):
+        parse_sweep({**sweep_raw(mc_task), "decodng": {}})
+    with pytest.raises(ConfigError, match="sweep: generation.temperature is 0.2 but decoding.temperature is 0.7"):
+        parse_sweep({**sweep_raw(mc_task), "generation": {"temperature": 0.2}})
+    old = parse_sweep({**{k: v for k, v in sweep_raw(mc_task).items() if k != "decoding"},
+                       "generation": {"temperature": 0.2, "batch_size": 3}})
+    assert old.decoding.temperature == 0.2 and old.hardware.batch_size == 3
     with pytest.raises(ConfigError, match="no pool 'nope'"):
         parse_sweep({**sweep_raw(mc_task), "analyses": {"scaling": {"pool": "nope"}}})
     with pytest.raises(ConfigError, match="both labelled"):
@@ -254,7 +259,7 @@ def test_sigkill_midway_then_rerun_recomputes_no_finished_cell(mc_task, tmp_path
     sweep.write_text(json.dumps({"methods": ["text_majority_vote", "_test_blocking",
                                              {"method": "text_multiagent_refine", "params": {"rounds": 1}}],
                                  "pools": {"trio": TRIO}, "tasks": [str(mc_task)],
-                                 "generation": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 5,
+                                 "decoding": {"max_new_tokens": 16, "temperature": 0.7}, "seed": 5,
                                  "matched_baselines": False}))
     out, cache, flag = tmp_path / "sw", tmp_path / "cache.sqlite", tmp_path / "flag"
     p = _compare(script, sweep, out, cache, flag)

@@ -102,7 +102,7 @@ def test_cascade_on_tiny_hf_models_calibrates_each_model(tiny_models, tiny_task,
     from moco.config import parse_config
 
     cfg = parse_config({"method": "api_cascade", "task": {"name": str(tiny_task)}, "models": [str(m) for m in tiny_models],
-                        "generation": {"max_new_tokens": 5, "temperature": 0.7}, "seed": 2})
+                        "decoding": {"max_new_tokens": 5, "temperature": 0.7}, "seed": 2})
     res = run_experiment(cfg, tmp_path / "run", cache=cache)
     names = res.metrics["cascade_order"]
     th = res.metrics["thresholds"]

@@ -32,7 +32,7 @@ def _config(gen, mentor, task, **params):
     return parse_config({
         "method": "api_collm", "task": {"name": str(task), "test_limit": 3},
         "models": [{"model": str(gen), "name": "gen"}, {"model": str(mentor), "name": "mentor"}],
-        "params": {"targets": "gold", **params}, "generation": {"max_new_tokens": 14, "temperature": 0.0},
+        "params": {"targets": "gold", **params}, "decoding": {"max_new_tokens": 14, "temperature": 0.0},
     })
 
 
@@ -138,7 +138,7 @@ def test_threshold_is_chosen_on_dev_and_decoding_is_greedy(tiny_models, taught_t
 
     mentor_dir, task = taught_tiny_mentor
     cfg = _config(tiny_models[0], mentor_dir, task, threshold_grid=[0.05, 0.5, 0.999])
-    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"temperature": 0.9})})
+    cfg = cfg.model_copy(update={"decoding": cfg.decoding.model_copy(update={"temperature": 0.9})})
     res = run_experiment(cfg, out=tmp_path / "r", cache=cache)
     sel = res.metrics["dev_selection"]["deferral_threshold"]
     scores = {c["candidate"]: c["dev_score"] for c in sel["candidates"]}

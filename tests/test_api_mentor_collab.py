@@ -113,7 +113,7 @@ def _config(gen, mentor, task, **params):
         "method": "api_mentor_collab", "task": {"name": str(task), "test_limit": 3},
         "models": [{"model": str(gen), "name": "gen"}, {"model": str(mentor), "name": "mentor"}],
         "params": {"patch_size": 6, "max_word_tokens": 3, "decision_proportion": 0.5, **params},
-        "generation": {"max_new_tokens": 24, "temperature": 0.0},
+        "decoding": {"max_new_tokens": 24, "temperature": 0.0},
     })
 
 

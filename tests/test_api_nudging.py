@@ -125,10 +125,10 @@ def test_choice_keeps_the_configured_setting_unless_beaten():
     """The search's rule (`moco.selection.choose`): index 0 (the configured pair) unless strictly beaten."""
     import types
 
-    from moco.config import GenerationSettings
+    from moco.config import DecodingSettings
     from moco.selection import choose
 
-    ctx = types.SimpleNamespace(generation=GenerationSettings(), seed=0, extra_metrics={})
+    ctx = types.SimpleNamespace(decoding=DecodingSettings(), seed=0, extra_metrics={})
     assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.5], [0.4]]) == 0
     assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.6], [0.6]]) == 1
     assert choose(ctx, "x", ["conf", "a"], [[-2.0], [-1.0]]) == 1  # reward-model scores below zero
@@ -140,7 +140,7 @@ def _config(tiny_models, task, **params):
         "method": "nudging", "task": {"name": str(task), "test_limit": 3},
         "models": [{"model": str(tiny_models[0]), "name": "base"}, {"model": str(tiny_models[1]), "name": "nudger"}],
         "params": {"gamma": 0.1, "max_word_tokens": 2, **params},
-        "generation": {"max_new_tokens": 12, "temperature": 0.0},
+        "decoding": {"max_new_tokens": 12, "temperature": 0.0},
     })
 
 

@@ -22,7 +22,7 @@ def test_reference_keys_map_to_params(tiny_task):
         "split_ratio": [0.8, 0.1, 0.1], "train_mask_rate": 0.5}, tiny_task)))
     assert (p.params.encoder, p.params.scenario, p.params.epochs) == ("all-minilm-l6-v2", "cost_first", 50)
     assert p.params.val_fraction == pytest.approx(1 / 9)
-    assert p.config.generation.batch_size == 8  # the reference's batch_size stays a generation key
+    assert p.config.hardware.batch_size == 8  # the reference's batch_size is an engine resource
     p = plan(parse_config(_ref("api_trained_router", {"router_base_model": "Qwen/Qwen2.5-7B-Instruct",
                                                       "reward_model_name": "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2",
                                                       "reward_model_gpu_id": 1}, tiny_task)))

@@ -17,8 +17,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def _shrunk(name: str, **params):
     cfg = load_config(EXAMPLES / name)
     task = cfg.task.model_copy(update={"test_limit": 3, "dev_limit": 6})
-    gen = cfg.generation.model_copy(update={"max_new_tokens": 12})
-    return cfg.model_copy(update={"task": task, "generation": gen, "params": {**cfg.params, **params}})
+    gen = cfg.decoding.model_copy(update={"max_new_tokens": 12})
+    return cfg.model_copy(update={"task": task, "decoding": gen, "params": {**cfg.params, **params}})
 
 
 def _common(res, n_test: int = 3) -> dict:
@@ -35,7 +35,7 @@ def _common(res, n_test: int = 3) -> dict:
 def test_cascade_example_on_smollm(smollm_dir, cache, tmp_path):
     cfg = _shrunk("api_cascade_pseudo_experts.yaml")  # 2 test, 4 dev items, 8 tokens
     cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"test_limit": 2, "dev_limit": 4}),
-                                 "generation": cfg.generation.model_copy(update={"max_new_tokens": 8})})
+                                 "decoding": cfg.decoding.model_copy(update={"max_new_tokens": 8})})
     res = run_experiment(cfg, tmp_path / "run", cache=cache)
     m = _common(res, n_test=2)
     assert m["cascade_order"] == ["brief", "plain", "careful"]  # costs [1, 4, 2]

@@ -37,7 +37,7 @@ def _backends(**extra):
 
 def _config(task, params, **extra):
     raw = {"method": "switch_generation", "task": {"name": str(task)}, "models": ["scripted:bad", "scripted:good"],
-           "params": {"patch_size": 6, **params}, "generation": {"max_new_tokens": 12, "temperature": 0.0}}
+           "params": {"patch_size": 6, **params}, "decoding": {"max_new_tokens": 12, "temperature": 0.0}}
     raw.update(extra)
     return parse_config(raw)
 

@@ -17,7 +17,7 @@ def _run(name: str, tmp_path, cache, limit: int = 2, max_new_tokens: int = 24, d
     cfg = load_config(EXAMPLES / f"{name}.yaml")
     cfg = cfg.model_copy(update={
         "task": cfg.task.model_copy(update={"test_limit": limit, "dev_limit": dev_limit}),
-        "generation": cfg.generation.model_copy(update={"max_new_tokens": max_new_tokens}),
+        "decoding": cfg.decoding.model_copy(update={"max_new_tokens": max_new_tokens}),
         "params": {**cfg.params, **params},
     })
     return run_experiment(cfg, out=tmp_path / name, cache=cache)

@@ -22,7 +22,7 @@ def _ctx(cfg, backends, cache) -> RunContext:
     # check that the model to be trained can be trained
     p = plan(cfg.model_copy(update={"params": {**cfg.params, "router_base": "not-trained-here"}}), backends=backends)
     return RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                      generation=p.config.generation, roles=p.roles)
+                      decoding=p.config.decoding, roles=p.roles)
 
 
 def ctx_params(cfg) -> Params:

@@ -44,7 +44,7 @@ LOADED: list[ReversedEcho] = []
 
 
 def load(spec: ModelSpec, ctx: backends.PoolContext) -> ReversedEcho:
-    b = ReversedEcho(spec.model, ctx.decoding.batch_size)
+    b = ReversedEcho(spec.model, ctx.hardware.batch_size)
     LOADED.append(b)
     return b
 
@@ -63,7 +63,7 @@ def reversed_echo():
 def _config(task, method="single_model", models=("rev",), **extra):
     return {"method": method, "task": {"name": str(task)}, "seed": 0, **extra,
             "models": [{"model": m, "backend": "reversed_echo"} for m in models],
-            "generation": {"batch_size": 3, "max_new_tokens": 64}}
+            "decoding": {"max_new_tokens": 64}, "hardware": {"batch_size": 3}}
 
 
 def test_a_registered_backend_runs_a_method_through_moco_run(reversed_echo, tiny_task, tmp_path):
@@ -71,7 +71,7 @@ def test_a_registered_backend_runs_a_method_through_moco_run(reversed_echo, tiny
     res = moco.run(_config(tiny_task), out=tmp_path / "run", cache=False)
     preds = res.predictions
     assert len(preds) == 8 and all(p["output"] == p["prompt"][::-1] for p in preds)
-    assert len(LOADED) == 1 and LOADED[0].batches == [3, 3, 2]  # loaded once, batched by generation.batch_size
+    assert len(LOADED) == 1 and LOADED[0].batches == [3, 3, 2]  # loaded once, batched by hardware.batch_size
     man = json.loads((res.run_dir / "manifest.json").read_text())
     assert man["fingerprints"] == {"rev": "reversed-echo:rev"}
 

@@ -36,7 +36,8 @@ CORPUS: dict[str, tuple[dict | str, str, str]] = {
     "method a number": ({**MV, "method": 3}, ".json", "method: Input should be a valid string"),
     "seed a string": ({**MV, "seed": "abc"}, ".json", "seed: Input should be a valid integer"),
     "seed a fraction": ({**MV, "seed": 1.5}, ".json", "seed: Input should be a valid integer"),
-    "generation a list": ({**MV, "generation": [1, 2]}, ".json", "generation: Input should be a valid dictionary"),
+    "decoding a list": ({**MV, "decoding": [1, 2]}, ".json", "decoding: Input should be a valid dictionary"),
+    "former generation a list": ({**MV, "generation": [1, 2]}, ".json", "generation: the former section must be a mapping"),
     "params a list": ({**RF, "params": [1]}, ".json", "params: Input should be a valid dictionary"),
     "param of the wrong type": ({**RF, "params": {"rounds": "two"}}, ".json", "rounds: Input should be a valid integer"),
     # unknown keys
@@ -62,10 +63,10 @@ CORPUS: dict[str, tuple[dict | str, str, str]] = {
     "models empty": ({**MV, "models": []}, ".json", "models: List should have at least 1 item"),
     "model name empty": ({**MV, "models": ["", "scripted:b"]}, ".json", "models.0.model: String should have at least"),
     "task name empty": ({**MV, "task": ""}, ".json", "task.name: String should have at least 1 character"),
-    "negative temperature": ({**MV, "generation": {"temperature": -1}}, ".json", "generation.temperature"),
-    "top_p above 1": ({**MV, "generation": {"top_p": 2}}, ".json", "generation.top_p"),
-    "absurd max_new_tokens": ({**MV, "generation": {"max_new_tokens": 10 ** 9}}, ".json", "generation.max_new_tokens"),
-    "negative batch size": ({**MV, "generation": {"batch_size": -4}}, ".json", "generation.batch_size"),
+    "negative temperature": ({**MV, "decoding": {"temperature": -1}}, ".json", "decoding.temperature"),
+    "top_p above 1": ({**MV, "decoding": {"top_p": 2}}, ".json", "decoding.top_p"),
+    "absurd max_new_tokens": ({**MV, "decoding": {"max_new_tokens": 10 ** 9}}, ".json", "decoding.max_new_tokens"),
+    "negative batch size": ({**MV, "hardware": {"batch_size": -4}}, ".json", "hardware.batch_size"),
     "negative test_limit": ({**MV, "task": {"name": "moco_demo", "test_limit": -1}}, ".json", "task.test_limit"),
     "absurd seed": ({**MV, "seed": 10 ** 30}, ".json", "seed: Input should be less than or equal to"),
     "negative rounds": ({**RF, "params": {"rounds": -1}}, ".json", "rounds: Input should be greater than or equal"),
@@ -152,8 +153,8 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12)
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                     max_leaves=6)
 PATHS = [("method",), ("task",), ("models",), ("models", 0), ("params",), ("seed",), ("generation",),
-         ("generation", "temperature"), ("generation", "max_new_tokens"), ("generation", "top_p"),
-         ("generation", "batch_size"), ("hardware",), ("roles",), ("task_extra",), ("params", "rounds")]
+         ("generation", "temperature"), ("decoding",), ("decoding", "temperature"), ("decoding", "max_new_tokens"),
+         ("decoding", "top_p"), ("hardware", "batch_size"), ("hardware",), ("roles",), ("task_extra",), ("params", "rounds")]
 
 
 def _set(cfg: dict, path: tuple, value) -> dict:

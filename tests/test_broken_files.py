@@ -140,7 +140,7 @@ def test_a_changed_model_never_hits_the_old_cache_and_broken_weights_stop_the_ru
     weights = model / "model.safetensors"
     assert weights.stat().st_size > 3 << 20
     cfg = parse_config({"method": "single_model", "models": [str(model)], "task": {"name": str(tiny_task), "test_limit": 2},
-                        "generation": {"temperature": 0.0, "max_new_tokens": 3}})
+                        "decoding": {"temperature": 0.0, "max_new_tokens": 3}})
     cache = ResponseCache(tmp_path / "responses.sqlite")
     try:
         first = run_experiment(cfg, tmp_path / "r1", cache=cache)

@@ -45,7 +45,7 @@ def test_examples_validate(example, sample_data):
     ({**GOOD, "models": ["./no/such/model", "scripted:b"]}, "model path not found: ./no/such/model"),
     ({**GOOD, "models": ["scripted:a"]}, "method text_majority_vote needs at least 2 models, the config has 1"),
     ({**GOOD, "params": {"tie": "coin"}}, "params (text_majority_vote): tie: Input should be"),
-    ({**GOOD, "generation": {"batch_size": 0}}, "generation.batch_size"),
+    ({**GOOD, "hardware": {"batch_size": 0}}, "hardware.batch_size"),
     ({**GOOD, "roles": {"judge": "a"}}, "roles: method text_majority_vote uses no roles"),
     ({**GOOD, "hardware": {"gpu_ids": [0]}}, "gpu_ids [0] given but no CUDA GPU is visible"),
 ])
@@ -104,7 +104,7 @@ def test_run_with_scripted_models_end_to_end(tmp_path):
     cfg = {**GOOD, "models": [{"model": "scripted:a", "script": {"default": "The answer is Paris."}},
                               {"model": "scripted:b", "script": {"rules": [{"match": "capital", "reply": "Madrid, I think."}],
                                                                  "default": "No idea."}}],
-           "generation": {"temperature": 0.0}}
+           "decoding": {"temperature": 0.0}}
     r = moco("run", _write(tmp_path, "c.json", cfg), "--out", tmp_path / "run", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "text_majority_vote on moco_demo: accuracy" in r.stdout

@@ -20,7 +20,7 @@ MOCO = shutil.which("moco", path=str(Path(sys.executable).parent)) or shutil.whi
 BOX = set("│┃┏━┡└─╭╰")
 SCRIPTED = {"method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 6},
             "models": ["scripted:a", {"model": "scripted:b", "script": {"default": "The answer is (B)"}}],
-            "generation": {"temperature": 0.7}}
+            "decoding": {"temperature": 0.7}}
 
 
 def moco(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -53,7 +53,8 @@ BAD = [
     (["run", "CFG", "--seed", "-1"], "Invalid value for '--seed'"),
     (["run", "CFG", "--set", "novalue"], "expected KEY=VALUE"),
     (["run", "CFG", "--set", "generation.temperatur=0"], "unknown key 'temperatur' (did you mean 'temperature'?)"),
-    (["validate", "CFG", "--set", "generation.temperature=9"], "generation.temperature: Input should be less than"),
+    (["validate", "CFG", "--set", "decoding.temperature=9"], "decoding.temperature: Input should be less than"),
+    (["validate", "CFG", "--set", "generation.temperature=9"], "decoding.temperature: Input should be less than"),
     (["validate", "CFG", "--set", "models.5.name=x"], "a list of 2 needs an index 0-1"),
     (["validate", "CFG", "--set", "seed.x=1"], "config: seed: Input should be a valid integer"),
     (["validate", "CFG", "--set", "models.0.model.x=1"], "'models.0.model' is not a mapping"),
@@ -125,7 +126,7 @@ def test_run_with_overrides_writes_what_was_asked(cfg, tmp_path):
              env={"MOCO_RESPONSE_CACHE": str(tmp_path / "c.sqlite")})
     assert r.returncode == 0, r.stderr
     written = yaml.safe_load((out / "config.yaml").read_text())
-    assert written["seed"] == 3 and written["generation"]["temperature"] == 0.0
+    assert written["seed"] == 3 and written["decoding"]["temperature"] == 0.0
     assert written["task"]["test_limit"] == 4 and written["models"][0]["name"] == "first"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 4 and metrics["models"] == ["first", "b"]

@@ -23,7 +23,7 @@ def client_config(tmp_path, name: str, letter: str, url: str, task, session: str
                        "script": {"rules": [{"match": "Guidance from the server", "reply": f"{name} revised: The answer is (A)"}],
                                   "default": f"{name} alone: The answer is ({letter})"}}],
            "params": {"server_url": url, "clients": 3, "session": session, "rounds": rounds},
-           "generation": {"max_new_tokens": 64, "temperature": 0.0}}
+           "decoding": {"max_new_tokens": 64, "temperature": 0.0}}
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -33,7 +33,7 @@ def test_colm_round_with_three_client_processes(tmp_path, tiny_task):
     server_cfg = tmp_path / "server.yaml"
     server_cfg.write_text(yaml.safe_dump({  # the server model echoes its prompt: the guidance shows what it saw
         "method": "client_server_colm", "models": ["scripted:echo"], "params": {"top_k": "all"},
-        "generation": {"max_new_tokens": 2000, "temperature": 0.0}}))
+        "decoding": {"max_new_tokens": 2000, "temperature": 0.0}}))
     token = "colm-secret"
     with served(server_cfg, "--role", "colm-server", "--token", token, "--gather-timeout", "60") as url:
         procs = {n: moco("run", str(client_config(tmp_path, n, letter, url, tiny_task, "s1", rounds=2)),
@@ -106,7 +106,7 @@ def test_vlm_clients_over_http_concatenate_and_keep_images_local(tmp_path, cache
         bs = {"scripted:v1": vlm("v1"), "scripted:v2": vlm("v2")}
         cfg = parse_config({"method": "client_server_colm_client", "task": {"name": "shapes_vqa", "test_limit": 2},
                             "models": list(bs), "params": {"server_url": url, "clients": 2, "session": "vlm"},
-                            "generation": {"max_new_tokens": 16, "temperature": 0.0}})
+                            "decoding": {"max_new_tokens": 16, "temperature": 0.0}})
         res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bs)
     refine = [p for p in seen["v1"] if "[Model 1]" in p]
     assert len(refine) == 2 and all("[Model 1] v1 says red\n[Model 2] v2 says red" in p for p in refine)
@@ -154,7 +154,7 @@ def test_http_server_picks_the_same_server_as_the_in_process_method(tmp_path, ti
         return {"scripted:weak": agent("weak", False), "scripted:strong": agent("strong", True)}
 
     raw = {"method": "client_server_colm", "task": {"name": str(tiny_task)},
-           "models": ["scripted:weak", "scripted:strong"], "generation": {"max_new_tokens": 32}}
+           "models": ["scripted:weak", "scripted:strong"], "decoding": {"max_new_tokens": 32}}
     inproc = run_experiment(parse_config({**raw, "params": {"top_k": "all"}}), tmp_path / "run", cache=cache,
                             backends=bk())
     assert inproc.metrics["colm"]["server"] == "strong"

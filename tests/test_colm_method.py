@@ -76,7 +76,7 @@ def colm_config(task, params=None, **extra):
     raw = {"method": "client_server_colm", "task": {"name": str(task)},
            "models": [{"model": f"scripted:{n}", "description": d} for n, d in DESCRIPTIONS.items()],
            "roles": {"server": {"model": "scripted:server"}}, "params": params or {},
-           "generation": {"max_new_tokens": 32, "temperature": 0.0}}
+           "decoding": {"max_new_tokens": 32, "temperature": 0.0}}
     raw.update(extra)
     return parse_config(raw)
 

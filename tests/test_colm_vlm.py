@@ -37,7 +37,7 @@ def vlm(name: str, right: bool) -> ScriptedBackend:
 def vlm_config(models, params=None, limit=N):
     return parse_config({"method": "client_server_colm_vlm", "task": {"name": "shapes_vqa", "test_limit": limit},
                          "models": models, "params": params or {},
-                         "generation": {"max_new_tokens": 8, "temperature": 0.0}})
+                         "decoding": {"max_new_tokens": 8, "temperature": 0.0}})
 
 
 def test_answers_concatenated_and_fed_back_with_the_image(cache, tmp_path):
@@ -73,7 +73,7 @@ def test_tiny_random_llavas_run_end_to_end(tmp_path_factory, cache, tmp_path):
     root = tmp_path_factory.mktemp("vlms")
     paths = [str(build_tiny_vlm(root / f"v{i}", seed=i)) for i in range(2)]
     cfg = vlm_config(paths, limit=2)
-    cfg.generation.max_new_tokens = 4
+    cfg.decoding.max_new_tokens = 4
     p = plan(cfg)
     assert all(h.spec.kind == "hf" for h in p.pool.handles)
     res = run_experiment(cfg, tmp_path / "run", cache=cache)

@@ -29,7 +29,7 @@ def _backends():
 
 def _run(tmp_path, cache, tiny_task, name, **generation):
     cfg = scripted_config("prompt_routing", tiny_task, ["lucky", "steady"], {"model_descriptions": ["x", "y"]})
-    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"temperature": 0.7, **generation})})
+    cfg = cfg.model_copy(update={"decoding": cfg.decoding.model_copy(update={"temperature": 0.7, **generation})})
     backends = _backends()
     return run_experiment(cfg, tmp_path / name, cache=cache, backends=backends), backends
 

@@ -70,7 +70,7 @@ def _config(tmp: Path, port: int, n_test: int = 30, **extra) -> Path:
         "method": "text_majority_vote", "task": {"name": str(task)},
         "models": [{"model": m, "endpoint": {"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 3}}
                    for m in ("m1", "m2", "m3")],
-        "generation": {"temperature": 0.0, "max_new_tokens": 16}, **extra}))
+        "decoding": {"temperature": 0.0, "max_new_tokens": 16}, **extra}))
     return cfg
 
 
@@ -185,7 +185,7 @@ def test_a_sweep_shows_the_failed_cell_and_leaves_it_out_of_the_share(tmp_path):
         "pools": {"scripted": [{"model": f"scripted:{n}", "script": {"default": f"The answer is ({x})"}}
                                for n, x in (("a", "A"), ("b", "A"), ("c", "B"))],
                   "served": [{"model": m, "endpoint": ep} for m in ("m1", "m2", "m3")]},
-        "generation": {"temperature": 0.0, "max_new_tokens": 8}, "matched_baselines": False})
+        "decoding": {"temperature": 0.0, "max_new_tokens": 8}, "matched_baselines": False})
     with chat_server(port, "--fail-tenth"):
         res = run_sweep(sweep, tmp_path / "sweep", cache=ResponseCache(tmp_path / "c.sqlite"))
     failed = [s for s in res.states if s.status == "failed"]
@@ -257,7 +257,7 @@ def test_a_failed_judge_call_fails_the_item_not_scores_it(tmp_path):
     task.write_text(json.dumps(mc_dataset(n_dev=0, n_test=3)))
     cfg = parse_config({"method": "single_model", "task": {"name": str(task), "scorer": "llm_judge"},
                         "models": [{"model": "scripted:a", "script": {"default": "The answer is (A)"}}],
-                        "roles": {"judge": {"model": "scripted:judge"}}, "generation": {"temperature": 0.0}})
+                        "roles": {"judge": {"model": "scripted:judge"}}, "decoding": {"temperature": 0.0}})
     with pytest.raises(CallsFailed, match="model 'judge' 3 failed calls.*first error \\(judge, score llm_judge\\)"):
         run_experiment(cfg, tmp_path / "r", backends={"scripted:judge": Dead("judge", default="x")})
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())

@@ -37,7 +37,7 @@ def _paced_config(tmp_path):
         "models": [{"model": "scripted:slow", "script": {
             "rules": [{"match": "short", "reply": "ok"}], "default": " ".join(["word"] * LONG_WORDS),
             "seconds_per_token": STEP}}],
-        "generation": {"max_new_tokens": 512, "temperature": 0.0}}))
+        "decoding": {"max_new_tokens": 512, "temperature": 0.0}}))
     return p
 
 
@@ -111,7 +111,7 @@ def test_serve_a_real_model_decoding_past_the_limit_frees_the_worker(tmp_path, t
     limit = 2.5
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump({"method": "single_model", "name": "m", "models": [str(tiny_models[0])],
-                                   "generation": {"max_new_tokens": 4000, "temperature": 0.0}}))
+                                   "decoding": {"max_new_tokens": 4000, "temperature": 0.0}}))
     with served(cfg, "--timeout-s", str(limit), "--batch-window-ms", "200") as url:
         _post(url, "warm up", max_tokens=2)
         with ThreadPoolExecutor(2) as pool:

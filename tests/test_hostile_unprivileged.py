@@ -43,7 +43,7 @@ def _task_and_cfg(root: Path) -> Path:
     cfg = root / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"method": "single_model", "task": str(root / "mc.json"),
                                    "models": [{"model": "scripted:a", "script": {"default": REPLY}}],
-                                   "generation": {"temperature": 0.0}}))
+                                   "decoding": {"temperature": 0.0}}))
     unprivileged.give(root)
     return cfg
 

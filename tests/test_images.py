@@ -118,7 +118,7 @@ def test_text_model_refuses_images(tiny_task, cache, tmp_path, png):
     cfg = scripted_config("single_model", tiny_task, ["a"])
     p = plan(cfg)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                     generation=cfg.generation)
+                     decoding=cfg.decoding)
     with pytest.raises(ModelError, match="cannot read images"):
         aio.run(ctx.generate([Call("a", "What colour?", images=(str(png),))]))
 

@@ -20,7 +20,7 @@ EXPERTS = [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n
 def test_refine_on_three_pseudo_experts(smollm_dir, cache, tmp_path):
     cfg = parse_config({"method": "text_multiagent_refine", "task": {"name": "moco_demo", "test_limit": 3, "dev_limit": 2},
                         "models": EXPERTS, "params": {"rounds": 1},
-                        "generation": {"max_new_tokens": 16, "temperature": 0.7, "batch_size": 16}, "seed": 1})
+                        "decoding": {"max_new_tokens": 16, "temperature": 0.7}, "hardware": {"batch_size": 16}, "seed": 1})
     res = run_experiment(cfg, tmp_path / "run", cache=cache)
     m = res.metrics
     assert m["n"] == 3 and m["total"]["calls"] == 3 * 2 + 3 * 3 * 2 + 3

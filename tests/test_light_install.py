@@ -39,7 +39,7 @@ def test_endpoint_only_install_runs_a_text_method_without_torch(tmp_path):
         endpoint = {"base_url": base, "model": "scripted-expert", "timeout_s": 60}
         cfg = {"method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 8},
                "models": [{"model": "expert-1", "endpoint": endpoint}, {"model": "expert-2", "endpoint": endpoint}],
-               "generation": {"temperature": 0.0, "max_new_tokens": 32}}
+               "decoding": {"temperature": 0.0, "max_new_tokens": 32}}
         (tmp_path / "client.json").write_text(json.dumps(cfg))
         r = _light("moco", "run", str(tmp_path / "client.json"), "--out", str(tmp_path / "run"), "--no-progress",
                    env={"MOCO_RESPONSE_CACHE": str(tmp_path / "c.sqlite")})

@@ -33,7 +33,7 @@ async def _fails(ctx, params):
 
 def _sweep(task, methods, **extra) -> dict:
     raw = {"name": "ls", "methods": methods, "pools": {"trio": TRIO}, "tasks": [str(task)],
-           "generation": {"max_new_tokens": 16, "temperature": 0.7, "batch_size": 8}, "seed": 11,
+           "decoding": {"max_new_tokens": 16, "temperature": 0.7}, "hardware": {"batch_size": 8}, "seed": 11,
            "matched_baselines": False}  # these tests count cells: only the rows they name
     raw.update(extra)
     return raw
@@ -183,7 +183,7 @@ def test_a_remote_engine_in_the_pool_joins_the_merged_batches(task, tmp_path, ba
 
     served_cfg = tmp_path / "remote.yaml"
     served_cfg.write_text(yaml.safe_dump({"method": "single_model", "models": [TRIO[2]], "name": "remote-c",
-                                          "generation": {"max_new_tokens": 16, "temperature": 0.0}}))
+                                          "decoding": {"max_new_tokens": 16, "temperature": 0.0}}))
     methods = [{"method": "text_multiagent_refine", "params": {"rounds": 1}},
                {"method": "text_multiagent_feedback", "params": {"rounds": 1}}]
     with served(served_cfg) as url:

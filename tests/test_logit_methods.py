@@ -96,7 +96,7 @@ def test_contrastive_and_proxy_formulas_on_the_first_token(tiny_backends):
 
 def _cfg(method, models, task, params=None, **extra):
     raw = {"method": method, "task": {"name": str(task)}, "models": [str(m) for m in models], "params": params or {},
-           "generation": {"max_new_tokens": 6, "temperature": 0.0}}
+           "decoding": {"max_new_tokens": 6, "temperature": 0.0}}
     raw.update(extra)
     return parse_config(raw)
 

@@ -145,7 +145,7 @@ def test_in_memory_backend_registered_as_a_model(tiny_task, cache, tmp_path):
 
     p = plan(scripted_config("single_model", tiny_task, "a"), backends=_backends(a=True))
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                     generation=p.config.generation)
+                     decoding=p.config.decoding)
     h1 = ctx.add_model("candidate", ScriptedBackend("cand1", default="one"))
     assert aio.run(ctx.generate([Call(h1, "hi")]))[0].text == "one"
     h2 = ctx.add_model("candidate", ScriptedBackend("cand2", default="two"))  # new weights, new fingerprint

@@ -135,7 +135,7 @@ def test_runs_with_silent_mute_and_endless_models_score_nothing_as_correct(tmp_p
         }
         for name, ms in models.items():
             cfg = parse_config({"method": "single_model", "task": {"name": str(task)}, "models": ms,
-                                "generation": {"max_new_tokens": 16, "temperature": 0.0}})
+                                "decoding": {"max_new_tokens": 16, "temperature": 0.0}})
             t0 = time.time()
             if name == "hang":
                 with pytest.raises(CallsFailed, match="model 'm' 4 failed calls.*timeout after 1s"):

@@ -47,7 +47,7 @@ def sums_task(tmp_path):
 
 def judge_config(task, roles=True):
     raw = {"method": "single_model", "task": {"name": str(task), "scorer": "llm_judge"}, "models": ["scripted:a"],
-           "generation": {"temperature": 0.0, "max_new_tokens": 16}}
+           "decoding": {"temperature": 0.0, "max_new_tokens": 16}}
     if roles:
         raw["roles"] = {"judge": {"model": "scripted:judge"}}
     return parse_config(raw)
@@ -118,7 +118,7 @@ def test_refusal_judge_decides_not_keywords(sample_data, cache, tmp_path):
     judge = refusal_judge_backend()
     cfg = parse_config({"method": "single_model", "task": {"name": "coconot", "test_limit": 5, "dev_limit": 0},
                         "models": ["scripted:a"], "roles": {"judge": {"model": "scripted:judge"}},
-                        "generation": {"temperature": 0.0}})
+                        "decoding": {"temperature": 0.0}})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends={"scripted:a": model, "scripted:judge": judge},
                          data_dir=str(sample_data))
     assert [p["score"] for p in res.predictions] == [1.0, 0.0, 1.0, 0.0, 0.0]
@@ -167,7 +167,7 @@ def test_reward_model_scores_batched_truncated_and_cached(sample_data, tiny_rewa
 
     cfg = parse_config({"method": "single_model", "task": {"name": "human_interest_tiny", "test_limit": 6, "dev_limit": 0},
                         "models": ["scripted:a"], "roles": {"reward": {"model": str(tiny_reward_model)}},
-                        "generation": {"temperature": 0.0, "max_new_tokens": 4000}})
+                        "decoding": {"temperature": 0.0, "max_new_tokens": 4000}})
     backends = {"scripted:a": ScriptedBackend("a", fn=reply)}
     res = run_experiment(cfg, tmp_path / "r1", cache=cache, backends=backends, data_dir=str(sample_data))
     m = res.metrics

@@ -46,7 +46,7 @@ def test_multiagent_finetuning_steps_training_and_test_time_agents(agents, tiny_
            "models": [{"model": str(p), "name": p.name[-1]} for p in agents],
            "params": {"iterations": 2, "rounds": 2, "w": 0.5, "summary": "concatenate", "sft_max_steps": 3, "sft_learning_rate": 1e-2,
                       "sft_batch_size": 4, "sft_grad_accum": 1, "lora_r": 4},
-           "generation": {"max_new_tokens": 6, "temperature": 0.0}}
+           "decoding": {"max_new_tokens": 6, "temperature": 0.0}}
     try:
         res = run_experiment(parse_config(raw), tmp_path / "run", cache=cache)
         m = res.metrics

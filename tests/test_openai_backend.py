@@ -212,7 +212,7 @@ def _run_ctx(backends: dict, prompts_per_model: int = 6):
                         "models": [{"model": n} for n in backends]})
     p = plan(cfg, backends=backends)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=NullCache(), recorder=CallRecorder(None),
-                     generation=cfg.generation)
+                     decoding=cfg.decoding)
     calls = [Call(n, f"{n} q{i}") for n in backends for i in range(prompts_per_model)]
     return aio.run(ctx.generate(calls)), calls
 

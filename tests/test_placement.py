@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from moco.config import GenerationSettings, HardwareSettings, ModelSpec
+from moco.config import HardwareSettings, ModelSpec
 from moco.errors import ModelError
 from moco.models import placement
 from moco.models.pool import ModelPool
@@ -79,8 +79,8 @@ def test_pool_sends_big_model_mode_to_hf_with_the_map(fake_gpus, monkeypatch, ti
             pass
 
     monkeypatch.setattr("moco.models.hf.HFBackend", FakeHF)
-    pool = ModelPool([ModelSpec(model=str(tiny_models[0]), name="big-for-test")], HardwareSettings(gpu_ids=[2, 3]),
-                     GenerationSettings(big_model_mode=True, batch_size=7))
+    pool = ModelPool([ModelSpec(model=str(tiny_models[0]), name="big-for-test")], HardwareSettings(gpu_ids=[2, 3], big_model_mode=True,
+                                                                                              batch_size=7))
     pool.backend(0)
     try:
         assert seen["device_map"] == "auto" and set(seen["max_memory"]) == {2, 3}

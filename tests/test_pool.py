@@ -195,7 +195,7 @@ def test_one_generate_call_over_more_models_than_fit_loads_each_once(tiny_models
     p = plan(cfg)
     assert not p.pool.is_remote(p.pool.handle("a"))
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=NullCache(), recorder=CallRecorder(None),
-                     generation=cfg.generation)
+                     decoding=cfg.decoding)
     out = aio.run(ctx.generate([Call("a", "x"), Call("b", "y"), Call("a", "z")]))
     assert [r.model for r in out] == ["a", "b", "a"]
     assert loads == {a: 1, b: 1}

@@ -174,7 +174,7 @@ def test_a_debate_run_records_reused_prompt_tokens(tiny_models, tiny_task, tmp_p
             "method": "text_multiagent_refine", "task": {"name": str(tiny_task), "test_limit": 4},
             "models": [{"model": str(tiny_models[0]), "name": n, "role_prompt": f"You are agent {n}."} for n in "ab"],
             "params": {"rounds": 2, "context": "history", "final": "vote"},
-            "generation": {"max_new_tokens": 6, "temperature": 0.0, "prefix_cache_mb": mb}})
+            "decoding": {"max_new_tokens": 6, "temperature": 0.0}, "hardware": {"prefix_cache_mb": mb}})
         return run_experiment(cfg, tmp_path / out, cache=NullCache())
 
     on, off = run(64, "on"), run(0, "off")
@@ -193,14 +193,14 @@ def test_a_debate_run_records_reused_prompt_tokens(tiny_models, tiny_task, tmp_p
 
 
 def test_a_resident_model_follows_each_runs_setting(tiny_models):
-    from moco.config import GenerationSettings, HardwareSettings, ModelSpec
+    from moco.config import HardwareSettings, ModelSpec
     from moco.models.pool import ModelPool, unload_all
 
     unload_all()
     specs = [ModelSpec(model=str(tiny_models[0]))]
-    a = ModelPool(specs, HardwareSettings(), GenerationSettings(prefix_cache_mb=8)).backend(0)
+    a = ModelPool(specs, HardwareSettings(prefix_cache_mb=8)).backend(0)
     assert a.prefix_cache_bytes == 8 << 20
-    b = ModelPool(specs, HardwareSettings(), GenerationSettings(prefix_cache_mb=0)).backend(0)
+    b = ModelPool(specs, HardwareSettings(prefix_cache_mb=0)).backend(0)
     assert a is b and b.prefix_cache_bytes == 0 and store_for(b.model, b.prefix_cache_bytes) is None
     unload_all()
 

@@ -32,7 +32,7 @@ def test_the_documented_notebook_runs(tmp_path, monkeypatch, capsys):
         exec(compile(code, f"{DOC.name}[block {i}]", "exec"), ns)
     out = capsys.readouterr().out
     assert "text_majority_vote accuracy" in out
-    assert "config: generation: unknown key 'temperatur' (did you mean 'temperature'?)" in out
+    assert "config: decoding: unknown key 'temperatur' (did you mean 'temperature'?)" in out
     assert not (tmp_path / "runs").exists()  # in-memory runs wrote no run directory
     r = ns["result"]
     assert isinstance(r, moco.RunResult) and isinstance(r.cost, moco.Cost) and r.cost.calls > 0
@@ -45,7 +45,7 @@ def test_the_documented_notebook_runs(tmp_path, monkeypatch, capsys):
     assert "A" in voted and "B" in voted
 
 
-SCRIPTED = {"task": {"name": "moco_demo"}, "generation": {"temperature": 0.0}}
+SCRIPTED = {"task": {"name": "moco_demo"}, "decoding": {"temperature": 0.0}}
 
 
 def _cfg(method: str, *names: str) -> dict:

@@ -75,7 +75,7 @@ def test_a_run_on_ray_gives_the_same_predictions(local_ray, tiny_models, tiny_ta
 
     models = [{"model": str(tiny_models[1]), "role_prompt": r} for r in ("a", "b", "c")]
     base = {"method": "text_majority_vote", "task": {"name": str(tiny_task)}, "models": models,
-            "generation": {"max_new_tokens": 4, "temperature": 0.8, "batch_size": 4}}
+            "decoding": {"max_new_tokens": 4, "temperature": 0.8}, "hardware": {"batch_size": 4}}
     local = run_experiment(parse_config(base), tmp_path / "local", cache=NullCache())
     on_ray = run_experiment(parse_config({**base, "hardware": {"ray": {"replicas": 2}}}), tmp_path / "ray",
                             cache=NullCache())

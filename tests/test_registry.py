@@ -74,7 +74,7 @@ def test_backends_are_imported_by_kind_and_a_replaced_class_is_seen(monkeypatch)
     assert BACKENDS.load("scripted") == "replaced"  # resolved at each load: tests may patch a backend class
     seen = _imports_after("from moco.config import parse_config\nfrom moco.models.pool import ModelPool\n"
                           "cfg = parse_config({'method': 'x', 'task': 't', 'models': ['scripted:a']})\n"
-                          "ModelPool(cfg.models, cfg.hardware, cfg.generation).backend(0)\n"
+                          "ModelPool(cfg.models, cfg.hardware).backend(0)\n"
                           "import sys; assert 'moco.models.scripted' in sys.modules\n"
                           "assert not {'moco.models.hf', 'moco.models.openai'} & set(sys.modules)")
     assert seen["torch"] is False

@@ -33,7 +33,7 @@ def report(tmp_path_factory):
     cands = TRIO + [scripted("judge", ["Models: 1, 3"], "a neutral judge")]
     raw = {"name": "seeded", "methods": ["text_majority_vote"],
            "pools": {"trio": TRIO, "cands": {"models": cands, "in_table": False}},
-           "tasks": [{"name": str(task)}], "generation": {"max_new_tokens": 16, "temperature": 0.7},
+           "tasks": [{"name": str(task)}], "decoding": {"max_new_tokens": 16, "temperature": 0.7},
            "seeds": [0, 1],
            "analyses": {"scaling": {"pool": "trio", "sizes": [2, 3]},
                         "diversity": {"pool": "trio", "total": 3, "unique": [1, 3]},

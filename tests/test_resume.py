@@ -34,7 +34,7 @@ def _scripted_config(tmp: Path, n_test: int = 12) -> Path:
     cfg.write_text(json.dumps({
         "method": "text_multiagent_refine", "task": {"name": str(task)},
         "models": [{"model": f"scripted:{n}", "script": {"default": r}} for n, r in replies.items()],
-        "params": {"rounds": 2}, "generation": {"temperature": 0.8, "batch_size": 3}, "seed": 5}))
+        "params": {"rounds": 2}, "decoding": {"temperature": 0.8}, "hardware": {"batch_size": 3}, "seed": 5}))
     return cfg
 
 
@@ -165,7 +165,7 @@ def _tiny_kill(tiny_models, tmp_path: Path, at_batch: bool) -> None:
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"method": "text_multiagent_refine", "task": {"name": str(task)},
                                "models": [str(m) for m in tiny_models[:2]], "params": {"rounds": 1},
-                               "generation": {"max_new_tokens": 8, "temperature": 0.8, "batch_size": 2}, "seed": 3}))
+                               "decoding": {"max_new_tokens": 8, "temperature": 0.8}, "hardware": {"batch_size": 2}, "seed": 3}))
     ref = Runner(cfg, tmp_path / "ref", tmp_path / "ref.sqlite")
     ref.finish()
     total = len(read_calls(ref.run_dir))

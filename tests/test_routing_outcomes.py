@@ -17,7 +17,7 @@ def _ctx(models, task, cache) -> RunContext:
                         "generation": {"max_new_tokens": 6, "temperature": 0.8}})
     p = plan(cfg)
     return RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                      generation=p.config.generation, seed=1)
+                      decoding=p.config.decoding, seed=1)
 
 
 def test_logprob_calls_are_the_plain_calls(tiny_models, tiny_task, tmp_path):
@@ -70,7 +70,7 @@ def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path)
     p = plan(cfg, backends=backends, data_dir=str(sample_data))
     rec = CallRecorder(None)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=rec,
-                     generation=p.config.generation, roles=p.roles)
+                     decoding=p.config.decoding, roles=p.roles)
     out = aio.run(collect(ctx, ctx.task.dev))
     assert out.scores == [[1.0] * 3, [4.0] * 3]  # the reward model's outputs: 1 and 4 words
     assert out.best_order() == [1, 0]
@@ -83,6 +83,6 @@ def test_outcomes_use_the_task_scorer_in_one_batch(sample_data, cache, tmp_path)
         plan(gen_only, backends=backends)  # refused before any model loads (validate, run and serve alike)
     p = plan(gen_only, backends=backends, needs=False)  # and collect() itself still refuses, for direct callers
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                     generation=p.config.generation)
+                     decoding=p.config.decoding)
     with pytest.raises(ConfigError, match="generation-only"):
         aio.run(collect(ctx, ctx.task.dev))

@@ -18,7 +18,7 @@ from moco.runner import run_experiment
 def _tiny_cfg(models, task, method="text_multiagent_refine", seed=0, temp=0.9, params=None):
     return parse_config({"method": method, "task": {"name": str(task)}, "models": [str(m) for m in models],
                          "params": params if params is not None else {"rounds": 1},
-                         "generation": {"max_new_tokens": 12, "temperature": temp, "batch_size": 4}, "seed": seed})
+                         "decoding": {"max_new_tokens": 12, "temperature": temp}, "hardware": {"batch_size": 4}, "seed": seed})
 
 
 def test_run_directory_contents(tiny_task, cache, tmp_path):
@@ -76,7 +76,7 @@ def test_failed_calls_are_recorded_never_scored_and_retried_next_run(tiny_task, 
                            transport=httpx.MockTransport(lambda r: httpx.Response(500)))
     cfg = parse_config({"method": "single_model", "task": {"name": str(tiny_task)},
                         "models": [{"model": "m", "endpoint": {"base_url": "http://x/v1"}}],
-                        "generation": {"temperature": 0.0}})
+                        "decoding": {"temperature": 0.0}})
     with pytest.raises(CallsFailed, match=r"model 'm' 8 failed calls \(8 of 8 test items affected\).*HTTP 500"):
         run_experiment(cfg, tmp_path / "r1", cache=cache, backends={"m": broken})
     run_dir = tmp_path / "r1"

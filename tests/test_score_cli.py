@@ -11,7 +11,7 @@ def test_score_cli_matches_the_run(tmp_path, data_dir):
     cfg = {"method": "single_model", "task": {"name": "gsm8k", "test_limit": 12, "dev_limit": 0},
            "models": [{"model": "scripted:a", "script": {"rules": [{"match": "Paul", "reply": "#### 112"}],
                                                           "default": "The answer is 7."}}],
-           "generation": {"temperature": 0.0}}
+           "decoding": {"temperature": 0.0}}
     r = moco("run", _write(tmp_path, "c.json", cfg), "--out", tmp_path / "run", "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
     run_m = json.loads((tmp_path / "run" / "metrics.json").read_text())

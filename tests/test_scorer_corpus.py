@@ -100,7 +100,7 @@ def test_judge_and_rules_disagreements_are_reported(cache, tmp_path):
                 "scripted:judge": ScriptedBackend("judge", fn=lambda req: "Looks fine.\nFinal Decision: Yes")}
     cfg = parse_config({"method": "single_model", "task": {"name": str(task), "scorer": "llm_judge_vs_rules"},
                         "models": ["scripted:a"], "roles": {"judge": {"model": "scripted:judge"}},
-                        "generation": {"temperature": 0.0, "max_new_tokens": 16}})
+                        "decoding": {"temperature": 0.0, "max_new_tokens": 16}})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends)
     m = json.loads((res.run_dir / "metrics.json").read_text())
     assert m["score"] == 1.0

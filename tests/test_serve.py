@@ -33,14 +33,14 @@ def debate_config(tmp_path):
                        "rules": [{"match": "(?s)a revised.*b revised", "reply": "SUMMARY of a and b"}],
                        "default": "judge alone"}}],
         "roles": {"summarizer": "judge"},
-        "generation": {"max_new_tokens": 64, "temperature": 0.0},
+        "decoding": {"max_new_tokens": 64, "temperature": 0.0},
     })
 
 
 @pytest.fixture
 def echo_config(tmp_path):
     return write(tmp_path, "echo.yaml", {"method": "single_model", "models": ["scripted:echo"], "name": "echo-model",
-                                         "generation": {"max_new_tokens": 256, "temperature": 0.0}})
+                                         "decoding": {"max_new_tokens": 256, "temperature": 0.0}})
 
 
 def test_any_collaboration_is_one_model_for_the_openai_client(debate_config):
@@ -130,7 +130,7 @@ def test_single_model_streams_tokens_and_gives_logprobs(tmp_path, tiny_models):
     """A local transformers model writes the answer: it streams token by token, and chat and completions
     logprobs come back OpenAI-shaped."""
     cfg = write(tmp_path, "tiny.yaml", {"method": "single_model", "models": [str(tiny_models[0])], "name": "tiny",
-                                        "generation": {"max_new_tokens": 12, "temperature": 0.0}})
+                                        "decoding": {"max_new_tokens": 12, "temperature": 0.0}})
     with served(cfg) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         msgs = [{"role": "user", "content": "Say something."}]
@@ -164,7 +164,7 @@ def test_single_model_streams_tokens_and_gives_logprobs(tmp_path, tiny_models):
 def test_embedded_model_served_and_batched(tmp_path, smollm_dir):
     """The real SmolLM2 behind `moco serve`: right answers, concurrent requests share batches."""
     cfg = write(tmp_path, "smol.yaml", {"method": "single_model", "models": ["smollm2-135m-instruct"], "name": "smol",
-                                        "generation": {"max_new_tokens": 16, "temperature": 0.0}})
+                                        "decoding": {"max_new_tokens": 16, "temperature": 0.0}})
     env = moco_env(MOCO_CACHE_DIR=str(smollm_dir.parent.parent))  # where the fixture converted the model
     with served(cfg, "--batch-window-ms", "100", env=env) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", timeout=300)

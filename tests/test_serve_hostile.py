@@ -41,7 +41,7 @@ def serving(tmp_path, models=("scripted:e",), backends=None, window_ms=5.0, **ap
 
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(yaml.safe_dump({"method": "single_model", "models": list(models), "name": "m",
-                                   "generation": {"max_new_tokens": 8, "temperature": 0.0}}))
+                                   "decoding": {"max_new_tokens": 8, "temperature": 0.0}}))
     if backends is None:
         backends = {"scripted:e": ScriptedBackend("e", fn=_echo)}
     svc = build_service(cfg, backends=backends, window_ms=window_ms, max_queue=app_kw.pop("max_queue", 256))

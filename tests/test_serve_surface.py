@@ -29,19 +29,19 @@ REFINE = {"method": "text_multiagent_refine", "params": {"rounds": 1},
           "models": [scripted("a", "a first", **{"Your previous answer": "a revised"}),
                      scripted("b", "b first", **{"Your previous answer": "b revised"}),
                      scripted("judge", "judge alone", **{"(?s)a revised.*b revised": "SUMMARY of a and b, both revised"})],
-          "roles": {"summarizer": "judge"}, "generation": {"max_new_tokens": 64, "temperature": 0.0}}
+          "roles": {"summarizer": "judge"}, "decoding": {"max_new_tokens": 64, "temperature": 0.0}}
 MOA = {"method": "text_mixture_of_agents", "params": {"layers": 2, "proposers": ["p1", "p2"]},
        "models": [scripted("p1", "p1 proposal"), scripted("p2", "p2 proposal"),
                   scripted("agg", "the aggregated answer from both drafts")],
-       "roles": {"aggregator": "agg"}, "generation": {"max_new_tokens": 64, "temperature": 0.0}}
+       "roles": {"aggregator": "agg"}, "decoding": {"max_new_tokens": 64, "temperature": 0.0}}
 COLM = {"method": "client_server_colm", "params": {"top_k": "all", "rounds": 1},
         "models": [scripted("c1", "c1 first answer", Guidance="c1 revised with the server guidance"),
                    scripted("c2", "c2 first answer", Guidance="c2 revised, never the output"),
                    scripted("server", "server guidance: combine c1 and c2")],
-        "roles": {"server": "server"}, "generation": {"max_new_tokens": 64, "temperature": 0.0}}
+        "roles": {"server": "server"}, "decoding": {"max_new_tokens": 64, "temperature": 0.0}}
 SINGLE = {"method": "single_model", "params": {"model": "y"},
           "models": [scripted("x", "x answers alone"), scripted("y", "y is the chosen model here")],
-          "generation": {"max_new_tokens": 64, "temperature": 0.0}}
+          "decoding": {"max_new_tokens": 64, "temperature": 0.0}}
 
 
 def service(tmp_path, cfg: dict):
@@ -292,7 +292,7 @@ def test_a_debate_of_local_models_streams_its_summary_token_by_token(tmp_path, t
     to the answer the batched run gives, and its tokens' log-probabilities are available."""
     cfg = {"method": "text_multiagent_refine", "params": {"rounds": 1},
            "models": [{"model": str(p), "name": f"tiny{i}"} for i, p in enumerate(tiny_models)],
-           "roles": {"summarizer": "tiny2"}, "generation": {"max_new_tokens": 8, "temperature": 0.0}}
+           "roles": {"summarizer": "tiny2"}, "decoding": {"max_new_tokens": 8, "temperature": 0.0}}
     svc = service(tmp_path, cfg)
     try:
         stage = learn_final_stage(svc)
@@ -341,7 +341,7 @@ def test_an_endpoint_writing_the_answer_streams_it_through(tmp_path):
             "method": "text_multiagent_refine", "params": {"rounds": 1}, "name": "debate",
             "models": [scripted("a", "a first"), scripted("b", "b first"),
                        {"model": "judge-engine", "name": "remote", "endpoint": {"base_url": engine}}],
-            "roles": {"summarizer": "remote"}, "generation": {"max_new_tokens": 64, "temperature": 0.0}}))
+            "roles": {"summarizer": "remote"}, "decoding": {"max_new_tokens": 64, "temperature": 0.0}}))
         with served(debate) as url:
             client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
             msgs = [{"role": "user", "content": "Who won?"}]

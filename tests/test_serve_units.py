@@ -143,7 +143,7 @@ def test_service_groups_a_batch_by_sampling_and_shares_usage(tmp_path):
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"method": "single_model", "models": ["scripted:e"],
-                                   "generation": {"max_new_tokens": 50, "temperature": 0.0}}))
+                                   "decoding": {"max_new_tokens": 50, "temperature": 0.0}}))
     echo = ScriptedBackend("e", fn=lambda req: f"{req.messages[-1][1]} t={req.sampling.temperature}")
     svc = build_service(cfg, backends={"scripted:e": echo}, window_ms=100)
     try:

@@ -36,7 +36,7 @@ def config(tmp_path, method: str, with_task: bool):
     info = all_methods()[method]
     names = ["a", "b", "c"][:info.max_models or 3]
     raw = {"method": method, "models": [{"model": f"scripted:{n}", "script": SCRIPT} for n in names],
-           "generation": {"max_new_tokens": 16, "temperature": 0.0}, "params": PARAMS.get(method, {})}
+           "decoding": {"max_new_tokens": 16, "temperature": 0.0}, "params": PARAMS.get(method, {})}
     if with_task:
         raw["task"] = TASK
     path = tmp_path / f"{method}-{'task' if with_task else 'notask'}.yaml"

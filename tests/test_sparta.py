@@ -59,7 +59,7 @@ def _config(fighters, task, **params):
         "method": "text_sparta", "task": {"name": str(task)}, "models": [{"model": str(p), "name": p.name} for p in fighters],
         "params": {"num_iterations": 2, "num_opponents": 1, "random_match_prob": 0.0, "dpo_max_steps": 4,
                    "dpo_learning_rate": 3e-2, "dpo_batch_size": 2, "dpo_grad_accum": 1, "lora_r": 4, **params},
-        "generation": {"max_new_tokens": 6, "temperature": 0.0}})
+        "decoding": {"max_new_tokens": 6, "temperature": 0.0}})
 
 
 def test_sparta_combat_judging_reputation_dpo_and_selection(fighters, task6, cache, tmp_path, monkeypatch):
@@ -150,7 +150,7 @@ def test_final_selection_lets_a_hurt_model_lose_and_keeps_instructions_apart():
     from moco.methods.text.sparta import split_dev
     from moco.selection import choose
 
-    ctx = SimpleNamespace(seed=0, extra_metrics={}, generation=SimpleNamespace(dev_decoding="sampled", dev_repeats=1))
+    ctx = SimpleNamespace(seed=0, extra_metrics={}, decoding=SimpleNamespace(dev_decoding="sampled", dev_repeats=1))
     names = ["x/sparta@1", "y/sparta@1", "x/sparta@2", "y/sparta@2", "x", "y"]
     hurt = {"x/sparta@1": [1, 0, 0, 1], "y/sparta@1": [1, 0, 0, 0], "x/sparta@2": [0, 1, 0, 1],
             "y/sparta@2": [0, 0, 1, 0], "x": [1, 1, 1, 0], "y": [1, 0, 1, 0]}

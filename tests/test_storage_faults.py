@@ -35,7 +35,7 @@ def task(tmp_path):
 
 def _cfg(task):
     return parse_config({"method": "single_model", "models": [{"model": "scripted:a", "script": {"default": REPLY}}],
-                         "task": str(task), "generation": {"temperature": 0.0}})
+                         "task": str(task), "decoding": {"temperature": 0.0}})
 
 
 def _filled_cache(path) -> None:
@@ -114,7 +114,7 @@ def _moco_run(cfg_path, out, **env):
 
 def _write_cfg(tmp_path, task):
     p = tmp_path / "c.json"
-    p.write_text(json.dumps({"method": "single_model", "task": str(task), "generation": {"temperature": 0.0},
+    p.write_text(json.dumps({"method": "single_model", "task": str(task), "decoding": {"temperature": 0.0},
                              "models": [{"model": "scripted:a", "script": {"default": REPLY}}]}))
     return p
 

@@ -218,7 +218,7 @@ def test_the_reported_dev_score_is_a_fresh_re_evaluation_of_the_chosen_system(ti
     bk = {f"scripted:{n}": lucky(n) for n in "abc"}
     res = run_experiment(scripted_config("text_heterogeneous_swarms", tiny_task, "abc",
                                          {"population": 4, "max_iterations": 3, "jfk_assignments": 0},
-                                         generation={"max_new_tokens": 32, "temperature": 0.7}),
+                                         decoding={"max_new_tokens": 32, "temperature": 0.7}),
                          tmp_path / "run", cache=cache, backends=bk)
     sw = res.metrics["swarm"]
     sel = res.metrics["dev_selection"]["heterogeneous_swarms"]
@@ -237,7 +237,7 @@ def test_dev_repeats_average_samples_per_item(tiny_task, cache, tmp_path, spy):
     bk = {f"scripted:{n}": lucky(n) for n in "abc"}
     res = run_experiment(scripted_config("text_heterogeneous_swarms", tiny_task, "abc",
                                          {"population": 2, "max_iterations": 1, "jfk_assignments": 0},
-                                         generation={"max_new_tokens": 32, "temperature": 0.7, "dev_repeats": 3}),
+                                         decoding={"max_new_tokens": 32, "temperature": 0.7, "dev_repeats": 3}),
                          tmp_path / "run", cache=cache, backends=bk)
     sw = res.metrics["swarm"]
     sel = res.metrics["dev_selection"]["heterogeneous_swarms"]
@@ -273,7 +273,7 @@ def test_weight_step_alternates_with_the_role_step_and_moves_weights_by_jfk(pool
               else request.getfixturevalue("lora_experts"))
     cfg = scripted_config("text_heterogeneous_swarms", tiny_task, [], {"population": 2, "max_iterations": 2,
                           "jfk_assignments": 2, "patience": 5}, models=models,
-                          generation={"max_new_tokens": 3, "temperature": 0.0},
+                          decoding={"max_new_tokens": 3, "temperature": 0.0},
                           task={"name": str(tiny_task), "dev_limit": 1, "test_limit": 1})
     res = run_experiment(cfg, tmp_path / "run", cache=cache)
     sw = res.metrics["swarm"]

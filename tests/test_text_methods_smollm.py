@@ -17,7 +17,7 @@ EXPERTS = [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n
 def _run(method, params, tmp_path, cache, **extra):
     cfg = parse_config({"method": method, "task": {"name": "moco_demo", "test_limit": 2, "dev_limit": 2},
                         "models": EXPERTS, "params": params,
-                        "generation": {"max_new_tokens": 16, "temperature": 0.7, "batch_size": 32}, "seed": 1, **extra})
+                        "decoding": {"max_new_tokens": 16, "temperature": 0.7}, "hardware": {"batch_size": 32}, "seed": 1, **extra})
     res = run_experiment(cfg, tmp_path / "run", cache=cache)
     m = res.metrics
     assert m["n"] == 2 and m["total"]["failed"] == 0 and m["total"]["generated_tokens"] > 0

@@ -59,7 +59,7 @@ def test_self_moa_aggregates_one_models_samples(tiny_task, cache, tmp_path):
     """Compute-matched to MoA's default (3 layers over 3 models = 2 x 3 proposals + 1 aggregation = 7 calls per
     question): the dev-best samples 6 answers and aggregates all of them in one call."""
     bk = {f"scripted:{n}": layered(n, n == "b") for n in "abc"}
-    res = run_experiment(scripted_config("text_self_moa", tiny_task, "abc", generation={"temperature": 0.7,
+    res = run_experiment(scripted_config("text_self_moa", tiny_task, "abc", decoding={"temperature": 0.7,
                                                                                        "max_new_tokens": 32}),
                          tmp_path / "run", cache=cache, backends=bk)
     tr = res.predictions[0]["trace"]
@@ -82,7 +82,7 @@ def test_self_moa_seq_slides_a_window_over_the_samples(tiny_task, cache, tmp_pat
     previous synthesis first and then the next two samples; the last synthesis is the output."""
     bk = {f"scripted:{n}": layered(n, n == "b") for n in "abc"}
     cfg = scripted_config("text_self_moa", tiny_task, "abc", {"variant": "seq", "window": 2},
-                          generation={"temperature": 0.7, "max_new_tokens": 32})
+                          decoding={"temperature": 0.7, "max_new_tokens": 32})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bk)
     tr = res.predictions[0]["trace"]
     assert [s["samples"] for s in tr["steps"]] == [[0, 1], [2, 3], [4, 5]]

@@ -42,7 +42,7 @@ def test_chat_messages_match_what_generate_sends(tiny_task, cache):
     bk = {"scripted:x": ScriptedBackend("x", default="ok"), "scripted:y": ScriptedBackend("y", default="ok")}
     p = plan(cfg, backends=bk)
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                     generation=p.config.generation)
+                     decoding=p.config.decoding)
     aio.run(ctx.generate([Call(0, "Q"), Call(1, "Q")]))
     for h, name in zip(ctx.models, "xy"):
         assert list(bk[f"scripted:{name}"].calls[0].messages) == chat(h, "Q")

@@ -34,7 +34,7 @@ def sampler(name: str, pattern: str) -> ScriptedBackend:
 def _run(patterns, params, tiny_task, cache, tmp_path, temperature=0.7):
     bk = {f"scripted:{n}": sampler(n, p) for n, p in patterns.items()}
     cfg = scripted_config("text_slm_mux", tiny_task, list(patterns), params)
-    cfg.generation.temperature = temperature
+    cfg.decoding.temperature = temperature
     return run_experiment(cfg, tmp_path / "run", cache=cache, backends=bk), bk
 
 

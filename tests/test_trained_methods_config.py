@@ -1,5 +1,5 @@
 """The reference implementation's JSON configs of the three trained text methods, with every key its notes list,
-are read unchanged: each key lands in our Params (or in the generation settings), none is rejected."""
+are read unchanged: each key lands in our Params (or in the decoding / hardware settings), none is rejected."""
 from __future__ import annotations
 
 import pytest
@@ -28,7 +28,7 @@ def test_reference_config_of_trained_method_plans(method):
     cfg = parse_config({"method": method, "task": "moco_demo", "task_type": "multiple_choice", "gpu_ids": [],
                         "model_names": ["smollm2-135m-instruct"] * 3, "hyperparameters": {**GEN, **hp}})
     p = plan(cfg)
-    assert cfg.generation.max_new_tokens == 48 and cfg.generation.temperature == 0.7
+    assert cfg.decoding.max_new_tokens == 48 and cfg.decoding.temperature == 0.7
     got = p.params.model_dump(by_alias=True)
     for key, value in hp.items():
         assert got[key] == value, key

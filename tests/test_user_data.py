@@ -63,7 +63,7 @@ def test_exact_match_row_errors_and_unknown_field(tmp_path):
 
 def test_config_with_own_file_runs_and_scores(tmp_path, cache):
     p = write_jsonl(tmp_path / "sums.jsonl", [{"q": f"What is {i}+1?", "gold": str(i + 1)} for i in range(4)])
-    cfg = parse_config({"method": "single_model", "models": ["scripted:a"], "generation": {"temperature": 0.0},
+    cfg = parse_config({"method": "single_model", "models": ["scripted:a"], "decoding": {"temperature": 0.0},
                         "task": {"name": "sums", "path": str(p), "task_type": "exact_match",
                                  "fields": {"question": "q", "answer": "gold"}}})
     model = ScriptedBackend("a", fn=lambda r: "The answer is " + str(int(r.messages[-1][1].split()[2].split("+")[0]) + 1))
@@ -74,7 +74,7 @@ def test_config_with_own_file_runs_and_scores(tmp_path, cache):
 def test_generation_only_run_writes_responses_and_no_score(tmp_path, cache):
     p = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Write a haiku about {w}."} for w in ("rain", "sun", "snow")])
     cfg = parse_config({"method": "single_model", "models": ["scripted:a"], "task": str(p),
-                        "generation": {"temperature": 0.0}})
+                        "decoding": {"temperature": 0.0}})
     model = ScriptedBackend("a", fn=lambda r: "Soft words on the page")
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends={"scripted:a": model})
     m = json.loads((res.run_dir / "metrics.json").read_text())

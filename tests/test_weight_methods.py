@@ -40,7 +40,7 @@ def zoo(tiny_models, tmp_path_factory, sample_data):
 def _cfg(method, zoo, task, params=None, **extra):
     models = [{"model": str(zoo["base"]), "adapter": str(d), "name": n} for d, n in zip(zoo["dirs"], NAMES)]
     raw = {"method": method, "task": {"name": str(task)}, "models": models, "params": params or {},
-           "generation": {"max_new_tokens": 4, "temperature": 0.0}}
+           "decoding": {"max_new_tokens": 4, "temperature": 0.0}}
     raw.update(extra)
     return parse_config(raw)
 
@@ -228,7 +228,7 @@ def test_model_swarms_default_searches_the_authors_lora_factor_space(zoo, tiny_t
     target = 0.5 * full[0] + 0.5 * full[2]
     _fitness(monkeypatch, lambda r: -float((r.tensor(KEY) - target).norm()))
     cfg = _cfg("weight_model_swarms", zoo, tiny_task, {"max_iterations": 3})
-    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"dev_repeats": 2,
+    cfg = cfg.model_copy(update={"decoding": cfg.decoding.model_copy(update={"dev_repeats": 2,
                                                                                 "temperature": 0.7})})
     res = run_experiment(cfg, tmp_path / "sw", cache=cache)
     sw = res.metrics["swarm"]

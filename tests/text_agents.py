@@ -61,7 +61,7 @@ def scripted_context(task_path, cache, bk: dict[str, ScriptedBackend], names, me
 
     cfg = parse_config({"method": method, "task": {"name": str(task_path)},
                         "models": [f"scripted:{n}" for n in names], "roles": roles or {},
-                        "generation": {"max_new_tokens": 32}})
+                        "decoding": {"max_new_tokens": 32}})
     p = plan(cfg, backends=bk)
     return RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=CallRecorder(None),
-                      generation=p.config.generation, roles=p.roles)
+                      decoding=p.config.decoding, roles=p.roles)

@@ -110,7 +110,7 @@ class ScoreResult:
 
 
 def _overrides(kw: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword overrides: `generation__temperature=0` is the dotted key `generation.temperature`."""
+    """Keyword overrides: `decoding__temperature=0` is the dotted key `decoding.temperature`."""
     return {k.replace("__", "."): v for k, v in kw.items()}
 
 
@@ -142,7 +142,7 @@ def run(config: ConfigLike, *, limit: int | None = None, seed: int | None = None
         data_dir: str | None = None, cache: Any = None, backends: Mapping[str, Any] | None = None,
         keep_models: bool = False, **overrides: Any) -> RunResult:
     """Run one experiment. `config` is a path, a dict or an ExperimentConfig; overrides are checked like the
-    file: `limit`, `seed`, `set={"generation.temperature": 0}` or keywords (`generation__temperature=0`).
+    file: `limit`, `seed`, `set={"decoding.temperature": 0}` or keywords (`decoding__temperature=0`).
     `in_memory=True` writes no run directory; `cache=False` reads and writes no response cache."""
     from moco.cache import NullCache
     from moco.overrides import config_with_overrides

@@ -29,7 +29,7 @@ STATE = {"debug": False}
 LIMIT = typer.Option(None, "--limit", min=1, help="use only the first N test items (sets task.test_limit)")
 SEED = typer.Option(None, "--seed", min=0, help="the run's seed (sets seed)")
 SET = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="set a config key, dotted "
-                   "(generation.temperature=0, params.rounds=3, models.0.name=a); repeatable; checked like the file")
+                   "(decoding.temperature=0, params.rounds=3, models.0.name=a); repeatable; checked like the file")
 
 
 def _version(value: bool) -> None:

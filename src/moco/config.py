@@ -1,14 +1,21 @@
-"""Experiment config: one file (YAML or JSON) says models, task, method, generation and hardware.
+"""Experiment config: one file (YAML or JSON) says models, task, method, decoding and hardware.
 
-Our schema is strict (unknown keys are errors that suggest the nearest valid key). The reference
-implementation's JSON configs (`method`, `task`, `task_type`, `gpu_ids`, `model_names`, `hyperparameters`)
-are read unchanged: generation keys go to `generation`, the rest to the method's typed `params`.
+`decoding:` is how answers are sampled (part of what a model is asked); `hardware:` is where and how fast
+models run (GPUs, batch size, KV prefix cache, sharding: engine resources, not part of a request's cache key).
+Our schema is strict (unknown keys are errors that suggest the nearest valid key). A config with the former
+`generation:` section (both kinds mixed) is read with one warning line naming where each of its keys now
+lives. The reference implementation's JSON configs (`method`, `task`, `task_type`, `gpu_ids`, `model_names`,
+`hyperparameters`) are read unchanged: decoding keys go to `decoding`, engine keys to `hardware`, the rest to
+the method's typed `params`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import yaml
@@ -17,7 +24,40 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from moco.errors import ConfigError, did_you_mean
 
 REFERENCE_KEYS = {"method", "task", "task_type", "gpu_ids", "model_names", "hyperparameters"}
-REFERENCE_GENERATION_KEYS = {"max_response_length", "temperature", "top_p", "batch_size", "big_model_mode"}
+REFERENCE_DECODING_KEYS = {"max_response_length", "temperature", "top_p"}
+REFERENCE_ENGINE_KEYS = {"batch_size", "big_model_mode"}
+REFERENCE_GENERATION_KEYS = REFERENCE_DECODING_KEYS | REFERENCE_ENGINE_KEYS
+# keys of the former `generation:` section that are engine resources (now in `hardware:`); the rest is decoding
+ENGINE_KEYS = ("batch_size", "big_model_mode", "prefix_cache_mb")
+
+log = logging.getLogger(__name__)
+_NOTES: ContextVar[list[str] | None] = ContextVar("moco_config_notes", default=None)
+
+
+@contextlib.contextmanager
+def config_notes() -> Iterator[None]:
+    """Hold the warnings of reading one config and print each once, only when the config is accepted: a refused
+    config prints its one error line alone. Nested uses share the outermost collection."""
+    if _NOTES.get() is not None:
+        yield
+        return
+    token = _NOTES.set([])
+    try:
+        yield
+        notes = _NOTES.get() or []
+    finally:
+        _NOTES.reset(token)
+    for note in dict.fromkeys(notes):
+        log.warning("%s", note)
+
+
+def config_warning(note: str) -> None:
+    """A warning about the config being read (held until it is accepted; printed at once outside a reading)."""
+    notes = _NOTES.get()
+    if notes is None:
+        log.warning("%s", note)
+    else:
+        notes.append(note)
 
 
 class StrictModel(BaseModel):
@@ -26,11 +66,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
     # keys of the reference implementation whose meaning differs from ours: key -> (our field, converter)
     reference_keys: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
+    # keys that moved to another section: key -> where it lives now (named in the unknown-key error)
+    moved_keys: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _translate(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite former spellings of this section before it is checked (default: none)."""
+        return data
 
     @model_validator(mode="before")
     @classmethod
     def _reject_unknown(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            data = cls._translate(data)
             for ref, (fname, convert) in cls.reference_keys.items():
                 if ref in data:
                     if fname in data:
@@ -48,6 +96,8 @@ class StrictModel(BaseModel):
             for key in data:
                 if not isinstance(key, str):
                     raise ValueError(f"keys must be strings, got {key!r}")
+                if key not in valid and key in cls.moved_keys:
+                    raise ValueError(f"unknown key '{key}' (it lives in {cls.moved_keys[key]})")
                 if key not in valid:
                     public = sorted(v for v in valid if not v.startswith("_"))
                     raise ValueError(f"unknown key '{key}'{did_you_mean(key, public)}")
@@ -134,23 +184,27 @@ class ModelSpec(StrictModel):
         return "hf"
 
 
-class GenerationSettings(StrictModel):
-    """Decoding shared by every model call of a run (methods may override per call)."""
+class DecodingSettings(StrictModel):
+    """How every model call of a run samples its answer (methods may override per call)."""
+
+    moved_keys: ClassVar[dict[str, str]] = {k: f"hardware.{k}" for k in ENGINE_KEYS}
 
     max_new_tokens: int = Field(512, ge=1, le=131072, alias="max_response_length",
                                 description="maximum new tokens per call")
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="0 = greedy")
     top_p: float = Field(0.9, gt=0.0, le=1.0)
-    batch_size: int = Field(16, ge=1, le=4096, description="rows per forward pass (HF backends)")
-    big_model_mode: bool = Field(False, description="shard each model over hardware.gpu_ids (device_map=auto)")
     dev_decoding: Literal["sampled", "greedy"] = Field(
         "sampled", description="dev answers of every dev-based selection (dev-best model, rankings, soups, "
         "swarms, grids): the run's sampling (the papers') or greedy")
     dev_repeats: int = Field(1, ge=1, le=64, description="sampled dev decoding: each dev item's score is the "
                              "mean over this many independent samples (1: one pass, as the papers)")
-    prefix_cache_mb: int = Field(1024, ge=0, le=1 << 20, description="KV of processed prompts kept per loaded "
-                                 "model (on its device) so a prompt extending one is prefilled only from where it "
-                                 "differs; 0 = off")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_new_tokens" in data and "max_response_length" in data:
+            raise ValueError("give either 'max_new_tokens' or 'max_response_length' (the same setting), not both")
+        return data
 
 
 class RaySettings(StrictModel):
@@ -164,9 +218,19 @@ class RaySettings(StrictModel):
 
 
 class HardwareSettings(StrictModel):
-    """Where models run. Empty `gpu_ids` means CPU."""
+    """Where and how fast models run (engine resources, not part of what a model is asked).
+    Empty `gpu_ids` means CPU."""
+
+    moved_keys: ClassVar[dict[str, str]] = {k: f"decoding.{k}" for k in
+                                            ("max_new_tokens", "max_response_length", "temperature", "top_p",
+                                             "dev_decoding", "dev_repeats")}
 
     gpu_ids: list[int] = Field(default_factory=list)
+    batch_size: int = Field(16, ge=1, le=4096, description="rows per forward pass (HF backends)")
+    big_model_mode: bool = Field(False, description="shard each model over hardware.gpu_ids (device_map=auto)")
+    prefix_cache_mb: int = Field(1024, ge=0, le=1 << 20, description="KV of processed prompts kept per loaded "
+                                 "model (on its device) so a prompt extending one is prefilled only from where it "
+                                 "differs; 0 = off")
     memory_budget_gb: float | None = Field(None, gt=0, description="refuse to load models beyond this budget")
     ray: RaySettings | None = Field(None, description="Hugging Face models run as Ray actors")
 
@@ -210,7 +274,7 @@ class ExperimentConfig(StrictModel):
     task: TaskSettings
     models: list[ModelSpec] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters")
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    decoding: DecodingSettings = Field(default_factory=DecodingSettings)
     hardware: HardwareSettings = Field(default_factory=HardwareSettings)
     roles: dict[str, str | int | ModelSpec] = Field(default_factory=dict,
                                                     description="role -> pool model name/index or a new model")
@@ -218,6 +282,10 @@ class ExperimentConfig(StrictModel):
     name: str | None = None
     max_failed: float = Field(0, ge=0, description="failed items tolerated per split before the run fails: a count "
                               "(0, 1, 2, ...) or a fraction below 1 (0.1 = a tenth); failed items are never scored")
+
+    @classmethod
+    def _translate(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return split_generation(data, "config")
 
     @field_validator("max_failed")
     @classmethod
@@ -247,6 +315,52 @@ class ExperimentConfig(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------- loading
+def new_home(key: str) -> str:
+    """Where a key of the former `generation:` section lives now: 'hardware.batch_size', 'decoding.top_p'."""
+    return f"{'hardware' if key in ENGINE_KEYS else 'decoding'}.{key}"
+
+
+def former_generation_keys() -> set[str]:
+    """The keys the former `generation:` section accepted."""
+    return set(DecodingSettings.model_fields) | {"max_response_length"} | set(ENGINE_KEYS)
+
+
+def split_generation(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """`data` with a former `generation:` section moved into `decoding:` and `hardware:`, and one warning line
+    saying where each key went. A key also given at its new place with another value is an error (ValueError)."""
+    if "generation" not in data:
+        return data
+    old = data["generation"]
+    if old is None:
+        old = {}
+    if not isinstance(old, dict):
+        raise ValueError("generation: the former section must be a mapping (its keys now live in `decoding:` "
+                         "and `hardware:`)")
+    known = former_generation_keys()
+    out = {k: v for k, v in data.items() if k != "generation"}
+    moved: list[str] = []
+    for key, value in old.items():
+        if key not in known:
+            raise ValueError(f"generation: unknown key '{key}'{did_you_mean(str(key), sorted(known))}")
+        home = new_home(key)
+        section, name = home.split(".")
+        target = out.get(section) or {}
+        if not isinstance(target, dict):
+            raise ValueError(f"{section}: Input should be a valid dictionary")
+        spellings = {"max_new_tokens", "max_response_length"} if name in {"max_new_tokens", "max_response_length"} \
+            else {name}
+        given = next((k for k in spellings if k in target), None)
+        if given is not None and target[given] != value:
+            raise ValueError(f"generation.{key} is {value!r} but {section}.{given} is {target[given]!r}: give it "
+                             f"once, as {section}.{given}")
+        if given is None:
+            out[section] = {**target, key: value}
+        moved.append(f"{key} -> {home}")
+    config_warning(f"{where}: the `generation:` section is split into `decoding:` and `hardware:`; its keys now live "
+                   f"at: {', '.join(moved) or '(none given)'}")
+    return out
+
+
 def from_reference(raw: dict[str, Any]) -> dict[str, Any]:
     """Translate a reference-implementation JSON config into our schema (keys accepted as they are)."""
     unknown = set(raw) - REFERENCE_KEYS
@@ -269,9 +383,9 @@ def from_reference(raw: dict[str, Any]) -> dict[str, Any]:
         "method": raw["method"],
         "task": task,
         "models": names,
-        "generation": {k: v for k, v in hp.items() if k in REFERENCE_GENERATION_KEYS},
+        "decoding": {k: v for k, v in hp.items() if k in REFERENCE_DECODING_KEYS},
         "params": {k: v for k, v in hp.items() if k not in REFERENCE_GENERATION_KEYS},
-        "hardware": {"gpu_ids": raw.get("gpu_ids") or []},
+        "hardware": {"gpu_ids": raw.get("gpu_ids") or [], **{k: v for k, v in hp.items() if k in REFERENCE_ENGINE_KEYS}},
     }
 
 
@@ -343,6 +457,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     """Validate a config dict (ours or the reference's) into an ExperimentConfig."""
+    with config_notes():
+        return _parse_config(raw)
+
+
+def _parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     if is_reference_format(raw):
         raw = from_reference(raw)
     if "method" not in raw and {"methods", "pools"} <= raw.keys():  # a `moco compare` file given to run/validate

@@ -18,7 +18,7 @@ from typing import Any
 
 from moco.cache import ResponseCache
 from moco.calls import Call, Response
-from moco.config import GenerationSettings, ModelSpec
+from moco.config import DecodingSettings, ModelSpec
 from moco.gateway import Gateway
 from moco.models.base import Capabilities, SamplingParams
 from moco.models.pool import LocalModel, ModelHandle, ModelPool
@@ -46,13 +46,13 @@ class RunContext:
     sampling, rng, seed, phase, artifacts_dir, metrics, add_model, account."""
 
     def __init__(self, *, pool: ModelPool, task: Task, scorer: Scorer, cache: ResponseCache,
-                 recorder: CallRecorder, generation: GenerationSettings, seed: int = 0,
+                 recorder: CallRecorder, decoding: DecodingSettings, seed: int = 0,
                  artifacts_dir: Path | None = None, progress: Progress | None = None,
                  roles: dict[str, ModelHandle] | None = None, gateway: Gateway | None = None):
         self._gw = gateway or Gateway(pool, cache, recorder, seed, progress or Progress())
         self.task = task
         self.scorer = scorer
-        self.decoding = generation
+        self.decoding = decoding
         self.seed = seed
         self.rng = random.Random(seed)
         self.artifacts_dir = artifacts_dir

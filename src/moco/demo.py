@@ -37,7 +37,7 @@ def demo_config(method: str, params: dict, limit: int | None = None) -> Experime
         "task": task,
         "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
         "params": params,
-        "generation": {"max_new_tokens": 48, "temperature": 0.0, "batch_size": 32},
+        "decoding": {"max_new_tokens": 48, "temperature": 0.0}, "hardware": {"batch_size": 32},
         "seed": 0,
     })
 

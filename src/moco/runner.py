@@ -84,7 +84,7 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
                           f"task '{task.name}' is {task.task_type}" + (" (generation only)" if task.generation_only else ""))
     if scorer_role and scorer_role not in cfg.roles:
         raise ConfigError(missing_role_message(scorer.name, scorer_role))
-    pool = ModelPool(cfg.models, cfg.hardware, cfg.generation, overrides=dict(backends or {}))
+    pool = ModelPool(cfg.models, cfg.hardware, overrides=dict(backends or {}))
     extra = set(cfg.roles) - {scorer_role}
     if not info.roles and extra:
         raise ConfigError(f"roles: method {info.name} uses no roles" +
@@ -175,7 +175,7 @@ async def run_experiment_async(cfg: ExperimentConfig, out: str | Path | None = N
     recorder = CallRecorder(run_dir / "calls.jsonl", attempt)
     gw = Gateway(p.pool, cache, recorder, cfg.seed, progress or Progress())
     ctx = RunContext(pool=p.pool, task=p.task, scorer=p.scorer, cache=cache, recorder=recorder,
-                     generation=cfg.generation, seed=cfg.seed, artifacts_dir=run_dir / "artifacts",
+                     decoding=cfg.decoding, seed=cfg.seed, artifacts_dir=run_dir / "artifacts",
                      roles=p.roles, gateway=gw)
     t0 = time.time()
     finished = finished_scoring = False

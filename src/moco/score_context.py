@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from moco.cache import ResponseCache
-from moco.config import GenerationSettings, ModelSpec
+from moco.config import DecodingSettings, ModelSpec
 from moco.context import RunContext
 from moco.errors import ConfigError
 from moco.models.pool import ModelPool
@@ -26,9 +26,9 @@ def scoring_context(task: Task, scorer: Any, role_models: dict[str, str | None],
     model = role_models.get(role)
     if not model:
         raise ConfigError(f"scorer '{scorer.name}' needs a model for the role '{role}': pass --{role} MODEL")
-    pool = ModelPool([], generation=GenerationSettings())
+    pool = ModelPool([])
     handle = pool.add_extra(role, ModelSpec(model=model))
     pool.check()
     out_dir.mkdir(parents=True, exist_ok=True)
     return RunContext(pool=pool, task=task, scorer=scorer, cache=ResponseCache(), recorder=CallRecorder(out_dir / "calls.jsonl"),
-                      generation=GenerationSettings(), seed=seed, roles={role: handle})
+                      decoding=DecodingSettings(), seed=seed, roles={role: handle})

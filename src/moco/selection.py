@@ -2,7 +2,7 @@
 soups, swarms, ExPO's α, the nudging grid, LoraHub, Co-LLM's threshold).
 
 One sampled pass over a small dev set makes the winner's score optimistic and seed-dependent. Two shared
-settings (`generation.dev_decoding`, `generation.dev_repeats`) say how dev answers for a selection are made:
+settings (`decoding.dev_decoding`, `decoding.dev_repeats`) say how dev answers for a selection are made:
 
 - `sampled` (default, the papers' protocol): the run's sampling, averaged over `dev_repeats` independent
   samples per item (1 = one pass, as the papers);

@@ -235,7 +235,7 @@ def run_cost(run: Run, label: str, pool: str, overrides: dict[str, float] | None
     estimate = None
     pool_sizes = [size(name) for name in list(specs)[: len(run.models)]]
     if cx and cx.estimate and pool_sizes and all(x is not None for x in pool_sizes):
-        gen = run.config.get("generation") or {}
+        gen = run.config.get("decoding") or run.config.get("generation") or {}  # run dirs before the split
         mtok = int(gen.get("max_new_tokens", gen.get("max_response_length", 512)))
         try:
             estimate = cx.estimate(len(pool_sizes), m.n_test or 0, mtok, pool_sizes,

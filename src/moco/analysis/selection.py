@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from moco.config import ModelSpec
+from moco.config import ENGINE_KEYS, ModelSpec
 from moco.errors import ConfigError, ModelError
 from moco.rundir import write_json
 
@@ -145,13 +145,13 @@ async def prompt_choice(sweep, task_name: str, data_dir: str | None, cache, out_
         scorer = scorer_for(task.task_type, task.name)
     except ConfigError:
         scorer = None
-    pool = ModelPool([spec], sweep.hardware, sweep.generation)
+    pool = ModelPool([spec], sweep.hardware)
     pool.check()
     out_dir.mkdir(parents=True, exist_ok=True)
     recorder = CallRecorder(out_dir / f"{file_stem}.calls.jsonl")
     try:
         ctx = RunContext(pool=pool, task=task, scorer=scorer, cache=cache, recorder=recorder,
-                         generation=sweep.generation, seed=sweep.seed)
+                         decoding=sweep.decoding, seed=sweep.seed)
         example = (task.dev or task.test)[0].input if (task.dev or task.test) else None
         prompt = selection_prompt(task.name, task.description, example, candidates, k)
         reply = (await ctx.generate([Call(0, prompt, ctx.sampling(temperature=0.0, max_new_tokens=64))], tag="select"))[0]
@@ -180,7 +180,8 @@ async def choose_all(sweep, data_dir: str | None, cache, out_dir: Path, log=None
         inputs = {"candidates": candidates, "k": sel.k, "strategies": sel.strategies, "repeats": sel.random_repeats,
                   "selector": sel.selector.model_dump(mode="json") if isinstance(sel.selector, ModelSpec)
                   else sel.selector, "encoder": sel.encoder, "seed": sweep.seed, "task": task,
-                  "generation": sweep.generation.model_dump(mode="json")}
+                  "generation": {**sweep.decoding.model_dump(mode="json"),  # the former section: old records still match
+                                 **sweep.hardware.model_dump(mode="json", include=set(ENGINE_KEYS))}}
         digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
         shown = slug(resolve_task(task, data_dir or _task_dir(sweep, task)).name)
         path = out_dir / f"{shown}.json"

@@ -147,7 +147,7 @@ def together(todo: list[tuple[str, CellState]], width: int | None) -> list[tuple
             alone.append(([item], 1))
             continue
         models = sorted({json.dumps([m.model, m.adapter, m.dtype, m.endpoint and m.endpoint.base_url]) for m in cfg.models})
-        groups.setdefault(json.dumps([models, cfg.generation.batch_size]), []).append(item)
+        groups.setdefault(json.dumps([models, cfg.hardware.batch_size]), []).append(item)
     merged = [(g, min(len(g), width or len(g))) for g in groups.values()]
     return merged + alone
 

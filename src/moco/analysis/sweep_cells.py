@@ -190,7 +190,7 @@ class _Builder:
                 layers, proposers = method.match_moa
                 params = {**params, "samples": layers * (proposers or len(specs))}
             cfg = ExperimentConfig(method=method.name, task=tset.settings(), models=list(specs), params=params,
-                                   generation=s.generation, hardware=s.hardware, roles=method.roles, seed=seed,
+                                   decoding=s.decoding, hardware=s.hardware, roles=method.roles, seed=seed,
                                    max_failed=s.max_failed)
             key = config_key(cfg, adversary)
             cell = self.cells.setdefault(key, Cell(key, cfg, [], adversary))

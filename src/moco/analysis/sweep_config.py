@@ -1,4 +1,4 @@
-"""Sweep config: methods × model pools × tasks with shared generation settings and seed, plus the paper's
+"""Sweep config: methods × model pools × tasks with shared decoding and hardware settings and seed, plus the paper's
 analyses (scaling, diversity, leave-one-out, a malicious member, model selection) as options.
 
 Strict like the experiment config: unknown keys are errors with a did-you-mean. `load_sweep` parses YAML or
@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from moco.config import (GenerationSettings, HardwareSettings, ModelSpec, StrictModel, TaskSettings,
-                         format_validation_error, read_config_file)
+from moco.config import (DecodingSettings, HardwareSettings, ModelSpec, StrictModel, TaskSettings,
+                         config_notes, format_validation_error, read_config_file,
+                         split_generation)
 from moco.errors import ConfigError
 
 ADVERSARY_PROMPT = (
@@ -128,13 +129,13 @@ class Analyses(StrictModel):
 
 
 class SweepConfig(StrictModel):
-    """A whole comparison: every method on every pool and task, one seed, one generation setting."""
+    """A whole comparison: every method on every pool and task, one seed, one decoding setting."""
 
     name: str | None = None
     methods: list[MethodEntry] = Field(min_length=1)
     pools: dict[str, PoolEntry] = Field(min_length=1)
     tasks: list[SweepTask] = Field(min_length=1)
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    decoding: DecodingSettings = Field(default_factory=DecodingSettings)
     hardware: HardwareSettings = Field(default_factory=HardwareSettings)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     seeds: list[int] | None = Field(None, description="run every cell once per seed (tables show mean ± std over "
@@ -157,6 +158,10 @@ class SweepConfig(StrictModel):
     analyses: Analyses = Field(default_factory=Analyses)
     param_counts: dict[str, float] = Field(default_factory=dict, description="model name or id -> parameters, "
                                            "for FLOPs of models whose size cannot be read (endpoints)")
+
+    @classmethod
+    def _translate(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return split_generation(data, "sweep")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -218,13 +223,15 @@ def load_sweep(path: str | Path) -> SweepConfig:
     """Read and validate a sweep file (YAML or JSON); errors are one line naming the key."""
     raw = read_config_file(path)
     try:
-        return SweepConfig.model_validate(raw)
+        with config_notes():
+            return SweepConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, f"sweep {Path(path).name}")) from None
 
 
 def parse_sweep(raw: dict[str, Any]) -> SweepConfig:
     try:
-        return SweepConfig.model_validate(raw)
+        with config_notes():
+            return SweepConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, "sweep")) from None

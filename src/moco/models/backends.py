@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from moco.config import GenerationSettings, HardwareSettings, ModelSpec
+from moco.config import HardwareSettings, ModelSpec
 from moco.errors import ModelError
 from moco.models.base import Backend, Capabilities
 from moco.registry import Registry
@@ -21,9 +21,6 @@ from moco.registry import Registry
 
 class PoolContext(Protocol):
     """What a factory may ask of the pool about the model it loads (all decided by the pool, per model)."""
-
-    @property
-    def generation(self) -> GenerationSettings: ...
 
     @property
     def hardware(self) -> HardwareSettings: ...

@@ -613,13 +613,13 @@ def is_local_model(path: str) -> bool:
 
 def load(spec: "ModelSpec", ctx: "PoolContext") -> HFBackend:
     """The backend registry's factory (models/backends.py): on the pool's device, or sharded over
-    hardware.gpu_ids under generation.big_model_mode."""
+    hardware.gpu_ids under hardware.big_model_mode."""
     from moco.models.placement import big_model_kwargs, load_kwargs
 
-    kwargs = load_kwargs(spec, ctx.generation)
+    kwargs = load_kwargs(spec, ctx.hardware)
     device = ctx.device()
     gpu_ids = ctx.hardware.gpu_ids
-    if ctx.generation.big_model_mode and gpu_ids:
+    if ctx.hardware.big_model_mode and gpu_ids:
         kwargs.update(big_model_kwargs(gpu_ids, ctx.estimate_gb()))
         device = f"cuda:{gpu_ids[0]}"
     return HFBackend(ctx.source(), fingerprint=ctx.fingerprint(), device=device, **kwargs)

@@ -181,5 +181,5 @@ class HFVisionBackend:
 def load(spec: "ModelSpec", ctx: "PoolContext") -> HFVisionBackend:
     """The backend registry's factory (models/backends.py)."""
     return HFVisionBackend(ctx.source(), fingerprint=ctx.fingerprint(), device=ctx.device(), dtype=spec.dtype,
-                           revision=spec.revision, adapter=spec.adapter, batch_size=ctx.generation.batch_size,
+                           revision=spec.revision, adapter=spec.adapter, batch_size=ctx.hardware.batch_size,
                            trust_remote_code=spec.trust_remote_code)

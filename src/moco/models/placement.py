@@ -54,7 +54,7 @@ def big_model_kwargs(gpu_ids: list[int], need_gb: float = 0.0, headroom: float =
     import torch
 
     if not gpu_ids:
-        raise ModelError("generation.big_model_mode needs hardware.gpu_ids (the GPUs to shard each model over)")
+        raise ModelError("hardware.big_model_mode needs hardware.gpu_ids (the GPUs to shard each model over)")
     max_memory: dict[int, int] = {}
     for i in gpu_ids:
         free, _total = torch.cuda.mem_get_info(i)
@@ -65,7 +65,7 @@ def big_model_kwargs(gpu_ids: list[int], need_gb: float = 0.0, headroom: float =
     return {"device_map": "auto", "max_memory": max_memory}
 
 
-def load_kwargs(spec: Any, generation: Any) -> dict[str, Any]:
+def load_kwargs(spec: Any, hardware: Any) -> dict[str, Any]:
     """The keyword arguments of a Hugging Face text model's load (in this process or in a Ray actor)."""
-    return dict(dtype=spec.dtype, revision=spec.revision, adapter=spec.adapter, batch_size=generation.batch_size,
-                trust_remote_code=spec.trust_remote_code, prefix_cache_mb=generation.prefix_cache_mb)
+    return dict(dtype=spec.dtype, revision=spec.revision, adapter=spec.adapter, batch_size=hardware.batch_size,
+                trust_remote_code=spec.trust_remote_code, prefix_cache_mb=hardware.prefix_cache_mb)

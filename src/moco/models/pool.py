@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moco.config import GenerationSettings, HardwareSettings, ModelSpec
+from moco.config import HardwareSettings, ModelSpec
 from moco.errors import ConfigError, ModelError, did_you_mean
 from moco.models import builtin
 from moco.models.backends import capabilities_of, kind_info, load_backend
@@ -144,7 +144,6 @@ RESIDENT = _Resident()
 class ModelPool:
     specs: list[ModelSpec]
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
     overrides: dict[str, Backend] = field(default_factory=dict)  # spec.model -> a ready backend (tests)
 
     def __post_init__(self) -> None:
@@ -285,7 +284,7 @@ class ModelPool:
         spec = handle.spec
         if spec.model in self.overrides:
             return self.overrides[spec.model]
-        key = handle.backend_key + f"|{self.device_for(handle)}|{self.generation.batch_size}"
+        key = handle.backend_key + f"|{self.device_for(handle)}|{self.hardware.batch_size}"
         if kind_info(spec.kind).placed and not on_ray(spec, self.hardware):  # weights changed on disk: load again
             key += f"|{self.fingerprint(handle)}"
         if on_ray(spec, self.hardware):
@@ -295,7 +294,7 @@ class ModelPool:
                 RESIDENT.backends.move_to_end(key)
                 resident = RESIDENT.backends[key]
                 if hasattr(resident, "prefix_cache_bytes"):  # a resident model follows this run's setting
-                    resident.prefix_cache_bytes = self.generation.prefix_cache_mb << 20
+                    resident.prefix_cache_bytes = self.hardware.prefix_cache_mb << 20
                 return resident
             need = self.estimate_gb(handle)
             self._make_room(need, handle.name)
@@ -335,10 +334,6 @@ class _Loading:
 
     pool: ModelPool
     handle: ModelHandle
-
-    @property
-    def generation(self) -> GenerationSettings:
-        return self.pool.generation
 
     @property
     def hardware(self) -> HardwareSettings:

@@ -190,5 +190,5 @@ def load(spec: "ModelSpec", ctx: "PoolContext") -> RayHFBackend:
     ray = ctx.hardware.ray
     assert ray is not None  # the pool routes a model here only under hardware.ray
     return RayHFBackend(ctx.source(), weights_fingerprint=ctx.weights_fingerprint(),
-                        hf_kwargs=load_kwargs(spec, ctx.generation), replicas=ray.replicas, num_cpus=ray.num_cpus,
+                        hf_kwargs=load_kwargs(spec, ctx.hardware), replicas=ray.replicas, num_cpus=ray.num_cpus,
                         num_gpus=ray.num_gpus, address=ray.address)

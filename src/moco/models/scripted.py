@@ -126,7 +126,7 @@ class ScriptedBackend:
 
 def from_spec(name: str, script: dict | None, batch_size: int = 16) -> ScriptedBackend:
     """Build a scripted backend from a config entry: `script: {rules: [{match, reply}], default,
-    seconds_per_token}`; it batches like an HF backend with `generation.batch_size` (so batching and
+    seconds_per_token}`; it batches like an HF backend with `hardware.batch_size` (so batching and
     resumption can be tested) and, paced, takes as long as a slow model would."""
     script = script or {}
     rules = [(r["match"], r["reply"]) for r in script.get("rules", [])]
@@ -141,4 +141,4 @@ def from_spec(name: str, script: dict | None, batch_size: int = 16) -> ScriptedB
 def load(spec: "ModelSpec", ctx: "PoolContext") -> ScriptedBackend:
     """The backend registry's factory (models/backends.py)."""
     return from_spec(spec.model, spec.script.model_dump() if spec.script else None,
-                     batch_size=ctx.generation.batch_size)
+                     batch_size=ctx.hardware.batch_size)

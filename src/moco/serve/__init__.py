@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moco.cache import NullCache, ResponseCache
-from moco.config import parse_config, read_config_file
+from moco.config import config_notes, parse_config, read_config_file
 from moco.errors import ConfigError
 from moco.serve.served_task import SERVED, served_task
 
@@ -28,13 +28,14 @@ def load_serve_config(path: str | Path, role: str = "collaboration", sets: Any =
     from moco.overrides import apply_overrides
 
     raw = read_config_file(path)
-    has_task = "task" in apply_overrides(raw, sets, seed=seed)
-    raw = apply_overrides(raw, sets, limit=limit if has_task else None, seed=seed)
-    if not has_task:
-        raw["task"] = {"name": SERVED}
-    if role == "colm-server" and not raw.get("models"):
-        raw["models"] = ["scripted:unused"]
-    return parse_config(raw), has_task
+    with config_notes():  # its warnings once, and only for a config that is accepted
+        has_task = "task" in apply_overrides(raw, sets, seed=seed)
+        raw = apply_overrides(raw, sets, limit=limit if has_task else None, seed=seed)
+        if not has_task:
+            raw["task"] = {"name": SERVED}
+        if role == "colm-server" and not raw.get("models"):
+            raw["models"] = ["scripted:unused"]
+        return parse_config(raw), has_task
 
 
 def serve_plan(cfg: Any, has_task: bool, data_dir: str | None = None, backends: dict[str, Any] | None = None):

@@ -80,7 +80,7 @@ class CollaborationService:
         base, scorer = self.plan.task, self.plan.scorer
         self.base_task = base
         self.name = name or cfg.name or f"moco-{self.plan.method.name}"
-        self.max_new_tokens_cap = cfg.generation.max_new_tokens
+        self.max_new_tokens_cap = cfg.decoding.max_new_tokens
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
         artifacts = (log_dir / "artifacts") if log_dir else Path(tempfile.mkdtemp(prefix="moco-serve-"))
@@ -89,7 +89,7 @@ class CollaborationService:
         self.memo = StartupMemo(cache, self.recorder)
         self.gateway = Gateway(self.plan.pool, self.memo, self.recorder, cfg.seed)
         self.ctx = ServedContext(pool=self.plan.pool, task=base, scorer=scorer, cache=self.memo,
-                                 recorder=self.recorder, configured=cfg.generation, seed=cfg.seed,
+                                 recorder=self.recorder, configured=cfg.decoding, seed=cfg.seed,
                                  artifacts_dir=artifacts, roles=self.plan.roles, gateway=self.gateway)
         self.batcher: MicroBatcher[Pending, Done] = MicroBatcher(self._handle, window_ms / 1000.0, max_batch,
                                                                  max_pending=max_pending, early=True)
@@ -100,7 +100,7 @@ class CollaborationService:
     def warm_up(self, progress: Progress | None = None) -> str:
         """Run the method once on one warm-up item before serving (see `moco.serve.startup`): dev work and
         model loading happen here; a failure is a one-line refusal to start. Returns what it did, for stderr."""
-        g = self.cfg.generation
+        g = self.cfg.decoding
         prompt = self.base_task.dev[0].prompt if self.base_task.dev else WARM_UP_PROMPT
         ex = example_of([ChatMessage(role="user", content=prompt)], 0)
         own = self.base_task.dev[0].choices if self.base_task.dev else None  # the dev item's options (no gold)
@@ -143,7 +143,7 @@ class CollaborationService:
     def pending(self, req: ChatRequest) -> Pending:
         if req.messages[-1].role != "user":
             raise ApiError(400, "the last message must come from the user", param="messages")
-        g = self.cfg.generation
+        g = self.cfg.decoding
         n = req.max_new_tokens or g.max_new_tokens
         if n > self.max_new_tokens_cap:
             raise ApiError(400, f"max_tokens {n} exceeds this server's limit of {self.max_new_tokens_cap}",
@@ -224,7 +224,7 @@ class CollaborationService:
         """The group's own context: its requests as the test items, its sampling; the rest shared (see derive)."""
         p0 = items[0]
         test = [dataclasses.replace(p.example, index=i) for i, p in enumerate(items)]
-        decoding = self.cfg.generation.model_copy(
+        decoding = self.cfg.decoding.model_copy(
             update={"max_new_tokens": p0.max_new_tokens, "temperature": p0.temperature, "top_p": p0.top_p})
         return self.ctx.derive(dataclasses.replace(self.base_task, test=test), decoding)
 

@@ -131,7 +131,7 @@ class ColmServer:
                 log_dir.mkdir(parents=True, exist_ok=True)
             self.recorder = CallRecorder(log_dir / "calls.jsonl" if log_dir else None)
             self.ctx = RunContext(pool=p.pool, task=task, scorer=scorer, cache=cache, recorder=self.recorder,
-                                  generation=cfg.generation, seed=cfg.seed, roles=p.roles,
+                                  decoding=cfg.decoding, seed=cfg.seed, roles=p.roles,
                                   artifacts_dir=Path(tempfile.mkdtemp(prefix="moco-colm-")))
             self.server, self.server_chosen_by = self._choose_server(cfg, p, backends, cache)
             self.selector = p.roles.get("selector") or self.server
@@ -154,7 +154,7 @@ class ColmServer:
         if not dev_plan.task.dev:
             raise ConfigError(f"{why} (task {dev_plan.task.name} has no dev split)")
         dev_ctx = RunContext(pool=p.pool, task=dev_plan.task, scorer=dev_plan.scorer, cache=cache,
-                             recorder=self.recorder, generation=cfg.generation, seed=cfg.seed, roles=p.roles)
+                             recorder=self.recorder, decoding=cfg.decoding, seed=cfg.seed, roles=p.roles)
         return aio.run(choose_server(dev_ctx))
 
     def describe(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moco.config import GenerationSettings
+from moco.config import DecodingSettings
 from moco.context import Call, Output, Response, RunContext
 from moco.models.base import GenRequest, GenResult
 from moco.models.pool import ModelHandle
@@ -110,7 +110,7 @@ class StageContext(RunContext):
         self._wants: list[StageRequest | None] = []
         self._in_run = False
 
-    def derive(self, task: Task, decoding: GenerationSettings) -> StageContext:
+    def derive(self, task: Task, decoding: DecodingSettings) -> StageContext:
         """A context for one batch: its own test items, decoding, metrics, rng and run state; everything else
         (and the dev answers of moco.selection) shared with this one. The scorer stays bound to this context."""
         if task.dev is not self.task.dev:

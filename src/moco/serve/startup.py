@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from moco.cache import CachedResponse, ResponseCache, _extra
-from moco.config import GenerationSettings
+from moco.config import DecodingSettings
 from moco.serve.final_stage import StageContext
 from moco.models.base import SamplingParams
 
@@ -60,8 +60,8 @@ class ServedContext(StageContext):
     """A run context whose calls outside the test phase (dev work) sample with the config's settings, not the
     current request's (a request's max_tokens/temperature apply to the answer it gets)."""
 
-    def __init__(self, *, configured: GenerationSettings, **kw: Any):
-        super().__init__(generation=configured, **kw)
+    def __init__(self, *, configured: DecodingSettings, **kw: Any):
+        super().__init__(decoding=configured, **kw)
         self.configured = configured
 
     def sampling(self, **overrides: Any) -> SamplingParams:

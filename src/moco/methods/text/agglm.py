@@ -57,7 +57,7 @@ class Params(LoraParams):
     grpo_temperature: float = Field(1.0, gt=0.0, le=5.0, description="sampling temperature of GRPO rollouts "
                                     "(reference: 1.0)")
     grpo_max_completion_length: int | None = Field(None, ge=1, description="rollout length; default: the run's "
-                                                   "generation.max_new_tokens (reference: max_response_length)")
+                                                   "decoding.max_new_tokens (reference: max_response_length)")
     agglm_log_path: str | None = Field(None, description="reference key, no effect: the adapter goes in the run "
                                        "directory's artifacts")
     reuse_log: bool = Field(True, description="reuse a finished adapter of this run; False retrains")

@@ -24,7 +24,7 @@ unavailable: one warning line says why, metrics
 the chosen graph is still reported as credit). `weight_step: false` turns it off.
 
 Dev selection: the whole dev set by default (`ratio` < 1: a prefix, as the reference's 0.25); dev answers
-follow the shared settings (`generation.dev_decoding`, `generation.dev_repeats`: each item's score is the mean
+follow the shared settings (`decoding.dev_decoding`, `decoding.dev_repeats`: each item's score is the mean
 over that many samples). The best dev score found is the maximum of many noisy evaluations, so the chosen
 system is run on dev once more with fresh samples: `swarm.dev_score` is that re-evaluation
 (`search_dev_score`: the search's maximum), and `dev_selection.heterogeneous_swarms` lists the best candidates'

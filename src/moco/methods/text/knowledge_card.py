@@ -21,7 +21,7 @@ class Params(MethodParams):
     answerer: int | str | None = Field(None, description="model (index or name) that answers; default: the "
                                        "`answerer` role, else the dev-best model")
     knowledge_max_new_tokens: int | None = Field(None, ge=1, le=131072, description="length of a knowledge "
-                                                 "paragraph; default: generation.max_new_tokens")
+                                                 "paragraph; default: decoding.max_new_tokens")
 
 
 def knowledge_prompt(question: str) -> str:

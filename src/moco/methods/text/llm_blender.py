@@ -66,7 +66,7 @@ class Params(MethodParams):
     fuser_device: str | None = Field(None, description="device of a fuser given by model id (`fuser_gpu_id`)")
     ranker_max_new_tokens: int = Field(128, ge=1, le=131072, description="length of a ranker verdict")
     fuser_max_new_tokens: int | None = Field(None, ge=1, le=131072, description="length of the fused answer; "
-                                             "default: generation.max_new_tokens")
+                                             "default: decoding.max_new_tokens")
     train_ranker_on_dev: bool = Field(False, description="LoRA-SFT the ranker on dev pairwise preferences")
     train_fuser_on_dev: bool = Field(False, description="LoRA-SFT the fuser on dev gold answers")
     ranker_sft_batch_size: int = Field(1, ge=1, le=4096)
