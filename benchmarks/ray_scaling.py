@@ -38,7 +38,7 @@ def main() -> None:
 
     import torch
 
-    from moco.config import GenerationSettings, HardwareSettings, ModelSpec, RaySettings, TaskSettings
+    from moco.config import HardwareSettings, ModelSpec, RaySettings, TaskSettings
     from moco.models.base import GenRequest, SamplingParams
     from moco.models.pool import ModelPool, unload_all
     from moco.models.ray_backend import connect
@@ -50,10 +50,8 @@ def main() -> None:
     reqs = [GenRequest((("user", ex.prompt),), greedy, seed=i) for i, ex in enumerate(task.test)]
     tiny = [GenRequest((("user", "Say yes."),), SamplingParams(max_new_tokens=1, temperature=0.0), seed=0)]
     spec = [ModelSpec(model="smollm2-135m-instruct")]
-    gen = GenerationSettings(batch_size=args.batch_size)
-
     def measure(hw: HardwareSettings) -> tuple[float, int, list[str], float]:
-        backend = ModelPool(spec, hw, gen).backend(0)  # loaded (and warmed) before timing
+        backend = ModelPool(spec, hw.model_copy(update={"batch_size": args.batch_size})).backend(0)  # loaded (and warmed) before timing
         run(backend, tiny)
         t0 = time.perf_counter()
         out = run(backend, reqs)

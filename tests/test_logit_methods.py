@@ -102,15 +102,15 @@ def _cfg(method, models, task, params=None, **extra):
 
 
 def test_contrastive_alpha_zero_equals_the_dev_top_model(tiny_models, tiny_task, cache, tmp_path, monkeypatch):
-    from moco.context import RunContext
+    import moco.selection
 
     ranked = {"calls": 0}
 
-    def fake_dev_item_scores(self):  # tiny random models all score 0 on dev: fix a ranking to test its use
+    async def fake_dev_item_scores(ctx):  # tiny random models all score 0 on dev: fix a ranking to test its use
         ranked["calls"] += 1
         return [[0.1], [0.9], [0.5]]
 
-    monkeypatch.setattr(RunContext, "dev_item_scores", fake_dev_item_scores)
+    monkeypatch.setattr(moco.selection, "dev_item_scores", fake_dev_item_scores)
     res = run_experiment(_cfg("logit_logit_contrastive", tiny_models, tiny_task, {"alpha": 0.0}), tmp_path / "c0", cache=cache)
     single = run_experiment(_cfg("single_model", tiny_models, tiny_task, {"model": 1}), tmp_path / "s1", cache=cache)
     assert ranked["calls"] >= 1

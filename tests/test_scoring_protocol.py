@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from moco.calls import Call, Response
-from moco.config import GenerationSettings, ModelSpec
+from moco.config import ModelSpec
 from moco.errors import ConfigError
 from moco.models.base import SamplingParams
 from moco.models.pool import ModelHandle, ModelPool
@@ -43,7 +43,7 @@ def items(n: int) -> list[Example]:
 
 
 def bound_to(scorer, generate, role_model: str = "scripted:judge"):
-    pool = ModelPool([], generation=GenerationSettings())
+    pool = ModelPool([])
     handle = pool.add_extra(scorer.role, ModelSpec(model=role_model))
     scorer.bind(generate, BoundModels.of_pool(pool, {scorer.role: handle}.get, lambda **kw: SamplingParams(**kw)))
     return handle
@@ -81,7 +81,7 @@ def test_items_without_an_answer_are_left_out_of_the_one_call():
 def test_a_reward_model_scores_a_batch_in_one_call_on_its_role_model():
     gen = FakeGenerate(lambda c: repr(float(len(c.prompt[1][1]))))
     scorer = RewardModelScorer()
-    pool = ModelPool([], generation=GenerationSettings())
+    pool = ModelPool([])
     handle = pool.register_backend("reward", object())  # an in-memory backend: used as it is
     scorer.bind(gen, BoundModels.of_pool(pool, {"reward": handle}.get, lambda **kw: SamplingParams(**kw)))
     got = asyncio.run(scorer.score_batch(items(3), ["a", "bb", "ccc"]))

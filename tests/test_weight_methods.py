@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from moco.config import parse_config
-from moco.context import RunContext
 from moco.errors import ConfigError
 from moco.merging import LoraAdapter
 from moco.merging.search import DevSearch
@@ -71,7 +70,12 @@ def _fitness(monkeypatch, fn):
 
 
 def _ranking(monkeypatch, scores):
-    monkeypatch.setattr(RunContext, "dev_item_scores", lambda self: [[s] for s in scores])
+    import moco.selection
+
+    async def fixed(ctx):
+        return [[s] for s in scores]
+
+    monkeypatch.setattr(moco.selection, "dev_item_scores", fixed)
 
 
 def _saved(res):

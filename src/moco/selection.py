@@ -14,8 +14,9 @@ choice was.
 """
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +54,10 @@ def dev_repeats(ctx: Any) -> int:
     return 1 if ctx.decoding.dev_decoding == "greedy" else ctx.decoding.dev_repeats
 
 
-def averaged(ctx: Any, score_pass: Callable[[int], list[float]]) -> list[float]:
-    """Per-item dev scores averaged over the repeats; `score_pass(r)` gives the item scores of repeat r."""
-    passes = [score_pass(r) for r in range(dev_repeats(ctx))]
+async def averaged(ctx: Any, score_pass: Callable[[int], Awaitable[list[float]]]) -> list[float]:
+    """Per-item dev scores averaged over the repeats; `await score_pass(r)` gives the item scores of repeat r
+    (the repeats are gathered, so their calls are decoded in shared batches)."""
+    passes = await asyncio.gather(*(score_pass(r) for r in range(dev_repeats(ctx))))
     return [sum(col) / len(col) for col in zip(*passes)]
 
 

@@ -299,7 +299,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     threshold = params.deferral_threshold
     if threshold is None:
         with ctx.phase("dev"):
-            threshold = choose_threshold(ctx, params, run_on)
+            threshold = await choose_threshold(ctx, params, run_on)
     with ctx.phase("test"):
         outs = await run_on(ctx.task.test, threshold, sampling, "co-llm")
     deferred = sum(o.trace["deferred_tokens"] for o in outs)
@@ -311,7 +311,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     return [Output(o.text, trace={**o.trace, "head": info["digest"], "threshold": threshold}) for o in outs]
 
 
-def choose_threshold(ctx: RunContext, params: Params, run_on: Any) -> float:
+async def choose_threshold(ctx: RunContext, params: Params, run_on: Any) -> float:
     """The deferral threshold with the best mean dev score over `threshold_grid` (ties: the higher one)."""
     from moco.selection import averaged, choose, dev_sampling
 
@@ -326,7 +326,7 @@ def choose_threshold(ctx: RunContext, params: Params, run_on: Any) -> float:
             rate.append(sum(o.trace["deferred_tokens"] for o in outs) / max(1, sum(o.trace["tokens"] for o in outs)))
             return [s.score for s in await ctx.score(ctx.task.dev, [o.text for o in outs])]
 
-        items.append(averaged(ctx, one_pass))
+        items.append(await averaged(ctx, one_pass))
         rates[str(t)] = round(sum(rate) / len(rate), 4)
     best = choose(ctx, "deferral_threshold", [str(t) for t in grid], items, key=lambda i: grid[i],
                   deferral_rates=rates)

@@ -213,7 +213,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     sampling = ctx.sampling() if params.do_sample else ctx.sampling(temperature=0.0)
     gamma = params.gamma
     if params.search_gamma or params.search_nudging:
-        gamma, nudger = _search(ctx, params, base, nudger, sampling)
+        gamma, nudger = await _search(ctx, params, base, nudger, sampling)
     with ctx.phase("test"):
         outs = await _decode(ctx, params, base, nudger, gamma, sampling, [ex.prompt for ex in ctx.task.test], "nudging")
     n_words = sum(o.trace["nudged_words"] for o in outs)
@@ -239,7 +239,7 @@ async def _decode(ctx: RunContext, params: Params, base: ModelHandle, nudger: Mo
     return outcomes(await ctx.generate([Call(handle, p, sampling, replica) for p in prompts], tag=tag))
 
 
-def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingParams):
+async def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingParams):
     """Best (gamma, nudger) by mean dev score (greedy or over `dev_repeats` samples, `moco.selection`); the
     configured pair wins unless another is strictly better. Every pair's dev score and interval is recorded."""
     from moco.selection import averaged, choose, dev_sampling
@@ -258,7 +258,7 @@ def _search(ctx: RunContext, params: Params, base, nudger, sampling: SamplingPar
             async def one_pass(r: int, g: float = g, n=n) -> list[float]:
                 outs = await _decode(ctx, params, base, n, g, smp, prompts, f"search gamma={g} nudger={n.name}", r)
                 return [x.score for x in await ctx.score(ctx.task.dev, [o.text for o in outs])]
-            items.append(averaged(ctx, one_pass))
+            items.append(await averaged(ctx, one_pass))
     best = choose(ctx, "nudging", [f"gamma={g} nudger={n.name}" for g, n in candidates], items)
     table = [{"gamma": g, "nudger": n.name, "dev_score": sum(s) / len(s)} for (g, n), s in zip(candidates, items)]
     ctx.metrics["nudging_search"] = {"grid": table, "chosen": table[best]}

@@ -33,6 +33,7 @@ next model continue; rollouts are balanced over the first continuation model; de
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -123,6 +124,8 @@ async def switch_generate(ctx: RunContext, states: list[dict[str, Any]], *, mode
         if not active:
             break
         picks = choose(active, r)
+        if inspect.isawaitable(picks):  # a selector model is asked (a generate call); a seeded pick is not
+            picks = await picks
         calls = []
         for s, k in zip(active, picks):
             if params.final_answer_cue and s["round0"] + r == total_rounds - 1 and total_rounds > 1:
