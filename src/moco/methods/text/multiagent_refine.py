@@ -94,7 +94,8 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
                     rounds_log[j][i].append({"output": current[i][j].text, "saw": seen[i * n + j]})
         outputs = await conclude(ctx, models, current, summarizer)
         for j, o in enumerate(outputs):
-            o.trace = {**_trace(models, rounds_log[j], summarizer.name if summarizer else None, o.text), **o.trace}
+            o.trace = {**_trace(models, rounds_log[j], summarizer.name if summarizer else None, o.text),
+                       **(o.trace or {})}
     return outputs
 
 
