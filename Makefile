@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-all test-datasets bench clean
+.PHONY: install demo test test-all test-datasets lint bench clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(STAMP)
 # (MOCO_DATA_DIR, else ../shared/datasets/moco) and are skipped with their reason without it, failed with CI=true
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff (bug-finding rules) and mypy (strict on the generation core, lenient elsewhere): see pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
 
 test-datasets: $(STAMP)
 	CI=true $(BIN)/python -m pytest -q -m datasets

@@ -180,7 +180,6 @@ def test_table1_values_marks_slashes_and_share(tmp_path):
 
 def test_table1_marks_only_significant_improvements_and_averages_seeds(tmp_path):
     runs = tmp_path / "runs"
-    n = 40
     a = [1] * 10 + [0] * 30  # the best single model: 10 of 40
     b = [0] * 5 + [1] * 5 + [0] * 30
     cells = []

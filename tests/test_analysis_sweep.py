@@ -183,7 +183,7 @@ def test_scripted_liar_gives_confident_wrong_answers(mc_task, tmp_path):
             assert "certain" in reply and scorer_for(task.task_type).score(ex, reply).score == 0.0
     raw = sweep_raw(mc_task, analyses={"adversarial": {"pool": "trio", "kind": "liar", "replace": 1,
                                                        "methods": ["text_majority_vote"]}})
-    raw["pools"]["trio"] = [scripted(n, [f"The answer is (A)"]) for n in "abc"]
+    raw["pools"]["trio"] = [scripted(n, ["The answer is (A)"]) for n in "abc"]
     raw["tasks"] = [{"name": str(mc_task)}]
     raw["methods"] = ["text_majority_vote"]
     run_sweep(parse_sweep(raw), tmp_path / "sw", cache=ResponseCache(tmp_path / "c.sqlite"))

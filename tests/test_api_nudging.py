@@ -74,7 +74,7 @@ def _base_positions(o):
     """(position, text written so far) of every character the base wrote."""
     pos, out = 0, []
     for writer, seg in o.trace["segments"]:
-        for ch in seg:
+        for _ch in seg:
             if writer == "base":
                 out.append(pos)
             pos += 1

@@ -64,7 +64,7 @@ def test_dev_labels_and_tie_breaks(tiny_task, cache):
     assert aio.run(dev_labels(ctx, dev, "auto"))[1][1]["by"] == "reward"  # auto: the reward role when bound
 
 
-def test_reward_tie_break_uses_the_sequence_classifier(tiny_task, tiny_reward_model, cache):
+def test_reward_tie_break_uses_the_sequence_classifier(tiny_task, tiny_reward_model, cache):  # noqa: F811 (fixture)
     """tie_break reward loads the `reward` role as a sequence-classification reward model (the reference's
     Skywork) and labels each tied item with the answer it rewards most."""
     import torch

@@ -10,7 +10,6 @@ import io
 import json
 import signal
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings

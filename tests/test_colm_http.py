@@ -53,7 +53,7 @@ def test_colm_round_with_three_client_processes(tmp_path, tiny_task):
             r1, r2 = tr["rounds"]
             # round 1: the server saw the three clients' own answers (anonymously) and the question
             answers = re.findall(r"\[Answer \d+\]\n(.*)", r1["guidance"])
-            assert sorted(answers) == sorted(f"{n} alone: The answer is ({l})" for n, l in CLIENTS.items())
+            assert sorted(answers) == sorted(f"{n} alone: The answer is ({letter})" for n, letter in CLIENTS.items())
             assert row["prompt"] in r1["guidance"] and r1["own_answer_used"] and not r1["partial"]
             assert r1["revised"] == f"{name} revised: The answer is (A)"  # revised locally with the guidance
             assert sorted(re.findall(r"\[Answer \d+\]\n(.*)", r2["guidance"])) == sorted(

@@ -25,7 +25,7 @@ def vlm(name: str, right: bool) -> ScriptedBackend:
         prompt = req.messages[-1][1]
         shown = re.findall(r"\[Model \d+\] \w+:r(\d+) The answer is \((\w)\)", prompt)
         if shown:
-            letters = [l for _, l in shown]
+            letters = [letter for _, letter in shown]
             best = max(sorted(set(letters)), key=letters.count)
             return f"{name}:r{int(shown[0][0]) + 1} The answer is ({best})"
         g = golds[req.images[0]]
@@ -44,7 +44,7 @@ def test_answers_concatenated_and_fed_back_with_the_image(cache, tmp_path):
     bs = {f"scripted:{n}": vlm(n, ok) for n, ok in (("janus", False), ("qwen", True), ("gpt", True))}
     cfg = vlm_config(list(bs), {"rounds": 2, "target": "janus", "ablate_only_each": True})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=bs)
-    for name, b in bs.items():
+    for b in bs.values():
         refines = b.received("Answers from several models")
         # round 1 and 2 of the full group, plus one pair group per partner, each for N questions
         assert len(refines) == N * (2 + 2 * 2)

@@ -10,7 +10,6 @@ import pytest
 from moco.analysis import parse_sweep, run_sweep
 from moco.analysis.sharing import read_calls
 from moco.cache import ResponseCache
-from moco.context import Output
 from moco.methods.registry import MethodParams, method
 from moco.models.pool import unload_all
 from moco.models.scripted import ScriptedBackend

@@ -134,8 +134,10 @@ def _scripted_ctx(tiny_task, cache, names):
     """A run context over scripted agents (the debate and its tie-break need no training)."""
     from text_agents import agent, backends, scripted_context
 
-    summary = lambda p: "SUMMARY: the others say " + ",".join(re.findall(r"\(([A-D])\)", p)) \
-        if "Summarize the different answers" in p else None
+    def summary(p):
+        if "Summarize the different answers" in p:
+            return "SUMMARY: the others say " + ",".join(re.findall(r"\(([A-D])\)", p))
+        return None
     bk = backends({n: agent(n, correct=(n == "x"), extra=summary) for n in names})
     return scripted_context(tiny_task, cache, bk, names), bk
 

@@ -44,8 +44,8 @@ def _imports_after(code: str) -> dict:
 def test_validate_of_a_scripted_config_imports_one_method_and_no_torch(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: vote\ntask: {name: moco_demo, test_limit: 2}\nmodels: [scripted:a, scripted:b]\n")
-    seen = _imports_after("import sys\nfrom moco.cli import main\nsys.argv = ['moco', 'validate', %r]\n"
-                          "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code" % str(cfg))
+    seen = _imports_after(f"import sys\nfrom moco.cli import main\nsys.argv = ['moco', 'validate', {str(cfg)!r}]\n"
+                          "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code")
     assert seen == {"torch": False, "methods": ["moco.methods.text.majority_vote"]}
 
 

@@ -15,7 +15,7 @@ from moco.calls import Call, Response
 from moco.config import ModelSpec
 from moco.errors import ConfigError
 from moco.models.base import SamplingParams
-from moco.models.pool import ModelHandle, ModelPool
+from moco.models.pool import ModelPool
 from moco.scoring.base import BoundModels, run_batch
 from moco.scoring.group_rule import AllCorrectPerGroup
 from moco.scoring.llm_judge import LLMJudgeScorer

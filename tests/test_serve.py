@@ -77,8 +77,9 @@ def test_auth_failures(echo_config):
 
 def test_malformed_requests_get_clear_4xx(echo_config):
     with served(echo_config, "--max-body-kb", "2") as url:
-        post = lambda body, **kw: httpx.post(f"{url}/chat/completions", content=body if isinstance(body, bytes)
-                                             else json.dumps(body), **kw)
+        def post(body, **kw):
+            return httpx.post(f"{url}/chat/completions", content=body if isinstance(body, bytes) else json.dumps(body),
+                              **kw)
         msgs = [{"role": "user", "content": "hi"}]
         cases = [
             (b"{not json", 400, "not valid JSON"),

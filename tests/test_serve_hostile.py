@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
-import pytest
 import yaml
 
 from moco.models.scripted import ScriptedBackend

@@ -56,7 +56,7 @@ def test_agents_act_on_the_board_and_terminate(tiny_task, cache, tmp_path, monke
     assert tr["conclusions"] == [{"author": "c", "text": "c concludes The answer is (A)"}]
     assert tr["votes"] == {} and res.predictions[0]["output"] == "c concludes The answer is (A)"
     # in iteration 2 every agent saw the three iteration-1 entries (and nothing of iteration 2)
-    for name, b in bk.items():
+    for b in bk.values():
         second = [c for c in b.calls if "--- Iteration 1 ---" in c.prompt and "Question 4:" in c.prompt]
         assert len(second) == 2  # select + act
         for c in second:

@@ -18,7 +18,7 @@ def test_answerer_sees_every_paragraph(exclude_self, tiny_task, cache, tmp_path)
     agents = {n: agent(n, n == "c", _knower(n)) for n in "abc"}
     cfg = scripted_config("text_knowledge_card", tiny_task, "abc", {"exclude_self": exclude_self})
     res = run_experiment(cfg, tmp_path / "run", cache=cache, backends=backends(agents))
-    for n, b in agents.items():  # every model wrote one paragraph per test question
+    for b in agents.values():  # every model wrote one paragraph per test question
         assert len(b.received("Relevant knowledge:")) == 8
     finals = agents["c"].received("written by other assistants")  # c is the dev-best: it answers
     assert len(finals) == 8 and not agents["a"].received("written by other assistants")

@@ -29,7 +29,12 @@ _LAZY = {
     "MocoError": "moco.errors", "ConfigError": "moco.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# spelled out as a literal so linters and type checkers see the re-exports (tests/test_python_api.py pins it)
+__all__ = [
+    "Comparison", "ConfigError", "Cost", "ExperimentConfig", "MocoError", "RunResult", "ScoreResult", "compare",
+    "load_config", "method", "parse_config", "plan", "release_models", "run", "run_experiment", "score",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,20 +22,21 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         return _run_here(coro)
-    box: dict[str, Any] = {}
+    value: list[T] = []
+    error: list[BaseException] = []
 
     def target() -> None:
         try:
-            box["value"] = _run_here(coro)
+            value.append(_run_here(coro))
         except BaseException as e:  # noqa: BLE001 - handed back to the calling thread
-            box["error"] = e
+            error.append(e)
 
     t = threading.Thread(target=target, name="moco-aio")
     t.start()
     t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    if error:
+        raise error[0]
+    return value[0]
 
 
 def _run_here(coro: Coroutine[Any, Any, T]) -> T:

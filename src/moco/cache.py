@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from moco import faults
 from moco.errors import StorageError
@@ -64,7 +65,7 @@ class CachedResponse:
     tokens_out: int
     finish_reason: str
     latency_s: float
-    extra: dict | None = None
+    extra: dict[str, Any] | None = None
 
     def to_result(self) -> GenResult:
         extra = self.extra or {}
@@ -193,7 +194,7 @@ class ResponseCache:
                 except sqlite3.DatabaseError as again:
                     raise self._unwritable(str(again)) from None
 
-    def _put(self, rows: list[tuple]) -> None:
+    def _put(self, rows: list[tuple[Any, ...]]) -> None:
         self._db.execute("BEGIN")
         try:
             self._db.executemany(
@@ -211,14 +212,15 @@ class ResponseCache:
 
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            n: int = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            return n
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-def _encodable(row: tuple) -> bool:
+def _encodable(row: tuple[Any, ...]) -> bool:
     try:
         for v in row:
             if isinstance(v, str):
@@ -238,7 +240,7 @@ def _corrupt(e: sqlite3.DatabaseError) -> bool:
 def _extra(r: GenResult) -> str | None:
     if r.token_logprobs is None and r.top_logprobs is None and r.extra is None:
         return None
-    d: dict = {"token_logprobs": r.token_logprobs, "top_logprobs": r.top_logprobs}
+    d: dict[str, Any] = {"token_logprobs": r.token_logprobs, "top_logprobs": r.top_logprobs}
     if r.extra is not None:
         d["extra"] = r.extra
     return json.dumps(d)

@@ -36,7 +36,7 @@ class Response:
     token_logprobs: list[float] | None = None
     top_logprobs: list[float] | None = None
     finish_reason: str = "stop"  # stop (end of answer or stop string) | length (max_new_tokens reached) | error
-    extra: dict | None = None  # what a composite backend (token-level method) returns beside the text: its trace
+    extra: dict[str, Any] | None = None  # what a composite backend (token-level method) returns beside the text: its trace
 
     @property
     def failed(self) -> bool:

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -57,16 +57,16 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="experiment config (YAML/JSON, ours or the reference's JSON)"),
-    out: Optional[Path] = typer.Option(None, "--out", "--output", "-o",
+    out: Path | None = typer.Option(None, "--out", "--output", "-o",
                                        help="run directory (default: runs/<time>-<method>-<task>)"),
-    limit: Optional[int] = LIMIT,
-    seed: Optional[int] = SEED,
-    sets: Optional[list[str]] = SET,
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
+    limit: int | None = LIMIT,
+    seed: int | None = SEED,
+    sets: list[str] | None = SET,
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     cpu: bool = typer.Option(False, "--cpu", help="ignore gpu_ids and run on the CPU"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
-    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="failed items to tolerate (a count like 3 or a "
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
+    max_failed: str | None = typer.Option(None, "--max-failed", help="failed items to tolerate (a count like 3 or a "
                                              "fraction like 0.1); default 0 (config key max_failed): any failed "
                                              "model call fails the run, exit code 3, no score"),
 ) -> None:
@@ -125,12 +125,12 @@ def score(
     task: str = typer.Option(..., "--task", help="task name (or a MoCo JSON file)"),
     predictions: Path = typer.Option(..., "--predictions", help='JSONL lines {"id": ..., "response": ...}'),
     split: str = typer.Option("test", "--split", help="test or dev"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for metrics.json and scores.jsonl "
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for metrics.json and scores.jsonl "
                                        "(default: <predictions>.scores/)"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
-    scorer_name: Optional[str] = typer.Option(None, "--scorer", help="use this scorer instead of the task's own"),
-    judge: Optional[str] = typer.Option(None, "--judge", help="model for the role 'judge' (judge-scored tasks)"),
-    reward: Optional[str] = typer.Option(None, "--reward", help="model for the role 'reward' (reward-model tasks)"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
+    scorer_name: str | None = typer.Option(None, "--scorer", help="use this scorer instead of the task's own"),
+    judge: str | None = typer.Option(None, "--judge", help="model for the role 'judge' (judge-scored tasks)"),
+    reward: str | None = typer.Option(None, "--reward", help="model for the role 'reward' (reward-model tasks)"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap interval"),
 ) -> None:
     """Score responses produced elsewhere; prints and writes the same metrics as a run."""
@@ -167,7 +167,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("fetch")
 def data_fetch(
     names: list[str] = typer.Argument(..., help="dataset names (see `moco data sources`), or 'all'"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for the MoCo JSON files (default: $MOCO_CACHE_DIR/data)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for the MoCo JSON files (default: $MOCO_CACHE_DIR/data)"),
     force: bool = typer.Option(False, "--force", help="rebuild even if the file exists"),
 ) -> None:
     """Build MoCo JSON files from the original public sources (pinned revisions, 1k samples)."""
@@ -199,10 +199,10 @@ def data_sources() -> None:
 @app.command()
 def validate(
     config: Path = typer.Argument(..., help="experiment config to check"),
-    limit: Optional[int] = LIMIT,
-    seed: Optional[int] = SEED,
-    sets: Optional[list[str]] = SET,
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
+    limit: int | None = LIMIT,
+    seed: int | None = SEED,
+    sets: list[str] | None = SET,
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object ({\"ok\": false, "
                                  "\"error\": ...} on a bad config, still exit 2)"),
 ) -> None:
@@ -240,8 +240,8 @@ def _print_json(obj: object) -> None:
 @app.command("list")
 def list_(
     what: str = typer.Argument(..., help="methods | tasks | models"),
-    name: Optional[str] = typer.Argument(None, help="methods: one method's full hyperparameter table"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
+    name: str | None = typer.Argument(None, help="methods: one method's full hyperparameter table"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON list (or object, with NAME) instead"),
 ) -> None:
     """Show what exists: one line per method/task/model; `moco list methods NAME` for a method's parameters."""
@@ -265,9 +265,9 @@ def list_(
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for the three run directories"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N test questions"),
-    progress: Optional[bool] = typer.Option(True, "--progress/--no-progress"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for the three run directories"),
+    limit: int | None = typer.Option(None, "--limit", help="use only the first N test questions"),
+    progress: bool | None = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Three pseudo-experts of the embedded SmolLM2 on the built-in task: single models vs vote vs refine."""
     from moco.demo import run_demo
@@ -283,14 +283,14 @@ app.add_typer(zoo_app, name="zoo")
 def zoo_build(
     out: Path = typer.Option(Path("zoo"), "--out", "-o", help="zoo folder (adapters, zoo.json, models.yaml)"),
     base: str = typer.Option("smollm2-135m-instruct", "--base", help="embedded model name or local model folder"),
-    only: Optional[str] = typer.Option(None, "--only", help="comma-separated specialists (default: math,knowledge,safety)"),
+    only: str | None = typer.Option(None, "--only", help="comma-separated specialists (default: math,knowledge,safety)"),
     steps: int = typer.Option(60, "--steps", min=1, help="optimizer steps per specialist"),
     examples: int = typer.Option(200, "--examples", min=1, help="dev examples per specialist (seeded sample)"),
     batch_size: int = typer.Option(4, "--batch-size", min=1),
     lr: float = typer.Option(2e-4, "--lr"),
     max_length: int = typer.Option(384, "--max-length", min=16, help="tokens per training sequence"),
     merged: bool = typer.Option(False, "--merged/--adapters", help="save full merged folders instead of adapters"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """LoRA fine-tune the base on several domains' dev data; print a ready-to-use `models:` list."""
@@ -329,11 +329,11 @@ def serve(
     config: Path = typer.Argument(..., help="experiment config of the collaboration to serve (task optional)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
-    token: Optional[str] = typer.Option(None, "--token", envvar="MOCO_SERVE_TOKEN",
+    token: str | None = typer.Option(None, "--token", envvar="MOCO_SERVE_TOKEN",
                                         help="require 'Authorization: Bearer TOKEN' (or set MOCO_SERVE_TOKEN)"),
     role: str = typer.Option("collaboration", "--role", help="collaboration (the config's method as one model) "
                              "or colm-server (gather CoLM client answers, return guidance)"),
-    name: Optional[str] = typer.Option(None, "--name", help="served model name (default: config name, "
+    name: str | None = typer.Option(None, "--name", help="served model name (default: config name, "
                                        "moco-<method>, or colm-server)"),
     batch_window_ms: float = typer.Option(5.0, "--batch-window-ms", help="collect concurrent requests this long"),
     max_batch: int = typer.Option(32, "--max-batch", help="most requests per batch"),
@@ -346,8 +346,8 @@ def serve(
                                            "clients of a question before aggregating what arrived"),
     cache: bool = typer.Option(False, "--cache/--no-cache", help="answer repeated identical requests from the "
                                "response cache"),
-    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
+    log_dir: Path | None = typer.Option(None, "--log-dir", help="write calls.jsonl of every model call here"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets (default: $MOCO_DATA_DIR)"),
 ) -> None:
     """Serve a collaboration as one OpenAI-compatible model (/v1/chat/completions, /v1/completions, /v1/models).
     What the method cannot serve is refused at start (as `moco validate` says); its dev work runs before the port
@@ -384,16 +384,16 @@ def serve(
 @app.command()
 def compare(
     sweep: Path = typer.Argument(..., help="sweep config: methods × model pools × tasks (YAML/JSON)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="sweep directory (default: runs/sweeps/<name>); "
+    out: Path | None = typer.Option(None, "--out", "-o", help="sweep directory (default: runs/sweeps/<name>); "
                                        "re-run the same command to resume"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of MoCo JSON datasets"),
     plan_only: bool = typer.Option(False, "--plan", help="list the cells and which cannot run; load no model"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html and report.md at the end"),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
-    parallel_cells: Optional[int] = typer.Option(None, "--parallel-cells", min=1, help="cells on the same models run "
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="progress bar (default: on a terminal)"),
+    parallel_cells: int | None = typer.Option(None, "--parallel-cells", min=1, help="cells on the same models run "
                                                  "together, their model calls merged into shared batches (default: "
                                                  "the sweep's parallel_cells, else all API/text cells); 1 = one by one"),
-    max_failed: Optional[str] = typer.Option(None, "--max-failed", help="failed items each cell tolerates (a count or "
+    max_failed: str | None = typer.Option(None, "--max-failed", help="failed items each cell tolerates (a count or "
                                              "a fraction); default 0: a cell with a failed model call fails"),
 ) -> None:
     """Run every cell of a sweep (resumable), print the paper's Table 1 and the token sharing ratio."""
@@ -444,7 +444,7 @@ def compare(
 def report_(
     paths: list[Path] = typer.Argument(..., help="run directories, sweep directories, or folders of runs"),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write"),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", "--md", help="also write markdown (figures as PNG "
+    markdown: Path | None = typer.Option(None, "--markdown", "--md", help="also write markdown (figures as PNG "
                                             "beside it; default: the HTML path with .md)"),
     title: str = typer.Option("MoCo report", "--title"),
     threshold: float = typer.Option(0.5, "--solved-at", help="score at which an item counts as solved (emergence)"),

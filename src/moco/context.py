@@ -20,12 +20,15 @@ from moco.cache import ResponseCache
 from moco.calls import Call, Response
 from moco.config import DecodingSettings, ModelSpec
 from moco.gateway import Gateway
-from moco.models.base import Capabilities, SamplingParams
+from moco.models.base import SamplingParams
 from moco.models.pool import LocalModel, ModelHandle, ModelPool
 from moco.progress import Progress
 from moco.scoring.base import BoundModels, Scorer, ScoreResult, score_with
 from moco.tasks.base import Example, Task
 from moco.trace import CallRecorder
+
+# what methods import from here (Call and Response live in moco.calls and are re-exported)
+__all__ = ["Call", "Output", "Response", "RunContext"]
 
 ModelRef = "int | str | ModelHandle"
 
@@ -94,7 +97,7 @@ class RunContext:
 
     def sampling(self, **overrides: Any) -> SamplingParams:
         g = self.decoding
-        base = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p}
+        base: dict[str, Any] = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p}
         base.update(overrides)
         return SamplingParams(**base)
 

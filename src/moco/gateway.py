@@ -41,7 +41,7 @@ class Gateway:
 
     def request(self, handle: ModelHandle, call: Call, default: SamplingParams) -> tuple[str, GenRequest]:
         """The cache key and the exact request `generate` sends for `call` (role prompt, per-request seed)."""
-        msgs: list[Message] = [("user", call.prompt)] if isinstance(call.prompt, str) else [tuple(m) for m in call.prompt]
+        msgs: list[Message] = [("user", call.prompt)] if isinstance(call.prompt, str) else [(r, c) for r, c in call.prompt]
         sampling = call.sampling or default
         req = GenRequest(with_role_prompt(msgs, handle.role_prompt), sampling, 0, call.prefix, tuple(call.images))
         key = request_key(self.pool.fingerprint(handle), req, self.seed, call.replica + handle.replica_offset)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from moco.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from moco.config import ExperimentConfig
 
 # one setting, two spellings: writing one replaces the other (an override wins over the file)
 SPELLINGS = {"max_new_tokens": "max_response_length", "max_response_length": "max_new_tokens"}
@@ -74,13 +77,13 @@ def _new_path(key: str) -> str:
     return new_home(first) + (f".{tail}" if tail else "")
 
 
-def _index(lst: list, part: str, where: str) -> int:
+def _index(lst: list[Any], part: str, where: str) -> int:
     if not part.lstrip("-").isdigit() or not -len(lst) <= int(part) < len(lst):
         raise ConfigError(f"--set {where}: a list of {len(lst)} needs an index 0-{len(lst) - 1}, got '{part}'")
     return int(part)
 
 
-def _parent_list(raw: dict[str, Any], parts: list[str]) -> tuple[list, int]:
+def _parent_list(raw: dict[str, Any], parts: list[str]) -> tuple[list[Any], int]:
     node: Any = raw
     for part in parts[:-1]:
         node = node[int(part)] if isinstance(node, list) else node[part]
@@ -119,7 +122,7 @@ def apply_overrides(raw: Mapping[str, Any], sets: Iterable[str] | Mapping[str, A
 
 
 def config_with_overrides(source: Any, sets: Iterable[str] | Mapping[str, Any] = (), *, limit: int | None = None,
-                          seed: int | None = None):
+                          seed: int | None = None) -> ExperimentConfig:
     """An ExperimentConfig from a path, a dict or a config, with the overrides applied and validated."""
     from moco.config import ExperimentConfig, config_notes, parse_config, read_config_file
 

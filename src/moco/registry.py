@@ -101,7 +101,7 @@ class Registry(Generic[T]):
         key = self.canonical(name)
         e = self._entries[key]
         try:
-            obj = import_target(e.target)
+            obj: T = import_target(e.target)
         except Exception as exc:
             if e.meta.get("plugin"):
                 raise ConfigError(f"{self.kind} plug-in '{key}' ({e.target}) failed to load: {exc}") from None

@@ -65,8 +65,8 @@ class Scheduler:
     shared_rows: int = 0  # rows served to a second participant from a batch decoded for another
     _live: set[int] = field(default_factory=set)
     _pending: list[_Submission] = field(default_factory=list)
-    _ids: itertools.count = field(default_factory=itertools.count)
-    _arrivals: itertools.count = field(default_factory=itertools.count)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _arrivals: itertools.count[int] = field(default_factory=itertools.count)
     _flushing: bool = False
     _check_scheduled: bool = False
     loop: asyncio.AbstractEventLoop | None = None

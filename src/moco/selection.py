@@ -46,7 +46,8 @@ def dev_sampling(ctx: Any, **overrides: Any) -> SamplingParams:
     """The sampling of dev answers made for a selection: greedy under `dev_decoding: greedy`."""
     if ctx.decoding.dev_decoding == "greedy":
         overrides["temperature"] = 0.0
-    return ctx.sampling(**overrides)
+    sampling: SamplingParams = ctx.sampling(**overrides)
+    return sampling
 
 
 def dev_repeats(ctx: Any) -> int:
@@ -90,11 +91,11 @@ def record(ctx: Any, what: str, labels: Sequence[str], item_scores: Sequence[Seq
     """Write (and return) the selection record: every candidate's dev score and 95% interval, the winner."""
     from moco.scoring.stats import mean_ci
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, s in zip(labels, item_scores):
         iv = mean_ci(list(s), seed=ctx.seed)  # no interval from one item or all-equal scores: None and why
         rows.append({"candidate": label, "dev_score": round(sum(s) / max(1, len(s)), 6),
-                     "ci95": [round(iv.lo, 6), round(iv.hi, 6)] if iv.ok else None, "items": len(s),
+                     "ci95": [round(iv.lo, 6), round(iv.hi, 6)] if iv.lo is not None and iv.hi is not None else None, "items": len(s),
                      **({} if iv.ok else {"ci_note": iv.note})})
     won = next(r for r in rows if r["candidate"] == chosen)
     others = [r["dev_score"] for r in rows if r is not won]

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from moco import faults
 from moco.failures import FailedCall
@@ -45,7 +45,7 @@ class PhaseStats:
         pm["tokens_in"] += tokens_in
         pm["tokens_out"] += tokens_out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["compute_s"] = round(self.compute_s, 3)
         d["wall_s"] = round(self.wall_s, 3)

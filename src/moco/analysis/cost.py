@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from moco.analysis.records import Collection, Run
 from moco.scoring.stats import Interval

@@ -112,7 +112,7 @@ def matched_baselines(methods: list[Method]) -> list[Method]:
             continue
         info = get_method(name)
         params = info.parse_params({}).model_dump(mode="json")
-        budgets = {}
+        budgets: dict[tuple[int, int | None], str] = {}
         for m in methods:
             if name == "text_self_moa" and m.name == MOA:
                 props = m.params.get("proposers")

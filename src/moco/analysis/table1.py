@@ -361,7 +361,7 @@ def _averages(t: Table1, pool: str, domains: list[str], runs_of: dict, base: dic
                         v.test = dv[0].test
                     elif r not in t.baselines and not any(d in norm for d in have):
                         cells, weights = [], []
-                        for d, x in zip(have, dv):
+                        for _d, x in zip(have, dv):
                             for tk in x.tasks:
                                 cells.append((runs_of[(r, pool, tk)], base[(pool, tk)]))
                                 weights.append(1 / (len(have) * len(x.tasks)))

@@ -89,7 +89,8 @@ def unregister(name: str) -> None:
 
 def kind_info(name: str) -> BackendKind:
     """A registered kind; a one-line ConfigError naming the registered kinds otherwise."""
-    return BACKENDS.entry(name).meta["info"]
+    info: BackendKind = BACKENDS.entry(name).meta["info"]
+    return info
 
 
 def selectable_kinds() -> list[str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Message = tuple[str, str]
 """A chat message as (role, content); a tuple so requests are hashable and cache keys are stable."""
@@ -22,10 +22,10 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
-    def key(self) -> dict:
+    def key(self) -> dict[str, Any]:
         """What changes the generated text. `logprobs` does not: a call with log-probabilities is the same
         call as one without (same cache entry, same sampling seed), so routers and cascades reuse plain answers."""
-        d = {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature), "stop": list(self.stop)}
+        d: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature), "stop": list(self.stop)}
         if not self.greedy:
             d["top_p"] = float(self.top_p)
         return d
@@ -56,7 +56,7 @@ class GenResult:
     error: str | None = None
     token_logprobs: list[float] | None = None  # log p(generated token) under the model (temperature 1)
     top_logprobs: list[float] | None = None  # log p of the most likely token at each step
-    extra: dict | None = None  # JSON-able details a token-level method stores with its cached outcome (its trace)
+    extra: dict[str, Any] | None = None  # JSON-able details a token-level method stores with its cached outcome (its trace)
     tokens_reused: int = 0  # prompt tokens whose KV was reused (models/prefix_cache.py) instead of computed
 
     @property
@@ -98,13 +98,13 @@ class Backend(Protocol):
 
 def with_role_prompt(messages: "tuple[Message, ...] | list[Message]", role_prompt: str | None) -> tuple[Message, ...]:
     """The messages as a pseudo-expert sees them: its role prompt as (or before) the system message."""
-    msgs = [tuple(m) for m in messages]
+    msgs: list[Message] = [(role, content) for role, content in messages]
     if role_prompt:
         if msgs and msgs[0][0] == "system":
             msgs[0] = ("system", f"{role_prompt}\n\n{msgs[0][1]}")
         else:
             msgs.insert(0, ("system", role_prompt))
-    return tuple(msgs)  # type: ignore[return-value]
+    return tuple(msgs)
 
 
 def chunk_plan(n: int, batch_size: int, order: list[int] | None = None) -> list[list[int]]:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from moco.errors import ModelError
 
@@ -35,7 +36,7 @@ def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def _load_memo(path: Path) -> dict[str, list]:
+def _load_memo(path: Path) -> dict[str, list[Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -43,7 +44,7 @@ def _load_memo(path: Path) -> dict[str, list]:
     return data if isinstance(data, dict) else {}
 
 
-def _save_memo(path: Path, memo: dict[str, list]) -> None:
+def _save_memo(path: Path, memo: dict[str, list[Any]]) -> None:
     """Atomic write; a cache directory that cannot be written only costs the next run a re-hash."""
     if len(memo) > MEMO_MAX_ENTRIES:  # keep the newest entries (dicts keep insertion order)
         memo = dict(list(memo.items())[-MEMO_MAX_ENTRIES:])

@@ -65,7 +65,6 @@ class HFBackend:
         trust_remote_code: bool = False,
         prefix_cache_mb: int = 1024,
     ):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.source = source

@@ -13,6 +13,7 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 from moco.models.placement import DTYPE_BYTES
 
@@ -33,7 +34,7 @@ def safetensors_params(folder: Path) -> int | None:
     return total
 
 
-def config_params(config: dict) -> int | None:
+def config_params(config: dict[str, Any]) -> int | None:
     """Parameters of a standard decoder-only transformer from its config (Llama/Mistral/Qwen/GPT layouts)."""
     cfg = config.get("text_config") or config
     hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
@@ -49,7 +50,8 @@ def config_params(config: dict) -> int | None:
     attn = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
     mlp = 3 * hidden * inter * experts
     embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings", True) else 2)
-    return embed + layers * (attn + mlp + 2 * hidden) + hidden
+    total: int = embed + layers * (attn + mlp + 2 * hidden) + hidden  # the config's JSON numbers
+    return total
 
 
 def hub_params(repo_id: str, revision: str | None) -> int | None:

@@ -262,7 +262,7 @@ class OpenAIBackend:
         try:
             await asyncio.wait_for(self._get_models(HEALTH_TIMEOUT_S), HEALTH_TIMEOUT_S + 1)
             return True
-        except (openai.APIConnectionError, asyncio.TimeoutError, httpx.HTTPError):
+        except (TimeoutError, openai.APIConnectionError, httpx.HTTPError):
             return False
 
     async def _generate_all(self, requests: list[GenRequest]) -> list[GenResult]:
@@ -336,7 +336,7 @@ class OpenAIBackend:
         try:  # the SDK times each read; wait_for bounds the whole call (a server may trickle bytes forever)
             r = await asyncio.wait_for(self._api().post("/chat/completions", body=body, cast_to=httpx.Response,
                                                         options=self._options()), self.timeout_s)
-        except (openai.APITimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, openai.APITimeoutError):
             raise await self._lost(f"timeout after {self.timeout_s:g}s") from None
         except openai.APIConnectionError as e:
             raise await self._lost(_describe(e.__cause__ or e)) from None

@@ -9,9 +9,12 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moco.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 HEADROOM = 0.85  # fraction of a GPU's free memory given to weights under device_map="auto"
@@ -28,12 +31,13 @@ def pick_device(device: str | None) -> str:
     return device
 
 
-def pick_dtype(dtype: str, device: str):
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
     """fp32 on CPU; on a GPU bf16 when that GPU supports it, else fp16; an explicit dtype wins."""
     import torch
 
     if dtype != "auto":
-        return getattr(torch, dtype)
+        chosen: torch.dtype = getattr(torch, dtype)  # a config Literal: float32, bfloat16, float16
+        return chosen
     if device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
         major, _minor = torch.cuda.get_device_capability(index)

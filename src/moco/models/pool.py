@@ -287,7 +287,7 @@ class ModelPool:
         key = handle.backend_key + f"|{self.device_for(handle)}|{self.hardware.batch_size}"
         if kind_info(spec.kind).placed and not on_ray(spec, self.hardware):  # weights changed on disk: load again
             key += f"|{self.fingerprint(handle)}"
-        if on_ray(spec, self.hardware):
+        if self.hardware.ray is not None and on_ray(spec, self.hardware):
             key += "|ray:" + self.hardware.ray.model_dump_json()
         with RESIDENT.lock:
             if key in RESIDENT.backends:

@@ -11,10 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moco.models import time_limit
-from moco.models.base import Capabilities, GenRequest, GenResult, chunk_plan
+from moco.models.base import Capabilities, GenRequest, GenResult, Message, chunk_plan
 
 if TYPE_CHECKING:
     from moco.config import ModelSpec
@@ -27,7 +27,7 @@ Rule = tuple[str, "str | list[str]"]
 class ScriptedCall:
     """One request as the scripted model received it."""
 
-    messages: tuple
+    messages: tuple[Message, ...]
     prompt: str
     reply: str
     seed: int
@@ -124,7 +124,7 @@ class ScriptedBackend:
         return None
 
 
-def from_spec(name: str, script: dict | None, batch_size: int = 16) -> ScriptedBackend:
+def from_spec(name: str, script: dict[str, Any] | None, batch_size: int = 16) -> ScriptedBackend:
     """Build a scripted backend from a config entry: `script: {rules: [{match, reply}], default,
     seconds_per_token}`; it batches like an HF backend with `hardware.batch_size` (so batching and
     resumption can be tested) and, paced, takes as long as a slow model would."""

@@ -29,7 +29,7 @@ from moco.scoring.base import BaseScorer, ScoreResult
 from moco.scoring.extract import clean, decisions, echoes_prompt, final_decision, negated
 from moco.scoring.labels import LabelMatchScorer
 from moco.scoring.multiple_choice import OptionReader
-from moco.scoring.numeric import parse_number, plain_math, value_in_span
+from moco.scoring.numeric import parse_number, value_in_span
 from moco.tasks.base import Example
 
 log = logging.getLogger(__name__)

@@ -114,7 +114,7 @@ class OptionReader:
         if not bracketed and (raw.islower() or raw in "AI"):
             # a bare lower-case letter or "A"/"I" followed by a word is an article/pronoun ("a city", "I think")
             w = re.match(r"\s+([A-Za-z']+)", text[end:])
-            if w and w.group(1).lower() not in _CONNECT and not text[end:end + 1] in ".,;:!?":
+            if w and w.group(1).lower() not in _CONNECT and text[end:end + 1] not in ".,;:!?":
                 return None
         return raw.upper(), end
 

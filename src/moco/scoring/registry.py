@@ -83,7 +83,7 @@ def build_scorer(choice: ScorerChoice | str, task_name: str = "") -> Scorer:
                           f"(scorers: {', '.join(names)})")
     factory = REGISTRY.load(choice.name)
     try:
-        scorer = factory(**choice.options)
+        scorer: Scorer = factory(**choice.options)
     except TypeError as e:
         raise ConfigError(f"scorer {choice.name}: bad options {choice.options}: {e}") from None
     if choice.group_key:

@@ -191,7 +191,7 @@ def create_app(service: Any, *, token: str | None = None, max_body_bytes: int = 
         except QueueFull as e:
             raise ApiError(429, f"the server is busy: {e}; retry later", kind="server_error",
                            code="server_busy") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ApiError(504, f"no answer within this server's time limit of {request_timeout_s:g} s",
                            kind="server_error", code="timeout") from None
         metrics.usage(body)

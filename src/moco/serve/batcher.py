@@ -152,7 +152,7 @@ class MicroBatcher(Generic[T, R]):
             left = deadline - time.monotonic()
             try:
                 nxt = await asyncio.wait_for(self._q.get(), left) if left > 0 else self._q.get_nowait()
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+            except (TimeoutError, asyncio.QueueEmpty):
                 break
             if nxt is None:
                 self._stop.set()

@@ -185,7 +185,7 @@ def train_deferral_head(generator: Any, mentor: Any, gen_seqs: list[TokenSeq], m
     out = Path(out_dir)
     marker = out / ".complete"
     if marker.exists() and json.loads(marker.read_text()).get("digest") == digest:
-        log = json.loads((out / "training_log.json").read_text())
+        log: dict[str, Any] = json.loads((out / "training_log.json").read_text())
         adapter = out / "adapter" if (out / "adapter").exists() else None
         return DeferralResult(out, out / "head.pt", adapter, digest, log, reused=True)
     t0 = time.time()
@@ -197,8 +197,8 @@ def train_deferral_head(generator: Any, mentor: Any, gen_seqs: list[TokenSeq], m
     lp_mentor = torch.cat([m["lp"] for m in m_stats])
     labels = (torch.cat([m["top"] for m in m_stats]) & ~torch.cat([g["top"] for g in g_stats])).float()
     head = DeferralHead(hidden.shape[1])
-    log: dict[str, Any] = {"tokens": int(len(lp_gen)), "sequences": len(gen_seqs),
-                           "pseudo_positive_rate": float(labels.mean()), "init_losses": [], "losses": []}
+    log = {"tokens": int(len(lp_gen)), "sequences": len(gen_seqs),
+           "pseudo_positive_rate": float(labels.mean()), "init_losses": [], "losses": []}
     gen_rng = torch.Generator().manual_seed(s.seed)
     opt = torch.optim.Adam(head.linear.parameters(), lr=s.learning_rate)
     bce = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(s.pos_weight))

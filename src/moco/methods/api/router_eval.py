@@ -96,7 +96,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
                                      plot=params.plot)
         ctx.metrics["router_eval_files"] = [f.name for f in files]
     outputs = []
-    for i, ex in enumerate(ctx.task.test):
+    for i, _ex in enumerate(ctx.task.test):
         a = route.answerer[i]
         r = test_out.answers[a][i]
         trace = {"routed_to": models[a].name, "answered_by": models[a].name,

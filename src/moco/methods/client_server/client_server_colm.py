@@ -142,7 +142,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
     ctx.metrics["colm"].update(headline=headline, server_chosen_by=why, top_k=k,
                                      server_is_client=doubles.name if doubles is not None else None)
     outputs = []
-    for j, ex in enumerate(test):
+    for j, _ex in enumerate(test):
         if output_client is None:
             final = main.server[-1][j]
         else:

@@ -173,7 +173,7 @@ async def rank_candidates(ctx: RunContext, ranker: ModelHandle, examples: list, 
         summary="Candidates from every model, ranked pairwise in both orders by a ranker, top-k fused by a fuser; "
                 "ranker and fuser optionally LoRA-trained on dev")
 async def run(ctx: RunContext, params: Params) -> list[Output]:
-    models, test, n = ctx.models, ctx.task.test, len(ctx.task.test)
+    models, test = ctx.models, ctx.task.test
     k = max(1, min(params.top_k, len(models)))
     ranker = await choose_role(ctx, params.ranker, "ranker", "fuser", params.ranker_device)
     fuser = await choose_role(ctx, params.fuser, "fuser", "ranker", params.fuser_device)

@@ -184,7 +184,7 @@ async def debate(ctx: RunContext, gens: list[ModelHandle], critics: list[ModelHa
                 calls.append(Call(h, text))
                 meta.append((i, j, chat(h, text), seen))
         out = await ctx.generate(calls, tag=f"{tag} round {r}")
-        for (i, j, msgs, seen), resp in zip(meta, out):  # agent-major order: texts[j][r][i] lands at index i
+        for (_i, j, msgs, seen), resp in zip(meta, out):  # agent-major order: texts[j][r][i] lands at index i
             texts[j][r].append(resp.text)
             prompts[j][r].append(msgs)
             saw[j][r].append(seen)
@@ -295,7 +295,7 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
         "summary": params.summary, "summarizers": [s.name for s in summarizers] if summarizers else None,
         "tie": params.tie, "tie_dev_scores": tie.dev_scores}
     outputs = []
-    for j, ex in enumerate(test):
+    for j, _ex in enumerate(test):
         winner = d.consensus[j]
         text = next((d.texts[j][-1][i] for i in range(n) if d.votes[j][i] == winner and winner), "")
         rounds = [{a.name: {"model": d.models[r][i], "output": d.texts[j][r][i], "saw": d.saw[j][r][i],

@@ -89,12 +89,13 @@ async def run(ctx: RunContext, params: Params) -> list[Output]:
             flat = await ctx.generate(calls, tag=f"round {r}")
             n = len(test)
             current = [flat[i * n:(i + 1) * n] for i in range(len(models))]
-            for i, m in enumerate(models):
+            for i in range(len(models)):
                 for j in range(n):
                     rounds_log[j][i].append({"output": current[i][j].text, "saw": seen[i * n + j]})
         outputs = await conclude(ctx, models, current, summarizer)
         for j, o in enumerate(outputs):
-            o.trace = {**_trace(models, rounds_log[j], summarizer.name if summarizer else None, o.text), **o.trace}
+            o.trace = {**_trace(models, rounds_log[j], summarizer.name if summarizer else None, o.text),
+                       **(o.trace or {})}
     return outputs
 
 

@@ -111,7 +111,7 @@ async def run_systems(ctx: RunContext, systems: Sequence[System], examples: Sequ
     """Every system on every example, once per replica: out[system][replica][example][node]. One batched call
     per topological level across all of them (identical calls share one generation)."""
     reps = list(replicas)
-    out = [[[{} for _ in examples] for _ in reps] for _ in systems]
+    out: list[list[list[dict[int, Response]]]] = [[[{} for _ in examples] for _ in reps] for _ in systems]
     levels = [s.graph.levels() for s in systems]
     for depth in range(max(len(lv) for lv in levels)):
         todo = [(si, ri, v, j) for si, lv in enumerate(levels) if depth < len(lv) for v in lv[depth]

@@ -19,7 +19,7 @@ from pydantic import Field
 from moco.config import ModelSpec
 from moco.context import Output, RunContext
 from moco.errors import ConfigError
-from moco.merging import Node, Source, TaskArithmetic
+from moco.merging import Node, TaskArithmetic
 from moco.merging.search import DevSearch
 from moco.methods.registry import method
 from moco.methods.weight._common import PSOParams, base_spec, check_weight_pool, experts, lora_pool, source_of

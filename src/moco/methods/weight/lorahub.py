@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from moco.context import Call, Output, RunContext
+from moco.context import Output, RunContext
 from moco.errors import ConfigError, did_you_mean
 from moco.merging import LoraAdapter, LoraMix, Node, Source
 from moco.merging.search import DevSearch

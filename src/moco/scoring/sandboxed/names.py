@@ -4,12 +4,18 @@ from __future__ import annotations
 import ast
 import builtins
 
+# annotations are strings (never evaluated); typing is not imported at run time, where start-up counts
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 
 def free_names(test_code: str, known: Any) -> list[str]:
     """Names the tests read but never bind, and that are not builtins or already `known` (prompt helpers)."""
     tree = ast.parse(test_code)
-    bound, used = set(), set()
+    bound: set[str] = set()
+    used: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)

@@ -11,6 +11,12 @@ from __future__ import annotations
 import builtins
 import json
 
+# annotations are strings (never evaluated); typing is not imported at run time, where start-up counts
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 
 MAX_DEPTH = 200  # nesting deeper than this is refused (a cycle, or a value built to exhaust the checker)
 MAX_ITEMS = 2_000_000  # items materialised from one iterator the candidate returns
