@@ -195,7 +195,7 @@ def test_training_placement_follows_the_runs_device_and_dtype(monkeypatch):
 
     def ctx_with(device, dtype="auto"):
         handle = types.SimpleNamespace(spec=types.SimpleNamespace(dtype=dtype))
-        return types.SimpleNamespace(pool=types.SimpleNamespace(device_for=lambda h: device)), handle
+        return types.SimpleNamespace(local=lambda h: types.SimpleNamespace(device=device)), handle
 
     assert training_placement(*ctx_with("cuda:1")) == ("cuda:1", "bfloat16")
     assert training_placement(*ctx_with("cuda:0")) == ("cuda:0", "float16")  # pre-Ampere GPU

@@ -128,7 +128,7 @@ def test_choice_keeps_the_configured_setting_unless_beaten():
     from moco.config import DecodingSettings
     from moco.selection import choose
 
-    ctx = types.SimpleNamespace(decoding=DecodingSettings(), seed=0, extra_metrics={})
+    ctx = types.SimpleNamespace(decoding=DecodingSettings(), seed=0, metrics={})
     assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.5], [0.4]]) == 0
     assert choose(ctx, "x", ["conf", "a", "b"], [[0.5], [0.6], [0.6]]) == 1
     assert choose(ctx, "x", ["conf", "a"], [[-2.0], [-1.0]]) == 1  # reward-model scores below zero

@@ -161,7 +161,7 @@ def test_a_failure_outside_any_backend_fails_the_waiting_cells_instead_of_hangin
     """An error in the merge itself (not in a model) reaches every cell that waited for it; none waits for ever."""
     from moco.scheduler import Scheduler
 
-    async def broken_run_group(self, backend, group, errors, *, remote):
+    async def broken_run_group(self, group, errors, *, remote):
         raise RuntimeError("merge broke")
 
     monkeypatch.setattr(Scheduler, "_run_group", broken_run_group)

@@ -100,7 +100,7 @@ class Gateway:
         else:
             bar = self.progress.task(f"{phase} {tag}".strip(), 1)
             job = self._job([key], [handle], where, prepared, done, bar, tag, phase)
-            job.decode = lambda reqs: [_decoded(decode, job.backend, handle.name, r) for r in reqs]
+            job.decode = lambda reqs: [_decoded(decode, job.load(), handle.name, r) for r in reqs]
             await scheduler.current().submit([job])
             self.progress.done(bar)
             self._stop_if_down([handle])
@@ -111,9 +111,8 @@ class Gateway:
              prepared: list[tuple[str, GenRequest]], done: Done, bar: Any, tag: str, phase: str) -> scheduler.Job:
         """The requests of one backend, for the scheduler."""
         handle = handles[where[keys[0]][0]]
-        backend = self.pool.backend(handle)
         reqs = {k: _widest(prepared, where[k]) for k in keys}
-        if any(r.images for r in reqs.values()) and not backend.capabilities.images:
+        if any(r.images for r in reqs.values()) and not self.pool.capabilities(handle).images:
             raise ModelError(f"model '{handle.name}' cannot read images (it is not a vision-language model)")
         fp = self.pool.fingerprint(handle)
 
@@ -126,7 +125,8 @@ class Gateway:
                 self._record(k, where[k], handles, done[k], tag, None if shared else batch, prepared, phase)
             self.progress.advance(bar, len(rows))
 
-        return scheduler.Job(backend, keys, reqs, done, deliver)
+        return scheduler.Job(fp, lambda: self.pool.backend(handle), self.pool.is_remote(handle), keys, reqs, done,
+                             deliver)
 
     def _record(self, key: str, positions: list[int], handles: list[ModelHandle], item: tuple[GenResult, bool],
                 tag: str, batch: int | None, prepared: list[tuple[str, GenRequest]], phase: str) -> None:

@@ -36,16 +36,14 @@ _schedulers: dict[int, Scheduler] = {}  # id(loop) -> its scheduler
 class Job:
     """One context's missing requests for one backend."""
 
-    backend: Any
+    model: str  # what the backend computes (the weights' fingerprint): jobs of equal `model` share batches
+    load: Callable[[], Any]  # the backend, loaded when its turn comes (a model under a memory budget loads once)
+    remote: bool  # the backend waits on other processes (a server, Ray actors): it decodes in a worker thread
     keys: list[str]  # every request of this backend in the call, cached ones included (batches are planned over all)
     requests: dict[str, GenRequest]  # key -> request (the one asking for log-probabilities if any)
     done: dict[str, Any]  # key -> (result, cached) of the calling context: what is already answered
     deliver: Callable[[Rows, int], None]  # one finished batch: this job's rows, the merged batch number
     decode: Callable[[list[GenRequest]], list[GenResult]] | None = None  # set: decoded alone by it (a streamed answer)
-
-    @property
-    def remote(self) -> bool:
-        return bool(getattr(self.backend, "remote", False))
 
 
 @dataclass(eq=False)
@@ -126,21 +124,21 @@ class Scheduler:
     async def _flush(self, subs: list[_Submission]) -> None:
         errors: dict[int, BaseException] = {}
         try:
-            groups: dict[int, tuple[Any, list[tuple[int, Job]]]] = {}
+            groups: dict[str, list[tuple[int, Job]]] = {}  # grouped before any backend loads
             for n, s in enumerate(subs):
                 for j in s.jobs:
-                    groups.setdefault(id(j) if j.decode else id(j.backend), (j.backend, []))[1].append((n, j))
-            remote = [g for g in groups.values() if any(j.remote for _n, j in g[1])]
-            local = [g for g in groups.values() if g not in remote]
+                    groups.setdefault(f"alone:{id(j)}" if j.decode else j.model, []).append((n, j))
+            remote = [g for g in groups.values() if any(j.remote for _n, j in g)]
+            local = [g for g in groups.values() if not any(j.remote for _n, j in g)]
             if not self.overlap_remote:
-                for b, g in remote:
-                    await self._run_group(b, g, errors, remote=True)
+                for g in remote:
+                    await self._run_group(g, errors, remote=True)
                 remote = []
-            tasks = [asyncio.ensure_future(self._run_group(b, g, errors, remote=True)) for b, g in remote]
+            tasks = [asyncio.ensure_future(self._run_group(g, errors, remote=True)) for g in remote]
             if tasks:
                 await asyncio.sleep(0)  # the remote work starts before the local decoding blocks the loop
-            for b, g in local:
-                await self._run_group(b, g, errors, remote=False)
+            for g in local:
+                await self._run_group(g, errors, remote=False)
             if tasks:
                 await asyncio.gather(*tasks)
         except Exception as e:  # noqa: BLE001 - outside any backend: every waiting participant sees it
@@ -160,10 +158,16 @@ class Scheduler:
                     s.future.set_result(None)
             self._schedule_check()
 
-    async def _run_group(self, backend: Any, group: list[tuple[int, Job]], errors: dict[int, BaseException], *,
+    async def _run_group(self, group: list[tuple[int, Job]], errors: dict[int, BaseException], *,
                          remote: bool) -> None:
         """Plan batches over every request of every job of this backend (cached ones included, so a resumed
         run plans the same batches) and decode each batch's missing rows once."""
+        try:
+            backend = group[0][1].load()
+        except Exception as e:  # noqa: BLE001 - a model that cannot load fails the participants that asked it
+            for n, _j in group:
+                errors.setdefault(n, e)
+            return
         reqs: dict[str, GenRequest] = {}
         for _n, j in group:
             for k in j.keys:

@@ -191,7 +191,7 @@ async def debate(ctx: RunContext, gens: list[ModelHandle], critics: list[ModelHa
     d = Debate(texts, prompts, saw, models, summaries=summaries)
     for j, ex in enumerate(examples):
         votes = [ctx.scorer.extract(ex, t) for t in texts[j][-1]]
-        winner, tied = tie(votes)
+        winner, tied = await tie(votes)
         d.votes.append(votes)
         d.consensus.append(winner)
         d.tied.append(tied if len(tied) > 1 else [])
