@@ -22,7 +22,7 @@ import httpx
 
 from moco.errors import ModelError
 
-WATCHDOG = str(Path(__file__).with_name("watchdog.py"))
+WATCHDOG = str(Path(__file__).with_name("scripts") / "watchdog.py")
 _LIVE: set[ManagedServer] = set()
 # (label, time.time() when it started, seconds to ready) of every engine this process started
 STARTUPS: list[tuple[str, float, float]] = []

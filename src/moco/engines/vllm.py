@@ -5,7 +5,7 @@ from pathlib import Path
 
 from moco.engines.launch import Launch
 
-LAUNCHER = str(Path(__file__).with_name("vllm_launch.py"))
+LAUNCHER = str(Path(__file__).with_name("scripts") / "vllm_launch.py")
 
 
 def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
