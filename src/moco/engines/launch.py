@@ -81,8 +81,8 @@ def check_installed(engine: str) -> None:
             raise ConfigError(f"MOCO_ENGINE_PYTHON={python} is not an executable Python (engine {engine})")
         if engine == "llamacpp" and shutil.which("llama-server"):
             return
-        probe = subprocess.run([python, "-c", f"import importlib.util as u, sys; sys.exit(u.find_spec({package!r}) "
-                                "is None)"], capture_output=True, timeout=60, check=False)
+        code = f"import importlib.util as u, sys; sys.exit(u.find_spec({package!r}) is None)"
+        probe = subprocess.run([python, "-c", code], capture_output=True, timeout=60, check=False)
         if probe.returncode != 0:
             raise ConfigError(f"engine {engine}: MOCO_ENGINE_PYTHON={python} has no package '{package}' "
                               f"(install it there: {python} -m pip install {_PIP[engine]})")
