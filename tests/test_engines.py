@@ -134,6 +134,11 @@ def test_validate_says_which_backend_each_model_uses_and_why(tmp_path, tiny_mode
         assert lines[2] == "backend  sci: hf backend: no engine set"
         assert [h.spec.engine for h in p.pool.handles] == ["vllm", "vllm", "none"]
         assert p.pool.is_remote(p.pool.handles[0]) and not p.pool.is_remote(p.pool.handles[2])
+        from moco.listing import plan_record
+
+        record = plan_record(p)  # `moco validate --json`
+        assert [m["engine"] for m in record["models"]] == ["vllm", "vllm", "none"]
+        assert record["backends"] == [ln.removeprefix("backend  ") for ln in lines]
         # a method that needs logits keeps every model in-process, and says so
         raw["models"][2]["engine"] = None
         raw["method"] = "logit_logit_fusion"
