@@ -129,7 +129,10 @@ def test_validate_says_which_backend_each_model_uses_and_why(tmp_path, tiny_mode
         raw = yaml.safe_load(_config(tmp_path, tiny_models[0]).read_text())
         raw["models"][2]["engine"] = "none"
         p = runner.plan(ExperimentConfig.model_validate(raw))
-        lines = [ln for ln in runner.describe_plan(p) if ln.startswith("backend")]
+        described = runner.describe_plan(p)
+        assert "models   geo [hf on vllm] (role prompt), math [hf on vllm] (role prompt), sci [hf] (role prompt)" \
+            in described
+        lines = [ln for ln in described if ln.startswith("backend")]
         assert lines[0].startswith("backend  geo: vllm engine, started and stopped by MoCo on 127.0.0.1")
         assert lines[2] == "backend  sci: hf backend: no engine set"
         assert [h.spec.engine for h in p.pool.handles] == ["vllm", "vllm", "none"]

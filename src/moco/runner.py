@@ -289,13 +289,18 @@ async def score_outputs(ctx: RunContext, gw: Gateway, outputs: list[Output], p: 
     return rows, metrics, failures
 
 
+def _kind_label(spec: ModelSpec) -> str:
+    """'hf', or 'hf on vllm' for a model a managed engine serves (the plan has decided `engine`)."""
+    return f"{spec.kind} on {spec.engine}" if spec.engine not in (None, "none") else spec.kind
+
+
 def describe_plan(p: Plan) -> list[str]:
     """Human-readable summary for `moco validate`."""
     lines = [
         f"method   {p.method.name} ({p.method.level}): {p.method.summary}",
         f"task     {p.task.name}: {p.task.task_type}, {len(p.task.dev)} dev / {len(p.task.test)} test, "
         f"scorer {p.scorer.name}" + (f" (role {p.scorer.role})" if getattr(p.scorer, "role", None) else ""),
-        "models   " + ", ".join(f"{h.name} [{h.spec.kind}]" + (" (role prompt)" if h.role_prompt else "")
+        "models   " + ", ".join(f"{h.name} [{_kind_label(h.spec)}]" + (" (role prompt)" if h.role_prompt else "")
                                for h in p.pool.handles),
         "params   " + (", ".join(f"{k}={v!r}" for k, v in p.params.model_dump().items()) or "(none)"),
         f"device   {'cuda:' + ','.join(map(str, p.config.hardware.gpu_ids)) if p.config.hardware.gpu_ids else 'cpu'}",
