@@ -1,12 +1,12 @@
 """A small OpenAI-compatible chat server for failure tests, run as its own process on 127.0.0.1.
 
-    python tests/chat_server.py PORT [--exit-after N] [--fail-tenth]
+    python tests/chat_server.py PORT [--exit-after N] [--fail-tenth] [--delay S]
 
 Answers are deterministic (temperature 0): "The answer is (X)", X chosen by a hash of the model name and the
 last user message, with `usage` token counts. `--exit-after N` kills the process (os._exit, no goodbye: open
 connections are reset, the port then refuses) right after the N-th answer; `--fail-tenth` answers HTTP 500
 to every prompt whose hash falls in a tenth of the space, on every attempt (so those calls fail after their
-retries). GET /v1/stats says how many completions were answered.
+retries); `--delay S` waits S seconds before each answer (a slow engine). GET /v1/stats says how many completions were answered.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATE = {"answered": 0, "failed": 0}
@@ -53,6 +54,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if self.args.delay:
+            time.sleep(self.args.delay)
         h = digest(body["model"], body["messages"])
         if self.args.fail_tenth and h % 10 == 0:
             with LOCK:
@@ -75,6 +78,7 @@ def main() -> None:
     ap.add_argument("port", type=int)
     ap.add_argument("--exit-after", type=int, default=0)
     ap.add_argument("--fail-tenth", action="store_true")
+    ap.add_argument("--delay", type=float, default=0.0)
     Handler.args = ap.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", Handler.args.port), Handler)
     server.daemon_threads = True

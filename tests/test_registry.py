@@ -68,7 +68,7 @@ def test_backends_are_imported_by_kind_and_a_replaced_class_is_seen(monkeypatch)
     import moco.models.scripted as scripted
     from moco.models.backends import BACKENDS
 
-    assert BACKENDS.names() == ["hf", "hf_vision", "openai", "ray", "scripted"]
+    assert BACKENDS.names() == ["engine", "hf", "hf_vision", "openai", "ray", "scripted"]
     assert BACKENDS.load("scripted") is scripted.load
     monkeypatch.setattr(scripted, "load", "replaced")
     assert BACKENDS.load("scripted") == "replaced"  # resolved at each load: tests may patch a backend class

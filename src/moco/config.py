@@ -138,6 +138,9 @@ class ScriptSpec(StrictModel):
                                      "(tests of the server's time limit)")
 
 
+EngineName = Literal["vllm", "llamacpp", "sglang", "none"]
+
+
 class ModelSpec(StrictModel):
     """One collaborator. `model` is an embedded name, a Hub id, a local folder, or `scripted[:name]`."""
 
@@ -154,6 +157,9 @@ class ModelSpec(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str | None = Field(None, description="cpu, cuda:N; default from hardware.gpu_ids")
     trust_remote_code: bool = False
+    engine: EngineName | None = Field(None, description="serve this model with a server MoCo starts and stops "
+                                      "itself (vllm, llamacpp, sglang) or none (in-process); default: "
+                                      "hardware.engine (docs/engines.md)")
 
     @field_validator("backend")
     @classmethod
@@ -171,6 +177,9 @@ class ModelSpec(StrictModel):
             raise ValueError(f"model '{self.model}': backend openai needs an `endpoint` with base_url")
         if self.script is not None and self.kind != "scripted":
             raise ValueError(f"model '{self.model}': `script` is only for scripted models")
+        if self.engine not in (None, "none") and self.kind != "hf":
+            raise ValueError(f"model '{self.model}': `engine: {self.engine}` serves Hugging Face weights or a GGUF "
+                             f"file; this model is {self.kind} (an endpoint is a server already)")
         return self
 
     @property
@@ -233,6 +242,13 @@ class HardwareSettings(StrictModel):
                                  "differs; 0 = off")
     memory_budget_gb: float | None = Field(None, gt=0, description="refuse to load models beyond this budget")
     ray: RaySettings | None = Field(None, description="Hugging Face models run as Ray actors")
+    engine: EngineName = Field("none", description="default `engine` of every Hugging Face model: a server MoCo "
+                               "starts and stops (vllm, llamacpp, sglang), or none (in-process decoding)")
+    engine_concurrency: int = Field(64, ge=1, le=4096, description="requests in flight to each managed engine")
+    engine_max_len: int | None = Field(None, ge=64, description="context length a managed engine allocates "
+                                       "(--max-model-len / --ctx-size); default: the engine's own")
+    engine_start_timeout_s: float = Field(900.0, gt=0, le=86400, description="give up on an engine that is not "
+                                          "healthy after this long (vLLM on CPU takes minutes)")
 
     @field_validator("gpu_ids")
     @classmethod

@@ -94,10 +94,11 @@ def plan_record(p: Any) -> dict[str, Any]:
     """`moco validate --json`: what `describe_plan` prints, as data."""
     return {"method": p.method.name, "level": p.method.level, "task": p.task.name, "task_type": p.task.task_type,
             "n_dev": len(p.task.dev), "n_test": len(p.task.test), "scorer": p.scorer.name,
-            "models": [{"name": h.name, "kind": h.spec.kind, "model": h.spec.model} for h in p.pool.handles],
+            "models": [{"name": h.name, "kind": h.spec.kind, "model": h.spec.model, "engine": h.spec.engine or "none"}
+                       for h in p.pool.handles],
             "params": p.params.model_dump(mode="json"), "roles": {r: h.name for r, h in p.roles.items()},
             "seed": p.config.seed, "checks": list(p.checks), "warnings": list(p.warnings),
-            "defaults": list(p.notes)}
+            "defaults": list(p.notes), "backends": list(p.backends)}
 
 
 def task_rows(data_dir: str | None = None) -> list[dict[str, Any]]:

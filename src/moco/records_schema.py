@@ -79,6 +79,7 @@ class MetricsRecord(ScoreBlock):
     per_model_test: dict[str, float] | None = None  # single_model: each model's test score
     best_single_test: float | None = None
     chosen_model: str | None = None
+    engine_startup_s: dict[str, float] | None = None  # managed engines this run started: seconds to ready
 
 
 class PredictionRecord(_Record):

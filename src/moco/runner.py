@@ -16,6 +16,7 @@ from moco import aio, scheduler
 from moco.cache import ResponseCache
 from moco.config import ExperimentConfig, HardwareSettings, ModelSpec, dump_config
 from moco.context import Output, RunContext
+from moco.engines.process import startups_since
 from moco.errors import CallsFailed, ConfigError, MocoError
 from moco.failures import Failures
 from moco.gateway import Gateway
@@ -50,6 +51,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)  # compatibility checks that passed (tokenizer, architecture)
     notes: list[str] = field(default_factory=list)  # defaults applied for `moco serve` without a task (said at start)
+    backends: list[str] = field(default_factory=list)  # which backend each model uses and why (managed engines)
 
 
 def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabilities, str]:
@@ -57,6 +59,24 @@ def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabili
     kind's registry entry (models/backends.py), nothing loaded."""
     kind = backend_kind(spec, hardware)
     return capabilities_of(kind, spec), kind_info(kind).describe
+
+
+def _resolve_engines(specs: list[ModelSpec], hardware: HardwareSettings, needs: Capabilities,
+                     overrides: dict[str, Backend], name: str | None = None) -> tuple[list[ModelSpec], list[str]]:
+    """Each spec with its managed engine decided (moco.engines.resolve), and the lines `moco validate` prints;
+    lines only when some model could use an engine."""
+    from moco import engines
+
+    out, lines = [], []
+    for spec in specs:
+        if spec.model in overrides:
+            out.append(spec)
+            continue
+        spec, line = engines.resolve(spec, hardware, needs, name or spec.name or spec.model)
+        out.append(spec)
+        lines.append(line)
+    wanted = any(engines.effective(s, hardware) != "none" for s in specs if s.model not in overrides)
+    return out, lines if wanted else []
 
 
 def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str, Backend] | None = None, *,
@@ -84,7 +104,9 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
                           f"task '{task.name}' is {task.task_type}" + (" (generation only)" if task.generation_only else ""))
     if scorer_role and scorer_role not in cfg.roles:
         raise ConfigError(missing_role_message(scorer.name, scorer_role))
-    pool = ModelPool(cfg.models, cfg.hardware, overrides=dict(backends or {}))
+    overrides = dict(backends or {})
+    models, backend_lines = _resolve_engines(cfg.models, cfg.hardware, info.needs, overrides)
+    pool = ModelPool(models, cfg.hardware, overrides=overrides)
     extra = set(cfg.roles) - {scorer_role}
     if not info.roles and extra:
         raise ConfigError(f"roles: method {info.name} uses no roles" +
@@ -96,6 +118,8 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
             raise ConfigError(f"roles: method {info.name} has no role '{role}' (its roles: {', '.join(info.roles)})"
                               + (f"; the scorer {scorer.name} uses '{scorer_role}'" if scorer_role else ""))
         if isinstance(ref, ModelSpec):
+            (ref,), lines = _resolve_engines([ref], cfg.hardware, Capabilities(chat=True), overrides, role)
+            backend_lines += lines
             roles[role] = pool.add_extra(role, ref)
         else:
             roles[role] = pool.handle(ref)
@@ -132,7 +156,7 @@ def plan(cfg: ExperimentConfig, data_dir: str | None = None, backends: dict[str,
         checks.append(compat.check_same_architecture(entries, info.name))
     if info.validate is not None:
         checks.extend(info.validate(params, pool))
-    p = Plan(cfg, info, params, task, scorer, pool, roles, checks=checks, notes=met.notes)
+    p = Plan(cfg, info, params, task, scorer, pool, roles, checks=checks, notes=met.notes, backends=backend_lines)
     if task.problems:
         p.warnings.append(f"task {task.name}: {len(task.problems)} data problem(s), e.g. {task.problems[0].line()}")
     return p
@@ -181,6 +205,8 @@ async def run_experiment_async(cfg: ExperimentConfig, out: str | Path | None = N
     finished = finished_scoring = False
     try:
         predictions, metrics, failures = await scheduler.current_participant(execute(ctx, gw, p, t0))
+        if started := startups_since(t0):  # engines this run started: in wall_s, and shown apart
+            metrics["engine_startup_s"] = started
         write_jsonl(run_dir / "predictions.jsonl", [write_record(PredictionRecord, r, stamp=False) for r in predictions])
         write_json(run_dir / "metrics.json", write_record(MetricsRecord, metrics))
         finished_scoring = True  # predictions and metrics (score null, failed items listed) stay on failure
@@ -263,13 +289,18 @@ async def score_outputs(ctx: RunContext, gw: Gateway, outputs: list[Output], p: 
     return rows, metrics, failures
 
 
+def _kind_label(spec: ModelSpec) -> str:
+    """'hf', or 'hf on vllm' for a model a managed engine serves (the plan has decided `engine`)."""
+    return f"{spec.kind} on {spec.engine}" if spec.engine not in (None, "none") else spec.kind
+
+
 def describe_plan(p: Plan) -> list[str]:
     """Human-readable summary for `moco validate`."""
     lines = [
         f"method   {p.method.name} ({p.method.level}): {p.method.summary}",
         f"task     {p.task.name}: {p.task.task_type}, {len(p.task.dev)} dev / {len(p.task.test)} test, "
         f"scorer {p.scorer.name}" + (f" (role {p.scorer.role})" if getattr(p.scorer, "role", None) else ""),
-        "models   " + ", ".join(f"{h.name} [{h.spec.kind}]" + (" (role prompt)" if h.role_prompt else "")
+        "models   " + ", ".join(f"{h.name} [{_kind_label(h.spec)}]" + (" (role prompt)" if h.role_prompt else "")
                                for h in p.pool.handles),
         "params   " + (", ".join(f"{k}={v!r}" for k, v in p.params.model_dump().items()) or "(none)"),
         f"device   {'cuda:' + ','.join(map(str, p.config.hardware.gpu_ids)) if p.config.hardware.gpu_ids else 'cpu'}",
@@ -278,6 +309,7 @@ def describe_plan(p: Plan) -> list[str]:
         lines.append(f"role     {role} -> {h.name}")
     lines += [f"check    {c}" for c in p.checks]
     lines += [f"default  {n}" for n in p.notes]
+    lines += [f"backend  {b}" for b in p.backends]
     return lines + [f"warning  {w}" for w in p.warnings]
 
 

@@ -141,6 +141,17 @@ def _ray_caps(spec: ModelSpec) -> Capabilities:
     return CAPABILITIES
 
 
+def _engine_caps(spec: ModelSpec) -> Capabilities:
+    from moco.engines import CAPABILITIES  # a light module: the engine itself starts on first load
+
+    return CAPABILITIES
+
+
+def _engine_key(spec: ModelSpec) -> str:
+    """One server per distinct model: pseudo-experts (role prompts) share it."""
+    return f"engine|{spec.engine}|{spec.model}|{spec.revision}|{spec.dtype}|{spec.device}"
+
+
 _HF = Capabilities(chat=True, logprobs=True, logits=True, weights=True, lora=True, seeded=True)
 register("scripted", "moco.models.scripted:load", summary="replies from rules in the config (tests, demos)",
          capabilities=Capabilities(chat=True, seeded=True), key=_script_key)
@@ -155,6 +166,10 @@ register("hf_vision", "moco.models.hf_vision:load", summary="a local Hugging Fac
 register("ray", "moco.models.ray_backend:load", summary="Hugging Face models as Ray actors",
          capabilities=_ray_caps, describe="Ray actors (hardware.ray)",
          extra="ray", remote=True, model_files=True, selectable=False)
+
+register("engine", "moco.engines.backend:load", summary="a vLLM / llama.cpp / SGLang server MoCo starts and stops",
+         capabilities=_engine_caps, describe="a managed engine (engine:)", remote=True, selectable=False,
+         key=_engine_key)
 
 __all__ = ["BACKENDS", "BackendKind", "Factory", "PoolContext", "capabilities_of", "install_hint", "kind_info",
            "load_backend", "register", "selectable_kinds",

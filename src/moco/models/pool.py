@@ -52,6 +52,10 @@ def check_spec(spec: ModelSpec) -> None:
     if not kind_info(spec.kind).model_files:
         return
     m = spec.model
+    if m.endswith(".gguf"):  # a GGUF file, for engine llamacpp
+        if not Path(m).expanduser().is_file():
+            raise ModelError(f"GGUF file not found: {m}")
+        return
     if builtin.is_embedded(m):
         if builtin.EMBEDDED[m].kind != "causal-lm":
             raise ModelError(f"'{m}' is a sentence encoder, not a language model")
@@ -88,14 +92,28 @@ def _source(spec: ModelSpec) -> str:
     return os.path.expanduser(spec.model)
 
 
+def uses_engine(spec: ModelSpec, hardware: HardwareSettings) -> bool:
+    """A Hugging Face model served by a managed engine (its `engine`, else hardware.engine): moco.engines."""
+    return spec.kind == "hf" and (spec.engine or hardware.engine) != "none"
+
+
 def on_ray(spec: ModelSpec, hardware: HardwareSettings) -> bool:
     """A text Hugging Face model served by Ray actors (hardware.ray); vision models stay in this process."""
-    return spec.kind == "hf" and hardware.ray is not None and not is_vision_spec(spec)
+    return spec.kind == "hf" and hardware.ray is not None and not uses_engine(spec, hardware) \
+        and not is_vision_spec(spec)
+
+
+def _placed(spec: ModelSpec, hardware: HardwareSettings) -> bool:
+    """Its weights load in this process, on the pool's device."""
+    return kind_info(spec.kind).placed and not uses_engine(spec, hardware) and not on_ray(spec, hardware)
 
 
 def backend_kind(spec: ModelSpec, hardware: HardwareSettings) -> str:
     """The registered backend kind that loads a spec: its own kind, except a Hugging Face model, which goes to
-    Ray actors under hardware.ray (text models) or to the vision backend (a vision tower in its config)."""
+    Ray actors under hardware.ray (text models), to a managed engine (`engine:`, hardware.engine) or to the
+    vision backend (a vision tower in its config)."""
+    if uses_engine(spec, hardware):
+        return "engine"
     if on_ray(spec, hardware):
         return "ray"
     if is_vision_spec(spec):
@@ -220,13 +238,13 @@ class ModelPool:
         spec = handle.spec
         if spec.model in self.overrides:
             return bool(getattr(self.overrides[spec.model], "remote", False))
-        return kind_info(spec.kind).remote or on_ray(spec, self.hardware)
+        return kind_info(spec.kind).remote or uses_engine(spec, self.hardware) or on_ray(spec, self.hardware)
 
     def estimate_gb(self, handle: ModelHandle, convert: bool = True) -> float:
         """Weights of a Hugging Face model in the dtype it will be loaded in (0 for other kinds, Ray actors,
         and an embedded model not converted yet when `convert` is False)."""
         spec = handle.spec
-        if not kind_info(spec.kind).placed or spec.model in self.overrides or on_ray(spec, self.hardware):
+        if spec.model in self.overrides or not _placed(spec, self.hardware):
             return 0.0
         from moco.models.memory import estimate_gb, local_snapshot
         from moco.models.placement import dtype_name, pick_device
@@ -242,7 +260,8 @@ class ModelPool:
 
     # -------------------------------------------------------------- placement and loading
     def _backend_key(self, spec: ModelSpec) -> str:
-        return kind_info(spec.kind).backend_key(spec)
+        kind = "engine" if uses_engine(spec, self.hardware) else spec.kind
+        return kind_info(kind).backend_key(spec)
 
     def device_for(self, handle: ModelHandle) -> str:
         """Explicit spec.device, else round-robin over hardware.gpu_ids by distinct weights, else CPU."""
@@ -252,7 +271,8 @@ class ModelPool:
         if not ids:
             return "cpu"
         if handle.backend_key not in self._placement:
-            distinct = list(dict.fromkeys(h.backend_key for h in self.handles if kind_info(h.spec.kind).placed))
+            distinct = list(dict.fromkeys(h.backend_key for h in self.handles
+                                          if kind_info(h.spec.kind).placed))  # engines too: one GPU each
             pos = distinct.index(handle.backend_key) if handle.backend_key in distinct else len(self._placement)
             self._placement[handle.backend_key] = f"cuda:{ids[pos % len(ids)]}"
         return self._placement[handle.backend_key]
@@ -262,7 +282,7 @@ class ModelPool:
         if key not in self._fingerprints:
             if handle.spec.model in self.overrides:
                 fp = self.overrides[handle.spec.model].fingerprint
-            elif kind_info(handle.spec.kind).placed and not on_ray(handle.spec, self.hardware):
+            elif _placed(handle.spec, self.hardware):
                 from moco.models.placement import dtype_name, pick_device
 
                 dev = pick_device(self.device_for(handle))
@@ -285,7 +305,7 @@ class ModelPool:
         if spec.model in self.overrides:
             return self.overrides[spec.model]
         key = handle.backend_key + f"|{self.device_for(handle)}|{self.hardware.batch_size}"
-        if kind_info(spec.kind).placed and not on_ray(spec, self.hardware):  # weights changed on disk: load again
+        if _placed(spec, self.hardware):  # weights changed on disk: load again
             key += f"|{self.fingerprint(handle)}"
         if self.hardware.ray is not None and on_ray(spec, self.hardware):
             key += "|ray:" + self.hardware.ray.model_dump_json()

