@@ -118,7 +118,7 @@ def run_once(tree: Path, case: Case, threads: int) -> tuple[dict[str, float], st
     try:
         proc = subprocess.run([sys.executable, "-c", BOOT, str(threads), str(tree / "benchmarks" / case.script),
                                *case.args], env=env, cwd=tree, capture_output=True, text=True,
-                              timeout=case.timeout_s)
+                              timeout=case.timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return {}, f"timed out after {case.timeout_s} s", time.perf_counter() - t0
     took = time.perf_counter() - t0
