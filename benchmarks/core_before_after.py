@@ -9,8 +9,10 @@ after / before (a ratio > 1 is better when the figure is "higher is better", < 1
     python benchmarks/core_before_after.py --before /work/wt/before [--after .] [--repeats 3]
         [--cases gen_refine,gen_vote,sweep,remote,serve,tokens] [--threads 1] [--json out.json]
 
-The cases use small sizes (the whole set takes about half an hour at 3 repeats on 2 cores); the arguments of
-each case are in CASES below. A case that fails on either tree is reported with its exit code and stderr tail,
+The cases use small sizes; the arguments of each case are in CASES below. One run of one tree took, on 2 cores
+shared with other jobs (load average ~8): sweep ~30 s, remote ~25 s, tokens 60-120 s, serve 4-5 minutes,
+gen_vote 4-5 minutes, gen_refine over 5 minutes (its reference strategy loads the model 7 times), so choose
+`--cases` and `--repeats` for the time you have. A case that fails on either tree is reported with its exit code and stderr tail,
 not skipped silently.
 """
 from __future__ import annotations
