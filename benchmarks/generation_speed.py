@@ -37,7 +37,7 @@ def main() -> None:
     import torch
     torch.set_num_threads(min(os.cpu_count() or 1, 2) if os.cpu_count() and os.cpu_count() <= 2 else torch.get_num_threads())
     from moco.cache import NullCache
-    from moco.context import RunContext
+    from moco.gateway import Gateway
     from moco.demo import EXPERTS
     from moco.models import builtin
     from moco.models.hf import HFBackend
@@ -61,19 +61,19 @@ def main() -> None:
 
     # ---------------------------------------------------------------- (a) moco, recording every call
     calls_log: list[tuple[str, str, object]] = []  # (tag, model name, GenRequest)
-    real_generate = RunContext.generate
+    real_generate = Gateway.generate  # every model call of the run goes through it
 
-    def recording(self, calls, tag=""):
+    def recording(self, calls, default, tag=""):
         for c in calls:
             h = self.pool.handle(c.model)
-            calls_log.append((tag, h.name, self._request(h, c)[1]))
-        return real_generate(self, calls, tag)
+            calls_log.append((tag, h.name, self.request(h, c, default)[1]))
+        return real_generate(self, calls, default, tag)
 
-    RunContext.generate = recording
+    Gateway.generate = recording
     t0 = time.perf_counter()
     res = run_experiment(cfg, out=None, cache=NullCache(), runs_root=_tmp_root())
     t_a = time.perf_counter() - t0
-    RunContext.generate = real_generate
+    Gateway.generate = real_generate
     tok_a = res.metrics["total"]["generated_tokens"]
     n_calls = len(calls_log)
 

@@ -7,7 +7,7 @@ token from that with its own seeded generator (as in the HF backend), the token 
 a row leaves every member's batch as soon as it emits EOS. Members that are the same loaded model with the
 same role prompt share one forward pass.
 
-Registered with `ctx.add_backend` (`fused_model`), a fused model is called through `ctx.generate` like any
+Registered with `ctx.add_model` (`fused_model`), a fused model is called through `ctx.generate` like any
 other model: batched by its lead member's `plan_batches`, cached under its fingerprint (the method's combine
 key and every member's weights and role prompt), seeded per request, traced. Each result lists its per-member
 usage in `extra["usage"]` ({name: [tokens_in, tokens_out]}), so calls.jsonl holds one record per member model,

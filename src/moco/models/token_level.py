@@ -1,7 +1,7 @@
 """Token-level collaboration as a backend: a method's decoding of several token models, called like one model.
 
 Nudging, Co-LLM and MentorCollab interleave their models token by token (`moco.models.stepper`). Wrapped in
-a `TokenLevelBackend` and registered with `ctx.add_backend`, such a method is asked through `ctx.generate`
+a `TokenLevelBackend` and registered with `ctx.add_model`, such a method is asked through `ctx.generate`
 like any model, so the response cache, per-request seeds, batching, progress and call records are the core's:
 
 * the backend's `fingerprint` names the method, its settings and its members' fingerprints and role prompts,

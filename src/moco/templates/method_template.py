@@ -2,7 +2,9 @@
 
 Copy this file to src/moco/methods/<level>/<name>.py (built-in) or into your own package (plug-in), rename,
 and fill in the three marked parts. A method reads top to bottom like the paper's algorithm box:
-batch every model call of a step into one `ctx.generate`, record in the trace what each model saw.
+batch every model call of a step into one `await ctx.generate`, record in the trace what each model saw.
+`run` is a coroutine: await `ctx.generate`, `ctx.ask`, `ctx.answer_all`, `ctx.score` and `moco.selection`
+(e.g. `await dev_best(ctx)`); while it waits, the other cells of a sweep run and their calls share batches.
 """
 from __future__ import annotations
 
