@@ -272,10 +272,11 @@ def test_sigkill_midway_then_rerun_recomputes_no_finished_cell(mc_task, tmp_path
     assert p.returncode == (-9 if sig == signal.SIGKILL else 130), err[-2000:]  # Ctrl-C: not held up by the cells
     index = json.loads((out / "index.json").read_text())
     status = {c["uses"][0]["label"]: c["status"] for c in index["cells"]}
-    # the four cells run together (lockstep): single_model and vote need the answers of the first merged round
-    # and finished before the blocking cell took the baton; refine waits for its next merged batch
-    assert status == {"single_model": "finished", "text_majority_vote": "finished", "_test_blocking": "pending",
-                      "text_multiagent_refine": "pending"}
+    # the four cells run together on one loop (moco.scheduler): vote needs only the answers of the first merged
+    # round and finished before the blocking cell blocked the loop; single_model may still have been scoring
+    # (it awaits its per-model score batches together); refine waits for its next merged batch
+    assert status["text_majority_vote"] == "finished" and status["single_model"] in ("finished", "pending")
+    assert status["_test_blocking"] == status["text_multiagent_refine"] == "pending"
     done = {c["uses"][0]["label"]: out / c["dir"] for c in index["cells"] if c["status"] == "finished"}
     snapshot = {lab: {f.name: f.read_bytes() for f in d.iterdir() if f.is_file()} for lab, d in done.items()}
     blocked = out / next(c["dir"] for c in index["cells"] if c["uses"][0]["label"] == "_test_blocking")
@@ -285,7 +286,7 @@ def test_sigkill_midway_then_rerun_recomputes_no_finished_cell(mc_task, tmp_path
     q = _compare(script, sweep, out, cache, flag)
     stdout, stderr = q.communicate(timeout=300)
     assert q.returncode == 0, stderr
-    assert stdout.count("already finished, not recomputed") == len(done) == 2
+    assert stdout.count("already finished, not recomputed") == len(done) >= 1
     for lab, d in done.items():  # finished cells untouched: same files, same bytes
         assert {f.name: f.read_bytes() for f in d.iterdir() if f.is_file()} == snapshot[lab]
     index = json.loads((out / "index.json").read_text())

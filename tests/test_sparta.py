@@ -150,7 +150,7 @@ def test_final_selection_lets_a_hurt_model_lose_and_keeps_instructions_apart():
     from moco.methods.text.sparta import split_dev
     from moco.selection import choose
 
-    ctx = SimpleNamespace(seed=0, extra_metrics={}, decoding=SimpleNamespace(dev_decoding="sampled", dev_repeats=1))
+    ctx = SimpleNamespace(seed=0, metrics={}, decoding=SimpleNamespace(dev_decoding="sampled", dev_repeats=1))
     names = ["x/sparta@1", "y/sparta@1", "x/sparta@2", "y/sparta@2", "x", "y"]
     hurt = {"x/sparta@1": [1, 0, 0, 1], "y/sparta@1": [1, 0, 0, 0], "x/sparta@2": [0, 1, 0, 1],
             "y/sparta@2": [0, 0, 1, 0], "x": [1, 1, 1, 0], "y": [1, 0, 1, 0]}

@@ -209,8 +209,8 @@ def test_the_reported_dev_score_is_a_fresh_re_evaluation_of_the_chosen_system(ti
     texts: dict[str, list[str]] = {}
     orig = RunContext.generate
 
-    def generate(self, calls, tag=""):
-        out = orig(self, calls, tag)
+    async def generate(self, calls, tag=""):
+        out = await orig(self, calls, tag)
         texts.setdefault(tag, []).extend(r.text for r in out)
         return out
 
