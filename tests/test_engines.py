@@ -81,6 +81,7 @@ def test_server_starts_answers_and_stops_with_its_process_group():
     assert r.json()["choices"][0]["message"]["content"].startswith("The answer is (")
     server.stop()
     assert _gone(pid, 5) and not server.running
+    assert not server.log_path.parent.exists()  # a normal end leaves no log behind
 
 
 def test_server_that_never_becomes_ready_is_one_line_with_its_log_tail():
@@ -92,7 +93,7 @@ def test_server_that_never_becomes_ready_is_one_line_with_its_log_tail():
         server.wait_ready(1.5, lambda _: None, every_s=0.5)
     msg = str(e.value)
     assert "\n" not in msg and "not ready after 1.5 s" in msg and "loading weights..." in msg
-    assert _gone(_engine_pid(server.log_path), 10)
+    assert _gone(_engine_pid(server.log_path), 10)  # the log the message names is kept
 
 
 def test_server_that_exits_at_start_reports_its_code_and_log():
@@ -167,7 +168,8 @@ def test_moco_run_starts_uses_and_stops_the_engine(tmp_path, tiny_models):
     cfg = _config(tmp_path, tiny_models[0])
     out = tmp_path / "run"
     r = subprocess.run([*MOCO, "run", str(cfg), "--out", str(out), "--no-cache"], capture_output=True, text=True,
-                       env=_env(f"{{python}} {SERVER} {{port}}"), timeout=240, check=False)
+                       env=_env(f"{{python}} {SERVER} {{port}}", MOCO_KEEP_ENGINE_LOGS="1"), timeout=240,
+                       check=False)
     assert r.returncode == 0, r.stderr
     log = Path(re.search(r"\(log (\S+server\.log)\)", r.stderr).group(1))
     assert re.search(r"engine vllm for '.*tiny0': ready in \d+\.\d s", r.stderr)
@@ -261,3 +263,23 @@ def test_real_vllm_gives_the_in_process_answers_at_temperature_0(tmp_path, smoll
         assert r.returncode == 0, r.stderr[-2000:]
         outs[engine] = [(p["output"], p["trace"]) for p in map(json.loads, (out / "predictions.jsonl").open())]
     assert outs["vllm"] == outs["none"]
+
+
+def test_llamacpp_slots_share_one_kv_pool_sized_for_full_sequences(tmp_path, monkeypatch):
+    """64 slots in a 2048-token context would get 32 tokens each: the slots share one pool instead."""
+    from moco.engines import llamacpp
+    from moco.engines.launch import Launch
+
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    launch = Launch(engine="llamacpp", source="/m/x.gguf", name="x", port=1234, dtype="float32", seed=0, threads=2,
+                    concurrency=64)
+    argv, env = llamacpp.command(launch)
+    assert argv[0] == str(fake) and env == {}
+    assert argv[argv.index("--parallel") + 1] == "64" and "--kv-unified" in argv
+    assert int(argv[argv.index("--ctx-size") + 1]) == llamacpp.DEFAULT_SEQ_LEN * llamacpp.FULL_SEQUENCES
+    argv, env = llamacpp.command(Launch(**{**launch.__dict__, "max_len": 512, "concurrency": 4, "gpu": 1}))
+    assert argv[argv.index("--ctx-size") + 1] == str(512 * 4) and env == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert "--n-gpu-layers" in argv

@@ -5,20 +5,35 @@ import shutil
 
 from moco.engines.launch import Launch
 
+# context of one sequence when hardware.engine_max_len is not set (SmolLM2's own is 8192; a run's prompts and
+# answers are far shorter), and how many such sequences the shared KV pool holds at once
+DEFAULT_SEQ_LEN = 2048
+FULL_SEQUENCES = 16
+
 
 def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
-    """`--parallel` slots = the requests MoCo keeps in flight (llama.cpp splits its context between them)."""
+    """`--parallel` slots = the requests MoCo keeps in flight, decoded together (continuous batching). The slots
+    share one KV pool (`--kv-unified`) sized for FULL_SEQUENCES sequences of full length: llama.cpp would
+    otherwise split the context evenly, leaving 64 slots of a 2048-token context 32 tokens each; a pool of
+    `concurrency` full lengths would cost a 7B model tens of GB."""
+    seq = launch.max_len or DEFAULT_SEQ_LEN
     binary = shutil.which("llama-server")
     if binary:
         argv = [binary, "-m", launch.source, "--host", "127.0.0.1", "--port", str(launch.port), "--alias",
                 launch.name, "--threads", str(launch.threads), "--parallel", str(launch.concurrency),
-                "--seed", str(launch.seed)]
-        if launch.max_len:
-            argv += ["--ctx-size", str(launch.max_len * launch.concurrency)]
-        return argv, {}
+                "--kv-unified", "--ctx-size", str(seq * min(launch.concurrency, FULL_SEQUENCES)),
+                "--seed", str(launch.seed), "--no-webui"]
+        if launch.gpu is not None:
+            argv += ["--n-gpu-layers", "999"]  # every layer on the GPU it is given (CUDA_VISIBLE_DEVICES)
+        return argv, _gpu_env(launch)
+    # llama-cpp-python's server decodes one request at a time: correct, but no continuous batching
     argv = [launch.python, "-m", "llama_cpp.server", "--model", launch.source, "--model_alias", launch.name,
             "--host", "127.0.0.1", "--port", str(launch.port), "--n_threads", str(launch.threads),
-            "--seed", str(launch.seed)]
-    if launch.max_len:
-        argv += ["--n_ctx", str(launch.max_len)]
-    return argv, {}
+            "--seed", str(launch.seed), "--n_ctx", str(seq)]
+    if launch.gpu is not None:
+        argv += ["--n_gpu_layers", "-1"]
+    return argv, _gpu_env(launch)
+
+
+def _gpu_env(launch: Launch) -> dict[str, str]:
+    return {} if launch.gpu is None else {"CUDA_VISIBLE_DEVICES": str(launch.gpu)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,9 +110,12 @@ class ManagedServer:
         return (" | ".join(tail) or "(empty log)")[-chars:] + f" (log {self.log_path})"
 
     def stop(self, wait_s: float = 30.0) -> None:
-        """Close the watchdog's pipe (it kills the server's process group) and wait for it to finish."""
+        """Close the watchdog's pipe (it kills the server's process group) and wait for it to finish. The log is
+        deleted when a server that had become ready was still running (a normal end); it is kept when the server
+        failed to start or died by itself, for the error message that names it."""
         with _LOCK:
             _LIVE.discard(self)
+        normal_end = self.startup_s is not None and self.running
         if self._pipe is not None:
             try:
                 os.close(self._pipe)
@@ -124,6 +128,8 @@ class ManagedServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()  # the server has PR_SET_PDEATHSIG on its watchdog
                 self.proc.wait()
+        if normal_end and not os.environ.get("MOCO_KEEP_ENGINE_LOGS"):
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
     @property
     def running(self) -> bool:
