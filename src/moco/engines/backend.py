@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moco.engines import CAPABILITIES
+from moco.engines import CAPABILITIES, placement
 from moco.engines.launch import Launch, command
 from moco.engines.process import STARTUPS, ManagedServer, free_port, run_cores
 from moco.errors import ModelError
 from moco.models import builtin
+from moco.models.memory import DTYPE_BYTES, estimate_gb
 from moco.models.openai import OpenAIBackend
 
 if TYPE_CHECKING:
@@ -39,23 +40,40 @@ def _source(spec: ModelSpec, engine: str, ctx: PoolContext) -> str:
     raise ModelError(f"engine llamacpp needs a .gguf file; model '{spec.model}' is not one")
 
 
-def _dtype(spec: ModelSpec, gpu: int | None) -> str:
+def _dtype(spec: ModelSpec, gpus: tuple[int, ...]) -> str:
     """MoCo's own choice (fp32 on CPU, where bf16 is slow), so answers match the in-process backend."""
     if spec.dtype != "auto":
         return spec.dtype
-    return "float32" if gpu is None else "auto"
+    return "auto" if gpus else "float32"
+
+
+def _gpus(spec: ModelSpec, source: str, ctx: PoolContext) -> tuple[tuple[int, ...], float]:
+    """The engine's GPU group and memory share (engines.placement); no GPUs: CPU."""
+    device = ctx.device()
+    if not device.startswith("cuda:"):
+        return (), placement.MEMORY_SHARE
+    ids = ctx.hardware.gpu_ids or [int(device.split(":")[1])]
+    asked = ctx.hardware.engine_gpus_per_model
+    if asked is None and len(ids) > 1 and Path(source).is_dir():
+        dtype = spec.dtype if spec.dtype in DTYPE_BYTES else "bfloat16"
+        weights = estimate_gb(Path(source), dtype)
+        size = placement.group_size(weights, placement.gpu_memory_gb(ids[0]), len(ids), None, spec.model)
+    else:
+        size = placement.group_size(0.0, 1.0, len(ids), asked, spec.model)
+    position, models = ctx.gpu_position()
+    return placement.place(ids, size, position, models, spec.device)
 
 
 def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
     """The backend registry's factory: start the engine, wait until it answers, return its client."""
     engine = spec.engine or ctx.hardware.engine
     hw = ctx.hardware
-    device = ctx.device()
-    gpu = int(device.split(":")[1]) if device.startswith("cuda:") else None
     name = spec.model.rstrip("/").split("/")[-1] or "model"
-    launch = Launch(engine=engine, source=_source(spec, engine, ctx), name=name, port=free_port(),
-                    dtype=_dtype(spec, gpu), seed=0, threads=run_cores(), concurrency=hw.engine_concurrency,
-                    max_len=hw.engine_max_len, gpu=gpu)
+    source = _source(spec, engine, ctx)
+    gpus, share = _gpus(spec, source, ctx)
+    launch = Launch(engine=engine, source=source, name=name, port=free_port(), dtype=_dtype(spec, gpus), seed=0,
+                    threads=run_cores(), concurrency=hw.engine_concurrency, max_len=hw.engine_max_len, gpus=gpus,
+                    gpu_share=share)
     argv, env = command(launch)
     server = ManagedServer(f"{engine} for '{spec.model}'", argv, launch.port, env)
     started = time.time()

@@ -36,7 +36,13 @@ class Launch:
     threads: int  # CPU cores of the run
     concurrency: int
     max_len: int | None = None
-    gpu: int | None = None  # None: CPU
+    gpus: tuple[int, ...] = ()  # CUDA ids the engine sees (tensor parallel over them); empty: CPU
+    gpu_share: float = 0.9  # of each GPU's memory this engine may take (others may share the GPUs)
+
+    @property
+    def visible(self) -> dict[str, str]:
+        """CUDA_VISIBLE_DEVICES for the engine's group (nothing on CPU)."""
+        return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, self.gpus))} if self.gpus else {}
 
     @property
     def python(self) -> str:
@@ -60,12 +66,13 @@ def override_var(engine: str) -> str:
 
 def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
     """argv and extra environment; MOCO_ENGINE_COMMAND_<ENGINE> replaces the argv with a template whose {port},
-    {source}, {name}, {dtype}, {seed}, {threads}, {concurrency}, {max_len}, {python} are filled in."""
+    {source}, {name}, {dtype}, {seed}, {threads}, {concurrency}, {max_len}, {gpus}, {gpu_share}, {python} are
+    filled in."""
     template = os.environ.get(override_var(launch.engine))
     module, _, _ = ENGINES[launch.engine]
     argv, env = importlib.import_module(module).command(launch)
     if template:
-        fields = {**asdict(launch), "python": launch.python}
+        fields = {**asdict(launch), "python": launch.python, "gpus": ",".join(map(str, launch.gpus))}
         argv = [part.format(**fields) for part in shlex.split(template)]
     return argv, env
 

@@ -23,17 +23,13 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
                 launch.name, "--threads", str(launch.threads), "--parallel", str(launch.concurrency),
                 "--kv-unified", "--ctx-size", str(seq * min(launch.concurrency, FULL_SEQUENCES)),
                 "--seed", str(launch.seed), "--no-webui"]
-        if launch.gpu is not None:
-            argv += ["--n-gpu-layers", "999"]  # every layer on the GPU it is given (CUDA_VISIBLE_DEVICES)
-        return argv, _gpu_env(launch)
+        if launch.gpus:  # every layer on the GPUs it is given, split between them by layers
+            argv += ["--n-gpu-layers", "999"]
+        return argv, launch.visible
     # llama-cpp-python's server decodes one request at a time: correct, but no continuous batching
     argv = [launch.python, "-m", "llama_cpp.server", "--model", launch.source, "--model_alias", launch.name,
             "--host", "127.0.0.1", "--port", str(launch.port), "--n_threads", str(launch.threads),
             "--seed", str(launch.seed), "--n_ctx", str(seq)]
-    if launch.gpu is not None:
+    if launch.gpus:
         argv += ["--n_gpu_layers", "-1"]
-    return argv, _gpu_env(launch)
-
-
-def _gpu_env(launch: Launch) -> dict[str, str]:
-    return {} if launch.gpu is None else {"CUDA_VISIBLE_DEVICES": str(launch.gpu)}
+    return argv, launch.visible

@@ -10,4 +10,6 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
             "--random-seed", str(launch.seed)]
     if launch.max_len:
         argv += ["--context-length", str(launch.max_len)]
-    return argv, ({} if launch.gpu is None else {"CUDA_VISIBLE_DEVICES": str(launch.gpu)})
+    if launch.gpus:
+        argv += ["--tp-size", str(len(launch.gpus)), "--mem-fraction-static", str(launch.gpu_share)]
+    return argv, launch.visible

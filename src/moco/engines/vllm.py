@@ -16,10 +16,11 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
     if launch.max_len:
         argv += ["--max-model-len", str(launch.max_len)]
     env: dict[str, str] = {}
-    if launch.gpu is None:
+    if not launch.gpus:
         env["VLLM_TARGET_DEVICE"] = "cpu"
         env["VLLM_CPU_OMP_THREADS_BIND"] = launch.cpu_bind
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GB of KV cache
     else:
-        env["CUDA_VISIBLE_DEVICES"] = str(launch.gpu)
+        argv += ["--tensor-parallel-size", str(len(launch.gpus)), "--gpu-memory-utilization", str(launch.gpu_share)]
+        env.update(launch.visible)
     return argv, env

@@ -35,6 +35,10 @@ class PoolContext(Protocol):
 
     def estimate_gb(self) -> float: ...
 
+    def gpu_position(self) -> tuple[int, int]:
+        """Position among the distinct models on hardware.gpu_ids, and their number (engines group GPUs by it)."""
+        ...
+
     def source(self) -> str:
         """The local folder (or Hub id) of the weights; an embedded model is converted first."""
         ...

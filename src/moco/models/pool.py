@@ -271,11 +271,16 @@ class ModelPool:
         if not ids:
             return "cpu"
         if handle.backend_key not in self._placement:
-            distinct = list(dict.fromkeys(h.backend_key for h in self.handles
-                                          if kind_info(h.spec.kind).placed))  # engines too: one GPU each
-            pos = distinct.index(handle.backend_key) if handle.backend_key in distinct else len(self._placement)
+            pos, _ = self.gpu_position(handle)
             self._placement[handle.backend_key] = f"cuda:{ids[pos % len(ids)]}"
         return self._placement[handle.backend_key]
+
+    def gpu_position(self, handle: ModelHandle) -> tuple[int, int]:
+        """This model's position among the distinct weights placed on the GPUs, and how many there are (an
+        engine is one, like an in-process model: engines.placement groups the GPUs by these)."""
+        distinct = list(dict.fromkeys(h.backend_key for h in self.handles if kind_info(h.spec.kind).placed))
+        pos = distinct.index(handle.backend_key) if handle.backend_key in distinct else len(self._placement)
+        return pos, max(len(distinct), pos + 1)
 
     def fingerprint(self, handle: ModelHandle) -> str:
         key = handle.backend_key
@@ -367,6 +372,9 @@ class _Loading:
 
     def estimate_gb(self) -> float:
         return self.pool.estimate_gb(self.handle)
+
+    def gpu_position(self) -> tuple[int, int]:
+        return self.pool.gpu_position(self.handle)
 
     def source(self) -> str:
         return _source(self.handle.spec)
