@@ -44,6 +44,9 @@ def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, na
     check_installed(engine)
     line = (f"{name}: {engine} engine, started and stopped by MoCo on 127.0.0.1 (text, logprobs, seeds; "
             f"{hardware.engine_concurrency} requests in flight)")
+    if engine == "llamacpp" and hardware.engine_concurrency > 1:
+        line += ("; its parallel slots are not batch-invariant, so sampled answers do not repeat exactly from "
+                 "run to run (hardware.engine_concurrency: 1 makes them repeat, decoding one request at a time)")
     return spec.model_copy(update={"engine": engine}), line
 
 

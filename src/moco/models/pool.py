@@ -260,8 +260,10 @@ class ModelPool:
 
     # -------------------------------------------------------------- placement and loading
     def _backend_key(self, spec: ModelSpec) -> str:
-        kind = "engine" if uses_engine(spec, self.hardware) else spec.kind
-        return kind_info(kind).backend_key(spec)
+        if uses_engine(spec, self.hardware):  # `engine: vllm` and hardware.engine=vllm are one server
+            return kind_info("engine").backend_key(spec.model_copy(update={"engine": spec.engine or
+                                                                           self.hardware.engine}))
+        return kind_info(spec.kind).backend_key(spec)
 
     def device_for(self, handle: ModelHandle) -> str:
         """Explicit spec.device, else round-robin over hardware.gpu_ids by distinct weights, else CPU."""
