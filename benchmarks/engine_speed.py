@@ -11,6 +11,9 @@ noisy, so compare rows of one run.
     python benchmarks/engine_speed.py [--engines none,vllm,llamacpp] [--workloads vote,refine]
         [--questions 24] [--max-new-tokens 64] [--temperature 0.7]
 
+An engine may carry extra arguments for its command (hardware.engine_args) after `+`:
+`--engines none,vllm+--enforce-eager` (vLLM without torch.compile: a faster start-up).
+
 vLLM runs from the interpreter in MOCO_ENGINE_PYTHON (its own venv, docs/engines.md); llama.cpp is
 `llama-server` on PATH (or llama-cpp-python's server) serving the GGUF file the embedded model ships.
 """
@@ -57,13 +60,14 @@ def _config(engine: str, workload: str, args: argparse.Namespace):  # -> Experim
     from moco.demo import EXPERTS
 
     method, params = WORKLOADS[workload]
+    engine, *extra = engine.split("+")  # "vllm+--enforce-eager": an engine with hardware.engine_args
     return parse_config({
         "method": method,
         "task": {"name": "moco_demo", "test_limit": args.questions},
         "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
         "params": params,
         "decoding": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9},
-        "hardware": {"engine": engine, "batch_size": args.batch_size},
+        "hardware": {"engine": engine, "batch_size": args.batch_size, "engine_args": extra},
     })
 
 
@@ -113,7 +117,7 @@ def bench_engine(engine: str, args: argparse.Namespace) -> list[Row]:
 
 
 def _line(r: Row) -> str:
-    name = "in-process" if r.engine == "none" else r.engine
+    name = "in-process" if r.engine == "none" else r.engine.replace("+--enforce-eager", " eager")
     return (f"{name:11s} {r.workload:7s} {r.tokens:7d} tok {r.wall_s:7.1f} s {r.tok_s:7.1f} tok/s "
             f"{r.cpu_s:8.1f} CPU-s {r.tok_cpu_s:6.2f} tok/CPU-s   start-up {r.startup_s:6.1f} s")
 

@@ -411,3 +411,19 @@ def test_engine_from_hardware_and_from_the_spec_is_one_server(tiny_models):
     assert implicit.handle(0).backend_key == explicit.handle(0).backend_key
     other = ModelPool([ModelSpec(model=str(tiny_models[0]), engine="llamacpp")], hw)
     assert other.handle(0).backend_key != implicit.handle(0).backend_key
+
+
+def test_engine_args_are_appended_to_the_command_and_to_a_users_template(monkeypatch):
+    from moco.engines.launch import Launch, command, override_var
+
+    launch = Launch(engine="vllm", source="/m", name="m", port=5, dtype="float32", seed=0, threads=2, concurrency=8,
+                    extra=("--enforce-eager",))
+    argv, _ = command(launch)
+    assert argv[-1] == "--enforce-eager" and "serve" in argv
+    monkeypatch.setenv(override_var("vllm"), "{python} fake.py --port {port}")
+    argv, _ = command(launch)
+    assert argv[1:] == ["fake.py", "--port", "5", "--enforce-eager"]
+    cfg = ExperimentConfig.model_validate({"method": "text_majority_vote", "task": {"name": "moco_demo"},
+                                           "models": [{"model": "smollm2-135m-instruct"}],
+                                           "hardware": {"engine_args": ["--enforce-eager"]}})
+    assert cfg.hardware.engine_args == ["--enforce-eager"]

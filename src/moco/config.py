@@ -247,6 +247,8 @@ class HardwareSettings(StrictModel):
     engine_concurrency: int = Field(64, ge=1, le=4096, description="requests in flight to each managed engine")
     engine_max_len: int | None = Field(None, ge=64, description="context length a managed engine allocates "
                                        "(--max-model-len / --ctx-size); default: the engine's own")
+    engine_args: list[str] = Field(default_factory=list, description="extra command-line arguments appended to "
+                                   "every managed engine's command (e.g. [--enforce-eager] for vLLM)")
     engine_gpus_per_model: int | None = Field(None, ge=1, le=64, description="GPUs of hardware.gpu_ids each "
                                               "managed engine gets (tensor parallel over them); default: the "
                                               "fewest that hold the model (docs/engines.md)")

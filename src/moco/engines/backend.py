@@ -73,7 +73,7 @@ def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
     gpus, share = _gpus(spec, source, ctx)
     launch = Launch(engine=engine, source=source, name=name, port=free_port(), dtype=_dtype(spec, gpus), seed=0,
                     threads=run_cores(), concurrency=hw.engine_concurrency, max_len=hw.engine_max_len, gpus=gpus,
-                    gpu_share=share)
+                    gpu_share=share, extra=tuple(hw.engine_args))
     argv, env = command(launch)
     server = ManagedServer(f"{engine} for '{spec.model}'", argv, launch.port, env)
     started = time.time()

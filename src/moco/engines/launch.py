@@ -38,6 +38,7 @@ class Launch:
     max_len: int | None = None
     gpus: tuple[int, ...] = ()  # CUDA ids the engine sees (tensor parallel over them); empty: CPU
     gpu_share: float = 0.9  # of each GPU's memory this engine may take (others may share the GPUs)
+    extra: tuple[str, ...] = ()  # hardware.engine_args, appended to the command
 
     @property
     def visible(self) -> dict[str, str]:
@@ -74,7 +75,7 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
     if template:
         fields = {**asdict(launch), "python": launch.python, "gpus": ",".join(map(str, launch.gpus))}
         argv = [part.format(**fields) for part in shlex.split(template)]
-    return argv, env
+    return [*argv, *launch.extra], env
 
 
 def check_installed(engine: str) -> None:
