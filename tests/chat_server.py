@@ -7,6 +7,7 @@ last user message, with `usage` token counts. `--exit-after N` kills the process
 connections are reset, the port then refuses) right after the N-th answer; `--fail-tenth` answers HTTP 500
 to every prompt whose hash falls in a tenth of the space, on every attempt (so those calls fail after their
 retries); `--delay S` waits S seconds before each answer (a slow engine). GET /v1/stats says how many completions were answered.
+POST /v1/load_lora_adapter registers a LoRA name as vLLM's does (journalled to $CHAT_SERVER_JOURNAL if set).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATE = {"answered": 0, "failed": 0}
+ADAPTERS: dict[str, str] = {}  # LoRA name -> folder, as POST /v1/load_lora_adapter gave them
 LOCK = threading.Lock()
 
 
@@ -45,7 +47,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in ("m1", "m2", "m3")]})
+            names = ["m1", "m2", "m3", *ADAPTERS]
+            self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in names]})
         elif self.path.endswith("/stats"):
             with LOCK:
                 self._send(200, dict(STATE))
@@ -54,6 +57,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if self.path.endswith("/load_lora_adapter"):  # vLLM's runtime LoRA loading
+            with LOCK:
+                ADAPTERS[body["lora_name"]] = body["lora_path"]
+                if os.environ.get("CHAT_SERVER_JOURNAL"):
+                    with open(os.environ["CHAT_SERVER_JOURNAL"], "a") as f:
+                        f.write(json.dumps({"adapter": body, "port": self.server.server_address[1]}) + "\n")
+            self._send(200, {"status": "loaded"})
+            return
         if self.args.delay:
             time.sleep(self.args.delay)
         h = digest(body["model"], body["messages"])

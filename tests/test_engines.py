@@ -427,3 +427,80 @@ def test_engine_args_are_appended_to_the_command_and_to_a_users_template(monkeyp
                                            "models": [{"model": "smollm2-135m-instruct"}],
                                            "hardware": {"engine_args": ["--enforce-eager"]}})
     assert cfg.hardware.engine_args == ["--enforce-eager"]
+
+
+# ------------------------------------------------------------------ adapters of one base: one vLLM server
+
+
+def _lora_folder(path: Path, r: int) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r, "lora_alpha": 2 * r,
+                                                          "base_model_name_or_path": "base"}))
+    return path
+
+
+def test_vllm_lora_flags_and_rank():
+    from moco.engines import backend, vllm
+    from moco.engines.launch import Launch
+
+    launch = Launch(engine="vllm", source="/m", name="m", port=1, dtype="float32", seed=0, threads=2, concurrency=8,
+                    loras=2, lora_rank=16)
+    argv, env = vllm.command(launch)
+    assert argv[argv.index("--max-loras") + 1] == "2" and argv[argv.index("--max-lora-rank") + 1] == "16"
+    assert "--enable-lora" in argv and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert "--enable-lora" not in vllm.command(Launch(**{**launch.__dict__, "loras": 0}))[0]
+
+
+def test_lora_rank_rounds_up_to_what_vllm_serves(tmp_path):
+    from moco.engines.backend import _lora_rank
+
+    assert _lora_rank([]) == 0
+    assert _lora_rank([str(_lora_folder(tmp_path / "a", 4)), str(_lora_folder(tmp_path / "b", 12))]) == 16
+    with pytest.raises(ModelError, match="LoRA rank 1024"):
+        _lora_rank([str(_lora_folder(tmp_path / "c", 1024))])
+
+
+def test_adapters_of_one_base_share_one_engine_server(tmp_path, tiny_models):
+    """Base + two adapters: one server started, each adapter loaded into it once, each model its own name."""
+    a1, a2 = _lora_folder(tmp_path / "lora_a", 4), _lora_folder(tmp_path / "lora_b", 8)
+    cfg = {"method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 3, "dev_limit": 2},
+           "models": [{"model": str(tiny_models[0]), "name": "base"},
+                      {"model": str(tiny_models[0]), "name": "la", "adapter": str(a1)},
+                      {"model": str(tiny_models[0]), "name": "lb", "adapter": str(a2)}],
+           "decoding": {"max_new_tokens": 8, "temperature": 0.0},
+           "hardware": {"engine": "vllm", "engine_start_timeout_s": 60}}
+    path = tmp_path / "lora.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    journal = tmp_path / "journal.jsonl"
+    v = subprocess.run([*MOCO, "validate", str(path)], capture_output=True, text=True, check=False,
+                       env=_env(f"{{python}} {SERVER} {{port}}"), timeout=120)
+    assert v.returncode == 0, v.stderr
+    assert "la: vllm engine" in v.stdout + v.stderr and "served by its base model's server" in v.stdout + v.stderr
+    out = tmp_path / "run"
+    r = subprocess.run([*MOCO, "run", str(path), "--out", str(out), "--no-cache"], capture_output=True, text=True,
+                       env=_env(f"{{python}} {SERVER} {{port}}", CHAT_SERVER_JOURNAL=str(journal)), timeout=240,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert len(re.findall(r"ready in", r.stderr)) == 1  # one server for the base and both adapters
+    loaded = [json.loads(ln) for ln in journal.read_text().splitlines()]
+    assert sorted(Path(x["adapter"]["lora_path"]).name for x in loaded) == ["lora_a", "lora_b"]
+    assert len({x["port"] for x in loaded}) == 1
+    preds = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
+    answers = [p["trace"]["answers"] for p in preds]
+    # the fake engine answers by a hash of the served name: three names, so the models' answers differ somewhere
+    assert any(len({a["base"], a["la"], a["lb"]}) > 1 for a in answers)
+    fps = json.loads((out / "manifest.json").read_text())["fingerprints"]
+    assert len(set(fps.values())) == 3 and all("+lora:" in fps[n] for n in ("la", "lb"))
+
+
+def test_adapter_on_llamacpp_is_refused_in_one_line(tmp_path, tiny_models):
+    a1 = _lora_folder(tmp_path / "lora_a", 4)
+    cfg = {"method": "text_majority_vote", "task": {"name": "moco_demo"},
+           "models": [{"model": str(tiny_models[0]), "name": "la", "adapter": str(a1), "engine": "llamacpp"},
+                      {"model": str(tiny_models[1]), "name": "other"}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([*MOCO, "validate", str(path)], capture_output=True, text=True, check=False, env=_env(),
+                       timeout=120)
+    assert r.returncode == 2 and "engine llamacpp with an `adapter` is not supported" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -36,14 +36,16 @@ def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, na
         line = (f"{name}: in-process hf backend, not engine {engine}: the method needs {', '.join(wanted)}, "
                 "which a server does not give")
         return spec.model_copy(update={"engine": "none"}), line
-    if spec.adapter:
+    if spec.adapter and engine != "vllm":
         from moco.errors import ConfigError
 
-        raise ConfigError(f"model '{name}': engine {engine} with an `adapter` is not supported yet (use "
-                          "`engine: none`, or serve the adapter yourself and give an `endpoint`)")
+        raise ConfigError(f"model '{name}': engine {engine} with an `adapter` is not supported (vLLM serves "
+                          "adapters of one base from one server: `engine: vllm`; or `engine: none`)")
     check_installed(engine)
     line = (f"{name}: {engine} engine, started and stopped by MoCo on 127.0.0.1 (text, logprobs, seeds; "
             f"{hardware.engine_concurrency} requests in flight)")
+    if spec.adapter:
+        line += f"; LoRA adapter {spec.adapter} served by its base model's server"
     if engine == "llamacpp" and hardware.engine_concurrency > 1:
         line += ("; its parallel slots are not batch-invariant, so sampled answers do not repeat exactly from "
                  "run to run (hardware.engine_concurrency: 1 makes them repeat, decoding one request at a time)")

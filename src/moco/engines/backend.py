@@ -1,10 +1,16 @@
 """The "engine" backend kind: start a server for one model, then talk to it as an OpenAI endpoint."""
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import httpx
 
 from moco.engines import CAPABILITIES, placement
 from moco.engines.launch import Launch, command
@@ -18,14 +24,40 @@ if TYPE_CHECKING:
     from moco.config import ModelSpec
     from moco.models.backends import PoolContext
 
-class EngineBackend(OpenAIBackend):
-    """An OpenAI backend that owns its server: closing it stops the engine."""
+
+@dataclass
+class _Shared:
+    """One running server and the clients using it (the base model, its pseudo-experts' client, its adapters)."""
 
     server: ManagedServer
+    launch: Launch
+    users: int = 0
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> the name it is served under
+
+
+_SERVERS: dict[str, _Shared] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+class EngineBackend(OpenAIBackend):
+    """An OpenAI backend on a server MoCo started: closing the last client of a server stops the engine."""
+
+    shared: _Shared
+    server_key: str
+
+    @property
+    def server(self) -> ManagedServer:
+        return self.shared.server
 
     def close(self) -> None:
         super().close()
-        self.server.stop()
+        with _SERVERS_LOCK:
+            self.shared.users -= 1
+            last = self.shared.users <= 0
+            if last and _SERVERS.get(self.server_key) is self.shared:
+                del _SERVERS[self.server_key]
+        if last:
+            self.shared.server.stop()
 
 
 def _source(spec: ModelSpec, engine: str, ctx: PoolContext) -> str:
@@ -65,31 +97,89 @@ def _gpus(spec: ModelSpec, source: str, ctx: PoolContext) -> tuple[tuple[int, ..
 
 
 def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
-    """The backend registry's factory: start the engine, wait until it answers, return its client."""
+    """The backend registry's factory: the model's server (started, or already running for its base model),
+    its adapter loaded into it when it has one, and a client for the name it is served under."""
     engine = spec.engine or ctx.hardware.engine
     hw = ctx.hardware
     name = spec.model.rstrip("/").split("/")[-1] or "model"
     source = _source(spec, engine, ctx)
     gpus, share = _gpus(spec, source, ctx)
+    adapters = ctx.engine_adapters()
     launch = Launch(engine=engine, source=source, name=name, port=free_port(), dtype=_dtype(spec, gpus), seed=0,
                     threads=run_cores(), concurrency=hw.engine_concurrency, max_len=hw.engine_max_len, gpus=gpus,
-                    gpu_share=share, extra=tuple(hw.engine_args))
-    argv, env = command(launch)
-    server = ManagedServer(f"{engine} for '{spec.model}'", argv, launch.port, env)
-    started = time.time()
-    server.start()
-    seconds = server.wait_ready(hw.engine_start_timeout_s, _say)
-    STARTUPS.append((f"{engine}:{name}", started, seconds))
+                    gpu_share=share, extra=tuple(hw.engine_args), loras=len(adapters),
+                    lora_rank=_lora_rank(adapters))
+    key = f"{engine}|{source}|{launch.dtype}|{gpus}|{share}|{hw.engine_args}|lora={bool(adapters)}"
+    with _SERVERS_LOCK:
+        shared = _SERVERS.get(key)
+        if shared is None or not shared.server.running:
+            shared = _SERVERS[key] = _Shared(_start(spec, launch, hw.engine_start_timeout_s), launch)
+        shared.users += 1
     try:
-        b = EngineBackend(server.base_url, name, concurrency=hw.engine_concurrency, timeout_s=600.0, seeded=True)
-        b.server = server
+        served = _served_adapter(shared, spec.adapter) if spec.adapter else name
+        b = EngineBackend(shared.server.base_url, served, concurrency=hw.engine_concurrency, timeout_s=600.0,
+                          seeded=True)
+        b.shared, b.server_key = shared, key
         b.capabilities = CAPABILITIES
         b.fingerprint = f"engine:{engine}:{_weights(spec, launch, ctx)}|{launch.dtype}"
         b.check()
     except BaseException:
-        server.stop()
+        with _SERVERS_LOCK:
+            shared.users -= 1
+        if shared.users <= 0:
+            _SERVERS.pop(key, None)
+            shared.server.stop()
         raise
     return b
+
+
+def _start(spec: ModelSpec, launch: Launch, timeout_s: float) -> ManagedServer:
+    argv, env = command(launch)
+    server = ManagedServer(f"{launch.engine} for '{spec.model}'", argv, launch.port, env)
+    started = time.time()
+    server.start()
+    seconds = server.wait_ready(timeout_s, _say)
+    STARTUPS.append((f"{launch.engine}:{launch.name}", started, seconds))
+    return server
+
+
+# vLLM accepts these as --max-lora-rank
+_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def _lora_rank(adapters: list[str]) -> int:
+    """The smallest rank vLLM accepts that holds every adapter's `r` (0 without adapters)."""
+    if not adapters:
+        return 0
+    ranks = []
+    for folder in adapters:
+        cfg = json.loads((Path(folder).expanduser() / "adapter_config.json").read_text())
+        ranks.append(int(cfg.get("r", 8)))
+    wanted = max(ranks)
+    fit = next((r for r in _LORA_RANKS if r >= wanted), None)
+    if fit is None:
+        raise ModelError(f"LoRA rank {wanted} is above what vLLM serves ({_LORA_RANKS[-1]})")
+    return fit
+
+
+def _served_adapter(shared: _Shared, adapter: str) -> str:
+    """The name an adapter is served under, loading it into the running server the first time
+    (vLLM: POST /v1/load_lora_adapter)."""
+    folder = str(Path(adapter).expanduser().resolve())
+    with _SERVERS_LOCK:
+        if folder in shared.adapters:
+            return shared.adapters[folder]
+        if not shared.launch.loras:
+            raise ModelError(f"engine {shared.launch.engine} for '{shared.launch.name}' was started without LoRA; "
+                             f"adapter {adapter} cannot be added to it")
+        name = f"{Path(folder).name}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}"
+        r = httpx.post(shared.server.base_url + "/load_lora_adapter", json={"lora_name": name, "lora_path": folder},
+                       timeout=600.0)
+        if r.status_code != 200:
+            raise ModelError(f"engine {shared.launch.engine} could not load adapter {adapter}: HTTP {r.status_code} "
+                             f"{r.text[:300]}")
+        shared.adapters[folder] = name
+        return name
 
 
 def _weights(spec: ModelSpec, launch: Launch, ctx: PoolContext) -> str:

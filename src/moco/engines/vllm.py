@@ -16,6 +16,9 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
     if launch.max_len:
         argv += ["--max-model-len", str(launch.max_len)]
     env: dict[str, str] = {}
+    if launch.loras:  # adapters are added while it runs (POST /v1/load_lora_adapter), one name each
+        argv += ["--enable-lora", "--max-loras", str(launch.loras), "--max-lora-rank", str(launch.lora_rank)]
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if not launch.gpus:
         env["VLLM_TARGET_DEVICE"] = "cpu"
         env["VLLM_CPU_OMP_THREADS_BIND"] = launch.cpu_bind

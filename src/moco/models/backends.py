@@ -35,6 +35,10 @@ class PoolContext(Protocol):
 
     def estimate_gb(self) -> float: ...
 
+    def engine_adapters(self) -> list[str]:
+        """Adapter folders of the run's models that share this model's engine server."""
+        ...
+
     def gpu_position(self) -> tuple[int, int]:
         """Position among the distinct models on hardware.gpu_ids, and their number (engines group GPUs by it)."""
         ...
@@ -151,9 +155,14 @@ def _engine_caps(spec: ModelSpec) -> Capabilities:
     return CAPABILITIES
 
 
-def _engine_key(spec: ModelSpec) -> str:
-    """One server per distinct model: pseudo-experts (role prompts) share it."""
+def engine_server_key(spec: ModelSpec) -> str:
+    """One server per distinct base model: pseudo-experts (role prompts) and LoRA adapters of it share it."""
     return f"engine|{spec.engine}|{spec.model}|{spec.revision}|{spec.dtype}|{spec.device}"
+
+
+def _engine_key(spec: ModelSpec) -> str:
+    """One client per served model: the base, or one adapter on the base's server."""
+    return engine_server_key(spec) + (f"|lora:{spec.adapter}" if spec.adapter else "")
 
 
 _HF = Capabilities(chat=True, logprobs=True, logits=True, weights=True, lora=True, seeded=True)

@@ -277,6 +277,18 @@ class ModelPool:
             self._placement[handle.backend_key] = f"cuda:{ids[pos % len(ids)]}"
         return self._placement[handle.backend_key]
 
+    def engine_adapters(self, handle: ModelHandle) -> list[str]:
+        """LoRA adapter folders of this pool's models served by the same engine server as `handle` (its base):
+        the server is started with room for all of them."""
+        from moco.models.backends import engine_server_key
+
+        def server(spec: ModelSpec) -> str:
+            return engine_server_key(spec.model_copy(update={"engine": spec.engine or self.hardware.engine}))
+
+        mine = server(handle.spec)
+        return sorted({h.spec.adapter for h in self.handles if h.spec.adapter and uses_engine(h.spec, self.hardware)
+                       and server(h.spec) == mine})
+
     def gpu_position(self, handle: ModelHandle) -> tuple[int, int]:
         """This model's position among the distinct weights placed on the GPUs, and how many there are (an
         engine is one, like an in-process model: engines.placement groups the GPUs by these)."""
@@ -377,6 +389,9 @@ class _Loading:
 
     def gpu_position(self) -> tuple[int, int]:
         return self.pool.gpu_position(self.handle)
+
+    def engine_adapters(self) -> list[str]:
+        return self.pool.engine_adapters(self.handle)
 
     def source(self) -> str:
         return _source(self.handle.spec)
