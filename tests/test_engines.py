@@ -440,7 +440,7 @@ def _lora_folder(path: Path, r: int) -> Path:
 
 
 def test_vllm_lora_flags_and_rank():
-    from moco.engines import backend, vllm
+    from moco.engines import vllm
     from moco.engines.launch import Launch
 
     launch = Launch(engine="vllm", source="/m", name="m", port=1, dtype="float32", seed=0, threads=2, concurrency=8,
