@@ -65,6 +65,9 @@ class Handler(BaseHTTPRequestHandler):
                         f.write(json.dumps({"adapter": body, "port": self.server.server_address[1]}) + "\n")
             self._send(200, {"status": "loaded"})
             return
+        if os.environ.get("CHAT_SERVER_JOURNAL"):  # what sampling was asked for
+            with LOCK, open(os.environ["CHAT_SERVER_JOURNAL"], "a") as f:
+                f.write(json.dumps({"request": {k: v for k, v in body.items() if k != "messages"}}) + "\n")
         if self.args.delay:
             time.sleep(self.args.delay)
         h = digest(body["model"], body["messages"])

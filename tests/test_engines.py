@@ -167,10 +167,14 @@ def test_engine_on_an_endpoint_model_is_refused():
 def test_moco_run_starts_uses_and_stops_the_engine(tmp_path, tiny_models):
     cfg = _config(tmp_path, tiny_models[0])
     out = tmp_path / "run"
+    journal = tmp_path / "journal.jsonl"
     r = subprocess.run([*MOCO, "run", str(cfg), "--out", str(out), "--no-cache"], capture_output=True, text=True,
-                       env=_env(f"{{python}} {SERVER} {{port}}", MOCO_KEEP_ENGINE_LOGS="1"), timeout=240,
-                       check=False)
+                       env=_env(f"{{python}} {SERVER} {{port}}", MOCO_KEEP_ENGINE_LOGS="1",
+                                CHAT_SERVER_JOURNAL=str(journal)), timeout=240, check=False)
     assert r.returncode == 0, r.stderr
+    asked = [json.loads(ln)["request"] for ln in journal.read_text().splitlines()]
+    # sampling pinned to MoCo's (temperature, top-p): no engine default such as top-k or a repetition penalty
+    assert asked and all(a["top_k"] == -1 and a["min_p"] == 0.0 and a["repetition_penalty"] == 1.0 for a in asked)
     log = Path(re.search(r"\(log (\S+server\.log)\)", r.stderr).group(1))
     assert re.search(r"engine vllm for '.*tiny0': ready in \d+\.\d s", r.stderr)
     assert _gone(_engine_pid(log), 5)  # stopped when the run ended
@@ -482,7 +486,7 @@ def test_adapters_of_one_base_share_one_engine_server(tmp_path, tiny_models):
                        check=False)
     assert r.returncode == 0, r.stderr
     assert len(re.findall(r"ready in", r.stderr)) == 1  # one server for the base and both adapters
-    loaded = [json.loads(ln) for ln in journal.read_text().splitlines()]
+    loaded = [x for x in map(json.loads, journal.read_text().splitlines()) if "adapter" in x]
     assert sorted(Path(x["adapter"]["lora_path"]).name for x in loaded) == ["lora_a", "lora_b"]
     assert len({x["port"] for x in loaded}) == 1
     preds = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
@@ -504,3 +508,16 @@ def test_adapter_on_llamacpp_is_refused_in_one_line(tmp_path, tiny_models):
                        timeout=120)
     assert r.returncode == 2 and "engine llamacpp with an `adapter` is not supported" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_each_engine_is_asked_for_temperature_and_top_p_sampling_only():
+    """llama-server adds top-k 40 and min-p 0.05 unless told; vLLM takes the model's generation_config."""
+    from moco.engines import vllm
+    from moco.engines.launch import Launch, sampling_body
+
+    assert sampling_body("llamacpp")["top_k"] == 0 and sampling_body("llamacpp")["min_p"] == 0.0
+    assert sampling_body("llamacpp")["repeat_penalty"] == 1.0
+    assert sampling_body("vllm")["top_k"] == -1 and sampling_body("sglang")["top_k"] == -1
+    argv, _ = vllm.command(Launch(engine="vllm", source="/m", name="m", port=1, dtype="float32", seed=0, threads=2,
+                                  concurrency=8))
+    assert argv[argv.index("--generation-config") + 1] == "vllm"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from moco.engines import CAPABILITIES, placement
-from moco.engines.launch import Launch, command
+from moco.engines.launch import Launch, command, sampling_body
 from moco.engines.process import STARTUPS, ManagedServer, free_port, run_cores
 from moco.errors import ModelError
 from moco.models import builtin
@@ -118,7 +118,7 @@ def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
     try:
         served = _served_adapter(shared, spec.adapter) if spec.adapter else name
         b = EngineBackend(shared.server.base_url, served, concurrency=hw.engine_concurrency, timeout_s=600.0,
-                          seeded=True)
+                          seeded=True, extra_body=sampling_body(engine))
         b.shared, b.server_key = shared, key
         b.capabilities = CAPABILITIES
         b.fingerprint = f"engine:{engine}:{_weights(spec, launch, ctx)}|{launch.dtype}"

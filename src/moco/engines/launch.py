@@ -80,6 +80,12 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
     return [*argv, *launch.extra], env
 
 
+def sampling_body(engine: str) -> dict[str, object]:
+    """Request fields that pin the engine's sampling to MoCo's (temperature and top-p, nothing else)."""
+    module, _, _ = ENGINES[engine]
+    return dict(getattr(importlib.import_module(module), "SAMPLING", {}))
+
+
 def check_installed(engine: str) -> None:
     """A one-line ConfigError with the install hint when the engine cannot be started from here."""
     if os.environ.get(override_var(engine)):

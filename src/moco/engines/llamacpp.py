@@ -5,6 +5,11 @@ import shutil
 
 from moco.engines.launch import Launch
 
+# what MoCo's sampling is (temperature and top-p only), said explicitly: llama-server's own defaults add top-k 40
+# and min-p 0.05, a different distribution than the in-process backend and the other engines sample from
+SAMPLING = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0, "presence_penalty": 0.0,
+            "frequency_penalty": 0.0}
+
 # context of one sequence when hardware.engine_max_len is not set (SmolLM2's own is 8192; a run's prompts and
 # answers are far shorter), and how many such sequences the shared KV pool holds at once
 DEFAULT_SEQ_LEN = 2048

