@@ -21,7 +21,7 @@ import yaml
 
 from moco.config import ExperimentConfig
 from moco.engines.process import ManagedServer, free_port
-from moco.errors import ModelError
+from moco.errors import ConfigError, ModelError
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "tests" / "chat_server.py"
@@ -521,3 +521,41 @@ def test_each_engine_is_asked_for_temperature_and_top_p_sampling_only():
     argv, _ = vllm.command(Launch(engine="vllm", source="/m", name="m", port=1, dtype="float32", seed=0, threads=2,
                                   concurrency=8))
     assert argv[argv.index("--generation-config") + 1] == "vllm"
+
+
+# ------------------------------------------------------------------ engine: auto (the default)
+
+
+def test_auto_picks_the_measured_fastest_installed_engine(tmp_path, monkeypatch, tiny_models):
+    from moco import engines
+    from moco.config import HardwareSettings, ModelSpec
+    from moco.models.base import Capabilities
+
+    monkeypatch.delenv("MOCO_ENGINE_PYTHON", raising=False)
+    monkeypatch.delenv(engines.override_var("vllm"), raising=False)
+    monkeypatch.delenv(engines.override_var("sglang"), raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no llama-server, no engine Python
+    engines._installed.cache_clear()
+    text = Capabilities(chat=True)
+    cpu, gpus = HardwareSettings(), HardwareSettings(gpu_ids=[0, 1])
+    assert cpu.engine == "auto"
+    spec = ModelSpec(model=str(tiny_models[0]))
+    resolved, line = engines.resolve(spec, cpu, text, "m")
+    assert resolved.engine == "none" and "in-process: auto, on CPU the in-process backend was measured" in line
+    resolved, line = engines.resolve(spec, gpus, text, "m")
+    assert resolved.engine == "none" and "no engine is installed" in line
+    # an installed vLLM (here: a user's command for it) is picked on GPUs, not on CPU
+    monkeypatch.setenv(engines.override_var("vllm"), "{python} server.py {port}")
+    engines._installed.cache_clear()
+    resolved, line = engines.resolve(spec, gpus, text, "m")
+    assert resolved.engine == "vllm" and "auto: on a GPU vllm decodes many times faster" in line
+    assert engines.resolve(spec, cpu, text, "m")[0].engine == "none"
+    # a method that needs logits keeps the model in-process whatever auto would pick
+    assert engines.resolve(spec, gpus, Capabilities(chat=True, logits=True), "m")[0].engine == "none"
+    # a GGUF file: llama.cpp, the engine that serves it (not installed here: the install hint, one line)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ConfigError, match="engine llamacpp needs"):
+        engines.resolve(ModelSpec(model=str(gguf)), cpu, text, "g")
+    assert engines.resolve(ModelSpec(model=str(tiny_models[0]), engine="none"), gpus, text, "m")[0].engine == "none"
+    engines._installed.cache_clear()

@@ -138,7 +138,7 @@ class ScriptSpec(StrictModel):
                                      "(tests of the server's time limit)")
 
 
-EngineName = Literal["vllm", "llamacpp", "sglang", "none"]
+EngineName = Literal["auto", "vllm", "llamacpp", "sglang", "none"]
 
 
 class ModelSpec(StrictModel):
@@ -158,7 +158,7 @@ class ModelSpec(StrictModel):
     device: str | None = Field(None, description="cpu, cuda:N; default from hardware.gpu_ids")
     trust_remote_code: bool = False
     engine: EngineName | None = Field(None, description="serve this model with a server MoCo starts and stops "
-                                      "itself (vllm, llamacpp, sglang) or none (in-process); default: "
+                                      "itself (vllm, llamacpp, sglang), none (in-process) or auto; default: "
                                       "hardware.engine (docs/engines.md)")
 
     @field_validator("backend")
@@ -177,7 +177,7 @@ class ModelSpec(StrictModel):
             raise ValueError(f"model '{self.model}': backend openai needs an `endpoint` with base_url")
         if self.script is not None and self.kind != "scripted":
             raise ValueError(f"model '{self.model}': `script` is only for scripted models")
-        if self.engine not in (None, "none") and self.kind != "hf":
+        if self.engine not in (None, "none", "auto") and self.kind != "hf":
             raise ValueError(f"model '{self.model}': `engine: {self.engine}` serves Hugging Face weights or a GGUF "
                              f"file; this model is {self.kind} (an endpoint is a server already)")
         return self
@@ -242,8 +242,9 @@ class HardwareSettings(StrictModel):
                                  "differs; 0 = off")
     memory_budget_gb: float | None = Field(None, gt=0, description="refuse to load models beyond this budget")
     ray: RaySettings | None = Field(None, description="Hugging Face models run as Ray actors")
-    engine: EngineName = Field("none", description="default `engine` of every Hugging Face model: a server MoCo "
-                               "starts and stops (vllm, llamacpp, sglang), or none (in-process decoding)")
+    engine: EngineName = Field("auto", description="default `engine` of every Hugging Face model: a server MoCo "
+                               "starts and stops (vllm, llamacpp, sglang), none (in-process decoding), or auto: the "
+                               "fastest measured for the model and hardware among those installed (docs/engines.md)")
     engine_concurrency: int = Field(64, ge=1, le=4096, description="requests in flight to each managed engine")
     engine_max_len: int | None = Field(None, ge=64, description="context length a managed engine allocates "
                                        "(--max-model-len / --ctx-size); default: the engine's own")

@@ -75,7 +75,8 @@ def _resolve_engines(specs: list[ModelSpec], hardware: HardwareSettings, needs: 
         spec, line = engines.resolve(spec, hardware, needs, name or spec.name or spec.model)
         out.append(spec)
         lines.append(line)
-    wanted = any(engines.effective(s, hardware) != "none" for s in specs if s.model not in overrides)
+    wanted = any(engines.effective(s, hardware) != "none" for s in specs if s.model not in overrides) \
+        or bool(hardware.gpu_ids)  # on GPUs, say also why a model stays in-process
     return out, lines if wanted else []
 
 

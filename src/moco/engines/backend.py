@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from moco.engines import CAPABILITIES, placement
+from moco.engines import capabilities, effective, placement
 from moco.engines.launch import Launch, command, sampling_body
 from moco.engines.process import STARTUPS, ManagedServer, free_port, run_cores
 from moco.errors import ModelError
@@ -99,7 +99,7 @@ def _gpus(spec: ModelSpec, source: str, ctx: PoolContext) -> tuple[tuple[int, ..
 def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
     """The backend registry's factory: the model's server (started, or already running for its base model),
     its adapter loaded into it when it has one, and a client for the name it is served under."""
-    engine = spec.engine or ctx.hardware.engine
+    engine = effective(spec, ctx.hardware)
     hw = ctx.hardware
     name = spec.model.rstrip("/").split("/")[-1] or "model"
     source = _source(spec, engine, ctx)
@@ -120,7 +120,7 @@ def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
         b = EngineBackend(shared.server.base_url, served, concurrency=hw.engine_concurrency, timeout_s=600.0,
                           seeded=True, extra_body=sampling_body(engine))
         b.shared, b.server_key = shared, key
-        b.capabilities = CAPABILITIES
+        b.capabilities = capabilities(engine)
         b.fingerprint = f"engine:{engine}:{_weights(spec, launch, ctx)}|{launch.dtype}"
         b.check()
     except BaseException:

@@ -150,9 +150,9 @@ def _ray_caps(spec: ModelSpec) -> Capabilities:
 
 
 def _engine_caps(spec: ModelSpec) -> Capabilities:
-    from moco.engines import CAPABILITIES  # a light module: the engine itself starts on first load
+    from moco.engines import capabilities  # a light module: the engine itself starts on first load
 
-    return CAPABILITIES
+    return capabilities(spec.engine)
 
 
 def engine_server_key(spec: ModelSpec) -> str:

@@ -94,7 +94,13 @@ def _source(spec: ModelSpec) -> str:
 
 def uses_engine(spec: ModelSpec, hardware: HardwareSettings) -> bool:
     """A Hugging Face model served by a managed engine (its `engine`, else hardware.engine): moco.engines."""
-    return spec.kind == "hf" and (spec.engine or hardware.engine) != "none"
+    return _engine_of(spec, hardware) != "none"
+
+
+def _engine_of(spec: ModelSpec, hardware: HardwareSettings) -> str:
+    from moco import engines  # imports config only; kept lazy so the pool does not load engine code it never uses
+
+    return engines.effective(spec, hardware)
 
 
 def on_ray(spec: ModelSpec, hardware: HardwareSettings) -> bool:
@@ -261,8 +267,8 @@ class ModelPool:
     # -------------------------------------------------------------- placement and loading
     def _backend_key(self, spec: ModelSpec) -> str:
         if uses_engine(spec, self.hardware):  # `engine: vllm` and hardware.engine=vllm are one server
-            return kind_info("engine").backend_key(spec.model_copy(update={"engine": spec.engine or
-                                                                           self.hardware.engine}))
+            return kind_info("engine").backend_key(spec.model_copy(update={"engine": _engine_of(spec,
+                                                                                                self.hardware)}))
         return kind_info(spec.kind).backend_key(spec)
 
     def device_for(self, handle: ModelHandle) -> str:
@@ -283,7 +289,7 @@ class ModelPool:
         from moco.models.backends import engine_server_key
 
         def server(spec: ModelSpec) -> str:
-            return engine_server_key(spec.model_copy(update={"engine": spec.engine or self.hardware.engine}))
+            return engine_server_key(spec.model_copy(update={"engine": _engine_of(spec, self.hardware)}))
 
         mine = server(handle.spec)
         return sorted({h.spec.adapter for h in self.handles if h.spec.adapter and uses_engine(h.spec, self.hardware)
