@@ -12,7 +12,9 @@ noisy, so compare rows of one run.
         [--questions 24] [--max-new-tokens 64] [--temperature 0.7]
 
 An engine may carry extra arguments for its command (hardware.engine_args) after `+`:
-`--engines none,vllm+--enforce-eager` (vLLM without torch.compile: a faster start-up).
+`--engines none,vllm+--enforce-eager` (vLLM without torch.compile: a faster start-up); and a GGUF file other
+than the one the embedded model ships (Q4_1) after `=`: `llamacpp=/m/smollm2-135m-instruct-f32.gguf` (made from
+the same weights with llama.cpp's convert_hf_to_gguf.py, see docs/engines.md).
 
 vLLM runs from the interpreter in MOCO_ENGINE_PYTHON (its own venv, docs/engines.md); llama.cpp is
 `llama-server` on PATH (or llama-cpp-python's server) serving the GGUF file the embedded model ships.
@@ -61,10 +63,11 @@ def _config(engine: str, workload: str, args: argparse.Namespace):  # -> Experim
 
     method, params = WORKLOADS[workload]
     engine, *extra = engine.split("+")  # "vllm+--enforce-eager": an engine with hardware.engine_args
+    engine, _, model = engine.partition("=")  # "llamacpp=/m/smollm2-f32.gguf": another file of the same model
     return parse_config({
         "method": method,
         "task": {"name": "moco_demo", "test_limit": args.questions},
-        "models": [{"model": "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
+        "models": [{"model": model or "smollm2-135m-instruct", "name": n, "role_prompt": p} for n, p in EXPERTS],
         "params": params,
         "decoding": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 0.9},
         "hardware": {"engine": engine, "batch_size": args.batch_size, "engine_args": extra},
@@ -118,6 +121,8 @@ def bench_engine(engine: str, args: argparse.Namespace) -> list[Row]:
 
 def _line(r: Row) -> str:
     name = "in-process" if r.engine == "none" else r.engine.replace("+--enforce-eager", " eager")
+    if "=" in name:
+        name = name.split("=")[0] + " " + name.rsplit("-", 1)[-1].removesuffix(".gguf")
     return (f"{name:11s} {r.workload:7s} {r.tokens:7d} tok {r.wall_s:7.1f} s {r.tok_s:7.1f} tok/s "
             f"{r.cpu_s:8.1f} CPU-s {r.tok_cpu_s:6.2f} tok/CPU-s   start-up {r.startup_s:6.1f} s")
 

@@ -135,7 +135,7 @@ def test_validate_says_which_backend_each_model_uses_and_why(tmp_path, tiny_mode
             in described
         lines = [ln for ln in described if ln.startswith("backend")]
         assert lines[0].startswith("backend  geo: vllm engine, started and stopped by MoCo on 127.0.0.1")
-        assert lines[2] == "backend  sci: hf backend: no engine set"
+        assert lines[2] == "backend  sci: in-process hf backend (engine: none)"
         assert [h.spec.engine for h in p.pool.handles] == ["vllm", "vllm", "none"]
         assert p.pool.is_remote(p.pool.handles[0]) and not p.pool.is_remote(p.pool.handles[2])
         from moco.listing import plan_record
@@ -541,7 +541,8 @@ def test_auto_picks_the_measured_fastest_installed_engine(tmp_path, monkeypatch,
     assert cpu.engine == "auto"
     spec = ModelSpec(model=str(tiny_models[0]))
     resolved, line = engines.resolve(spec, cpu, text, "m")
-    assert resolved.engine == "none" and "in-process: auto, on CPU the in-process backend was measured" in line
+    assert resolved.engine == "none" and "in-process hf backend (engine auto: on CPU the in-process backend was " \
+        "measured fastest" in line
     resolved, line = engines.resolve(spec, gpus, text, "m")
     assert resolved.engine == "none" and "no engine is installed" in line
     # an installed vLLM (here: a user's command for it) is picked on GPUs, not on CPU

@@ -64,7 +64,7 @@ def _capabilities(spec: ModelSpec, hardware: HardwareSettings) -> tuple[Capabili
 def _resolve_engines(specs: list[ModelSpec], hardware: HardwareSettings, needs: Capabilities,
                      overrides: dict[str, Backend], name: str | None = None) -> tuple[list[ModelSpec], list[str]]:
     """Each spec with its managed engine decided (moco.engines.resolve), and the lines `moco validate` prints;
-    lines only when some model could use an engine."""
+    lines only when some model could use an engine (Hugging Face weights)."""
     from moco import engines
 
     out, lines = [], []
@@ -75,8 +75,7 @@ def _resolve_engines(specs: list[ModelSpec], hardware: HardwareSettings, needs: 
         spec, line = engines.resolve(spec, hardware, needs, name or spec.name or spec.model)
         out.append(spec)
         lines.append(line)
-    wanted = any(engines.effective(s, hardware) != "none" for s in specs if s.model not in overrides) \
-        or bool(hardware.gpu_ids)  # on GPUs, say also why a model stays in-process
+    wanted = any(s.kind == "hf" for s in specs if s.model not in overrides)  # weights an engine could serve
     return out, lines if wanted else []
 
 

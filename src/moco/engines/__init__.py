@@ -75,12 +75,11 @@ def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, na
     A method needing logits or weights keeps the model in-process; a missing engine is a one-line ConfigError."""
     engine = effective(spec, hardware)
     if engine == "none":
-        why = ""
-        if spec.kind == "hf":
-            why = f" in-process: auto, {auto(spec, hardware)[1]}" if (spec.engine or hardware.engine) == "auto" \
-                else ": no engine set"
-        return spec.model_copy(update={"engine": "none"}) if spec.kind == "hf" else spec, \
-            f"{name}: {spec.kind} backend{why}"
+        if spec.kind != "hf":
+            return spec, f"{name}: {spec.kind} backend"
+        why = f"engine auto: {auto(spec, hardware)[1]}" if (spec.engine or hardware.engine) == "auto" \
+            else "engine: none"
+        return spec.model_copy(update={"engine": "none"}), f"{name}: in-process hf backend ({why})"
     wanted = [k for k in IN_PROCESS_ONLY if getattr(needs, k)]
     if wanted:
         line = (f"{name}: in-process hf backend, not engine {engine}: the method needs {', '.join(wanted)}, "
