@@ -560,3 +560,19 @@ def test_auto_picks_the_measured_fastest_installed_engine(tmp_path, monkeypatch,
         engines.resolve(ModelSpec(model=str(gguf)), cpu, text, "g")
     assert engines.resolve(ModelSpec(model=str(tiny_models[0]), engine="none"), gpus, text, "m")[0].engine == "none"
     engines._installed.cache_clear()
+
+
+def test_gguf_and_llamacpp_mismatches_are_one_line_before_anything_starts(tmp_path, tiny_models):
+    from moco import engines
+    from moco.config import HardwareSettings, ModelSpec
+    from moco.models.base import Capabilities
+
+    text, hw = Capabilities(chat=True), HardwareSettings()
+    with pytest.raises(ConfigError, match="engine llamacpp serves GGUF files; .* is not one"):
+        engines.resolve(ModelSpec(model=str(tiny_models[0]), engine="llamacpp"), hw, text, "m")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ConfigError, match="is a GGUF file, which only engine llamacpp serves"):
+        engines.resolve(ModelSpec(model=str(gguf), engine="vllm"), hw, text, "g")
+    with pytest.raises(ConfigError, match="only engine llamacpp serves"):
+        engines.resolve(ModelSpec(model=str(gguf), engine="none"), hw, text, "g")

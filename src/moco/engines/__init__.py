@@ -14,6 +14,7 @@ import os
 from moco.config import HardwareSettings, ModelSpec
 from moco.engines.launch import check_installed, override_var
 from moco.errors import ConfigError
+from moco.models import builtin
 from moco.models.base import Capabilities
 
 # what a chat server offers: text, per-token logprobs, per-request seeds (vLLM, SGLang, llama.cpp honour them)
@@ -74,6 +75,8 @@ def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, na
     """The spec with its engine decided (`engine` set explicitly) and a line saying which backend and why.
     A method needing logits or weights keeps the model in-process; a missing engine is a one-line ConfigError."""
     engine = effective(spec, hardware)
+    if spec.kind == "hf" and spec.model.endswith(".gguf") and engine != "llamacpp":
+        raise ConfigError(f"model '{name}': {spec.model} is a GGUF file, which only engine llamacpp serves")
     if engine == "none":
         if spec.kind != "hf":
             return spec, f"{name}: {spec.kind} backend"
@@ -85,6 +88,10 @@ def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, na
         line = (f"{name}: in-process hf backend, not engine {engine}: the method needs {', '.join(wanted)}, "
                 "which a server does not give")
         return spec.model_copy(update={"engine": "none"}), line
+    gguf = spec.model.endswith(".gguf")
+    if engine == "llamacpp" and not gguf and not builtin.is_embedded(spec.model):
+        raise ConfigError(f"model '{name}': engine llamacpp serves GGUF files; '{spec.model}' is not one (give the "
+                          ".gguf file as `model:`, or use engine vllm/none)")
     if spec.adapter and engine != "vllm":
         raise ConfigError(f"model '{name}': engine {engine} with an `adapter` is not supported (vLLM serves "
                           "adapters of one base from one server: `engine: vllm`; or `engine: none`)")
