@@ -581,3 +581,23 @@ def test_gguf_and_llamacpp_mismatches_are_one_line_before_anything_starts(tmp_pa
         engines.resolve(ModelSpec(model=str(gguf), engine="vllm"), hw, text, "g")
     with pytest.raises(ConfigError, match="only engine llamacpp serves"):
         engines.resolve(ModelSpec(model=str(gguf), engine="none"), hw, text, "g")
+
+
+def test_an_engine_that_dies_mid_run_is_reported_with_the_error_in_its_log(tmp_path, tiny_models):
+    """The fake engine prints an error and exits after 4 answers: the run stops with that error in one line."""
+    script = tmp_path / "dying.py"
+    script.write_text(
+        "import os, subprocess, sys, threading, time\n"
+        f"p = subprocess.Popen([sys.executable, {str(SERVER)!r}, sys.argv[1], '--exit-after', '4'])\n"
+        "code = p.wait()\n"
+        "print('Traceback (most recent call last):', flush=True)\n"
+        "print('RuntimeError: CPU Generator does not use offset', flush=True)\n"
+        "print('nanobind: leaked 64 types!', flush=True)\n"
+        "sys.exit(1)\n")
+    cfg = _config(tmp_path, tiny_models[0], engine_concurrency=1)
+    r = subprocess.run([*MOCO, "run", str(cfg), "--out", str(tmp_path / "run"), "--no-cache"], capture_output=True,
+                       text=True, env=_env(f"{{python}} {script} {{port}}"), timeout=240, check=False)
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "is down" in err[0], r.stderr[-1500:]
+    assert "exited: RuntimeError: CPU Generator does not use offset" in err[0]

@@ -49,6 +49,14 @@ class EngineBackend(OpenAIBackend):
     def server(self) -> ManagedServer:
         return self.shared.server
 
+    @property
+    def down(self) -> str | None:
+        """Why the server stopped answering; when its process died, with the error its log ends on."""
+        why = super().down
+        if why is not None and not self.shared.server.running:
+            return f"{why}; engine {self.shared.server.label} exited: {self.shared.server.last_error()}"
+        return why
+
     def close(self) -> None:
         super().close()
         with _SERVERS_LOCK:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -108,6 +109,16 @@ class ManagedServer:
             return "(no log)"
         tail = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("[watchdog]")][-lines:]
         return (" | ".join(tail) or "(empty log)")[-chars:] + f" (log {self.log_path})"
+
+    def last_error(self, chars: int = 300) -> str:
+        """The last line of the log that names an error (a server that died mid-run ends its log with noise
+        such as leak warnings), else its last lines."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        errors = [ln.strip() for ln in lines if re.search(r"\b\w*(Error|Exception)\b:|\berror:", ln)]
+        return (errors[-1][-chars:] + f" (log {self.log_path})") if errors else self.log_tail()
 
     def stop(self, wait_s: float = 30.0) -> None:
         """Close the watchdog's pipe (it kills the server's process group) and wait for it to finish. The log is
