@@ -17,7 +17,8 @@ from moco.engines.launch import Launch, command, sampling_body
 from moco.engines.process import STARTUPS, ManagedServer, free_port, run_cores
 from moco.errors import ModelError
 from moco.models import builtin
-from moco.models.memory import DTYPE_BYTES, estimate_gb
+from moco.models.memory import estimate_gb
+from moco.models.placement import DTYPE_BYTES
 from moco.models.openai import OpenAIBackend
 
 if TYPE_CHECKING:
