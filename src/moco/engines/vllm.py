@@ -28,6 +28,11 @@ def command(launch: Launch) -> tuple[list[str], dict[str, str]]:
         # offset", rewinding the request's generator): prompts are prefilled whole instead
         tokens = launch.max_len or launch.model_len or 8192
         argv += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(tokens, 2048))]
+        # no torch.compile on CPU: measured here it starts in 59 s instead of 182 s and decodes 5-8% slower
+        # (benchmarks/engine_speed.py), which a run repays only after ~100k tokens; `--no-enforce-eager` in
+        # hardware.engine_args compiles
+        if "--no-enforce-eager" not in launch.extra:
+            argv.append("--enforce-eager")
         env["VLLM_TARGET_DEVICE"] = "cpu"
         env["VLLM_CPU_OMP_THREADS_BIND"] = launch.cpu_bind
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GB of KV cache
