@@ -33,6 +33,17 @@ def test_examples_validate(example, sample_data):
     if "zoo/" in (REPO / "examples" / example).read_text() and not (REPO / "zoo" / "zoo.json").exists():
         pytest.skip("needs the specialist zoo (moco zoo build --out zoo); "
                     "test_weight_methods.py validates these configs on a tiny zoo")
+    if "engine: vllm" in (REPO / "examples" / example).read_text():
+        from moco import engines
+
+        if not engines.installed("vllm"):  # the user's view without vLLM: the install hint, in one line
+            r = moco("validate", REPO / "examples" / example, "--data-dir", sample_data)
+            assert r.returncode == 2 and "engine vllm needs the optional package 'vllm'" in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1
+            r = moco("validate", REPO / "examples" / example, "--data-dir", sample_data, "--set",
+                     "hardware.engine=none")
+            assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stderr
+            return
     r = moco("validate", REPO / "examples" / example, "--data-dir", sample_data)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("OK")
