@@ -27,6 +27,8 @@ LLAMACPP_CAPABILITIES = Capabilities(chat=True, logprobs=True, seeded=False)
 def capabilities(engine: str | None) -> Capabilities:
     """What an engine-backed model can do, declared before its server starts."""
     return LLAMACPP_CAPABILITIES if engine == "llamacpp" else CAPABILITIES
+
+
 IN_PROCESS_ONLY = ("logits", "weights", "lora")
 
 
@@ -74,14 +76,14 @@ def installed(engine: str) -> bool:
 def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, name: str) -> tuple[ModelSpec, str]:
     """The spec with its engine decided (`engine` set explicitly) and a line saying which backend and why.
     A method needing logits or weights keeps the model in-process; a missing engine is a one-line ConfigError."""
-    engine = effective(spec, hardware)
+    picked = auto(spec, hardware) if spec.kind == "hf" and (spec.engine or hardware.engine) == "auto" else None
+    engine = picked[0] if picked else effective(spec, hardware)
     if spec.kind == "hf" and spec.model.endswith(".gguf") and engine != "llamacpp":
         raise ConfigError(f"model '{name}': {spec.model} is a GGUF file, which only engine llamacpp serves")
     if engine == "none":
         if spec.kind != "hf":
             return spec, f"{name}: {spec.kind} backend"
-        why = f"engine auto: {auto(spec, hardware)[1]}" if (spec.engine or hardware.engine) == "auto" \
-            else "engine: none"
+        why = f"engine auto: {picked[1]}" if picked else "engine: none"
         return spec.model_copy(update={"engine": "none"}), f"{name}: in-process hf backend ({why})"
     wanted = [k for k in IN_PROCESS_ONLY if getattr(needs, k)]
     if wanted:
@@ -101,8 +103,8 @@ def resolve(spec: ModelSpec, hardware: HardwareSettings, needs: Capabilities, na
             f"{hardware.engine_concurrency} requests in flight)")
     if spec.adapter:
         line += f"; LoRA adapter {spec.adapter} served by its base model's server"
-    if (spec.engine or hardware.engine) == "auto":
-        line += f"; auto: {auto(spec, hardware)[1]}"
+    if picked:
+        line += f"; auto: {picked[1]}"
     if engine == "llamacpp" and hardware.engine_concurrency > 1:
         line += ("; its parallel slots are not batch-invariant, so sampled answers do not repeat exactly from "
                  "run to run (hardware.engine_concurrency: 1 makes them repeat, decoding one request at a time)")

@@ -266,9 +266,9 @@ class ModelPool:
 
     # -------------------------------------------------------------- placement and loading
     def _backend_key(self, spec: ModelSpec) -> str:
-        if uses_engine(spec, self.hardware):  # `engine: vllm` and hardware.engine=vllm are one server
-            return kind_info("engine").backend_key(spec.model_copy(update={"engine": _engine_of(spec,
-                                                                                                self.hardware)}))
+        engine = _engine_of(spec, self.hardware)
+        if engine != "none":  # `engine: vllm` and hardware.engine=vllm are one server
+            return kind_info("engine").backend_key(spec.model_copy(update={"engine": engine}))
         return kind_info(spec.kind).backend_key(spec)
 
     def device_for(self, handle: ModelHandle) -> str:
